@@ -1,0 +1,134 @@
+#!/usr/bin/env bash
+# keel's added latency and throughput, side by side with a plain nginx reverse proxy and with no
+# proxy at all, in one run, all in front of the same fast upstream (nginx serving a canned Ollama
+# /api/chat answer). Reports ratios; absolute numbers depend on the machine.
+#
+# Usage: bench/overhead.sh [DURATION_SECONDS]      (default 10 per measurement; REPS=3 runs each)
+# Needs: wrk and nginx (installed from Debian's packages if missing, when run as root).
+# Output: a Markdown table on stdout, raw wrk output under bench/results/.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+DURATION="${1:-10}"
+UPSTREAM_PORT=18401
+NGINX_PORT=18402
+KEEL_PORT=18403
+WORK="$(mktemp -d /tmp/keel-bench.XXXXXX)"
+RESULTS="bench/results"
+mkdir -p "$RESULTS"
+log() { printf '[bench %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
+
+if ! command -v wrk >/dev/null || ! command -v nginx >/dev/null && [ ! -x /usr/sbin/nginx ]; then
+  log "installing wrk and nginx from Debian's packages"
+  apt-get update -qq >/dev/null
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends wrk nginx >/dev/null
+fi
+NGINX="$(command -v nginx || echo /usr/sbin/nginx)"
+
+log "building keel (release)"
+cargo build --release -p keel-cli --locked -q
+KEEL=target/release/keel
+
+pids=()
+cleanup() {
+  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+  for conf in upstream proxy; do "$NGINX" -p "$WORK" -c "$WORK/$conf.conf" -s stop 2>/dev/null || true; done
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+# Two separate nginx processes: the canned upstream, and the plain reverse proxy in front of it
+# (one process for both would let the proxy hand requests to the upstream without a context switch,
+# an advantage keel cannot have).
+CHAT_REPLY='{"model":"llama3.2","created_at":"2026-01-01T00:00:00Z","message":{"role":"assistant","content":"Hello! How can I help you today?"},"done":true,"done_reason":"stop","total_duration":1000,"load_duration":10,"prompt_eval_count":12,"prompt_eval_duration":100,"eval_count":9,"eval_duration":800}'
+nginx_conf() { # NAME WORKERS SERVER_BLOCK
+  cat >"$WORK/$1.conf" <<CONF
+worker_processes $2;
+error_log $WORK/$1-error.log warn;
+pid $WORK/$1.pid;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  client_body_temp_path $WORK/$1-body;
+  proxy_temp_path $WORK/$1-proxy;
+  keepalive_requests 1000000;
+  upstream canned { server 127.0.0.1:$UPSTREAM_PORT; keepalive 128; }
+  $3
+}
+CONF
+  "$NGINX" -p "$WORK" -c "$WORK/$1.conf"
+}
+nginx_conf upstream 1 "server { listen 127.0.0.1:$UPSTREAM_PORT; location / { default_type application/json; return 200 '$CHAT_REPLY'; } }"
+nginx_conf proxy 2 "server { listen 127.0.0.1:$NGINX_PORT; location / { proxy_pass http://canned; proxy_http_version 1.1; proxy_set_header Connection \"\"; proxy_buffering off; proxy_request_buffering off; } }"
+
+"$KEEL" serve --listen "127.0.0.1:$KEEL_PORT" --upstream "http://127.0.0.1:$UPSTREAM_PORT" \
+  --store "sqlite://$WORK/keel.db" --log-level warn 2>"$WORK/keel.log" &
+KEEL_PID=$!
+pids+=("$KEEL_PID")
+for _ in $(seq 100); do
+  curl -sf "http://127.0.0.1:$KEEL_PORT/keel/health" >/dev/null && break
+  sleep 0.1
+done
+IDLE_RSS_KB=$(ps -o rss= -p "$KEEL_PID" | tr -d ' ')
+
+cat >"$WORK/chat.lua" <<'LUA'
+wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/json"
+wrk.body = '{"model":"llama3.2","messages":[{"role":"user","content":"Hello!"}],"stream":false}'
+LUA
+
+# run NAME PORT CONNECTIONS REP -> prints "rps p50_ms p99_ms"
+run() {
+  local name=$1 port=$2 conns=$3 out="$RESULTS/wrk-$1-c$3-r$4.txt"
+  wrk -t2 -c"$conns" -d"${DURATION}s" --latency -s "$WORK/chat.lua" "http://127.0.0.1:$port/api/chat" >"$out"
+  local rps p50 p99
+  rps=$(awk '/^Requests\/sec/ {print $2}' "$out")
+  p50=$(awk '$1=="50%" {print $2}' "$out")
+  p99=$(awk '$1=="99%" {print $2}' "$out")
+  echo "$rps $(to_ms "$p50") $(to_ms "$p99")"
+}
+# median of the values in column $1 of the lines on stdin
+median() { sort -g -k"$1" | awk -v c="$1" '{v[NR]=$c} END {print v[int((NR+1)/2)]}'; }
+to_ms() { # wrk prints 1.23ms, 456.00us or 1.20s
+  awk -v v="$1" 'BEGIN { n=v+0; if (v ~ /us$/) n/=1000; else if (v ~ /ms$/) n=n; else if (v ~ /s$/) n*=1000; printf "%.3f", n }'
+}
+
+log "warming up"
+wrk -t1 -c8 -d2s -s "$WORK/chat.lua" "http://127.0.0.1:$KEEL_PORT/api/chat" >/dev/null
+wrk -t1 -c8 -d2s -s "$WORK/chat.lua" "http://127.0.0.1:$NGINX_PORT/api/chat" >/dev/null
+
+echo "| connections | path | req/s | p50 ms | p99 ms | added p50 ms |"
+echo "|---|---|---|---|---|---|"
+REPS="${REPS:-3}"
+declare -A R
+for conns in 8 64; do
+  declare -A runs=()
+  # Interleave the three paths and repeat, then take medians: the machine's noise hits all alike.
+  for rep in $(seq "$REPS"); do
+    for target in direct:$UPSTREAM_PORT nginx:$NGINX_PORT keel:$KEEL_PORT; do
+      name=${target%%:*}; port=${target##*:}
+      log "wrk $name, $conns connections, ${DURATION}s, run $rep/$REPS"
+      runs[$name]+="$(run "$name" "$port" "$conns" "$rep")"$'\n'
+    done
+  done
+  for name in direct nginx keel; do
+    R[$name-$conns]="$(printf '%s' "${runs[$name]}" | median 1) $(printf '%s' "${runs[$name]}" | median 2) $(printf '%s' "${runs[$name]}" | median 3)"
+  done
+  read -r d_rps d_p50 d_p99 <<<"${R[direct-$conns]}"
+  for name in direct nginx keel; do
+    read -r rps p50 p99 <<<"${R[$name-$conns]}"
+    add50=$(awk -v a="$p50" -v b="$d_p50" 'BEGIN{printf "%.3f", a-b}')
+    echo "| $conns | $name | $rps | $p50 | $p99 | $add50 |"
+  done
+done
+LOADED_RSS_KB=$(ps -o rss= -p "$KEEL_PID" | tr -d ' ')
+
+read -r n8_rps n8_p50 n8_p99 <<<"${R[nginx-8]}"; read -r k8_rps k8_p50 k8_p99 <<<"${R[keel-8]}"; read -r _ d8_p50 _ <<<"${R[direct-8]}"
+read -r n64_rps _ _ <<<"${R[nginx-64]}"; read -r k64_rps _ _ <<<"${R[keel-64]}"
+echo
+awk -v k="$k8_p50" -v n="$n8_p50" -v d="$d8_p50" 'BEGIN{printf "- added p50 latency at 8 connections, keel / nginx: %.2f (keel +%.3f ms, nginx +%.3f ms over direct)\n", (k-d)/((n-d)>0.001?(n-d):0.001), k-d, n-d}'
+echo "- p99 at 8 connections: keel $k8_p99 ms, nginx $n8_p99 ms (direct p99 is dominated by wrk sharing the 2 cores, so no difference is taken)"
+awk -v k="$k8_rps" -v n="$n8_rps" 'BEGIN{printf "- throughput at 8 connections, keel / nginx: %.2f\n", k/n}'
+awk -v k="$k64_rps" -v n="$n64_rps" 'BEGIN{printf "- throughput at 64 connections, keel / nginx: %.2f\n", k/n}'
+echo "- keel RSS: idle $((IDLE_RSS_KB / 1024)) MiB ($IDLE_RSS_KB KiB), after load $((LOADED_RSS_KB / 1024)) MiB"
+echo "- machine: $(nproc) cores, $(uname -r); wrk -t2, ${DURATION}s per run, median of $REPS interleaved runs; raw output in $RESULTS/"

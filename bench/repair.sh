@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# keel-repair vs jsonrepair-rs on the repair corpus: MB/s and accuracy, as a Markdown table.
+#
+# Usage: bench/repair.sh [CORPUS_DIR]        (default: ../shared/repair-corpus beside the repo)
+# Env:   COMPARE_MILLIS=2500                  time spent measuring each engine on each file
+# Needs: cargo (builds crates/keel-repair/examples/compare.rs in release mode).
+#
+# Accuracy follows the corpus README (value equality, refusal == null). jsonrepair-rs has no
+# schema support and never refuses, so it is scored on the cases without a schema; keel is scored
+# on all cases (with their schemas) and on the same schema-less subset.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+DIR="${1:-$(cd .. && pwd)/shared/repair-corpus}"
+if [ ! -f "$DIR/public.jsonl" ] || [ ! -f "$DIR/public-large.jsonl" ]; then
+  echo "repair corpus not found in $DIR (expected public.jsonl and public-large.jsonl)" >&2
+  exit 1
+fi
+cargo build --release -p keel-repair --example compare -q
+echo "## keel-repair vs jsonrepair-rs ($(date -u +%Y-%m-%d), $(nproc) cores)"
+echo
+target/release/examples/compare "$DIR"

@@ -1,0 +1,89 @@
+//! API keys: `Authorization: Bearer <key>`, checked against `[auth]` with per-key scopes.
+
+use axum::extract::{Request, State};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use http::header;
+use keel_types::Dialect;
+
+use crate::config::{ApiKey, Scope};
+use crate::error::ProxyError;
+use crate::state::Gateway;
+
+/// The scope a path needs; `None` for paths open to everyone (health checks).
+fn required_scope(path: &str) -> Option<Scope> {
+    if path == "/keel/health" {
+        None
+    } else if path.starts_with("/keel/") || path == "/metrics" {
+        Some(Scope::Admin)
+    } else {
+        Some(Scope::Inference)
+    }
+}
+
+/// Middleware: passes requests with a key holding the needed scope; answers 401/403 otherwise.
+/// Installed only with `[auth]`; the key is consumed here and not forwarded. Without `[auth]`,
+/// `Authorization` passes through untouched (the upstream may want it).
+pub(crate) async fn require_key(State(gateway): State<Gateway>, mut request: Request, next: Next) -> Response {
+    let Some(auth) = &gateway.config().auth else {
+        return next.run(request).await;
+    };
+    let path = request.uri().path();
+    let Some(scope) = required_scope(path) else {
+        return next.run(request).await;
+    };
+    let dialect = Dialect::of_path(path);
+    let presented = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
+        .map(str::trim);
+    let Some(key) = presented.and_then(|p| find_key(&auth.keys, p)) else {
+        return ProxyError::Unauthorized.into_response_in(dialect);
+    };
+    if !key.scopes.contains(&scope) {
+        let scope = match scope {
+            Scope::Inference => "inference",
+            Scope::Admin => "admin",
+        };
+        return ProxyError::Forbidden { key: key.name.clone(), scope }.into_response_in(dialect);
+    }
+    // The key was for keel; the model server never sees it.
+    request.headers_mut().remove(header::AUTHORIZATION);
+    next.run(request).await.into_response()
+}
+
+/// The key matching `presented`, compared in constant time per key.
+fn find_key<'a>(keys: &'a [ApiKey], presented: &str) -> Option<&'a ApiKey> {
+    keys.iter().find(|k| constant_time_eq(k.secret.as_bytes(), presented.as_bytes()))
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scopes_by_path() {
+        assert_eq!(required_scope("/keel/health"), None);
+        assert_eq!(required_scope("/keel/status"), Some(Scope::Admin));
+        assert_eq!(required_scope("/metrics"), Some(Scope::Admin));
+        assert_eq!(required_scope("/api/chat"), Some(Scope::Inference));
+        assert_eq!(required_scope("/"), Some(Scope::Inference));
+    }
+
+    #[test]
+    fn keys_match_exactly() {
+        let keys = vec![ApiKey { name: "a".into(), secret: "secret-one".into(), scopes: vec![Scope::Inference] }];
+        assert!(find_key(&keys, "secret-one").is_some());
+        assert!(find_key(&keys, "secret-on").is_none());
+        assert!(find_key(&keys, "secret-onf").is_none());
+    }
+}

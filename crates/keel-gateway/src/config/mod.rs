@@ -1,0 +1,434 @@
+//! Configuration: `keel.toml`, then `KEEL_*` environment variables, then command-line flags.
+//!
+//! The file is read into [`raw::RawConfig`] (unknown keys rejected, every default documented),
+//! overrides are applied, and [`Config::from_raw`] validates it into the runtime [`Config`].
+//! [`template::DEFAULT_CONFIG`] is the fully commented file `keel init` writes.
+
+pub mod raw;
+pub mod template;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use keel_types::{Dialect, TargetId};
+
+pub use raw::RawConfig;
+
+/// A configuration that cannot be used, with the reason and where it came from.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML or has unknown or mistyped keys.
+    #[error("invalid config file {path}: {message}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// The parser's message, naming the key, line and column.
+        message: String,
+    },
+    /// A value is out of range or inconsistent with the rest.
+    #[error("invalid configuration{}: {message}", source_suffix(.path))]
+    Invalid {
+        /// The file, if the value came from one.
+        path: Option<PathBuf>,
+        /// What is wrong and how to fix it.
+        message: String,
+    },
+}
+
+fn source_suffix(path: &Option<PathBuf>) -> String {
+    path.as_ref().map(|p| format!(" in {}", p.display())).unwrap_or_default()
+}
+
+/// Values given on the command line or in `KEEL_*` variables; each replaces the file's value.
+#[derive(Debug, Clone, Default)]
+pub struct Overrides {
+    /// `--listen` / `KEEL_LISTEN`.
+    pub listen: Option<String>,
+    /// `--upstream` / `KEEL_UPSTREAM`: replaces all upstreams and routes with one Ollama upstream
+    /// named `default` and a route `"*"` to it.
+    pub upstream: Option<String>,
+    /// `--store` / `KEEL_STORE`.
+    pub store: Option<String>,
+    /// `--log-format` / `KEEL_LOG_FORMAT`.
+    pub log_format: Option<String>,
+    /// `--log-level` / `KEEL_LOG`.
+    pub log_level: Option<String>,
+}
+
+/// The validated runtime configuration.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    /// The file it came from, if any.
+    pub source: Option<PathBuf>,
+    /// Listening and request limits.
+    pub server: ServerConfig,
+    /// The store URL (sessions, incidents, checkpoints).
+    pub store_url: String,
+    /// Model servers, in declaration order.
+    pub upstreams: Vec<UpstreamConfig>,
+    /// Routes, in declaration order; the `"*"` route (if any) is used for unmatched names.
+    pub routes: Vec<RouteConfig>,
+    /// Breaker settings (validated).
+    pub breaker: keel_breaker::BreakerConfig,
+    /// Retries between rounds over a route's targets.
+    pub retry: raw::RawRetry,
+    /// API keys; `None` means no authentication.
+    pub auth: Option<AuthConfig>,
+    /// Log format and filter.
+    pub log: LogConfig,
+}
+
+/// `[server]`, validated.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ServerConfig {
+    /// Address to listen on.
+    pub listen: SocketAddr,
+    /// Largest request body, in bytes.
+    pub max_request_body: usize,
+    /// Bound on graceful shutdown.
+    pub shutdown_grace: Duration,
+    /// Serving threads (at least 1; `workers = 0` in the file means one per CPU core).
+    pub workers: usize,
+}
+
+/// One upstream, validated.
+#[derive(Debug, Clone, PartialEq)]
+pub struct UpstreamConfig {
+    /// Unique name.
+    pub name: String,
+    /// Where it is and which API it speaks.
+    pub upstream: keel_upstream::Upstream,
+    /// Connect timeout.
+    pub connect_timeout: Duration,
+    /// Time to response head.
+    pub response_timeout: Duration,
+    /// Longest silence inside a streamed body.
+    pub idle_timeout: Duration,
+    /// Health probe interval; zero means no probing.
+    pub health_interval: Duration,
+}
+
+/// One route, validated: every target names a declared upstream.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RouteConfig {
+    /// The requested model name, or `"*"`.
+    pub model: String,
+    /// Targets in fallback order.
+    pub targets: Vec<TargetId>,
+    /// Prefer targets whose upstream has the model loaded.
+    pub prefer_loaded: bool,
+}
+
+/// `[auth]`, validated, with the secrets resolved.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AuthConfig {
+    /// The accepted keys.
+    pub keys: Vec<ApiKey>,
+}
+
+/// What a key may do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Scope {
+    /// Model endpoints (`/api/*`, `/v1/*`, `/`).
+    Inference,
+    /// The admin API (`/keel/*` except health) and `/metrics`.
+    Admin,
+}
+
+/// One API key with its secret resolved from the environment or a file.
+#[derive(Clone, PartialEq)]
+pub struct ApiKey {
+    /// Who holds it.
+    pub name: String,
+    /// The secret; never logged.
+    pub secret: String,
+    /// What it may do.
+    pub scopes: Vec<Scope>,
+}
+
+impl std::fmt::Debug for ApiKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ApiKey").field("name", &self.name).field("scopes", &self.scopes).finish_non_exhaustive()
+    }
+}
+
+/// `[log]`, validated.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LogConfig {
+    /// Text or JSON lines.
+    pub format: keel_telemetry::LogFormat,
+    /// `RUST_LOG`-style filter.
+    pub level: String,
+}
+
+impl Config {
+    /// Reads and validates a config file, applying overrides. `env` resolves `key_env` secrets.
+    pub fn load(
+        path: &Path,
+        overrides: &Overrides,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Config, ConfigError> {
+        let text =
+            std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
+        let raw = RawConfig::parse(&text).map_err(|message| ConfigError::Parse { path: path.to_owned(), message })?;
+        Config::from_raw(raw, Some(path.to_owned()), overrides, env)
+    }
+
+    /// The configuration used when no file is given: defaults plus overrides.
+    pub fn without_file(overrides: &Overrides, env: &dyn Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
+        Config::from_raw(RawConfig::default(), None, overrides, env)
+    }
+
+    /// Applies overrides to a raw config and validates it.
+    pub fn from_raw(
+        mut raw: RawConfig,
+        source: Option<PathBuf>,
+        overrides: &Overrides,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Config, ConfigError> {
+        apply_overrides(&mut raw, overrides);
+        let invalid = |message: String| ConfigError::Invalid { path: source.clone(), message };
+
+        let listen: SocketAddr = raw.server.listen.parse().map_err(|_| {
+            invalid(format!("[server] listen = {:?} is not an address like \"127.0.0.1:11435\"", raw.server.listen))
+        })?;
+        let max_request_body =
+            parse_size(&raw.server.max_request_body).map_err(|e| invalid(format!("[server] max_request_body: {e}")))?;
+
+        if raw.upstream.is_empty() {
+            raw.upstream.push(default_upstream("http://127.0.0.1:11434"));
+        }
+        let mut upstreams = Vec::with_capacity(raw.upstream.len());
+        for up in &raw.upstream {
+            if up.name.is_empty() || up.name.contains(':') {
+                return Err(invalid(format!(
+                    "[[upstream]] name {:?} must be non-empty and contain no ':' (routes write \"name:model\")",
+                    up.name
+                )));
+            }
+            if upstreams.iter().any(|u: &UpstreamConfig| u.name == up.name) {
+                return Err(invalid(format!("[[upstream]] name {:?} is declared twice", up.name)));
+            }
+            let uri: http::Uri = up
+                .url
+                .parse()
+                .map_err(|e| invalid(format!("[[upstream]] {:?}: url {:?} is not a URL: {e}", up.name, up.url)))?;
+            let upstream = keel_upstream::Upstream::new(&up.name, uri, up.dialect)
+                .map_err(|e| invalid(format!("[[upstream]] {:?}: {e}", up.name)))?;
+            upstreams.push(UpstreamConfig {
+                name: up.name.clone(),
+                upstream,
+                connect_timeout: up.connect_timeout,
+                response_timeout: up.response_timeout,
+                idle_timeout: up.idle_timeout,
+                health_interval: up.health_interval,
+            });
+        }
+
+        if raw.route.is_empty() {
+            raw.route.push(raw::RawRoute {
+                model: "*".into(),
+                targets: vec![upstreams[0].name.clone()],
+                prefer_loaded: false,
+            });
+        }
+        let mut routes: Vec<RouteConfig> = Vec::with_capacity(raw.route.len());
+        for route in &raw.route {
+            if route.model.is_empty() {
+                return Err(invalid("[[route]] model must not be empty (use \"*\" for any model)".into()));
+            }
+            if routes.iter().any(|r| r.model == route.model) {
+                return Err(invalid(format!("[[route]] model {:?} is routed twice", route.model)));
+            }
+            if route.targets.is_empty() {
+                return Err(invalid(format!("[[route]] {:?} has no targets", route.model)));
+            }
+            let mut targets = Vec::with_capacity(route.targets.len());
+            for text in &route.targets {
+                let target = TargetId::parse(text).map_err(|e| invalid(format!("[[route]] {:?}: {e}", route.model)))?;
+                if !upstreams.iter().any(|u| u.name == target.upstream) {
+                    let known: Vec<&str> = upstreams.iter().map(|u| u.name.as_str()).collect();
+                    return Err(invalid(format!(
+                        "[[route]] {:?}: target {text:?} names upstream {:?}, which is not declared (declared: {})",
+                        route.model,
+                        target.upstream,
+                        known.join(", ")
+                    )));
+                }
+                targets.push(target);
+            }
+            routes.push(RouteConfig { model: route.model.clone(), targets, prefer_loaded: route.prefer_loaded });
+        }
+
+        raw.breaker.validate().map_err(|e| invalid(format!("[breaker] {e}")))?;
+        if !(0.0..=10.0).contains(&raw.retry.budget_ratio) {
+            return Err(invalid(format!(
+                "[retry] budget_ratio = {} must be between 0 and 10 (0.2 = retries may add 20% load)",
+                raw.retry.budget_ratio
+            )));
+        }
+        if raw.retry.deadline.is_zero() {
+            return Err(invalid("[retry] deadline must be longer than zero".into()));
+        }
+
+        let auth = match &raw.auth {
+            None => None,
+            Some(auth) => Some(resolve_auth(auth, env).map_err(invalid)?),
+        };
+        if auth.is_none() && !listen.ip().is_loopback() && !raw.server.allow_remote_without_auth {
+            return Err(invalid(format!(
+                "listening on {listen} without [auth] keys would let anyone on the network use your models. \
+                 Add an [auth] section with keys, listen on 127.0.0.1, or set [server] allow_remote_without_auth = true"
+            )));
+        }
+
+        let format = raw.log.format.parse().map_err(|e: String| invalid(format!("[log] format: {e}")))?;
+        validate_store_url(&raw.store.url).map_err(invalid)?;
+
+        Ok(Config {
+            source,
+            server: ServerConfig {
+                listen,
+                max_request_body,
+                shutdown_grace: raw.server.shutdown_grace,
+                workers: match raw.server.workers {
+                    0 => std::thread::available_parallelism().map_or(1, usize::from),
+                    n => n,
+                },
+            },
+            store_url: raw.store.url,
+            upstreams,
+            routes,
+            breaker: raw.breaker,
+            retry: raw.retry,
+            auth,
+            log: LogConfig { format, level: raw.log.level },
+        })
+    }
+
+    /// The upstream with this name.
+    pub fn upstream(&self, name: &str) -> Option<&UpstreamConfig> {
+        self.upstreams.iter().find(|u| u.name == name)
+    }
+}
+
+impl RawConfig {
+    /// Parses TOML text; the error names the offending key with its line and column.
+    pub fn parse(text: &str) -> Result<RawConfig, String> {
+        toml::from_str(text).map_err(|e| e.to_string().trim_end().to_owned())
+    }
+}
+
+fn default_upstream(url: &str) -> raw::RawUpstream {
+    raw::RawUpstream {
+        name: "default".into(),
+        url: url.into(),
+        dialect: Dialect::Ollama,
+        connect_timeout: raw::default_connect_timeout(),
+        response_timeout: raw::default_response_timeout(),
+        idle_timeout: raw::default_idle_timeout(),
+        health_interval: raw::default_health_interval(),
+    }
+}
+
+fn apply_overrides(raw: &mut RawConfig, overrides: &Overrides) {
+    if let Some(listen) = &overrides.listen {
+        raw.server.listen.clone_from(listen);
+    }
+    if let Some(url) = &overrides.upstream {
+        raw.upstream = vec![default_upstream(url)];
+        raw.route = vec![raw::RawRoute { model: "*".into(), targets: vec!["default".into()], prefer_loaded: false }];
+    }
+    if let Some(store) = &overrides.store {
+        raw.store.url.clone_from(store);
+    }
+    if let Some(format) = &overrides.log_format {
+        raw.log.format.clone_from(format);
+    }
+    if let Some(level) = &overrides.log_level {
+        raw.log.level.clone_from(level);
+    }
+}
+
+fn resolve_auth(auth: &raw::RawAuth, env: &dyn Fn(&str) -> Option<String>) -> Result<AuthConfig, String> {
+    if auth.keys.is_empty() {
+        return Err("[auth] has no keys: add keys or remove the [auth] section".into());
+    }
+    let mut keys = Vec::with_capacity(auth.keys.len());
+    for key in &auth.keys {
+        let secret = match (&key.key_env, &key.key_file) {
+            (Some(var), None) => env(var).ok_or_else(|| {
+                format!(
+                    "[auth] key {:?}: environment variable {var} is not set (export it before starting keel)",
+                    key.name
+                )
+            })?,
+            (None, Some(file)) => std::fs::read_to_string(file)
+                .map_err(|e| format!("[auth] key {:?}: cannot read key_file {file:?}: {e}", key.name))?
+                .lines()
+                .next()
+                .unwrap_or_default()
+                .to_owned(),
+            _ => return Err(format!("[auth] key {:?}: give exactly one of key_env or key_file", key.name)),
+        };
+        let secret = secret.trim().to_owned();
+        if secret.len() < 8 {
+            return Err(format!("[auth] key {:?}: the key must be at least 8 characters long", key.name));
+        }
+        let mut scopes = Vec::new();
+        for scope in &key.scopes {
+            scopes.push(match scope.as_str() {
+                "inference" => Scope::Inference,
+                "admin" => Scope::Admin,
+                other => {
+                    return Err(format!(
+                        "[auth] key {:?}: unknown scope {other:?} (use \"inference\" and/or \"admin\")",
+                        key.name
+                    ));
+                }
+            });
+        }
+        keys.push(ApiKey { name: key.name.clone(), secret, scopes });
+    }
+    Ok(AuthConfig { keys })
+}
+
+fn validate_store_url(url: &str) -> Result<(), String> {
+    let ok = ["sqlite://", "postgres://", "postgresql://", "redis://"].iter().any(|p| url.starts_with(p));
+    if ok && url.split_once("://").is_some_and(|(_, rest)| !rest.is_empty()) {
+        Ok(())
+    } else {
+        Err(format!("[store] url = {url:?}: use sqlite://FILE, postgres://… or redis://…"))
+    }
+}
+
+/// Parses a byte size such as `"32MiB"`, `"512KiB"`, `"1GB"` or `"4096"`.
+pub fn parse_size(text: &str) -> Result<usize, String> {
+    let text = text.trim();
+    let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
+    let (digits, unit) = text.split_at(split);
+    let number: usize = digits.parse().map_err(|_| format!("{text:?} is not a size like \"32MiB\""))?;
+    let multiplier: usize = match unit.trim() {
+        "" | "B" => 1,
+        "KB" => 1_000,
+        "KiB" => 1 << 10,
+        "MB" => 1_000_000,
+        "MiB" => 1 << 20,
+        "GB" => 1_000_000_000,
+        "GiB" => 1 << 30,
+        other => return Err(format!("unknown size unit {other:?} in {text:?} (use B, KiB, MiB or GiB)")),
+    };
+    number.checked_mul(multiplier).ok_or_else(|| format!("{text:?} is too large"))
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,203 @@
+//! The config file exactly as written: every section and key keel accepts, with defaults.
+//!
+//! Unknown keys are rejected (`deny_unknown_fields`) so a typo fails loudly instead of being
+//! ignored. [`super::Config::from_raw`] turns this into validated runtime values.
+
+use std::time::Duration;
+
+use keel_types::Dialect;
+use serde::{Deserialize, Serialize};
+
+/// The whole `keel.toml`.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawConfig {
+    /// `[server]`
+    pub server: RawServer,
+    /// `[store]`
+    pub store: RawStore,
+    /// `[[upstream]]`, in order.
+    pub upstream: Vec<RawUpstream>,
+    /// `[[route]]`, in order.
+    pub route: Vec<RawRoute>,
+    /// `[breaker]`: when a target is taken out of rotation and how it is probed back.
+    pub breaker: keel_breaker::BreakerConfig,
+    /// `[retry]`
+    pub retry: RawRetry,
+    /// `[auth]`; absent means no keys are required (and keel then only listens on loopback).
+    pub auth: Option<RawAuth>,
+    /// `[log]`
+    pub log: RawLog,
+}
+
+/// `[server]`: where and how keel listens.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawServer {
+    /// Address to listen on.
+    pub listen: String,
+    /// Largest request body keel reads, e.g. `"32MiB"`; larger bodies get 413.
+    pub max_request_body: String,
+    /// How long in-flight requests may run after SIGTERM/Ctrl+C before keel exits anyway.
+    #[serde(with = "keel_types::duration")]
+    pub shutdown_grace: Duration,
+    /// Allow listening on a non-loopback address without `[auth]` keys.
+    pub allow_remote_without_auth: bool,
+    /// Serving threads; 0 means one per CPU core.
+    pub workers: usize,
+}
+
+impl Default for RawServer {
+    fn default() -> RawServer {
+        RawServer {
+            listen: "127.0.0.1:11435".into(),
+            max_request_body: "32MiB".into(),
+            shutdown_grace: Duration::from_secs(30),
+            allow_remote_without_auth: false,
+            workers: 0,
+        }
+    }
+}
+
+/// `[store]`: where sessions, incidents and checkpoints are kept.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawStore {
+    /// `sqlite://FILE`, `postgres://…` or `redis://…`.
+    pub url: String,
+}
+
+impl Default for RawStore {
+    fn default() -> RawStore {
+        RawStore { url: "sqlite://keel.db".into() }
+    }
+}
+
+/// One `[[upstream]]`: a model server.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawUpstream {
+    /// Name used in routes, logs and metrics.
+    pub name: String,
+    /// Base URL, e.g. `http://127.0.0.1:11434`.
+    pub url: String,
+    /// `ollama` (default) or `openai`.
+    #[serde(default)]
+    pub dialect: Dialect,
+    /// Time to open a connection.
+    #[serde(default = "default_connect_timeout", with = "keel_types::duration")]
+    pub connect_timeout: Duration,
+    /// Time from request to response head (covers cold model loads).
+    #[serde(default = "default_response_timeout", with = "keel_types::duration")]
+    pub response_timeout: Duration,
+    /// Longest silence allowed between two chunks of a streamed body.
+    #[serde(default = "default_idle_timeout", with = "keel_types::duration")]
+    pub idle_timeout: Duration,
+    /// How often keel probes the upstream's health (and, for Ollama, which models are loaded);
+    /// `"0s"` turns probing off.
+    #[serde(default = "default_health_interval", with = "keel_types::duration")]
+    pub health_interval: Duration,
+}
+
+pub(crate) fn default_connect_timeout() -> Duration {
+    Duration::from_secs(5)
+}
+pub(crate) fn default_response_timeout() -> Duration {
+    Duration::from_secs(600)
+}
+pub(crate) fn default_health_interval() -> Duration {
+    Duration::from_secs(10)
+}
+pub(crate) fn default_idle_timeout() -> Duration {
+    Duration::from_secs(300)
+}
+
+/// One `[[route]]`: a model name clients ask for and where it goes.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRoute {
+    /// The name clients ask for; `"*"` matches any other name.
+    pub model: String,
+    /// Targets in fallback order: `"upstream"` or `"upstream:model"`.
+    pub targets: Vec<String>,
+    /// Try targets whose upstream has the model loaded (per its last health probe) first.
+    #[serde(default)]
+    pub prefer_loaded: bool,
+}
+
+/// `[retry]`: trying again after every target failed, before anything reached the client.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawRetry {
+    /// Extra rounds over the route's targets after the first round failed (0 = no retries).
+    pub attempts: u32,
+    /// Base of the exponential backoff between rounds (full jitter: a random wait up to
+    /// `backoff × 2^(round−1)`).
+    #[serde(with = "keel_types::duration")]
+    pub backoff: Duration,
+    /// Cap of the backoff.
+    #[serde(with = "keel_types::duration")]
+    pub backoff_max: Duration,
+    /// Retries allowed as a share of recent requests (the retry budget): retries never add more
+    /// than this fraction of load to servers that are already failing.
+    pub budget_ratio: f64,
+    /// Retries per second always allowed, even with little traffic.
+    pub budget_min_per_second: u32,
+    /// Default deadline of a request; a client can ask for less with `X-Keel-Deadline: 30s`.
+    /// No attempt starts, and no attempt waits, past it.
+    #[serde(with = "keel_types::duration")]
+    pub deadline: Duration,
+}
+
+impl Default for RawRetry {
+    fn default() -> RawRetry {
+        RawRetry {
+            attempts: 1,
+            backoff: Duration::from_millis(100),
+            backoff_max: Duration::from_secs(2),
+            budget_ratio: 0.2,
+            budget_min_per_second: 1,
+            deadline: Duration::from_secs(600),
+        }
+    }
+}
+
+/// `[auth]`: API keys clients present as `Authorization: Bearer <key>`.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAuth {
+    /// The accepted keys.
+    pub keys: Vec<RawKey>,
+}
+
+/// One API key. The secret itself never sits in the config file.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawKey {
+    /// Who holds the key (shown in logs, never the key itself).
+    pub name: String,
+    /// Environment variable holding the key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_env: Option<String>,
+    /// File holding the key (first line, trimmed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_file: Option<String>,
+    /// `inference` (model endpoints) and/or `admin` (`/keel/*` admin API, `/metrics`).
+    pub scopes: Vec<String>,
+}
+
+/// `[log]`: log lines on stderr.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawLog {
+    /// `text` or `json`.
+    pub format: String,
+    /// Filter in `RUST_LOG` syntax, e.g. `info` or `keel_gateway=debug,info`.
+    pub level: String,
+}
+
+impl Default for RawLog {
+    fn default() -> RawLog {
+        RawLog { format: "text".into(), level: "info".into() }
+    }
+}

@@ -1,0 +1,128 @@
+//! The fully commented default configuration that `keel init` writes.
+
+/// `keel.toml` with every section, each key at its default value and a comment saying what it does.
+pub const DEFAULT_CONFIG: &str = r#"# keel.toml — configuration for `keel serve`.
+#
+# Every key below is shown at its default value. Precedence: command-line flags, then KEEL_*
+# environment variables (KEEL_LISTEN, KEEL_UPSTREAM, KEEL_STORE, KEEL_LOG_FORMAT, KEEL_LOG),
+# then this file. Durations are strings with a unit ("250ms", "30s", "5m"). Unknown keys are
+# errors, so a typo never goes unnoticed.
+
+[server]
+# Address keel listens on. Agents change their Ollama base URL from :11434 to this.
+listen = "127.0.0.1:11435"
+# Largest request body keel accepts (images in chat requests count). Larger bodies get 413.
+max_request_body = "32MiB"
+# On SIGTERM or Ctrl+C keel stops accepting and lets in-flight requests and streams finish,
+# for at most this long.
+shutdown_grace = "30s"
+# keel refuses to listen on a non-loopback address without [auth] keys. Set to true only on a
+# network where everyone may use your models.
+allow_remote_without_auth = false
+# Serving threads, each with its own event loop (like nginx's worker processes). 0 means one
+# per CPU core.
+workers = 0
+
+[store]
+# Where sessions, incidents and run checkpoints are kept. The default is an embedded SQLite
+# file next to where keel runs; postgres://user@host/db and redis://host:6379 also work.
+url = "sqlite://keel.db"
+
+# Model servers. Add one [[upstream]] per server; names are used by routes, logs and metrics.
+[[upstream]]
+name = "local"
+url = "http://127.0.0.1:11434"
+# "ollama" for Ollama; "openai" for OpenAI-compatible servers (llama.cpp llama-server, vLLM,
+# LM Studio).
+dialect = "ollama"
+# Time to open a TCP connection: short, so a dead server fails fast.
+connect_timeout = "5s"
+# Time from sending a request to the response head. Long: Ollama loads a cold model first,
+# and a non-streamed answer is generated before anything is sent.
+response_timeout = "10m"
+# Longest silence allowed between two chunks of a streamed answer.
+idle_timeout = "5m"
+# How often keel checks the server (GET /api/version, and /api/ps to learn which models are
+# loaded; /health for OpenAI-dialect servers). A successful check lets an open breaker probe
+# early. "0s" turns checks off.
+health_interval = "10s"
+
+# A second server to fall back to:
+# [[upstream]]
+# name = "backup"
+# url = "http://127.0.0.1:11436"
+
+# Routes map the model name a client asks for to targets, tried in order. A target is an
+# upstream name ("local") or an upstream and the model to ask it for ("local:qwen2.5:0.5b").
+# "*" matches every name that no other route matches.
+[[route]]
+model = "*"
+targets = ["local"]
+
+# [[route]]
+# model = "llama3.2"
+# targets = ["local", "backup", "local:qwen2.5:0.5b"]
+# prefer_loaded = true   # try targets that already have the model in memory first
+
+[breaker]
+# Each target (an upstream and a model) has a circuit breaker. When it opens, requests skip the
+# target (going to the next target of their route) until it is probed back.
+# Failures are timeouts, refused or reset connections, 5xx, "server busy" and broken streams;
+# a client's bad request or an unknown model says nothing about the server and is ignored.
+# Consecutive failures that open a target's breaker (0 turns this condition off).
+failure_threshold = 5
+# Share of failures among the calls of the last `window` that opens it, once `min_calls` calls
+# are in the window (0 turns it off).
+failure_rate = 0.5
+window = "60s"
+min_calls = 10
+# Calls slower than this (to the first byte) count as slow; slow_call_rate > 0 opens the
+# breaker when that share of calls is slow.
+slow_call_duration = "30s"
+slow_call_rate = 0.0
+# Open when fewer than this share of recent answers were usable (0 = off).
+min_success_ratio = 0.0
+# Open when a target burns more tokens per minute than this: a runaway agent (0 = off).
+max_tokens_per_minute = 0
+# How long an open breaker rejects calls before it lets a probe through; "exponential" doubles
+# it each time a probe fails, up to cooldown_max.
+cooldown = "30s"
+cooldown_strategy = "exponential"
+cooldown_max = "5m"
+# "single": one probe decides; "gradual": up to `probes` probes, all must succeed.
+half_open = "single"
+probes = 3
+# Result classes that never count, and ones that count only against min_success_ratio.
+ignore = ["bad_request", "model_not_found"]
+quality_failures = ["invalid_output"]
+
+[retry]
+# When every target of a route failed (unreachable, 5xx, "server busy") before anything was sent
+# to the client, keel waits and tries the targets again, this many more rounds.
+attempts = 1
+# Random wait before a retry round, up to backoff × 2^(round−1), at most backoff_max.
+backoff = "100ms"
+backoff_max = "2s"
+# Retries may add at most this share of recent traffic (plus budget_min_per_second), so a
+# struggling server is not buried under retries.
+budget_ratio = 0.2
+budget_min_per_second = 1
+# No attempt starts or waits past a request's deadline. Clients may ask for a shorter one with
+# the header `X-Keel-Deadline: 30s`.
+deadline = "10m"
+
+# API keys. Without an [auth] section no key is required and keel only listens on loopback.
+# Clients send `Authorization: Bearer <key>` (what the Ollama and OpenAI clients send).
+# Keys are read from environment variables or files, never written here.
+# [auth]
+# keys = [
+#   { name = "agent", key_env = "KEEL_KEY_AGENT", scopes = ["inference"] },
+#   { name = "ops",   key_env = "KEEL_KEY_OPS",   scopes = ["inference", "admin"] },
+# ]
+
+[log]
+# "text" for people, "json" for log shippers (one JSON object per line on stderr).
+format = "text"
+# Filter in RUST_LOG syntax, e.g. "debug" or "keel_gateway=debug,info". RUST_LOG wins if set.
+level = "info"
+"#;

@@ -1,0 +1,150 @@
+use super::*;
+
+fn no_env(_: &str) -> Option<String> {
+    None
+}
+
+fn load_str(text: &str) -> Result<Config, ConfigError> {
+    let raw = RawConfig::parse(text).map_err(|message| ConfigError::Parse { path: "keel.toml".into(), message })?;
+    Config::from_raw(raw, Some("keel.toml".into()), &Overrides::default(), &no_env)
+}
+
+#[test]
+fn defaults_need_no_file() {
+    let config = Config::without_file(&Overrides::default(), &no_env).unwrap();
+    assert_eq!(config.server.listen, "127.0.0.1:11435".parse().unwrap());
+    assert_eq!(config.store_url, "sqlite://keel.db");
+    assert_eq!(config.upstreams.len(), 1);
+    assert_eq!(config.upstreams[0].name, "default");
+    assert_eq!(config.upstreams[0].upstream.base_url(), "http://127.0.0.1:11434");
+    assert_eq!(config.routes[0].model, "*");
+    assert_eq!(config.breaker.failure_threshold, 5);
+    assert_eq!(config.server.max_request_body, 32 << 20);
+}
+
+#[test]
+fn template_parses_to_the_defaults() {
+    let raw = RawConfig::parse(template::DEFAULT_CONFIG).unwrap();
+    let defaults = RawConfig::default();
+    assert_eq!(raw.server, defaults.server);
+    assert_eq!(raw.store, defaults.store);
+    assert_eq!(raw.breaker, defaults.breaker);
+    assert_eq!(raw.log, defaults.log);
+    assert_eq!(raw.auth, None);
+    let config = load_str(template::DEFAULT_CONFIG).unwrap();
+    let implicit = Config::without_file(&Overrides::default(), &no_env).unwrap();
+    assert_eq!(config.upstreams[0].upstream.base_url(), implicit.upstreams[0].upstream.base_url());
+    assert_eq!(config.upstreams[0].connect_timeout, implicit.upstreams[0].connect_timeout);
+    assert_eq!(config.upstreams[0].response_timeout, implicit.upstreams[0].response_timeout);
+    assert_eq!(config.upstreams[0].idle_timeout, implicit.upstreams[0].idle_timeout);
+}
+
+#[test]
+fn design_md_example_loads() {
+    let text = r#"
+[server]
+listen = "127.0.0.1:11435"
+
+[store]
+url = "sqlite://keel.db"
+
+[[upstream]]
+name = "local"
+url = "http://127.0.0.1:11434"
+dialect = "ollama"
+
+[[upstream]]
+name = "backup"
+url = "http://127.0.0.1:11436"
+
+[[route]]
+model = "llama3.2"
+targets = ["local", "backup", "local:qwen2.5:0.5b"]
+
+[breaker]
+failure_threshold = 5
+cooldown = "30s"
+
+[auth]
+keys = [{ name = "agent", key_env = "KEEL_KEY_AGENT", scopes = ["inference"] },
+        { name = "ops",   key_env = "KEEL_KEY_OPS",   scopes = ["inference", "admin"] }]
+"#;
+    let raw = RawConfig::parse(text).unwrap();
+    let env = |name: &str| Some(format!("secret-for-{name}"));
+    let config = Config::from_raw(raw, None, &Overrides::default(), &env).unwrap();
+    assert_eq!(config.routes[0].targets.len(), 3);
+    assert_eq!(config.routes[0].targets[2].model.as_deref(), Some("qwen2.5:0.5b"));
+    let auth = config.auth.unwrap();
+    assert_eq!(auth.keys[1].scopes, vec![Scope::Inference, Scope::Admin]);
+    assert_eq!(auth.keys[0].secret, "secret-for-KEEL_KEY_AGENT");
+    assert!(!format!("{:?}", auth.keys[0]).contains("secret-for"), "secrets must not be printed");
+}
+
+#[test]
+fn unknown_keys_are_named() {
+    let err = load_str("[server]\nlisten = \"127.0.0.1:1\"\nlisten_port = 3\n").unwrap_err().to_string();
+    assert!(err.contains("keel.toml"), "{err}");
+    assert!(err.contains("listen_port"), "{err}");
+    let err = load_str("[serverr]\n").unwrap_err().to_string();
+    assert!(err.contains("serverr"), "{err}");
+    let err = load_str("[[upstream]]\nname = \"a\"\nurl = \"http://x:1\"\ntimeout = \"1s\"\n").unwrap_err().to_string();
+    assert!(err.contains("timeout"), "{err}");
+}
+
+#[test]
+fn bad_values_say_how_to_fix_them() {
+    let err = load_str("[breaker]\ncooldown = \"30\"\n").unwrap_err().to_string();
+    assert!(err.contains("\"30s\""), "{err}");
+    let err =
+        load_str("[[upstream]]\nname = \"a\"\nurl = \"http://x:1\"\n[[route]]\nmodel = \"*\"\ntargets = [\"b\"]\n")
+            .unwrap_err()
+            .to_string();
+    assert!(err.contains("not declared") && err.contains("declared: a"), "{err}");
+    let err = load_str("[server]\nlisten = \"0.0.0.0:11435\"\n").unwrap_err().to_string();
+    assert!(err.contains("[auth]"), "{err}");
+    let err = load_str("[store]\nurl = \"mysql://x\"\n").unwrap_err().to_string();
+    assert!(err.contains("sqlite://"), "{err}");
+    let err = load_str("[[upstream]]\nname = \"a\"\nurl = \"ftp://x\"\n").unwrap_err().to_string();
+    assert!(err.contains("http://"), "{err}");
+    let err = load_str("[[upstream]]\nname = \"a\"\nurl = \"https://x:1\"\n").unwrap_err().to_string();
+    assert!(err.contains("http://"), "{err}");
+    let err = load_str(
+        "[[upstream]]\nname = \"a\"\nurl = \"http://x:1\"\n[[upstream]]\nname = \"a\"\nurl = \"http://y:1\"\n",
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("twice"), "{err}");
+    let err = load_str("[auth]\nkeys = [{ name = \"a\", key_env = \"NOPE\", scopes = [\"inference\"] }]\n")
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("NOPE") && err.contains("not set"), "{err}");
+}
+
+#[test]
+fn overrides_win() {
+    let overrides = Overrides {
+        listen: Some("127.0.0.1:9999".into()),
+        upstream: Some("http://127.0.0.1:7777".into()),
+        store: Some("postgres://postgres@127.0.0.1/test".into()),
+        log_format: Some("json".into()),
+        log_level: None,
+    };
+    let raw = RawConfig::parse(template::DEFAULT_CONFIG).unwrap();
+    let config = Config::from_raw(raw, None, &overrides, &no_env).unwrap();
+    assert_eq!(config.server.listen.port(), 9999);
+    assert_eq!(config.upstreams.len(), 1);
+    assert_eq!(config.upstreams[0].name, "default");
+    assert_eq!(config.upstreams[0].upstream.base_url(), "http://127.0.0.1:7777");
+    assert_eq!(config.routes.len(), 1);
+    assert_eq!(config.store_url, "postgres://postgres@127.0.0.1/test");
+    assert_eq!(config.log.format, keel_telemetry::LogFormat::Json);
+}
+
+#[test]
+fn sizes_parse() {
+    assert_eq!(parse_size("32MiB").unwrap(), 32 << 20);
+    assert_eq!(parse_size("4096").unwrap(), 4096);
+    assert_eq!(parse_size("1 GB").unwrap(), 1_000_000_000);
+    assert!(parse_size("12 parsecs").unwrap_err().contains("unit"));
+    assert!(parse_size("MiB").is_err());
+}

@@ -1,0 +1,112 @@
+//! Errors keel itself answers with, each with its status and a message saying what to do.
+
+use axum::response::{IntoResponse, Response};
+use http::{HeaderValue, StatusCode, header};
+use keel_types::Dialect;
+use keel_upstream::{ErrorBody, UpstreamError, WireError};
+
+/// A request keel answers itself instead of relaying an upstream's answer.
+#[derive(Debug, thiserror::Error)]
+pub enum ProxyError {
+    /// The body is larger than `[server] max_request_body`.
+    #[error(
+        "request body is larger than the {limit}-byte limit; send a smaller body or raise [server] max_request_body in keel.toml"
+    )]
+    BodyTooLarge {
+        /// The limit in bytes.
+        limit: usize,
+    },
+    /// The body could not be read from the client.
+    #[error("could not read the request body: {0}")]
+    BodyRead(String),
+    /// The body is empty or not a JSON object.
+    #[error("{0}")]
+    BadBody(#[from] WireError),
+    /// The body names no model.
+    #[error("model is required")]
+    ModelRequired,
+    /// No route matches the model and there is no `"*"` route.
+    #[error("model '{0}' not found")]
+    NoRoute(String),
+    /// The upstream could not be reached or did not answer in time.
+    #[error("{}", .0.client_message())]
+    Upstream(UpstreamError),
+    /// Every target of the route is out: breakers open, unreachable, or failing.
+    #[error(
+        "no target can answer for model '{model}' right now: {}. Retry after {}s; `keel status` shows each target",
+        .reasons.join("; "),
+        retry_after_secs(*.retry_after)
+    )]
+    AllTargetsUnavailable {
+        /// The requested model.
+        model: String,
+        /// Each target and why it is out.
+        reasons: Vec<String>,
+        /// When the first open breaker admits a probe again.
+        retry_after: std::time::Duration,
+    },
+    /// An Ollama request could not be translated for an OpenAI-dialect upstream.
+    #[error("{0}")]
+    Translate(keel_upstream::translate::TranslateError),
+    /// No or an unknown API key.
+    #[error("missing or invalid API key: send `Authorization: Bearer <key>` with a key from keel.toml [auth]")]
+    Unauthorized,
+    /// The key lacks the scope this endpoint needs.
+    #[error("API key '{key}' lacks the '{scope}' scope needed for this endpoint")]
+    Forbidden {
+        /// The key's name.
+        key: String,
+        /// The scope needed.
+        scope: &'static str,
+    },
+}
+
+impl ProxyError {
+    /// The HTTP status, following Ollama where Ollama has an equivalent.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ProxyError::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            ProxyError::BodyRead(_) | ProxyError::BadBody(_) | ProxyError::ModelRequired => StatusCode::BAD_REQUEST,
+            ProxyError::NoRoute(_) => StatusCode::NOT_FOUND,
+            ProxyError::Upstream(err) => err.status(),
+            ProxyError::AllTargetsUnavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            ProxyError::Translate(err) => err.status(),
+            ProxyError::Unauthorized => StatusCode::UNAUTHORIZED,
+            ProxyError::Forbidden { .. } => StatusCode::FORBIDDEN,
+        }
+    }
+
+    /// The response in the given dialect.
+    pub fn into_response_in(self, dialect: Dialect) -> Response {
+        let status = self.status();
+        let body = ErrorBody::new(dialect, status, &self.to_string());
+        let retry_after = match &self {
+            ProxyError::AllTargetsUnavailable { retry_after, .. } => Some(retry_after_secs(*retry_after)),
+            _ => None,
+        };
+        let mut response = (status, body.body).into_response();
+        let headers = response.headers_mut();
+        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json; charset=utf-8"));
+        if status == StatusCode::UNAUTHORIZED {
+            headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        if let Some(seconds) = retry_after {
+            headers.insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+        }
+        response
+    }
+}
+
+/// Whole seconds for `Retry-After`, rounded up, at least 1.
+fn retry_after_secs(duration: std::time::Duration) -> u64 {
+    duration.as_secs_f64().ceil().max(1.0) as u64
+}
+
+/// A [`ProxyError`] paired with the dialect to answer in, for use as a handler's error type.
+pub(crate) struct InDialect(pub(crate) Dialect, pub(crate) ProxyError);
+
+impl IntoResponse for InDialect {
+    fn into_response(self) -> Response {
+        self.1.into_response_in(self.0)
+    }
+}

@@ -1,0 +1,135 @@
+//! Health probes: each upstream is checked every `health_interval`.
+//!
+//! Ollama upstreams answer `GET /api/version` (is it up?) and `GET /api/ps` (which models are in
+//! memory); OpenAI-dialect upstreams answer `GET /health` (llama.cpp; `GET /v1/models` as a
+//! fallback). A successful probe lets the open breakers of that upstream's targets admit a probe
+//! request early instead of waiting out their cooldown; the loaded models feed routes with
+//! `prefer_loaded = true`. Probe failures are shown in `/keel/status` but do not count against
+//! breakers: only real requests do.
+
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::{HeaderMap, Method};
+use http_body_util::{BodyExt, Limited};
+use keel_types::{Dialect, ModelName};
+use keel_upstream::{ClientConfig, Upstream, UpstreamClient, empty_body};
+use serde::Serialize;
+
+use crate::state::Gateway;
+
+/// Largest probe answer keel reads.
+const MAX_PROBE_BODY: usize = 1 << 20;
+
+/// What the last probe of an upstream found.
+#[derive(Debug, Clone, Serialize)]
+pub(crate) struct UpstreamHealth {
+    /// Whether the upstream answered the probe.
+    pub(crate) ok: bool,
+    /// The server's version, when it says (`/api/version`).
+    pub(crate) version: Option<String>,
+    /// Models in memory (Ollama `/api/ps`), with explicit tags.
+    pub(crate) loaded_models: Vec<String>,
+    /// Why the probe failed.
+    pub(crate) error: Option<String>,
+    /// How long the probe took, in milliseconds.
+    pub(crate) latency_ms: u64,
+    /// When the probe finished.
+    #[serde(skip)]
+    pub(crate) checked: Option<Instant>,
+}
+
+impl UpstreamHealth {
+    /// Seconds since the probe, for status.
+    pub(crate) fn age_seconds(&self) -> Option<u64> {
+        self.checked.map(|at| at.elapsed().as_secs())
+    }
+
+    /// Whether the last probe saw `model` loaded.
+    pub(crate) fn has_loaded(&self, model: &str) -> bool {
+        let wanted = ModelName::new(model).canonical();
+        self.loaded_models.contains(&wanted)
+    }
+}
+
+/// Probes one upstream forever, every `interval`.
+pub(crate) async fn probe_loop(gateway: Gateway, upstream: Upstream, interval: Duration) {
+    let client = UpstreamClient::new(ClientConfig {
+        connect_timeout: interval.min(Duration::from_secs(5)),
+        response_timeout: interval.min(Duration::from_secs(5)),
+        ..ClientConfig::default()
+    });
+    let mut tick = tokio::time::interval(interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let health = probe(&client, &upstream).await;
+        if health.ok {
+            for key in gateway.inner.routes.target_keys() {
+                if key.split(':').next() == Some(upstream.name.as_str())
+                    && let Some(transition) = gateway.breaker(&key).probe_succeeded()
+                {
+                    tracing::info!(target = %key, to = transition.to.as_str(), "health probe succeeded; the open breaker may probe early");
+                }
+            }
+        } else {
+            tracing::debug!(upstream = %upstream.name, error = ?health.error, "health probe failed");
+        }
+        gateway.inner.health.lock().insert(upstream.name.clone(), health);
+    }
+}
+
+async fn probe(client: &UpstreamClient, upstream: &Upstream) -> UpstreamHealth {
+    let started = Instant::now();
+    let mut health = UpstreamHealth {
+        ok: false,
+        version: None,
+        loaded_models: Vec::new(),
+        error: None,
+        latency_ms: 0,
+        checked: None,
+    };
+    let result = match upstream.dialect {
+        Dialect::Ollama => match get_json(client, upstream, "/api/version").await {
+            Ok(version) => {
+                health.version = version["version"].as_str().map(str::to_owned);
+                if let Ok(ps) = get_json(client, upstream, "/api/ps").await {
+                    health.loaded_models = ps["models"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .filter_map(|m| m["name"].as_str().or(m["model"].as_str()))
+                        .map(|name| ModelName::new(name).canonical())
+                        .collect();
+                }
+                Ok(())
+            }
+            Err(err) => Err(err),
+        },
+        Dialect::OpenAi => match get_json(client, upstream, "/health").await {
+            Ok(_) => Ok(()),
+            Err(_) => get_json(client, upstream, "/v1/models").await.map(|_| ()),
+        },
+    };
+    health.ok = result.is_ok();
+    health.error = result.err();
+    health.latency_ms = started.elapsed().as_millis() as u64;
+    health.checked = Some(Instant::now());
+    health
+}
+
+/// GETs a path and parses the answer as JSON; any failure is described in words.
+async fn get_json(client: &UpstreamClient, upstream: &Upstream, path: &str) -> Result<serde_json::Value, String> {
+    let response =
+        client.send(upstream, Method::GET, path, HeaderMap::new(), empty_body()).await.map_err(|e| e.detail)?;
+    let status = response.status();
+    let body: Bytes = Limited::new(response.into_body(), MAX_PROBE_BODY)
+        .collect()
+        .await
+        .map_err(|e| format!("reading {path}: {e}"))?
+        .to_bytes();
+    if !status.is_success() {
+        return Err(format!("{path} answered {status}"));
+    }
+    serde_json::from_slice(&body).map_err(|e| format!("{path} answered something that is not JSON: {e}"))
+}

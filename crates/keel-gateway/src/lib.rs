@@ -1,0 +1,35 @@
+//! The keel HTTP proxy.
+//!
+//! A drop-in for Ollama: every Ollama endpoint and the OpenAI-compatible `/v1` endpoints are
+//! relayed to the configured upstreams, streams chunk by chunk, bodies as bytes (unknown fields
+//! pass through untouched), errors in the dialect of the endpoint. Around that sit the admin API
+//! (`/keel/health`, `/keel/status`), Prometheus metrics (`/metrics`), request ids, structured logs,
+//! optional API keys and graceful shutdown.
+//!
+//! - [`config`]: `keel.toml`, env and flag overrides, validation, the `keel init` template;
+//! - [`Gateway`]: the shared state; [`app`] builds the axum `Router` (tests call it directly);
+//! - [`serve`]: binds the listener with `TCP_NODELAY`, serves until the shutdown signal, then
+//!   drains in-flight requests for at most the configured grace period.
+
+pub mod config;
+
+mod admin;
+mod auth;
+mod bridge;
+mod endpoint;
+mod error;
+mod health;
+mod proxy;
+mod relay;
+mod request_id;
+mod request_metrics;
+mod retry;
+mod routing;
+mod server;
+mod state;
+
+pub use endpoint::{Endpoint, EndpointKind};
+pub use error::ProxyError;
+pub use routing::RouteTable;
+pub use server::{ServeError, serve};
+pub use state::{Gateway, GatewayError, app};

@@ -1,0 +1,457 @@
+//! The forwarding handler: classify the endpoint, pick targets in fallback order, relay the first
+//! usable answer.
+//!
+//! A model-routed request tries its route's targets in order. A target whose circuit breaker is
+//! open is skipped without a call; a target that cannot be reached, or answers 5xx or "server
+//! busy", is recorded against its breaker and the next target is tried — always before anything
+//! was sent to the client, so the client sees one clean answer. When every target is out, keel
+//! answers 503 with `Retry-After` and names each target and why it is out.
+
+use std::time::{Duration, Instant};
+
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use http::{HeaderMap, HeaderValue, header, request::Parts};
+use http_body_util::BodyExt;
+use keel_breaker::{Outcome, Permit};
+use keel_types::{Dialect, FailureClass, TargetId};
+use keel_upstream::{BoxError, RequestBody, RequestPeek, UpstreamError, empty_body, full_body, strip_hop_headers};
+use tracing::Instrument;
+
+use crate::endpoint::{Endpoint, EndpointKind};
+use crate::error::{InDialect, ProxyError};
+use crate::relay::{Answer, Completion, relay};
+use crate::request_id::{REQUEST_ID, request_id};
+use crate::state::Gateway;
+
+/// Response header naming the target that answered (`upstream:model`).
+const KEEL_TARGET: http::HeaderName = http::HeaderName::from_static("x-keel-target");
+/// Response header: how many targets were tried, when more than one.
+const KEEL_ATTEMPTS: http::HeaderName = http::HeaderName::from_static("x-keel-attempts");
+
+/// The request body, kept so that it can be sent again to a fallback target when it was read.
+enum Payload {
+    /// Read whole: replayable.
+    Bytes(Bytes),
+    /// Streamed through unread: can be sent once.
+    Stream(Option<RequestBody>),
+}
+
+/// Where a request may go and with what body.
+struct Forward {
+    /// Targets in fallback order.
+    targets: Vec<TargetId>,
+    /// The route's model name (`"*"` for the wildcard route): with the target it names the breaker.
+    route_model: String,
+    /// The model the client asked for ("" when the endpoint names none).
+    requested_model: String,
+    path_and_query: String,
+    payload: Payload,
+}
+
+/// Handles every request that is not keel's own (`/keel/*`, `/metrics`).
+pub(crate) async fn proxy(State(gateway): State<Gateway>, request: Request) -> Response {
+    let started = Instant::now();
+    let (parts, body) = request.into_parts();
+    let endpoint = Endpoint::classify(&parts.method, parts.uri.path());
+    let id = request_id(&parts.headers);
+    let span = tracing::info_span!(
+        "request",
+        id = %String::from_utf8_lossy(id.as_bytes()),
+        method = %parts.method,
+        route = endpoint.label,
+    );
+    async move {
+        let mut response = match prepare(&gateway, &parts, endpoint, body).await {
+            Ok(forward) => send(&gateway, parts, endpoint, forward, id.clone(), started).await,
+            Err(err) => {
+                let status = err.status();
+                tracing::info!(status = status.as_u16(), error = %err, "request rejected");
+                Completion::rejected(endpoint.label, status, started);
+                InDialect(endpoint.dialect, err).into_response()
+            }
+        };
+        response.headers_mut().insert(REQUEST_ID, id);
+        response
+    }
+    .instrument(span)
+    .await
+}
+
+/// Reads what is needed of the request and finds its targets.
+async fn prepare(gateway: &Gateway, parts: &Parts, endpoint: Endpoint, body: Body) -> Result<Forward, ProxyError> {
+    let path_and_query =
+        parts.uri.path_and_query().map_or_else(|| parts.uri.path().to_owned(), |pq| pq.as_str().to_owned());
+    match endpoint.kind {
+        EndpointKind::ModelInBody => {
+            let bytes = read_body(gateway, &parts.headers, body).await?;
+            let peek = RequestPeek::parse(&bytes)?;
+            let model = peek.model.filter(|m| !m.is_empty()).ok_or(ProxyError::ModelRequired)?;
+            let (route_model, targets) = route(gateway, &model)?;
+            Ok(Forward { targets, route_model, requested_model: model, path_and_query, payload: Payload::Bytes(bytes) })
+        }
+        EndpointKind::ModelInPath => {
+            let model = Endpoint::model_in_path(parts.uri.path()).unwrap_or_default();
+            let (route_model, targets) = route(gateway, &model)?;
+            Ok(Forward {
+                targets,
+                route_model,
+                requested_model: model,
+                path_and_query,
+                payload: Payload::Bytes(Bytes::new()),
+            })
+        }
+        EndpointKind::Passthrough => {
+            let target = gateway.default_target().ok_or_else(|| ProxyError::NoRoute(String::new()))?;
+            let target = TargetId { upstream: target.upstream.clone(), model: None };
+            Ok(Forward {
+                targets: vec![target],
+                route_model: "*".to_owned(),
+                requested_model: String::new(),
+                path_and_query,
+                payload: Payload::Stream(Some(stream_body(&parts.headers, body))),
+            })
+        }
+    }
+}
+
+/// The route's model name and its targets in fallback order (targets with the model already
+/// loaded first, when the route prefers them).
+fn route(gateway: &Gateway, model: &str) -> Result<(String, Vec<TargetId>), ProxyError> {
+    let route = gateway.inner.routes.resolve(model).ok_or_else(|| ProxyError::NoRoute(model.to_owned()))?;
+    let mut targets = route.targets.clone();
+    if route.prefer_loaded {
+        // Stable: among loaded (and among not loaded) targets the configured order holds.
+        targets.sort_by_key(|t| !gateway.has_loaded(&t.upstream, t.model_for(model)));
+    }
+    Ok((route.model.clone(), targets))
+}
+
+/// Reads a whole body, refusing more than the configured limit (up front when Content-Length
+/// says so, otherwise while reading).
+async fn read_body(gateway: &Gateway, headers: &HeaderMap, body: Body) -> Result<Bytes, ProxyError> {
+    let limit = gateway.config().server.max_request_body;
+    let declared =
+        headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|len| len > limit as u64) {
+        return Err(ProxyError::BodyTooLarge { limit });
+    }
+    axum::body::to_bytes(body, limit).await.map_err(|err| {
+        let too_large =
+            std::error::Error::source(&err).is_some_and(|source| source.is::<http_body_util::LengthLimitError>());
+        if too_large { ProxyError::BodyTooLarge { limit } } else { ProxyError::BodyRead(err.to_string()) }
+    })
+}
+
+/// A body forwarded as it arrives (model uploads can be gigabytes).
+fn stream_body(headers: &HeaderMap, body: Body) -> RequestBody {
+    let has_body = headers.contains_key(header::TRANSFER_ENCODING)
+        || headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).is_some_and(|v| v.trim() != "0");
+    if has_body { body.map_err(|err| -> BoxError { Box::new(err) }).boxed_unsync() } else { empty_body() }
+}
+
+/// Rewrites the `model` field for a target that serves the route under another name; every other
+/// field keeps its value and order.
+fn rename_model(body: &[u8], model: &str) -> Result<Bytes, ProxyError> {
+    let mut value: serde_json::Map<String, serde_json::Value> = serde_json::from_slice(body)
+        .map_err(|e| ProxyError::BadBody(keel_upstream::WireError::Malformed(e.to_string())))?;
+    value.insert("model".into(), serde_json::Value::String(model.to_owned()));
+    value.remove("name");
+    serde_json::to_vec(&value)
+        .map(Bytes::from)
+        .map_err(|e| ProxyError::BadBody(keel_upstream::WireError::Malformed(e.to_string())))
+}
+
+async fn send(
+    gateway: &Gateway,
+    parts: Parts,
+    endpoint: Endpoint,
+    forward: Forward,
+    id: HeaderValue,
+    started: Instant,
+) -> Response {
+    let Forward { targets, route_model, requested_model, path_and_query, mut payload } = forward;
+    let id_text = String::from_utf8_lossy(id.as_bytes()).into_owned();
+    let model_label = requested_model.chars().take(64).collect::<String>();
+    let uses_breakers = endpoint.kind != EndpointKind::Passthrough;
+    let retry = &gateway.config().retry;
+    let deadline = crate::retry::deadline(&parts.headers, retry.deadline, started);
+    gateway.inner.retry_budget.deposit();
+    let mut headers = parts.headers;
+    headers.insert(REQUEST_ID, id);
+    // Why each target tried so far did not answer, for the final error and logs.
+    let mut out: Vec<String> = Vec::new();
+    let mut retry_after: Option<Duration> = None;
+    let mut last_transport_error: Option<UpstreamError> = None;
+    let mut retryable = false;
+    let mut round: u32 = 0;
+
+    'rounds: loop {
+        for (index, target) in targets.iter().enumerate() {
+            // No attempt may follow this one: relay whatever it answers.
+            let is_last =
+                index + 1 == targets.len() && (round >= retry.attempts || !matches!(payload, Payload::Bytes(_)));
+            let key = target.display_name(&route_model);
+            let answering = target.display_name(if requested_model.is_empty() { "*" } else { &requested_model });
+            let Some(handle) = gateway.upstream(&target.upstream) else { continue };
+            let permit = if uses_breakers {
+                match gateway.breaker(&key).try_acquire() {
+                    Ok(permit) => Some(permit),
+                    Err(rejected) => {
+                        retry_after = Some(retry_after.map_or(rejected.retry_after, |r| r.min(rejected.retry_after)));
+                        out.push(format!("{key}: {rejected}"));
+                        continue;
+                    }
+                }
+            } else {
+                None
+            };
+            let bridge = crate::bridge::bridge_for(endpoint, handle.upstream.dialect);
+            let mut stream_requested = false;
+            let (body, path) = match (&mut payload, bridge) {
+                (Payload::Bytes(bytes), Some(kind)) => {
+                    match crate::bridge::request(kind, bytes, target.model_for(&requested_model)) {
+                        Ok(crate::bridge::Bridged::Call { path, body, stream }) => {
+                            stream_requested = stream;
+                            (full_body(body), path.to_owned())
+                        }
+                        Ok(crate::bridge::Bridged::Answer(value)) => {
+                            return (http::StatusCode::OK, axum::Json(value)).into_response();
+                        }
+                        Err(err) => return InDialect(endpoint.dialect, ProxyError::Translate(err)).into_response(),
+                    }
+                }
+                (Payload::Bytes(bytes), None) => {
+                    let body = match &target.model {
+                        Some(renamed) if endpoint.kind == EndpointKind::ModelInBody && *renamed != requested_model => {
+                            match rename_model(bytes, renamed) {
+                                Ok(renamed) => full_body(renamed),
+                                Err(err) => return InDialect(endpoint.dialect, err).into_response(),
+                            }
+                        }
+                        _ => full_body(bytes.clone()),
+                    };
+                    let path = match (&target.model, endpoint.kind) {
+                        (Some(renamed), EndpointKind::ModelInPath) => format!("/v1/models/{renamed}"),
+                        _ => path_and_query.clone(),
+                    };
+                    (body, path)
+                }
+                (Payload::Stream(body), _) => match body.take() {
+                    Some(body) => (body, path_and_query.clone()),
+                    None => break 'rounds,
+                },
+            };
+            let head_started = Instant::now();
+            // The last target may take the headers; earlier ones get a copy for the next attempt.
+            let attempt_headers = if is_last { std::mem::take(&mut headers) } else { headers.clone() };
+            let Some(remaining) = deadline.checked_duration_since(Instant::now()).filter(|d| !d.is_zero()) else {
+                out.push(format!("{key}: not tried, the request's deadline passed"));
+                break 'rounds;
+            };
+            let result = handle
+                .client
+                .send_within(&handle.upstream, parts.method.clone(), &path, attempt_headers, body, remaining)
+                .await;
+            let head_latency = head_started.elapsed();
+            handle.duration.record(head_latency.as_secs_f64());
+            match result {
+                Err(err) => {
+                    tracing::warn!(upstream = %err.upstream, class = %err.class, detail = %err.detail, "upstream unreachable");
+                    metrics::counter!(keel_telemetry::names::UPSTREAM_ERRORS_TOTAL, "upstream" => err.upstream.clone(), "class" => err.class.as_str())
+                    .increment(1);
+                    if uses_breakers {
+                        gateway.observe(&key, Some((err.class, err.detail.clone())));
+                    }
+                    record(permit, Some(err.class), head_latency);
+                    out.push(format!("{key}: {}", err.class));
+                    retryable |= err.class.is_upstream_fault();
+                    last_transport_error = Some(err);
+                }
+                Ok(upstream_response) => {
+                    let status = upstream_response.status();
+                    let class = FailureClass::from_status(status.as_u16()).filter(|c| c.is_upstream_fault());
+                    if let Some(class) = class {
+                        metrics::counter!(keel_telemetry::names::UPSTREAM_ERRORS_TOTAL, "upstream" => handle.upstream.name.clone(), "class" => class.as_str())
+                        .increment(1);
+                        // Another target may do better, and nothing was sent to the client yet.
+                        if !is_last && matches!(payload, Payload::Bytes(_)) {
+                            tracing::info!(target = %key, status = status.as_u16(), "target failed; trying the next one");
+                            gateway.observe(&key, Some((class, format!("upstream answered {status}"))));
+                            record(permit, Some(class), head_latency);
+                            out.push(format!("{key}: answered {status}"));
+                            retryable = true;
+                            continue;
+                        }
+                    }
+                    let answer = Answer {
+                        id: id_text,
+                        route: endpoint.label,
+                        dialect: endpoint.dialect,
+                        model: model_label,
+                        upstream: handle.upstream.name.clone(),
+                        key: if uses_breakers { key } else { String::new() },
+                        head_failure: class,
+                        permit,
+                        head_latency,
+                        started,
+                    };
+                    let head_request = parts.method == http::Method::HEAD;
+                    let mut response = match bridge {
+                        Some(kind) => {
+                            bridge_response(
+                                gateway,
+                                upstream_response,
+                                answer,
+                                &answering,
+                                handle.idle_timeout,
+                                kind,
+                                stream_requested,
+                            )
+                            .await
+                        }
+                        None => relay_response(
+                            gateway,
+                            upstream_response,
+                            answer,
+                            &answering,
+                            handle.idle_timeout,
+                            head_request,
+                            None,
+                        ),
+                    };
+                    if !out.is_empty() {
+                        response.headers_mut().insert(KEEL_ATTEMPTS, HeaderValue::from(out.len() + 1));
+                    }
+                    return response;
+                }
+            }
+        }
+
+        // Every target failed this round. Another round only for failures that may pass (not for
+        // open breakers alone), within the retry allowance, the budget and the deadline.
+        round += 1;
+        if round > retry.attempts || !retryable || !matches!(payload, Payload::Bytes(_)) {
+            break 'rounds;
+        }
+        let wait = crate::retry::backoff(retry.backoff, retry.backoff_max, round);
+        if Instant::now() + wait >= deadline {
+            out.push("no retry: the request's deadline is too close".to_owned());
+            break 'rounds;
+        }
+        if !gateway.inner.retry_budget.try_withdraw() {
+            out.push("no retry: the retry budget is spent (too many retries recently)".to_owned());
+            break 'rounds;
+        }
+        tracing::info!(round, wait_ms = wait.as_millis() as u64, "every target failed; retrying");
+        tokio::time::sleep(wait).await;
+        retryable = false;
+    }
+
+    // Nothing answered. A single target that could not be reached keeps its precise error.
+    let single_target = targets.len() == 1 && retry_after.is_none();
+    let error = match (last_transport_error, single_target) {
+        (Some(err), true) => ProxyError::Upstream(err),
+        _ => ProxyError::AllTargetsUnavailable {
+            model: if requested_model.is_empty() { "*".to_owned() } else { requested_model },
+            reasons: out,
+            retry_after: retry_after.unwrap_or(Duration::from_secs(1)),
+        },
+    };
+    tracing::warn!(status = error.status().as_u16(), error = %error, "no target answered");
+    Completion::finished_now(endpoint.label, &model_label, error.status(), started);
+    InDialect(endpoint.dialect, error).into_response()
+}
+
+/// Records a call's result against its target's breaker (a call without a permit records nothing).
+pub(crate) fn record(permit: Option<Permit>, failure: Option<FailureClass>, latency: Duration) {
+    if let Some(permit) = permit {
+        let outcome = match failure {
+            Some(class) => Outcome::failure(class, latency),
+            None => Outcome::success(latency),
+        };
+        permit.record(outcome);
+    }
+}
+
+/// Turns an upstream response into the client's, its body relayed as it arrives.
+fn relay_response(
+    gateway: &Gateway,
+    upstream_response: http::Response<hyper::body::Incoming>,
+    answer: Answer,
+    answering: &str,
+    idle_timeout: Duration,
+    head_request: bool,
+    convert: Option<keel_upstream::translate::SseToNdjson>,
+) -> Response {
+    let (mut head, upstream_body) = upstream_response.into_parts();
+    let status = head.status;
+    strip_hop_headers(&mut head.headers);
+    if let Ok(value) = HeaderValue::from_str(answering) {
+        head.headers.insert(KEEL_TARGET, value);
+    }
+    let bodyless = head_request || matches!(status.as_u16(), 204 | 304);
+    let dialect = answer.dialect;
+    let completion = Completion::new(gateway.clone(), answer, status);
+    let body = relay(upstream_body, &head.headers, dialect, idle_timeout, completion, bodyless, convert);
+    let mut response = Response::new(body);
+    *response.status_mut() = status;
+    *response.headers_mut() = head.headers;
+    response
+}
+
+/// Answers an Ollama-API client from an OpenAI-dialect upstream: streams translated line by line,
+/// whole answers and errors translated at once.
+async fn bridge_response(
+    gateway: &Gateway,
+    upstream_response: http::Response<hyper::body::Incoming>,
+    mut answer: Answer,
+    answering: &str,
+    idle_timeout: Duration,
+    kind: keel_upstream::translate::OllamaEndpoint,
+    stream: bool,
+) -> Response {
+    let status = upstream_response.status();
+    if status.is_success() && stream {
+        let (mut head, body) = upstream_response.into_parts();
+        head.headers.remove(header::CONTENT_LENGTH);
+        head.headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/x-ndjson"));
+        let convert = keel_upstream::translate::SseToNdjson::new(kind, answer.model.clone()).with_start(answer.started);
+        let response = http::Response::from_parts(head, body);
+        return relay_response(gateway, response, answer, answering, idle_timeout, false, Some(convert));
+    }
+    let (status, bytes, failure) = if status.is_success() {
+        match crate::bridge::whole_answer(kind, upstream_response.into_body(), &answer.model, answer.started).await {
+            Ok(bytes) => (status, bytes, None),
+            Err((class, err)) => {
+                let status = err.status();
+                let body = keel_upstream::ErrorBody::new(Dialect::Ollama, status, &err.to_string()).body;
+                answer.head_failure = Some(class);
+                (status, body, Some((class, err.to_string())))
+            }
+        }
+    } else {
+        (status, crate::bridge::error_answer(status, upstream_response.into_body()).await, None)
+    };
+    let completion = Completion::new(gateway.clone(), answer, status);
+    completion.end(failure);
+    let mut response = (status, bytes).into_response();
+    response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json; charset=utf-8"));
+    if let Ok(value) = HeaderValue::from_str(answering) {
+        response.headers_mut().insert(KEEL_TARGET, value);
+    }
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rename_keeps_other_fields_in_order() {
+        let out = rename_model(br#"{"model":"a","z":1,"messages":[{"role":"user"}],"x_new":true}"#, "b").unwrap();
+        assert_eq!(&out[..], br#"{"model":"b","z":1,"messages":[{"role":"user"}],"x_new":true}"#);
+    }
+}

@@ -1,0 +1,196 @@
+//! Serving: one single-threaded runtime per core, `TCP_NODELAY` on every accepted socket,
+//! keep-alive, graceful and bounded shutdown.
+//!
+//! Like nginx's worker processes, each serving thread runs its own event loop. The caller's
+//! runtime accepts connections and hands them out round-robin; from then on a connection, its
+//! requests, their upstream connections and response streams never leave that thread. Measured against one multi-threaded runtime
+//! this removes cross-thread wake-ups from the request path: +29% requests/s at 64 connections
+//! and a p99 at 8 connections that fell from ~4 ms to ~0.5 ms (BENCHMARKS.md).
+
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, oneshot, watch};
+
+use crate::state::{Gateway, GatewayError, app};
+
+/// Why serving stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// The listener or a serving thread failed.
+    #[error("server error: {0}")]
+    Io(#[from] io::Error),
+    /// A serving thread's upstream clients could not be built.
+    #[error(transparent)]
+    Gateway(#[from] GatewayError),
+    /// A serving thread ended without reporting why.
+    #[error("a serving thread stopped unexpectedly")]
+    WorkerLost,
+}
+
+/// Serves the gateway on `listener` until `shutdown` resolves, then stops accepting and waits for
+/// in-flight requests (streams included) for at most `[server] shutdown_grace`.
+///
+/// Runs `[server] workers` serving threads (one per core by default); the caller's runtime only
+/// waits for `shutdown`.
+pub async fn serve(
+    listener: TcpListener,
+    gateway: Gateway,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ServeError> {
+    let grace = gateway.config().server.shutdown_grace;
+    let workers = gateway.config().server.workers.max(1);
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let mut finished = Vec::with_capacity(workers);
+    let mut handoff = Vec::with_capacity(workers);
+    for index in 0..workers {
+        let gateway = if index == 0 { gateway.clone() } else { gateway.with_own_clients()? };
+        let (done_tx, done_rx) = oneshot::channel();
+        let (conn_tx, conn_rx) = mpsc::unbounded_channel();
+        let stop = stop_rx.clone();
+        let local_addr = listener.local_addr()?;
+        std::thread::Builder::new().name(format!("keel-worker-{index}")).spawn(move || {
+            let incoming = Incoming { connections: conn_rx, local_addr };
+            let _ = done_tx.send(run_worker(incoming, gateway, stop));
+        })?;
+        finished.push(done_rx);
+        handoff.push(conn_tx);
+    }
+
+    let background = gateway.spawn_background();
+    let all_done = futures_util::future::join_all(finished);
+    let mut all_done = std::pin::pin!(all_done);
+    let mut shutdown = std::pin::pin!(shutdown);
+    let mut next = 0;
+    loop {
+        tokio::select! {
+            results = &mut all_done => return first_error(results),
+            () = &mut shutdown => break,
+            accepted = listener.accept() => match accepted {
+                Ok((stream, peer)) => {
+                    // Without this, Nagle's algorithm and delayed ACKs stall small writes by ~40 ms.
+                    if let Err(err) = stream.set_nodelay(true) {
+                        tracing::debug!(%err, "could not set TCP_NODELAY on an accepted connection");
+                    }
+                    match stream.into_std() {
+                        Ok(stream) => {
+                            let _ = handoff[next].send((stream, peer));
+                            next = (next + 1) % handoff.len();
+                        }
+                        Err(err) => tracing::debug!(%err, "could not hand over an accepted connection"),
+                    }
+                }
+                // Out of file descriptors and the like: back off instead of spinning.
+                Err(err) => {
+                    tracing::warn!(%err, "accept failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                }
+            },
+        }
+    }
+    // Stop accepting: the port closes, new connections are refused.
+    drop(listener);
+    drop(background);
+    drop(handoff);
+    tracing::info!(grace = %keel_types::duration::format(grace), "shutting down: no new connections; waiting for in-flight requests");
+    let _ = stop_tx.send(true);
+    match tokio::time::timeout(grace, all_done).await {
+        Ok(results) => {
+            tracing::info!("all requests finished; stopped");
+            first_error(results)
+        }
+        Err(_) => {
+            tracing::warn!("shutdown grace period over; closing the remaining connections");
+            Ok(())
+        }
+    }
+}
+
+/// The connections handed to one serving thread, as an axum [`Listener`](axum::serve::Listener).
+struct Incoming {
+    connections: mpsc::UnboundedReceiver<(std::net::TcpStream, SocketAddr)>,
+    local_addr: SocketAddr,
+}
+
+impl axum::serve::Listener for Incoming {
+    type Io = TcpStream;
+    type Addr = SocketAddr;
+
+    async fn accept(&mut self) -> (TcpStream, SocketAddr) {
+        loop {
+            match self.connections.recv().await {
+                Some((stream, peer)) => match stream.set_nonblocking(true).and_then(|()| TcpStream::from_std(stream)) {
+                    Ok(stream) => return (stream, peer),
+                    Err(err) => tracing::debug!(%err, "could not adopt a handed-over connection"),
+                },
+                // The acceptor stopped: no more connections will come. Wait for the shutdown
+                // signal, which axum polls alongside this future.
+                None => std::future::pending::<()>().await,
+            }
+        }
+    }
+
+    fn local_addr(&self) -> io::Result<SocketAddr> {
+        Ok(self.local_addr)
+    }
+}
+
+/// How often breaker transitions are turned into metrics and log lines.
+const EVENT_PUMP_INTERVAL: std::time::Duration = std::time::Duration::from_millis(200);
+
+/// Turns every breaker transition into a metric and a log line, and keeps the state gauges true.
+pub(crate) async fn pump_breaker_events(gateway: Gateway) {
+    use keel_telemetry::names;
+    for key in gateway.breakers().snapshots() {
+        metrics::gauge!(names::BREAKER_STATE, "target" => key.target).set(0.0);
+    }
+    let mut tick = tokio::time::interval(EVENT_PUMP_INTERVAL);
+    loop {
+        tick.tick().await;
+        for event in gateway.breakers().drain_events() {
+            let target = event.target.to_string();
+            metrics::counter!(names::BREAKER_TRANSITIONS_TOTAL,
+                "target" => target.clone(), "from" => event.from.as_str(), "to" => event.to.as_str(), "reason" => event.reason.as_str())
+            .increment(1);
+            let level = match event.to {
+                keel_breaker::State::Closed => 0.0,
+                keel_breaker::State::HalfOpen => 1.0,
+                keel_breaker::State::Open => 2.0,
+            };
+            metrics::gauge!(names::BREAKER_STATE, "target" => target.clone()).set(level);
+            tracing::warn!(
+                target = %target,
+                from = event.from.as_str(),
+                to = event.to.as_str(),
+                reason = %event.reason,
+                cooldown = event.cooldown.map(keel_types::duration::format).unwrap_or_default(),
+                "circuit breaker {}",
+                event.to.as_str()
+            );
+        }
+    }
+}
+
+fn first_error(results: Vec<Result<io::Result<()>, oneshot::error::RecvError>>) -> Result<(), ServeError> {
+    for result in results {
+        match result {
+            Ok(Ok(())) => {}
+            Ok(Err(err)) => return Err(ServeError::Io(err)),
+            Err(_) => return Err(ServeError::WorkerLost),
+        }
+    }
+    Ok(())
+}
+
+/// One serving thread: a single-threaded runtime serving the connections handed to it.
+fn run_worker(incoming: Incoming, gateway: Gateway, mut stop: watch::Receiver<bool>) -> io::Result<()> {
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    runtime.block_on(async move {
+        let stopped = async move {
+            let _ = stop.wait_for(|stop| *stop).await;
+        };
+        axum::serve(incoming, app(gateway)).with_graceful_shutdown(stopped).await
+    })
+}

@@ -1,0 +1,211 @@
+//! The gateway's shared state and its router.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::Router;
+use axum::routing::{any, get};
+use keel_types::{FailureClass, TargetId};
+use keel_upstream::{ClientConfig, Upstream, UpstreamClient};
+use parking_lot::Mutex;
+
+use crate::config::Config;
+use crate::routing::RouteTable;
+use crate::{admin, auth, proxy};
+
+/// Why a gateway could not be built from a valid config.
+#[derive(Debug, thiserror::Error)]
+pub enum GatewayError {
+    /// A serving thread could not be set up.
+    #[error("cannot start a serving thread: {0}")]
+    Thread(#[from] std::io::Error),
+    /// The breaker configuration was rejected.
+    #[error("invalid [breaker] configuration: {0}")]
+    Breaker(#[from] keel_breaker::Error),
+}
+
+/// One configured upstream with its own connection pool.
+#[derive(Debug)]
+pub(crate) struct UpstreamHandle {
+    pub(crate) upstream: Upstream,
+    pub(crate) client: UpstreamClient,
+    pub(crate) idle_timeout: std::time::Duration,
+    /// `keel_upstream_duration_seconds` for this upstream.
+    pub(crate) duration: metrics::Histogram,
+}
+
+/// What keel has observed of one target (`upstream:model`).
+#[derive(Debug, Clone, Default)]
+pub(crate) struct TargetStats {
+    pub(crate) requests: u64,
+    pub(crate) failures: u64,
+    pub(crate) consecutive_failures: u64,
+    pub(crate) last_failure: Option<(FailureClass, String)>,
+}
+
+/// The state shared by every request: config, routes, observations, and the upstream clients of
+/// one serving thread. Cheap to clone.
+///
+/// Each serving thread has its own upstream clients (so a request and its upstream connection
+/// stay on one thread, see [`crate::serve`]); everything else is shared by all threads.
+#[derive(Debug, Clone)]
+pub struct Gateway {
+    pub(crate) inner: Arc<Inner>,
+    pub(crate) upstreams: Arc<[UpstreamHandle]>,
+}
+
+#[derive(Debug)]
+pub(crate) struct Inner {
+    pub(crate) config: Config,
+    pub(crate) routes: RouteTable,
+    pub(crate) started: Instant,
+    pub(crate) targets: Mutex<BTreeMap<String, TargetStats>>,
+    /// One circuit breaker per configured target (`upstream:route-model`).
+    pub(crate) breakers: keel_breaker::Registry,
+    /// Handles of the configured targets' breakers, looked up without the registry's map.
+    pub(crate) breaker_handles: BTreeMap<String, keel_breaker::BreakerHandle>,
+    /// Retries allowed across all requests.
+    pub(crate) retry_budget: crate::retry::RetryBudget,
+    /// The last health probe of each upstream, by name.
+    pub(crate) health: Mutex<BTreeMap<String, crate::health::UpstreamHealth>>,
+}
+
+impl Gateway {
+    /// Builds the gateway from a validated config.
+    pub fn new(config: Config) -> Result<Gateway, GatewayError> {
+        let upstreams = build_upstreams(&config)?;
+        // Make sure the recorder exists before the first request so /metrics is never empty.
+        let _ = keel_telemetry::prometheus();
+        let breakers = keel_breaker::Registry::new(&config.breaker)?;
+        let routes = RouteTable::new(config.routes.clone());
+        let config_retry = (config.retry.budget_ratio, config.retry.budget_min_per_second);
+        let breaker_handles =
+            routes.target_keys().into_iter().map(|key| (key.clone(), breakers.breaker(&key))).collect();
+        Ok(Gateway {
+            inner: Arc::new(Inner {
+                routes,
+                config,
+                started: Instant::now(),
+                targets: Mutex::new(BTreeMap::new()),
+                breakers,
+                breaker_handles,
+                health: Mutex::new(BTreeMap::new()),
+                retry_budget: crate::retry::RetryBudget::new(config_retry.0, config_retry.1),
+            }),
+            upstreams,
+        })
+    }
+
+    /// The same gateway with its own upstream connection pools, for another serving thread.
+    pub fn with_own_clients(&self) -> Result<Gateway, GatewayError> {
+        Ok(Gateway { inner: Arc::clone(&self.inner), upstreams: build_upstreams(&self.inner.config)? })
+    }
+
+    /// The configuration in force.
+    pub fn config(&self) -> &Config {
+        &self.inner.config
+    }
+
+    pub(crate) fn upstream(&self, name: &str) -> Option<&UpstreamHandle> {
+        self.upstreams.iter().find(|u| u.upstream.name == name)
+    }
+
+    /// The breaker of a target key (`upstream:route-model`).
+    pub(crate) fn breaker(&self, key: &str) -> keel_breaker::BreakerHandle {
+        match self.inner.breaker_handles.get(key) {
+            Some(handle) => handle.clone(),
+            None => self.inner.breakers.breaker(key),
+        }
+    }
+
+    /// The breakers, for the admin API and the event pump.
+    pub fn breakers(&self) -> &keel_breaker::Registry {
+        &self.inner.breakers
+    }
+
+    /// Whether the last health probe of `upstream` saw `model` loaded.
+    pub(crate) fn has_loaded(&self, upstream: &str, model: &str) -> bool {
+        self.inner.health.lock().get(upstream).is_some_and(|h| h.has_loaded(model))
+    }
+
+    /// Starts the background work of a serving gateway on the current runtime: breaker event
+    /// pump and health probes. The tasks end when the returned guard is dropped.
+    pub(crate) fn spawn_background(&self) -> BackgroundTasks {
+        let mut tasks = vec![tokio::spawn(crate::server::pump_breaker_events(self.clone()))];
+        for up in &self.inner.config.upstreams {
+            if !up.health_interval.is_zero() {
+                tasks.push(tokio::spawn(crate::health::probe_loop(
+                    self.clone(),
+                    up.upstream.clone(),
+                    up.health_interval,
+                )));
+            }
+        }
+        BackgroundTasks(tasks)
+    }
+
+    pub(crate) fn default_target(&self) -> Option<&TargetId> {
+        self.inner.routes.default_target()
+    }
+
+    /// Records the outcome of one call to a target (`None` = success).
+    pub(crate) fn observe(&self, target: &str, failure: Option<(FailureClass, String)>) {
+        let mut targets = self.inner.targets.lock();
+        let stats = targets.entry(target.to_owned()).or_default();
+        stats.requests += 1;
+        match failure {
+            None => stats.consecutive_failures = 0,
+            Some(failure) => {
+                stats.failures += 1;
+                stats.consecutive_failures += 1;
+                stats.last_failure = Some(failure);
+            }
+        }
+    }
+}
+
+/// Background tasks of a serving gateway; aborted on drop.
+pub(crate) struct BackgroundTasks(Vec<tokio::task::JoinHandle<()>>);
+
+impl Drop for BackgroundTasks {
+    fn drop(&mut self) {
+        for task in &self.0 {
+            task.abort();
+        }
+    }
+}
+
+fn build_upstreams(config: &Config) -> Result<Arc<[UpstreamHandle]>, GatewayError> {
+    let upstreams: Vec<UpstreamHandle> = config
+        .upstreams
+        .iter()
+        .map(|up| UpstreamHandle {
+            upstream: up.upstream.clone(),
+            client: UpstreamClient::new(ClientConfig {
+                connect_timeout: up.connect_timeout,
+                response_timeout: up.response_timeout,
+                ..ClientConfig::default()
+            }),
+            idle_timeout: up.idle_timeout,
+            duration: metrics::histogram!(keel_telemetry::names::UPSTREAM_DURATION_SECONDS, "upstream" => up.name.clone()),
+        })
+        .collect();
+    Ok(upstreams.into())
+}
+
+/// The whole HTTP surface of keel as a `Router`, ready for `axum::serve` or `oneshot` in tests.
+pub fn app(gateway: Gateway) -> Router {
+    let router = Router::new()
+        .route("/keel/health", get(admin::health))
+        .route("/keel/status", get(admin::status))
+        .route("/metrics", get(admin::metrics))
+        .route("/keel/breakers/{target}/{action}", axum::routing::post(admin::breaker_action))
+        .fallback(any(proxy::proxy));
+    // Without [auth] there is nothing to check: no layer, no per-request cost.
+    let router = match gateway.config().auth {
+        Some(_) => router.layer(axum::middleware::from_fn_with_state(gateway.clone(), auth::require_key)),
+        None => router,
+    };
+    router.with_state(gateway)
+}

@@ -1,0 +1,253 @@
+//! Compiled schemas: normalized once, validated with the `jsonschema` crate, cached by their
+//! canonical text.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use parking_lot::Mutex;
+use serde_json::Value;
+
+use crate::error::RepairError;
+
+/// How many compiled schemas a cache keeps before it starts over.
+pub const DEFAULT_CAPACITY: usize = 256;
+
+/// A schema ready to use: the normalized schema (OpenAPI `nullable` folded into `type`) and its
+/// compiled validator.
+pub struct CompiledSchema {
+    schema: Value,
+    validator: jsonschema::Validator,
+}
+
+impl std::fmt::Debug for CompiledSchema {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CompiledSchema").field("schema", &self.schema).finish_non_exhaustive()
+    }
+}
+
+impl CompiledSchema {
+    /// Normalizes and compiles `schema`.
+    ///
+    /// # Errors
+    /// [`RepairError::InvalidSchema`] when `schema` is not a valid JSON Schema.
+    pub fn compile(schema: &Value) -> Result<Self, RepairError> {
+        let mut schema = schema.clone();
+        normalize(&mut schema, 0);
+        let validator = jsonschema::options()
+            .should_validate_formats(false)
+            .build(&schema)
+            .map_err(|err| RepairError::InvalidSchema { message: err.to_string() })?;
+        Ok(Self { schema, validator })
+    }
+
+    /// The normalized schema.
+    #[must_use]
+    pub fn schema(&self) -> &Value {
+        &self.schema
+    }
+
+    /// Why `value` is not valid (at most `limit` reasons, each with its JSON pointer); empty when
+    /// it is.
+    #[must_use]
+    pub fn problems(&self, value: &Value, limit: usize) -> Vec<String> {
+        if self.validator.is_valid(value) {
+            return Vec::new();
+        }
+        self.validator
+            .iter_errors(value)
+            .take(limit)
+            .map(|err| {
+                let at = err.instance_path().to_string();
+                format!("{err} at {}", if at.is_empty() { "/" } else { at.as_str() })
+            })
+            .collect()
+    }
+
+    /// True when `value` satisfies the schema.
+    #[must_use]
+    pub fn is_valid(&self, value: &Value) -> bool {
+        self.validator.is_valid(value)
+    }
+}
+
+/// Folds OpenAPI's `nullable: true` into `type` (and `enum`), which JSON Schema validators do not
+/// know.
+fn normalize(schema: &mut Value, depth: usize) {
+    if depth > 64 {
+        return;
+    }
+    match schema {
+        Value::Object(map) => {
+            if map.get("nullable") == Some(&Value::Bool(true)) {
+                match map.get_mut("type") {
+                    Some(Value::String(name)) if name != "null" => {
+                        let name = std::mem::take(name);
+                        map.insert("type".to_owned(), Value::Array(vec![Value::String(name), "null".into()]));
+                    }
+                    Some(Value::Array(names)) if !names.iter().any(|n| n == "null") => {
+                        names.push("null".into());
+                    }
+                    _ => {}
+                }
+                if let Some(Value::Array(allowed)) = map.get_mut("enum")
+                    && !allowed.iter().any(Value::is_null)
+                {
+                    allowed.push(Value::Null);
+                }
+            }
+            for value in map.values_mut() {
+                normalize(value, depth + 1);
+            }
+        }
+        Value::Array(items) => {
+            for item in items {
+                normalize(item, depth + 1);
+            }
+        }
+        _ => {}
+    }
+}
+
+/// A structural hash of a JSON value that ignores object key order (equal values hash equal).
+pub(crate) fn structural_hash(value: &Value) -> u64 {
+    const K: u64 = 0x9E37_79B9_7F4A_7C15;
+    fn mix(h: u64, x: u64) -> u64 {
+        (h ^ x).wrapping_mul(K).rotate_left(29)
+    }
+    fn bytes(h: u64, b: &[u8]) -> u64 {
+        let mut h = mix(h, b.len() as u64);
+        for chunk in b.chunks(8) {
+            let mut word = [0u8; 8];
+            for (dst, src) in word.iter_mut().zip(chunk) {
+                *dst = *src;
+            }
+            h = mix(h, u64::from_le_bytes(word));
+        }
+        h
+    }
+    fn walk(value: &Value, depth: usize) -> u64 {
+        if depth > 64 {
+            return 0;
+        }
+        match value {
+            Value::Null => 1,
+            Value::Bool(b) => 2 + u64::from(*b),
+            Value::Number(n) => mix(
+                4,
+                n.as_u64()
+                    .or_else(|| n.as_i64().map(i64::cast_unsigned))
+                    .unwrap_or_else(|| n.as_f64().map_or(0, f64::to_bits)),
+            ),
+            Value::String(s) => bytes(5, s.as_bytes()),
+            Value::Array(items) => {
+                items.iter().fold(mix(6, items.len() as u64), |h, item| mix(h, walk(item, depth + 1)))
+            }
+            Value::Object(map) => {
+                // Order-insensitive: sum the entries' hashes.
+                let sum = map
+                    .iter()
+                    .fold(0u64, |acc, (k, v)| acc.wrapping_add(mix(bytes(7, k.as_bytes()), walk(v, depth + 1))));
+                mix(mix(8, map.len() as u64), sum)
+            }
+        }
+    }
+    walk(value, 0)
+}
+
+/// Schemas whose structural hashes collide, each with its compiled form.
+type Bucket = Vec<(Value, Arc<CompiledSchema>)>;
+
+/// Compiled schemas shared by every repair, keyed by the schema's value (key order does not
+/// matter). Thread-safe; cheap to share behind an `Arc`.
+#[derive(Debug)]
+pub struct SchemaCache {
+    entries: Mutex<HashMap<u64, Bucket>>,
+    capacity: usize,
+}
+
+impl Default for SchemaCache {
+    fn default() -> Self {
+        Self::new(DEFAULT_CAPACITY)
+    }
+}
+
+impl SchemaCache {
+    /// A cache that holds up to `capacity` schemas (then it is cleared and refilled).
+    #[must_use]
+    pub fn new(capacity: usize) -> Self {
+        Self { entries: Mutex::new(HashMap::new()), capacity: capacity.max(1) }
+    }
+
+    /// The compiled form of `schema`, compiling it on first use.
+    ///
+    /// # Errors
+    /// [`RepairError::InvalidSchema`] when `schema` is not a valid JSON Schema.
+    pub fn get(&self, schema: &Value) -> Result<Arc<CompiledSchema>, RepairError> {
+        let key = structural_hash(schema);
+        if let Some(bucket) = self.entries.lock().get(&key)
+            && let Some((_, found)) = bucket.iter().find(|(original, _)| original == schema)
+        {
+            return Ok(Arc::clone(found));
+        }
+        // Compile outside the lock: another thread may do the same work once, which is fine.
+        let compiled = Arc::new(CompiledSchema::compile(schema)?);
+        let mut entries = self.entries.lock();
+        if entries.values().map(Vec::len).sum::<usize>() >= self.capacity {
+            entries.clear();
+        }
+        let bucket = entries.entry(key).or_default();
+        if !bucket.iter().any(|(original, _)| original == schema) {
+            bucket.push((schema.clone(), Arc::clone(&compiled)));
+        }
+        Ok(compiled)
+    }
+
+    /// How many schemas are compiled and kept.
+    #[must_use]
+    pub fn len(&self) -> usize {
+        self.entries.lock().values().map(Vec::len).sum()
+    }
+
+    /// True when no schema is kept.
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn hash_ignores_key_order() {
+        let a = json!({"type": "object", "properties": {"a": {"type": "string"}, "b": {}}});
+        let b = json!({"properties": {"b": {}, "a": {"type": "string"}}, "type": "object"});
+        assert_eq!(structural_hash(&a), structural_hash(&b));
+        assert_ne!(structural_hash(&a), structural_hash(&json!({"type": "object"})));
+        assert_ne!(structural_hash(&json!([1, 2])), structural_hash(&json!([2, 1])));
+    }
+
+    #[test]
+    fn cache_compiles_once() {
+        let cache = SchemaCache::new(4);
+        let a = cache.get(&json!({"type": "integer", "minimum": 0})).unwrap();
+        let b = cache.get(&json!({"minimum": 0, "type": "integer"})).unwrap();
+        assert!(Arc::ptr_eq(&a, &b));
+        assert_eq!(cache.len(), 1);
+        assert!(a.is_valid(&json!(3)));
+        assert!(!a.problems(&json!(-1), 4).is_empty());
+    }
+
+    #[test]
+    fn nullable_is_folded_into_type() {
+        let compiled = CompiledSchema::compile(&json!({"type": "string", "nullable": true})).unwrap();
+        assert!(compiled.is_valid(&Value::Null));
+    }
+
+    #[test]
+    fn invalid_schema_is_an_error() {
+        assert!(matches!(CompiledSchema::compile(&json!({"type": 12})), Err(RepairError::InvalidSchema { .. })));
+    }
+}

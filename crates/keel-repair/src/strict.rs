@@ -1,0 +1,333 @@
+//! A strict JSON validator that builds nothing: the fast path for output that is already JSON.
+//!
+//! Accepts exactly what `serde_json` accepts (RFC 8259, nesting up to 128, no lone surrogates, no
+//! numbers that overflow to infinity), so text it passes can be handed back as is and parsed
+//! later, only if someone asks for the value.
+
+/// Deepest nesting accepted (serde_json refuses 128 levels).
+const MAX_DEPTH: usize = 127;
+
+const LO: u64 = 0x0101_0101_0101_0101;
+const HI: u64 = 0x8080_8080_8080_8080;
+
+/// Non-zero when some byte of `word` is zero.
+#[inline]
+const fn has_zero(word: u64) -> u64 {
+    word.wrapping_sub(LO) & !word & HI
+}
+
+/// Non-zero when some byte of `word` is a quote, a backslash or a control character.
+#[inline]
+const fn has_special(word: u64) -> u64 {
+    has_zero(word ^ (LO * b'"' as u64))
+        | has_zero(word ^ (LO * b'\\' as u64))
+        | (word.wrapping_sub(LO * 0x20) & !word & HI)
+}
+
+/// Is `b` one JSON value, with only JSON whitespace around it?
+pub(crate) fn is_json(b: &[u8]) -> bool {
+    Validator { b, i: 0 }.document()
+}
+
+struct Validator<'a> {
+    b: &'a [u8],
+    i: usize,
+}
+
+#[inline]
+fn is_ws(c: u8) -> bool {
+    matches!(c, b' ' | b'\n' | b'\r' | b'\t')
+}
+
+impl Validator<'_> {
+    #[inline]
+    fn ws(&mut self) {
+        while self.b.get(self.i).is_some_and(|&c| is_ws(c)) {
+            self.i += 1;
+        }
+    }
+
+    #[inline]
+    fn peek(&self) -> Option<u8> {
+        self.b.get(self.i).copied()
+    }
+
+    fn document(&mut self) -> bool {
+        // true = object, false = array
+        let mut stack: Vec<bool> = Vec::new();
+        self.ws();
+        'value: loop {
+            // A value starts here.
+            match self.peek() {
+                Some(b'{') => {
+                    if stack.len() >= MAX_DEPTH {
+                        return false;
+                    }
+                    self.i += 1;
+                    self.ws();
+                    if self.peek() == Some(b'}') {
+                        self.i += 1;
+                    } else {
+                        if stack.len() >= MAX_DEPTH || !self.key() {
+                            return false;
+                        }
+                        stack.push(true);
+                        continue 'value;
+                    }
+                }
+                Some(b'[') => {
+                    if stack.len() >= MAX_DEPTH {
+                        return false;
+                    }
+                    self.i += 1;
+                    self.ws();
+                    if self.peek() == Some(b']') {
+                        self.i += 1;
+                    } else {
+                        if stack.len() >= MAX_DEPTH {
+                            return false;
+                        }
+                        stack.push(false);
+                        continue 'value;
+                    }
+                }
+                Some(b'"') => {
+                    if !self.string() {
+                        return false;
+                    }
+                }
+                Some(b't') => {
+                    if !self.word(b"true") {
+                        return false;
+                    }
+                }
+                Some(b'f') => {
+                    if !self.word(b"false") {
+                        return false;
+                    }
+                }
+                Some(b'n') => {
+                    if !self.word(b"null") {
+                        return false;
+                    }
+                }
+                Some(b'-' | b'0'..=b'9') => {
+                    if !self.number() {
+                        return false;
+                    }
+                }
+                _ => return false,
+            }
+            // After a value: close containers, or find the next value.
+            loop {
+                self.ws();
+                match stack.last() {
+                    None => return self.i == self.b.len(),
+                    Some(&true) => match self.peek() {
+                        Some(b',') => {
+                            self.i += 1;
+                            self.ws();
+                            if !self.key() {
+                                return false;
+                            }
+                            continue 'value;
+                        }
+                        Some(b'}') => {
+                            self.i += 1;
+                            stack.pop();
+                        }
+                        _ => return false,
+                    },
+                    Some(&false) => match self.peek() {
+                        Some(b',') => {
+                            self.i += 1;
+                            self.ws();
+                            continue 'value;
+                        }
+                        Some(b']') => {
+                            self.i += 1;
+                            stack.pop();
+                        }
+                        _ => return false,
+                    },
+                }
+            }
+        }
+    }
+
+    /// `"key"` `:` and the whitespace before the value.
+    fn key(&mut self) -> bool {
+        if self.peek() != Some(b'"') || !self.string() {
+            return false;
+        }
+        self.ws();
+        if self.peek() != Some(b':') {
+            return false;
+        }
+        self.i += 1;
+        self.ws();
+        true
+    }
+
+    fn word(&mut self, word: &[u8]) -> bool {
+        if self.b.get(self.i..self.i + word.len()) == Some(word) {
+            self.i += word.len();
+            true
+        } else {
+            false
+        }
+    }
+
+    fn hex4(&self, at: usize) -> Option<u32> {
+        let digits = self.b.get(at..at + 4)?;
+        let mut code = 0u32;
+        for &d in digits {
+            code = code * 16 + (d as char).to_digit(16)?;
+        }
+        Some(code)
+    }
+
+    fn string(&mut self) -> bool {
+        self.i += 1; // opening quote
+        loop {
+            // Eight bytes at a time while none is special.
+            while let Some(chunk) = self.b.get(self.i..self.i + 8) {
+                let Ok(bytes) = <[u8; 8]>::try_from(chunk) else { break };
+                if has_special(u64::from_le_bytes(bytes)) != 0 {
+                    break;
+                }
+                self.i += 8;
+            }
+            let Some(c) = self.peek() else { return false };
+            match c {
+                b'"' => {
+                    self.i += 1;
+                    return true;
+                }
+                b'\\' => match self.b.get(self.i + 1) {
+                    Some(b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't') => self.i += 2,
+                    Some(b'u') => {
+                        let Some(code) = self.hex4(self.i + 2) else { return false };
+                        self.i += 6;
+                        if (0xD800..0xDC00).contains(&code) {
+                            if self.b.get(self.i) != Some(&b'\\') || self.b.get(self.i + 1) != Some(&b'u') {
+                                return false;
+                            }
+                            match self.hex4(self.i + 2) {
+                                Some(low) if (0xDC00..0xE000).contains(&low) => self.i += 6,
+                                _ => return false,
+                            }
+                        } else if (0xDC00..0xE000).contains(&code) {
+                            return false;
+                        }
+                    }
+                    _ => return false,
+                },
+                c if c < 0x20 => return false,
+                _ => self.i += 1,
+            }
+        }
+    }
+
+    fn number(&mut self) -> bool {
+        let start = self.i;
+        if self.peek() == Some(b'-') {
+            self.i += 1;
+        }
+        match self.peek() {
+            Some(b'0') => self.i += 1,
+            Some(b'1'..=b'9') => {
+                while self.peek().is_some_and(|c| c.is_ascii_digit()) {
+                    self.i += 1;
+                }
+            }
+            _ => return false,
+        }
+        let mut exact = true;
+        if self.peek() == Some(b'.') {
+            self.i += 1;
+            if !self.peek().is_some_and(|c| c.is_ascii_digit()) {
+                return false;
+            }
+            while self.peek().is_some_and(|c| c.is_ascii_digit()) {
+                self.i += 1;
+            }
+        }
+        if matches!(self.peek(), Some(b'e' | b'E')) {
+            exact = false;
+            self.i += 1;
+            if matches!(self.peek(), Some(b'+' | b'-')) {
+                self.i += 1;
+            }
+            if !self.peek().is_some_and(|c| c.is_ascii_digit()) {
+                return false;
+            }
+            while self.peek().is_some_and(|c| c.is_ascii_digit()) {
+                self.i += 1;
+            }
+        }
+        if !exact || self.i - start > 300 {
+            // serde_json refuses numbers that overflow to infinity.
+            let text = std::str::from_utf8(self.b.get(start..self.i).unwrap_or(&[])).unwrap_or("x");
+            return text.parse::<f64>().is_ok_and(f64::is_finite);
+        }
+        true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn accepts_json() {
+        for ok in [
+            "0",
+            "-1.5e+10",
+            "\"a\\u00e9\\ud83d\\ude80\\n\"",
+            " {\"a\": [1, 2, {\"b\": null}], \"c\": true} ",
+            "[]",
+            "{}",
+            "[[[]]]",
+            "\"0123456789abcdef0123456789\"",
+        ] {
+            assert!(is_json(ok.as_bytes()), "{ok}");
+            assert!(serde_json::from_str::<serde_json::Value>(ok).is_ok(), "{ok}");
+        }
+    }
+
+    #[test]
+    fn rejects_what_serde_json_rejects() {
+        for bad in [
+            "",
+            "{",
+            "[1,]",
+            "{\"a\":1,}",
+            "01",
+            "1.",
+            ".5",
+            "+1",
+            "'a'",
+            "\"a\nb\"",
+            "\"\\x\"",
+            "\"\\ud800\"",
+            "\"\\udc00\"",
+            "1e400",
+            "{a: 1}",
+            "[1] [2]",
+            "NaN",
+            "tru",
+        ] {
+            assert!(!is_json(bad.as_bytes()), "{bad:?}");
+            assert!(serde_json::from_str::<serde_json::Value>(bad).is_err(), "{bad:?}");
+        }
+        for depth in 120..140 {
+            let arrays = format!("{}{}", "[".repeat(depth), "]".repeat(depth));
+            let objects = format!("{}1{}", "{\"a\":".repeat(depth), "}".repeat(depth));
+            for text in [arrays, objects] {
+                let serde_ok = serde_json::from_str::<serde_json::Value>(&text).is_ok();
+                assert_eq!(is_json(text.as_bytes()), serde_ok, "depth {depth}");
+            }
+        }
+    }
+}

@@ -1,0 +1,93 @@
+//! The Prometheus recorder and the name of every metric keel emits.
+
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle, PrometheusRecorder};
+
+/// Metric names. Labels are documented next to each name.
+pub mod names {
+    /// Counter of requests answered by keel. Labels: `route`, `model`, `status`.
+    pub const REQUESTS_TOTAL: &str = "keel_requests_total";
+    /// Histogram of time from request to response head, in seconds. Labels: `route`, `model`,
+    /// `status`.
+    pub const REQUEST_DURATION_SECONDS: &str = "keel_request_duration_seconds";
+    /// Histogram of whole-response time including the streamed body, in seconds. Labels: `route`,
+    /// `model`, `status`.
+    pub const RESPONSE_DURATION_SECONDS: &str = "keel_response_duration_seconds";
+    /// Gauge of requests in flight (head not yet sent, or body still streaming). Label: `route`.
+    pub const REQUESTS_IN_FLIGHT: &str = "keel_requests_in_flight";
+    /// Counter of failed upstream calls. Labels: `upstream`, `class` (a `FailureClass` name).
+    pub const UPSTREAM_ERRORS_TOTAL: &str = "keel_upstream_errors_total";
+    /// Histogram of upstream time to response head, in seconds. Labels: `upstream`.
+    pub const UPSTREAM_DURATION_SECONDS: &str = "keel_upstream_duration_seconds";
+    /// Counter of requests the client abandoned before the response finished. Label: `route`.
+    pub const CLIENT_DISCONNECTS_TOTAL: &str = "keel_client_disconnects_total";
+    /// Counter of circuit breaker transitions. Labels: `target`, `from`, `to`, `reason`.
+    pub const BREAKER_TRANSITIONS_TOTAL: &str = "keel_breaker_transitions_total";
+    /// Gauge of each target's breaker: 0 closed, 1 half-open, 2 open. Label: `target`.
+    pub const BREAKER_STATE: &str = "keel_breaker_state";
+    /// Gauge set to 1 with a `version` label, for dashboards.
+    pub const BUILD_INFO: &str = "keel_build_info";
+}
+
+/// Latency buckets in seconds: fine below 100 ms (proxy overhead), coarse up to cold model loads.
+const LATENCY_BUCKETS: &[f64] =
+    &[0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0];
+
+fn builder() -> PrometheusBuilder {
+    // The suffix matcher only fails on an empty bucket list, which LATENCY_BUCKETS is not.
+    match PrometheusBuilder::new().set_buckets_for_metric(Matcher::Suffix("_seconds".into()), LATENCY_BUCKETS) {
+        Ok(builder) => builder,
+        Err(_) => PrometheusBuilder::new(),
+    }
+}
+
+/// How often histogram samples are folded into their buckets when nobody scrapes `/metrics`.
+const UPKEEP_INTERVAL: Duration = Duration::from_secs(5);
+
+/// The process-wide Prometheus handle, installing the global recorder on first use.
+///
+/// Histogram samples are buffered until folded into buckets; a background thread does that every
+/// few seconds, so memory stays flat even when nothing scrapes `/metrics`.
+///
+/// If another recorder was installed first (an embedding program's own), keel's metrics go there
+/// and this handle renders an empty page.
+pub fn prometheus() -> &'static PrometheusHandle {
+    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+    HANDLE.get_or_init(|| {
+        let recorder: PrometheusRecorder = builder().build_recorder();
+        let handle = recorder.handle();
+        let _ = metrics::set_global_recorder(recorder);
+        metrics::gauge!(names::BUILD_INFO, "version" => env!("CARGO_PKG_VERSION")).set(1.0);
+        let upkeep = handle.clone();
+        let spawned = std::thread::Builder::new().name("keel-metrics-upkeep".into()).spawn(move || {
+            loop {
+                std::thread::sleep(UPKEEP_INTERVAL);
+                upkeep.run_upkeep();
+            }
+        });
+        if let Err(err) = spawned {
+            tracing::warn!(%err, "cannot start the metrics upkeep thread; histograms are folded only when /metrics is scraped");
+        }
+        handle
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_recorded_metrics() {
+        let handle = prometheus();
+        metrics::counter!(names::REQUESTS_TOTAL, "route" => "/api/test", "model" => "m", "status" => "200")
+            .increment(2);
+        metrics::histogram!(names::REQUEST_DURATION_SECONDS, "route" => "/api/test", "model" => "m", "status" => "200")
+            .record(0.003);
+        let text = handle.render();
+        assert!(text.contains("keel_requests_total{route=\"/api/test\",model=\"m\",status=\"200\"} 2"), "{text}");
+        assert!(text.contains("keel_request_duration_seconds_bucket"), "{text}");
+        assert!(text.contains("keel_build_info"), "{text}");
+    }
+}

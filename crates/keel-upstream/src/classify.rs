@@ -1,0 +1,89 @@
+//! Turning transport errors into failure classes.
+
+use std::error::Error as StdError;
+use std::io;
+
+use keel_types::FailureClass;
+
+/// Classifies an error from sending a request (no response head was received).
+pub fn classify_send_error(err: &hyper_util::client::legacy::Error) -> FailureClass {
+    classify_chain(err, err.is_connect())
+}
+
+/// Classifies an error while reading a response body that had started.
+pub fn classify_body_error(err: &hyper::Error) -> FailureClass {
+    if err.is_timeout() { FailureClass::Timeout } else { FailureClass::StreamBroken }
+}
+
+/// Walks an error's source chain: the innermost `io::Error` kind decides, then hyper's own flags.
+fn classify_chain(err: &(dyn StdError + 'static), connecting: bool) -> FailureClass {
+    let mut source: Option<&(dyn StdError + 'static)> = Some(err);
+    let mut io_kind = None;
+    let mut hyper_timeout = false;
+    while let Some(inner) = source {
+        if let Some(io) = inner.downcast_ref::<io::Error>() {
+            io_kind = Some(io.kind());
+        }
+        if let Some(h) = inner.downcast_ref::<hyper::Error>() {
+            hyper_timeout |= h.is_timeout();
+        }
+        source = inner.source();
+    }
+    match io_kind {
+        Some(io::ErrorKind::ConnectionRefused) => FailureClass::Refused,
+        Some(io::ErrorKind::TimedOut) => FailureClass::Timeout,
+        _ if hyper_timeout => FailureClass::Timeout,
+        // A connect error without a more specific cause: unreachable host, no route, DNS.
+        _ if connecting => FailureClass::Refused,
+        _ => FailureClass::Reset,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use http::{HeaderMap, Method};
+    use keel_types::Dialect;
+
+    use super::*;
+    use crate::{ClientConfig, Upstream, UpstreamClient, empty_body};
+
+    fn upstream(addr: &str) -> Upstream {
+        Upstream::new("test", addr.parse().unwrap(), Dialect::Ollama).unwrap()
+    }
+
+    async fn send_to(addr: &str, config: ClientConfig) -> FailureClass {
+        let client = UpstreamClient::new(config);
+        client.send(&upstream(addr), Method::GET, "/", HeaderMap::new(), empty_body()).await.unwrap_err().class
+    }
+
+    #[tokio::test]
+    async fn refused_connection_is_refused() {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        assert_eq!(send_to(&format!("http://127.0.0.1:{port}"), ClientConfig::default()).await, FailureClass::Refused);
+    }
+
+    #[tokio::test]
+    async fn slow_server_is_timeout() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let _accepting = tokio::spawn(async move {
+            let (_socket, _) = listener.accept().await.unwrap();
+            tokio::time::sleep(Duration::from_secs(30)).await;
+        });
+        let config = ClientConfig { response_timeout: Duration::from_millis(100), ..ClientConfig::default() };
+        assert_eq!(send_to(&format!("http://{addr}"), config).await, FailureClass::Timeout);
+    }
+
+    #[tokio::test]
+    async fn closed_before_head_is_reset() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let _accepting = tokio::spawn(async move {
+            let (socket, _) = listener.accept().await.unwrap();
+            drop(socket);
+        });
+        assert_eq!(send_to(&format!("http://{addr}"), ClientConfig::default()).await, FailureClass::Reset);
+    }
+}

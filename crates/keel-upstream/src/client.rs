@@ -1,0 +1,364 @@
+//! The pooled HTTP/1.1 client keel uses for every upstream call.
+//!
+//! Built directly on hyper's connection pool rather than a higher-level client: the request path
+//! needs no redirects, cookies, proxies or URL re-parsing, and profiles showed those layers costing
+//! more than the rest of keel's own per-request work.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{HeaderMap, HeaderName, Method, Uri, header, uri};
+use http_body_util::{BodyExt, Empty, Full, combinators::UnsyncBoxBody};
+use hyper::body::Incoming;
+use hyper_util::client::legacy::{Client, connect::HttpConnector};
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+use keel_types::{Dialect, FailureClass};
+
+use crate::classify::classify_send_error;
+
+/// Any error a request body may fail with.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// A request body: whole bytes or a stream forwarded as it arrives.
+pub type RequestBody = UnsyncBoxBody<Bytes, BoxError>;
+
+/// A request body holding `bytes`.
+pub fn full_body(bytes: Bytes) -> RequestBody {
+    Full::new(bytes).map_err(|never| match never {}).boxed_unsync()
+}
+
+/// An empty request body.
+pub fn empty_body() -> RequestBody {
+    Empty::new().map_err(|never| match never {}).boxed_unsync()
+}
+
+/// Timeouts and pooling for upstream connections.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientConfig {
+    /// Time allowed to open a TCP connection. Short: a dead host should fail fast.
+    pub connect_timeout: Duration,
+    /// Time allowed from sending a request to receiving the response head. Long: Ollama loads a
+    /// cold model before it answers, and a non-streamed answer is generated before the head.
+    pub response_timeout: Duration,
+    /// Idle connections are closed after this long in the pool.
+    pub pool_idle_timeout: Duration,
+    /// Idle connections kept per upstream host.
+    pub pool_max_idle_per_host: usize,
+}
+
+impl Default for ClientConfig {
+    fn default() -> ClientConfig {
+        ClientConfig {
+            connect_timeout: Duration::from_secs(5),
+            response_timeout: Duration::from_secs(600),
+            pool_idle_timeout: Duration::from_secs(90),
+            pool_max_idle_per_host: 256,
+        }
+    }
+}
+
+/// One model server keel forwards to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Upstream {
+    /// The `[[upstream]]` name, used in routes, logs and metrics.
+    pub name: String,
+    /// Which API the server speaks.
+    pub dialect: Dialect,
+    /// `http://host:port` with no trailing slash, for messages.
+    base: String,
+    authority: uri::Authority,
+    /// A path prefix such as `/ollama` (empty for none).
+    prefix: String,
+}
+
+/// A base URL keel cannot send to.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("upstream url {url:?} {reason}")]
+pub struct UpstreamUrlError {
+    url: String,
+    reason: &'static str,
+}
+
+impl Upstream {
+    /// An upstream at `base` (`http://host:port`, optionally with a path prefix).
+    pub fn new(name: &str, base: Uri, dialect: Dialect) -> Result<Upstream, UpstreamUrlError> {
+        let error = |reason| UpstreamUrlError { url: base.to_string(), reason };
+        if base.scheme() != Some(&uri::Scheme::HTTP) {
+            return Err(error(
+                "must start with http:// (keel talks plain HTTP to model servers on this machine or network)",
+            ));
+        }
+        let authority = base.authority().cloned().ok_or_else(|| error("has no host"))?;
+        if base.query().is_some() {
+            return Err(error("must not have a query string"));
+        }
+        let prefix = base.path().trim_end_matches('/').to_owned();
+        Ok(Upstream { name: name.to_owned(), dialect, base: format!("http://{authority}{prefix}"), authority, prefix })
+    }
+
+    /// The base URL as written (`http://host:port[/prefix]`), for messages and status.
+    pub fn base_url(&self) -> &str {
+        &self.base
+    }
+
+    /// The full URI for a request path (which starts with `/`) and optional query.
+    pub fn uri_for(&self, path_and_query: &str) -> Result<Uri, http::Error> {
+        let path_and_query: uri::PathAndQuery = if self.prefix.is_empty() {
+            path_and_query.parse()?
+        } else {
+            format!("{}{path_and_query}", self.prefix).parse()?
+        };
+        Uri::builder()
+            .scheme(uri::Scheme::HTTP)
+            .authority(self.authority.clone())
+            .path_and_query(path_and_query)
+            .build()
+    }
+}
+
+/// An upstream call that produced no usable response head.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("upstream '{upstream}' ({url}): {detail}")]
+pub struct UpstreamError {
+    /// The upstream's name.
+    pub upstream: String,
+    /// The upstream's base URL.
+    pub url: String,
+    /// What kind of failure this was.
+    pub class: FailureClass,
+    /// The underlying error, for logs.
+    pub detail: String,
+}
+
+impl UpstreamError {
+    /// A message for the client: what happened and what to do about it.
+    pub fn client_message(&self) -> String {
+        let Self { upstream, url, .. } = self;
+        match self.class {
+            FailureClass::Refused => format!(
+                "keel could not connect to upstream '{upstream}' at {url}: connection refused. \
+                 Is the model server running there? (for Ollama: `ollama serve`; or fix the upstream url in keel.toml)"
+            ),
+            FailureClass::Timeout => format!(
+                "upstream '{upstream}' at {url} did not answer in time ({}). \
+                 The model may still be loading; retry later or raise the upstream timeouts in keel.toml",
+                self.detail
+            ),
+            _ => format!(
+                "upstream '{upstream}' at {url} closed the connection without a complete answer ({}); retry the request",
+                self.detail
+            ),
+        }
+    }
+
+    /// The status keel answers with: 504 for timeouts, 502 for every other transport failure.
+    pub fn status(&self) -> http::StatusCode {
+        match self.class {
+            FailureClass::Timeout => http::StatusCode::GATEWAY_TIMEOUT,
+            _ => http::StatusCode::BAD_GATEWAY,
+        }
+    }
+}
+
+/// Request headers that describe one hop, not the message, and are never forwarded. `host` is
+/// rewritten to the upstream's own (Ollama answers 403 to foreign hosts).
+const NOT_FORWARDED: [HeaderName; 9] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    header::PROXY_AUTHORIZATION,
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
+    header::HOST,
+];
+
+/// Removes the hop-by-hop headers (and any named in `Connection`) from a header map, in place.
+pub fn strip_hop_headers(headers: &mut HeaderMap) {
+    if let Some(connection) = headers.get(header::CONNECTION) {
+        let named: Vec<HeaderName> = connection
+            .to_str()
+            .unwrap_or_default()
+            .split(',')
+            .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+            .collect();
+        for name in named {
+            headers.remove(name);
+        }
+    }
+    for name in &NOT_FORWARDED {
+        headers.remove(name);
+    }
+}
+
+/// The shared, pooled client. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct UpstreamClient {
+    http: Client<HttpConnector, RequestBody>,
+    config: ClientConfig,
+}
+
+impl UpstreamClient {
+    /// Builds the client and its (empty) connection pool.
+    pub fn new(config: ClientConfig) -> UpstreamClient {
+        let mut connector = HttpConnector::new();
+        connector.set_nodelay(true);
+        connector.set_connect_timeout(Some(config.connect_timeout));
+        let http = Client::builder(TokioExecutor::new())
+            .pool_timer(TokioTimer::new())
+            .pool_idle_timeout(config.pool_idle_timeout)
+            .pool_max_idle_per_host(config.pool_max_idle_per_host)
+            .build(connector);
+        UpstreamClient { http, config }
+    }
+
+    /// The timeouts in force.
+    pub fn config(&self) -> &ClientConfig {
+        &self.config
+    }
+
+    /// Sends one request and waits for the response head (not the body).
+    ///
+    /// `headers` are forwarded after hop-by-hop headers are removed; `Host` becomes the upstream's
+    /// and `Content-Length` is recomputed from `body`.
+    /// A non-2xx response is returned as `Ok`: the caller relays it and classifies its status.
+    pub async fn send(
+        &self,
+        upstream: &Upstream,
+        method: Method,
+        path_and_query: &str,
+        headers: HeaderMap,
+        body: RequestBody,
+    ) -> Result<http::Response<Incoming>, UpstreamError> {
+        self.send_within(upstream, method, path_and_query, headers, body, self.config.response_timeout).await
+    }
+
+    /// [`UpstreamClient::send`] with a shorter time to the response head, e.g. what is left of the
+    /// request's deadline (never longer than the configured `response_timeout`).
+    pub async fn send_within(
+        &self,
+        upstream: &Upstream,
+        method: Method,
+        path_and_query: &str,
+        mut headers: HeaderMap,
+        body: RequestBody,
+        head_timeout: Duration,
+    ) -> Result<http::Response<Incoming>, UpstreamError> {
+        let head_timeout = head_timeout.min(self.config.response_timeout);
+        let error = |class: FailureClass, detail: String| UpstreamError {
+            upstream: upstream.name.clone(),
+            url: upstream.base.clone(),
+            class,
+            detail,
+        };
+        strip_hop_headers(&mut headers);
+        // hyper sets Content-Length from the body itself (keel may have rewritten it).
+        headers.remove(header::CONTENT_LENGTH);
+        let uri = upstream
+            .uri_for(path_and_query)
+            .map_err(|e| error(FailureClass::BadRequest, format!("invalid request path {path_and_query:?}: {e}")))?;
+        let mut request = http::Request::new(body);
+        *request.method_mut() = method;
+        *request.uri_mut() = uri;
+        *request.headers_mut() = headers;
+        match tokio::time::timeout(head_timeout, self.http.request(request)).await {
+            Ok(Ok(response)) => Ok(response),
+            Ok(Err(err)) => Err(error(classify_send_error(&err), describe(&err))),
+            Err(_) => Err(error(
+                FailureClass::Timeout,
+                format!("no response head within {}", keel_types::duration::format(head_timeout)),
+            )),
+        }
+    }
+}
+
+/// The error with its source chain, e.g. "client error (Connect): tcp connect error: Connection refused".
+fn describe(err: &dyn std::error::Error) -> String {
+    let mut text = err.to_string();
+    let mut current = err.source();
+    while let Some(e) = current {
+        let part = e.to_string();
+        if !text.contains(&part) {
+            text.push_str(": ");
+            text.push_str(&part);
+        }
+        current = e.source();
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn upstream(base: &str) -> Upstream {
+        Upstream::new("a", base.parse().unwrap(), Dialect::Ollama).unwrap()
+    }
+
+    #[test]
+    fn uris_keep_prefix() {
+        let up = upstream("http://127.0.0.1:11434/ollama/");
+        assert_eq!(up.uri_for("/api/chat?x=1").unwrap(), "http://127.0.0.1:11434/ollama/api/chat?x=1");
+        assert_eq!(up.base_url(), "http://127.0.0.1:11434/ollama");
+        let root = upstream("http://127.0.0.1:11434");
+        assert_eq!(root.uri_for("/").unwrap(), "http://127.0.0.1:11434/");
+        assert_eq!(
+            root.uri_for("/v1/models/llama3.2:latest").unwrap(),
+            "http://127.0.0.1:11434/v1/models/llama3.2:latest"
+        );
+        assert_eq!(root.base_url(), "http://127.0.0.1:11434");
+    }
+
+    #[test]
+    fn only_plain_http_bases() {
+        assert!(Upstream::new("a", "https://h:1".parse().unwrap(), Dialect::Ollama).is_err());
+        assert!(Upstream::new("a", "http://h:1/?q".parse().unwrap(), Dialect::Ollama).is_err());
+    }
+
+    #[test]
+    fn hop_headers_are_removed() {
+        let mut h = HeaderMap::new();
+        h.insert(header::HOST, "evil.example".parse().unwrap());
+        h.insert(header::CONNECTION, "keep-alive, x-private".parse().unwrap());
+        h.insert("x-private", "1".parse().unwrap());
+        h.insert(header::AUTHORIZATION, "Bearer k".parse().unwrap());
+        h.insert("x-custom", "kept".parse().unwrap());
+        strip_hop_headers(&mut h);
+        assert!(h.get(header::HOST).is_none());
+        assert!(h.get("x-private").is_none());
+        assert!(h.get(header::CONNECTION).is_none());
+        assert_eq!(h.get("x-custom").unwrap(), "kept");
+        assert_eq!(h.get(header::AUTHORIZATION).unwrap(), "Bearer k");
+    }
+
+    #[tokio::test]
+    async fn refused_upstream_explains_itself() {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let up = upstream(&format!("http://127.0.0.1:{port}"));
+        let client = UpstreamClient::new(ClientConfig::default());
+        let err = client.send(&up, Method::GET, "/api/version", HeaderMap::new(), empty_body()).await.unwrap_err();
+        assert_eq!(err.class, FailureClass::Refused);
+        assert_eq!(err.status(), http::StatusCode::BAD_GATEWAY);
+        assert!(err.client_message().contains("ollama serve"), "{}", err.client_message());
+        assert!(err.client_message().contains(&format!("127.0.0.1:{port}")));
+    }
+
+    #[tokio::test]
+    async fn head_timeout_is_enforced() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let _server = tokio::spawn(async move {
+            let (_socket, _) = listener.accept().await.unwrap();
+            tokio::time::sleep(Duration::from_secs(30)).await;
+        });
+        let up = upstream(&format!("http://{addr}"));
+        let client = UpstreamClient::new(ClientConfig {
+            response_timeout: Duration::from_millis(100),
+            ..ClientConfig::default()
+        });
+        let err = client.send(&up, Method::GET, "/", HeaderMap::new(), empty_body()).await.unwrap_err();
+        assert_eq!(err.class, FailureClass::Timeout);
+        assert_eq!(err.status(), http::StatusCode::GATEWAY_TIMEOUT);
+    }
+}

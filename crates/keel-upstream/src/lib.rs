@@ -1,0 +1,24 @@
+//! Talking to model servers.
+//!
+//! - [`client`]: the pooled HTTP/1.1 client keel uses for every upstream call (keep-alive,
+//!   `TCP_NODELAY`, a short connect timeout and a long time-to-first-byte for cold model loads);
+//! - [`classify`]: every failed call becomes exactly one [`keel_types::FailureClass`];
+//! - [`error_body`]: error bodies in the dialect of the endpoint (Ollama or OpenAI);
+//! - [`wire`]: the few request fields keel reads (`model`, `stream`) without touching the rest.
+//!
+//! **Invariant:** request and response bodies are forwarded as bytes; keel never re-serializes a
+//! body it does not need to change, so fields it does not know pass through untouched.
+
+pub mod classify;
+pub mod client;
+pub mod error_body;
+pub mod translate;
+pub mod wire;
+
+pub use classify::{classify_body_error, classify_send_error};
+pub use client::{
+    BoxError, ClientConfig, RequestBody, Upstream, UpstreamClient, UpstreamError, UpstreamUrlError, empty_body,
+    full_body, strip_hop_headers,
+};
+pub use error_body::ErrorBody;
+pub use wire::{RequestPeek, WireError};

@@ -1,0 +1,118 @@
+//! The few request fields keel reads, parsed without disturbing the rest of the body.
+
+use keel_types::Dialect;
+use serde::Deserialize;
+
+/// What keel needs to know about an inference request: which model, and whether it streams.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct RequestPeek {
+    /// The `model` field (Ollama also accepts the older `name` on some endpoints).
+    pub model: Option<String>,
+    /// The `stream` field as sent; `None` when absent (or `null`).
+    pub stream: Option<bool>,
+}
+
+/// A request body keel cannot read.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum WireError {
+    /// The body was empty.
+    #[error("missing request body")]
+    Empty,
+    /// The body is not a JSON object (the message is the parser's).
+    #[error("{0}")]
+    Malformed(String),
+}
+
+#[derive(Deserialize)]
+struct Fields {
+    #[serde(default)]
+    model: Option<serde_json::Value>,
+    #[serde(default)]
+    name: Option<serde_json::Value>,
+    #[serde(default)]
+    stream: Option<serde_json::Value>,
+}
+
+impl RequestPeek {
+    /// Reads `model`/`name` and `stream` from a JSON object body. Other fields are skipped, not
+    /// validated: the upstream judges them.
+    pub fn parse(body: &[u8]) -> Result<RequestPeek, WireError> {
+        if body.iter().all(u8::is_ascii_whitespace) {
+            return Err(WireError::Empty);
+        }
+        let fields: Fields = serde_json::from_slice(body).map_err(|err| WireError::Malformed(describe(&err)))?;
+        let model = match fields.model.or(fields.name) {
+            None | Some(serde_json::Value::Null) => None,
+            Some(serde_json::Value::String(s)) => Some(s),
+            Some(_) => return Err(WireError::Malformed("field \"model\" must be a string".into())),
+        };
+        let stream = match fields.stream {
+            None | Some(serde_json::Value::Null) => None,
+            Some(serde_json::Value::Bool(b)) => Some(b),
+            Some(_) => return Err(WireError::Malformed("field \"stream\" must be a boolean".into())),
+        };
+        Ok(RequestPeek { model, stream })
+    }
+
+    /// Whether the response will be streamed, applying the dialect's default.
+    pub fn streams(&self, dialect: Dialect) -> bool {
+        self.stream.unwrap_or(dialect.streams_by_default())
+    }
+}
+
+fn describe(err: &serde_json::Error) -> String {
+    if err.is_data() {
+        // e.g. the body is an array, not an object
+        format!("invalid request body: expected a JSON object ({err})")
+    } else {
+        format!("invalid JSON in request body: {err}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn reads_model_and_stream() {
+        let p = RequestPeek::parse(br#"{"model":"llama3.2","messages":[],"stream":false,"x":{"y":1}}"#).unwrap();
+        assert_eq!(p.model.as_deref(), Some("llama3.2"));
+        assert_eq!(p.stream, Some(false));
+        assert!(!p.streams(Dialect::Ollama));
+    }
+
+    #[test]
+    fn defaults_follow_dialect() {
+        let p = RequestPeek::parse(br#"{"model":"m"}"#).unwrap();
+        assert!(p.streams(Dialect::Ollama));
+        assert!(!p.streams(Dialect::OpenAi));
+    }
+
+    #[test]
+    fn name_is_accepted() {
+        let p = RequestPeek::parse(br#"{"name":"m"}"#).unwrap();
+        assert_eq!(p.model.as_deref(), Some("m"));
+    }
+
+    #[test]
+    fn bad_bodies_are_errors() {
+        assert_eq!(RequestPeek::parse(b"  "), Err(WireError::Empty));
+        assert!(matches!(RequestPeek::parse(b"{\"model\":"), Err(WireError::Malformed(_))));
+        assert!(matches!(RequestPeek::parse(b"[1]"), Err(WireError::Malformed(_))));
+        assert!(matches!(RequestPeek::parse(br#"{"model":1}"#), Err(WireError::Malformed(_))));
+        assert!(matches!(RequestPeek::parse(br#"{"stream":"yes"}"#), Err(WireError::Malformed(_))));
+    }
+
+    proptest! {
+        #[test]
+        fn never_panics(body in proptest::collection::vec(any::<u8>(), 0..256)) {
+            let _ = RequestPeek::parse(&body);
+        }
+
+        #[test]
+        fn never_panics_on_jsonish(body in r#"[{}\[\]":,a-z0-9 \\]{0,64}"#) {
+            let _ = RequestPeek::parse(body.as_bytes());
+        }
+    }
+}
