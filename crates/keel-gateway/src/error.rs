@@ -48,6 +48,23 @@ pub enum ProxyError {
     /// An Ollama request could not be translated for an OpenAI-dialect upstream.
     #[error("{0}")]
     Translate(keel_upstream::translate::TranslateError),
+    /// No target gave a structured answer that is (or could be repaired to be) valid.
+    #[error(
+        "no valid structured output for model '{model}' after {attempts} attempt(s): {}. \
+         Simplify the schema, raise [guard] reasks, or set a canned answer on the route",
+        .problems.join("; ")
+    )]
+    InvalidOutput {
+        /// The requested model.
+        model: String,
+        /// Upstream calls made.
+        attempts: u32,
+        /// What was wrong with each answer (or why a target gave none).
+        problems: Vec<String>,
+    },
+    /// The request's `format` / `response_format` schema is not a JSON Schema.
+    #[error("the structured-output schema in the request is invalid: {0}")]
+    BadSchema(String),
     /// No or an unknown API key.
     #[error("missing or invalid API key: send `Authorization: Bearer <key>` with a key from keel.toml [auth]")]
     Unauthorized,
@@ -66,7 +83,10 @@ impl ProxyError {
     pub fn status(&self) -> StatusCode {
         match self {
             ProxyError::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
-            ProxyError::BodyRead(_) | ProxyError::BadBody(_) | ProxyError::ModelRequired => StatusCode::BAD_REQUEST,
+            ProxyError::BodyRead(_) | ProxyError::BadBody(_) | ProxyError::ModelRequired | ProxyError::BadSchema(_) => {
+                StatusCode::BAD_REQUEST
+            }
+            ProxyError::InvalidOutput { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             ProxyError::NoRoute(_) => StatusCode::NOT_FOUND,
             ProxyError::Upstream(err) => err.status(),
             ProxyError::AllTargetsUnavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,

@@ -18,6 +18,7 @@ mod auth;
 mod bridge;
 mod endpoint;
 mod error;
+mod guard;
 mod health;
 mod proxy;
 mod relay;

@@ -32,7 +32,7 @@ const KEEL_TARGET: http::HeaderName = http::HeaderName::from_static("x-keel-targ
 const KEEL_ATTEMPTS: http::HeaderName = http::HeaderName::from_static("x-keel-attempts");
 
 /// The request body, kept so that it can be sent again to a fallback target when it was read.
-enum Payload {
+pub(crate) enum Payload {
     /// Read whole: replayable.
     Bytes(Bytes),
     /// Streamed through unread: can be sent once.
@@ -40,15 +40,15 @@ enum Payload {
 }
 
 /// Where a request may go and with what body.
-struct Forward {
+pub(crate) struct Forward {
     /// Targets in fallback order.
-    targets: Vec<TargetId>,
+    pub(crate) targets: Vec<TargetId>,
     /// The route's model name (`"*"` for the wildcard route): with the target it names the breaker.
-    route_model: String,
+    pub(crate) route_model: String,
     /// The model the client asked for ("" when the endpoint names none).
-    requested_model: String,
-    path_and_query: String,
-    payload: Payload,
+    pub(crate) requested_model: String,
+    pub(crate) path_and_query: String,
+    pub(crate) payload: Payload,
 }
 
 /// Handles every request that is not keel's own (`/keel/*`, `/metrics`).
@@ -65,7 +65,14 @@ pub(crate) async fn proxy(State(gateway): State<Gateway>, request: Request) -> R
     );
     async move {
         let mut response = match prepare(&gateway, &parts, endpoint, body).await {
-            Ok(forward) => send(&gateway, parts, endpoint, forward, id.clone(), started).await,
+            Ok(forward) => {
+                let call =
+                    Call { method: parts.method, headers: parts.headers, id: id.clone(), started, hold_permit: false };
+                match crate::guard::Structured::detect(&gateway, endpoint, &forward) {
+                    Some(structured) => crate::guard::guard(&gateway, call, endpoint, forward, structured).await,
+                    None => send(&gateway, call, endpoint, forward).await.response,
+                }
+            }
             Err(err) => {
                 let status = err.status();
                 tracing::info!(status = status.as_u16(), error = %err, "request rejected");
@@ -164,22 +171,38 @@ fn rename_model(body: &[u8], model: &str) -> Result<Bytes, ProxyError> {
         .map_err(|e| ProxyError::BadBody(keel_upstream::WireError::Malformed(e.to_string())))
 }
 
-async fn send(
-    gateway: &Gateway,
-    parts: Parts,
-    endpoint: Endpoint,
-    forward: Forward,
-    id: HeaderValue,
-    started: Instant,
-) -> Response {
+/// What one pass over a request's targets produced.
+pub(crate) struct Sent {
+    /// The answer for the client (an upstream's, relayed, or keel's own error).
+    pub(crate) response: Response,
+    /// Index into the targets of the one that answered; `None` when keel answered itself.
+    pub(crate) answered: Option<usize>,
+    /// The answering target's breaker permit, when the caller asked to judge the answer itself
+    /// (the structured-output guard records it after validation).
+    pub(crate) permit: Option<Permit>,
+}
+
+/// One request as sent upstream: the client's method and headers.
+pub(crate) struct Call {
+    pub(crate) method: http::Method,
+    pub(crate) headers: HeaderMap,
+    pub(crate) id: HeaderValue,
+    pub(crate) started: Instant,
+    /// Keep the answering target's permit for the caller instead of recording it at the end.
+    pub(crate) hold_permit: bool,
+}
+
+/// Tries the request's targets in order (with retry rounds) and relays the first usable answer.
+pub(crate) async fn send(gateway: &Gateway, call: Call, endpoint: Endpoint, forward: Forward) -> Sent {
+    let Call { method, headers, id, started, hold_permit } = call;
     let Forward { targets, route_model, requested_model, path_and_query, mut payload } = forward;
     let id_text = String::from_utf8_lossy(id.as_bytes()).into_owned();
     let model_label = requested_model.chars().take(64).collect::<String>();
     let uses_breakers = endpoint.kind != EndpointKind::Passthrough;
     let retry = &gateway.config().retry;
-    let deadline = crate::retry::deadline(&parts.headers, retry.deadline, started);
+    let deadline = crate::retry::deadline(&headers, retry.deadline, started);
     gateway.inner.retry_budget.deposit();
-    let mut headers = parts.headers;
+    let mut headers = headers;
     headers.insert(REQUEST_ID, id);
     // Why each target tried so far did not answer, for the final error and logs.
     let mut out: Vec<String> = Vec::new();
@@ -218,9 +241,11 @@ async fn send(
                             (full_body(body), path.to_owned())
                         }
                         Ok(crate::bridge::Bridged::Answer(value)) => {
-                            return (http::StatusCode::OK, axum::Json(value)).into_response();
+                            return Sent::keel((http::StatusCode::OK, axum::Json(value)).into_response());
                         }
-                        Err(err) => return InDialect(endpoint.dialect, ProxyError::Translate(err)).into_response(),
+                        Err(err) => {
+                            return Sent::keel(InDialect(endpoint.dialect, ProxyError::Translate(err)).into_response());
+                        }
                     }
                 }
                 (Payload::Bytes(bytes), None) => {
@@ -228,7 +253,7 @@ async fn send(
                         Some(renamed) if endpoint.kind == EndpointKind::ModelInBody && *renamed != requested_model => {
                             match rename_model(bytes, renamed) {
                                 Ok(renamed) => full_body(renamed),
-                                Err(err) => return InDialect(endpoint.dialect, err).into_response(),
+                                Err(err) => return Sent::keel(InDialect(endpoint.dialect, err).into_response()),
                             }
                         }
                         _ => full_body(bytes.clone()),
@@ -253,7 +278,7 @@ async fn send(
             };
             let result = handle
                 .client
-                .send_within(&handle.upstream, parts.method.clone(), &path, attempt_headers, body, remaining)
+                .send_within(&handle.upstream, method.clone(), &path, attempt_headers, body, remaining)
                 .await;
             let head_latency = head_started.elapsed();
             handle.duration.record(head_latency.as_secs_f64());
@@ -286,6 +311,7 @@ async fn send(
                             continue;
                         }
                     }
+                    let (permit, held) = if hold_permit { (None, permit) } else { (permit, None) };
                     let answer = Answer {
                         id: id_text,
                         route: endpoint.label,
@@ -298,7 +324,7 @@ async fn send(
                         head_latency,
                         started,
                     };
-                    let head_request = parts.method == http::Method::HEAD;
+                    let head_request = method == http::Method::HEAD;
                     let mut response = match bridge {
                         Some(kind) => {
                             bridge_response(
@@ -325,7 +351,7 @@ async fn send(
                     if !out.is_empty() {
                         response.headers_mut().insert(KEEL_ATTEMPTS, HeaderValue::from(out.len() + 1));
                     }
-                    return response;
+                    return Sent { response, answered: Some(index), permit: held };
                 }
             }
         }
@@ -362,7 +388,14 @@ async fn send(
     };
     tracing::warn!(status = error.status().as_u16(), error = %error, "no target answered");
     Completion::finished_now(endpoint.label, &model_label, error.status(), started);
-    InDialect(endpoint.dialect, error).into_response()
+    Sent::keel(InDialect(endpoint.dialect, error).into_response())
+}
+
+impl Sent {
+    /// An answer keel produced itself.
+    fn keel(response: Response) -> Sent {
+        Sent { response, answered: None, permit: None }
+    }
 }
 
 /// Records a call's result against its target's breaker (a call without a permit records nothing).

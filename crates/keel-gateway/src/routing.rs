@@ -61,6 +61,8 @@ mod tests {
             model: model.into(),
             targets: targets.iter().map(|t| TargetId::parse(t).unwrap()).collect(),
             prefer_loaded: false,
+            schema: None,
+            canned: None,
         }
     }
 

@@ -69,6 +69,8 @@ pub(crate) struct Inner {
     pub(crate) retry_budget: crate::retry::RetryBudget,
     /// The last health probe of each upstream, by name.
     pub(crate) health: Mutex<BTreeMap<String, crate::health::UpstreamHealth>>,
+    /// The structured-output repair engine (its compiled-schema cache is shared by all threads).
+    pub(crate) repairer: keel_repair::Repairer,
 }
 
 impl Gateway {
@@ -92,6 +94,7 @@ impl Gateway {
                 breaker_handles,
                 health: Mutex::new(BTreeMap::new()),
                 retry_budget: crate::retry::RetryBudget::new(config_retry.0, config_retry.1),
+                repairer: keel_repair::Repairer::new(),
             }),
             upstreams,
         })

@@ -172,6 +172,10 @@ pub struct ModelSpec {
     /// Content returned when a request asks for JSON output.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub json_reply: Option<String>,
+    /// When non-empty, JSON replies cycle through these instead of `json_reply` (a broken answer
+    /// first and a good one second, to exercise a re-ask).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub json_replies: Vec<String>,
     /// Tool call returned when a chat request offers tools.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tool_call: Option<ToolCall>,
@@ -197,6 +201,7 @@ impl Default for ModelSpec {
             size: 2_019_393_189,
             embedding_dim: 8,
             json_reply: None,
+            json_replies: Vec::new(),
             tool_call: None,
             loaded: true,
             faults: Vec::new(),

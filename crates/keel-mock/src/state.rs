@@ -59,6 +59,7 @@ pub(crate) struct CModel {
     pub(crate) digest: String,
     replies: Vec<Reply>,
     next: AtomicUsize,
+    next_json: AtomicUsize,
 }
 
 impl CModel {
@@ -67,13 +68,23 @@ impl CModel {
         let digest = names::digest_hex(&full_name);
         let texts: Vec<String> = if spec.replies.is_empty() { vec![spec.reply.clone()] } else { spec.replies.clone() };
         let replies = texts.into_iter().map(|text| Reply { chunks: names::chunk_ranges(&text), text }).collect();
-        CModel { spec, full_name, digest, replies, next: AtomicUsize::new(0) }
+        CModel { spec, full_name, digest, replies, next: AtomicUsize::new(0), next_json: AtomicUsize::new(0) }
     }
 
     /// The next reply (cycling through `replies`).
     pub(crate) fn next_reply(&self) -> &Reply {
         let i = if self.replies.len() > 1 { self.next.fetch_add(1, Ordering::Relaxed) % self.replies.len() } else { 0 };
         &self.replies[i.min(self.replies.len().saturating_sub(1))]
+    }
+
+    /// The configured JSON reply for the next JSON request (cycling through `json_replies`), if any.
+    pub(crate) fn next_json_reply(&self) -> Option<&str> {
+        let replies = &self.spec.json_replies;
+        if replies.is_empty() {
+            return self.spec.json_reply.as_deref();
+        }
+        let i = self.next_json.fetch_add(1, Ordering::Relaxed) % replies.len();
+        replies.get(i).map(String::as_str)
     }
 }
 

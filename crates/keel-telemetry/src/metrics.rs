@@ -29,6 +29,11 @@ pub mod names {
     pub const BREAKER_STATE: &str = "keel_breaker_state";
     /// Gauge set to 1 with a `version` label, for dashboards.
     pub const BUILD_INFO: &str = "keel_build_info";
+    /// Counter: answers to structured-output requests by `route`, `model` and `outcome`
+    /// (`valid`, `repaired`, `reasked`, `fallback`, `canned`, `failed`).
+    pub const STRUCTURED_OUTPUTS_TOTAL: &str = "keel_structured_outputs_total";
+    /// Counter: repair fixes applied to structured answers, by `strategy` and `model`.
+    pub const REPAIR_FIXES_TOTAL: &str = "keel_repair_fixes_total";
 }
 
 /// Latency buckets in seconds: fine below 100 ms (proxy overhead), coarse up to cold model loads.

@@ -9,6 +9,7 @@ pub mod template;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use keel_types::{Dialect, TargetId};
@@ -81,6 +82,8 @@ pub struct Config {
     pub breaker: keel_breaker::BreakerConfig,
     /// Retries between rounds over a route's targets.
     pub retry: raw::RawRetry,
+    /// Structured-output guard.
+    pub guard: GuardConfig,
     /// API keys; `None` means no authentication.
     pub auth: Option<AuthConfig>,
     /// Log format and filter.
@@ -126,6 +129,23 @@ pub struct RouteConfig {
     pub targets: Vec<TargetId>,
     /// Prefer targets whose upstream has the model loaded.
     pub prefer_loaded: bool,
+    /// Schema for structured answers when the request sends none (`format: "json"`).
+    pub schema: Option<Arc<serde_json::Value>>,
+    /// The canned answer of last resort for structured requests (valid against `schema`).
+    pub canned: Option<Arc<serde_json::Value>>,
+}
+
+/// `[guard]`, validated.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GuardConfig {
+    /// Validate and repair structured answers at all.
+    pub enabled: bool,
+    /// Re-asks of the same target before the next one.
+    pub reasks: u32,
+    /// Buffer and validate streamed structured answers (otherwise they are relayed unchecked).
+    pub buffer_streams: bool,
+    /// Largest answer buffered for validation, in bytes.
+    pub max_answer_bytes: usize,
 }
 
 /// `[auth]`, validated, with the secrets resolved.
@@ -238,7 +258,7 @@ impl Config {
             raw.route.push(raw::RawRoute {
                 model: "*".into(),
                 targets: vec![upstreams[0].name.clone()],
-                prefer_loaded: false,
+                ..Default::default()
             });
         }
         let mut routes: Vec<RouteConfig> = Vec::with_capacity(raw.route.len());
@@ -266,7 +286,14 @@ impl Config {
                 }
                 targets.push(target);
             }
-            routes.push(RouteConfig { model: route.model.clone(), targets, prefer_loaded: route.prefer_loaded });
+            let (schema, canned) = structured_route(route, source.as_deref()).map_err(invalid)?;
+            routes.push(RouteConfig {
+                model: route.model.clone(),
+                targets,
+                prefer_loaded: route.prefer_loaded,
+                schema,
+                canned,
+            });
         }
 
         raw.breaker.validate().map_err(|e| invalid(format!("[breaker] {e}")))?;
@@ -291,6 +318,17 @@ impl Config {
             )));
         }
 
+        let guard = GuardConfig {
+            enabled: raw.guard.enabled,
+            reasks: raw.guard.reasks,
+            buffer_streams: raw.guard.stream == raw::GuardStream::Buffer,
+            max_answer_bytes: parse_size(&raw.guard.max_answer)
+                .map_err(|e| invalid(format!("[guard] max_answer: {e}")))?,
+        };
+        if raw.guard.reasks > 10 {
+            return Err(invalid(format!("[guard] reasks = {} is more than 10; 1 or 2 is usual", raw.guard.reasks)));
+        }
+
         let format = raw.log.format.parse().map_err(|e: String| invalid(format!("[log] format: {e}")))?;
         validate_store_url(&raw.store.url).map_err(invalid)?;
 
@@ -310,6 +348,7 @@ impl Config {
             routes,
             breaker: raw.breaker,
             retry: raw.retry,
+            guard,
             auth,
             log: LogConfig { format, level: raw.log.level },
         })
@@ -319,6 +358,44 @@ impl Config {
     pub fn upstream(&self, name: &str) -> Option<&UpstreamConfig> {
         self.upstreams.iter().find(|u| u.name == name)
     }
+}
+
+/// A route's structured-output schema (inline or read from a file beside the config) and canned
+/// answer, the canned answer checked against the schema now rather than when it is needed.
+type Structured = (Option<Arc<serde_json::Value>>, Option<Arc<serde_json::Value>>);
+
+fn structured_route(route: &raw::RawRoute, config_file: Option<&Path>) -> Result<Structured, String> {
+    let name = &route.model;
+    let schema = match &route.schema {
+        None => None,
+        Some(serde_json::Value::String(path)) => {
+            let path = match config_file.and_then(Path::parent) {
+                Some(dir) if Path::new(path).is_relative() => dir.join(path),
+                _ => PathBuf::from(path),
+            };
+            let text = std::fs::read_to_string(&path)
+                .map_err(|e| format!("[[route]] {name:?}: cannot read schema file {}: {e}", path.display()))?;
+            let value = serde_json::from_str(&text)
+                .map_err(|e| format!("[[route]] {name:?}: schema file {} is not JSON: {e}", path.display()))?;
+            Some(value)
+        }
+        Some(value @ serde_json::Value::Object(_)) => Some(value.clone()),
+        Some(_) => return Err(format!("[[route]] {name:?}: schema must be a table or a path to a .json file")),
+    };
+    if let (Some(schema), canned) = (&schema, &route.canned) {
+        let compiled = keel_repair::CompiledSchema::compile(schema)
+            .map_err(|e| format!("[[route]] {name:?}: schema is not a valid JSON Schema: {e}"))?;
+        if let Some(canned) = canned {
+            let problems = compiled.problems(canned, 8);
+            if !problems.is_empty() {
+                return Err(format!(
+                    "[[route]] {name:?}: canned answer does not match the route's schema: {}",
+                    problems.join("; ")
+                ));
+            }
+        }
+    }
+    Ok((schema.map(Arc::new), route.canned.clone().map(Arc::new)))
 }
 
 impl RawConfig {
@@ -346,7 +423,7 @@ fn apply_overrides(raw: &mut RawConfig, overrides: &Overrides) {
     }
     if let Some(url) = &overrides.upstream {
         raw.upstream = vec![default_upstream(url)];
-        raw.route = vec![raw::RawRoute { model: "*".into(), targets: vec!["default".into()], prefer_loaded: false }];
+        raw.route = vec![raw::RawRoute { model: "*".into(), targets: vec!["default".into()], ..Default::default() }];
     }
     if let Some(store) = &overrides.store {
         raw.store.url.clone_from(store);

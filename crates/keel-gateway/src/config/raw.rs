@@ -24,6 +24,8 @@ pub struct RawConfig {
     pub breaker: keel_breaker::BreakerConfig,
     /// `[retry]`
     pub retry: RawRetry,
+    /// `[guard]`: structured output (validate, repair, re-ask, fall back, canned answer).
+    pub guard: RawGuard,
     /// `[auth]`; absent means no keys are required (and keel then only listens on loopback).
     pub auth: Option<RawAuth>,
     /// `[log]`
@@ -113,7 +115,7 @@ pub(crate) fn default_idle_timeout() -> Duration {
 }
 
 /// One `[[route]]`: a model name clients ask for and where it goes.
-#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[derive(Debug, Clone, PartialEq, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawRoute {
     /// The name clients ask for; `"*"` matches any other name.
@@ -123,6 +125,49 @@ pub struct RawRoute {
     /// Try targets whose upstream has the model loaded (per its last health probe) first.
     #[serde(default)]
     pub prefer_loaded: bool,
+    /// JSON Schema for structured answers on this route when the request sends only
+    /// `format: "json"` / `json_object`: an inline table, or a path to a `.json` file (relative to
+    /// the config file).
+    #[serde(default)]
+    pub schema: Option<serde_json::Value>,
+    /// The answer of last resort for structured requests on this route, used when no target gave
+    /// a valid one (validated against `schema` when the config loads, and against the request's
+    /// schema when it is used).
+    #[serde(default)]
+    pub canned: Option<serde_json::Value>,
+}
+
+/// `[guard]`: what keel does with answers to structured-output requests (Ollama `format`,
+/// OpenAI `response_format`).
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawGuard {
+    /// Validate and repair structured answers at all.
+    pub enabled: bool,
+    /// How often the same target is asked again, with the validation error as feedback, before
+    /// the next target is tried.
+    pub reasks: u32,
+    /// Streamed structured answers: `"buffer"` validates the whole answer and then streams it in
+    /// well-formed chunks; `"passthrough"` relays them unchecked.
+    pub stream: GuardStream,
+    /// Largest answer keel buffers for validation, e.g. `"8MiB"`.
+    pub max_answer: String,
+}
+
+impl Default for RawGuard {
+    fn default() -> RawGuard {
+        RawGuard { enabled: true, reasks: 1, stream: GuardStream::Buffer, max_answer: "8MiB".into() }
+    }
+}
+
+/// How streamed structured answers are handled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum GuardStream {
+    /// Buffer, validate, then re-stream.
+    Buffer,
+    /// Relay unchecked.
+    Passthrough,
 }
 
 /// `[retry]`: trying again after every target failed, before anything reached the client.

@@ -63,6 +63,12 @@ targets = ["local"]
 # model = "llama3.2"
 # targets = ["local", "backup", "local:qwen2.5:0.5b"]
 # prefer_loaded = true   # try targets that already have the model in memory first
+#
+# [[route]]                # a route for structured answers (see [guard])
+# model = "classifier"
+# targets = ["local", "backup"]
+# schema = "schemas/ticket.json"   # or an inline table; used when a request sends format: "json"
+# canned = { label = "unknown", confidence = 0 }   # last resort; checked against schema at startup
 
 [breaker]
 # Each target (an upstream and a model) has a circuit breaker. When it opens, requests skip the
@@ -110,6 +116,19 @@ budget_min_per_second = 1
 # No attempt starts or waits past a request's deadline. Clients may ask for a shorter one with
 # the header `X-Keel-Deadline: 30s`.
 deadline = "10m"
+
+[guard]
+# Requests that ask for JSON (Ollama `format`, OpenAI `response_format`) get an answer that is valid
+# against their schema: repaired when it is broken, re-asked with the validation error as
+# feedback, then the next target, then the route's canned value, else a 422 naming the problems.
+enabled = true
+# Re-asks of the same target before the next target is tried.
+reasks = 1
+# Streamed structured answers: "buffer" validates the whole answer, then streams it;
+# "passthrough" relays them unchecked (tokens arrive sooner, broken JSON can reach the client).
+stream = "buffer"
+# Largest answer buffered for validation.
+max_answer = "8MiB"
 
 # API keys. Without an [auth] section no key is required and keel only listens on loopback.
 # Clients send `Authorization: Bearer <key>` (what the Ollama and OpenAI clients send).

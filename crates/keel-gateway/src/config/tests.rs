@@ -30,6 +30,7 @@ fn template_parses_to_the_defaults() {
     assert_eq!(raw.store, defaults.store);
     assert_eq!(raw.breaker, defaults.breaker);
     assert_eq!(raw.log, defaults.log);
+    assert_eq!(raw.guard, defaults.guard);
     assert_eq!(raw.auth, None);
     let config = load_str(template::DEFAULT_CONFIG).unwrap();
     let implicit = Config::without_file(&Overrides::default(), &no_env).unwrap();
@@ -147,4 +148,22 @@ fn sizes_parse() {
     assert_eq!(parse_size("1 GB").unwrap(), 1_000_000_000);
     assert!(parse_size("12 parsecs").unwrap_err().contains("unit"));
     assert!(parse_size("MiB").is_err());
+}
+
+#[test]
+fn a_canned_answer_is_checked_against_the_route_schema_at_load() {
+    let base = "[[upstream]]\nname = \"local\"\nurl = \"http://127.0.0.1:11434\"\n[[route]]\nmodel = \"c\"\ntargets = [\"local\"]\n";
+    let schema =
+        "schema = { type = \"object\", required = [\"label\"], properties = { label = { type = \"string\" } } }\n";
+    let ok = load_str(&format!("{base}{schema}canned = {{ label = \"unknown\" }}\n")).unwrap();
+    assert_eq!(ok.routes[0].canned.as_deref(), Some(&serde_json::json!({"label": "unknown"})));
+    let err = load_str(&format!("{base}{schema}canned = {{ label = 3 }}\n")).unwrap_err().to_string();
+    assert!(err.contains("canned answer does not match the route's schema"), "{err}");
+    assert!(err.contains("label"), "{err}");
+    let err = load_str(&format!("{base}schema = {{ type = 5 }}\n")).unwrap_err().to_string();
+    assert!(err.contains("not a valid JSON Schema"), "{err}");
+    let err = load_str(&format!("{base}schema = \"missing.json\"\n")).unwrap_err().to_string();
+    assert!(err.contains("cannot read schema file"), "{err}");
+    let err = load_str(&format!("{base}[guard]\nstream = \"maybe\"\n")).unwrap_err().to_string();
+    assert!(err.contains("stream"), "{err}");
 }

@@ -187,7 +187,7 @@ pub(crate) fn content<'a>(model: &'a CModel, mode: &JsonMode, action: &Action) -
     if !mode.is_json() {
         return Content { text: Cow::Borrowed(&reply.text), chunks: Cow::Borrowed(&reply.chunks) };
     }
-    let mut s = jsongen::json_reply(model.spec.json_reply.as_deref(), mode, &reply.text);
+    let mut s = jsongen::json_reply(model.next_json_reply(), mode, &reply.text);
     if let Action::Garble(kind, frac) = action {
         s = jsongen::garble(&s, *kind, *frac);
     }

@@ -36,6 +36,7 @@ pub use response::{
     openai_error_to_ollama, openai_response_to_ollama,
 };
 pub use stream::SseToNdjson;
+pub use time::now_rfc3339;
 
 /// Which Ollama endpoint the client called; decides the shape of the answer (`message` for chat,
 /// `response` for generate).

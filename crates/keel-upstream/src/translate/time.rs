@@ -30,7 +30,7 @@ pub(crate) fn rfc3339(secs: i64, nanos: u32) -> String {
 }
 
 /// The current time as RFC 3339, for answers that carry no upstream timestamp.
-pub(crate) fn now_rfc3339() -> String {
+pub fn now_rfc3339() -> String {
     match SystemTime::now().duration_since(UNIX_EPOCH) {
         Ok(d) => rfc3339(i64::try_from(d.as_secs()).unwrap_or(MAX_SECS), d.subsec_nanos()),
         Err(_) => rfc3339(0, 0),

@@ -1,0 +1,628 @@
+//! The structured-output guard: answers to requests that ask for JSON (Ollama `format`, OpenAI
+//! `response_format`) are validated, repaired, re-asked, sent to the next target, or answered from
+//! the route's canned value — never passed on broken, never invented.
+//!
+//! The order for one request:
+//!
+//! 1. The request goes to the route's targets as usual (breakers, retries, fallback on transport
+//!    failures), but always with `stream: false`: keel needs the whole answer to judge it.
+//! 2. The answer's text is run through [`keel_repair`] against the request's schema (or the
+//!    route's, for `format: "json"`). Valid as written or repaired: it is answered.
+//! 3. Invalid: the same target is asked again (`[guard] reasks` times) with the validation error
+//!    appended as feedback, then the next target is tried.
+//! 4. No target gave a usable answer: the route's `canned` answer (when it satisfies the request's
+//!    schema), else 422 in the endpoint's dialect naming what was wrong with each answer.
+//!
+//! A client that asked for a stream gets the validated answer re-streamed in well-formed chunks
+//! (NDJSON for Ollama, SSE for OpenAI). Response headers say what happened: `X-Keel-Repair`
+//! (`none`, `fixed-syntax,coerced-types`, `reasked`, `canned`, …) and `X-Keel-Attempts`.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use http::{HeaderValue, StatusCode, header};
+use http_body_util::BodyExt;
+use keel_repair::{CompiledSchema, RepairError};
+use keel_types::{FailureClass, TargetId};
+use serde_json::{Map, Value, json};
+
+use crate::endpoint::Endpoint;
+use crate::error::{InDialect, ProxyError};
+use crate::proxy::{Call, Forward, Payload, record, send};
+use crate::state::Gateway;
+
+/// Response header: what the guard did to the answer.
+const KEEL_REPAIR: http::HeaderName = http::HeaderName::from_static("x-keel-repair");
+/// Response header: upstream calls made for this answer (also set by the proxy on fallback).
+const KEEL_ATTEMPTS: http::HeaderName = http::HeaderName::from_static("x-keel-attempts");
+/// Response header naming the target that answered.
+const KEEL_TARGET: http::HeaderName = http::HeaderName::from_static("x-keel-target");
+/// How much of a bad answer is quoted back to the model in a re-ask.
+const QUOTED_ANSWER_CHARS: usize = 4000;
+
+/// The endpoints the guard understands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    /// `/api/chat`: the text is `message.content`.
+    OllamaChat,
+    /// `/api/generate`: the text is `response`.
+    OllamaGenerate,
+    /// `/v1/chat/completions`: the text is `choices[0].message.content`.
+    OpenAiChat,
+}
+
+impl Kind {
+    fn of(endpoint: Endpoint) -> Option<Kind> {
+        match endpoint.label {
+            "/api/chat" => Some(Kind::OllamaChat),
+            "/api/generate" => Some(Kind::OllamaGenerate),
+            "/v1/chat/completions" => Some(Kind::OpenAiChat),
+            _ => None,
+        }
+    }
+
+    /// The JSON Schema the request asks for: `Some(None)` for "any JSON", `None` when the request
+    /// does not ask for structured output.
+    fn requested_schema(self, body: &Map<String, Value>) -> Option<Option<Value>> {
+        match self {
+            Kind::OllamaChat | Kind::OllamaGenerate => match body.get("format")? {
+                Value::String(format) if format == "json" => Some(None),
+                schema @ Value::Object(_) => Some(Some(schema.clone())),
+                _ => None,
+            },
+            Kind::OpenAiChat => {
+                let format = body.get("response_format")?.as_object()?;
+                match format.get("type")?.as_str()? {
+                    "json_object" => Some(None),
+                    "json_schema" => Some(format.get("json_schema").and_then(|s| s.get("schema")).cloned()),
+                    _ => None,
+                }
+            }
+        }
+    }
+
+    /// True for a request that only loads or unloads a model (no prompt): nothing to validate.
+    fn is_load_only(self, body: &Map<String, Value>) -> bool {
+        match self {
+            Kind::OllamaChat | Kind::OpenAiChat => {
+                body.get("messages").and_then(Value::as_array).is_none_or(|messages| messages.is_empty())
+            }
+            Kind::OllamaGenerate => body.get("prompt").and_then(Value::as_str).is_none_or(str::is_empty),
+        }
+    }
+
+    /// The answer's text and whether it called tools instead of answering in text.
+    fn content(self, answer: &Value) -> (Option<&str>, bool) {
+        let message = match self {
+            Kind::OllamaChat => answer.get("message"),
+            Kind::OpenAiChat => answer.pointer("/choices/0/message"),
+            Kind::OllamaGenerate => return (answer.get("response").and_then(Value::as_str), false),
+        };
+        let Some(message) = message else { return (None, false) };
+        let tools = message.get("tool_calls").and_then(Value::as_array).is_some_and(|calls| !calls.is_empty());
+        (message.get("content").and_then(Value::as_str), tools)
+    }
+
+    /// Replaces the answer's text.
+    fn set_content(self, answer: &mut Value, text: &str) {
+        let slot = match self {
+            Kind::OllamaChat => answer.pointer_mut("/message/content"),
+            Kind::OpenAiChat => answer.pointer_mut("/choices/0/message/content"),
+            Kind::OllamaGenerate => answer.get_mut("response"),
+        };
+        if let Some(slot) = slot {
+            *slot = Value::String(text.to_owned());
+        }
+    }
+}
+
+/// A request that asks for structured output, as the guard handles it.
+pub(crate) struct Structured {
+    kind: Kind,
+    /// The client's request body.
+    body: Map<String, Value>,
+    /// What the answer must satisfy; `None` means any JSON object or array.
+    schema: Option<Arc<Value>>,
+    /// The route's answer of last resort.
+    canned: Option<Arc<Value>>,
+    /// The client asked for a streamed answer.
+    stream: bool,
+    /// OpenAI `stream_options.include_usage`.
+    include_usage: bool,
+}
+
+impl Structured {
+    /// The structured-output part of a request, when the guard should handle it.
+    pub(crate) fn detect(gateway: &Gateway, endpoint: Endpoint, forward: &Forward) -> Option<Structured> {
+        let config = &gateway.config().guard;
+        if !config.enabled {
+            return None;
+        }
+        let kind = Kind::of(endpoint)?;
+        let Payload::Bytes(bytes) = &forward.payload else { return None };
+        let body: Map<String, Value> = serde_json::from_slice(bytes).ok()?;
+        let requested = kind.requested_schema(&body)?;
+        if kind.is_load_only(&body) {
+            return None;
+        }
+        let stream = body.get("stream").and_then(Value::as_bool).unwrap_or(kind != Kind::OpenAiChat);
+        if stream && !config.buffer_streams {
+            return None;
+        }
+        let include_usage =
+            body.get("stream_options").and_then(|o| o.get("include_usage")).and_then(Value::as_bool).unwrap_or(false);
+        let route = gateway.inner.routes.resolve(&forward.requested_model);
+        let schema = match requested {
+            Some(schema) => Some(Arc::new(schema)),
+            None => route.and_then(|r| r.schema.clone()),
+        };
+        let canned = route.and_then(|r| r.canned.clone());
+        Some(Structured { kind, body, schema, canned, stream, include_usage })
+    }
+
+    /// The request body as sent upstream: never streamed.
+    fn upstream_body(&self) -> Bytes {
+        let mut body = self.body.clone();
+        body.insert("stream".into(), Value::Bool(false));
+        body.remove("stream_options");
+        Bytes::from(serde_json::to_vec(&body).unwrap_or_default())
+    }
+
+    /// The request asked again, with the bad answer and what was wrong with it.
+    fn reask_body(&self, answer: &str, error: &RepairError) -> Bytes {
+        let quoted: String = answer.chars().take(QUOTED_ANSWER_CHARS).collect();
+        let shape = match &self.schema {
+            Some(schema) => format!("JSON that matches this JSON Schema: {schema}"),
+            None => "a JSON object".to_owned(),
+        };
+        let feedback = format!(
+            "Your previous answer could not be used: {error}. Reply again with only {shape}. \
+             No prose, no code fences, no comments."
+        );
+        let mut body = self.body.clone();
+        match self.kind {
+            Kind::OllamaChat | Kind::OpenAiChat => {
+                if let Some(Value::Array(messages)) = body.get_mut("messages") {
+                    messages.push(json!({"role": "assistant", "content": quoted}));
+                    messages.push(json!({"role": "user", "content": feedback}));
+                }
+            }
+            Kind::OllamaGenerate => {
+                let prompt = body.get("prompt").and_then(Value::as_str).unwrap_or_default();
+                let prompt = format!("{prompt}\n\nYour previous answer was:\n{quoted}\n\n{feedback}");
+                body.insert("prompt".into(), Value::String(prompt));
+                // The previous context would make the model continue its old answer.
+                body.remove("context");
+            }
+        }
+        body.insert("stream".into(), Value::Bool(false));
+        body.remove("stream_options");
+        Bytes::from(serde_json::to_vec(&body).unwrap_or_default())
+    }
+}
+
+/// What the guard did, for the `X-Keel-Repair` header and the outcome metric.
+#[derive(Debug, Default)]
+struct Trail {
+    /// Upstream calls made.
+    attempts: u32,
+    /// A target was asked again.
+    reasked: bool,
+    /// A later target answered after an earlier one failed.
+    fell_back: bool,
+    /// What was wrong with each answer, or why a target gave none.
+    problems: Vec<String>,
+}
+
+impl Trail {
+    fn outcome(&self, repaired: bool) -> &'static str {
+        match (self.fell_back, self.reasked, repaired) {
+            (true, _, _) => "fallback",
+            (false, true, _) => "reasked",
+            (false, false, true) => "repaired",
+            (false, false, false) => "valid",
+        }
+    }
+
+    fn header(&self, repair: &str) -> String {
+        let mut parts: Vec<&str> = Vec::new();
+        if repair != "none" || (!self.reasked && !self.fell_back) {
+            parts.push(repair);
+        }
+        if self.reasked {
+            parts.push("reasked");
+        }
+        if self.fell_back {
+            parts.push("fallback");
+        }
+        parts.join(",")
+    }
+}
+
+/// Handles one structured-output request from the first call to the final answer.
+pub(crate) async fn guard(
+    gateway: &Gateway,
+    call: Call,
+    endpoint: Endpoint,
+    forward: Forward,
+    structured: Structured,
+) -> Response {
+    let Call { method, headers, id, started, .. } = call;
+    let Forward { targets, route_model, requested_model, path_and_query, .. } = forward;
+    let model_label: String = requested_model.chars().take(64).collect();
+    let schema = match structured.schema.as_deref().map(|s| gateway.inner.repairer.cache().get(s)).transpose() {
+        Ok(schema) => schema,
+        Err(err) => return InDialect(endpoint.dialect, ProxyError::BadSchema(err.to_string())).into_response(),
+    };
+    let reasks = gateway.config().guard.reasks;
+    let max_answer = gateway.config().guard.max_answer_bytes;
+    let first_body = structured.upstream_body();
+    let mut body = first_body.clone();
+    // The targets of the next call, and how far into the route's list they start.
+    let mut next_targets: Vec<TargetId> = targets.clone();
+    let mut asked_again = 0;
+    let mut trail = Trail::default();
+
+    loop {
+        trail.attempts += 1;
+        let call_started = Instant::now();
+        let sent = send(
+            gateway,
+            Call { method: method.clone(), headers: headers.clone(), id: id.clone(), started, hold_permit: true },
+            endpoint,
+            Forward {
+                targets: next_targets.clone(),
+                route_model: route_model.clone(),
+                requested_model: requested_model.clone(),
+                path_and_query: path_and_query.clone(),
+                payload: Payload::Bytes(body.clone()),
+            },
+        )
+        .await;
+        let status = sent.response.status();
+        let Some(index) = sent.answered.and_then(|i| next_targets.get(i).cloned().map(|t| (i, t))) else {
+            // Keel's own answer (every target out): nothing more to try.
+            if trail.problems.is_empty() {
+                return sent.response;
+            }
+            trail.problems.push(format!("no further target could answer ({status})"));
+            break;
+        };
+        let (_, target) = index;
+        let key = target.display_name(&route_model);
+        if !status.is_success() {
+            record(sent.permit, FailureClass::from_status(status.as_u16()), call_started.elapsed());
+            if trail.problems.is_empty() {
+                // The upstream's own error (unknown model, bad request): the client's to see.
+                return sent.response;
+            }
+            trail.problems.push(format!("{key}: answered {status}"));
+        } else {
+            let answering = sent.response.headers().get(KEEL_TARGET).cloned();
+            let (answer, failure) = read_answer(sent.response, max_answer).await;
+            match answer {
+                None => {
+                    record(sent.permit, Some(failure), call_started.elapsed());
+                    trail.problems.push(format!("{key}: the answer was not readable JSON ({failure})"));
+                }
+                Some(mut answer) => {
+                    let (text, called_tools) = structured.kind.content(&answer);
+                    if called_tools {
+                        // A tool call is not the structured answer; the agent handles it.
+                        record(sent.permit, None, call_started.elapsed());
+                        return respond(&structured, answer, answering, "none".into(), trail.attempts);
+                    }
+                    let text = text.unwrap_or_default().to_owned();
+                    match gateway.inner.repairer.repair_compiled(&text, schema.as_deref()) {
+                        Ok(repaired) => {
+                            record(sent.permit, None, call_started.elapsed());
+                            let report = repaired.report();
+                            count(&model_label, endpoint, trail.outcome(!report.is_clean()));
+                            for (strategy, n) in &report.counts {
+                                metrics::counter!(keel_telemetry::names::REPAIR_FIXES_TOTAL, "strategy" => strategy.as_str(), "model" => model_label.clone()).increment(*n);
+                            }
+                            if !report.is_clean() {
+                                tracing::info!(target = %key, repair = %report.header_value(), fixes = report.total(), "structured answer repaired");
+                            }
+                            let header = trail.header(&report.header_value());
+                            structured.kind.set_content(&mut answer, repaired.text());
+                            return respond(&structured, answer, answering, header, trail.attempts);
+                        }
+                        Err(err) => {
+                            record(sent.permit, Some(FailureClass::InvalidOutput), call_started.elapsed());
+                            tracing::warn!(target = %key, error = %err, kind = err.kind(), "structured answer invalid");
+                            trail.problems.push(format!("{key}: {err}"));
+                            if asked_again < reasks {
+                                asked_again += 1;
+                                trail.reasked = true;
+                                body = structured.reask_body(&text, &err);
+                                next_targets = vec![target];
+                                continue;
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        // This target is done: the next one in the route's order, with the original request.
+        let position = targets.iter().position(|t| *t == target).map_or(targets.len(), |p| p + 1);
+        next_targets = targets.get(position..).unwrap_or_default().to_vec();
+        if next_targets.is_empty() {
+            break;
+        }
+        trail.fell_back = true;
+        asked_again = 0;
+        body = first_body.clone();
+    }
+
+    if let Some(response) = canned(&structured, schema.as_deref(), &requested_model, &trail) {
+        tracing::warn!(model = %model_label, problems = %trail.problems.join("; "), "answered from the canned value");
+        count(&model_label, endpoint, "canned");
+        return response;
+    }
+    count(&model_label, endpoint, "failed");
+    let error =
+        ProxyError::InvalidOutput { model: requested_model, attempts: trail.attempts, problems: trail.problems };
+    tracing::warn!(error = %error, "no valid structured answer");
+    let mut response = InDialect(endpoint.dialect, error).into_response();
+    response.headers_mut().insert(KEEL_ATTEMPTS, HeaderValue::from(trail.attempts));
+    response
+}
+
+fn count(model: &str, endpoint: Endpoint, outcome: &'static str) {
+    metrics::counter!(keel_telemetry::names::STRUCTURED_OUTPUTS_TOTAL, "route" => endpoint.label, "model" => model.to_owned(), "outcome" => outcome)
+        .increment(1);
+}
+
+/// Reads a whole answer (bounded) as JSON; on failure, the failure class to record.
+async fn read_answer(response: Response, limit: usize) -> (Option<Value>, FailureClass) {
+    let bytes = match http_body_util::Limited::new(response.into_body(), limit).collect().await {
+        Ok(collected) => collected.to_bytes(),
+        Err(_) => return (None, FailureClass::StreamBroken),
+    };
+    match serde_json::from_slice::<Value>(&bytes) {
+        // A relayed body that broke carries an error object instead of the answer.
+        Ok(value) if value.get("error").is_some() && value.get("model").is_none() => (None, FailureClass::StreamBroken),
+        Ok(value) => (Some(value), FailureClass::StreamBroken),
+        Err(_) => (None, FailureClass::StreamBroken),
+    }
+}
+
+/// The route's canned answer, when it satisfies the request's schema.
+fn canned(structured: &Structured, schema: Option<&CompiledSchema>, model: &str, trail: &Trail) -> Option<Response> {
+    let value = structured.canned.as_deref()?;
+    if let Some(schema) = schema {
+        let problems = schema.problems(value, 4);
+        if !problems.is_empty() {
+            tracing::warn!(problems = %problems.join("; "), "the route's canned answer does not fit this request's schema");
+            return None;
+        }
+    }
+    let text = value.to_string();
+    let answer = synthetic_answer(structured.kind, model, &text);
+    Some(respond(structured, answer, Some(HeaderValue::from_static("keel:canned")), "canned".into(), trail.attempts))
+}
+
+/// A complete non-streamed answer in the client's dialect, for text keel supplies itself.
+fn synthetic_answer(kind: Kind, model: &str, text: &str) -> Value {
+    match kind {
+        Kind::OllamaChat => json!({
+            "model": model,
+            "created_at": keel_upstream::translate::now_rfc3339(),
+            "message": {"role": "assistant", "content": text},
+            "done_reason": "stop",
+            "done": true,
+        }),
+        Kind::OllamaGenerate => json!({
+            "model": model,
+            "created_at": keel_upstream::translate::now_rfc3339(),
+            "response": text,
+            "done_reason": "stop",
+            "done": true,
+        }),
+        Kind::OpenAiChat => json!({
+            "id": format!("chatcmpl-keel-{}", uuid::Uuid::new_v4().simple()),
+            "object": "chat.completion",
+            "created": unix_now(),
+            "model": model,
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}],
+            "usage": {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0},
+        }),
+    }
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
+/// The final answer, whole or re-streamed as the client asked.
+fn respond(
+    structured: &Structured,
+    answer: Value,
+    answering: Option<HeaderValue>,
+    repair: String,
+    attempts: u32,
+) -> Response {
+    let (content_type, body) = if structured.stream {
+        stream_chunks(structured, answer)
+    } else {
+        ("application/json; charset=utf-8", Bytes::from(answer.to_string()))
+    };
+    let mut response = (StatusCode::OK, body).into_response();
+    let headers = response.headers_mut();
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    if let Some(answering) = answering {
+        headers.insert(KEEL_TARGET, answering);
+    }
+    if let Ok(value) = HeaderValue::from_str(&repair) {
+        headers.insert(KEEL_REPAIR, value);
+    }
+    if attempts > 1 {
+        headers.insert(KEEL_ATTEMPTS, HeaderValue::from(attempts));
+    }
+    response
+}
+
+/// A validated whole answer as the stream the client asked for: the text in one chunk, then the
+/// final chunk with the statistics (Ollama NDJSON), or OpenAI SSE ending in `[DONE]`.
+fn stream_chunks(structured: &Structured, answer: Value) -> (&'static str, Bytes) {
+    let (text, _) = structured.kind.content(&answer);
+    let text = text.unwrap_or_default().to_owned();
+    let mut out = Vec::with_capacity(text.len() * 2 + 512);
+    match structured.kind {
+        Kind::OllamaChat | Kind::OllamaGenerate => {
+            let mut first = Map::new();
+            for key in ["model", "created_at"] {
+                if let Some(value) = answer.get(key) {
+                    first.insert(key.into(), value.clone());
+                }
+            }
+            let mut last = answer;
+            if structured.kind == Kind::OllamaChat {
+                let role = last.pointer("/message/role").cloned().unwrap_or_else(|| json!("assistant"));
+                let mut message = json!({"role": role, "content": text});
+                if let Some(thinking) = last.pointer("/message/thinking") {
+                    message["thinking"] = thinking.clone();
+                }
+                first.insert("message".into(), message);
+                if let Some(Value::Object(message)) = last.get_mut("message") {
+                    message.insert("content".into(), json!(""));
+                    message.remove("thinking");
+                }
+            } else {
+                first.insert("response".into(), json!(text));
+                last["response"] = json!("");
+            }
+            first.insert("done".into(), json!(false));
+            push_line(&mut out, &Value::Object(first));
+            push_line(&mut out, &last);
+            ("application/x-ndjson", Bytes::from(out))
+        }
+        Kind::OpenAiChat => {
+            let finish = answer.pointer("/choices/0/finish_reason").cloned().unwrap_or_else(|| json!("stop"));
+            let mut chunk = Map::new();
+            for key in ["id", "created", "model", "system_fingerprint"] {
+                if let Some(value) = answer.get(key) {
+                    chunk.insert(key.into(), value.clone());
+                }
+            }
+            chunk.insert("object".into(), json!("chat.completion.chunk"));
+            if structured.include_usage {
+                chunk.insert("usage".into(), Value::Null);
+            }
+            let mut first = chunk.clone();
+            first.insert(
+                "choices".into(),
+                json!([{"index": 0, "delta": {"role": "assistant", "content": text}, "finish_reason": null}]),
+            );
+            push_event(&mut out, &Value::Object(first));
+            let mut last = chunk.clone();
+            last.insert("choices".into(), json!([{"index": 0, "delta": {}, "finish_reason": finish}]));
+            push_event(&mut out, &Value::Object(last));
+            if structured.include_usage {
+                let mut usage = chunk;
+                usage.insert("choices".into(), json!([]));
+                usage.insert("usage".into(), answer.get("usage").cloned().unwrap_or(Value::Null));
+                push_event(&mut out, &Value::Object(usage));
+            }
+            out.extend_from_slice(b"data: [DONE]\n\n");
+            ("text/event-stream", Bytes::from(out))
+        }
+    }
+}
+
+fn push_line(out: &mut Vec<u8>, value: &Value) {
+    out.extend_from_slice(value.to_string().as_bytes());
+    out.push(b'\n');
+}
+
+fn push_event(out: &mut Vec<u8>, value: &Value) {
+    out.extend_from_slice(b"data: ");
+    out.extend_from_slice(value.to_string().as_bytes());
+    out.extend_from_slice(b"\n\n");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn structured(kind: Kind, stream: bool) -> Structured {
+        Structured { kind, body: Map::new(), schema: None, canned: None, stream, include_usage: true }
+    }
+
+    #[test]
+    fn requested_schema_per_dialect() {
+        let body = |v: Value| v.as_object().cloned().unwrap();
+        assert_eq!(Kind::OllamaChat.requested_schema(&body(json!({"format": "json"}))), Some(None));
+        assert_eq!(
+            Kind::OllamaGenerate.requested_schema(&body(json!({"format": {"type": "object"}}))),
+            Some(Some(json!({"type": "object"})))
+        );
+        assert_eq!(Kind::OllamaChat.requested_schema(&body(json!({"format": ""}))), None);
+        assert_eq!(Kind::OllamaChat.requested_schema(&body(json!({}))), None);
+        let rf = |t: Value| body(json!({"response_format": t}));
+        assert_eq!(Kind::OpenAiChat.requested_schema(&rf(json!({"type": "json_object"}))), Some(None));
+        assert_eq!(Kind::OpenAiChat.requested_schema(&rf(json!({"type": "text"}))), None);
+        assert_eq!(
+            Kind::OpenAiChat.requested_schema(&rf(
+                json!({"type": "json_schema", "json_schema": {"name": "x", "schema": {"type": "array"}}})
+            )),
+            Some(Some(json!({"type": "array"})))
+        );
+    }
+
+    #[test]
+    fn content_and_tool_calls() {
+        let chat = json!({"message": {"role": "assistant", "content": "{}", "tool_calls": [{"function": {}}]}});
+        assert_eq!(Kind::OllamaChat.content(&chat), (Some("{}"), true));
+        let openai = json!({"choices": [{"message": {"content": "[1]"}}]});
+        assert_eq!(Kind::OpenAiChat.content(&openai), (Some("[1]"), false));
+        let mut generate = json!({"response": "x"});
+        Kind::OllamaGenerate.set_content(&mut generate, "{\"a\":1}");
+        assert_eq!(generate["response"], "{\"a\":1}");
+    }
+
+    #[test]
+    fn ollama_stream_is_text_then_final_stats() {
+        let answer = json!({"model": "m", "created_at": "t", "message": {"role": "assistant", "content": "{\"a\":1}"},
+            "done": true, "done_reason": "stop", "eval_count": 3});
+        let (content_type, body) = stream_chunks(&structured(Kind::OllamaChat, true), answer);
+        assert_eq!(content_type, "application/x-ndjson");
+        let lines: Vec<Value> =
+            std::str::from_utf8(&body).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+        assert_eq!(lines.len(), 2);
+        assert_eq!(lines[0]["message"]["content"], "{\"a\":1}");
+        assert_eq!(lines[0]["done"], false);
+        assert_eq!(lines[1]["message"]["content"], "");
+        assert_eq!(lines[1]["done"], true);
+        assert_eq!(lines[1]["eval_count"], 3);
+    }
+
+    #[test]
+    fn openai_stream_ends_with_usage_and_done() {
+        let answer = synthetic_answer(Kind::OpenAiChat, "m", "{\"ok\":true}");
+        let (content_type, body) = stream_chunks(&structured(Kind::OpenAiChat, true), answer);
+        assert_eq!(content_type, "text/event-stream");
+        let text = std::str::from_utf8(&body).unwrap();
+        let events: Vec<&str> = text.split("\n\n").filter(|e| !e.is_empty()).collect();
+        assert_eq!(events.len(), 4);
+        assert!(events[0].contains(r#""content":"{\"ok\":true}""#));
+        assert!(events[1].contains(r#""finish_reason":"stop""#));
+        assert!(events[2].contains(r#""total_tokens":0"#));
+        assert_eq!(events[3], "data: [DONE]");
+    }
+
+    #[test]
+    fn trail_header_names_every_step() {
+        let mut trail = Trail::default();
+        assert_eq!(trail.header("none"), "none");
+        assert_eq!(trail.header("fixed-syntax"), "fixed-syntax");
+        trail.reasked = true;
+        assert_eq!(trail.header("none"), "reasked");
+        trail.fell_back = true;
+        assert_eq!(trail.header("coerced-types"), "coerced-types,reasked,fallback");
+        assert_eq!(trail.outcome(true), "fallback");
+    }
+}
