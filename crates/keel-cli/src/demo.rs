@@ -71,6 +71,7 @@ pub(crate) async fn run(_args: DemoArgs) -> anyhow::Result<()> {
     scene_pass_through(&stage).await?;
     stage.stop().await;
     scene_fallback().await?;
+    scene_structured().await?;
     writeln!(std::io::stdout().lock(), "\nDone. Run `keel serve` in front of your own Ollama to do this for real.")?;
     Ok(())
 }
@@ -155,6 +156,63 @@ async fn scene_fallback() -> anyhow::Result<()> {
     writeln!(out, "primary breaker: {}", breaker_of(&stage, "primary:llama3.2").await?)?;
     drop(out);
     backup.shutdown().await;
+    stage.stop().await;
+    Ok(())
+}
+
+/// Scene 3: a garbled JSON answer is repaired; a hopeless one is answered from the canned value.
+async fn scene_structured() -> anyhow::Result<()> {
+    let garbled = "Sure! Here is the ticket:\n```json\n{'Label': 'BILLING', confidence: \"0.93\",}\n```";
+    let hopeless = "I am sorry, I cannot classify {customer_name}.";
+    let scenario = keel_mock::Scenario::from_toml_str(&format!(
+        "[[model]]\nname = \"llama3.2\"\njson_replies = [{garbled:?}, {hopeless:?}, {hopeless:?}]\n"
+    ))?;
+    let mock = keel_mock::MockServer::start("127.0.0.1:0".parse()?, scenario).await?;
+    let raw = keel_gateway::config::RawConfig::parse(&format!(
+        "[server]\nlisten = \"127.0.0.1:0\"\n[[upstream]]\nname = \"local\"\nurl = \"{}\"\n\
+         [[route]]\nmodel = \"llama3.2\"\ntargets = [\"local\"]\n\
+         canned = {{ label = \"unknown\", confidence = 0 }}\n",
+        mock.url()
+    ))
+    .map_err(anyhow::Error::msg)?;
+    let config = Config::from_raw(raw, None, &Overrides::default(), &|_| None)?;
+    let stage = Stage::serve(mock, config).await?;
+    let schema = json!({
+        "type": "object",
+        "properties": {"label": {"enum": ["bug", "billing", "unknown"]}, "confidence": {"type": "number"}},
+        "required": ["label", "confidence"],
+        "additionalProperties": false
+    });
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "\nScene 3 — broken JSON from the model is repaired, or answered from the canned value")?;
+    writeln!(out, "------------------------------------------------------------------------------------")?;
+    writeln!(out, "The agent asks for {schema} (Ollama `format`).")?;
+    for (label, model_said) in [("garbled", garbled), ("hopeless", hopeless)] {
+        let response = stage
+            .http
+            .post(format!("{}/api/chat", stage.keel))
+            .json(&json!({
+                "model": "llama3.2",
+                "messages": [{"role": "user", "content": "Classify: 'I was charged twice.'"}],
+                "format": schema,
+                "stream": false
+            }))
+            .send()
+            .await?;
+        let header = |name: &str| response.headers().get(name).and_then(|v| v.to_str().ok()).unwrap_or("-").to_owned();
+        let (repair, attempts, target) = (header("x-keel-repair"), header("x-keel-attempts"), header("x-keel-target"));
+        let status = response.status().as_u16();
+        let body: Value = response.json().await?;
+        writeln!(out, "{label}: the model said {model_said:?}")?;
+        writeln!(
+            out,
+            "  agent got {status}: {}   (X-Keel-Repair: {repair}, X-Keel-Attempts: {attempts}, from {target})",
+            body["message"]["content"].as_str().or(body["error"].as_str()).unwrap_or("")
+        )?;
+    }
+    writeln!(out, "The hopeless answer was re-asked once with the validation error, then the route's canned value")?;
+    writeln!(out, "answered: valid against the schema, and marked as canned — never invented data.")?;
+    drop(out);
     stage.stop().await;
     Ok(())
 }
