@@ -4,10 +4,10 @@
 # (~4 min on 2 cores) with ../shared/tools/real-llm/setup.sh, then runs a few checks and prints
 # what the model answered. Not part of the test suite: it needs the model build.
 #
-# Usage: bench/real-model.sh [ROUNDS]      (default 5 structured-output requests)
+# Usage: bench/real-model.sh [ROUNDS]      (default 60 structured-output requests per path)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-ROUNDS="${1:-5}"
+ROUNDS="${1:-60}"
 TOOLS="${REAL_LLM_TOOLS:-../shared/tools/real-llm}"
 LLAMA_PORT=18080; KEEL_PORT=18090
 WORK="$(mktemp -d /tmp/keel-real.XXXXXX)"
@@ -35,10 +35,10 @@ CONF
 target/release/keel serve --config "$WORK/keel.toml" --store "sqlite://$WORK/keel.db" 2>"$WORK/keel.log" & pids+=($!)
 for _ in $(seq 100); do curl -sf "http://127.0.0.1:$KEEL_PORT/keel/health" >/dev/null && break; sleep 0.1; done
 
-target/test-clients/venv/bin/python - "http://127.0.0.1:$KEEL_PORT" "$ROUNDS" <<'PY'
+target/test-clients/venv/bin/python - "http://127.0.0.1:$KEEL_PORT" "$ROUNDS" "http://127.0.0.1:$LLAMA_PORT" "$MODEL" <<'PY'
 import json, sys, time
 import ollama
-url, rounds = sys.argv[1], int(sys.argv[2])
+url, rounds, llama, model = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4]
 client = ollama.Client(host=url)
 t = time.time()
 r = client.chat(model="smollm2", messages=[{"role": "user", "content": "Say hello in five words."}], options={"num_predict": 24})
@@ -47,16 +47,71 @@ parts = [c.message.content for c in client.chat(model="smollm2", messages=[{"rol
 print(f"chat (stream): {len(parts)} chunks: {''.join(parts)!r}")
 g = client.generate(model="smollm2", prompt="The capital of France is", options={"num_predict": 8})
 print(f"generate: {g.response!r}")
-schema = {"type": "object", "properties": {"city": {"type": "string"}, "population": {"type": "integer"}}, "required": ["city", "population"]}
-ok = 0
-for i in range(rounds):
-    r = client.chat(model="smollm2", messages=[{"role": "user", "content": "Give a city and its population as JSON."}], format=schema, options={"num_predict": 64, "seed": i})
+# Structured output: the same questions three ways. A schema with an enum, a number and a string,
+# as an agent classifying support tickets would use.
+schema = {
+    "type": "object",
+    "properties": {
+        "category": {"type": "string", "enum": ["billing", "bug", "account", "other"]},
+        "urgency": {"type": "integer", "minimum": 1, "maximum": 5},
+        "summary": {"type": "string"},
+    },
+    "required": ["category", "urgency", "summary"],
+}
+tickets = [
+    "I was charged twice for my subscription this month.",
+    "The app crashes when I upload a photo.",
+    "I forgot my password and the reset email never arrives.",
+    "Can you add a dark mode?",
+    "My invoice shows the wrong company name.",
+    "Login fails with error 500 since this morning.",
+]
+def valid(text):
     try:
-        value = json.loads(r.message.content)
-        ok += isinstance(value.get("city"), str) and isinstance(value.get("population"), int)
+        v = json.loads(text)
     except Exception:
-        pass
-print(f"format=schema (llama-server constrained decoding): {ok}/{rounds} answers parse and match the schema")
+        return False
+    return (isinstance(v, dict) and v.get("category") in schema["properties"]["category"]["enum"]
+            and isinstance(v.get("urgency"), int) and not isinstance(v.get("urgency"), bool)
+            and 1 <= v["urgency"] <= 5 and isinstance(v.get("summary"), str))
+def prompt(i):
+    return ("Classify this support ticket. Reply only with JSON matching this schema: "
+            + json.dumps(schema) + "\nTicket: " + tickets[i % len(tickets)])
+opts = lambda i: {"num_predict": 96, "seed": i, "temperature": 0.8}
+
+from openai import OpenAI
+direct = OpenAI(base_url=llama + "/v1", api_key="unused")
+def direct_ask(i, constrained):
+    extra = {"response_format": {"type": "json_schema", "json_schema": {"name": "ticket", "schema": schema}}} if constrained else {}
+    r = direct.chat.completions.create(model=model, messages=[{"role": "user", "content": prompt(i)}],
+                                       max_tokens=96, seed=i, temperature=0.8, **extra)
+    return r.choices[0].message.content or ""
+
+rows = []
+for label, ask in [
+    ("llama-server directly, prompt only (no constraint)", lambda i: direct_ask(i, False)),
+    ("llama-server directly, response_format json_schema", lambda i: direct_ask(i, True)),
+    ("Ollama client → keel → llama-server, format=schema", lambda i: client.chat(model="smollm2",
+        messages=[{"role": "user", "content": prompt(i)}], format=schema, options=opts(i)).message.content),
+]:
+    ok, errors, t = 0, 0, time.time()
+    for i in range(rounds):
+        try:
+            ok += valid(ask(i))
+        except Exception as e:
+            errors += 1
+    rows.append((label, ok, errors, time.time() - t))
+print()
+print(f"| path ({rounds} ticket classifications, SmolLM2-135M, temperature 0.8) | schema-valid | errors | time |")
+print("|---|---|---|---|")
+for label, ok, errors, secs in rows:
+    print(f"| {label} | {ok}/{rounds} ({100*ok/rounds:.0f}%) | {errors} | {secs:.1f} s |")
+metrics = __import__("urllib.request").request.urlopen(url + "/metrics").read().decode()
+outcomes = [l for l in metrics.splitlines() if l.startswith("keel_structured_outputs_total")]
+print()
+print("keel's guard outcomes: " + ", ".join(l.split('outcome="')[1].split('"')[0] + " " + l.rsplit(" ", 1)[1] for l in outcomes))
+fixes = [l for l in metrics.splitlines() if l.startswith("keel_repair_fixes_total")]
+print("repair fixes: " + (", ".join(l.split('strategy="')[1].split('"')[0] + " " + l.rsplit(" ", 1)[1] for l in fixes) or "none"))
 try:
     client.chat(model="no-such-model", messages=[{"role": "user", "content": "hi"}])
 except ollama.ResponseError as e:

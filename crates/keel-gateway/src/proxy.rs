@@ -159,16 +159,28 @@ fn stream_body(headers: &HeaderMap, body: Body) -> RequestBody {
     if has_body { body.map_err(|err| -> BoxError { Box::new(err) }).boxed_unsync() } else { empty_body() }
 }
 
-/// Rewrites the `model` field for a target that serves the route under another name; every other
-/// field keeps its value and order.
-fn rename_model(body: &[u8], model: &str) -> Result<Bytes, ProxyError> {
+/// Rewrites the fields a target needs changed — `model` for a target that serves the route under
+/// another name, `format` / `response_format` removed for an upstream that must not get them —
+/// every other field keeps its value and order.
+fn rewrite_body(body: &[u8], model: Option<&str>, drop_format: bool) -> Result<Bytes, ProxyError> {
     let mut value: serde_json::Map<String, serde_json::Value> = serde_json::from_slice(body)
         .map_err(|e| ProxyError::BadBody(keel_upstream::WireError::Malformed(e.to_string())))?;
-    value.insert("model".into(), serde_json::Value::String(model.to_owned()));
-    value.remove("name");
+    if let Some(model) = model {
+        value.insert("model".into(), serde_json::Value::String(model.to_owned()));
+        value.remove("name");
+    }
+    if drop_format {
+        value.remove("format");
+        value.remove("response_format");
+    }
     serde_json::to_vec(&value)
         .map(Bytes::from)
         .map_err(|e| ProxyError::BadBody(keel_upstream::WireError::Malformed(e.to_string())))
+}
+
+/// True when the body may carry `format` / `response_format` (a cheap byte search first).
+fn mentions_format(body: &[u8]) -> bool {
+    body.windows(b"format\"".len()).any(|w| w == b"format\"")
 }
 
 /// What one pass over a request's targets produced.
@@ -232,9 +244,21 @@ pub(crate) async fn send(gateway: &Gateway, call: Call, endpoint: Endpoint, forw
                 None
             };
             let bridge = crate::bridge::bridge_for(endpoint, handle.upstream.dialect);
+            let drop_format = !handle.forward_format
+                && endpoint.kind == EndpointKind::ModelInBody
+                && matches!(&payload, Payload::Bytes(bytes) if mentions_format(bytes));
             let mut stream_requested = false;
             let (body, path) = match (&mut payload, bridge) {
                 (Payload::Bytes(bytes), Some(kind)) => {
+                    let stripped = if drop_format {
+                        match rewrite_body(bytes, None, true) {
+                            Ok(stripped) => Some(stripped),
+                            Err(err) => return Sent::keel(InDialect(endpoint.dialect, err).into_response()),
+                        }
+                    } else {
+                        None
+                    };
+                    let bytes = stripped.as_ref().unwrap_or(bytes);
                     match crate::bridge::request(kind, bytes, target.model_for(&requested_model)) {
                         Ok(crate::bridge::Bridged::Call { path, body, stream }) => {
                             stream_requested = stream;
@@ -249,14 +273,19 @@ pub(crate) async fn send(gateway: &Gateway, call: Call, endpoint: Endpoint, forw
                     }
                 }
                 (Payload::Bytes(bytes), None) => {
-                    let body = match &target.model {
+                    let rename = match &target.model {
                         Some(renamed) if endpoint.kind == EndpointKind::ModelInBody && *renamed != requested_model => {
-                            match rename_model(bytes, renamed) {
-                                Ok(renamed) => full_body(renamed),
-                                Err(err) => return Sent::keel(InDialect(endpoint.dialect, err).into_response()),
-                            }
+                            Some(renamed.as_str())
                         }
-                        _ => full_body(bytes.clone()),
+                        _ => None,
+                    };
+                    let body = if rename.is_some() || drop_format {
+                        match rewrite_body(bytes, rename, drop_format) {
+                            Ok(rewritten) => full_body(rewritten),
+                            Err(err) => return Sent::keel(InDialect(endpoint.dialect, err).into_response()),
+                        }
+                    } else {
+                        full_body(bytes.clone())
                     };
                     let path = match (&target.model, endpoint.kind) {
                         (Some(renamed), EndpointKind::ModelInPath) => format!("/v1/models/{renamed}"),
@@ -484,7 +513,16 @@ mod tests {
 
     #[test]
     fn rename_keeps_other_fields_in_order() {
-        let out = rename_model(br#"{"model":"a","z":1,"messages":[{"role":"user"}],"x_new":true}"#, "b").unwrap();
+        let out = rewrite_body(br#"{"model":"a","z":1,"messages":[{"role":"user"}],"x_new":true}"#, Some("b"), false)
+            .unwrap();
         assert_eq!(&out[..], br#"{"model":"b","z":1,"messages":[{"role":"user"}],"x_new":true}"#);
+    }
+
+    #[test]
+    fn format_is_dropped_only_when_asked() {
+        let body = br#"{"model":"a","format":{"type":"object"},"response_format":{"type":"json_object"},"z":1}"#;
+        assert!(mentions_format(body));
+        assert!(!mentions_format(br#"{"model":"a"}"#));
+        assert_eq!(&rewrite_body(body, None, true).unwrap()[..], br#"{"model":"a","z":1}"#);
     }
 }

@@ -31,6 +31,8 @@ pub(crate) struct UpstreamHandle {
     pub(crate) upstream: Upstream,
     pub(crate) client: UpstreamClient,
     pub(crate) idle_timeout: std::time::Duration,
+    /// Pass `format` / `response_format` on (see [`crate::config::UpstreamConfig::forward_format`]).
+    pub(crate) forward_format: bool,
     /// `keel_upstream_duration_seconds` for this upstream.
     pub(crate) duration: metrics::Histogram,
 }
@@ -191,6 +193,7 @@ fn build_upstreams(config: &Config) -> Result<Arc<[UpstreamHandle]>, GatewayErro
                 ..ClientConfig::default()
             }),
             idle_timeout: up.idle_timeout,
+            forward_format: up.forward_format,
             duration: metrics::histogram!(keel_telemetry::names::UPSTREAM_DURATION_SECONDS, "upstream" => up.name.clone()),
         })
         .collect();

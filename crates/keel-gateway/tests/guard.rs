@@ -278,3 +278,21 @@ async fn outcomes_are_counted_in_metrics() {
         "{metrics}"
     );
 }
+
+#[tokio::test]
+async fn an_upstream_that_must_not_get_format_is_guarded_all_the_same() {
+    // Without `format` the fake model answers in free text: here, Python-ish JSON.
+    let up = mock("[[model]]\nname = \"m\"\nreply = \"Here: {'label': 'bug', 'confidence': 1}\"\n").await;
+    let toml = format!(
+        "[[upstream]]\nname = \"u0\"\nurl = \"{}\"\nforward_format = false\n[[route]]\nmodel = \"m\"\ntargets = [\"u0\"]\n",
+        up.url()
+    );
+    let keel = TestGateway::start(config_from_toml(&toml)).await;
+    let response = post_json(&format!("{}/api/chat", keel.url()), &chat(schema(), false)).await;
+    assert_eq!(response.status(), 200);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["message"]["content"], r#"{"label":"bug","confidence":1}"#);
+    let sent = chats(&up);
+    assert!(sent[0].get("format").is_none(), "{:?}", sent[0]);
+    assert_eq!(sent[0]["messages"], json!([{"role": "user", "content": "classify"}]));
+}

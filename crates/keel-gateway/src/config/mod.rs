@@ -118,6 +118,8 @@ pub struct UpstreamConfig {
     pub idle_timeout: Duration,
     /// Health probe interval; zero means no probing.
     pub health_interval: Duration,
+    /// Pass `format` / `response_format` on to this server.
+    pub forward_format: bool,
 }
 
 /// One route, validated: every target names a declared upstream.
@@ -251,6 +253,7 @@ impl Config {
                 response_timeout: up.response_timeout,
                 idle_timeout: up.idle_timeout,
                 health_interval: up.health_interval,
+                forward_format: up.forward_format,
             });
         }
 
@@ -414,6 +417,7 @@ fn default_upstream(url: &str) -> raw::RawUpstream {
         response_timeout: raw::default_response_timeout(),
         idle_timeout: raw::default_idle_timeout(),
         health_interval: raw::default_health_interval(),
+        forward_format: true,
     }
 }
 

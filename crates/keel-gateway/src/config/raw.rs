@@ -99,6 +99,15 @@ pub struct RawUpstream {
     /// `"0s"` turns probing off.
     #[serde(default = "default_health_interval", with = "keel_types::duration")]
     pub health_interval: Duration,
+    /// Pass a request's `format` / `response_format` on to this server (constrained decoding).
+    /// `false` for servers that reject or mishandle it: keel then removes it and relies on its
+    /// structured-output guard alone (say the schema in the prompt).
+    #[serde(default = "default_true")]
+    pub forward_format: bool,
+}
+
+pub(crate) const fn default_true() -> bool {
+    true
 }
 
 pub(crate) fn default_connect_timeout() -> Duration {

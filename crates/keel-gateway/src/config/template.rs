@@ -46,6 +46,9 @@ idle_timeout = "5m"
 # loaded; /health for OpenAI-dialect servers). A successful check lets an open breaker probe
 # early. "0s" turns checks off.
 health_interval = "10s"
+# Pass a request's `format` / `response_format` on (the server constrains its decoding). Set to
+# false for servers that reject or ignore it; keel's [guard] then validates and repairs alone.
+forward_format = true
 
 # A second server to fall back to:
 # [[upstream]]
