@@ -28,9 +28,19 @@ listen = "127.0.0.1:$KEEL_PORT"
 name = "llamacpp"
 url = "http://127.0.0.1:$LLAMA_PORT"
 dialect = "openai"
+[[upstream]]
+name = "unconstrained"             # the same server, but keel keeps format to itself
+url = "http://127.0.0.1:$LLAMA_PORT"
+dialect = "openai"
+forward_format = false
 [[route]]
 model = "smollm2"
 targets = ["llamacpp:$MODEL"]
+[[route]]
+model = "smollm2-free"
+targets = ["unconstrained:$MODEL"]
+[guard]
+reasks = 2
 CONF
 target/release/keel serve --config "$WORK/keel.toml" --store "sqlite://$WORK/keel.db" 2>"$WORK/keel.log" & pids+=($!)
 for _ in $(seq 100); do curl -sf "http://127.0.0.1:$KEEL_PORT/keel/health" >/dev/null && break; sleep 0.1; done
@@ -93,6 +103,9 @@ for label, ask in [
     ("llama-server directly, response_format json_schema", lambda i: direct_ask(i, True)),
     ("Ollama client → keel → llama-server, format=schema", lambda i: client.chat(model="smollm2",
         messages=[{"role": "user", "content": prompt(i)}], format=schema, options=opts(i)).message.content),
+    ("Ollama client → keel (forward_format = false) → llama-server, format=schema", lambda i: client.chat(
+        model="smollm2-free", messages=[{"role": "user", "content": prompt(i)}], format=schema,
+        options=opts(i)).message.content),
 ]:
     ok, errors, t = 0, 0, time.time()
     for i in range(rounds):
