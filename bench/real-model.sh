@@ -15,6 +15,10 @@ pids=()
 cleanup() { for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done; rm -rf "$WORK"; }
 trap cleanup EXIT
 
+# Weight repacking selects llama.cpp's AMX kernels on CPUs that report AMX; in VMs that do not
+# grant AMX tile state they crash at load (SIGSEGV in ggml_backend_amx_mul_mat). --no-repack
+# avoids them at a small speed cost.
+export REAL_LLM_ARGS="${REAL_LLM_ARGS:---no-repack}"
 bash "$TOOLS/setup.sh" >&2
 LLAMA_PID=$(bash "$TOOLS/serve.sh" "$LLAMA_PORT"); pids+=("$LLAMA_PID")
 MODEL=$(curl -s "http://127.0.0.1:$LLAMA_PORT/v1/models" | python3 -c 'import json,sys; print(json.load(sys.stdin)["data"][0]["id"])')

@@ -142,6 +142,9 @@ impl Structured {
         }
         let kind = Kind::of(endpoint)?;
         let Payload::Bytes(bytes) = &forward.payload else { return None };
+        if !crate::proxy::mentions_format(bytes) {
+            return None;
+        }
         let body: Map<String, Value> = serde_json::from_slice(bytes).ok()?;
         let requested = kind.requested_schema(&body)?;
         if kind.is_load_only(&body) {

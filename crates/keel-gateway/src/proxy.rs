@@ -179,8 +179,8 @@ fn rewrite_body(body: &[u8], model: Option<&str>, drop_format: bool) -> Result<B
 }
 
 /// True when the body may carry `format` / `response_format` (a cheap byte search first).
-fn mentions_format(body: &[u8]) -> bool {
-    body.windows(b"format\"".len()).any(|w| w == b"format\"")
+pub(crate) fn mentions_format(body: &[u8]) -> bool {
+    memchr::memmem::find(body, b"format\"").is_some()
 }
 
 /// What one pass over a request's targets produced.
