@@ -273,7 +273,14 @@ pub(crate) async fn guard(
         let call_started = Instant::now();
         let sent = send(
             gateway,
-            Call { method: method.clone(), headers: headers.clone(), id: id.clone(), started, hold_permit: true },
+            Call {
+                method: method.clone(),
+                headers: headers.clone(),
+                id: id.clone(),
+                started,
+                hold_permit: true,
+                continuing: None,
+            },
             endpoint,
             Forward {
                 targets: next_targets.clone(),

@@ -24,6 +24,7 @@ mod proxy;
 mod relay;
 mod request_id;
 mod request_metrics;
+mod resume;
 mod retry;
 mod routing;
 mod server;

@@ -66,8 +66,14 @@ pub(crate) async fn proxy(State(gateway): State<Gateway>, request: Request) -> R
     async move {
         let mut response = match prepare(&gateway, &parts, endpoint, body).await {
             Ok(forward) => {
-                let call =
-                    Call { method: parts.method, headers: parts.headers, id: id.clone(), started, hold_permit: false };
+                let call = Call {
+                    method: parts.method,
+                    headers: parts.headers,
+                    id: id.clone(),
+                    started,
+                    hold_permit: false,
+                    continuing: None,
+                };
                 match crate::guard::Structured::detect(&gateway, endpoint, &forward) {
                     Some(structured) => crate::guard::guard(&gateway, call, endpoint, forward, structured).await,
                     None => send(&gateway, call, endpoint, forward).await.response,
@@ -202,11 +208,14 @@ pub(crate) struct Call {
     pub(crate) started: Instant,
     /// Keep the answering target's permit for the caller instead of recording it at the end.
     pub(crate) hold_permit: bool,
+    /// Set when this call continues a stream that broke on an earlier target.
+    pub(crate) continuing: Option<crate::resume::Continuing>,
 }
 
 /// Tries the request's targets in order (with retry rounds) and relays the first usable answer.
 pub(crate) async fn send(gateway: &Gateway, call: Call, endpoint: Endpoint, forward: Forward) -> Sent {
-    let Call { method, headers, id, started, hold_permit } = call;
+    let Call { method, headers, id, started, hold_permit, continuing } = call;
+    let id_value = id.clone();
     let Forward { targets, route_model, requested_model, path_and_query, mut payload } = forward;
     let id_text = String::from_utf8_lossy(id.as_bytes()).into_owned();
     let model_label = requested_model.chars().take(64).collect::<String>();
@@ -340,6 +349,35 @@ pub(crate) async fn send(gateway: &Gateway, call: Call, endpoint: Endpoint, forw
                             continue;
                         }
                     }
+                    // A chat stream with targets left can be continued there if it breaks.
+                    let resume = match &payload {
+                        Payload::Bytes(bytes)
+                            if status.is_success()
+                                && !hold_permit
+                                && matches!(endpoint.label, "/api/chat" | "/v1/chat/completions")
+                                && index + 1 < targets.len() =>
+                        {
+                            let (original, prefix) = match &continuing {
+                                Some(c) => (c.original.clone(), c.prefix.clone()),
+                                None => (bytes.clone(), String::new()),
+                            };
+                            Some(crate::resume::Resume {
+                                gateway: gateway.clone(),
+                                endpoint,
+                                method: method.clone(),
+                                headers: headers.clone(),
+                                id: id_value.clone(),
+                                started,
+                                targets: targets[index + 1..].to_vec(),
+                                route_model: route_model.clone(),
+                                requested_model: requested_model.clone(),
+                                path_and_query: path_and_query.clone(),
+                                original,
+                                prefix,
+                            })
+                        }
+                        _ => None,
+                    };
                     let (permit, held) = if hold_permit { (None, permit) } else { (permit, None) };
                     let answer = Answer {
                         id: id_text,
@@ -350,6 +388,7 @@ pub(crate) async fn send(gateway: &Gateway, call: Call, endpoint: Endpoint, forw
                         key: if uses_breakers { key } else { String::new() },
                         head_failure: class,
                         permit,
+                        resume,
                         head_latency,
                         started,
                     };

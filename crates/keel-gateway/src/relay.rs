@@ -64,9 +64,32 @@ impl Framing {
     }
 }
 
+/// What `poll_frame` answers.
+type PolledFrame = Poll<Option<Result<Frame<Bytes>, std::io::Error>>>;
+
+/// What polling a continuation gave.
+enum Step {
+    /// Something changed: look at the pending lines and the state again.
+    Continue,
+    /// Nothing yet.
+    Pending,
+    /// The continuation's body failed.
+    Failed(std::io::Error),
+}
+
+/// Where the relayed bytes come from.
+enum Source {
+    /// The upstream's response body.
+    Upstream(Incoming),
+    /// The upstream broke mid-answer; the next target is being asked to continue.
+    Resuming(crate::resume::Continuation),
+    /// The continuation's answer, relayed (with its own timeouts and bookkeeping).
+    Continued(Body),
+}
+
 /// The response body handed to the client: the upstream's body, frame by frame.
 struct RelayBody {
-    upstream: Incoming,
+    source: Source,
     idle_timeout: Duration,
     /// Fires when the upstream may have been silent for `idle_timeout`; re-armed lazily from
     /// `last_data` so that a busy stream costs no timer updates.
@@ -83,6 +106,10 @@ struct RelayBody {
     /// Bytes still expected when the upstream declared a Content-Length. The server stops polling
     /// a body once it has written that many bytes, so the end is recognised here, not by EOF.
     remaining: Option<u64>,
+    /// Reads the lines of a stream that may be continued elsewhere (see [`crate::resume`]).
+    tap: Option<crate::resume::Tap>,
+    /// How to continue on the next target when the stream breaks mid-answer.
+    resume: Option<crate::resume::Resume>,
 }
 
 /// Wraps an upstream response body for the client. `bodyless` marks answers that carry no body
@@ -97,42 +124,154 @@ pub(crate) fn relay(
     bodyless: bool,
     convert: Option<SseToNdjson>,
 ) -> Body {
+    let resume = completion.answer.resume.take();
     let remaining = headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse().ok());
     let done = bodyless || remaining == Some(0);
     if done {
         completion.finish(None);
     }
     let now = tokio::time::Instant::now();
+    let framing = Framing::of(headers);
+    let tap_framing = match framing {
+        Framing::NdJson => Some(crate::resume::TapFraming::NdJson),
+        Framing::Sse => Some(crate::resume::TapFraming::Sse),
+        Framing::Opaque => None,
+    };
+    let (tap, resume) = match (tap_framing, resume) {
+        (Some(tap_framing), Some(resume)) if !done => (Some(crate::resume::Tap::new(tap_framing)), Some(resume)),
+        _ => (None, None),
+    };
     Body::new(RelayBody {
-        upstream,
+        source: Source::Upstream(upstream),
         idle_timeout,
         idle: Box::pin(tokio::time::sleep_until(now + idle_timeout)),
         last_data: now,
-        framing: Framing::of(headers),
+        framing,
         dialect,
         completion,
         done,
         convert: convert.map(Box::new),
         pending: VecDeque::new(),
         remaining,
+        tap,
+        resume,
     })
 }
 
 impl RelayBody {
     /// Ends the body after a failure: an error frame where the framing allows (after the lines
     /// already translated), else an error.
-    fn fail(&mut self, class: FailureClass, detail: String) -> Poll<Option<Result<Frame<Bytes>, std::io::Error>>> {
+    /// `None` when the answer is being continued on another target instead.
+    fn fail(&mut self, class: FailureClass, detail: String) -> Option<PolledFrame> {
         self.done = true;
         let class = if class == FailureClass::Timeout { class } else { FailureClass::StreamBroken };
+        if self.try_resume(class, &detail) {
+            return None;
+        }
         let message = format!("keel: {detail}; the answer is incomplete, retry the request");
         let chunk = self.framing.error_chunk(self.dialect, &message);
         self.completion.finish(Some((class, detail)));
-        match chunk {
+        // Lines not yet passed on are dropped: the error line says the answer is incomplete.
+        self.tap = None;
+        Some(match chunk {
             Some(chunk) => {
                 self.pending.push_back(chunk);
                 Poll::Ready(self.pending.pop_front().map(|chunk| Ok(Frame::data(chunk))))
             }
             None => Poll::Ready(Some(Err(std::io::Error::other(message)))),
+        })
+    }
+}
+
+impl RelayBody {
+    /// Starts continuing the answer on the next target, when the stream can be continued: it is
+    /// a chat stream with targets left and its final chunk has not been sent.
+    fn try_resume(&mut self, class: FailureClass, detail: &str) -> bool {
+        let Some(tap) = &mut self.tap else { return false };
+        if tap.finished {
+            return false;
+        }
+        let Some(continuation) = self.resume.take().and_then(|resume| resume.start(&tap.text)) else { return false };
+        tracing::warn!(class = %class, detail, "upstream stream broke mid-answer; asking the next target to continue");
+        metrics::counter!(names::STREAM_CONTINUATIONS_TOTAL, "route" => self.completion.answer.route).increment(1);
+        self.completion.finish(Some((class, detail.to_owned())));
+        self.pending.clear();
+        self.source = Source::Resuming(continuation);
+        self.done = false;
+        true
+    }
+
+    /// Takes the continuation's answer: relayed when it streams, else the stream ends with an error.
+    fn take_continuation(&mut self, sent: crate::proxy::Sent) {
+        let status = sent.response.status();
+        if status.is_success() {
+            self.source = Source::Continued(sent.response.into_body());
+            return;
+        }
+        self.done = true;
+        let message = format!("keel: the upstream broke mid-answer and no other target could continue it ({status})");
+        if let Some(chunk) = self.framing.error_chunk(self.dialect, &message) {
+            self.pending.push_back(chunk);
+        }
+    }
+
+    /// Passes a chunk through the tap (when there is one): whole lines go on, an upstream error
+    /// line breaks the stream (continued elsewhere, or replaced by keel's error line).
+    fn through_tap(&mut self, chunk: Bytes) -> Option<Bytes> {
+        let Some(tap) = &mut self.tap else { return Some(chunk) };
+        let fed = tap.feed(&chunk);
+        if let Some(error) = fed.error {
+            let detail = format!("the upstream reported an error mid-stream: {error}");
+            if !self.try_resume(FailureClass::StreamBroken, &detail) {
+                self.done = true;
+                self.pending.clear();
+                self.completion.finish(Some((FailureClass::StreamBroken, detail)));
+                let message = format!("keel: the upstream reported an error mid-stream: {error}");
+                if let Some(chunk) = self.framing.error_chunk(self.dialect, &message) {
+                    self.pending.push_back(chunk);
+                }
+                // The tap's job is done: the error line goes out as is.
+                self.tap = None;
+            }
+        }
+        (!fed.pass.is_empty()).then_some(fed.pass)
+    }
+
+    /// Polls a continuation in progress or relayed; `None` while there is none.
+    fn poll_continuation(&mut self, cx: &mut Context<'_>) -> Option<Step> {
+        match &mut self.source {
+            Source::Upstream(_) => None,
+            Source::Resuming(continuation) => match continuation.as_mut().poll(cx) {
+                Poll::Ready(sent) => {
+                    self.take_continuation(sent);
+                    Some(Step::Continue)
+                }
+                Poll::Pending => Some(Step::Pending),
+            },
+            Source::Continued(body) => match http_body::Body::poll_frame(Pin::new(body), cx) {
+                Poll::Ready(Some(Ok(frame))) => {
+                    if let Ok(data) = frame.into_data() {
+                        self.pending.push_back(data);
+                    }
+                    Some(Step::Continue)
+                }
+                Poll::Ready(None) => {
+                    // Whatever the tap still holds goes out as is.
+                    if let Some(mut tap) = self.tap.take() {
+                        let rest = tap.rest();
+                        if !rest.is_empty() {
+                            self.pending.push_back(rest);
+                        }
+                    }
+                    self.done = true;
+                    Some(Step::Continue)
+                }
+                Poll::Ready(Some(Err(err))) => {
+                    self.done = true;
+                    Some(Step::Failed(std::io::Error::other(err.to_string())))
+                }
+                Poll::Pending => Some(Step::Pending),
+            },
         }
     }
 }
@@ -145,12 +284,22 @@ impl http_body::Body for RelayBody {
         let this = self.get_mut();
         loop {
             if let Some(chunk) = this.pending.pop_front() {
-                return Poll::Ready(Some(Ok(Frame::data(chunk))));
+                if let Some(pass) = this.through_tap(chunk) {
+                    return Poll::Ready(Some(Ok(Frame::data(pass))));
+                }
+                continue;
             }
             if this.done {
                 return Poll::Ready(None);
             }
-            match Pin::new(&mut this.upstream).poll_frame(cx) {
+            match this.poll_continuation(cx) {
+                Some(Step::Continue) => continue,
+                Some(Step::Pending) => return Poll::Pending,
+                Some(Step::Failed(err)) => return Poll::Ready(Some(Err(err))),
+                None => {}
+            }
+            let Source::Upstream(upstream) = &mut this.source else { continue };
+            match Pin::new(upstream).poll_frame(cx) {
                 Poll::Ready(Some(Ok(frame))) => {
                     let Some(data) = frame.data_ref() else {
                         // Trailers: pass them on untouched (never produced by a translated stream).
@@ -162,7 +311,8 @@ impl http_body::Body for RelayBody {
                     this.last_data = tokio::time::Instant::now();
                     if let Some(convert) = &mut this.convert {
                         this.pending.extend(convert.push(data));
-                        if let Some(error) = convert.error() {
+                        // With a tap, the error line the converter wrote is the tap's to handle.
+                        if let (Some(error), None) = (convert.error(), &this.tap) {
                             let detail = format!("the upstream reported an error mid-stream: {error}");
                             this.done = true;
                             this.completion.finish(Some((FailureClass::StreamBroken, detail)));
@@ -176,6 +326,12 @@ impl http_body::Body for RelayBody {
                             this.completion.finish(None);
                         }
                     }
+                    if this.tap.is_some() {
+                        if let Ok(data) = frame.into_data() {
+                            this.pending.push_back(data);
+                        }
+                        continue;
+                    }
                     return Poll::Ready(Some(Ok(frame)));
                 }
                 Poll::Ready(None) => {
@@ -183,7 +339,10 @@ impl http_body::Body for RelayBody {
                         match convert.finish() {
                             Ok(last) => this.pending.extend(last),
                             Err(err) => {
-                                return this.fail(FailureClass::StreamBroken, format!("the upstream stream {err}"));
+                                match this.fail(FailureClass::StreamBroken, format!("the upstream stream {err}")) {
+                                    Some(poll) => return poll,
+                                    None => continue,
+                                }
                             }
                         }
                     }
@@ -192,7 +351,10 @@ impl http_body::Body for RelayBody {
                     continue;
                 }
                 Poll::Ready(Some(Err(err))) => {
-                    return this.fail(classify_body_error(&err), format!("the upstream stream broke: {err}"));
+                    match this.fail(classify_body_error(&err), format!("the upstream stream broke: {err}")) {
+                        Some(poll) => return poll,
+                        None => continue,
+                    }
                 }
                 Poll::Pending => {}
             }
@@ -205,7 +367,10 @@ impl http_body::Body for RelayBody {
                     "the upstream sent nothing for {} (idle_timeout)",
                     keel_types::duration::format(this.idle_timeout)
                 );
-                return this.fail(FailureClass::Timeout, detail);
+                match this.fail(FailureClass::Timeout, detail) {
+                    Some(poll) => return poll,
+                    None => continue,
+                }
             }
             // Data arrived since the timer was set: re-arm it and look again.
             this.idle.as_mut().reset(deadline);
@@ -236,6 +401,8 @@ pub(crate) struct Answer {
     pub(crate) head_failure: Option<FailureClass>,
     /// The breaker permit, recorded when the answer ends.
     pub(crate) permit: Option<Permit>,
+    /// How to continue the answer on the next target if its stream breaks mid-answer.
+    pub(crate) resume: Option<crate::resume::Resume>,
     /// Time to the response head (what slow-call detection compares).
     pub(crate) head_latency: Duration,
     /// When the request arrived.

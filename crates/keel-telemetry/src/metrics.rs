@@ -32,6 +32,8 @@ pub mod names {
     /// Counter: answers to structured-output requests by `route`, `model` and `outcome`
     /// (`valid`, `repaired`, `reasked`, `fallback`, `canned`, `failed`).
     pub const STRUCTURED_OUTPUTS_TOTAL: &str = "keel_structured_outputs_total";
+    /// Counter: streams that broke mid-answer and were continued on the next target, by `route`.
+    pub const STREAM_CONTINUATIONS_TOTAL: &str = "keel_stream_continuations_total";
     /// Counter: repair fixes applied to structured answers, by `strategy` and `model`.
     pub const REPAIR_FIXES_TOTAL: &str = "keel_repair_fixes_total";
 }
