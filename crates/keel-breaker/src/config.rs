@@ -96,6 +96,14 @@ pub struct BreakerConfig {
     /// re-asked by the output guard and does not by itself take a healthy server out of rotation.
     /// Remove it from this list to make `invalid_output` a plain failure.
     pub quality_failures: Vec<FailureClass>,
+    /// Share breaker openings with other keel instances through Redis (`"redis://127.0.0.1:6379"`):
+    /// when one instance opens a target's breaker, the others open theirs within a second. Used by
+    /// the gateway; this crate does no I/O. Default: not shared.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub shared: Option<String>,
+    /// Prefix of the Redis channel and keys used for sharing (instances that should share state
+    /// use the same prefix). Default `"keel"`.
+    pub shared_prefix: String,
 }
 
 impl Default for BreakerConfig {
@@ -117,6 +125,8 @@ impl Default for BreakerConfig {
             successes_to_close: None,
             ignore: vec![FailureClass::BadRequest, FailureClass::ModelNotFound],
             quality_failures: vec![FailureClass::InvalidOutput],
+            shared: None,
+            shared_prefix: "keel".to_owned(),
         }
     }
 }
@@ -165,6 +175,15 @@ impl BreakerConfig {
         }
         if self.probes == 0 {
             return Err(invalid("probes", "must be at least 1".into()));
+        }
+        if let Some(url) = &self.shared
+            && !url.starts_with("redis://")
+            && !url.starts_with("rediss://")
+        {
+            return Err(invalid("shared", format!("is {url:?}; write a Redis URL such as \"redis://127.0.0.1:6379\"")));
+        }
+        if self.shared_prefix.is_empty() || self.shared_prefix.contains(char::is_whitespace) {
+            return Err(invalid("shared_prefix", "must be a non-empty name without spaces (e.g. \"keel\")".into()));
         }
         if self.successes_to_close == Some(0) {
             return Err(invalid("successes_to_close", "must be at least 1".into()));

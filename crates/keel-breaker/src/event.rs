@@ -103,6 +103,9 @@ pub enum Reason {
     Reset,
     /// OPEN → HALF_OPEN early: an external health probe saw the target answer.
     HealthProbe,
+    /// CLOSED or HALF_OPEN → OPEN: another keel instance opened this target's breaker (shared
+    /// breaker state).
+    Remote,
 }
 
 impl Reason {
@@ -121,6 +124,7 @@ impl Reason {
             Reason::ForcedClosed => "forced_closed",
             Reason::Reset => "reset",
             Reason::HealthProbe => "health_probe",
+            Reason::Remote => "remote",
         }
     }
 
@@ -150,6 +154,7 @@ impl std::fmt::Display for Reason {
             Reason::ForcedClosed => f.write_str("forced closed by an operator"),
             Reason::Reset => f.write_str("reset by an operator"),
             Reason::HealthProbe => f.write_str("health probe succeeded"),
+            Reason::Remote => f.write_str("opened by another keel instance"),
         }
     }
 }

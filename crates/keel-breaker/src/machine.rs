@@ -400,6 +400,19 @@ impl Breaker {
         (self.state == State::Open && !self.forced).then(|| self.transition(State::HalfOpen, Reason::HealthProbe, now))
     }
 
+    /// Another keel instance opened this target's breaker: a CLOSED or HALF_OPEN (not forced)
+    /// breaker opens for `cooldown` (what is left of the other instance's cooldown), then probes as
+    /// usual. An OPEN or forced breaker stays as it is.
+    pub fn open_remote(&mut self, cooldown: Duration, now: Nanos) -> Option<Transition> {
+        if self.forced || self.state == State::Open {
+            return None;
+        }
+        let mut transition = self.transition(State::Open, Reason::Remote, now);
+        self.open_until = now.saturating_add(cooldown);
+        transition.cooldown = Some(cooldown);
+        Some(transition)
+    }
+
     /// Every state change goes through here: it bumps the generation (outstanding tickets become
     /// stale) and resets what the new state must start without.
     fn transition(&mut self, to: State, reason: Reason, now: Nanos) -> Transition {

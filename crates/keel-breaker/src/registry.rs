@@ -196,6 +196,12 @@ impl BreakerHandle {
         self.shared.locked(act)
     }
 
+    /// Another keel instance opened this target: CLOSED or HALF_OPEN (not forced) opens for
+    /// `cooldown`. See [`Breaker::open_remote`].
+    pub fn open_remote(&self, cooldown: std::time::Duration) -> Option<Transition> {
+        self.shared.locked(|breaker, now| breaker.open_remote(cooldown, now))
+    }
+
     /// An external health check saw the target answer: OPEN (not forced) moves to HALF_OPEN now.
     pub fn probe_succeeded(&self) -> Option<Transition> {
         self.shared.locked(|breaker, now| breaker.probe_succeeded(now))

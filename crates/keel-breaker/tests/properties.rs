@@ -94,6 +94,8 @@ fn config() -> impl Strategy<Value = BreakerConfig> {
                 successes_to_close,
                 ignore: if strict { vec![] } else { vec![FailureClass::BadRequest, FailureClass::ModelNotFound] },
                 quality_failures: if strict { vec![] } else { vec![FailureClass::InvalidOutput] },
+                shared: None,
+                shared_prefix: "keel".into(),
             },
         )
 }

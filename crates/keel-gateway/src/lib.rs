@@ -28,6 +28,7 @@ mod resume;
 mod retry;
 mod routing;
 mod server;
+mod shared;
 mod state;
 
 pub use endpoint::{Endpoint, EndpointKind};

@@ -140,8 +140,12 @@ impl axum::serve::Listener for Incoming {
 /// How often breaker transitions are turned into metrics and log lines.
 const EVENT_PUMP_INTERVAL: std::time::Duration = std::time::Duration::from_millis(200);
 
-/// Turns every breaker transition into a metric and a log line, and keeps the state gauges true.
-pub(crate) async fn pump_breaker_events(gateway: Gateway) {
+/// Turns every breaker transition into a metric and a log line, and keeps the state gauges true;
+/// openings go to `openings` too when breaker state is shared with other instances.
+pub(crate) async fn pump_breaker_events(
+    gateway: Gateway,
+    openings: Option<tokio::sync::mpsc::UnboundedSender<keel_breaker::Transition>>,
+) {
     use keel_telemetry::names;
     for key in gateway.breakers().snapshots() {
         metrics::gauge!(names::BREAKER_STATE, "target" => key.target).set(0.0);
@@ -150,6 +154,11 @@ pub(crate) async fn pump_breaker_events(gateway: Gateway) {
     loop {
         tick.tick().await;
         for event in gateway.breakers().drain_events() {
+            if let Some(openings) = &openings
+                && crate::shared::Sharing::shares(&event)
+            {
+                let _ = openings.send(event.clone());
+            }
             let target = event.target.to_string();
             metrics::counter!(names::BREAKER_TRANSITIONS_TOTAL,
                 "target" => target.clone(), "from" => event.from.as_str(), "to" => event.to.as_str(), "reason" => event.reason.as_str())

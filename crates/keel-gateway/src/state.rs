@@ -137,7 +137,17 @@ impl Gateway {
     /// Starts the background work of a serving gateway on the current runtime: breaker event
     /// pump and health probes. The tasks end when the returned guard is dropped.
     pub(crate) fn spawn_background(&self) -> BackgroundTasks {
-        let mut tasks = vec![tokio::spawn(crate::server::pump_breaker_events(self.clone()))];
+        let mut tasks = Vec::new();
+        let openings = match crate::shared::Sharing::from_config(self) {
+            Some(sharing) => {
+                let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+                tasks.push(tokio::spawn(sharing.clone().publish(self.inner.config.breaker.cooldown, rx)));
+                tasks.push(tokio::spawn(sharing.subscribe(self.clone())));
+                Some(tx)
+            }
+            None => None,
+        };
+        tasks.push(tokio::spawn(crate::server::pump_breaker_events(self.clone(), openings)));
         for up in &self.inner.config.upstreams {
             if !up.health_interval.is_zero() {
                 tasks.push(tokio::spawn(crate::health::probe_loop(

@@ -663,3 +663,19 @@ fn rejections_explain_themselves() {
     let half = Rejected { state: State::HalfOpen, forced: false, retry_after: Duration::ZERO };
     assert!(half.to_string().contains("half-open"));
 }
+
+#[test]
+fn a_remote_open_opens_for_the_given_cooldown_then_probes() {
+    let mut b = breaker(only_consecutive(5));
+    let t = b.open_remote(Duration::from_secs(7), at_secs(0)).unwrap();
+    assert_eq!((t.from, t.to, t.reason), (State::Closed, State::Open, Reason::Remote));
+    assert_eq!(t.cooldown, Some(Duration::from_secs(7)));
+    assert_eq!(b.try_acquire(at_secs(1)).result.unwrap_err().retry_after, Duration::from_secs(6));
+    // Already open: nothing changes.
+    assert!(b.open_remote(Duration::from_secs(60), at_secs(2)).is_none());
+    // After the cooldown a probe is admitted and closes it as usual.
+    assert!(succeed(&mut b, at_secs(8)).is_some_and(|t| t.to == State::Closed));
+    // A forced breaker ignores other instances.
+    b.force_close(at_secs(9));
+    assert!(b.open_remote(Duration::from_secs(7), at_secs(9)).is_none());
+}

@@ -104,6 +104,10 @@ probes = 3
 # Result classes that never count, and ones that count only against min_success_ratio.
 ignore = ["bad_request", "model_not_found"]
 quality_failures = ["invalid_output"]
+# Share breaker openings with other keel instances through Redis: when one opens a target's
+# breaker, the others open theirs within a second (and probe it on their own). Off by default.
+# shared = "redis://127.0.0.1:6379"
+shared_prefix = "keel"            # instances with the same prefix share; others are not affected
 
 [retry]
 # When every target of a route failed (unreachable, 5xx, "server busy") before anything was sent
