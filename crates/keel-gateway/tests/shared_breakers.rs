@@ -5,7 +5,7 @@
 //! With `KEEL_REQUIRE_SERVICES=1` (set by `.ci/run`) an unreachable Redis fails the tests;
 //! otherwise they are skipped with a note.
 
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, reason = "test code")]
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::print_stderr, reason = "test code")]
 
 use std::time::{Duration, Instant};
 
