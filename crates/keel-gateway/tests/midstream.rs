@@ -118,3 +118,22 @@ async fn a_complete_stream_is_relayed_untouched() {
     assert_eq!(lines.last().unwrap()["done"], true);
     assert!(requests_to(&backup, "/api/chat").is_empty());
 }
+
+#[tokio::test]
+async fn thirty_streams_through_a_primary_failing_mid_stream_all_succeed_and_its_breaker_opens() {
+    let primary = mock(&broken_primary("cut")).await;
+    let backup = mock(BACKUP).await;
+    let keel = keel(&primary, &backup).await;
+    for i in 0..30 {
+        let lines = ollama_stream(&keel).await;
+        assert!(lines.iter().all(|l| l.get("error").is_none()), "request {i}: {lines:?}");
+        assert_eq!(lines.last().unwrap()["done"], true, "request {i}");
+        let text: String = lines.iter().filter_map(|l| l["message"]["content"].as_str()).collect();
+        assert!(text.ends_with(" that never dropped a story."), "request {i}: {text}");
+    }
+    let status: Value = reqwest::get(format!("{}/keel/status", keel.url())).await.unwrap().json().await.unwrap();
+    let target = status["targets"].as_array().unwrap().iter().find(|t| t["name"] == "primary:m").unwrap();
+    assert_eq!(target["breaker"], "open", "{target}");
+    // Only the streams before the breaker opened went to the primary.
+    assert_eq!(requests_to(&primary, "/api/chat").len(), 5);
+}
