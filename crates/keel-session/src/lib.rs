@@ -1,0 +1,98 @@
+//! Durable sessions for keel: conversations and their messages, stored so that an agent, keel or
+//! the model server can restart mid-conversation and the conversation resumes by id.
+//!
+//! One [`Store`] trait, three backends chosen by URL with [`open`]:
+//!
+//! | URL | backend | for |
+//! |---|---|---|
+//! | `sqlite://keel.db`, `sqlite:///abs/path.db` | embedded SQLite (WAL) | the default: one file, no server |
+//! | `postgres://user@host/db?schema=keel` | PostgreSQL | several keel instances sharing sessions |
+//! | `redis://host:6379/0?prefix=keel:` | Redis | sessions next to shared rate-limit state |
+//!
+//! # Guarantees
+//!
+//! - **Order.** A session's messages have `seq` 1, 2, 3… in append order, without gaps or
+//!   duplicates, however many tasks or keel instances append concurrently.
+//! - **Exact counters.** Every append bumps the session's `version` by one, its `token_count` by
+//!   the message's and its `message_count` to the new `seq`, in the same atomic step.
+//! - **Idempotency.** An append with an idempotency key already used in the session returns the
+//!   stored message instead of appending again (also when the retries race each other).
+//! - **Optimistic concurrency.** [`Store::update_session`] takes the version the caller read and
+//!   fails with [`StoreError::Conflict`] if the session changed since.
+//! - **Durability.** When an append's future resolves `Ok`, the message is stored:
+//!   - SQLite: WAL with `synchronous=NORMAL` — survives the keel process being killed
+//!     (`kill -9`, a panic, the OOM killer), not a power loss or OS crash;
+//!     `sqlite://keel.db?synchronous=full` survives those too (one fsync per group commit).
+//!     Writes go through one writer thread that commits whatever is queued in one transaction
+//!     (group commit), so concurrent appends share the cost of a commit.
+//!   - PostgreSQL: committed with the server's `synchronous_commit` (on by default: fsynced).
+//!   - Redis: as durable as the server's persistence settings (`appendonly yes` +
+//!     `appendfsync everysec` loses at most about a second on a crash; no persistence loses all).
+//!
+//! A future that is dropped before it resolves may or may not have taken effect: retry with the
+//! same idempotency key to find out without appending twice.
+//!
+//! # Example
+//!
+//! ```
+//! # tokio::runtime::Runtime::new().unwrap().block_on(async {
+//! use keel_session::{NewMessage, NewSession, open};
+//!
+//! let dir = tempfile::tempdir().unwrap();
+//! let store = open(&format!("sqlite://{}", dir.path().join("keel.db").display())).await?;
+//!
+//! let session = store.ensure_session(NewSession::new("chat-42").with_model("llama3.2")).await?;
+//! assert_eq!(session.version, 1);
+//! let first = store.append("chat-42", NewMessage::user("hello").with_tokens(2)).await?;
+//! let retry = store.append("chat-42", NewMessage::user("hello").with_idempotency_key("req-1")).await?;
+//! let again = store.append("chat-42", NewMessage::user("hello").with_idempotency_key("req-1")).await?;
+//! assert_eq!((first.seq, retry.seq, again.seq), (1, 2, 2));
+//!
+//! let messages = store.messages("chat-42", 0, 100).await?;
+//! assert_eq!(messages.len(), 2);
+//! let session = store.get_session("chat-42").await?.unwrap();
+//! assert_eq!((session.version, session.token_count, session.message_count), (3, 2, 2));
+//! # Ok::<(), keel_session::StoreError>(())
+//! # }).unwrap();
+//! ```
+
+mod error;
+mod location;
+mod model;
+mod postgres;
+mod redis_store;
+mod rows;
+mod sqlite;
+mod store;
+
+use std::sync::Arc;
+
+pub use error::StoreError;
+pub use model::{
+    Message, MessageCompletion, NewMessage, NewSession, Page, Session, SessionFilter, SessionPage, SessionPatch,
+    SessionStatus,
+};
+pub use store::{MAX_ID_LEN, Store, StoreFuture};
+
+/// Opens the store at `url` (creating and migrating its tables or keys as needed).
+///
+/// - `sqlite://PATH[?synchronous=normal|full]` — the file is created if missing; its directory
+///   must exist. `sqlite:///abs/path.db` for an absolute path.
+/// - `postgres://…` or `postgresql://…` — any libpq-style URL tokio-postgres accepts, plus
+///   `schema=NAME` (default `keel`; created if missing) to keep stores apart in one database,
+///   and `pool_size=N` (default 16).
+/// - `redis://host:port/db[?prefix=P]` — every key starts with `P` (default `keel:`).
+///
+/// Fails with [`StoreError::InvalidUrl`] for a malformed URL or unknown scheme and
+/// [`StoreError::Unavailable`] when the server cannot be reached.
+pub async fn open(url: &str) -> Result<Arc<dyn Store>, StoreError> {
+    let scheme = url.split_once(':').map(|(scheme, _)| scheme.to_ascii_lowercase()).unwrap_or_default();
+    match scheme.as_str() {
+        "sqlite" => sqlite::open(url).await,
+        "postgres" | "postgresql" => postgres::open(url).await,
+        "redis" => redis_store::open(url).await,
+        "rediss" => Err(StoreError::invalid_url("rediss:// (TLS) is not supported by this build; use redis://")),
+        "" => Err(StoreError::invalid_url("no scheme")),
+        other => Err(StoreError::invalid_url(format!("unknown scheme '{other}'"))),
+    }
+}

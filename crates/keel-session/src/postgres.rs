@@ -1,0 +1,543 @@
+//! The PostgreSQL backend (`postgres://…?schema=NAME`).
+//!
+//! Tables live in their own schema (default `keel`), created with the tables on first open, so
+//! several stores (or test runs) share one database without seeing each other; every pooled
+//! connection gets `search_path=NAME` at startup. Migrations are embedded SQL files applied in
+//! order under a transaction-scoped advisory lock, recorded in `keel_migrations`.
+//!
+//! Appends lock the session row (`SELECT … FOR UPDATE`) for the length of a short transaction:
+//! appends to one session are serialized across every keel instance, the idempotency check runs
+//! under that lock, and a unique index on `(session_id, idempotency_key)` backs it up.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use deadpool_postgres::GenericClient;
+use deadpool_postgres::{Manager, ManagerConfig, Pool, PoolError, RecyclingMethod, Runtime};
+use tokio_postgres::types::ToSql;
+use tokio_postgres::{NoTls, Row};
+
+use crate::StoreError;
+use crate::location::Location;
+use crate::model::{
+    Message, MessageCompletion, NewMessage, NewSession, Page, Session, SessionFilter, SessionPage, SessionPatch,
+    into_page,
+};
+use crate::rows::{MESSAGE_COLUMNS, MessageRow, SESSION_COLUMNS, SessionRow, clamp_i64};
+use crate::store::{Store, StoreFuture, add_tokens, check_id, check_key, check_message, now_millis, to_i64};
+
+const BACKEND: &str = "postgres";
+const DEFAULT_SCHEMA: &str = "keel";
+const DEFAULT_POOL_SIZE: usize = 16;
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+const POOL_WAIT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The schema, one migration per entry; `keel_migrations` records which are applied.
+const MIGRATIONS: &[&str] = &[include_str!("../migrations/postgres/001_sessions.sql")];
+
+/// What `postgres://…` says.
+#[derive(Debug, Clone)]
+struct PgConfig {
+    pg: tokio_postgres::Config,
+    schema: String,
+    pool_size: usize,
+}
+
+impl PgConfig {
+    fn parse(url: &str) -> Result<Self, StoreError> {
+        let mut location = Location::parse(url);
+        let schema = location.take("schema")?.unwrap_or_else(|| DEFAULT_SCHEMA.to_owned());
+        let valid = schema.len() <= 63
+            && schema.starts_with(|c: char| c.is_ascii_lowercase() || c == '_')
+            && schema.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+        if !valid {
+            return Err(StoreError::invalid_url(format!(
+                "schema must be 1 to 63 characters of a-z, 0-9 and _ (not starting with a digit), got '{schema}'"
+            )));
+        }
+        let pool_size =
+            match location.take("pool_size")? {
+                None => DEFAULT_POOL_SIZE,
+                Some(size) => size.parse().ok().filter(|size| *size > 0).ok_or_else(|| {
+                    StoreError::invalid_url(format!("pool_size must be a positive number, got '{size}'"))
+                })?,
+            };
+        let mut pg: tokio_postgres::Config =
+            location.to_url().parse().map_err(|e| StoreError::invalid_url(format!("postgres: {e}")))?;
+        if pg.get_connect_timeout().is_none() {
+            pg.connect_timeout(CONNECT_TIMEOUT);
+        }
+        if pg.get_application_name().is_none() {
+            pg.application_name("keel");
+        }
+        let options = match pg.get_options() {
+            Some(options) => format!("{options} -c search_path={schema}"),
+            None => format!("-c search_path={schema}"),
+        };
+        pg.options(options);
+        Ok(PgConfig { pg, schema, pool_size })
+    }
+}
+
+/// Connects, creates the schema and tables if missing, and returns the store.
+pub(crate) async fn open(url: &str) -> Result<Arc<dyn Store>, StoreError> {
+    let config = PgConfig::parse(url)?;
+    let manager = Manager::from_config(config.pg, NoTls, ManagerConfig { recycling_method: RecyclingMethod::Fast });
+    let pool = Pool::builder(manager)
+        .max_size(config.pool_size)
+        .runtime(Runtime::Tokio1)
+        .wait_timeout(Some(POOL_WAIT_TIMEOUT))
+        .create_timeout(Some(CONNECT_TIMEOUT))
+        .build()
+        .map_err(|e| backend_error(format!("cannot build the connection pool: {e}")))?;
+    let store = PostgresStore { pool, schema: config.schema };
+    let mut client = store.client().await?;
+    migrate(&mut client, &store.schema).await?;
+    drop(client);
+    Ok(Arc::new(store))
+}
+
+fn backend_error(message: String) -> StoreError {
+    StoreError::Backend { backend: BACKEND, message }
+}
+
+fn db_error(error: tokio_postgres::Error) -> StoreError {
+    if let Some(db) = error.as_db_error() {
+        let mut message = format!("{}: {}", db.severity(), db.message());
+        if let Some(detail) = db.detail() {
+            message.push_str(&format!(" ({detail})"));
+        }
+        return backend_error(message);
+    }
+    // Not an answer of the server: the connection broke or could not be made.
+    let mut message = error.to_string();
+    let mut source = std::error::Error::source(&error);
+    while let Some(cause) = source {
+        message.push_str(": ");
+        message.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    StoreError::Unavailable { backend: BACKEND, message }
+}
+
+fn pool_error(error: PoolError) -> StoreError {
+    match error {
+        PoolError::Backend(error) => db_error(error),
+        other => StoreError::Unavailable { backend: BACKEND, message: other.to_string() },
+    }
+}
+
+fn column_error(error: tokio_postgres::Error) -> StoreError {
+    StoreError::Corrupt { backend: BACKEND, message: error.to_string() }
+}
+
+async fn migrate(client: &mut deadpool_postgres::Object, schema: &str) -> Result<(), StoreError> {
+    let tx = client.transaction().await.map_err(db_error)?;
+    let lock = format!("keel-session:{schema}");
+    tx.execute("SELECT pg_advisory_xact_lock(hashtext($1))", &[&lock]).await.map_err(db_error)?;
+    tx.batch_execute(&format!(
+        "CREATE SCHEMA IF NOT EXISTS {schema};
+         SET LOCAL search_path TO {schema};
+         CREATE TABLE IF NOT EXISTS keel_migrations (version INTEGER PRIMARY KEY, applied_at BIGINT NOT NULL);"
+    ))
+    .await
+    .map_err(db_error)?;
+    let applied: i32 = tx
+        .query_one("SELECT coalesce(max(version), 0) FROM keel_migrations", &[])
+        .await
+        .map_err(db_error)?
+        .try_get(0)
+        .map_err(column_error)?;
+    let known = MIGRATIONS.len();
+    let applied = usize::try_from(applied).unwrap_or(usize::MAX);
+    if applied > known {
+        return Err(StoreError::Corrupt {
+            backend: BACKEND,
+            message: format!(
+                "schema {schema} is at version {applied}, this keel knows {known}; upgrade keel to open it"
+            ),
+        });
+    }
+    for (index, sql) in MIGRATIONS.iter().enumerate().skip(applied) {
+        let version = i32::try_from(index + 1).unwrap_or(i32::MAX);
+        tx.batch_execute(sql).await.map_err(db_error)?;
+        tx.execute("INSERT INTO keel_migrations (version, applied_at) VALUES ($1, $2)", &[&version, &now_millis()])
+            .await
+            .map_err(db_error)?;
+        tracing::info!(version, schema, "keel-session: applied postgres migration");
+    }
+    tx.commit().await.map_err(db_error)
+}
+
+/// The PostgreSQL store: a connection pool and the schema its connections use.
+pub(crate) struct PostgresStore {
+    pool: Pool,
+    schema: String,
+}
+
+impl std::fmt::Debug for PostgresStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PostgresStore").field("schema", &self.schema).finish_non_exhaustive()
+    }
+}
+
+fn session_row(row: &Row) -> Result<Session, StoreError> {
+    let row = SessionRow {
+        id: row.try_get(0).map_err(column_error)?,
+        owner: row.try_get(1).map_err(column_error)?,
+        model: row.try_get(2).map_err(column_error)?,
+        status: row.try_get(3).map_err(column_error)?,
+        created_at: row.try_get(4).map_err(column_error)?,
+        updated_at: row.try_get(5).map_err(column_error)?,
+        version: row.try_get(6).map_err(column_error)?,
+        token_count: row.try_get(7).map_err(column_error)?,
+        last_seq: row.try_get(8).map_err(column_error)?,
+        metadata: row.try_get(9).map_err(column_error)?,
+    };
+    row.into_session(BACKEND)
+}
+
+fn message_row(row: &Row) -> Result<Message, StoreError> {
+    let row = MessageRow {
+        session_id: row.try_get(0).map_err(column_error)?,
+        seq: row.try_get(1).map_err(column_error)?,
+        role: row.try_get(2).map_err(column_error)?,
+        content: row.try_get(3).map_err(column_error)?,
+        tool_calls: row.try_get(4).map_err(column_error)?,
+        token_count: row.try_get(5).map_err(column_error)?,
+        idempotency_key: row.try_get(6).map_err(column_error)?,
+        complete: row.try_get(7).map_err(column_error)?,
+        created_at: row.try_get(8).map_err(column_error)?,
+    };
+    row.into_message(BACKEND)
+}
+
+async fn query_opt<C: GenericClient>(
+    client: &C,
+    sql: &str,
+    params: &[&(dyn ToSql + Sync)],
+) -> Result<Option<Row>, StoreError> {
+    let statement = client.prepare_cached(sql).await.map_err(db_error)?;
+    client.query_opt(&statement, params).await.map_err(db_error)
+}
+
+async fn query<C: GenericClient>(
+    client: &C,
+    sql: &str,
+    params: &[&(dyn ToSql + Sync)],
+) -> Result<Vec<Row>, StoreError> {
+    let statement = client.prepare_cached(sql).await.map_err(db_error)?;
+    client.query(&statement, params).await.map_err(db_error)
+}
+
+async fn execute<C: GenericClient>(client: &C, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<u64, StoreError> {
+    let statement = client.prepare_cached(sql).await.map_err(db_error)?;
+    client.execute(&statement, params).await.map_err(db_error)
+}
+
+async fn load_session<C: GenericClient>(client: &C, id: &str, lock: bool) -> Result<Option<Session>, StoreError> {
+    let lock = if lock { " FOR UPDATE" } else { "" };
+    let sql = format!("SELECT {SESSION_COLUMNS} FROM sessions WHERE id = $1{lock}");
+    query_opt(client, &sql, &[&id]).await?.as_ref().map(session_row).transpose()
+}
+
+async fn load_message_by_key<C: GenericClient>(client: &C, id: &str, key: &str) -> Result<Option<Message>, StoreError> {
+    let sql = format!("SELECT {MESSAGE_COLUMNS} FROM messages WHERE session_id = $1 AND idempotency_key = $2");
+    query_opt(client, &sql, &[&id, &key]).await?.as_ref().map(message_row).transpose()
+}
+
+/// `(last_seq, token_count)` of a session, its row locked until the transaction ends.
+async fn lock_counters<C: GenericClient>(client: &C, id: &str) -> Result<(u64, u64), StoreError> {
+    let row = query_opt(client, "SELECT last_seq, token_count FROM sessions WHERE id = $1 FOR UPDATE", &[&id])
+        .await?
+        .ok_or_else(|| StoreError::not_found(id))?;
+    let last_seq: i64 = row.try_get(0).map_err(column_error)?;
+    let token_count: i64 = row.try_get(1).map_err(column_error)?;
+    let corrupt = || StoreError::Corrupt { backend: BACKEND, message: format!("session '{id}' has negative counters") };
+    Ok((u64::try_from(last_seq).map_err(|_| corrupt())?, u64::try_from(token_count).map_err(|_| corrupt())?))
+}
+
+impl PostgresStore {
+    async fn client(&self) -> Result<deadpool_postgres::Object, StoreError> {
+        self.pool.get().await.map_err(pool_error)
+    }
+
+    async fn insert_session(&self, new: NewSession) -> Result<Result<Session, NewSession>, StoreError> {
+        let client = self.client().await?;
+        let now = now_millis();
+        let inserted = execute(
+            &client,
+            "INSERT INTO sessions (id, owner, model, status, created_at, updated_at, version, token_count, last_seq, metadata)
+             VALUES ($1, $2, $3, $4, $5, $5, 1, 0, 0, $6)
+             ON CONFLICT (id) DO NOTHING",
+            &[&new.id, &new.owner, &new.model, &new.status.as_str(), &now, &new.metadata],
+        )
+        .await?;
+        Ok(if inserted == 1 { Ok(new.into_session(now)) } else { Err(new) })
+    }
+}
+
+impl Store for PostgresStore {
+    fn backend(&self) -> &'static str {
+        BACKEND
+    }
+
+    fn create_session(&self, new: NewSession) -> StoreFuture<'_, Session> {
+        Box::pin(async move {
+            check_id(&new.id)?;
+            self.insert_session(new).await?.map_err(|new| StoreError::SessionExists { id: new.id })
+        })
+    }
+
+    fn ensure_session(&self, new: NewSession) -> StoreFuture<'_, Session> {
+        Box::pin(async move {
+            check_id(&new.id)?;
+            let mut new = new;
+            // Retried only if the session is deleted between the insert and the read.
+            for _ in 0..3 {
+                if let Some(session) = self.get_session(&new.id).await? {
+                    return Ok(session);
+                }
+                new = match self.insert_session(new).await? {
+                    Ok(session) => return Ok(session),
+                    Err(new) => new,
+                };
+            }
+            Err(backend_error(format!("session '{}' is being created and deleted concurrently", new.id)))
+        })
+    }
+
+    fn get_session<'a>(&'a self, id: &'a str) -> StoreFuture<'a, Option<Session>> {
+        Box::pin(async move {
+            check_id(id)?;
+            let client = self.client().await?;
+            load_session(&client, id, false).await
+        })
+    }
+
+    fn update_session<'a>(
+        &'a self,
+        id: &'a str,
+        expected_version: u64,
+        patch: SessionPatch,
+    ) -> StoreFuture<'a, Session> {
+        Box::pin(async move {
+            check_id(id)?;
+            let mut client = self.client().await?;
+            let tx = client.transaction().await.map_err(db_error)?;
+            let mut session = load_session(&tx, id, true).await?.ok_or_else(|| StoreError::not_found(id))?;
+            if session.version != expected_version {
+                return Err(StoreError::Conflict { current_version: session.version });
+            }
+            patch.apply(&mut session, now_millis());
+            let version = to_i64(session.version, "version")?;
+            execute(
+                &tx,
+                "UPDATE sessions SET owner = $2, model = $3, status = $4, metadata = $5, version = $6, updated_at = $7
+                 WHERE id = $1",
+                &[
+                    &id,
+                    &session.owner,
+                    &session.model,
+                    &session.status.as_str(),
+                    &session.metadata,
+                    &version,
+                    &session.updated_at,
+                ],
+            )
+            .await?;
+            tx.commit().await.map_err(db_error)?;
+            Ok(session)
+        })
+    }
+
+    fn delete_session<'a>(&'a self, id: &'a str) -> StoreFuture<'a, bool> {
+        Box::pin(async move {
+            check_id(id)?;
+            let client = self.client().await?;
+            // Messages go with it (ON DELETE CASCADE); the row lock waits for running appends.
+            Ok(execute(&client, "DELETE FROM sessions WHERE id = $1", &[&id]).await? > 0)
+        })
+    }
+
+    fn list_sessions(&self, filter: SessionFilter, page: Page) -> StoreFuture<'_, SessionPage> {
+        Box::pin(async move {
+            let (limit, cursor) = page.parse()?;
+            let client = self.client().await?;
+            let sql = format!(
+                "SELECT {SESSION_COLUMNS} FROM sessions
+                 WHERE ($1::text IS NULL OR owner = $1) AND ($2::text IS NULL OR status = $2)
+                   AND ($3::text IS NULL OR model = $3) AND ($4::bigint IS NULL OR updated_at >= $4)
+                   AND ($5::bigint IS NULL OR updated_at < $5 OR (updated_at = $5 AND id < $6::text))
+                 ORDER BY updated_at DESC, id DESC
+                 LIMIT $7"
+            );
+            let rows = query(
+                &client,
+                &sql,
+                &[
+                    &filter.owner,
+                    &filter.status.map(|status| status.as_str()),
+                    &filter.model,
+                    &filter.updated_since,
+                    &cursor.as_ref().map(|cursor| cursor.updated_at),
+                    &cursor.as_ref().map(|cursor| cursor.id.as_str()),
+                    &clamp_i64(limit as u64 + 1),
+                ],
+            )
+            .await?;
+            let sessions = rows.iter().map(session_row).collect::<Result<Vec<_>, _>>()?;
+            Ok(into_page(sessions, limit))
+        })
+    }
+
+    fn append<'a>(&'a self, session_id: &'a str, message: NewMessage) -> StoreFuture<'a, Message> {
+        Box::pin(async move {
+            check_id(session_id)?;
+            check_message(&message)?;
+            let mut client = self.client().await?;
+            let tx = client.transaction().await.map_err(db_error)?;
+            let (last_seq, token_count) = lock_counters(&tx, session_id).await?;
+            if let Some(key) = &message.idempotency_key
+                && let Some(stored) = load_message_by_key(&tx, session_id, key).await?
+            {
+                return Ok(stored);
+            }
+            add_tokens(token_count, message.token_count)?;
+            let now = now_millis();
+            let message = message.into_message(session_id, last_seq + 1, now);
+            let seq = to_i64(message.seq, "seq")?;
+            let tokens = to_i64(message.token_count, "token count")?;
+            execute(
+                &tx,
+                "INSERT INTO messages (session_id, seq, role, content, tool_calls, token_count, idempotency_key, complete, created_at)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+                &[
+                    &session_id,
+                    &seq,
+                    &message.role,
+                    &message.content,
+                    &message.tool_calls,
+                    &tokens,
+                    &message.idempotency_key,
+                    &message.complete,
+                    &now,
+                ],
+            )
+            .await?;
+            execute(
+                &tx,
+                "UPDATE sessions SET last_seq = $2, version = version + 1, token_count = token_count + $3,
+                        updated_at = greatest(updated_at, $4)
+                 WHERE id = $1",
+                &[&session_id, &seq, &tokens, &now],
+            )
+            .await?;
+            tx.commit().await.map_err(db_error)?;
+            Ok(message)
+        })
+    }
+
+    fn complete_message<'a>(
+        &'a self,
+        session_id: &'a str,
+        seq: u64,
+        completion: MessageCompletion,
+    ) -> StoreFuture<'a, Message> {
+        Box::pin(async move {
+            check_id(session_id)?;
+            let mut client = self.client().await?;
+            let tx = client.transaction().await.map_err(db_error)?;
+            let (_, token_count) = lock_counters(&tx, session_id).await?;
+            let sql = format!("SELECT {MESSAGE_COLUMNS} FROM messages WHERE session_id = $1 AND seq = $2");
+            let mut message = query_opt(&tx, &sql, &[&session_id, &clamp_i64(seq)])
+                .await?
+                .as_ref()
+                .map(message_row)
+                .transpose()?
+                .ok_or_else(|| StoreError::MessageNotFound { id: session_id.to_owned(), seq })?;
+            if message.complete {
+                return Ok(message);
+            }
+            let old_tokens = message.token_count;
+            if let Some(content) = completion.content {
+                message.content = content;
+            }
+            if let Some(tokens) = completion.token_count {
+                message.token_count = tokens;
+            }
+            message.complete = true;
+            let total = to_i64(add_tokens(token_count.saturating_sub(old_tokens), message.token_count)?, "tokens")?;
+            let tokens = to_i64(message.token_count, "token count")?;
+            execute(
+                &tx,
+                "UPDATE messages SET content = $3, token_count = $4, complete = true WHERE session_id = $1 AND seq = $2",
+                &[&session_id, &clamp_i64(seq), &message.content, &tokens],
+            )
+            .await?;
+            execute(
+                &tx,
+                "UPDATE sessions SET token_count = $2, version = version + 1, updated_at = greatest(updated_at, $3)
+                 WHERE id = $1",
+                &[&session_id, &total, &now_millis()],
+            )
+            .await?;
+            tx.commit().await.map_err(db_error)?;
+            Ok(message)
+        })
+    }
+
+    fn messages<'a>(&'a self, session_id: &'a str, after_seq: u64, limit: usize) -> StoreFuture<'a, Vec<Message>> {
+        Box::pin(async move {
+            check_id(session_id)?;
+            let client = self.client().await?;
+            let sql = format!(
+                "SELECT {MESSAGE_COLUMNS} FROM messages WHERE session_id = $1 AND seq > $2 ORDER BY seq LIMIT $3"
+            );
+            let rows = query(&client, &sql, &[&session_id, &clamp_i64(after_seq), &clamp_i64(limit as u64)]).await?;
+            // Messages exist only in existing sessions (foreign key); none may mean no session.
+            if rows.is_empty()
+                && query_opt(&client, "SELECT 1 FROM sessions WHERE id = $1", &[&session_id]).await?.is_none()
+            {
+                return Err(StoreError::not_found(session_id));
+            }
+            rows.iter().map(message_row).collect()
+        })
+    }
+
+    fn message_by_key<'a>(&'a self, session_id: &'a str, key: &'a str) -> StoreFuture<'a, Option<Message>> {
+        Box::pin(async move {
+            check_id(session_id)?;
+            check_key(key)?;
+            let client = self.client().await?;
+            load_message_by_key(&client, session_id, key).await
+        })
+    }
+
+    fn health(&self) -> StoreFuture<'_, ()> {
+        Box::pin(async move {
+            let client = self.client().await?;
+            query(&client, "SELECT 1 FROM sessions LIMIT 1", &[]).await?;
+            Ok(())
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_urls() {
+        let config = PgConfig::parse("postgres://postgres@127.0.0.1:5432/test?schema=t_1&pool_size=4").unwrap();
+        assert_eq!(config.schema, "t_1");
+        assert_eq!(config.pool_size, 4);
+        assert_eq!(config.pg.get_options(), Some("-c search_path=t_1"));
+        assert_eq!(config.pg.get_dbname(), Some("test"));
+        let config = PgConfig::parse("postgresql://u@h/db").unwrap();
+        assert_eq!((config.schema.as_str(), config.pool_size), ("keel", DEFAULT_POOL_SIZE));
+        assert!(PgConfig::parse("postgres://u@h/db?schema=Bad-Name").is_err());
+        assert!(PgConfig::parse("postgres://u@h/db?schema=1x").is_err());
+        assert!(PgConfig::parse("postgres://u@h/db?pool_size=0").is_err());
+    }
+}

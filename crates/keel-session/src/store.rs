@@ -1,0 +1,149 @@
+//! The [`Store`] trait every backend implements, and the checks they share.
+
+use std::fmt;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use futures_util::future::BoxFuture;
+
+use crate::StoreError;
+use crate::model::{
+    Message, MessageCompletion, NewMessage, NewSession, Page, Session, SessionFilter, SessionPage, SessionPatch,
+};
+
+/// The future every [`Store`] method returns (boxed, so a store works as `Arc<dyn Store>`).
+pub type StoreFuture<'a, T> = BoxFuture<'a, Result<T, StoreError>>;
+
+/// Durable sessions and their messages.
+///
+/// Every method is atomic: it happens whole or not at all, and when its future resolves `Ok` the
+/// change is durable to the guarantee of the backend (see the crate docs). Methods may be called
+/// concurrently from any number of tasks; appends to one session are serialized by the store, so
+/// `seq`s are 1, 2, 3… without gaps or duplicates, and a session's `version`, `token_count` and
+/// `message_count` always match its messages.
+pub trait Store: Send + Sync + fmt::Debug {
+    /// `sqlite`, `postgres` or `redis`.
+    fn backend(&self) -> &'static str;
+
+    /// Creates a session; [`StoreError::SessionExists`] if the id is taken.
+    fn create_session(&self, new: NewSession) -> StoreFuture<'_, Session>;
+
+    /// Returns the session with `new.id`, creating it from `new` if there is none (for ids a
+    /// client names first, such as `X-Keel-Session`). An existing session is returned unchanged.
+    fn ensure_session(&self, new: NewSession) -> StoreFuture<'_, Session>;
+
+    /// The session with this id, if any.
+    fn get_session<'a>(&'a self, id: &'a str) -> StoreFuture<'a, Option<Session>>;
+
+    /// Applies `patch` if the session is still at `expected_version`; returns the updated session
+    /// (version + 1), or [`StoreError::Conflict`] with the current version.
+    fn update_session<'a>(
+        &'a self,
+        id: &'a str,
+        expected_version: u64,
+        patch: SessionPatch,
+    ) -> StoreFuture<'a, Session>;
+
+    /// Deletes the session and all its messages; `false` if there was no such session.
+    fn delete_session<'a>(&'a self, id: &'a str) -> StoreFuture<'a, bool>;
+
+    /// Sessions matching `filter`, most recently updated first, one page at a time.
+    fn list_sessions(&self, filter: SessionFilter, page: Page) -> StoreFuture<'_, SessionPage>;
+
+    /// Appends a message to an existing session ([`StoreError::SessionNotFound`] otherwise) at
+    /// the next `seq`, bumping the session's `version`, `updated_at`, `token_count` and
+    /// `message_count`. If the message has an idempotency key already used in this session, the
+    /// stored message is returned and nothing changes.
+    fn append<'a>(&'a self, session_id: &'a str, message: NewMessage) -> StoreFuture<'a, Message>;
+
+    /// Marks a partial message complete, optionally with its final content and token count (the
+    /// session's `token_count` moves by the difference, its version by one). A message that is
+    /// already complete is returned unchanged.
+    fn complete_message<'a>(
+        &'a self,
+        session_id: &'a str,
+        seq: u64,
+        completion: MessageCompletion,
+    ) -> StoreFuture<'a, Message>;
+
+    /// Up to `limit` messages with `seq > after_seq`, in `seq` order
+    /// ([`StoreError::SessionNotFound`] if the session does not exist).
+    fn messages<'a>(&'a self, session_id: &'a str, after_seq: u64, limit: usize) -> StoreFuture<'a, Vec<Message>>;
+
+    /// The message appended with this idempotency key in this session, if any.
+    fn message_by_key<'a>(&'a self, session_id: &'a str, key: &'a str) -> StoreFuture<'a, Option<Message>>;
+
+    /// `Ok` when the backend answers reads and writes.
+    fn health(&self) -> StoreFuture<'_, ()>;
+}
+
+/// The longest session id or idempotency key, in bytes.
+pub const MAX_ID_LEN: usize = 255;
+
+/// Checks a session id: 1 to [`MAX_ID_LEN`] bytes, no control characters.
+pub(crate) fn check_id(id: &str) -> Result<(), StoreError> {
+    check_name("session id", id)
+}
+
+/// Checks an idempotency key like an id.
+pub(crate) fn check_key(key: &str) -> Result<(), StoreError> {
+    check_name("idempotency key", key)
+}
+
+fn check_name(what: &str, value: &str) -> Result<(), StoreError> {
+    if value.is_empty() || value.len() > MAX_ID_LEN {
+        return Err(StoreError::InvalidInput(format!("{what} must be 1 to {MAX_ID_LEN} bytes, got {}", value.len())));
+    }
+    if value.chars().any(char::is_control) {
+        return Err(StoreError::InvalidInput(format!("{what} must not contain control characters")));
+    }
+    Ok(())
+}
+
+/// Checks what an append stores.
+pub(crate) fn check_message(message: &NewMessage) -> Result<(), StoreError> {
+    if let Some(key) = &message.idempotency_key {
+        check_key(key)?;
+    }
+    to_i64(message.token_count, "token count")?;
+    Ok(())
+}
+
+/// A count as the signed 64-bit integer the backends store.
+pub(crate) fn to_i64(value: u64, what: &str) -> Result<i64, StoreError> {
+    i64::try_from(value).map_err(|_| StoreError::InvalidInput(format!("{what} {value} is out of range")))
+}
+
+/// Adds a token delta to a session total, refusing overflow.
+pub(crate) fn add_tokens(total: u64, add: u64) -> Result<u64, StoreError> {
+    total
+        .checked_add(add)
+        .filter(|sum| i64::try_from(*sum).is_ok())
+        .ok_or_else(|| StoreError::InvalidInput("session token count would overflow".into()))
+}
+
+/// Now, in unix milliseconds (UTC).
+pub(crate) fn now_millis() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|elapsed| i64::try_from(elapsed.as_millis()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_are_checked() {
+        assert!(check_id("abc-123:x").is_ok());
+        assert!(check_id("").is_err());
+        assert!(check_id(&"x".repeat(MAX_ID_LEN + 1)).is_err());
+        assert!(check_id("a\nb").is_err());
+    }
+
+    #[test]
+    fn token_totals_do_not_overflow() {
+        assert_eq!(add_tokens(1, 2).unwrap(), 3);
+        assert!(add_tokens(i64::MAX as u64, 1).is_err());
+    }
+}

@@ -1,0 +1,774 @@
+//! One conformance suite, run against every backend: `sqlite_conformance::*`,
+//! `postgres_conformance::*` and `redis_conformance::*`.
+//!
+//! Each test gets its own store: a SQLite file in a temporary directory, a PostgreSQL schema
+//! with a random name (dropped afterwards) or a Redis key prefix (its keys deleted afterwards).
+//! PostgreSQL and Redis are expected on 127.0.0.1 (5432, database `test`, user `postgres`; 6379),
+//! or at `KEEL_TEST_POSTGRES_URL` / `KEEL_TEST_REDIS_URL`. When a server is unreachable the test
+//! prints a note and passes — unless `KEEL_REQUIRE_SERVICES=1`, which makes it fail.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::print_stderr, reason = "test code")]
+
+use std::collections::{BTreeSet, HashMap};
+use std::future::Future;
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::FutureExt;
+use keel_session::{
+    MessageCompletion, NewMessage, NewSession, Page, Session, SessionFilter, SessionPatch, SessionStatus, Store,
+    StoreError, open,
+};
+use serde_json::json;
+
+const POSTGRES_URL: &str = "postgres://postgres@127.0.0.1:5432/test";
+const REDIS_URL: &str = "redis://127.0.0.1:6379/0";
+
+#[derive(Debug, Clone, Copy)]
+enum Backend {
+    Sqlite,
+    Postgres,
+    Redis,
+}
+
+/// What a case gets: the store, and its URL to open it again.
+struct Ctx {
+    store: Arc<dyn Store>,
+    url: String,
+}
+
+/// A test's private place in a backend, removed when the test ends.
+enum Place {
+    Sqlite(#[allow(dead_code, reason = "held for its Drop")] tempfile::TempDir),
+    Postgres { base: String, schema: String },
+    Redis { base: String, prefix: String },
+}
+
+fn services_required() -> bool {
+    std::env::var("KEEL_REQUIRE_SERVICES").is_ok_and(|value| value == "1")
+}
+
+fn postgres_base() -> String {
+    std::env::var("KEEL_TEST_POSTGRES_URL").unwrap_or_else(|_| POSTGRES_URL.to_owned())
+}
+
+fn redis_base() -> String {
+    std::env::var("KEEL_TEST_REDIS_URL").unwrap_or_else(|_| REDIS_URL.to_owned())
+}
+
+fn unique() -> String {
+    uuid::Uuid::now_v7().simple().to_string()
+}
+
+impl Place {
+    fn new(backend: Backend) -> (Place, String) {
+        match backend {
+            Backend::Sqlite => {
+                let dir = tempfile::tempdir().unwrap();
+                let url = format!("sqlite://{}", dir.path().join("sessions.db").display());
+                (Place::Sqlite(dir), url)
+            }
+            Backend::Postgres => {
+                let base = postgres_base();
+                let schema = format!("keel_test_{}", unique());
+                let url = format!("{base}?schema={schema}&pool_size=8");
+                (Place::Postgres { base, schema }, url)
+            }
+            Backend::Redis => {
+                let base = redis_base();
+                let prefix = format!("keeltest:{}:", unique());
+                let url = format!("{base}?prefix={prefix}");
+                (Place::Redis { base, prefix }, url)
+            }
+        }
+    }
+
+    async fn remove(self) {
+        match self {
+            Place::Sqlite(dir) => drop(dir),
+            Place::Postgres { base, schema } => {
+                let (client, connection) = tokio_postgres::connect(&base, tokio_postgres::NoTls).await.unwrap();
+                let task = tokio::spawn(connection);
+                client.batch_execute(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE")).await.unwrap();
+                drop(client);
+                let _ = task.await;
+            }
+            Place::Redis { base, prefix } => {
+                let client = redis::Client::open(base).unwrap();
+                let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+                let mut cursor: u64 = 0;
+                loop {
+                    let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
+                        .arg(cursor)
+                        .arg("MATCH")
+                        .arg(format!("{prefix}*"))
+                        .arg("COUNT")
+                        .arg(1000)
+                        .query_async(&mut conn)
+                        .await
+                        .unwrap();
+                    if !keys.is_empty() {
+                        let _: i64 = redis::cmd("DEL").arg(&keys).query_async(&mut conn).await.unwrap();
+                    }
+                    if next == 0 {
+                        break;
+                    }
+                    cursor = next;
+                }
+                let left: Vec<String> =
+                    redis::cmd("KEYS").arg(format!("{prefix}*")).query_async(&mut conn).await.unwrap();
+                assert!(left.is_empty(), "keys left behind: {left:?}");
+            }
+        }
+    }
+}
+
+/// Runs `case` on a fresh store of `backend`, then removes the store's data (also on failure).
+async fn run<F, Fut>(backend: Backend, name: &str, case: F)
+where
+    F: FnOnce(Ctx) -> Fut,
+    Fut: Future<Output = ()>,
+{
+    let (place, url) = Place::new(backend);
+    let store = match open(&url).await {
+        Ok(store) => store,
+        Err(error @ StoreError::Unavailable { .. }) if !services_required() => {
+            eprintln!("SKIP {name} ({backend:?}): {error} — set KEEL_REQUIRE_SERVICES=1 to fail instead");
+            return;
+        }
+        Err(error) => panic!("cannot open the {backend:?} store: {error}"),
+    };
+    assert_eq!(store.backend(), format!("{backend:?}").to_lowercase());
+    let outcome = AssertUnwindSafe(case(Ctx { store, url })).catch_unwind().await;
+    place.remove().await;
+    if let Err(panic) = outcome {
+        std::panic::resume_unwind(panic);
+    }
+}
+
+macro_rules! conformance {
+    ($($case:ident),* $(,)?) => {
+        mod sqlite_conformance {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn $case() {
+                    crate::run(crate::Backend::Sqlite, stringify!($case), crate::cases::$case).await;
+                }
+            )*
+        }
+        mod postgres_conformance {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn $case() {
+                    crate::run(crate::Backend::Postgres, stringify!($case), crate::cases::$case).await;
+                }
+            )*
+        }
+        mod redis_conformance {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn $case() {
+                    crate::run(crate::Backend::Redis, stringify!($case), crate::cases::$case).await;
+                }
+            )*
+        }
+    };
+}
+
+conformance!(
+    health_answers,
+    create_and_get_round_trip,
+    create_with_a_taken_id_fails,
+    missing_sessions_are_reported,
+    ensure_session_creates_once,
+    append_assigns_seqs_and_bumps_counters,
+    idempotent_append_returns_the_stored_message,
+    messages_page_by_seq,
+    update_session_checks_the_version,
+    list_sessions_filters_and_pages,
+    delete_session_removes_messages,
+    partial_message_is_completed,
+    invalid_input_is_rejected,
+    reopen_keeps_everything,
+    concurrent_appends_are_gapless_and_exact,
+    concurrent_idempotent_retries_store_one_message,
+    concurrent_updates_have_one_winner,
+    concurrent_sessions_stay_apart,
+    two_stores_on_one_url_share_sessions,
+);
+
+mod cases {
+    use super::*;
+
+    fn now_millis() -> i64 {
+        i64::try_from(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis()).unwrap()
+    }
+
+    async fn session(store: &dyn Store, id: &str) -> Session {
+        store.get_session(id).await.unwrap().unwrap_or_else(|| panic!("session {id} missing"))
+    }
+
+    /// Every message of a session, checked to be seq 1..=n in order.
+    async fn all_messages(store: &dyn Store, id: &str) -> Vec<keel_session::Message> {
+        let messages = store.messages(id, 0, usize::MAX).await.unwrap();
+        let seqs: Vec<u64> = messages.iter().map(|m| m.seq).collect();
+        let expected: Vec<u64> = (1..=messages.len() as u64).collect();
+        assert_eq!(seqs, expected, "seqs of {id} must be 1..=n without gaps");
+        messages
+    }
+
+    pub(crate) async fn health_answers(ctx: Ctx) {
+        ctx.store.health().await.unwrap();
+    }
+
+    pub(crate) async fn create_and_get_round_trip(ctx: Ctx) {
+        let store = &*ctx.store;
+        let before = now_millis();
+        let metadata = json!({"agent": "support-bot", "tags": ["a", "b"], "nested": {"k": 1.5, "ü": null}});
+        let created = store
+            .create_session(
+                NewSession::new("s-1").with_owner("team-a").with_model("llama3.2").with_metadata(metadata.clone()),
+            )
+            .await
+            .unwrap();
+        assert_eq!(created.id, "s-1");
+        assert_eq!(created.owner.as_deref(), Some("team-a"));
+        assert_eq!(created.model.as_deref(), Some("llama3.2"));
+        assert_eq!(created.status, SessionStatus::Active);
+        assert_eq!((created.version, created.token_count, created.message_count), (1, 0, 0));
+        assert_eq!(created.metadata, metadata);
+        assert_eq!(created.created_at, created.updated_at);
+        assert!(created.created_at >= before && created.created_at <= now_millis() + 1);
+        assert_eq!(session(store, "s-1").await, created);
+
+        let plain = store.create_session(NewSession::generated()).await.unwrap();
+        let read = session(store, &plain.id).await;
+        assert_eq!(read, plain);
+        assert_eq!(read.owner, None);
+        assert_eq!(read.metadata, json!({}));
+    }
+
+    pub(crate) async fn create_with_a_taken_id_fails(ctx: Ctx) {
+        let store = &*ctx.store;
+        let first = store.create_session(NewSession::new("taken").with_owner("first")).await.unwrap();
+        let error = store.create_session(NewSession::new("taken").with_owner("second")).await.unwrap_err();
+        assert_eq!(error, StoreError::SessionExists { id: "taken".into() });
+        assert_eq!(session(store, "taken").await, first);
+    }
+
+    pub(crate) async fn missing_sessions_are_reported(ctx: Ctx) {
+        let store = &*ctx.store;
+        let missing = || StoreError::SessionNotFound { id: "nope".into() };
+        assert_eq!(store.get_session("nope").await.unwrap(), None);
+        assert_eq!(store.append("nope", NewMessage::user("hi")).await.unwrap_err(), missing());
+        assert_eq!(store.messages("nope", 0, 10).await.unwrap_err(), missing());
+        assert_eq!(store.update_session("nope", 1, SessionPatch::default()).await.unwrap_err(), missing());
+        assert_eq!(store.complete_message("nope", 1, MessageCompletion::default()).await.unwrap_err(), missing());
+        assert_eq!(store.message_by_key("nope", "k").await.unwrap(), None);
+        assert!(!store.delete_session("nope").await.unwrap());
+        assert_eq!(store.get_session("nope").await.unwrap(), None, "nothing was created on the way");
+    }
+
+    pub(crate) async fn ensure_session_creates_once(ctx: Ctx) {
+        let store = &ctx.store;
+        let first = store.ensure_session(NewSession::new("e").with_model("llama3.2")).await.unwrap();
+        assert_eq!(first.model.as_deref(), Some("llama3.2"));
+        let second = store.ensure_session(NewSession::new("e").with_model("other")).await.unwrap();
+        assert_eq!(second, first, "an existing session is returned unchanged");
+
+        // Racing ensures of a new id all see the one session that was created.
+        let tasks: Vec<_> = (0..8)
+            .map(|i| {
+                let store = Arc::clone(store);
+                tokio::spawn(async move {
+                    store.ensure_session(NewSession::new("race").with_owner(format!("o{i}"))).await.unwrap()
+                })
+            })
+            .collect();
+        let mut results = Vec::new();
+        for task in tasks {
+            results.push(task.await.unwrap());
+        }
+        let stored = session(&**store, "race").await;
+        for result in results {
+            assert_eq!(result, stored);
+        }
+    }
+
+    pub(crate) async fn append_assigns_seqs_and_bumps_counters(ctx: Ctx) {
+        let store = &*ctx.store;
+        let created = store.create_session(NewSession::new("chat")).await.unwrap();
+        let tool_calls = json!([{"function": {"name": "get_weather", "arguments": {"city": "Zürich"}}}]);
+        let inputs = vec![
+            NewMessage::new("system", "You are terse.").with_tokens(4),
+            NewMessage::user("Wetter in Zürich? 🌧").with_tokens(7),
+            NewMessage::assistant("").with_tool_calls(tool_calls.clone()).with_tokens(12),
+            NewMessage::new("tool", "{\"temp\": 11}").with_tokens(5),
+            NewMessage::assistant("11 °C, rain.\nTake an umbrella.").with_tokens(9),
+        ];
+        let mut appended = Vec::new();
+        for (i, input) in inputs.iter().enumerate() {
+            let message = store.append("chat", input.clone()).await.unwrap();
+            assert_eq!(message.seq, i as u64 + 1);
+            assert_eq!(message.session_id, "chat");
+            assert!(message.complete);
+            appended.push(message);
+        }
+        let stored = all_messages(store, "chat").await;
+        assert_eq!(stored, appended);
+        for (message, input) in stored.iter().zip(&inputs) {
+            assert_eq!((&message.role, &message.content), (&input.role, &input.content));
+            assert_eq!(message.tool_calls, input.tool_calls);
+            assert_eq!(message.token_count, input.token_count);
+        }
+        assert_eq!(stored[2].tool_calls, Some(tool_calls));
+        let after = session(store, "chat").await;
+        assert_eq!(after.version, created.version + 5);
+        assert_eq!(after.message_count, 5);
+        assert_eq!(after.token_count, 4 + 7 + 12 + 5 + 9);
+        assert!(after.updated_at >= created.updated_at);
+        assert_eq!(after.created_at, created.created_at);
+    }
+
+    pub(crate) async fn idempotent_append_returns_the_stored_message(ctx: Ctx) {
+        let store = &*ctx.store;
+        store.create_session(NewSession::new("idem")).await.unwrap();
+        store.create_session(NewSession::new("other")).await.unwrap();
+        let first =
+            store.append("idem", NewMessage::user("first").with_tokens(3).with_idempotency_key("req-1")).await.unwrap();
+        let before = session(store, "idem").await;
+        let retry = store
+            .append("idem", NewMessage::user("changed on retry").with_tokens(99).with_idempotency_key("req-1"))
+            .await
+            .unwrap();
+        assert_eq!(retry, first, "the stored message wins");
+        assert_eq!(session(store, "idem").await, before, "a replay changes nothing");
+        assert_eq!(store.message_by_key("idem", "req-1").await.unwrap(), Some(first.clone()));
+        assert_eq!(store.message_by_key("idem", "req-2").await.unwrap(), None);
+
+        let second = store.append("idem", NewMessage::user("second").with_idempotency_key("req-2")).await.unwrap();
+        assert_eq!(second.seq, 2);
+        // Keys are per session.
+        let elsewhere = store.append("other", NewMessage::user("x").with_idempotency_key("req-1")).await.unwrap();
+        assert_eq!((elsewhere.seq, elsewhere.content.as_str()), (1, "x"));
+        assert_eq!(all_messages(store, "idem").await.len(), 2);
+    }
+
+    pub(crate) async fn messages_page_by_seq(ctx: Ctx) {
+        let store = &*ctx.store;
+        store.create_session(NewSession::new("p")).await.unwrap();
+        assert_eq!(store.messages("p", 0, 10).await.unwrap(), vec![]);
+        for i in 1..=10 {
+            store.append("p", NewMessage::user(format!("m{i}"))).await.unwrap();
+        }
+        let seqs = |messages: Vec<keel_session::Message>| messages.iter().map(|m| m.seq).collect::<Vec<_>>();
+        assert_eq!(seqs(store.messages("p", 0, 3).await.unwrap()), [1, 2, 3]);
+        assert_eq!(seqs(store.messages("p", 3, 3).await.unwrap()), [4, 5, 6]);
+        assert_eq!(seqs(store.messages("p", 9, 5).await.unwrap()), [10]);
+        assert_eq!(seqs(store.messages("p", 10, 5).await.unwrap()), Vec::<u64>::new());
+        assert_eq!(seqs(store.messages("p", 0, 0).await.unwrap()), Vec::<u64>::new());
+        assert_eq!(seqs(store.messages("p", u64::MAX, 5).await.unwrap()), Vec::<u64>::new());
+        let all = store.messages("p", 0, usize::MAX).await.unwrap();
+        assert_eq!(all.len(), 10);
+        assert_eq!(all[6].content, "m7");
+    }
+
+    pub(crate) async fn update_session_checks_the_version(ctx: Ctx) {
+        let store = &*ctx.store;
+        let created = store.create_session(NewSession::new("u").with_owner("alice").with_model("m1")).await.unwrap();
+        let patch = SessionPatch {
+            owner: Some(None),
+            model: Some(Some("m2".into())),
+            status: Some(SessionStatus::Idle),
+            metadata: Some(json!({"note": "moved"})),
+        };
+        let updated = store.update_session("u", created.version, patch).await.unwrap();
+        assert_eq!(updated.version, created.version + 1);
+        assert_eq!(updated.owner, None);
+        assert_eq!(updated.model.as_deref(), Some("m2"));
+        assert_eq!(updated.status, SessionStatus::Idle);
+        assert_eq!(updated.metadata, json!({"note": "moved"}));
+        assert_eq!(session(store, "u").await, updated);
+
+        let stale = store.update_session("u", created.version, SessionPatch::status(SessionStatus::Ended)).await;
+        assert_eq!(stale.unwrap_err(), StoreError::Conflict { current_version: updated.version });
+
+        // An append moves the version too.
+        store.append("u", NewMessage::user("hi")).await.unwrap();
+        let stale = store.update_session("u", updated.version, SessionPatch::status(SessionStatus::Ended)).await;
+        assert_eq!(stale.unwrap_err(), StoreError::Conflict { current_version: updated.version + 1 });
+
+        let ended =
+            store.update_session("u", updated.version + 1, SessionPatch::status(SessionStatus::Ended)).await.unwrap();
+        assert_eq!(ended.status, SessionStatus::Ended);
+        assert_eq!(ended.model.as_deref(), Some("m2"), "fields not in the patch stay");
+        assert_eq!((ended.message_count, ended.token_count), (1, 0));
+        assert_eq!(session(store, "u").await, ended);
+    }
+
+    pub(crate) async fn list_sessions_filters_and_pages(ctx: Ctx) {
+        let store = &*ctx.store;
+        let specs = [
+            ("a1", "alice", "llama3.2", SessionStatus::Active),
+            ("a2", "alice", "qwen2.5", SessionStatus::Idle),
+            ("a3", "alice", "llama3.2", SessionStatus::Ended),
+            ("b1", "bob", "llama3.2", SessionStatus::Active),
+            ("b2", "bob", "qwen2.5", SessionStatus::TimedOut),
+            ("b3", "bob", "llama3.2", SessionStatus::Active),
+            ("c1", "carol", "llama3.2", SessionStatus::Active),
+        ];
+        for (id, owner, model, status) in specs {
+            store
+                .create_session(NewSession::new(id).with_owner(owner).with_model(model).with_status(status))
+                .await
+                .unwrap();
+        }
+        // A later append makes b1 the most recently updated.
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        store.append("b1", NewMessage::user("hi")).await.unwrap();
+
+        let ids = |page: keel_session::SessionPage| page.sessions.into_iter().map(|s| s.id).collect::<Vec<_>>();
+        let list =
+            |filter: SessionFilter| async move { ids(store.list_sessions(filter, Page::first(100)).await.unwrap()) };
+
+        let all = list(SessionFilter::default()).await;
+        assert_eq!(all.len(), 7);
+        assert_eq!(all[0], "b1");
+        // The order is updated_at descending, then id descending.
+        let mut expected: Vec<Session> = Vec::new();
+        for id in &all {
+            expected.push(session(store, id).await);
+        }
+        let mut sorted = expected.clone();
+        sorted.sort_by(|x, y| (y.updated_at, &y.id).cmp(&(x.updated_at, &x.id)));
+        assert_eq!(sorted, expected);
+
+        let by_owner = list(SessionFilter { owner: Some("alice".into()), ..SessionFilter::default() }).await;
+        assert_eq!(by_owner.into_iter().collect::<BTreeSet<_>>(), BTreeSet::from(["a1", "a2", "a3"].map(String::from)));
+        let active = list(SessionFilter { status: Some(SessionStatus::Active), ..SessionFilter::default() }).await;
+        assert_eq!(
+            active.into_iter().collect::<BTreeSet<_>>(),
+            BTreeSet::from(["a1", "b1", "b3", "c1"].map(String::from))
+        );
+        let filter = SessionFilter {
+            owner: Some("bob".into()),
+            model: Some("llama3.2".into()),
+            status: Some(SessionStatus::Active),
+            ..SessionFilter::default()
+        };
+        assert_eq!(
+            list(filter).await.into_iter().collect::<BTreeSet<_>>(),
+            BTreeSet::from(["b1", "b3"].map(String::from))
+        );
+        let b1 = session(store, "b1").await;
+        let recent = list(SessionFilter { updated_since: Some(b1.updated_at), ..SessionFilter::default() }).await;
+        assert_eq!(recent, ["b1"]);
+        assert_eq!(list(SessionFilter { owner: Some("nobody".into()), ..SessionFilter::default() }).await.len(), 0);
+
+        // Pages of 3 walk the same order without repeats or holes.
+        let mut walked = Vec::new();
+        let mut page = Page::first(3);
+        loop {
+            let result = store.list_sessions(SessionFilter::default(), page.clone()).await.unwrap();
+            assert!(result.sessions.len() <= 3);
+            walked.extend(result.sessions.into_iter().map(|s| s.id));
+            match result.next_cursor {
+                Some(cursor) => page = Page::after(cursor, 3),
+                None => break,
+            }
+        }
+        assert_eq!(walked, all);
+        // A filtered walk too.
+        let mut walked = Vec::new();
+        let mut page = Page::first(1);
+        let filter = SessionFilter { model: Some("llama3.2".into()), ..SessionFilter::default() };
+        loop {
+            let result = store.list_sessions(filter.clone(), page.clone()).await.unwrap();
+            walked.extend(result.sessions.into_iter().map(|s| s.id));
+            match result.next_cursor {
+                Some(cursor) => page = Page::after(cursor, 1),
+                None => break,
+            }
+        }
+        assert_eq!(walked, list(filter).await);
+        assert_eq!(walked.len(), 5);
+
+        assert!(matches!(
+            store.list_sessions(SessionFilter::default(), Page::first(0)).await,
+            Err(StoreError::InvalidInput(_))
+        ));
+        assert!(matches!(
+            store.list_sessions(SessionFilter::default(), Page::after("garbage", 3)).await,
+            Err(StoreError::InvalidInput(_))
+        ));
+    }
+
+    pub(crate) async fn delete_session_removes_messages(ctx: Ctx) {
+        let store = &*ctx.store;
+        store.create_session(NewSession::new("d")).await.unwrap();
+        store.create_session(NewSession::new("keep")).await.unwrap();
+        for i in 0..3 {
+            store.append("d", NewMessage::user(format!("m{i}")).with_idempotency_key(format!("k{i}"))).await.unwrap();
+        }
+        store.append("keep", NewMessage::user("stays")).await.unwrap();
+        assert!(store.delete_session("d").await.unwrap());
+        assert_eq!(store.get_session("d").await.unwrap(), None);
+        assert_eq!(store.messages("d", 0, 10).await.unwrap_err(), StoreError::SessionNotFound { id: "d".into() });
+        assert_eq!(store.message_by_key("d", "k0").await.unwrap(), None);
+        assert!(!store.delete_session("d").await.unwrap());
+        let listed = store.list_sessions(SessionFilter::default(), Page::first(10)).await.unwrap();
+        assert_eq!(listed.sessions.iter().map(|s| s.id.as_str()).collect::<Vec<_>>(), ["keep"]);
+
+        // The id can be used again, from scratch.
+        let again = store.create_session(NewSession::new("d")).await.unwrap();
+        assert_eq!((again.version, again.message_count), (1, 0));
+        let message = store.append("d", NewMessage::user("new").with_idempotency_key("k0")).await.unwrap();
+        assert_eq!((message.seq, message.content.as_str()), (1, "new"));
+        assert_eq!(all_messages(store, "keep").await.len(), 1);
+    }
+
+    pub(crate) async fn partial_message_is_completed(ctx: Ctx) {
+        let store = &*ctx.store;
+        store.create_session(NewSession::new("stream")).await.unwrap();
+        store.append("stream", NewMessage::user("tell me a story").with_tokens(4)).await.unwrap();
+        let partial =
+            store.append("stream", NewMessage::assistant("Once upon").with_tokens(2).partial()).await.unwrap();
+        assert!(!partial.complete);
+        assert_eq!(session(store, "stream").await.token_count, 6);
+        assert!(!all_messages(store, "stream").await[1].complete);
+
+        let before = session(store, "stream").await;
+        let done = store
+            .complete_message(
+                "stream",
+                partial.seq,
+                MessageCompletion { content: Some("Once upon a time, the end.".into()), token_count: Some(8) },
+            )
+            .await
+            .unwrap();
+        assert!(done.complete);
+        assert_eq!((done.seq, done.content.as_str(), done.token_count), (2, "Once upon a time, the end.", 8));
+        assert_eq!(all_messages(store, "stream").await[1], done);
+        let after = session(store, "stream").await;
+        assert_eq!(after.token_count, 12);
+        assert_eq!(after.version, before.version + 1);
+        assert_eq!(after.message_count, 2);
+
+        // Completing again changes nothing.
+        let again = store.complete_message("stream", 2, MessageCompletion::default()).await.unwrap();
+        assert_eq!(again, done);
+        assert_eq!(session(store, "stream").await, after);
+        // Only the flag.
+        let partial = store.append("stream", NewMessage::assistant("cut").with_tokens(1).partial()).await.unwrap();
+        let flagged = store.complete_message("stream", partial.seq, MessageCompletion::default()).await.unwrap();
+        assert_eq!((flagged.content.as_str(), flagged.token_count, flagged.complete), ("cut", 1, true));
+        assert_eq!(session(store, "stream").await.token_count, 13);
+
+        assert_eq!(
+            store.complete_message("stream", 9, MessageCompletion::default()).await.unwrap_err(),
+            StoreError::MessageNotFound { id: "stream".into(), seq: 9 }
+        );
+    }
+
+    pub(crate) async fn invalid_input_is_rejected(ctx: Ctx) {
+        let store = &*ctx.store;
+        fn invalid<T>(result: Result<T, StoreError>) -> bool {
+            matches!(result, Err(StoreError::InvalidInput(_)))
+        }
+        assert!(invalid(store.create_session(NewSession::new("")).await));
+        assert!(invalid(store.create_session(NewSession::new("a\u{0}b")).await));
+        assert!(invalid(store.create_session(NewSession::new("x".repeat(256))).await));
+        assert!(invalid(store.get_session("").await));
+        store.create_session(NewSession::new("x".repeat(255))).await.unwrap();
+        store.create_session(NewSession::new("ok")).await.unwrap();
+        assert!(invalid(store.append("ok", NewMessage::user("m").with_idempotency_key("")).await));
+        assert!(invalid(store.append("ok", NewMessage::user("m").with_tokens(u64::MAX)).await));
+        assert!(invalid(store.message_by_key("ok", "").await));
+        assert_eq!(session(store, "ok").await.version, 1, "nothing was appended");
+    }
+
+    pub(crate) async fn reopen_keeps_everything(ctx: Ctx) {
+        let Ctx { store, url } = ctx;
+        store.create_session(NewSession::new("r").with_owner("o").with_metadata(json!({"x": [1, 2]}))).await.unwrap();
+        for i in 0..20 {
+            store
+                .append("r", NewMessage::user(format!("m{i}")).with_tokens(i).with_idempotency_key(format!("k{i}")))
+                .await
+                .unwrap();
+        }
+        let before_session = session(&*store, "r").await;
+        let before_messages = all_messages(&*store, "r").await;
+        drop(store);
+        let store = open(&url).await.unwrap();
+        assert_eq!(session(&*store, "r").await, before_session);
+        assert_eq!(all_messages(&*store, "r").await, before_messages);
+        let retry = store.append("r", NewMessage::user("again").with_idempotency_key("k7")).await.unwrap();
+        assert_eq!(retry, before_messages[7]);
+        assert_eq!(store.append("r", NewMessage::user("next")).await.unwrap().seq, 21);
+    }
+
+    pub(crate) async fn concurrent_appends_are_gapless_and_exact(ctx: Ctx) {
+        const WRITERS: u64 = 8;
+        const EACH: u64 = 25;
+        let store = ctx.store;
+        let created = store.create_session(NewSession::new("hot")).await.unwrap();
+        let tasks: Vec<_> = (0..WRITERS)
+            .map(|writer| {
+                let store = Arc::clone(&store);
+                tokio::spawn(async move {
+                    let mut seqs = Vec::new();
+                    for i in 0..EACH {
+                        let message = NewMessage::user(format!("w{writer}-{i}")).with_tokens(writer + 1);
+                        seqs.push(store.append("hot", message).await.unwrap().seq);
+                    }
+                    seqs
+                })
+            })
+            .collect();
+        let mut acknowledged = BTreeSet::new();
+        for (writer, task) in tasks.into_iter().enumerate() {
+            let seqs = task.await.unwrap();
+            assert!(seqs.windows(2).all(|pair| pair[0] < pair[1]), "writer {writer} saw seqs go back: {seqs:?}");
+            for seq in seqs {
+                assert!(acknowledged.insert(seq), "seq {seq} acknowledged twice");
+            }
+        }
+        let total = WRITERS * EACH;
+        assert_eq!(acknowledged, (1..=total).collect());
+        let messages = all_messages(&*store, "hot").await;
+        assert_eq!(messages.len() as u64, total);
+        // No loss, no duplicate, and each writer's messages in its own order.
+        let mut next_of_writer: HashMap<String, u64> = HashMap::new();
+        for message in &messages {
+            let (writer, i) = message.content.split_once('-').unwrap();
+            let expected = next_of_writer.entry(writer.to_owned()).or_insert(0);
+            assert_eq!(i.parse::<u64>().unwrap(), *expected, "order of {writer}");
+            *expected += 1;
+        }
+        assert!(next_of_writer.values().all(|count| *count == EACH));
+        let after = session(&*store, "hot").await;
+        assert_eq!(after.message_count, total);
+        assert_eq!(after.version, created.version + total);
+        assert_eq!(after.token_count, EACH * (1..=WRITERS).sum::<u64>());
+    }
+
+    pub(crate) async fn concurrent_idempotent_retries_store_one_message(ctx: Ctx) {
+        let store = ctx.store;
+        store.create_session(NewSession::new("retry")).await.unwrap();
+        // 4 requests, each retried 8 times at once.
+        let tasks: Vec<_> = (0..32u64)
+            .map(|i| {
+                let store = Arc::clone(&store);
+                tokio::spawn(async move {
+                    let request = i % 4;
+                    let message = NewMessage::user(format!("request {request}"))
+                        .with_tokens(10)
+                        .with_idempotency_key(format!("req-{request}"));
+                    (request, store.append("retry", message).await.unwrap())
+                })
+            })
+            .collect();
+        let mut by_request: HashMap<u64, keel_session::Message> = HashMap::new();
+        for task in tasks {
+            let (request, message) = task.await.unwrap();
+            let first = by_request.entry(request).or_insert_with(|| message.clone());
+            assert_eq!(*first, message, "every retry of request {request} gets the same message");
+        }
+        let messages = all_messages(&*store, "retry").await;
+        assert_eq!(messages.len(), 4);
+        let after = session(&*store, "retry").await;
+        assert_eq!((after.message_count, after.token_count, after.version), (4, 40, 5));
+        for (request, message) in by_request {
+            assert_eq!(messages[message.seq as usize - 1], message);
+            assert_eq!(message.idempotency_key, Some(format!("req-{request}")));
+        }
+    }
+
+    pub(crate) async fn concurrent_updates_have_one_winner(ctx: Ctx) {
+        let store = ctx.store;
+        let created = store.create_session(NewSession::new("cas")).await.unwrap();
+        let tasks: Vec<_> = (0..8)
+            .map(|i| {
+                let store = Arc::clone(&store);
+                tokio::spawn(async move {
+                    let patch = SessionPatch { owner: Some(Some(format!("owner-{i}"))), ..SessionPatch::default() };
+                    store.update_session("cas", created.version, patch).await
+                })
+            })
+            .collect();
+        let mut winners = Vec::new();
+        for task in tasks {
+            match task.await.unwrap() {
+                Ok(session) => winners.push(session),
+                Err(StoreError::Conflict { current_version }) => assert_eq!(current_version, created.version + 1),
+                Err(other) => panic!("unexpected {other}"),
+            }
+        }
+        assert_eq!(winners.len(), 1);
+        assert_eq!(session(&*store, "cas").await, winners[0]);
+    }
+
+    pub(crate) async fn concurrent_sessions_stay_apart(ctx: Ctx) {
+        let store = ctx.store;
+        for s in 0..4 {
+            store.create_session(NewSession::new(format!("s{s}"))).await.unwrap();
+        }
+        let tasks: Vec<_> = (0..16u64)
+            .map(|task| {
+                let store = Arc::clone(&store);
+                tokio::spawn(async move {
+                    for i in 0..10 {
+                        let id = format!("s{}", (task + i) % 4);
+                        store.append(&id, NewMessage::user(format!("t{task}-{i}")).with_tokens(1)).await.unwrap();
+                    }
+                })
+            })
+            .collect();
+        for task in tasks {
+            task.await.unwrap();
+        }
+        for s in 0..4 {
+            let id = format!("s{s}");
+            let messages = all_messages(&*store, &id).await;
+            assert_eq!(messages.len(), 40);
+            assert!(messages.iter().all(|m| m.session_id == id));
+            let after = session(&*store, &id).await;
+            assert_eq!((after.message_count, after.token_count, after.version), (40, 40, 41));
+        }
+    }
+
+    pub(crate) async fn two_stores_on_one_url_share_sessions(ctx: Ctx) {
+        // Two stores on one URL, as two keel processes would have.
+        let first = ctx.store;
+        let second = open(&ctx.url).await.unwrap();
+        first.create_session(NewSession::new("shared")).await.unwrap();
+        assert!(second.get_session("shared").await.unwrap().is_some());
+        let tasks: Vec<_> = [Arc::clone(&first), Arc::clone(&second)]
+            .into_iter()
+            .enumerate()
+            .flat_map(|(n, store)| {
+                (0..4).map(move |writer| {
+                    let store = Arc::clone(&store);
+                    tokio::spawn(async move {
+                        for i in 0..10 {
+                            let key = format!("{writer}-{i}");
+                            let message = NewMessage::user(format!("store{n}-{key}")).with_idempotency_key(key);
+                            store.append("shared", message).await.unwrap();
+                        }
+                    })
+                })
+            })
+            .collect();
+        for task in tasks {
+            task.await.unwrap();
+        }
+        // Both stores' writers used the same 40 keys: 40 messages, whichever store won each key.
+        let messages = all_messages(&*second, "shared").await;
+        assert_eq!(messages.len(), 40);
+        assert_eq!(all_messages(&*first, "shared").await, messages);
+        let keys: BTreeSet<_> = messages.iter().map(|m| m.idempotency_key.clone().unwrap()).collect();
+        assert_eq!(keys.len(), 40);
+        assert_eq!(session(&*first, "shared").await.version, 41);
+    }
+}
