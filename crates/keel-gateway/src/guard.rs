@@ -28,6 +28,7 @@ use keel_repair::{CompiledSchema, RepairError};
 use keel_types::{FailureClass, TargetId};
 use serde_json::{Map, Value, json};
 
+use crate::answer::Kind;
 use crate::endpoint::Endpoint;
 use crate::error::{InDialect, ProxyError};
 use crate::proxy::{Call, Forward, Payload, record, send};
@@ -41,82 +42,6 @@ const KEEL_ATTEMPTS: http::HeaderName = http::HeaderName::from_static("x-keel-at
 const KEEL_TARGET: http::HeaderName = http::HeaderName::from_static("x-keel-target");
 /// How much of a bad answer is quoted back to the model in a re-ask.
 const QUOTED_ANSWER_CHARS: usize = 4000;
-
-/// The endpoints the guard understands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Kind {
-    /// `/api/chat`: the text is `message.content`.
-    OllamaChat,
-    /// `/api/generate`: the text is `response`.
-    OllamaGenerate,
-    /// `/v1/chat/completions`: the text is `choices[0].message.content`.
-    OpenAiChat,
-}
-
-impl Kind {
-    fn of(endpoint: Endpoint) -> Option<Kind> {
-        match endpoint.label {
-            "/api/chat" => Some(Kind::OllamaChat),
-            "/api/generate" => Some(Kind::OllamaGenerate),
-            "/v1/chat/completions" => Some(Kind::OpenAiChat),
-            _ => None,
-        }
-    }
-
-    /// The JSON Schema the request asks for: `Some(None)` for "any JSON", `None` when the request
-    /// does not ask for structured output.
-    fn requested_schema(self, body: &Map<String, Value>) -> Option<Option<Value>> {
-        match self {
-            Kind::OllamaChat | Kind::OllamaGenerate => match body.get("format")? {
-                Value::String(format) if format == "json" => Some(None),
-                schema @ Value::Object(_) => Some(Some(schema.clone())),
-                _ => None,
-            },
-            Kind::OpenAiChat => {
-                let format = body.get("response_format")?.as_object()?;
-                match format.get("type")?.as_str()? {
-                    "json_object" => Some(None),
-                    "json_schema" => Some(format.get("json_schema").and_then(|s| s.get("schema")).cloned()),
-                    _ => None,
-                }
-            }
-        }
-    }
-
-    /// True for a request that only loads or unloads a model (no prompt): nothing to validate.
-    fn is_load_only(self, body: &Map<String, Value>) -> bool {
-        match self {
-            Kind::OllamaChat | Kind::OpenAiChat => {
-                body.get("messages").and_then(Value::as_array).is_none_or(|messages| messages.is_empty())
-            }
-            Kind::OllamaGenerate => body.get("prompt").and_then(Value::as_str).is_none_or(str::is_empty),
-        }
-    }
-
-    /// The answer's text and whether it called tools instead of answering in text.
-    fn content(self, answer: &Value) -> (Option<&str>, bool) {
-        let message = match self {
-            Kind::OllamaChat => answer.get("message"),
-            Kind::OpenAiChat => answer.pointer("/choices/0/message"),
-            Kind::OllamaGenerate => return (answer.get("response").and_then(Value::as_str), false),
-        };
-        let Some(message) = message else { return (None, false) };
-        let tools = message.get("tool_calls").and_then(Value::as_array).is_some_and(|calls| !calls.is_empty());
-        (message.get("content").and_then(Value::as_str), tools)
-    }
-
-    /// Replaces the answer's text.
-    fn set_content(self, answer: &mut Value, text: &str) {
-        let slot = match self {
-            Kind::OllamaChat => answer.pointer_mut("/message/content"),
-            Kind::OpenAiChat => answer.pointer_mut("/choices/0/message/content"),
-            Kind::OllamaGenerate => answer.get_mut("response"),
-        };
-        if let Some(slot) = slot {
-            *slot = Value::String(text.to_owned());
-        }
-    }
-}
 
 /// A request that asks for structured output, as the guard handles it.
 pub(crate) struct Structured {
@@ -411,40 +336,8 @@ fn canned(structured: &Structured, schema: Option<&CompiledSchema>, model: &str,
         }
     }
     let text = value.to_string();
-    let answer = synthetic_answer(structured.kind, model, &text);
+    let answer = crate::answer::synthetic(structured.kind, model, &text);
     Some(respond(structured, answer, Some(HeaderValue::from_static("keel:canned")), "canned".into(), trail.attempts))
-}
-
-/// A complete non-streamed answer in the client's dialect, for text keel supplies itself.
-fn synthetic_answer(kind: Kind, model: &str, text: &str) -> Value {
-    match kind {
-        Kind::OllamaChat => json!({
-            "model": model,
-            "created_at": keel_upstream::translate::now_rfc3339(),
-            "message": {"role": "assistant", "content": text},
-            "done_reason": "stop",
-            "done": true,
-        }),
-        Kind::OllamaGenerate => json!({
-            "model": model,
-            "created_at": keel_upstream::translate::now_rfc3339(),
-            "response": text,
-            "done_reason": "stop",
-            "done": true,
-        }),
-        Kind::OpenAiChat => json!({
-            "id": format!("chatcmpl-keel-{}", uuid::Uuid::new_v4().simple()),
-            "object": "chat.completion",
-            "created": unix_now(),
-            "model": model,
-            "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}],
-            "usage": {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0},
-        }),
-    }
-}
-
-fn unix_now() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }
 
 /// The final answer, whole or re-streamed as the client asked.
@@ -456,7 +349,7 @@ fn respond(
     attempts: u32,
 ) -> Response {
     let (content_type, body) = if structured.stream {
-        stream_chunks(structured, answer)
+        crate::answer::stream_chunks(structured.kind, structured.include_usage, answer)
     } else {
         ("application/json; charset=utf-8", Bytes::from(answer.to_string()))
     };
@@ -475,154 +368,9 @@ fn respond(
     response
 }
 
-/// A validated whole answer as the stream the client asked for: the text in one chunk, then the
-/// final chunk with the statistics (Ollama NDJSON), or OpenAI SSE ending in `[DONE]`.
-fn stream_chunks(structured: &Structured, answer: Value) -> (&'static str, Bytes) {
-    let (text, _) = structured.kind.content(&answer);
-    let text = text.unwrap_or_default().to_owned();
-    let mut out = Vec::with_capacity(text.len() * 2 + 512);
-    match structured.kind {
-        Kind::OllamaChat | Kind::OllamaGenerate => {
-            let mut first = Map::new();
-            for key in ["model", "created_at"] {
-                if let Some(value) = answer.get(key) {
-                    first.insert(key.into(), value.clone());
-                }
-            }
-            let mut last = answer;
-            if structured.kind == Kind::OllamaChat {
-                let role = last.pointer("/message/role").cloned().unwrap_or_else(|| json!("assistant"));
-                let mut message = json!({"role": role, "content": text});
-                if let Some(thinking) = last.pointer("/message/thinking") {
-                    message["thinking"] = thinking.clone();
-                }
-                first.insert("message".into(), message);
-                if let Some(Value::Object(message)) = last.get_mut("message") {
-                    message.insert("content".into(), json!(""));
-                    message.remove("thinking");
-                }
-            } else {
-                first.insert("response".into(), json!(text));
-                last["response"] = json!("");
-            }
-            first.insert("done".into(), json!(false));
-            push_line(&mut out, &Value::Object(first));
-            push_line(&mut out, &last);
-            ("application/x-ndjson", Bytes::from(out))
-        }
-        Kind::OpenAiChat => {
-            let finish = answer.pointer("/choices/0/finish_reason").cloned().unwrap_or_else(|| json!("stop"));
-            let mut chunk = Map::new();
-            for key in ["id", "created", "model", "system_fingerprint"] {
-                if let Some(value) = answer.get(key) {
-                    chunk.insert(key.into(), value.clone());
-                }
-            }
-            chunk.insert("object".into(), json!("chat.completion.chunk"));
-            if structured.include_usage {
-                chunk.insert("usage".into(), Value::Null);
-            }
-            let mut first = chunk.clone();
-            first.insert(
-                "choices".into(),
-                json!([{"index": 0, "delta": {"role": "assistant", "content": text}, "finish_reason": null}]),
-            );
-            push_event(&mut out, &Value::Object(first));
-            let mut last = chunk.clone();
-            last.insert("choices".into(), json!([{"index": 0, "delta": {}, "finish_reason": finish}]));
-            push_event(&mut out, &Value::Object(last));
-            if structured.include_usage {
-                let mut usage = chunk;
-                usage.insert("choices".into(), json!([]));
-                usage.insert("usage".into(), answer.get("usage").cloned().unwrap_or(Value::Null));
-                push_event(&mut out, &Value::Object(usage));
-            }
-            out.extend_from_slice(b"data: [DONE]\n\n");
-            ("text/event-stream", Bytes::from(out))
-        }
-    }
-}
-
-fn push_line(out: &mut Vec<u8>, value: &Value) {
-    out.extend_from_slice(value.to_string().as_bytes());
-    out.push(b'\n');
-}
-
-fn push_event(out: &mut Vec<u8>, value: &Value) {
-    out.extend_from_slice(b"data: ");
-    out.extend_from_slice(value.to_string().as_bytes());
-    out.extend_from_slice(b"\n\n");
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn structured(kind: Kind, stream: bool) -> Structured {
-        Structured { kind, body: Map::new(), schema: None, canned: None, stream, include_usage: true }
-    }
-
-    #[test]
-    fn requested_schema_per_dialect() {
-        let body = |v: Value| v.as_object().cloned().unwrap();
-        assert_eq!(Kind::OllamaChat.requested_schema(&body(json!({"format": "json"}))), Some(None));
-        assert_eq!(
-            Kind::OllamaGenerate.requested_schema(&body(json!({"format": {"type": "object"}}))),
-            Some(Some(json!({"type": "object"})))
-        );
-        assert_eq!(Kind::OllamaChat.requested_schema(&body(json!({"format": ""}))), None);
-        assert_eq!(Kind::OllamaChat.requested_schema(&body(json!({}))), None);
-        let rf = |t: Value| body(json!({"response_format": t}));
-        assert_eq!(Kind::OpenAiChat.requested_schema(&rf(json!({"type": "json_object"}))), Some(None));
-        assert_eq!(Kind::OpenAiChat.requested_schema(&rf(json!({"type": "text"}))), None);
-        assert_eq!(
-            Kind::OpenAiChat.requested_schema(&rf(
-                json!({"type": "json_schema", "json_schema": {"name": "x", "schema": {"type": "array"}}})
-            )),
-            Some(Some(json!({"type": "array"})))
-        );
-    }
-
-    #[test]
-    fn content_and_tool_calls() {
-        let chat = json!({"message": {"role": "assistant", "content": "{}", "tool_calls": [{"function": {}}]}});
-        assert_eq!(Kind::OllamaChat.content(&chat), (Some("{}"), true));
-        let openai = json!({"choices": [{"message": {"content": "[1]"}}]});
-        assert_eq!(Kind::OpenAiChat.content(&openai), (Some("[1]"), false));
-        let mut generate = json!({"response": "x"});
-        Kind::OllamaGenerate.set_content(&mut generate, "{\"a\":1}");
-        assert_eq!(generate["response"], "{\"a\":1}");
-    }
-
-    #[test]
-    fn ollama_stream_is_text_then_final_stats() {
-        let answer = json!({"model": "m", "created_at": "t", "message": {"role": "assistant", "content": "{\"a\":1}"},
-            "done": true, "done_reason": "stop", "eval_count": 3});
-        let (content_type, body) = stream_chunks(&structured(Kind::OllamaChat, true), answer);
-        assert_eq!(content_type, "application/x-ndjson");
-        let lines: Vec<Value> =
-            std::str::from_utf8(&body).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
-        assert_eq!(lines.len(), 2);
-        assert_eq!(lines[0]["message"]["content"], "{\"a\":1}");
-        assert_eq!(lines[0]["done"], false);
-        assert_eq!(lines[1]["message"]["content"], "");
-        assert_eq!(lines[1]["done"], true);
-        assert_eq!(lines[1]["eval_count"], 3);
-    }
-
-    #[test]
-    fn openai_stream_ends_with_usage_and_done() {
-        let answer = synthetic_answer(Kind::OpenAiChat, "m", "{\"ok\":true}");
-        let (content_type, body) = stream_chunks(&structured(Kind::OpenAiChat, true), answer);
-        assert_eq!(content_type, "text/event-stream");
-        let text = std::str::from_utf8(&body).unwrap();
-        let events: Vec<&str> = text.split("\n\n").filter(|e| !e.is_empty()).collect();
-        assert_eq!(events.len(), 4);
-        assert!(events[0].contains(r#""content":"{\"ok\":true}""#));
-        assert!(events[1].contains(r#""finish_reason":"stop""#));
-        assert!(events[2].contains(r#""total_tokens":0"#));
-        assert_eq!(events[3], "data: [DONE]");
-    }
 
     #[test]
     fn trail_header_names_every_step() {

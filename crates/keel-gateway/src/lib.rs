@@ -14,6 +14,7 @@
 pub mod config;
 
 mod admin;
+mod answer;
 mod auth;
 mod bridge;
 mod endpoint;
