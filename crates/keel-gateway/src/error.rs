@@ -65,6 +65,15 @@ pub enum ProxyError {
     /// The request's `format` / `response_format` schema is not a JSON Schema.
     #[error("the structured-output schema in the request is invalid: {0}")]
     BadSchema(String),
+    /// The session headers are malformed or used on an endpoint without sessions.
+    #[error("{0}")]
+    BadSession(String),
+    /// The request names a session but keel runs without a store.
+    #[error("this keel runs without a session store, so X-Keel-Session cannot be used; set [store] url")]
+    NoStore,
+    /// The session store failed.
+    #[error("the session store is unavailable: {0}; retry the request")]
+    Store(String),
     /// No or an unknown API key.
     #[error("missing or invalid API key: send `Authorization: Bearer <key>` with a key from keel.toml [auth]")]
     Unauthorized,
@@ -87,6 +96,8 @@ impl ProxyError {
                 StatusCode::BAD_REQUEST
             }
             ProxyError::InvalidOutput { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+            ProxyError::BadSession(_) => StatusCode::BAD_REQUEST,
+            ProxyError::NoStore | ProxyError::Store(_) => StatusCode::SERVICE_UNAVAILABLE,
             ProxyError::NoRoute(_) => StatusCode::NOT_FOUND,
             ProxyError::Upstream(err) => err.status(),
             ProxyError::AllTargetsUnavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,

@@ -29,6 +29,7 @@ mod resume;
 mod retry;
 mod routing;
 mod server;
+mod session;
 mod shared;
 mod state;
 

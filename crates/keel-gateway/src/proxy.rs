@@ -74,9 +74,14 @@ pub(crate) async fn proxy(State(gateway): State<Gateway>, request: Request) -> R
                     hold_permit: false,
                     continuing: None,
                 };
-                match crate::guard::Structured::detect(&gateway, endpoint, &forward) {
-                    Some(structured) => crate::guard::guard(&gateway, call, endpoint, forward, structured).await,
-                    None => send(&gateway, call, endpoint, forward).await.response,
+                let session = crate::session::SessionRequest::detect(endpoint, &call.headers);
+                match session {
+                    Some(Ok(session)) => crate::session::handle(&gateway, call, endpoint, forward, session).await,
+                    Some(Err(err)) => InDialect(endpoint.dialect, err).into_response(),
+                    None => match crate::guard::Structured::detect(&gateway, endpoint, &forward) {
+                        Some(structured) => crate::guard::guard(&gateway, call, endpoint, forward, structured).await,
+                        None => send(&gateway, call, endpoint, forward).await.response,
+                    },
                 }
             }
             Err(err) => {

@@ -110,11 +110,13 @@ pub(crate) struct Tap {
     pub(crate) text: String,
     /// The final chunk (`done: true`, or `[DONE]`) was passed on: nothing left to continue.
     pub(crate) finished: bool,
+    /// Tokens the server reported for the answer (`eval_count`, or `usage.completion_tokens`).
+    pub(crate) answer_tokens: Option<u64>,
 }
 
 impl Tap {
     pub(crate) fn new(framing: TapFraming) -> Tap {
-        Tap { framing, partial_line: Vec::new(), text: String::new(), finished: false }
+        Tap { framing, partial_line: Vec::new(), text: String::new(), finished: false, answer_tokens: None }
     }
 
     /// Takes a chunk; hands back the complete lines to pass on (a line's start is held until its
@@ -160,6 +162,10 @@ impl Tap {
         if let Some(error) = value.get("error") {
             let message = error.get("message").unwrap_or(error);
             return Some(message.as_str().map_or_else(|| message.to_string(), str::to_owned));
+        }
+        let tokens = value.get("eval_count").or_else(|| value.pointer("/usage/completion_tokens"));
+        if let Some(tokens) = tokens.and_then(Value::as_u64) {
+            self.answer_tokens = Some(tokens);
         }
         let content = match self.framing {
             TapFraming::NdJson => {

@@ -73,11 +73,24 @@ pub(crate) struct Inner {
     pub(crate) health: Mutex<BTreeMap<String, crate::health::UpstreamHealth>>,
     /// The structured-output repair engine (its compiled-schema cache is shared by all threads).
     pub(crate) repairer: keel_repair::Repairer,
+    /// The durable store of sessions (`X-Keel-Session`); `None` when keel runs without one.
+    pub(crate) store: Option<Arc<dyn keel_session::Store>>,
 }
 
 impl Gateway {
-    /// Builds the gateway from a validated config.
+    /// Builds the gateway from a validated config, without a session store (requests with
+    /// `X-Keel-Session` are refused with 503).
     pub fn new(config: Config) -> Result<Gateway, GatewayError> {
+        Gateway::build(config, None)
+    }
+
+    /// Builds the gateway with the durable store for sessions, opened from
+    /// `config.store_url` with [`keel_session::open`].
+    pub fn with_store(config: Config, store: Arc<dyn keel_session::Store>) -> Result<Gateway, GatewayError> {
+        Gateway::build(config, Some(store))
+    }
+
+    fn build(config: Config, store: Option<Arc<dyn keel_session::Store>>) -> Result<Gateway, GatewayError> {
         let upstreams = build_upstreams(&config)?;
         // Make sure the recorder exists before the first request so /metrics is never empty.
         let _ = keel_telemetry::prometheus();
@@ -97,6 +110,7 @@ impl Gateway {
                 health: Mutex::new(BTreeMap::new()),
                 retry_budget: crate::retry::RetryBudget::new(config_retry.0, config_retry.1),
                 repairer: keel_repair::Repairer::new(),
+                store,
             }),
             upstreams,
         })
@@ -217,6 +231,9 @@ pub fn app(gateway: Gateway) -> Router {
         .route("/keel/status", get(admin::status))
         .route("/metrics", get(admin::metrics))
         .route("/keel/breakers/{target}/{action}", axum::routing::post(admin::breaker_action))
+        .route("/keel/sessions", get(crate::session::admin::list))
+        .route("/keel/sessions/{id}", get(crate::session::admin::show).delete(crate::session::admin::delete))
+        .route("/keel/sessions/{id}/messages", get(crate::session::admin::messages))
         .fallback(any(proxy::proxy));
     // Without [auth] there is nothing to check: no layer, no per-request cost.
     let router = match gateway.config().auth {

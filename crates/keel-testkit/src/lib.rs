@@ -55,6 +55,8 @@ pub struct TestGateway {
     addr: SocketAddr,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<()>>,
+    /// The test's own SQLite store directory (removed on drop), when the config used the default.
+    store_dir: Option<PathBuf>,
 }
 
 impl TestGateway {
@@ -69,7 +71,23 @@ impl TestGateway {
             Ok(addr) => addr,
             Err(err) => panic!("no local addr: {err}"),
         };
-        let gateway = match Gateway::new(config) {
+        // The default store would be ./keel.db: each test gateway gets its own file instead.
+        let (store_url, store_dir) = if config.store_url == "sqlite://keel.db" {
+            static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+            let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let dir = std::env::temp_dir().join(format!("keel-test-{}-{n}", std::process::id()));
+            if let Err(err) = std::fs::create_dir_all(&dir) {
+                panic!("cannot create {}: {err}", dir.display());
+            }
+            (format!("sqlite://{}", dir.join("keel.db").display()), Some(dir))
+        } else {
+            (config.store_url.clone(), None)
+        };
+        let store = match keel_session::open(&store_url).await {
+            Ok(store) => store,
+            Err(err) => panic!("cannot open the test store {store_url}: {err}"),
+        };
+        let gateway = match Gateway::with_store(config, store) {
             Ok(gateway) => gateway,
             Err(err) => panic!("cannot build gateway: {err}"),
         };
@@ -80,7 +98,7 @@ impl TestGateway {
             })
             .await;
         });
-        TestGateway { addr, stop: Some(stop), task: Some(task) }
+        TestGateway { addr, stop: Some(stop), task: Some(task), store_dir }
     }
 
     /// The listening address.
@@ -122,6 +140,9 @@ impl Drop for TestGateway {
     fn drop(&mut self) {
         if let Some(task) = self.task.take() {
             task.abort();
+        }
+        if let Some(dir) = self.store_dir.take() {
+            let _ = std::fs::remove_dir_all(dir);
         }
     }
 }

@@ -84,6 +84,8 @@ pub struct Config {
     pub retry: raw::RawRetry,
     /// Structured-output guard.
     pub guard: GuardConfig,
+    /// Durable sessions.
+    pub sessions: raw::RawSessions,
     /// API keys; `None` means no authentication.
     pub auth: Option<AuthConfig>,
     /// Log format and filter.
@@ -352,6 +354,7 @@ impl Config {
             breaker: raw.breaker,
             retry: raw.retry,
             guard,
+            sessions: raw.sessions,
             auth,
             log: LogConfig { format, level: raw.log.level },
         })

@@ -26,6 +26,8 @@ pub struct RawConfig {
     pub retry: RawRetry,
     /// `[guard]`: structured output (validate, repair, re-ask, fall back, canned answer).
     pub guard: RawGuard,
+    /// `[sessions]`: durable conversations (`X-Keel-Session`).
+    pub sessions: RawSessions,
     /// `[auth]`; absent means no keys are required (and keel then only listens on loopback).
     pub auth: Option<RawAuth>,
     /// `[log]`
@@ -166,6 +168,22 @@ pub struct RawGuard {
 impl Default for RawGuard {
     fn default() -> RawGuard {
         RawGuard { enabled: true, reasks: 1, stream: GuardStream::Buffer, max_answer: "8MiB".into() }
+    }
+}
+
+/// `[sessions]`: how keel keeps conversations for clients that send `X-Keel-Session`.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawSessions {
+    /// The most context (in tokens, estimated at 4 bytes per token when the model did not report
+    /// a count) keel sends with a managed session's request: system messages and the newest
+    /// messages that fit (a sliding window). 0 means no limit.
+    pub max_context_tokens: u64,
+}
+
+impl Default for RawSessions {
+    fn default() -> RawSessions {
+        RawSessions { max_context_tokens: 8192 }
     }
 }
 

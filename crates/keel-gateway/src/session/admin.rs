@@ -1,0 +1,110 @@
+//! The sessions admin API: list, show, messages, delete (`/keel/sessions…`, `admin` scope).
+
+use axum::Json;
+use axum::extract::{Path, Query, State};
+use axum::response::{IntoResponse, Response};
+use http::StatusCode;
+use keel_session::{Page, SessionFilter, SessionStatus};
+use serde::Deserialize;
+use serde_json::json;
+
+use super::SharedStore;
+use crate::state::Gateway;
+
+/// Most sessions or messages one call returns.
+const MAX_LIMIT: usize = 10_000;
+
+/// `GET /keel/sessions` query.
+#[derive(Debug, Deserialize)]
+pub(crate) struct ListQuery {
+    owner: Option<String>,
+    status: Option<String>,
+    model: Option<String>,
+    /// Unix milliseconds.
+    updated_since: Option<i64>,
+    limit: Option<usize>,
+    cursor: Option<String>,
+}
+
+/// `GET /keel/sessions/{id}/messages` query.
+#[derive(Debug, Deserialize)]
+pub(crate) struct MessagesQuery {
+    /// Only messages after this `seq`.
+    after: Option<u64>,
+    limit: Option<usize>,
+}
+
+fn error(status: StatusCode, message: String) -> Response {
+    (status, Json(json!({ "error": message }))).into_response()
+}
+
+fn store(gateway: &Gateway) -> Option<SharedStore> {
+    gateway.inner.store.clone()
+}
+
+fn no_store() -> Response {
+    error(StatusCode::SERVICE_UNAVAILABLE, "this keel runs without a session store (see [store] url)".into())
+}
+
+fn failed(err: &keel_session::StoreError) -> Response {
+    error(StatusCode::SERVICE_UNAVAILABLE, format!("session store: {err}"))
+}
+
+/// `GET /keel/sessions?owner=&status=&model=&updated_since=&limit=&cursor=`:
+/// `{"sessions": [...], "next_cursor": "…" | null}`, most recently updated first.
+pub(crate) async fn list(State(gateway): State<Gateway>, Query(query): Query<ListQuery>) -> Response {
+    let Some(store) = store(&gateway) else { return no_store() };
+    let Ok(status) = query.status.as_deref().map(str::parse::<SessionStatus>).transpose() else {
+        return error(StatusCode::BAD_REQUEST, "status must be active, idle, ended or timed_out".into());
+    };
+    let filter = SessionFilter { owner: query.owner, status, model: query.model, updated_since: query.updated_since };
+    let limit = query.limit.unwrap_or(100).clamp(1, MAX_LIMIT);
+    let page = match query.cursor {
+        Some(cursor) => Page::after(cursor, limit),
+        None => Page::first(limit),
+    };
+    match store.list_sessions(filter, page).await {
+        Ok(page) => Json(json!({ "sessions": page.sessions, "next_cursor": page.next_cursor })).into_response(),
+        Err(err) => failed(&err),
+    }
+}
+
+/// `GET /keel/sessions/{id}`: `{"session": {...}}`.
+pub(crate) async fn show(State(gateway): State<Gateway>, Path(id): Path<String>) -> Response {
+    let Some(store) = store(&gateway) else { return no_store() };
+    match store.get_session(&id).await {
+        Ok(Some(session)) => Json(json!({ "session": session })).into_response(),
+        Ok(None) => error(StatusCode::NOT_FOUND, format!("session '{id}' not found")),
+        Err(err) => failed(&err),
+    }
+}
+
+/// `GET /keel/sessions/{id}/messages?after=&limit=`: `{"session": {...}, "messages": [...]}` in
+/// `seq` order.
+pub(crate) async fn messages(
+    State(gateway): State<Gateway>,
+    Path(id): Path<String>,
+    Query(query): Query<MessagesQuery>,
+) -> Response {
+    let Some(store) = store(&gateway) else { return no_store() };
+    let session = match store.get_session(&id).await {
+        Ok(Some(session)) => session,
+        Ok(None) => return error(StatusCode::NOT_FOUND, format!("session '{id}' not found")),
+        Err(err) => return failed(&err),
+    };
+    let limit = query.limit.unwrap_or(MAX_LIMIT).clamp(1, MAX_LIMIT);
+    match store.messages(&id, query.after.unwrap_or(0), limit).await {
+        Ok(messages) => Json(json!({ "session": session, "messages": messages })).into_response(),
+        Err(err) => failed(&err),
+    }
+}
+
+/// `DELETE /keel/sessions/{id}`: 204, or 404 when there was no such session.
+pub(crate) async fn delete(State(gateway): State<Gateway>, Path(id): Path<String>) -> Response {
+    let Some(store) = store(&gateway) else { return no_store() };
+    match store.delete_session(&id).await {
+        Ok(true) => StatusCode::NO_CONTENT.into_response(),
+        Ok(false) => error(StatusCode::NOT_FOUND, format!("session '{id}' not found")),
+        Err(err) => failed(&err),
+    }
+}

@@ -1,0 +1,124 @@
+//! The body of a streamed session answer: relayed chunk by chunk, its text collected, and the
+//! chunk that ends it held back until the answer is stored — the client's acknowledgement never
+//! comes before the data is durable.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use axum::body::Body;
+use bytes::Bytes;
+use http::{HeaderMap, header};
+use http_body::Frame;
+use keel_session::MessageCompletion;
+
+use super::SharedStore;
+use crate::resume::{Tap, TapFraming};
+
+type Saving = Pin<Box<dyn Future<Output = Result<(), String>> + Send>>;
+
+/// Relays a streamed answer and stores it (message `seq` of session `id`) before its last chunk.
+pub(super) struct SessionBody {
+    inner: Body,
+    tap: Tap,
+    framing: TapFraming,
+    store: SharedStore,
+    id: String,
+    seq: u64,
+    /// The final chunk, sent once the answer is stored.
+    held: Option<Bytes>,
+    saving: Option<Saving>,
+    saved: bool,
+}
+
+impl SessionBody {
+    pub(super) fn new(inner: Body, headers: &HeaderMap, store: SharedStore, id: String, seq: u64) -> SessionBody {
+        let sse =
+            headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).is_some_and(|t| t.contains("event-stream"));
+        let framing = if sse { TapFraming::Sse } else { TapFraming::NdJson };
+        SessionBody { inner, tap: Tap::new(framing), framing, store, id, seq, held: None, saving: None, saved: false }
+    }
+
+    fn start_saving(&mut self) {
+        let store = self.store.clone();
+        let (id, seq) = (self.id.clone(), self.seq);
+        let content = self.tap.text.clone();
+        let tokens = self.tap.answer_tokens.unwrap_or_else(|| super::estimate_tokens(&content));
+        self.saving = Some(Box::pin(async move {
+            let completion = MessageCompletion { content: Some(content), token_count: Some(tokens) };
+            store.complete_message(&id, seq, completion).await.map(|_| ()).map_err(|e| e.to_string())
+        }));
+    }
+
+    /// What the client gets instead of the final chunk when the answer could not be stored.
+    fn store_failed(&self, error: &str) -> Bytes {
+        let message = format!("keel: the answer could not be stored in the session ({error}); retry the request");
+        let json = keel_upstream::ErrorBody::json(
+            match self.framing {
+                TapFraming::NdJson => keel_types::Dialect::Ollama,
+                TapFraming::Sse => keel_types::Dialect::OpenAi,
+            },
+            http::StatusCode::SERVICE_UNAVAILABLE,
+            &message,
+        );
+        match self.framing {
+            TapFraming::NdJson => Bytes::from(format!("{json}\n")),
+            TapFraming::Sse => Bytes::from(format!("data: {json}\n\n")),
+        }
+    }
+}
+
+impl http_body::Body for SessionBody {
+    type Data = Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, axum::Error>>> {
+        let this = self.get_mut();
+        loop {
+            if let Some(saving) = &mut this.saving {
+                let result = match saving.as_mut().poll(cx) {
+                    Poll::Ready(result) => result,
+                    Poll::Pending => return Poll::Pending,
+                };
+                this.saving = None;
+                this.saved = true;
+                let held = this.held.take().unwrap_or_default();
+                let chunk = match result {
+                    Ok(()) => held,
+                    Err(error) => {
+                        tracing::error!(session = %this.id, seq = this.seq, %error, "could not store the answer");
+                        this.store_failed(&error)
+                    }
+                };
+                if !chunk.is_empty() {
+                    return Poll::Ready(Some(Ok(Frame::data(chunk))));
+                }
+                continue;
+            }
+            return match Pin::new(&mut this.inner).poll_frame(cx) {
+                Poll::Ready(Some(Ok(frame))) => {
+                    let Some(data) = frame.data_ref() else { return Poll::Ready(Some(Ok(frame))) };
+                    if this.saved {
+                        return Poll::Ready(Some(Ok(frame)));
+                    }
+                    let was_finished = this.tap.finished;
+                    let _ = this.tap.feed(data);
+                    if !was_finished && this.tap.finished {
+                        // The chunk that ends the answer waits for the store.
+                        this.held = frame.into_data().ok();
+                        this.start_saving();
+                        continue;
+                    }
+                    Poll::Ready(Some(Ok(frame)))
+                }
+                Poll::Ready(None) => {
+                    if !this.saved {
+                        tracing::warn!(session = %this.id, seq = this.seq, "stream ended before its final chunk; the answer stays incomplete");
+                    }
+                    Poll::Ready(None)
+                }
+                other => other,
+            };
+        }
+    }
+}

@@ -1,0 +1,369 @@
+//! Durable sessions in the proxy: `X-Keel-Session: <id>` on `/api/chat` or
+//! `/v1/chat/completions` makes the request part of a conversation kept in the store.
+//!
+//! - **Managed** (default): the client sends only its new messages. keel stores them before it
+//!   calls the model, sends the stored conversation (system messages and the newest messages
+//!   within `[sessions] max_context_tokens`), and stores the answer before the client gets the
+//!   response that acknowledges it (for a stream: before the final chunk).
+//! - **Record** (`X-Keel-Session-Mode: record`): the client sends the whole history as usual;
+//!   keel stores the messages it has not stored yet, and the answer.
+//!
+//! `X-Keel-Idempotency-Key: <key>` makes a retried request return the stored answer instead of
+//! asking the model and appending again. A stream cut off (or keel killed) before its end leaves
+//! the answer stored as incomplete; incomplete answers are not sent back to the model as context.
+
+pub(crate) mod admin;
+mod body;
+
+use std::sync::Arc;
+
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use http::{HeaderMap, HeaderValue, StatusCode, header};
+use http_body_util::BodyExt;
+use keel_session::{Message, NewMessage, NewSession, Store, StoreError};
+use serde_json::{Map, Value, json};
+
+use crate::answer::Kind;
+use crate::endpoint::Endpoint;
+use crate::error::{InDialect, ProxyError};
+use crate::proxy::{Call, Forward, Payload, send};
+use crate::state::Gateway;
+
+/// Request header naming the session.
+pub(crate) const SESSION: &str = "x-keel-session";
+/// Request header choosing `managed` (default) or `record` mode.
+const SESSION_MODE: &str = "x-keel-session-mode";
+/// Request header making a retried request return the stored answer.
+const IDEMPOTENCY_KEY: &str = "x-keel-idempotency-key";
+/// Response header set when the answer came from the store (an idempotent retry).
+const REPLAYED: http::HeaderName = http::HeaderName::from_static("x-keel-replayed");
+/// Most messages read back from a session for its context.
+const MAX_CONTEXT_MESSAGES: usize = 100_000;
+
+/// How the client uses the session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    /// The client sends new messages only; keel keeps the history.
+    Managed,
+    /// The client sends the whole history; keel records it.
+    Record,
+}
+
+/// The session part of a request.
+pub(crate) struct SessionRequest {
+    id: String,
+    mode: Mode,
+    idempotency_key: Option<String>,
+}
+
+impl SessionRequest {
+    /// The session headers of a request, when it has them: `Err` when they are malformed or the
+    /// endpoint keeps no sessions.
+    pub(crate) fn detect(endpoint: Endpoint, headers: &HeaderMap) -> Option<Result<SessionRequest, ProxyError>> {
+        let id = headers.get(SESSION)?;
+        Some(SessionRequest::parse(endpoint, id, headers))
+    }
+
+    fn parse(endpoint: Endpoint, id: &HeaderValue, headers: &HeaderMap) -> Result<SessionRequest, ProxyError> {
+        let bad = |message: String| ProxyError::BadSession(message);
+        if !matches!(Kind::of(endpoint), Some(Kind::OllamaChat | Kind::OpenAiChat)) {
+            return Err(bad(format!(
+                "X-Keel-Session works with /api/chat and /v1/chat/completions, not {}",
+                endpoint.label
+            )));
+        }
+        let id = id.to_str().ok().filter(|id| valid_name(id)).ok_or_else(|| {
+            bad("X-Keel-Session must be 1 to 128 characters of letters, digits, '.', '_', ':' or '-'".into())
+        })?;
+        let mode = match headers.get(SESSION_MODE).map(|v| v.to_str().unwrap_or("?")) {
+            None | Some("managed") => Mode::Managed,
+            Some("record") => Mode::Record,
+            Some(other) => return Err(bad(format!("X-Keel-Session-Mode {other:?}: use \"managed\" or \"record\""))),
+        };
+        let idempotency_key = match headers.get(IDEMPOTENCY_KEY) {
+            None => None,
+            Some(key) => Some(key.to_str().ok().filter(|k| valid_name(k)).map(str::to_owned).ok_or_else(|| {
+                bad("X-Keel-Idempotency-Key must be 1 to 128 characters of letters, digits, '.', '_', ':' or '-'"
+                    .into())
+            })?),
+        };
+        Ok(SessionRequest { id: id.to_owned(), mode, idempotency_key })
+    }
+
+    fn key(&self, suffix: &str) -> Option<String> {
+        self.idempotency_key.as_ref().map(|key| format!("{key}/{suffix}"))
+    }
+}
+
+fn valid_name(text: &str) -> bool {
+    (1..=128).contains(&text.len())
+        && text.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b':' | b'-'))
+}
+
+/// Runs one request of a session: store what is new, ask the model with the session's context,
+/// store the answer before acknowledging it.
+pub(crate) async fn handle(
+    gateway: &Gateway,
+    call: Call,
+    endpoint: Endpoint,
+    forward: Forward,
+    session: SessionRequest,
+) -> Response {
+    let dialect = endpoint.dialect;
+    match run(gateway, call, endpoint, forward, session).await {
+        Ok(response) => response,
+        Err(err) => {
+            tracing::warn!(error = %err, "session request failed");
+            InDialect(dialect, err).into_response()
+        }
+    }
+}
+
+async fn run(
+    gateway: &Gateway,
+    call: Call,
+    endpoint: Endpoint,
+    mut forward: Forward,
+    session: SessionRequest,
+) -> Result<Response, ProxyError> {
+    let store = gateway.inner.store.clone().ok_or(ProxyError::NoStore)?;
+    let kind = Kind::of(endpoint).ok_or_else(|| ProxyError::BadSession("not a chat endpoint".into()))?;
+    let Payload::Bytes(bytes) = &forward.payload else {
+        return Err(ProxyError::BadSession("the request body was not read".into()));
+    };
+    let mut body: Map<String, Value> = serde_json::from_slice(bytes)
+        .map_err(|e| ProxyError::BadBody(keel_upstream::WireError::Malformed(e.to_string())))?;
+    let messages = match body.get("messages") {
+        Some(Value::Array(messages)) => messages.clone(),
+        _ => return Err(ProxyError::BadSession("a session request needs a \"messages\" array".into())),
+    };
+    let stream = body.get("stream").and_then(Value::as_bool).unwrap_or(kind != Kind::OpenAiChat);
+    let include_usage =
+        body.get("stream_options").and_then(|o| o.get("include_usage")).and_then(Value::as_bool).unwrap_or(false);
+    let model = forward.requested_model.clone();
+    let id = session.id.as_str();
+
+    store.ensure_session(NewSession::new(id).with_model(model.clone())).await.map_err(unavailable)?;
+    if let Some(key) = session.key("answer")
+        && let Some(stored) = store.message_by_key(id, &key).await.map_err(unavailable)?
+        && stored.complete
+    {
+        tracing::info!(session = id, seq = stored.seq, "idempotent retry: answering from the store");
+        return Ok(replay(kind, stream, include_usage, &model, &stored));
+    }
+
+    match session.mode {
+        Mode::Managed => {
+            append_all(store.as_ref(), &session, &messages, 0).await?;
+            let budget = gateway.config().sessions.max_context_tokens;
+            let stored = store.messages(id, 0, MAX_CONTEXT_MESSAGES).await.map_err(unavailable)?;
+            body.insert("messages".into(), Value::Array(context(&stored, budget)));
+        }
+        Mode::Record => {
+            let stored = store.messages(id, 0, MAX_CONTEXT_MESSAGES).await.map_err(unavailable)?;
+            let known = stored.iter().filter(|m| m.complete).count();
+            append_all(store.as_ref(), &session, messages.get(known..).unwrap_or_default(), known).await?;
+        }
+    }
+    forward.payload = Payload::Bytes(Bytes::from(serde_json::to_vec(&body).unwrap_or_default()));
+
+    let response = match crate::guard::Structured::detect(gateway, endpoint, &forward) {
+        Some(structured) => crate::guard::guard(gateway, call, endpoint, forward, structured).await,
+        None => send(gateway, call, endpoint, forward).await.response,
+    };
+    if !response.status().is_success() {
+        // Nothing was answered: the stored question waits for the client's retry.
+        return Ok(response);
+    }
+    let placeholder = NewMessage::assistant("").partial();
+    let placeholder = match session.key("answer") {
+        Some(key) => placeholder.with_idempotency_key(key),
+        None => placeholder,
+    };
+    let (mut parts, response_body) = response.into_parts();
+    if is_stream(&parts.headers) {
+        let pending = store.append(id, placeholder).await.map_err(unavailable)?;
+        let body = body::SessionBody::new(response_body, &parts.headers, store, id.to_owned(), pending.seq);
+        return Ok(Response::from_parts(parts, axum::body::Body::new(body)));
+    }
+    // A whole answer: store it, then send it.
+    let limit = gateway.config().guard.max_answer_bytes;
+    let bytes = http_body_util::Limited::new(response_body, limit)
+        .collect()
+        .await
+        .map_err(|e| ProxyError::BodyRead(format!("the model's answer could not be read: {e}")))?
+        .to_bytes();
+    let answer: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+    let (text, _) = kind.content(&answer);
+    let tool_calls = match kind {
+        Kind::OpenAiChat => answer.pointer("/choices/0/message/tool_calls"),
+        _ => answer.pointer("/message/tool_calls"),
+    }
+    .filter(|calls| calls.as_array().is_some_and(|a| !a.is_empty()))
+    .cloned();
+    let tokens = answer
+        .get("eval_count")
+        .or_else(|| answer.pointer("/usage/completion_tokens"))
+        .and_then(Value::as_u64)
+        .unwrap_or_else(|| estimate_tokens(text.unwrap_or_default()));
+    let stored = store.append(id, placeholder).await.map_err(unavailable)?;
+    store
+        .complete_message(
+            id,
+            stored.seq,
+            keel_session::MessageCompletion {
+                content: Some(text.unwrap_or_default().to_owned()),
+                token_count: Some(tokens),
+            },
+        )
+        .await
+        .map_err(unavailable)?;
+    if let Some(tool_calls) = tool_calls {
+        tracing::debug!(session = id, calls = %tool_calls, "answer called tools");
+    }
+    parts.headers.remove(header::CONTENT_LENGTH);
+    Ok(Response::from_parts(parts, axum::body::Body::from(bytes)))
+}
+
+/// Appends the client's messages (the `n`th message of a request gets the idempotency key
+/// `<key>/in/<offset + n>`, so a retry does not append them twice).
+async fn append_all(
+    store: &dyn Store,
+    session: &SessionRequest,
+    messages: &[Value],
+    offset: usize,
+) -> Result<(), ProxyError> {
+    for (i, message) in messages.iter().enumerate() {
+        let role = message.get("role").and_then(Value::as_str).unwrap_or("user");
+        let content = match message.get("content") {
+            Some(Value::String(text)) => text.clone(),
+            Some(Value::Null) | None => String::new(),
+            Some(other) => other.to_string(),
+        };
+        let mut new = NewMessage::new(role, content.clone()).with_tokens(estimate_tokens(&content));
+        if let Some(calls) = message.get("tool_calls").filter(|c| !c.is_null()) {
+            new = new.with_tool_calls(calls.clone());
+        }
+        if let Some(key) = session.key(&format!("in/{}", offset + i)) {
+            new = new.with_idempotency_key(key);
+        }
+        store.append(&session.id, new).await.map_err(unavailable)?;
+    }
+    Ok(())
+}
+
+/// The conversation sent to the model: complete messages only, system messages always, then the
+/// newest messages that fit `budget` tokens (0 = all); the newest message always goes.
+fn context(stored: &[Message], budget: u64) -> Vec<Value> {
+    let usable: Vec<&Message> = stored.iter().filter(|m| m.complete).collect();
+    let cost = |m: &Message| if m.token_count > 0 { m.token_count } else { estimate_tokens(&m.content) } + 4;
+    let mut keep = vec![false; usable.len()];
+    let mut used: u64 = 0;
+    for (i, message) in usable.iter().enumerate() {
+        if message.role == "system" {
+            keep[i] = true;
+            used += cost(message);
+        }
+    }
+    for (i, message) in usable.iter().enumerate().rev() {
+        if keep[i] {
+            continue;
+        }
+        let next = used + cost(message);
+        if budget > 0 && next > budget && i + 1 != usable.len() {
+            break;
+        }
+        keep[i] = true;
+        used = next;
+    }
+    usable
+        .iter()
+        .zip(keep)
+        .filter(|(_, keep)| *keep)
+        .map(|(m, _)| {
+            let mut value = json!({"role": m.role, "content": m.content});
+            if let Some(calls) = &m.tool_calls {
+                value["tool_calls"] = calls.clone();
+            }
+            value
+        })
+        .collect()
+}
+
+/// A rough token count for text the model did not count: 4 bytes per token.
+fn estimate_tokens(text: &str) -> u64 {
+    (text.len() as u64).div_ceil(4)
+}
+
+fn is_stream(headers: &HeaderMap) -> bool {
+    let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
+    content_type.contains("ndjson") || content_type.contains("event-stream")
+}
+
+/// The stored answer of an idempotent retry, in the client's dialect and framing.
+fn replay(kind: Kind, stream: bool, include_usage: bool, model: &str, stored: &Message) -> Response {
+    let answer = crate::answer::synthetic(kind, model, &stored.content);
+    let (content_type, body) = if stream {
+        crate::answer::stream_chunks(kind, include_usage, answer)
+    } else {
+        ("application/json; charset=utf-8", Bytes::from(answer.to_string()))
+    };
+    let mut response = (StatusCode::OK, body).into_response();
+    response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    response.headers_mut().insert(REPLAYED, HeaderValue::from_static("true"));
+    response
+}
+
+fn unavailable(err: StoreError) -> ProxyError {
+    ProxyError::Store(err.to_string())
+}
+
+/// The store as the admin API and the body wrapper use it.
+type SharedStore = Arc<dyn Store>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn message(seq: u64, role: &str, content: &str, complete: bool) -> Message {
+        Message {
+            session_id: "s".into(),
+            seq,
+            role: role.into(),
+            content: content.into(),
+            tool_calls: None,
+            token_count: 0,
+            idempotency_key: None,
+            complete,
+            created_at: 0,
+        }
+    }
+
+    #[test]
+    fn context_keeps_system_and_the_newest_that_fit() {
+        let long = "x".repeat(400); // ~100 tokens
+        let stored = vec![
+            message(1, "system", "be brief", true),
+            message(2, "user", &long, true),
+            message(3, "assistant", &long, true),
+            message(4, "assistant", "", false),
+            message(5, "user", "and now?", true),
+        ];
+        let all = context(&stored, 0);
+        assert_eq!(all.len(), 4, "incomplete answers are left out: {all:?}");
+        let window = context(&stored, 120);
+        let roles: Vec<&str> = window.iter().map(|m| m["content"].as_str().unwrap()).collect();
+        assert_eq!(roles, vec!["be brief", long.as_str(), "and now?"]);
+        let tiny = context(&stored, 1);
+        assert_eq!(tiny.len(), 2, "system and the newest message always go: {tiny:?}");
+    }
+
+    #[test]
+    fn names_are_checked() {
+        assert!(valid_name("chat-42:a.b_c"));
+        assert!(!valid_name(""));
+        assert!(!valid_name("has space"));
+        assert!(!valid_name(&"a".repeat(129)));
+    }
+}

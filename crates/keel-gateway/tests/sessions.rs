@@ -1,0 +1,236 @@
+//! Durable sessions through the proxy: `X-Keel-Session` conversations kept in the store (managed
+//! and record modes), answers stored before they are acknowledged, idempotent retries, the admin
+//! API, and a conversation that survives a restart of keel.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, reason = "test code")]
+
+use keel_mock::MockServer;
+use keel_testkit::{TestGateway, config_from_toml, scenario};
+use serde_json::{Value, json};
+
+async fn mock(replies: &[&str]) -> MockServer {
+    let replies: Vec<String> = replies.iter().map(|r| format!("{r:?}")).collect();
+    MockServer::start(
+        ([127, 0, 0, 1], 0).into(),
+        scenario(&format!("[[model]]\nname = \"m\"\nreplies = [{}]\n", replies.join(", "))),
+    )
+    .await
+    .unwrap()
+}
+
+async fn keel(up: &MockServer, extra: &str) -> TestGateway {
+    TestGateway::start(config_from_toml(&format!(
+        "[[upstream]]\nname = \"local\"\nurl = \"{}\"\nhealth_interval = \"0s\"\n{extra}",
+        up.url()
+    )))
+    .await
+}
+
+async fn chat(keel: &TestGateway, session: &str, headers: &[(&str, &str)], body: Value) -> reqwest::Response {
+    let mut request = reqwest::Client::new().post(format!("{}/api/chat", keel.url())).header("x-keel-session", session);
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    request.json(&body).send().await.unwrap()
+}
+
+fn user(text: &str, stream: bool) -> Value {
+    json!({"model": "m", "messages": [{"role": "user", "content": text}], "stream": stream})
+}
+
+fn upstream_chats(up: &MockServer) -> Vec<Value> {
+    up.requests().iter().filter(|r| r.path == "/api/chat").map(|r| serde_json::from_slice(&r.body).unwrap()).collect()
+}
+
+async fn transcript(keel: &TestGateway, session: &str) -> Vec<(String, String, bool)> {
+    let body: Value =
+        reqwest::get(format!("{}/keel/sessions/{session}/messages", keel.url())).await.unwrap().json().await.unwrap();
+    assert_eq!(body["session"]["id"], session, "{body}");
+    body["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .enumerate()
+        .map(|(i, m)| {
+            assert_eq!(m["seq"], i as u64 + 1, "{body}");
+            (m["role"].as_str().unwrap().into(), m["content"].as_str().unwrap().into(), m["complete"] == true)
+        })
+        .collect()
+}
+
+fn owned(items: &[(&str, &str)]) -> Vec<(String, String, bool)> {
+    items.iter().map(|(r, c)| ((*r).into(), (*c).into(), true)).collect()
+}
+
+#[tokio::test]
+async fn managed_mode_keeps_the_history_and_sends_it_upstream() {
+    let up = mock(&["Hi Ada.", "You are Ada."]).await;
+    let keel = keel(&up, "").await;
+    let first = chat(&keel, "s1", &[], user("I am Ada.", false)).await;
+    assert_eq!(first.status(), 200);
+    let body: Value = first.json().await.unwrap();
+    assert_eq!(body["message"]["content"], "Hi Ada.");
+    let second: Value = chat(&keel, "s1", &[], user("Who am I?", false)).await.json().await.unwrap();
+    assert_eq!(second["message"]["content"], "You are Ada.");
+
+    // The second upstream request carried the whole conversation.
+    let sent = upstream_chats(&up);
+    assert_eq!(
+        sent[1]["messages"],
+        json!([
+            {"role": "user", "content": "I am Ada."},
+            {"role": "assistant", "content": "Hi Ada."},
+            {"role": "user", "content": "Who am I?"}
+        ])
+    );
+    assert_eq!(
+        transcript(&keel, "s1").await,
+        owned(&[("user", "I am Ada."), ("assistant", "Hi Ada."), ("user", "Who am I?"), ("assistant", "You are Ada.")])
+    );
+}
+
+#[tokio::test]
+async fn a_streamed_answer_is_stored_whole_before_the_final_chunk() {
+    let up = mock(&["Once upon a time."]).await;
+    let keel = keel(&up, "").await;
+    let text = chat(&keel, "s2", &[], user("Tell a story", true)).await.text().await.unwrap();
+    let lines: Vec<Value> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(lines.last().unwrap()["done"], true);
+    let streamed: String = lines.iter().filter_map(|l| l["message"]["content"].as_str()).collect();
+    assert_eq!(streamed, "Once upon a time.");
+    // Once the client has the final chunk, the answer is already in the store.
+    assert_eq!(transcript(&keel, "s2").await, owned(&[("user", "Tell a story"), ("assistant", "Once upon a time.")]));
+}
+
+#[tokio::test]
+async fn record_mode_stores_only_what_is_new() {
+    let up = mock(&["A1", "A2"]).await;
+    let keel = keel(&up, "").await;
+    let record = [("x-keel-session-mode", "record")];
+    chat(&keel, "s3", &record, json!({"model": "m", "messages": [{"role": "user", "content": "Q1"}], "stream": false}))
+        .await;
+    let full = json!({"model": "m", "stream": false, "messages": [
+        {"role": "user", "content": "Q1"}, {"role": "assistant", "content": "A1"}, {"role": "user", "content": "Q2"}]});
+    chat(&keel, "s3", &record, full.clone()).await;
+    // Forwarded as the client sent it.
+    assert_eq!(upstream_chats(&up)[1]["messages"], full["messages"]);
+    assert_eq!(
+        transcript(&keel, "s3").await,
+        owned(&[("user", "Q1"), ("assistant", "A1"), ("user", "Q2"), ("assistant", "A2")])
+    );
+}
+
+#[tokio::test]
+async fn a_retry_with_the_same_idempotency_key_returns_the_stored_answer() {
+    let up = mock(&["first answer", "second answer"]).await;
+    let keel = keel(&up, "").await;
+    let key = [("x-keel-idempotency-key", "req-1")];
+    let a: Value = chat(&keel, "s4", &key, user("hello", false)).await.json().await.unwrap();
+    let retry = chat(&keel, "s4", &key, user("hello", false)).await;
+    assert_eq!(retry.headers()["x-keel-replayed"], "true");
+    let b: Value = retry.json().await.unwrap();
+    assert_eq!(a["message"]["content"], "first answer");
+    assert_eq!(b["message"]["content"], "first answer");
+    assert_eq!(upstream_chats(&up).len(), 1, "the model was asked once");
+    assert_eq!(transcript(&keel, "s4").await, owned(&[("user", "hello"), ("assistant", "first answer")]));
+    // A streamed retry gets the stored answer as a stream.
+    let text = chat(&keel, "s4", &key, user("hello", true)).await.text().await.unwrap();
+    assert!(text.lines().last().unwrap().contains("\"done\":true"), "{text}");
+}
+
+#[tokio::test]
+async fn the_context_is_a_sliding_window_within_the_token_budget() {
+    let up = mock(&["ok"]).await;
+    let keel = keel(&up, "[sessions]\nmax_context_tokens = 40\n").await;
+    let system = json!({"model": "m", "stream": false, "messages": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "x".repeat(200)}]});
+    chat(&keel, "s5", &[], system).await;
+    chat(&keel, "s5", &[], user("last question", false)).await;
+    let sent = upstream_chats(&up);
+    let roles: Vec<&str> =
+        sent[1]["messages"].as_array().unwrap().iter().map(|m| m["role"].as_str().unwrap()).collect();
+    // The 200-byte message (~50 tokens) no longer fits; the system prompt always goes.
+    assert_eq!(roles, vec!["system", "assistant", "user"], "{}", sent[1]);
+    assert_eq!(sent[1]["messages"][2]["content"], "last question");
+}
+
+#[tokio::test]
+async fn openai_clients_use_sessions_too() {
+    let up = mock(&["one", "two"]).await;
+    let keel = keel(&up, "").await;
+    for (text, stream) in [("first", false), ("second", true)] {
+        let response = reqwest::Client::new()
+            .post(format!("{}/v1/chat/completions", keel.url()))
+            .header("x-keel-session", "s6")
+            .json(&json!({"model": "m", "messages": [{"role": "user", "content": text}], "stream": stream}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+        let _ = response.text().await.unwrap();
+    }
+    let sent: Vec<Value> = up
+        .requests()
+        .iter()
+        .filter(|r| r.path == "/v1/chat/completions")
+        .map(|r| serde_json::from_slice(&r.body).unwrap())
+        .collect();
+    assert_eq!(sent[1]["messages"].as_array().unwrap().len(), 3, "{}", sent[1]);
+    assert_eq!(
+        transcript(&keel, "s6").await,
+        owned(&[("user", "first"), ("assistant", "one"), ("user", "second"), ("assistant", "two")])
+    );
+}
+
+#[tokio::test]
+async fn bad_session_requests_get_a_clear_400() {
+    let up = mock(&["x"]).await;
+    let keel = keel(&up, "").await;
+    let response = chat(&keel, "has space", &[], user("hi", false)).await;
+    assert_eq!(response.status(), 400);
+    let response = chat(&keel, "ok", &[("x-keel-session-mode", "weird")], user("hi", false)).await;
+    assert_eq!(response.status(), 400);
+    let body: Value = response.json().await.unwrap();
+    assert!(body["error"].as_str().unwrap().contains("managed"), "{body}");
+    let response = reqwest::Client::new()
+        .post(format!("{}/api/generate", keel.url()))
+        .header("x-keel-session", "ok")
+        .json(&json!({"model": "m", "prompt": "hi"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 400);
+    assert!(upstream_chats(&up).is_empty());
+}
+
+#[tokio::test]
+async fn the_admin_api_lists_shows_and_deletes_sessions() {
+    let up = mock(&["a"]).await;
+    let keel = keel(&up, "").await;
+    chat(&keel, "s7", &[], user("hi", false)).await;
+    let list: Value =
+        reqwest::get(format!("{}/keel/sessions?model=m", keel.url())).await.unwrap().json().await.unwrap();
+    assert!(list["sessions"].as_array().unwrap().iter().any(|s| s["id"] == "s7"), "{list}");
+    let show: Value = reqwest::get(format!("{}/keel/sessions/s7", keel.url())).await.unwrap().json().await.unwrap();
+    assert_eq!(show["session"]["model"], "m");
+    let client = reqwest::Client::new();
+    assert_eq!(client.delete(format!("{}/keel/sessions/s7", keel.url())).send().await.unwrap().status(), 204);
+    assert_eq!(client.delete(format!("{}/keel/sessions/s7", keel.url())).send().await.unwrap().status(), 404);
+    assert_eq!(reqwest::get(format!("{}/keel/sessions/s7/messages", keel.url())).await.unwrap().status(), 404);
+}
+
+#[tokio::test]
+async fn a_conversation_survives_a_restart_of_keel() {
+    let dir = std::env::temp_dir().join(format!("keel-sessions-restart-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let store = format!("[store]\nurl = \"sqlite://{}\"\n", dir.join("keel.db").display());
+    let up = mock(&["Noted.", "Your name is Ada."]).await;
+    let first = keel(&up, &store).await;
+    chat(&first, "s8", &[], user("My name is Ada.", false)).await;
+    first.shutdown().await;
+    let second = keel(&up, &store).await;
+    let answer: Value = chat(&second, "s8", &[], user("What is my name?", false)).await.json().await.unwrap();
+    assert_eq!(answer["message"]["content"], "Your name is Ada.");
+    assert_eq!(upstream_chats(&up)[1]["messages"].as_array().unwrap().len(), 3);
+    second.shutdown().await;
+    let _ = std::fs::remove_dir_all(dir);
+}
