@@ -8,9 +8,19 @@ use serde_json::{Value, json};
 
 use crate::state::Gateway;
 
-/// `GET /keel/health`: 200 as soon as keel serves requests.
-pub(crate) async fn health() -> Json<Value> {
-    Json(json!({ "status": "ok", "version": env!("CARGO_PKG_VERSION") }))
+/// `GET /keel/health`: 200 as soon as keel serves requests, with the session store's health
+/// (`"store": "ok"`, or what is wrong with it; sessions fail while it is down, plain requests
+/// do not).
+pub(crate) async fn health(State(gateway): State<Gateway>) -> Json<Value> {
+    let store = match &gateway.inner.store {
+        None => Value::Null,
+        Some(store) => match tokio::time::timeout(std::time::Duration::from_secs(2), store.health()).await {
+            Ok(Ok(())) => json!("ok"),
+            Ok(Err(err)) => json!(format!("unavailable: {err}")),
+            Err(_) => json!("unavailable: no answer within 2s"),
+        },
+    };
+    Json(json!({ "status": "ok", "version": env!("CARGO_PKG_VERSION"), "store": store }))
 }
 
 /// `GET /keel/status`: upstreams, routes and every target with its breaker and what keel has

@@ -206,6 +206,8 @@ async fn bad_session_requests_get_a_clear_400() {
 async fn the_admin_api_lists_shows_and_deletes_sessions() {
     let up = mock(&["a"]).await;
     let keel = keel(&up, "").await;
+    let health: Value = reqwest::get(format!("{}/keel/health", keel.url())).await.unwrap().json().await.unwrap();
+    assert_eq!(health["store"], "ok", "{health}");
     chat(&keel, "s7", &[], user("hi", false)).await;
     let list: Value =
         reqwest::get(format!("{}/keel/sessions?model=m", keel.url())).await.unwrap().json().await.unwrap();
