@@ -162,6 +162,9 @@ impl Gateway {
             None => None,
         };
         tasks.push(tokio::spawn(crate::server::pump_breaker_events(self.clone(), openings)));
+        if self.inner.store.is_some() && !self.inner.config.sessions.idle_timeout.is_zero() {
+            tasks.push(tokio::spawn(crate::session::sweep_idle(self.clone())));
+        }
         for up in &self.inner.config.upstreams {
             if !up.health_interval.is_zero() {
                 tasks.push(tokio::spawn(crate::health::probe_loop(

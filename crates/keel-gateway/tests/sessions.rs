@@ -236,3 +236,26 @@ async fn a_conversation_survives_a_restart_of_keel() {
     second.shutdown().await;
     let _ = std::fs::remove_dir_all(dir);
 }
+
+#[tokio::test]
+async fn an_idle_session_times_out_and_a_new_message_revives_it() {
+    let up = mock(&["a", "b"]).await;
+    let keel = keel(&up, "[sessions]\nidle_timeout = \"300ms\"\n").await;
+    chat(&keel, "s9", &[], user("hi", false)).await;
+    let status = |keel: &TestGateway| {
+        let url = format!("{}/keel/sessions/s9", keel.url());
+        async move {
+            let body: Value = reqwest::get(url).await.unwrap().json().await.unwrap();
+            body["session"]["status"].as_str().unwrap().to_owned()
+        }
+    };
+    assert_eq!(status(&keel).await, "active");
+    let started = std::time::Instant::now();
+    while status(&keel).await != "timed_out" {
+        assert!(started.elapsed() < std::time::Duration::from_secs(5), "never timed out");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    chat(&keel, "s9", &[], user("back again", false)).await;
+    assert_eq!(status(&keel).await, "active");
+    assert_eq!(transcript(&keel, "s9").await.len(), 4);
+}

@@ -34,6 +34,10 @@ pub mod names {
     pub const STRUCTURED_OUTPUTS_TOTAL: &str = "keel_structured_outputs_total";
     /// Counter: streams that broke mid-answer and were continued on the next target, by `route`.
     pub const STREAM_CONTINUATIONS_TOTAL: &str = "keel_stream_continuations_total";
+    /// Counter: session requests whose stored context was trimmed to `max_context_tokens`, by `model`.
+    pub const SESSION_CONTEXT_TRIMMED_TOTAL: &str = "keel_session_context_trimmed_total";
+    /// Counter: sessions marked `timed_out` after `[sessions] idle_timeout` without a message.
+    pub const SESSIONS_TIMED_OUT_TOTAL: &str = "keel_sessions_timed_out_total";
     /// Counter: repair fixes applied to structured answers, by `strategy` and `model`.
     pub const REPAIR_FIXES_TOTAL: &str = "keel_repair_fixes_total";
 }

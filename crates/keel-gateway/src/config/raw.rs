@@ -179,11 +179,15 @@ pub struct RawSessions {
     /// a count) keel sends with a managed session's request: system messages and the newest
     /// messages that fit (a sliding window). 0 means no limit.
     pub max_context_tokens: u64,
+    /// A session with no new message for this long is marked `timed_out` (and counted in
+    /// `keel_sessions_timed_out_total`); a new message makes it active again. `"0s"` turns it off.
+    #[serde(with = "keel_types::duration")]
+    pub idle_timeout: Duration,
 }
 
 impl Default for RawSessions {
     fn default() -> RawSessions {
-        RawSessions { max_context_tokens: 8192 }
+        RawSessions { max_context_tokens: 8192, idle_timeout: Duration::from_secs(30 * 60) }
     }
 }
 

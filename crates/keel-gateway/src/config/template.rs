@@ -137,6 +137,14 @@ stream = "buffer"
 # Largest answer buffered for validation.
 max_answer = "8MiB"
 
+[sessions]
+# Clients that send `X-Keel-Session: <id>` get a durable conversation kept in [store].
+# Most context (tokens) sent with a managed session's request: system messages plus the newest
+# messages that fit (a sliding window). 0 means no limit.
+max_context_tokens = 8192
+# A session without a new message for this long is marked timed_out. "0s" turns it off.
+idle_timeout = "30m"
+
 # API keys. Without an [auth] section no key is required and keel only listens on loopback.
 # Clients send `Authorization: Bearer <key>` (what the Ollama and OpenAI clients send).
 # Keys are read from environment variables or files, never written here.

@@ -31,6 +31,7 @@ fn template_parses_to_the_defaults() {
     assert_eq!(raw.breaker, defaults.breaker);
     assert_eq!(raw.log, defaults.log);
     assert_eq!(raw.guard, defaults.guard);
+    assert_eq!(raw.sessions, defaults.sessions);
     assert_eq!(raw.auth, None);
     let config = load_str(template::DEFAULT_CONFIG).unwrap();
     let implicit = Config::without_file(&Overrides::default(), &no_env).unwrap();

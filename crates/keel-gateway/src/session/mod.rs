@@ -21,7 +21,9 @@ use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, StatusCode, header};
 use http_body_util::BodyExt;
-use keel_session::{Message, NewMessage, NewSession, Store, StoreError};
+use keel_session::{
+    Message, NewMessage, NewSession, Page, SessionFilter, SessionPatch, SessionStatus, Store, StoreError,
+};
 use serde_json::{Map, Value, json};
 
 use crate::answer::Kind;
@@ -144,7 +146,11 @@ async fn run(
     let model = forward.requested_model.clone();
     let id = session.id.as_str();
 
-    store.ensure_session(NewSession::new(id).with_model(model.clone())).await.map_err(unavailable)?;
+    let existing = store.ensure_session(NewSession::new(id).with_model(model.clone())).await.map_err(unavailable)?;
+    if matches!(existing.status, SessionStatus::TimedOut | SessionStatus::Idle) {
+        // A conflict means another request changed it first: it is active again either way.
+        let _ = store.update_session(id, existing.version, SessionPatch::status(SessionStatus::Active)).await;
+    }
     if let Some(key) = session.key("answer")
         && let Some(stored) = store.message_by_key(id, &key).await.map_err(unavailable)?
         && stored.complete
@@ -158,7 +164,18 @@ async fn run(
             append_all(store.as_ref(), &session, &messages, 0).await?;
             let budget = gateway.config().sessions.max_context_tokens;
             let stored = store.messages(id, 0, MAX_CONTEXT_MESSAGES).await.map_err(unavailable)?;
-            body.insert("messages".into(), Value::Array(context(&stored, budget)));
+            let (context, left_out) = context(&stored, budget);
+            if left_out > 0 {
+                tracing::info!(
+                    session = id,
+                    left_out,
+                    budget,
+                    "session context trimmed to the token budget (sliding window)"
+                );
+                metrics::counter!(keel_telemetry::names::SESSION_CONTEXT_TRIMMED_TOTAL, "model" => model.chars().take(64).collect::<String>())
+                    .increment(1);
+            }
+            body.insert("messages".into(), Value::Array(context));
         }
         Mode::Record => {
             let stored = store.messages(id, 0, MAX_CONTEXT_MESSAGES).await.map_err(unavailable)?;
@@ -254,8 +271,9 @@ async fn append_all(
 }
 
 /// The conversation sent to the model: complete messages only, system messages always, then the
-/// newest messages that fit `budget` tokens (0 = all); the newest message always goes.
-fn context(stored: &[Message], budget: u64) -> Vec<Value> {
+/// newest messages that fit `budget` tokens (0 = all); the newest message always goes. Also how
+/// many complete messages were left out.
+fn context(stored: &[Message], budget: u64) -> (Vec<Value>, usize) {
     let usable: Vec<&Message> = stored.iter().filter(|m| m.complete).collect();
     let cost = |m: &Message| if m.token_count > 0 { m.token_count } else { estimate_tokens(&m.content) } + 4;
     let mut keep = vec![false; usable.len()];
@@ -277,7 +295,8 @@ fn context(stored: &[Message], budget: u64) -> Vec<Value> {
         keep[i] = true;
         used = next;
     }
-    usable
+    let left_out = keep.iter().filter(|k| !**k).count();
+    let messages = usable
         .iter()
         .zip(keep)
         .filter(|(_, keep)| *keep)
@@ -288,7 +307,53 @@ fn context(stored: &[Message], budget: u64) -> Vec<Value> {
             }
             value
         })
-        .collect()
+        .collect();
+    (messages, left_out)
+}
+
+/// Marks sessions without a new message for `[sessions] idle_timeout` as `timed_out`, once a
+/// minute (or at a tenth of the timeout, if shorter).
+pub(crate) async fn sweep_idle(gateway: Gateway) {
+    let Some(store) = gateway.inner.store.clone() else { return };
+    let timeout = gateway.config().sessions.idle_timeout;
+    let mut tick = tokio::time::interval(
+        (timeout / 10).clamp(std::time::Duration::from_millis(50), std::time::Duration::from_secs(60)),
+    );
+    loop {
+        tick.tick().await;
+        let cutoff = unix_millis().saturating_sub(i64::try_from(timeout.as_millis()).unwrap_or(i64::MAX));
+        let filter = SessionFilter { status: Some(SessionStatus::Active), ..SessionFilter::default() };
+        let mut page = Page::first(500);
+        loop {
+            let found = match store.list_sessions(filter.clone(), page).await {
+                Ok(found) => found,
+                Err(err) => {
+                    tracing::warn!(error = %err, "idle session sweep: the store is unavailable");
+                    break;
+                }
+            };
+            for session in found.sessions.iter().filter(|s| s.updated_at < cutoff) {
+                if store
+                    .update_session(&session.id, session.version, SessionPatch::status(SessionStatus::TimedOut))
+                    .await
+                    .is_ok()
+                {
+                    tracing::info!(session = %session.id, idle_seconds = (unix_millis() - session.updated_at) / 1000, "session timed out");
+                    metrics::counter!(keel_telemetry::names::SESSIONS_TIMED_OUT_TOTAL).increment(1);
+                }
+            }
+            match found.next_cursor {
+                Some(cursor) => page = Page::after(cursor, 500),
+                None => break,
+            }
+        }
+    }
+}
+
+fn unix_millis() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
 
 /// A rough token count for text the model did not count: 4 bytes per token.
@@ -350,12 +415,14 @@ mod tests {
             message(4, "assistant", "", false),
             message(5, "user", "and now?", true),
         ];
-        let all = context(&stored, 0);
+        let (all, left_out) = context(&stored, 0);
         assert_eq!(all.len(), 4, "incomplete answers are left out: {all:?}");
-        let window = context(&stored, 120);
+        assert_eq!(left_out, 0);
+        let (window, left_out) = context(&stored, 120);
+        assert_eq!(left_out, 1);
         let roles: Vec<&str> = window.iter().map(|m| m["content"].as_str().unwrap()).collect();
         assert_eq!(roles, vec!["be brief", long.as_str(), "and now?"]);
-        let tiny = context(&stored, 1);
+        let (tiny, _) = context(&stored, 1);
         assert_eq!(tiny.len(), 2, "system and the newest message always go: {tiny:?}");
     }
 
