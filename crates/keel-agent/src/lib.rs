@@ -1,6 +1,7 @@
 //! Structured output for Rust agents, with fallback tiers: a model's text becomes a value valid
 //! against a JSON Schema — repaired if it can be, otherwise the caller's fallback, otherwise a
-//! canned default — and the caller hears about every fallback.
+//! canned default — and the caller hears about every fallback. And [run checkpoints](#run-checkpoints)
+//! for agent loops: a failed run resumes where it stopped, without running finished tools again.
 //!
 //! [`StructuredOutput::parse`] tries, in order:
 //!
@@ -76,12 +77,91 @@
 //! assert!(matches!(bad, Err(BuildError::InvalidCanned { .. })));
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
+//!
+//! # Run checkpoints
+//!
+//! [`AgentRun`] drives an agent loop — call the model ([`Agent::llm`]), run the tools it asked
+//! for ([`Agent::tool`]), repeat until it asks for none — and keeps a [`Checkpoint`] of it in a
+//! [`keel_session::Store`] through a [`CheckpointStore`]:
+//!
+//! - a checkpoint exists before the first model call, so a run whose very first call fails still
+//!   has one (`last_completed_iteration: null`, failure point iteration 0, phase `llm`);
+//! - after each completed iteration the checkpoint (history, last completed iteration) is saved;
+//! - a failure saves it with a [`FailurePoint`] `{iteration, phase, kind, message}` whose
+//!   [`Phase`] (`llm`, `tool`, `iteration`) comes from the type of the [`StepError`] the step
+//!   returned — an [`LlmError`] with its [`keel_types::FailureClass`] (`refused`,
+//!   `model_not_found`, `busy`, …) or `circuit_open`, a tool's [`ToolError`], or an iteration
+//!   error — never from the error's text;
+//! - every model answer and tool result is recorded in the run's ledger (the session
+//!   `run:{run_id}`'s messages, idempotency keys `{run_id}:{iteration}:llm` and
+//!   `{run_id}:{iteration}:{index}`) before the run goes on, and [`AgentRun::resume`] reuses what
+//!   the ledger holds: a tool that completed before a failure is not executed again.
+//!
+//! The checkpoint is plain JSON (`serde`), also returned in [`RunError::Step`], and lives in the
+//! run session's metadata; a restarted process finds it with [`CheckpointStore::load`].
+//!
+//! ```
+//! # tokio::runtime::Runtime::new().unwrap().block_on(async {
+//! use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+//!
+//! use keel_agent::{Agent, AgentRun, CheckpointStore, LlmTurn, Phase, StepError, ToolCall, ToolError};
+//! use keel_types::FailureClass;
+//! use serde_json::{Value, json};
+//!
+//! struct Checkout { model_down: AtomicBool, charges: AtomicU32 }
+//!
+//! impl Agent for Checkout {
+//!     async fn llm(&self, iteration: u32, _history: &[Value]) -> Result<LlmTurn, StepError> {
+//!         if self.model_down.load(Ordering::SeqCst) && iteration == 1 {
+//!             return Err(FailureClass::Refused.into()); // typically `?` on the client's error
+//!         }
+//!         Ok(match iteration {
+//!             0 => LlmTurn::from_message(json!({"role": "assistant", "content": "", "tool_calls": [
+//!                 {"function": {"name": "charge_card", "arguments": {"cents": 500}}}
+//!             ]}))?,
+//!             _ => LlmTurn::answer(json!({"role": "assistant", "content": "Paid."})),
+//!         })
+//!     }
+//!
+//!     async fn tool(&self, call: &ToolCall, idempotency_key: &str) -> Result<String, ToolError> {
+//!         assert_eq!((call.name.as_str(), idempotency_key), ("charge_card", "order-7:0:0"));
+//!         self.charges.fetch_add(1, Ordering::SeqCst);
+//!         Ok("charged".into())
+//!     }
+//! }
+//!
+//! let dir = tempfile::tempdir().unwrap();
+//! let store = keel_session::open(&format!("sqlite://{}", dir.path().join("runs.db").display())).await?;
+//! let agent = Checkout { model_down: AtomicBool::new(true), charges: AtomicU32::new(0) };
+//! let run = AgentRun::new(agent, CheckpointStore::new(store));
+//!
+//! // Iteration 0 charges the card; iteration 1's model call is refused.
+//! let err = run.start("order-7", json!("Pay order 7")).await.unwrap_err();
+//! let point = err.failure_point().unwrap();
+//! assert_eq!((point.iteration, point.phase, point.kind.as_str()), (1, Phase::Llm, "refused"));
+//!
+//! // Later, or in another process: load the checkpoint and resume from iteration 1.
+//! run.agent().model_down.store(false, Ordering::SeqCst);
+//! let checkpoint = run.checkpoints().load("order-7").await?.unwrap();
+//! assert_eq!(checkpoint.last_completed_iteration, Some(0));
+//! let outcome = run.resume(checkpoint).await?;
+//! assert_eq!(outcome.output["content"], "Paid.");
+//! assert_eq!(run.agent().charges.load(Ordering::SeqCst), 1);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! # }).unwrap();
+//! ```
 
+mod checkpoint;
 mod error;
 mod event;
 mod output;
+mod run;
+mod step;
 
+pub use checkpoint::{CHECKPOINT_VERSION, Checkpoint, CheckpointStore, FailurePoint, MAX_RUN_ID_LEN};
 pub use error::{BuildError, Failure, FallbackOutcome};
 pub use event::Event;
 pub use keel_repair::{RepairError, Report};
 pub use output::{Builder, Parsed, StructuredOutput, TIER_METRIC, Tier, UntypedOutput};
+pub use run::{Agent, AgentRun, DEFAULT_MAX_ITERATIONS, LlmTurn, RunError, RunOutcome, ToolCall};
+pub use step::{LlmError, Phase, StepError, ToolError};
