@@ -4,11 +4,13 @@
 //! config), `mock` (a fake Ollama), `demo` (a guided tour) and `status` (ask a running keel).
 //! It is the only crate that uses `anyhow`.
 
+mod chat;
 mod demo;
 mod init;
 mod mock;
 mod repair;
 mod serve;
+mod sessions;
 mod status;
 
 use std::process::ExitCode;
@@ -50,6 +52,10 @@ enum Command {
     Status(status::StatusArgs),
     /// Repair a model's broken JSON output (fences, prose, quotes, commas, truncation, types), or refuse.
     Repair(repair::RepairArgs),
+    /// Chat with a model through keel (or Ollama): a REPL, or one answer with --non-interactive.
+    Chat(chat::ChatArgs),
+    /// List, show, export or delete the durable sessions in keel's store.
+    Sessions(sessions::SessionsArgs),
 }
 
 fn main() -> ExitCode {
@@ -75,6 +81,8 @@ fn main() -> ExitCode {
             Command::Demo(args) => demo::run(args).await,
             Command::Status(args) => status::run(args).await,
             Command::Repair(args) => repair::run(args),
+            Command::Chat(args) => chat::run(args).await,
+            Command::Sessions(args) => sessions::run(args).await,
         }
     });
     match result {
