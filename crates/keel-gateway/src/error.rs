@@ -74,6 +74,16 @@ pub enum ProxyError {
     /// The session store failed.
     #[error("the session store is unavailable: {0}; retry the request")]
     Store(String),
+    /// A managed session's context exceeds the budget and `[sessions] overflow = "error"`.
+    #[error(
+        "the session's context (~{tokens} tokens) exceeds [sessions] max_context_tokens = {budget}; start a new session, raise the limit, or set overflow = \"sliding_window\" or \"summarize\""
+    )]
+    ContextTooLong {
+        /// Estimated tokens of the whole conversation.
+        tokens: u64,
+        /// The configured budget.
+        budget: u64,
+    },
     /// No or an unknown API key.
     #[error("missing or invalid API key: send `Authorization: Bearer <key>` with a key from keel.toml [auth]")]
     Unauthorized,
@@ -96,7 +106,7 @@ impl ProxyError {
                 StatusCode::BAD_REQUEST
             }
             ProxyError::InvalidOutput { .. } => StatusCode::UNPROCESSABLE_ENTITY,
-            ProxyError::BadSession(_) => StatusCode::BAD_REQUEST,
+            ProxyError::BadSession(_) | ProxyError::ContextTooLong { .. } => StatusCode::BAD_REQUEST,
             ProxyError::NoStore | ProxyError::Store(_) => StatusCode::SERVICE_UNAVAILABLE,
             ProxyError::NoRoute(_) => StatusCode::NOT_FOUND,
             ProxyError::Upstream(err) => err.status(),

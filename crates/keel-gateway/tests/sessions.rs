@@ -259,3 +259,44 @@ async fn an_idle_session_times_out_and_a_new_message_revives_it() {
     assert_eq!(status(&keel).await, "active");
     assert_eq!(transcript(&keel, "s9").await.len(), 4);
 }
+
+#[tokio::test]
+async fn summarize_replaces_what_left_the_window_with_a_stored_summary() {
+    let up = mock(&["ok1", "Ada asked about a long thing.", "ok2"]).await;
+    let keel = keel(&up, "[sessions]\nmax_context_tokens = 40\noverflow = \"summarize\"\n").await;
+    let first = json!({"model": "m", "stream": false, "messages": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "x".repeat(200)}]});
+    chat(&keel, "s10", &[], first).await;
+    let answer: Value = chat(&keel, "s10", &[], user("last question", false)).await.json().await.unwrap();
+    assert_eq!(answer["message"]["content"], "ok2");
+    let sent = upstream_chats(&up);
+    assert_eq!(sent.len(), 3, "one extra call wrote the summary");
+    assert!(
+        sent[1]["messages"][0]["content"].as_str().unwrap().starts_with("Summarize the conversation"),
+        "{}",
+        sent[1]
+    );
+    assert!(sent[1]["messages"][1]["content"].as_str().unwrap().starts_with("user: xxx"), "{}", sent[1]);
+    assert_eq!(
+        sent[2]["messages"],
+        json!([
+            {"role": "system", "content": "Be brief."},
+            {"role": "system", "content": "Summary of the earlier conversation: Ada asked about a long thing."},
+            {"role": "assistant", "content": "ok1"},
+            {"role": "user", "content": "last question"}
+        ])
+    );
+    // The summary is stored in the session, for the next requests.
+    let stored = transcript(&keel, "s10").await;
+    assert!(stored.iter().any(|(role, content, _)| role == "system" && content == "Ada asked about a long thing."));
+}
+
+#[tokio::test]
+async fn overflow_error_refuses_a_context_over_budget() {
+    let up = mock(&["ok"]).await;
+    let keel = keel(&up, "[sessions]\nmax_context_tokens = 40\noverflow = \"error\"\n").await;
+    chat(&keel, "s11", &[], user(&"x".repeat(200), false)).await;
+    let response = chat(&keel, "s11", &[], user("more", false)).await;
+    assert_eq!(response.status(), 400);
+    let body: Value = response.json().await.unwrap();
+    assert!(body["error"].as_str().unwrap().contains("max_context_tokens = 40"), "{body}");
+}

@@ -183,12 +183,31 @@ pub struct RawSessions {
     /// `keel_sessions_timed_out_total`); a new message makes it active again. `"0s"` turns it off.
     #[serde(with = "keel_types::duration")]
     pub idle_timeout: Duration,
+    /// What happens to the oldest messages when the context exceeds `max_context_tokens`.
+    pub overflow: SessionOverflow,
 }
 
 impl Default for RawSessions {
     fn default() -> RawSessions {
-        RawSessions { max_context_tokens: 8192, idle_timeout: Duration::from_secs(30 * 60) }
+        RawSessions {
+            max_context_tokens: 8192,
+            idle_timeout: Duration::from_secs(30 * 60),
+            overflow: SessionOverflow::SlidingWindow,
+        }
     }
+}
+
+/// `[sessions] overflow`: what happens to messages that no longer fit the context budget.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SessionOverflow {
+    /// Leave the oldest messages out.
+    #[default]
+    SlidingWindow,
+    /// Replace them with a summary the model writes (once per window position).
+    Summarize,
+    /// Refuse the request with 400.
+    Error,
 }
 
 /// How streamed structured answers are handled.
@@ -275,5 +294,16 @@ pub struct RawLog {
 impl Default for RawLog {
     fn default() -> RawLog {
         RawLog { format: "text".into(), level: "info".into() }
+    }
+}
+
+impl SessionOverflow {
+    /// The config spelling, for logs and metric labels.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SessionOverflow::SlidingWindow => "sliding_window",
+            SessionOverflow::Summarize => "summarize",
+            SessionOverflow::Error => "error",
+        }
     }
 }

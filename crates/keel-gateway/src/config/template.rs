@@ -142,6 +142,10 @@ max_answer = "8MiB"
 # Most context (tokens) sent with a managed session's request: system messages plus the newest
 # messages that fit (a sliding window). 0 means no limit.
 max_context_tokens = 8192
+# What happens to the oldest messages when the context is over budget: "sliding_window" leaves
+# them out, "summarize" has the model summarize them once (stored, reused until the window moves;
+# a truncation when the model cannot), "error" refuses the request with 400.
+overflow = "sliding_window"
 # A session without a new message for this long is marked timed_out. "0s" turns it off.
 idle_timeout = "30m"
 

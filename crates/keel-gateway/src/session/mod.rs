@@ -14,6 +14,7 @@
 
 pub(crate) mod admin;
 mod body;
+mod context;
 
 use std::sync::Arc;
 
@@ -162,24 +163,21 @@ async fn run(
     match session.mode {
         Mode::Managed => {
             append_all(store.as_ref(), &session, &messages, 0).await?;
-            let budget = gateway.config().sessions.max_context_tokens;
             let stored = store.messages(id, 0, MAX_CONTEXT_MESSAGES).await.map_err(unavailable)?;
-            let (context, left_out) = context(&stored, budget);
-            if left_out > 0 {
-                tracing::info!(
-                    session = id,
-                    left_out,
-                    budget,
-                    "session context trimmed to the token budget (sliding window)"
-                );
-                metrics::counter!(keel_telemetry::names::SESSION_CONTEXT_TRIMMED_TOTAL, "model" => model.chars().take(64).collect::<String>())
-                    .increment(1);
-            }
+            // The summarizer asks the same targets (an owned copy: the request body is not `Sync`).
+            let route = Forward {
+                targets: forward.targets.clone(),
+                route_model: forward.route_model.clone(),
+                requested_model: forward.requested_model.clone(),
+                path_and_query: forward.path_and_query.clone(),
+                payload: Payload::Bytes(Bytes::new()),
+            };
+            let context = managed_context(gateway, &call, endpoint, route, store.as_ref(), id, &stored).await?;
             body.insert("messages".into(), Value::Array(context));
         }
         Mode::Record => {
             let stored = store.messages(id, 0, MAX_CONTEXT_MESSAGES).await.map_err(unavailable)?;
-            let known = stored.iter().filter(|m| m.complete).count();
+            let known = stored.iter().filter(|m| m.complete && !context::is_summary(m)).count();
             append_all(store.as_ref(), &session, messages.get(known..).unwrap_or_default(), known).await?;
         }
     }
@@ -243,6 +241,99 @@ async fn run(
     Ok(Response::from_parts(parts, axum::body::Body::from(bytes)))
 }
 
+/// The conversation to send for a managed session, within `[sessions] max_context_tokens`.
+async fn managed_context(
+    gateway: &Gateway,
+    call: &Call,
+    endpoint: Endpoint,
+    route: Forward,
+    store: &dyn Store,
+    id: &str,
+    stored: &[Message],
+) -> Result<Vec<Value>, ProxyError> {
+    let config = &gateway.config().sessions;
+    let (budget, overflow) = (config.max_context_tokens, config.overflow);
+    let plan = context::plan(stored, budget, overflow);
+    if plan.dropped.is_empty() {
+        return Ok(context::as_values(&plan.kept));
+    }
+    let model: String = route.requested_model.chars().take(64).collect();
+    metrics::counter!(keel_telemetry::names::SESSION_CONTEXT_TRIMMED_TOTAL, "model" => model, "overflow" => overflow.as_str())
+        .increment(1);
+    tracing::info!(
+        session = id,
+        left_out = plan.dropped.len(),
+        tokens = plan.total_tokens,
+        budget,
+        overflow = overflow.as_str(),
+        "session context over budget"
+    );
+    match overflow {
+        context::Overflow::SlidingWindow => Ok(context::as_values(&plan.kept)),
+        context::Overflow::Error => Err(ProxyError::ContextTooLong { tokens: plan.total_tokens, budget }),
+        context::Overflow::Summarize => {
+            let summary = summary(gateway, call, endpoint, route, store, id, &plan.dropped).await;
+            Ok(context::with_summary(&plan, &summary))
+        }
+    }
+}
+
+/// The summary of the messages that left the window: stored from an earlier request, or written
+/// by the model now (and stored), or a deterministic truncation when the model cannot.
+async fn summary(
+    gateway: &Gateway,
+    call: &Call,
+    endpoint: Endpoint,
+    mut route: Forward,
+    store: &dyn Store,
+    id: &str,
+    dropped: &[&Message],
+) -> String {
+    let last = dropped.last().map_or(0, |m| m.seq);
+    let key = format!("{}{last}", context::SUMMARY_KEY);
+    if let Ok(Some(stored)) = store.message_by_key(id, &key).await {
+        return stored.content;
+    }
+    let request =
+        json!({"model": route.requested_model, "messages": context::summary_request(dropped), "stream": false});
+    let summarize = Call {
+        method: http::Method::POST,
+        headers: call.headers.clone(),
+        id: call.id.clone(),
+        started: call.started,
+        hold_permit: false,
+        continuing: None,
+    };
+    route.payload = Payload::Bytes(Bytes::from(request.to_string()));
+    let response = send(gateway, summarize, endpoint, route).await.response;
+    let written = if response.status().is_success() {
+        let limit = gateway.config().guard.max_answer_bytes;
+        match http_body_util::Limited::new(response.into_body(), limit).collect().await {
+            Ok(collected) => serde_json::from_slice::<Value>(&collected.to_bytes())
+                .ok()
+                .and_then(|answer| Kind::of(endpoint).and_then(|kind| kind.content(&answer).0.map(str::to_owned)))
+                .filter(|text| !text.trim().is_empty()),
+            Err(_) => None,
+        }
+    } else {
+        None
+    };
+    match written {
+        Some(text) => {
+            let message =
+                NewMessage::new("system", text.clone()).with_tokens(estimate_tokens(&text)).with_idempotency_key(key);
+            if let Err(err) = store.append(id, message).await {
+                tracing::warn!(session = id, error = %err, "could not store the session summary; it will be written again");
+            }
+            text
+        }
+        None => {
+            tracing::warn!(session = id, "the model could not summarize the session; using a truncation");
+            context::truncation(dropped)
+        }
+    }
+}
+
 /// Appends the client's messages (the `n`th message of a request gets the idempotency key
 /// `<key>/in/<offset + n>`, so a retry does not append them twice).
 async fn append_all(
@@ -268,47 +359,6 @@ async fn append_all(
         store.append(&session.id, new).await.map_err(unavailable)?;
     }
     Ok(())
-}
-
-/// The conversation sent to the model: complete messages only, system messages always, then the
-/// newest messages that fit `budget` tokens (0 = all); the newest message always goes. Also how
-/// many complete messages were left out.
-fn context(stored: &[Message], budget: u64) -> (Vec<Value>, usize) {
-    let usable: Vec<&Message> = stored.iter().filter(|m| m.complete).collect();
-    let cost = |m: &Message| if m.token_count > 0 { m.token_count } else { estimate_tokens(&m.content) } + 4;
-    let mut keep = vec![false; usable.len()];
-    let mut used: u64 = 0;
-    for (i, message) in usable.iter().enumerate() {
-        if message.role == "system" {
-            keep[i] = true;
-            used += cost(message);
-        }
-    }
-    for (i, message) in usable.iter().enumerate().rev() {
-        if keep[i] {
-            continue;
-        }
-        let next = used + cost(message);
-        if budget > 0 && next > budget && i + 1 != usable.len() {
-            break;
-        }
-        keep[i] = true;
-        used = next;
-    }
-    let left_out = keep.iter().filter(|k| !**k).count();
-    let messages = usable
-        .iter()
-        .zip(keep)
-        .filter(|(_, keep)| *keep)
-        .map(|(m, _)| {
-            let mut value = json!({"role": m.role, "content": m.content});
-            if let Some(calls) = &m.tool_calls {
-                value["tool_calls"] = calls.clone();
-            }
-            value
-        })
-        .collect();
-    (messages, left_out)
 }
 
 /// Marks sessions without a new message for `[sessions] idle_timeout` as `timed_out`, once a
@@ -390,41 +440,6 @@ type SharedStore = Arc<dyn Store>;
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn message(seq: u64, role: &str, content: &str, complete: bool) -> Message {
-        Message {
-            session_id: "s".into(),
-            seq,
-            role: role.into(),
-            content: content.into(),
-            tool_calls: None,
-            token_count: 0,
-            idempotency_key: None,
-            complete,
-            created_at: 0,
-        }
-    }
-
-    #[test]
-    fn context_keeps_system_and_the_newest_that_fit() {
-        let long = "x".repeat(400); // ~100 tokens
-        let stored = vec![
-            message(1, "system", "be brief", true),
-            message(2, "user", &long, true),
-            message(3, "assistant", &long, true),
-            message(4, "assistant", "", false),
-            message(5, "user", "and now?", true),
-        ];
-        let (all, left_out) = context(&stored, 0);
-        assert_eq!(all.len(), 4, "incomplete answers are left out: {all:?}");
-        assert_eq!(left_out, 0);
-        let (window, left_out) = context(&stored, 120);
-        assert_eq!(left_out, 1);
-        let roles: Vec<&str> = window.iter().map(|m| m["content"].as_str().unwrap()).collect();
-        assert_eq!(roles, vec!["be brief", long.as_str(), "and now?"]);
-        let (tiny, _) = context(&stored, 1);
-        assert_eq!(tiny.len(), 2, "system and the newest message always go: {tiny:?}");
-    }
 
     #[test]
     fn names_are_checked() {
