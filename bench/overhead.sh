@@ -6,6 +6,8 @@
 # Usage: bench/overhead.sh [DURATION_SECONDS]      (default 10 per measurement; REPS=3 runs each)
 # Needs: wrk and nginx (installed from Debian's packages if missing, when run as root).
 # Output: a Markdown table on stdout, raw wrk output under bench/results/.
+# KEEL_BASELINE=/path/to/other/keel adds a "baseline" path (e.g. a build of an earlier commit),
+# measured interleaved with the others, to compare two keel builds in one run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -13,6 +15,7 @@ DURATION="${1:-10}"
 UPSTREAM_PORT=18401
 NGINX_PORT=18402
 KEEL_PORT=18403
+BASE_PORT=18404
 WORK="$(mktemp -d /tmp/keel-bench.XXXXXX)"
 RESULTS="bench/results"
 mkdir -p "$RESULTS"
@@ -70,6 +73,16 @@ for _ in $(seq 100); do
   sleep 0.1
 done
 IDLE_RSS_KB=$(ps -o rss= -p "$KEEL_PID" | tr -d ' ')
+PATHS="direct:$UPSTREAM_PORT nginx:$NGINX_PORT keel:$KEEL_PORT"
+if [ -n "${KEEL_BASELINE:-}" ]; then
+  "$KEEL_BASELINE" serve --listen "127.0.0.1:$BASE_PORT" --upstream "http://127.0.0.1:$UPSTREAM_PORT" \
+    --store "sqlite://$WORK/base.db" --log-level warn 2>"$WORK/base.log" &
+  BASE_PID=$!
+  pids+=("$BASE_PID")
+  for _ in $(seq 100); do curl -sf "http://127.0.0.1:$BASE_PORT/keel/health" >/dev/null && break; sleep 0.1; done
+  BASE_IDLE_RSS_KB=$(ps -o rss= -p "$BASE_PID" | tr -d ' ')
+  PATHS="$PATHS baseline:$BASE_PORT"
+fi
 
 cat >"$WORK/chat.lua" <<'LUA'
 wrk.method = "POST"
@@ -105,17 +118,18 @@ for conns in 8 64; do
   declare -A runs=()
   # Interleave the three paths and repeat, then take medians: the machine's noise hits all alike.
   for rep in $(seq "$REPS"); do
-    for target in direct:$UPSTREAM_PORT nginx:$NGINX_PORT keel:$KEEL_PORT; do
+    for target in $PATHS; do
       name=${target%%:*}; port=${target##*:}
       log "wrk $name, $conns connections, ${DURATION}s, run $rep/$REPS"
       runs[$name]+="$(run "$name" "$port" "$conns" "$rep")"$'\n'
     done
   done
-  for name in direct nginx keel; do
+  NAMES="direct nginx keel"; [ -n "${KEEL_BASELINE:-}" ] && NAMES="$NAMES baseline"
+  for name in $NAMES; do
     R[$name-$conns]="$(printf '%s' "${runs[$name]}" | median 1) $(printf '%s' "${runs[$name]}" | median 2) $(printf '%s' "${runs[$name]}" | median 3)"
   done
   read -r d_rps d_p50 d_p99 <<<"${R[direct-$conns]}"
-  for name in direct nginx keel; do
+  for name in $NAMES; do
     read -r rps p50 p99 <<<"${R[$name-$conns]}"
     add50=$(awk -v a="$p50" -v b="$d_p50" 'BEGIN{printf "%.3f", a-b}')
     echo "| $conns | $name | $rps | $p50 | $p99 | $add50 |"
@@ -130,5 +144,11 @@ awk -v k="$k8_p50" -v n="$n8_p50" -v d="$d8_p50" 'BEGIN{printf "- added p50 late
 echo "- p99 at 8 connections: keel $k8_p99 ms, nginx $n8_p99 ms (direct p99 is dominated by wrk sharing the 2 cores, so no difference is taken)"
 awk -v k="$k8_rps" -v n="$n8_rps" 'BEGIN{printf "- throughput at 8 connections, keel / nginx: %.2f\n", k/n}'
 awk -v k="$k64_rps" -v n="$n64_rps" 'BEGIN{printf "- throughput at 64 connections, keel / nginx: %.2f\n", k/n}'
+if [ -n "${KEEL_BASELINE:-}" ]; then
+  read -r b8_rps b8_p50 _ <<<"${R[baseline-8]}"; read -r b64_rps _ _ <<<"${R[baseline-64]}"
+  awk -v k="$k8_rps" -v b="$b8_rps" -v k64="$k64_rps" -v b64="$b64_rps" 'BEGIN{printf "- keel / baseline throughput: %.2f at 8 connections, %.2f at 64\n", k/b, k64/b64}'
+  awk -v k="$k8_p50" -v b="$b8_p50" -v d="$d8_p50" 'BEGIN{printf "- added p50 at 8 connections: keel +%.3f ms, baseline +%.3f ms\n", k-d, b-d}'
+  echo "- baseline RSS: idle $((BASE_IDLE_RSS_KB / 1024)) MiB ($BASE_IDLE_RSS_KB KiB)"
+fi
 echo "- keel RSS: idle $((IDLE_RSS_KB / 1024)) MiB ($IDLE_RSS_KB KiB), after load $((LOADED_RSS_KB / 1024)) MiB"
 echo "- machine: $(nproc) cores, $(uname -r); wrk -t2, ${DURATION}s per run, median of $REPS interleaved runs; raw output in $RESULTS/"

@@ -28,6 +28,15 @@ pub enum StoreError {
         /// The seq asked for.
         seq: u64,
     },
+    /// The session has no participant with this name (the `from` of
+    /// [`Store::handoff`](crate::Store::handoff)).
+    #[error("session '{id}' has no participant '{name}'")]
+    ParticipantNotFound {
+        /// The session.
+        id: String,
+        /// The name asked for.
+        name: String,
+    },
     /// [`Store::update_session`](crate::Store::update_session) with a stale version: someone
     /// changed the session since it was read. Re-read it and retry.
     #[error("session changed concurrently (now at version {current_version}); re-read it and retry")]
@@ -80,6 +89,7 @@ impl StoreError {
             StoreError::SessionNotFound { .. } => "session_not_found",
             StoreError::SessionExists { .. } => "session_exists",
             StoreError::MessageNotFound { .. } => "message_not_found",
+            StoreError::ParticipantNotFound { .. } => "participant_not_found",
             StoreError::Conflict { .. } => "conflict",
             StoreError::InvalidUrl { .. } => "invalid_url",
             StoreError::InvalidInput(_) => "invalid_input",

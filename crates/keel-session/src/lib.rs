@@ -32,6 +32,23 @@
 //! A future that is dropped before it resolves may or may not have taken effect: retry with the
 //! same idempotency key to find out without appending twice.
 //!
+//! # Participants and handoff
+//!
+//! The agents and people attached to a session are its [`Participant`]s: a name (unique per
+//! session), a [`ParticipantKind`] (agent or human) and a free-text role (`owner`, `assistant`,
+//! `reviewer`, …), listed in the order they were first added.
+//! [`Store::add_participant`] is idempotent by name (re-adding updates kind and role in place),
+//! [`Store::remove_participant`] detaches one. Each is one atomic step of the backend — never a
+//! read of the list and a write back — so concurrent adds and removes all take effect. They do
+//! not change the session's `version` or `updated_at`.
+//!
+//! [`Store::handoff`] passes the session from one participant to another and records it in the
+//! transcript: in one atomic step it adds the target (if not there yet) and appends a message
+//! with role [`HANDOFF_ROLE`] and content `from <from> to <to>: <note>`, which takes the next
+//! `seq` and bumps `version` and `message_count` like any append. A `from` that is not a
+//! participant fails with [`StoreError::ParticipantNotFound`] and changes nothing. Deleting a
+//! session deletes its participants.
+//!
 //! # Example
 //!
 //! ```
@@ -52,6 +69,17 @@
 //! assert_eq!(messages.len(), 2);
 //! let session = store.get_session("chat-42").await?.unwrap();
 //! assert_eq!((session.version, session.token_count, session.message_count), (3, 2, 2));
+//!
+//! use keel_session::NewParticipant;
+//! store.add_participant("chat-42", NewParticipant::human("alice").with_role("owner")).await?;
+//! store.add_participant("chat-42", NewParticipant::agent("triage").with_role("assistant")).await?;
+//! let handoff = store
+//!     .handoff("chat-42", "triage", NewParticipant::agent("billing").with_role("assistant"), Some("invoice".into()))
+//!     .await?;
+//! assert_eq!((handoff.seq, handoff.role.as_str()), (3, "handoff"));
+//! assert_eq!(handoff.content, "from triage to billing: invoice");
+//! let names: Vec<String> = store.participants("chat-42").await?.into_iter().map(|p| p.name).collect();
+//! assert_eq!(names, ["alice", "triage", "billing"]);
 //! # Ok::<(), keel_session::StoreError>(())
 //! # }).unwrap();
 //! ```
@@ -69,8 +97,8 @@ use std::sync::Arc;
 
 pub use error::StoreError;
 pub use model::{
-    Message, MessageCompletion, NewMessage, NewSession, Page, Session, SessionFilter, SessionPage, SessionPatch,
-    SessionStatus,
+    HANDOFF_ROLE, Message, MessageCompletion, NewMessage, NewParticipant, NewSession, Page, Participant,
+    ParticipantKind, Session, SessionFilter, SessionPage, SessionPatch, SessionStatus,
 };
 pub use store::{MAX_ID_LEN, Store, StoreFuture};
 

@@ -312,6 +312,120 @@ impl NewMessage {
     }
 }
 
+/// What a participant of a session is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ParticipantKind {
+    /// A program: a model-driven agent, a tool runner, a bot.
+    Agent,
+    /// A person.
+    Human,
+}
+
+impl ParticipantKind {
+    /// Every kind, in declaration order.
+    pub const ALL: [ParticipantKind; 2] = [ParticipantKind::Agent, ParticipantKind::Human];
+
+    /// The stored and serialized name: `agent` or `human`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ParticipantKind::Agent => "agent",
+            ParticipantKind::Human => "human",
+        }
+    }
+}
+
+impl fmt::Display for ParticipantKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for ParticipantKind {
+    type Err = StoreError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        ParticipantKind::ALL
+            .into_iter()
+            .find(|kind| kind.as_str() == s)
+            .ok_or_else(|| StoreError::InvalidInput(format!("unknown participant kind '{s}'")))
+    }
+}
+
+/// An agent or person attached to a session (see
+/// [`Store::add_participant`](crate::Store::add_participant)).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Participant {
+    /// The session it belongs to.
+    pub session_id: String,
+    /// Its name, unique per session (an agent's name, a user id).
+    pub name: String,
+    /// Agent or human.
+    pub kind: ParticipantKind,
+    /// What it does in the session: free text such as `owner`, `assistant`, `reviewer`.
+    pub role: String,
+    /// When it was first added (unix milliseconds, UTC); re-adding keeps it.
+    pub added_at: i64,
+}
+
+/// A participant to add with [`Store::add_participant`](crate::Store::add_participant) or to hand
+/// off to with [`Store::handoff`](crate::Store::handoff).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewParticipant {
+    /// The name: 1 to 255 bytes, no control characters.
+    pub name: String,
+    /// Agent or human.
+    pub kind: ParticipantKind,
+    /// Its role: 1 to 255 bytes, no control characters ([`NewParticipant::DEFAULT_ROLE`] unless
+    /// set).
+    pub role: String,
+}
+
+impl NewParticipant {
+    /// The role of a participant made without [`NewParticipant::with_role`].
+    pub const DEFAULT_ROLE: &'static str = "member";
+
+    /// A participant of this name and kind, with the role `member`.
+    pub fn new(name: impl Into<String>, kind: ParticipantKind) -> Self {
+        NewParticipant { name: name.into(), kind, role: NewParticipant::DEFAULT_ROLE.to_owned() }
+    }
+
+    /// An agent.
+    pub fn agent(name: impl Into<String>) -> Self {
+        NewParticipant::new(name, ParticipantKind::Agent)
+    }
+
+    /// A person.
+    pub fn human(name: impl Into<String>) -> Self {
+        NewParticipant::new(name, ParticipantKind::Human)
+    }
+
+    /// Sets the role (`owner`, `assistant`, `reviewer`, …).
+    #[must_use]
+    pub fn with_role(mut self, role: impl Into<String>) -> Self {
+        self.role = role.into();
+        self
+    }
+
+    /// The stored participant of `session_id`, added at `added_at`.
+    pub(crate) fn into_participant(self, session_id: &str, added_at: i64) -> Participant {
+        Participant { session_id: session_id.to_owned(), name: self.name, kind: self.kind, role: self.role, added_at }
+    }
+}
+
+/// The role of the message [`Store::handoff`](crate::Store::handoff) appends.
+pub const HANDOFF_ROLE: &str = "handoff";
+
+/// The message that records a handoff: role `handoff`, content `from <from> to <to>` and
+/// `: <note>` when there is a note.
+pub(crate) fn handoff_message(from: &str, to: &str, note: Option<&str>) -> NewMessage {
+    let content = match note.filter(|note| !note.is_empty()) {
+        Some(note) => format!("from {from} to {to}: {note}"),
+        None => format!("from {from} to {to}"),
+    };
+    NewMessage::new(HANDOFF_ROLE, content)
+}
+
 /// How [`Store::complete_message`](crate::Store::complete_message) finishes a partial message.
 /// `None` keeps the stored value.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -450,6 +564,28 @@ mod tests {
             assert_eq!(serde_json::to_value(status).unwrap(), Value::String(status.as_str().into()));
         }
         assert!("closed".parse::<SessionStatus>().is_err());
+    }
+
+    #[test]
+    fn participant_kinds_round_trip() {
+        for kind in ParticipantKind::ALL {
+            assert_eq!(kind.as_str().parse::<ParticipantKind>().unwrap(), kind);
+            assert_eq!(serde_json::to_value(kind).unwrap(), Value::String(kind.as_str().into()));
+        }
+        assert!("robot".parse::<ParticipantKind>().is_err());
+    }
+
+    #[test]
+    fn handoff_messages_name_both_sides() {
+        let message = handoff_message("triage", "billing", Some("invoice question"));
+        assert_eq!(
+            (message.role.as_str(), message.content.as_str()),
+            ("handoff", "from triage to billing: invoice question")
+        );
+        assert_eq!(handoff_message("a", "b", None).content, "from a to b");
+        assert_eq!(handoff_message("a", "b", Some("")).content, "from a to b");
+        let new = NewParticipant::human("alice");
+        assert_eq!((new.kind, new.role.as_str()), (ParticipantKind::Human, "member"));
     }
 
     #[test]

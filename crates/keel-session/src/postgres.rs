@@ -8,23 +8,33 @@
 //! Appends lock the session row (`SELECT … FOR UPDATE`) for the length of a short transaction:
 //! appends to one session are serialized across every keel instance, the idempotency check runs
 //! under that lock, and a unique index on `(session_id, idempotency_key)` backs it up.
+//!
+//! Participants are rows of their own (primary key `(session_id, name)`, ordered by an identity
+//! column): an add is one `INSERT … ON CONFLICT DO UPDATE`, a remove one `DELETE`, so concurrent
+//! changes never overwrite each other. A handoff locks the session row like an append, checks
+//! `from` (locking its row against a concurrent remove), inserts `to` and appends, in one
+//! transaction.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use deadpool_postgres::GenericClient;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, PoolError, RecyclingMethod, Runtime};
+use tokio_postgres::error::SqlState;
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{NoTls, Row};
 
 use crate::StoreError;
 use crate::location::Location;
 use crate::model::{
-    Message, MessageCompletion, NewMessage, NewSession, Page, Session, SessionFilter, SessionPage, SessionPatch,
-    into_page,
+    Message, MessageCompletion, NewMessage, NewParticipant, NewSession, Page, Participant, Session, SessionFilter,
+    SessionPage, SessionPatch, into_page,
 };
-use crate::rows::{MESSAGE_COLUMNS, MessageRow, SESSION_COLUMNS, SessionRow, clamp_i64};
-use crate::store::{Store, StoreFuture, add_tokens, check_id, check_key, check_message, now_millis, to_i64};
+use crate::rows::{MESSAGE_COLUMNS, MessageRow, ParticipantRow, SESSION_COLUMNS, SessionRow, clamp_i64};
+use crate::store::{
+    Store, StoreFuture, add_tokens, check_handoff, check_id, check_key, check_message, check_participant,
+    check_participant_name, now_millis, to_i64,
+};
 
 const BACKEND: &str = "postgres";
 const DEFAULT_SCHEMA: &str = "keel";
@@ -33,7 +43,10 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 const POOL_WAIT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The schema, one migration per entry; `keel_migrations` records which are applied.
-const MIGRATIONS: &[&str] = &[include_str!("../migrations/postgres/001_sessions.sql")];
+const MIGRATIONS: &[&str] = &[
+    include_str!("../migrations/postgres/001_sessions.sql"),
+    include_str!("../migrations/postgres/002_participants.sql"),
+];
 
 /// What `postgres://…` says.
 #[derive(Debug, Clone)]
@@ -124,6 +137,14 @@ fn pool_error(error: PoolError) -> StoreError {
     match error {
         PoolError::Backend(error) => db_error(error),
         other => StoreError::Unavailable { backend: BACKEND, message: other.to_string() },
+    }
+}
+
+/// `db_error`, except that a foreign-key violation (a row inserted for a session deleted
+/// concurrently) is [`StoreError::SessionNotFound`].
+fn session_error(id: &str) -> impl Fn(tokio_postgres::Error) -> StoreError + '_ {
+    move |error| {
+        if error.code() == Some(&SqlState::FOREIGN_KEY_VIOLATION) { StoreError::not_found(id) } else { db_error(error) }
     }
 }
 
@@ -244,6 +265,61 @@ async fn load_session<C: GenericClient>(client: &C, id: &str, lock: bool) -> Res
 async fn load_message_by_key<C: GenericClient>(client: &C, id: &str, key: &str) -> Result<Option<Message>, StoreError> {
     let sql = format!("SELECT {MESSAGE_COLUMNS} FROM messages WHERE session_id = $1 AND idempotency_key = $2");
     query_opt(client, &sql, &[&id, &key]).await?.as_ref().map(message_row).transpose()
+}
+
+/// Inserts `message` at `last_seq + 1` and bumps the session's counters; the caller holds the
+/// session row lock ([`lock_counters`]) and has checked the token total.
+async fn insert_message<C: GenericClient>(
+    tx: &C,
+    session_id: &str,
+    message: NewMessage,
+    last_seq: u64,
+) -> Result<Message, StoreError> {
+    let now = now_millis();
+    let message = message.into_message(session_id, last_seq + 1, now);
+    let seq = to_i64(message.seq, "seq")?;
+    let tokens = to_i64(message.token_count, "token count")?;
+    execute(
+        tx,
+        "INSERT INTO messages (session_id, seq, role, content, tool_calls, token_count, idempotency_key, complete, created_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+        &[
+            &session_id,
+            &seq,
+            &message.role,
+            &message.content,
+            &message.tool_calls,
+            &tokens,
+            &message.idempotency_key,
+            &message.complete,
+            &now,
+        ],
+    )
+    .await?;
+    execute(
+        tx,
+        "UPDATE sessions SET last_seq = $2, version = version + 1, token_count = token_count + $3,
+                updated_at = greatest(updated_at, $4)
+         WHERE id = $1",
+        &[&session_id, &seq, &tokens, &now],
+    )
+    .await?;
+    Ok(message)
+}
+
+fn participant_row(row: &Row) -> Result<Participant, StoreError> {
+    let row = ParticipantRow {
+        session_id: row.try_get(0).map_err(column_error)?,
+        name: row.try_get(1).map_err(column_error)?,
+        kind: row.try_get(2).map_err(column_error)?,
+        role: row.try_get(3).map_err(column_error)?,
+        added_at: row.try_get(4).map_err(column_error)?,
+    };
+    row.into_participant(BACKEND)
+}
+
+async fn session_exists<C: GenericClient>(client: &C, id: &str) -> Result<bool, StoreError> {
+    Ok(query_opt(client, "SELECT 1 FROM sessions WHERE id = $1", &[&id]).await?.is_some())
 }
 
 /// `(last_seq, token_count)` of a session, its row locked until the transaction ends.
@@ -404,35 +480,7 @@ impl Store for PostgresStore {
                 return Ok(stored);
             }
             add_tokens(token_count, message.token_count)?;
-            let now = now_millis();
-            let message = message.into_message(session_id, last_seq + 1, now);
-            let seq = to_i64(message.seq, "seq")?;
-            let tokens = to_i64(message.token_count, "token count")?;
-            execute(
-                &tx,
-                "INSERT INTO messages (session_id, seq, role, content, tool_calls, token_count, idempotency_key, complete, created_at)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
-                &[
-                    &session_id,
-                    &seq,
-                    &message.role,
-                    &message.content,
-                    &message.tool_calls,
-                    &tokens,
-                    &message.idempotency_key,
-                    &message.complete,
-                    &now,
-                ],
-            )
-            .await?;
-            execute(
-                &tx,
-                "UPDATE sessions SET last_seq = $2, version = version + 1, token_count = token_count + $3,
-                        updated_at = greatest(updated_at, $4)
-                 WHERE id = $1",
-                &[&session_id, &seq, &tokens, &now],
-            )
-            .await?;
+            let message = insert_message(&tx, session_id, message, last_seq).await?;
             tx.commit().await.map_err(db_error)?;
             Ok(message)
         })
@@ -496,9 +544,7 @@ impl Store for PostgresStore {
             );
             let rows = query(&client, &sql, &[&session_id, &clamp_i64(after_seq), &clamp_i64(limit as u64)]).await?;
             // Messages exist only in existing sessions (foreign key); none may mean no session.
-            if rows.is_empty()
-                && query_opt(&client, "SELECT 1 FROM sessions WHERE id = $1", &[&session_id]).await?.is_none()
-            {
+            if rows.is_empty() && !session_exists(&client, session_id).await? {
                 return Err(StoreError::not_found(session_id));
             }
             rows.iter().map(message_row).collect()
@@ -511,6 +557,118 @@ impl Store for PostgresStore {
             check_key(key)?;
             let client = self.client().await?;
             load_message_by_key(&client, session_id, key).await
+        })
+    }
+
+    fn add_participant<'a>(&'a self, session_id: &'a str, participant: NewParticipant) -> StoreFuture<'a, Participant> {
+        Box::pin(async move {
+            check_id(session_id)?;
+            check_participant(&participant)?;
+            let client = self.client().await?;
+            // One statement: no row back = no session; a session deleted between the check and
+            // the insert fails the foreign key. An existing name keeps position and added_at.
+            let statement = client
+                .prepare_cached(
+                    "INSERT INTO participants (session_id, name, kind, role, added_at)
+                     SELECT $1::text, $2::text, $3::text, $4::text, $5::bigint
+                     WHERE EXISTS (SELECT 1 FROM sessions WHERE id = $1::text)
+                     ON CONFLICT (session_id, name) DO UPDATE SET kind = EXCLUDED.kind, role = EXCLUDED.role
+                     RETURNING added_at",
+                )
+                .await
+                .map_err(db_error)?;
+            let row = client
+                .query_opt(
+                    &statement,
+                    &[&session_id, &participant.name, &participant.kind.as_str(), &participant.role, &now_millis()],
+                )
+                .await
+                .map_err(session_error(session_id))?
+                .ok_or_else(|| StoreError::not_found(session_id))?;
+            let added_at: i64 = row.try_get(0).map_err(column_error)?;
+            Ok(participant.into_participant(session_id, added_at))
+        })
+    }
+
+    fn remove_participant<'a>(&'a self, session_id: &'a str, name: &'a str) -> StoreFuture<'a, bool> {
+        Box::pin(async move {
+            check_id(session_id)?;
+            check_participant_name(name)?;
+            let client = self.client().await?;
+            let removed =
+                execute(&client, "DELETE FROM participants WHERE session_id = $1 AND name = $2", &[&session_id, &name])
+                    .await?;
+            if removed == 0 && !session_exists(&client, session_id).await? {
+                return Err(StoreError::not_found(session_id));
+            }
+            Ok(removed > 0)
+        })
+    }
+
+    fn participants<'a>(&'a self, session_id: &'a str) -> StoreFuture<'a, Vec<Participant>> {
+        Box::pin(async move {
+            check_id(session_id)?;
+            let client = self.client().await?;
+            // One statement, one snapshot: the session's row (none = no session) joined with its
+            // participants (NULLs when it has none).
+            let rows = query(
+                &client,
+                "SELECT p.session_id, p.name, p.kind, p.role, p.added_at
+                 FROM sessions s LEFT JOIN participants p ON p.session_id = s.id
+                 WHERE s.id = $1
+                 ORDER BY p.position",
+                &[&session_id],
+            )
+            .await?;
+            if rows.is_empty() {
+                return Err(StoreError::not_found(session_id));
+            }
+            let mut participants = Vec::with_capacity(rows.len());
+            for row in &rows {
+                let name: Option<String> = row.try_get(1).map_err(column_error)?;
+                if name.is_some() {
+                    participants.push(participant_row(row)?);
+                }
+            }
+            Ok(participants)
+        })
+    }
+
+    fn handoff<'a>(
+        &'a self,
+        session_id: &'a str,
+        from: &'a str,
+        to: NewParticipant,
+        note: Option<String>,
+    ) -> StoreFuture<'a, Message> {
+        Box::pin(async move {
+            check_id(session_id)?;
+            let message = check_handoff(from, &to, note.as_deref())?;
+            let mut client = self.client().await?;
+            let tx = client.transaction().await.map_err(db_error)?;
+            let (last_seq, _) = lock_counters(&tx, session_id).await?;
+            // FOR SHARE: a concurrent remove of `from` waits for the handoff (or the handoff sees
+            // it gone).
+            let from_present = query_opt(
+                &tx,
+                "SELECT 1 FROM participants WHERE session_id = $1 AND name = $2 FOR SHARE",
+                &[&session_id, &from],
+            )
+            .await?
+            .is_some();
+            if !from_present {
+                return Err(StoreError::ParticipantNotFound { id: session_id.to_owned(), name: from.to_owned() });
+            }
+            execute(
+                &tx,
+                "INSERT INTO participants (session_id, name, kind, role, added_at) VALUES ($1, $2, $3, $4, $5)
+                 ON CONFLICT (session_id, name) DO NOTHING",
+                &[&session_id, &to.name, &to.kind.as_str(), &to.role, &now_millis()],
+            )
+            .await?;
+            let message = insert_message(&tx, session_id, message, last_seq).await?;
+            tx.commit().await.map_err(db_error)?;
+            Ok(message)
         })
     }
 

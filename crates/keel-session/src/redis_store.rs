@@ -7,7 +7,13 @@
 //! | `P s:ID` | hash | the session's fields (`version`, `token_count`, `last_seq`, … as integers) |
 //! | `P m:ID` | hash | `seq` → the message as JSON (without `session_id` and `seq`) |
 //! | `P k:ID` | hash | idempotency key → `seq` |
+//! | `P p:ID` | hash | participant name → `POSITION ADDED_AT {"kind":…,"role":…}` |
 //! | `P index` | sorted set | session ids scored by `updated_at`, for listing |
+//!
+//! A participant's position (its place in the order added) comes from the counter
+//! `participant_seq` in the session hash; re-adding a name keeps its position and `added_at` and
+//! replaces the JSON. Each add, remove and handoff is one script touching one field of `p:ID`, so
+//! concurrent changes never overwrite each other.
 //!
 //! Every write is one Lua script, so it is atomic on the server: an append checks the session
 //! and the idempotency key, takes the next `seq` with `HINCRBY` and bumps the counters in one
@@ -30,9 +36,13 @@ use serde_json::Value;
 use crate::StoreError;
 use crate::location::Location;
 use crate::model::{
-    Cursor, Message, MessageCompletion, NewMessage, NewSession, Page, Session, SessionFilter, SessionPage, SessionPatch,
+    Cursor, Message, MessageCompletion, NewMessage, NewParticipant, NewSession, Page, Participant, ParticipantKind,
+    Session, SessionFilter, SessionPage, SessionPatch,
 };
-use crate::store::{Store, StoreFuture, add_tokens, check_id, check_key, check_message, now_millis, to_i64};
+use crate::store::{
+    Store, StoreFuture, add_tokens, check_handoff, check_id, check_key, check_message, check_participant,
+    check_participant_name, now_millis, to_i64,
+};
 
 const BACKEND: &str = "redis";
 const DEFAULT_PREFIX: &str = "keel:";
@@ -90,12 +100,59 @@ redis.call('ZADD', KEYS[2], ARGV[3], ARGV[2])
 return {2, 0}
 ";
 
-/// `KEYS` session, messages, keys, index; `ARGV[1]` id. Returns 1 if the session existed.
+/// `KEYS` session, messages, keys, index, participants; `ARGV[1]` id. Returns 1 if the session
+/// existed.
 const DELETE: &str = r"
 local existed = redis.call('DEL', KEYS[1])
-redis.call('DEL', KEYS[2], KEYS[3])
+redis.call('DEL', KEYS[2], KEYS[3], KEYS[5])
 redis.call('ZREM', KEYS[4], ARGV[1])
 return existed
+";
+
+/// `KEYS` session, participants; `ARGV` name, now, `{"kind":…,"role":…}`. Returns `{0, ''}` (no
+/// session) or `{1, stored value}`; an existing name keeps its position and added_at.
+const ADD_PARTICIPANT: &str = r"
+if redis.call('EXISTS', KEYS[1]) == 0 then return {0, ''} end
+local old = redis.call('HGET', KEYS[2], ARGV[1])
+local head
+if old then
+  head = string.match(old, '^%d+ %-?%d+ ')
+end
+if not head then
+  head = redis.call('HINCRBY', KEYS[1], 'participant_seq', 1) .. ' ' .. ARGV[2] .. ' '
+end
+local value = head .. ARGV[3]
+redis.call('HSET', KEYS[2], ARGV[1], value)
+return {1, value}
+";
+
+/// `KEYS` session, participants; `ARGV` name. Returns -1 (no session), 0 (no such participant)
+/// or 1 (removed).
+const REMOVE_PARTICIPANT: &str = r"
+if redis.call('EXISTS', KEYS[1]) == 0 then return -1 end
+return redis.call('HDEL', KEYS[2], ARGV[1])
+";
+
+/// `KEYS` session, messages, index, participants; `ARGV` id, now, from, to, to's
+/// `{"kind":…,"role":…}`, message JSON. Returns `{0, 0}` (no session), `{1, 0}` (`from` is no
+/// participant) or `{2, seq}` (handed off).
+const HANDOFF: &str = r"
+if redis.call('EXISTS', KEYS[1]) == 0 then return {0, 0} end
+if redis.call('HEXISTS', KEYS[4], ARGV[3]) == 0 then return {1, 0} end
+if redis.call('HEXISTS', KEYS[4], ARGV[4]) == 0 then
+  local position = redis.call('HINCRBY', KEYS[1], 'participant_seq', 1)
+  redis.call('HSET', KEYS[4], ARGV[4], position .. ' ' .. ARGV[2] .. ' ' .. ARGV[5])
+end
+local seq = redis.call('HINCRBY', KEYS[1], 'last_seq', 1)
+redis.call('HSET', KEYS[2], seq, ARGV[6])
+redis.call('HINCRBY', KEYS[1], 'version', 1)
+local updated = redis.call('HGET', KEYS[1], 'updated_at')
+if tonumber(ARGV[2]) > tonumber(updated) then
+  updated = ARGV[2]
+  redis.call('HSET', KEYS[1], 'updated_at', updated)
+end
+redis.call('ZADD', KEYS[3], updated, ARGV[1])
+return {2, seq}
 ";
 
 /// `KEYS` session, messages, index; `ARGV` seq, old JSON, new JSON, token delta, now, id.
@@ -136,6 +193,9 @@ pub(crate) async fn open(url: &str) -> Result<Arc<dyn Store>, StoreError> {
         update: Script::new(UPDATE),
         delete: Script::new(DELETE),
         complete: Script::new(COMPLETE),
+        add_participant: Script::new(ADD_PARTICIPANT),
+        remove_participant: Script::new(REMOVE_PARTICIPANT),
+        handoff: Script::new(HANDOFF),
     };
     store.health().await?;
     Ok(Arc::new(store))
@@ -201,6 +261,40 @@ impl StoredMessage {
     }
 }
 
+/// What the participants hash holds of a participant after its position and `added_at`.
+#[derive(Debug, Serialize, Deserialize)]
+struct StoredParticipant {
+    kind: ParticipantKind,
+    role: String,
+}
+
+impl StoredParticipant {
+    fn encode(participant: &NewParticipant) -> Result<String, StoreError> {
+        serde_json::to_string(&StoredParticipant { kind: participant.kind, role: participant.role.clone() })
+            .map_err(|e| StoreError::InvalidInput(format!("participant cannot be stored: {e}")))
+    }
+
+    /// `POSITION ADDED_AT JSON` → (position, the participant).
+    fn decode(session_id: &str, name: &str, value: &str) -> Result<(u64, Participant), StoreError> {
+        let bad = |what: &str| corrupt(format!("participant '{name}' of session '{session_id}': {what}"));
+        let mut parts = value.splitn(3, ' ');
+        let position = parts.next().and_then(|text| text.parse().ok()).ok_or_else(|| bad("bad position"))?;
+        let added_at = parts.next().and_then(|text| text.parse().ok()).ok_or_else(|| bad("bad added_at"))?;
+        let stored: StoredParticipant =
+            serde_json::from_str(parts.next().unwrap_or_default()).map_err(|e| bad(&e.to_string()))?;
+        Ok((
+            position,
+            Participant {
+                session_id: session_id.to_owned(),
+                name: name.to_owned(),
+                kind: stored.kind,
+                role: stored.role,
+                added_at,
+            },
+        ))
+    }
+}
+
 /// The hash fields of a session; optional fields are absent when `None`.
 fn session_fields(session: &Session) -> Vec<(&'static str, String)> {
     let mut fields = vec![
@@ -261,6 +355,9 @@ pub(crate) struct RedisStore {
     update: Script,
     delete: Script,
     complete: Script,
+    add_participant: Script,
+    remove_participant: Script,
+    handoff: Script,
 }
 
 impl std::fmt::Debug for RedisStore {
@@ -280,6 +377,10 @@ impl RedisStore {
 
     fn keys_key(&self, id: &str) -> String {
         format!("{}k:{id}", self.prefix)
+    }
+
+    fn participants_key(&self, id: &str) -> String {
+        format!("{}p:{id}", self.prefix)
     }
 
     fn index_key(&self) -> String {
@@ -404,6 +505,7 @@ impl Store for RedisStore {
                 .key(self.messages_key(id))
                 .key(self.keys_key(id))
                 .key(self.index_key())
+                .key(self.participants_key(id))
                 .arg(id)
                 .invoke_async(&mut self.conn.clone())
                 .await
@@ -614,6 +716,106 @@ impl Store for RedisStore {
         })
     }
 
+    fn add_participant<'a>(&'a self, session_id: &'a str, participant: NewParticipant) -> StoreFuture<'a, Participant> {
+        Box::pin(async move {
+            check_id(session_id)?;
+            check_participant(&participant)?;
+            let (code, value): (i64, String) = self
+                .add_participant
+                .key(self.session_key(session_id))
+                .key(self.participants_key(session_id))
+                .arg(&participant.name)
+                .arg(now_millis())
+                .arg(StoredParticipant::encode(&participant)?)
+                .invoke_async(&mut self.conn.clone())
+                .await
+                .map_err(redis_error)?;
+            if code == 0 {
+                return Err(StoreError::not_found(session_id));
+            }
+            StoredParticipant::decode(session_id, &participant.name, &value).map(|(_, participant)| participant)
+        })
+    }
+
+    fn remove_participant<'a>(&'a self, session_id: &'a str, name: &'a str) -> StoreFuture<'a, bool> {
+        Box::pin(async move {
+            check_id(session_id)?;
+            check_participant_name(name)?;
+            let removed: i64 = self
+                .remove_participant
+                .key(self.session_key(session_id))
+                .key(self.participants_key(session_id))
+                .arg(name)
+                .invoke_async(&mut self.conn.clone())
+                .await
+                .map_err(redis_error)?;
+            if removed < 0 {
+                return Err(StoreError::not_found(session_id));
+            }
+            Ok(removed == 1)
+        })
+    }
+
+    fn participants<'a>(&'a self, session_id: &'a str) -> StoreFuture<'a, Vec<Participant>> {
+        Box::pin(async move {
+            check_id(session_id)?;
+            // MULTI/EXEC: the existence check and the hash come from one moment.
+            let (exists, hash): (bool, HashMap<String, String>) = redis::pipe()
+                .atomic()
+                .cmd("EXISTS")
+                .arg(self.session_key(session_id))
+                .cmd("HGETALL")
+                .arg(self.participants_key(session_id))
+                .query_async(&mut self.conn.clone())
+                .await
+                .map_err(redis_error)?;
+            if !exists {
+                return Err(StoreError::not_found(session_id));
+            }
+            let mut participants = hash
+                .iter()
+                .map(|(name, value)| StoredParticipant::decode(session_id, name, value))
+                .collect::<Result<Vec<_>, _>>()?;
+            participants.sort_unstable_by_key(|(position, _)| *position);
+            Ok(participants.into_iter().map(|(_, participant)| participant).collect())
+        })
+    }
+
+    fn handoff<'a>(
+        &'a self,
+        session_id: &'a str,
+        from: &'a str,
+        to: NewParticipant,
+        note: Option<String>,
+    ) -> StoreFuture<'a, Message> {
+        Box::pin(async move {
+            check_id(session_id)?;
+            let message = check_handoff(from, &to, note.as_deref())?;
+            let now = now_millis();
+            let message = message.into_message(session_id, 0, now);
+            let (code, seq): (i64, u64) = self
+                .handoff
+                .key(self.session_key(session_id))
+                .key(self.messages_key(session_id))
+                .key(self.index_key())
+                .key(self.participants_key(session_id))
+                .arg(session_id)
+                .arg(now)
+                .arg(from)
+                .arg(&to.name)
+                .arg(StoredParticipant::encode(&to)?)
+                .arg(StoredMessage::of(&message).encode()?)
+                .invoke_async(&mut self.conn.clone())
+                .await
+                .map_err(redis_error)?;
+            match code {
+                0 => Err(StoreError::not_found(session_id)),
+                1 => Err(StoreError::ParticipantNotFound { id: session_id.to_owned(), name: from.to_owned() }),
+                _ => Ok(Message { seq, ..message }),
+            }
+        })
+    }
+
     fn health(&self) -> StoreFuture<'_, ()> {
         Box::pin(async move {
             let _: String = redis::cmd("PING").query_async(&mut self.conn.clone()).await.map_err(redis_error)?;
@@ -636,6 +838,16 @@ mod tests {
         hash.insert("version".into(), "-1".into());
         assert!(decode_session(hash).is_err());
         assert_eq!(decode_session(HashMap::new()).unwrap(), None);
+    }
+
+    #[test]
+    fn stored_participant_round_trips() {
+        let new = NewParticipant::human("a b:c").with_role("code reviewer");
+        let value = format!("7 -12 {}", StoredParticipant::encode(&new).unwrap());
+        let (position, participant) = StoredParticipant::decode("s", "a b:c", &value).unwrap();
+        assert_eq!((position, participant), (7, new.into_participant("s", -12)));
+        assert!(StoredParticipant::decode("s", "n", "x 1 {}").is_err());
+        assert!(StoredParticipant::decode("s", "n", "1 2").is_err());
     }
 
     #[test]

@@ -3,7 +3,7 @@
 use serde_json::Value;
 
 use crate::StoreError;
-use crate::model::{Message, Session};
+use crate::model::{Message, Participant, Session};
 
 /// The columns of `sessions`, in the order every query selects them.
 pub(crate) const SESSION_COLUMNS: &str =
@@ -12,6 +12,9 @@ pub(crate) const SESSION_COLUMNS: &str =
 /// The columns of `messages`, in the order every query selects them.
 pub(crate) const MESSAGE_COLUMNS: &str =
     "session_id, seq, role, content, tool_calls, token_count, idempotency_key, complete, created_at";
+
+/// The columns of `participants`, in the order every query selects them.
+pub(crate) const PARTICIPANT_COLUMNS: &str = "session_id, name, kind, role, added_at";
 
 /// A `sessions` row.
 #[derive(Debug)]
@@ -84,6 +87,29 @@ impl MessageRow {
             complete: self.complete,
             created_at: self.created_at,
         })
+    }
+}
+
+/// A `participants` row.
+#[derive(Debug)]
+pub(crate) struct ParticipantRow {
+    pub(crate) session_id: String,
+    pub(crate) name: String,
+    pub(crate) kind: String,
+    pub(crate) role: String,
+    pub(crate) added_at: i64,
+}
+
+impl ParticipantRow {
+    pub(crate) fn into_participant(self, backend: &'static str) -> Result<Participant, StoreError> {
+        let kind = self.kind.parse().map_err(|_| StoreError::Corrupt {
+            backend,
+            message: format!(
+                "participant '{}' of session '{}' has unknown kind '{}'",
+                self.name, self.session_id, self.kind
+            ),
+        })?;
+        Ok(Participant { session_id: self.session_id, name: self.name, kind, role: self.role, added_at: self.added_at })
     }
 }
 

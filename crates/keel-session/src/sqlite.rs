@@ -11,7 +11,10 @@
 //!   before answering, without `fsync`: an acknowledged write survives the keel process being
 //!   killed (`kill -9`, a crash), not a power loss or kernel crash. `?synchronous=full` fsyncs
 //!   every group commit and survives those too, at the cost of one fsync per group.
+//! - **Participants** live in their own table, one row per name, ordered by an integer primary
+//!   key; adds are upserts run by the writer thread like every write, so none is lost.
 //! - **Migrations**: embedded SQL files, applied in order; `PRAGMA user_version` records how many.
+//!   A database of an older keel is upgraded in place when opened.
 
 use std::path::PathBuf;
 use std::sync::{Arc, mpsc};
@@ -25,11 +28,16 @@ use tokio::sync::oneshot;
 use crate::StoreError;
 use crate::location::Location;
 use crate::model::{
-    Message, MessageCompletion, NewMessage, NewSession, Page, Session, SessionFilter, SessionPage, SessionPatch,
-    into_page,
+    Message, MessageCompletion, NewMessage, NewParticipant, NewSession, Page, Participant, Session, SessionFilter,
+    SessionPage, SessionPatch, into_page,
 };
-use crate::rows::{MESSAGE_COLUMNS, MessageRow, SESSION_COLUMNS, SessionRow, clamp_i64};
-use crate::store::{Store, StoreFuture, add_tokens, check_id, check_key, check_message, now_millis, to_i64};
+use crate::rows::{
+    MESSAGE_COLUMNS, MessageRow, PARTICIPANT_COLUMNS, ParticipantRow, SESSION_COLUMNS, SessionRow, clamp_i64,
+};
+use crate::store::{
+    Store, StoreFuture, add_tokens, check_handoff, check_id, check_key, check_message, check_participant,
+    check_participant_name, now_millis, to_i64,
+};
 
 const BACKEND: &str = "sqlite";
 
@@ -43,7 +51,8 @@ const MAX_IDLE_READERS: usize = 4;
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The schema, one migration per entry; `user_version` = how many are applied.
-const MIGRATIONS: &[&str] = &[include_str!("../migrations/sqlite/001_sessions.sql")];
+const MIGRATIONS: &[&str] =
+    &[include_str!("../migrations/sqlite/001_sessions.sql"), include_str!("../migrations/sqlite/002_participants.sql")];
 
 /// How SQLite syncs commits to disk.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -249,6 +258,9 @@ enum Command {
     Delete { id: String, reply: Reply<bool> },
     Append { id: String, message: NewMessage, reply: Reply<Message> },
     Complete { id: String, seq: u64, completion: MessageCompletion, reply: Reply<Message> },
+    AddParticipant { id: String, participant: NewParticipant, reply: Reply<Participant> },
+    RemoveParticipant { id: String, name: String, reply: Reply<bool> },
+    Handoff { id: String, from: String, to: NewParticipant, message: NewMessage, reply: Reply<Message> },
     Ping { reply: Reply<()> },
 }
 
@@ -279,6 +291,13 @@ impl Command {
             Command::Complete { id, seq, completion, reply } => {
                 hold(reply, exec_complete(conn, &id, seq, completion, now))
             }
+            Command::AddParticipant { id, participant, reply } => {
+                hold(reply, exec_add_participant(conn, &id, participant, now))
+            }
+            Command::RemoveParticipant { id, name, reply } => hold(reply, exec_remove_participant(conn, &id, &name)),
+            Command::Handoff { id, from, to, message, reply } => {
+                hold(reply, exec_handoff(conn, &id, &from, to, message, now))
+            }
             Command::Ping { reply } => hold(reply, Ok(())),
         }
     }
@@ -286,8 +305,13 @@ impl Command {
     fn fail(self, error: &StoreError) {
         match self {
             Command::Create { reply, .. } | Command::Update { reply, .. } => answer(reply, Err(error.clone())),
-            Command::Delete { reply, .. } => answer(reply, Err(error.clone())),
-            Command::Append { reply, .. } | Command::Complete { reply, .. } => answer(reply, Err(error.clone())),
+            Command::Delete { reply, .. } | Command::RemoveParticipant { reply, .. } => {
+                answer(reply, Err(error.clone()));
+            }
+            Command::Append { reply, .. } | Command::Complete { reply, .. } | Command::Handoff { reply, .. } => {
+                answer(reply, Err(error.clone()));
+            }
+            Command::AddParticipant { reply, .. } => answer(reply, Err(error.clone())),
             Command::Ping { reply } => answer(reply, Err(error.clone())),
         }
     }
@@ -430,7 +454,77 @@ fn exec_delete(conn: &Connection, id: &str) -> Result<bool, StoreError> {
     conn.prepare_cached("DELETE FROM messages WHERE session_id = ?1")
         .and_then(|mut delete| delete.execute([id]))
         .map_err(db_error)?;
+    conn.prepare_cached("DELETE FROM participants WHERE session_id = ?1")
+        .and_then(|mut delete| delete.execute([id]))
+        .map_err(db_error)?;
     Ok(deleted > 0)
+}
+
+/// [`StoreError::SessionNotFound`] unless the session exists.
+fn require_session(conn: &Connection, id: &str) -> Result<(), StoreError> {
+    let exists = conn
+        .prepare_cached("SELECT 1 FROM sessions WHERE id = ?1")
+        .and_then(|mut select| select.exists([id]))
+        .map_err(db_error)?;
+    if exists { Ok(()) } else { Err(StoreError::not_found(id)) }
+}
+
+fn exec_add_participant(
+    conn: &Connection,
+    id: &str,
+    participant: NewParticipant,
+    now: i64,
+) -> Result<Participant, StoreError> {
+    require_session(conn, id)?;
+    // An existing name keeps its row (position, added_at); only kind and role change.
+    let added_at: i64 = conn
+        .prepare_cached(
+            "INSERT INTO participants (session_id, name, kind, role, added_at) VALUES (?1, ?2, ?3, ?4, ?5)
+             ON CONFLICT (session_id, name) DO UPDATE SET kind = excluded.kind, role = excluded.role
+             RETURNING added_at",
+        )
+        .and_then(|mut upsert| {
+            upsert.query_row(params![id, participant.name, participant.kind.as_str(), participant.role, now], |row| {
+                row.get(0)
+            })
+        })
+        .map_err(db_error)?;
+    Ok(participant.into_participant(id, added_at))
+}
+
+fn exec_remove_participant(conn: &Connection, id: &str, name: &str) -> Result<bool, StoreError> {
+    require_session(conn, id)?;
+    let removed = conn
+        .prepare_cached("DELETE FROM participants WHERE session_id = ?1 AND name = ?2")
+        .and_then(|mut delete| delete.execute([id, name]))
+        .map_err(db_error)?;
+    Ok(removed > 0)
+}
+
+fn exec_handoff(
+    conn: &Connection,
+    id: &str,
+    from: &str,
+    to: NewParticipant,
+    message: NewMessage,
+    now: i64,
+) -> Result<Message, StoreError> {
+    require_session(conn, id)?;
+    let from_present = conn
+        .prepare_cached("SELECT 1 FROM participants WHERE session_id = ?1 AND name = ?2")
+        .and_then(|mut select| select.exists([id, from]))
+        .map_err(db_error)?;
+    if !from_present {
+        return Err(StoreError::ParticipantNotFound { id: id.to_owned(), name: from.to_owned() });
+    }
+    conn.prepare_cached(
+        "INSERT INTO participants (session_id, name, kind, role, added_at) VALUES (?1, ?2, ?3, ?4, ?5)
+         ON CONFLICT (session_id, name) DO NOTHING",
+    )
+    .and_then(|mut insert| insert.execute(params![id, to.name, to.kind.as_str(), to.role, now]))
+    .map_err(db_error)?;
+    // The command's savepoint undoes the insert if the append fails.
+    exec_append(conn, id, message, now)
 }
 
 /// `(last_seq, token_count)` of a session.
@@ -610,6 +704,29 @@ fn load_messages(conn: &Connection, id: &str, after_seq: u64, limit: usize) -> R
     rows.into_iter().map(|row| row.into_message(BACKEND)).collect()
 }
 
+fn participant_row(row: &Row<'_>) -> rusqlite::Result<ParticipantRow> {
+    Ok(ParticipantRow {
+        session_id: row.get(0)?,
+        name: row.get(1)?,
+        kind: row.get(2)?,
+        role: row.get(3)?,
+        added_at: row.get(4)?,
+    })
+}
+
+fn load_participants(conn: &Connection, id: &str) -> Result<Vec<Participant>, StoreError> {
+    // One read transaction: the existence check and the list come from one snapshot.
+    let tx = conn.unchecked_transaction().map_err(db_error)?;
+    require_session(&tx, id)?;
+    let rows = tx
+        .prepare_cached(&format!(
+            "SELECT {PARTICIPANT_COLUMNS} FROM participants WHERE session_id = ?1 ORDER BY position"
+        ))
+        .and_then(|mut select| select.query_map([id], participant_row)?.collect::<rusqlite::Result<Vec<_>>>())
+        .map_err(db_error)?;
+    rows.into_iter().map(|row| row.into_participant(BACKEND)).collect()
+}
+
 fn load_sessions(conn: &Connection, filter: &SessionFilter, page: &Page) -> Result<SessionPage, StoreError> {
     let (limit, cursor) = page.parse()?;
     let rows = conn
@@ -739,6 +856,52 @@ impl Store for SqliteStore {
             check_key(key)?;
             let (id, key) = (session_id.to_owned(), key.to_owned());
             self.read(move |conn| load_message_by_key(conn, &id, &key)).await
+        })
+    }
+
+    fn add_participant<'a>(&'a self, session_id: &'a str, participant: NewParticipant) -> StoreFuture<'a, Participant> {
+        Box::pin(async move {
+            check_id(session_id)?;
+            check_participant(&participant)?;
+            self.write(|reply| Command::AddParticipant { id: session_id.to_owned(), participant, reply }).await
+        })
+    }
+
+    fn remove_participant<'a>(&'a self, session_id: &'a str, name: &'a str) -> StoreFuture<'a, bool> {
+        Box::pin(async move {
+            check_id(session_id)?;
+            check_participant_name(name)?;
+            self.write(|reply| Command::RemoveParticipant { id: session_id.to_owned(), name: name.to_owned(), reply })
+                .await
+        })
+    }
+
+    fn participants<'a>(&'a self, session_id: &'a str) -> StoreFuture<'a, Vec<Participant>> {
+        Box::pin(async move {
+            check_id(session_id)?;
+            let id = session_id.to_owned();
+            self.read(move |conn| load_participants(conn, &id)).await
+        })
+    }
+
+    fn handoff<'a>(
+        &'a self,
+        session_id: &'a str,
+        from: &'a str,
+        to: NewParticipant,
+        note: Option<String>,
+    ) -> StoreFuture<'a, Message> {
+        Box::pin(async move {
+            check_id(session_id)?;
+            let message = check_handoff(from, &to, note.as_deref())?;
+            self.write(|reply| Command::Handoff {
+                id: session_id.to_owned(),
+                from: from.to_owned(),
+                to,
+                message,
+                reply,
+            })
+            .await
         })
     }
 

@@ -7,7 +7,8 @@ use futures_util::future::BoxFuture;
 
 use crate::StoreError;
 use crate::model::{
-    Message, MessageCompletion, NewMessage, NewSession, Page, Session, SessionFilter, SessionPage, SessionPatch,
+    Message, MessageCompletion, NewMessage, NewParticipant, NewSession, Page, Participant, Session, SessionFilter,
+    SessionPage, SessionPatch,
 };
 
 /// The future every [`Store`] method returns (boxed, so a store works as `Arc<dyn Store>`).
@@ -20,6 +21,11 @@ pub type StoreFuture<'a, T> = BoxFuture<'a, Result<T, StoreError>>;
 /// concurrently from any number of tasks; appends to one session are serialized by the store, so
 /// `seq`s are 1, 2, 3… without gaps or duplicates, and a session's `version`, `token_count` and
 /// `message_count` always match its messages.
+///
+/// Participants (the agents and people attached to a session) are changed one at a time in one
+/// atomic step each, never by reading the list and writing it back: any number of concurrent
+/// adds and removes all take effect. Adding or removing a participant does not change the
+/// session's `version` or `updated_at`; a [`Store::handoff`] does, since it appends a message.
 pub trait Store: Send + Sync + fmt::Debug {
     /// `sqlite`, `postgres` or `redis`.
     fn backend(&self) -> &'static str;
@@ -72,6 +78,38 @@ pub trait Store: Send + Sync + fmt::Debug {
     /// The message appended with this idempotency key in this session, if any.
     fn message_by_key<'a>(&'a self, session_id: &'a str, key: &'a str) -> StoreFuture<'a, Option<Message>>;
 
+    /// Attaches a participant to an existing session ([`StoreError::SessionNotFound`] otherwise)
+    /// and returns it. Idempotent by name: if the session already has a participant of this
+    /// name, its kind and role are set to `participant`'s and it keeps its place and `added_at`;
+    /// there is never more than one participant of a name.
+    fn add_participant<'a>(&'a self, session_id: &'a str, participant: NewParticipant) -> StoreFuture<'a, Participant>;
+
+    /// Detaches the participant of this name; `false` if the session has none
+    /// ([`StoreError::SessionNotFound`] if there is no such session).
+    fn remove_participant<'a>(&'a self, session_id: &'a str, name: &'a str) -> StoreFuture<'a, bool>;
+
+    /// The session's participants in the order they were first added
+    /// ([`StoreError::SessionNotFound`] if the session does not exist).
+    fn participants<'a>(&'a self, session_id: &'a str) -> StoreFuture<'a, Vec<Participant>>;
+
+    /// Hands the session over from the participant `from` to `to`, in one atomic step: `to`
+    /// becomes a participant if it is not one already (an existing participant of that name is
+    /// kept as it is), and a message with role [`HANDOFF_ROLE`](crate::HANDOFF_ROLE) (`handoff`)
+    /// and content `from <from> to <to>` (`: <note>` appended when there is a note) is appended
+    /// like [`Store::append`] does — next `seq`, `version` + 1, `updated_at`, `message_count`;
+    /// no tokens — and returned. `from` stays a participant (remove it if it leaves).
+    ///
+    /// [`StoreError::ParticipantNotFound`] if `from` is not a participant (nothing changes),
+    /// [`StoreError::SessionNotFound`] if the session does not exist,
+    /// [`StoreError::InvalidInput`] if `from` and `to` are the same name.
+    fn handoff<'a>(
+        &'a self,
+        session_id: &'a str,
+        from: &'a str,
+        to: NewParticipant,
+        note: Option<String>,
+    ) -> StoreFuture<'a, Message>;
+
     /// `Ok` when the backend answers reads and writes.
     fn health(&self) -> StoreFuture<'_, ()>;
 }
@@ -97,6 +135,27 @@ fn check_name(what: &str, value: &str) -> Result<(), StoreError> {
         return Err(StoreError::InvalidInput(format!("{what} must not contain control characters")));
     }
     Ok(())
+}
+
+/// Checks a participant's name like an id.
+pub(crate) fn check_participant_name(name: &str) -> Result<(), StoreError> {
+    check_name("participant name", name)
+}
+
+/// Checks a participant to add: its name and role like ids.
+pub(crate) fn check_participant(participant: &NewParticipant) -> Result<(), StoreError> {
+    check_participant_name(&participant.name)?;
+    check_name("participant role", &participant.role)
+}
+
+/// Checks a handoff's arguments and returns the message that records it.
+pub(crate) fn check_handoff(from: &str, to: &NewParticipant, note: Option<&str>) -> Result<NewMessage, StoreError> {
+    check_participant_name(from)?;
+    check_participant(to)?;
+    if from == to.name {
+        return Err(StoreError::InvalidInput(format!("cannot hand off from '{from}' to itself")));
+    }
+    Ok(crate::model::handoff_message(from, &to.name, note))
 }
 
 /// Checks what an append stores.
@@ -139,6 +198,16 @@ mod tests {
         assert!(check_id("").is_err());
         assert!(check_id(&"x".repeat(MAX_ID_LEN + 1)).is_err());
         assert!(check_id("a\nb").is_err());
+    }
+
+    #[test]
+    fn handoffs_are_checked() {
+        let to = NewParticipant::agent("billing");
+        assert_eq!(check_handoff("triage", &to, None).unwrap().content, "from triage to billing");
+        assert!(check_handoff("billing", &to, None).is_err());
+        assert!(check_handoff("", &to, None).is_err());
+        assert!(check_handoff("triage", &NewParticipant::agent("b").with_role(""), None).is_err());
+        assert!(check_handoff("triage", &NewParticipant::agent("b\u{7}"), None).is_err());
     }
 
     #[test]

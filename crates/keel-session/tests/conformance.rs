@@ -17,8 +17,8 @@ use std::time::Duration;
 
 use futures_util::FutureExt;
 use keel_session::{
-    MessageCompletion, NewMessage, NewSession, Page, Session, SessionFilter, SessionPatch, SessionStatus, Store,
-    StoreError, open,
+    HANDOFF_ROLE, MessageCompletion, NewMessage, NewParticipant, NewSession, Page, Participant, ParticipantKind,
+    Session, SessionFilter, SessionPatch, SessionStatus, Store, StoreError, open,
 };
 use serde_json::json;
 
@@ -196,6 +196,15 @@ conformance!(
     concurrent_updates_have_one_winner,
     concurrent_sessions_stay_apart,
     two_stores_on_one_url_share_sessions,
+    participants_are_added_listed_and_removed,
+    readding_a_participant_updates_it_in_place,
+    missing_sessions_have_no_participants,
+    concurrent_participant_adds_all_persist,
+    concurrent_adds_and_removes_keep_each_other,
+    handoff_appends_a_message_and_adds_the_target,
+    handoff_from_a_non_participant_fails,
+    concurrent_handoffs_and_appends_are_gapless,
+    delete_session_removes_participants,
 );
 
 mod cases {
@@ -216,6 +225,19 @@ mod cases {
         let expected: Vec<u64> = (1..=messages.len() as u64).collect();
         assert_eq!(seqs, expected, "seqs of {id} must be 1..=n without gaps");
         messages
+    }
+
+    fn names(participants: &[Participant]) -> Vec<&str> {
+        participants.iter().map(|p| p.name.as_str()).collect()
+    }
+
+    /// Awaits every task, in order.
+    async fn join_all<T>(tasks: Vec<tokio::task::JoinHandle<T>>) -> Vec<T> {
+        let mut results = Vec::with_capacity(tasks.len());
+        for task in tasks {
+            results.push(task.await.unwrap());
+        }
+        results
     }
 
     pub(crate) async fn health_answers(ctx: Ctx) {
@@ -597,15 +619,20 @@ mod cases {
                 .await
                 .unwrap();
         }
+        store.add_participant("r", NewParticipant::human("alice").with_role("owner")).await.unwrap();
+        store.handoff("r", "alice", NewParticipant::agent("bot"), None).await.unwrap();
         let before_session = session(&*store, "r").await;
         let before_messages = all_messages(&*store, "r").await;
+        let before_participants = store.participants("r").await.unwrap();
+        assert_eq!(names(&before_participants), ["alice", "bot"]);
         drop(store);
         let store = open(&url).await.unwrap();
         assert_eq!(session(&*store, "r").await, before_session);
         assert_eq!(all_messages(&*store, "r").await, before_messages);
+        assert_eq!(store.participants("r").await.unwrap(), before_participants);
         let retry = store.append("r", NewMessage::user("again").with_idempotency_key("k7")).await.unwrap();
         assert_eq!(retry, before_messages[7]);
-        assert_eq!(store.append("r", NewMessage::user("next")).await.unwrap().seq, 21);
+        assert_eq!(store.append("r", NewMessage::user("next")).await.unwrap().seq, 22);
     }
 
     pub(crate) async fn concurrent_appends_are_gapless_and_exact(ctx: Ctx) {
@@ -770,5 +797,318 @@ mod cases {
         let keys: BTreeSet<_> = messages.iter().map(|m| m.idempotency_key.clone().unwrap()).collect();
         assert_eq!(keys.len(), 40);
         assert_eq!(session(&*first, "shared").await.version, 41);
+    }
+
+    pub(crate) async fn participants_are_added_listed_and_removed(ctx: Ctx) {
+        let store = &*ctx.store;
+        let created = store.create_session(NewSession::new("team")).await.unwrap();
+        assert_eq!(store.participants("team").await.unwrap(), vec![]);
+        let before = now_millis();
+        let planner =
+            store.add_participant("team", NewParticipant::agent("planner").with_role("assistant")).await.unwrap();
+        let alice = store.add_participant("team", NewParticipant::human("alice").with_role("owner")).await.unwrap();
+        let coder = store.add_participant("team", NewParticipant::agent("coder")).await.unwrap();
+        assert_eq!(
+            (planner.session_id.as_str(), planner.name.as_str(), planner.kind, planner.role.as_str()),
+            ("team", "planner", ParticipantKind::Agent, "assistant")
+        );
+        assert_eq!((alice.kind, alice.role.as_str()), (ParticipantKind::Human, "owner"));
+        assert_eq!(coder.role, NewParticipant::DEFAULT_ROLE);
+        assert!(planner.added_at >= before && coder.added_at <= now_millis() + 1);
+        assert!(planner.added_at <= alice.added_at && alice.added_at <= coder.added_at);
+        let listed = store.participants("team").await.unwrap();
+        assert_eq!(listed, vec![planner.clone(), alice.clone(), coder.clone()], "in the order added");
+
+        assert!(store.remove_participant("team", "alice").await.unwrap());
+        assert!(!store.remove_participant("team", "alice").await.unwrap(), "already gone");
+        assert!(!store.remove_participant("team", "nobody").await.unwrap());
+        assert_eq!(store.participants("team").await.unwrap(), vec![planner.clone(), coder.clone()]);
+        // Removed and added again: a new participant, last in order.
+        let back = store.add_participant("team", NewParticipant::human("alice").with_role("reviewer")).await.unwrap();
+        assert_eq!(names(&store.participants("team").await.unwrap()), ["planner", "coder", "alice"]);
+        assert_eq!(back.role, "reviewer");
+        // Participants are not messages: the session's counters did not move.
+        let after = session(store, "team").await;
+        assert_eq!((after.version, after.message_count, after.updated_at), (created.version, 0, created.updated_at));
+
+        // Names and roles are checked like ids; nothing is stored on the way.
+        let invalid = |result: Result<Participant, StoreError>| matches!(result, Err(StoreError::InvalidInput(_)));
+        assert!(invalid(store.add_participant("team", NewParticipant::agent("")).await));
+        assert!(invalid(store.add_participant("team", NewParticipant::agent("a\nb")).await));
+        assert!(invalid(store.add_participant("team", NewParticipant::agent("x".repeat(256))).await));
+        assert!(invalid(store.add_participant("team", NewParticipant::agent("ok").with_role("")).await));
+        assert!(matches!(store.remove_participant("team", "").await, Err(StoreError::InvalidInput(_))));
+        assert!(matches!(store.participants("").await, Err(StoreError::InvalidInput(_))));
+        let long = store.add_participant("team", NewParticipant::human("ü".repeat(127))).await.unwrap();
+        assert_eq!(store.participants("team").await.unwrap().last(), Some(&long));
+        assert_eq!(store.participants("team").await.unwrap().len(), 4);
+    }
+
+    pub(crate) async fn readding_a_participant_updates_it_in_place(ctx: Ctx) {
+        let store = &*ctx.store;
+        store.create_session(NewSession::new("re")).await.unwrap();
+        let first = store.add_participant("re", NewParticipant::human("alice").with_role("reviewer")).await.unwrap();
+        store.add_participant("re", NewParticipant::agent("bot")).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        let updated = store.add_participant("re", NewParticipant::agent("alice").with_role("owner")).await.unwrap();
+        assert_eq!((updated.kind, updated.role.as_str()), (ParticipantKind::Agent, "owner"));
+        assert_eq!(updated.added_at, first.added_at, "re-adding keeps added_at");
+        let listed = store.participants("re").await.unwrap();
+        assert_eq!(names(&listed), ["alice", "bot"], "no duplicate, same place");
+        assert_eq!(listed[0], updated);
+        // The same add again changes nothing.
+        assert_eq!(
+            store.add_participant("re", NewParticipant::agent("alice").with_role("owner")).await.unwrap(),
+            updated
+        );
+        assert_eq!(store.participants("re").await.unwrap(), listed);
+    }
+
+    pub(crate) async fn missing_sessions_have_no_participants(ctx: Ctx) {
+        let store = &*ctx.store;
+        let missing = || StoreError::SessionNotFound { id: "nope".into() };
+        assert_eq!(store.add_participant("nope", NewParticipant::agent("a")).await.unwrap_err(), missing());
+        assert_eq!(store.remove_participant("nope", "a").await.unwrap_err(), missing());
+        assert_eq!(store.participants("nope").await.unwrap_err(), missing());
+        assert_eq!(store.handoff("nope", "a", NewParticipant::agent("b"), None).await.unwrap_err(), missing());
+        assert_eq!(store.get_session("nope").await.unwrap(), None, "nothing was created on the way");
+        // Participants belong to their session only.
+        store.create_session(NewSession::new("one")).await.unwrap();
+        store.create_session(NewSession::new("two")).await.unwrap();
+        store.add_participant("one", NewParticipant::agent("a")).await.unwrap();
+        assert_eq!(store.participants("two").await.unwrap(), vec![]);
+        assert!(!store.remove_participant("two", "a").await.unwrap());
+        assert_eq!(names(&store.participants("one").await.unwrap()), ["a"]);
+    }
+
+    pub(crate) async fn concurrent_participant_adds_all_persist(ctx: Ctx) {
+        // The issue's bug: a read-modify-write of the list kept 1 of 10 parallel adds.
+        let store = ctx.store;
+        let second = open(&ctx.url).await.unwrap();
+        for (session_id, count) in [("ten", 10usize), ("fifty", 50)] {
+            store.create_session(NewSession::new(session_id)).await.unwrap();
+            // Every add at once, half of them through a second store on the same URL (a second
+            // keel process).
+            let tasks: Vec<_> = (0..count)
+                .map(|i| {
+                    let store = if i % 2 == 0 { Arc::clone(&store) } else { Arc::clone(&second) };
+                    tokio::spawn(async move {
+                        let kind = if i % 3 == 0 {
+                            NewParticipant::human(format!("p{i}"))
+                        } else {
+                            NewParticipant::agent(format!("p{i}"))
+                        };
+                        store.add_participant(session_id, kind.with_role(format!("role-{i}"))).await.unwrap()
+                    })
+                })
+                .collect();
+            let added = join_all(tasks).await;
+            let listed = store.participants(session_id).await.unwrap();
+            assert_eq!(listed.len(), count, "{session_id}: every parallel add persists");
+            let listed_names: BTreeSet<&str> = names(&listed).into_iter().collect();
+            let expected: BTreeSet<String> = (0..count).map(|i| format!("p{i}")).collect();
+            assert_eq!(listed_names, expected.iter().map(String::as_str).collect());
+            for participant in added {
+                assert!(listed.contains(&participant), "{participant:?} is listed as added");
+            }
+            assert_eq!(second.participants(session_id).await.unwrap(), listed);
+        }
+
+        // 20 racing adds of one name: one participant, with one of the roles.
+        store.create_session(NewSession::new("same")).await.unwrap();
+        let tasks: Vec<_> = (0..20)
+            .map(|i| {
+                let store = if i % 2 == 0 { Arc::clone(&store) } else { Arc::clone(&second) };
+                tokio::spawn(async move {
+                    store
+                        .add_participant("same", NewParticipant::agent("bot").with_role(format!("r{i}")))
+                        .await
+                        .unwrap()
+                })
+            })
+            .collect();
+        let added = join_all(tasks).await;
+        let listed = store.participants("same").await.unwrap();
+        assert_eq!(listed.len(), 1);
+        assert!(added.iter().all(|p| p.added_at == listed[0].added_at), "one first add");
+        assert!(added.iter().any(|p| *p == listed[0]), "the last add wins");
+    }
+
+    pub(crate) async fn concurrent_adds_and_removes_keep_each_other(ctx: Ctx) {
+        const EACH: usize = 25;
+        let store = ctx.store;
+        store.create_session(NewSession::new("churn")).await.unwrap();
+        for i in 0..EACH {
+            store.add_participant("churn", NewParticipant::agent(format!("old{i}"))).await.unwrap();
+        }
+        // Adds of new names interleaved with removes of the old ones, all at once.
+        let tasks: Vec<_> = (0..EACH)
+            .flat_map(|i| {
+                let adder = Arc::clone(&store);
+                let remover = Arc::clone(&store);
+                [
+                    tokio::spawn(async move {
+                        adder.add_participant("churn", NewParticipant::human(format!("new{i}"))).await.unwrap();
+                        true
+                    }),
+                    tokio::spawn(async move { remover.remove_participant("churn", &format!("old{i}")).await.unwrap() }),
+                ]
+            })
+            .collect();
+        assert!(join_all(tasks).await.into_iter().all(|ok| ok), "every remove found its participant");
+        let listed = store.participants("churn").await.unwrap();
+        let listed: BTreeSet<&str> = names(&listed).into_iter().collect();
+        let expected: BTreeSet<String> = (0..EACH).map(|i| format!("new{i}")).collect();
+        assert_eq!(listed, expected.iter().map(String::as_str).collect(), "no add lost, no removed name back");
+    }
+
+    pub(crate) async fn handoff_appends_a_message_and_adds_the_target(ctx: Ctx) {
+        let store = &*ctx.store;
+        store.create_session(NewSession::new("desk")).await.unwrap();
+        store.append("desk", NewMessage::user("my invoice is wrong").with_tokens(5)).await.unwrap();
+        let triage = store.add_participant("desk", NewParticipant::agent("triage").with_role("router")).await.unwrap();
+        let alice = store.add_participant("desk", NewParticipant::human("alice").with_role("customer")).await.unwrap();
+        let before = session(store, "desk").await;
+
+        let handoff = store
+            .handoff(
+                "desk",
+                "triage",
+                NewParticipant::agent("billing").with_role("assistant"),
+                Some("invoice question".into()),
+            )
+            .await
+            .unwrap();
+        assert_eq!((handoff.session_id.as_str(), handoff.seq), ("desk", 2));
+        assert_eq!(handoff.role, HANDOFF_ROLE);
+        assert_eq!(handoff.role, "handoff");
+        assert_eq!(handoff.content, "from triage to billing: invoice question");
+        assert_eq!((handoff.token_count, handoff.complete, handoff.idempotency_key.clone()), (0, true, None));
+        assert_eq!(all_messages(store, "desk").await.last(), Some(&handoff));
+        let after = session(store, "desk").await;
+        assert_eq!(after.version, before.version + 1);
+        assert_eq!(after.message_count, 2);
+        assert_eq!(after.token_count, before.token_count);
+        assert!(after.updated_at >= before.updated_at);
+        let listed = store.participants("desk").await.unwrap();
+        assert_eq!(names(&listed), ["triage", "alice", "billing"], "the target is added; `from` stays");
+        assert_eq!((listed[2].kind, listed[2].role.as_str()), (ParticipantKind::Agent, "assistant"));
+
+        // To a participant already there: kept as it is; no note: no colon.
+        let back = store.handoff("desk", "billing", NewParticipant::agent("triage"), None).await.unwrap();
+        assert_eq!((back.seq, back.content.as_str()), (3, "from billing to triage"));
+        let to_human =
+            store.handoff("desk", "triage", NewParticipant::human("alice"), Some(String::new())).await.unwrap();
+        assert_eq!((to_human.seq, to_human.content.as_str()), (4, "from triage to alice"));
+        let listed = store.participants("desk").await.unwrap();
+        assert_eq!(listed[0], triage, "an existing target keeps its role");
+        assert_eq!(listed[1], alice);
+        assert_eq!(listed.len(), 3);
+        // Appends go on after handoffs, on the same seqs.
+        assert_eq!(store.append("desk", NewMessage::assistant("fixed").with_tokens(2)).await.unwrap().seq, 5);
+        let last = session(store, "desk").await;
+        assert_eq!((last.version, last.message_count, last.token_count), (before.version + 4, 5, 7));
+        assert_eq!(all_messages(store, "desk").await.iter().filter(|m| m.role == "handoff").count(), 3);
+    }
+
+    pub(crate) async fn handoff_from_a_non_participant_fails(ctx: Ctx) {
+        let store = &*ctx.store;
+        store.create_session(NewSession::new("h")).await.unwrap();
+        store.add_participant("h", NewParticipant::agent("a")).await.unwrap();
+        store.append("h", NewMessage::user("hi")).await.unwrap();
+        let before = session(store, "h").await;
+        let error = store.handoff("h", "stranger", NewParticipant::agent("b"), Some("x".into())).await.unwrap_err();
+        assert_eq!(error, StoreError::ParticipantNotFound { id: "h".into(), name: "stranger".into() });
+        assert_eq!(error.kind(), "participant_not_found");
+        assert!(!error.is_transient());
+        // A removed participant cannot hand off either.
+        store.add_participant("h", NewParticipant::agent("gone")).await.unwrap();
+        store.remove_participant("h", "gone").await.unwrap();
+        assert!(matches!(
+            store.handoff("h", "gone", NewParticipant::agent("b"), None).await,
+            Err(StoreError::ParticipantNotFound { .. })
+        ));
+        // To itself, or with invalid names: invalid input.
+        for (from, to) in [
+            ("a", NewParticipant::agent("a")),
+            ("", NewParticipant::agent("b")),
+            ("a", NewParticipant::agent("")),
+            ("a", NewParticipant::agent("b").with_role("")),
+        ] {
+            assert!(matches!(store.handoff("h", from, to, None).await, Err(StoreError::InvalidInput(_))));
+        }
+        // Nothing changed on the way.
+        assert_eq!(session(store, "h").await, before);
+        assert_eq!(all_messages(store, "h").await.len(), 1);
+        assert_eq!(names(&store.participants("h").await.unwrap()), ["a"]);
+    }
+
+    pub(crate) async fn concurrent_handoffs_and_appends_are_gapless(ctx: Ctx) {
+        const TASKS: u64 = 4;
+        const EACH: u64 = 10;
+        let store = ctx.store;
+        let created = store.create_session(NewSession::new("relay")).await.unwrap();
+        store.add_participant("relay", NewParticipant::agent("hub")).await.unwrap();
+        // Appends and handoffs (hub → a fresh agent each time) race on one session.
+        let tasks: Vec<_> = (0..TASKS * 2)
+            .map(|task| {
+                let store = Arc::clone(&store);
+                tokio::spawn(async move {
+                    let mut seqs = Vec::new();
+                    for i in 0..EACH {
+                        let message = if task % 2 == 0 {
+                            store.append("relay", NewMessage::user(format!("t{task}-{i}")).with_tokens(1)).await
+                        } else {
+                            let to = NewParticipant::agent(format!("agent-{task}-{i}"));
+                            store.handoff("relay", "hub", to, Some(format!("step {i}"))).await
+                        };
+                        seqs.push(message.unwrap().seq);
+                    }
+                    seqs
+                })
+            })
+            .collect();
+        let mut acknowledged = BTreeSet::new();
+        for seqs in join_all(tasks).await {
+            assert!(seqs.windows(2).all(|pair| pair[0] < pair[1]));
+            for seq in seqs {
+                assert!(acknowledged.insert(seq), "seq {seq} acknowledged twice");
+            }
+        }
+        let total = TASKS * 2 * EACH;
+        assert_eq!(acknowledged, (1..=total).collect());
+        let messages = all_messages(&*store, "relay").await;
+        assert_eq!(messages.iter().filter(|m| m.role == "handoff").count() as u64, TASKS * EACH);
+        let after = session(&*store, "relay").await;
+        assert_eq!(
+            (after.message_count, after.version, after.token_count),
+            (total, created.version + total, TASKS * EACH)
+        );
+        assert_eq!(store.participants("relay").await.unwrap().len() as u64, 1 + TASKS * EACH);
+    }
+
+    pub(crate) async fn delete_session_removes_participants(ctx: Ctx) {
+        let store = &*ctx.store;
+        store.create_session(NewSession::new("gone")).await.unwrap();
+        store.create_session(NewSession::new("stays")).await.unwrap();
+        store.add_participant("gone", NewParticipant::human("alice")).await.unwrap();
+        store.handoff("gone", "alice", NewParticipant::agent("bot"), None).await.unwrap();
+        store.add_participant("stays", NewParticipant::human("alice")).await.unwrap();
+        assert!(store.delete_session("gone").await.unwrap());
+        assert_eq!(store.participants("gone").await.unwrap_err(), StoreError::SessionNotFound { id: "gone".into() });
+        assert_eq!(
+            store.add_participant("gone", NewParticipant::agent("late")).await.unwrap_err(),
+            StoreError::SessionNotFound { id: "gone".into() }
+        );
+        // The id used again starts without participants.
+        store.create_session(NewSession::new("gone")).await.unwrap();
+        assert_eq!(store.participants("gone").await.unwrap(), vec![]);
+        assert!(matches!(
+            store.handoff("gone", "alice", NewParticipant::agent("bot"), None).await,
+            Err(StoreError::ParticipantNotFound { .. })
+        ));
+        let fresh = store.add_participant("gone", NewParticipant::agent("bot")).await.unwrap();
+        assert_eq!(store.participants("gone").await.unwrap(), vec![fresh]);
+        assert_eq!(names(&store.participants("stays").await.unwrap()), ["alice"]);
     }
 }

@@ -1,0 +1,124 @@
+//! Stores created by an older keel (schema version 1: sessions and messages, no participants)
+//! are upgraded in place when opened: their sessions and messages stay, participants work.
+//!
+//! PostgreSQL is expected where `tests/conformance.rs` expects it (`KEEL_TEST_POSTGRES_URL`,
+//! skipped when unreachable unless `KEEL_REQUIRE_SERVICES=1`).
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::print_stderr, reason = "test code")]
+
+use keel_session::{NewMessage, NewParticipant, Store, StoreError, open};
+
+const SQLITE_V1: &str = include_str!("../migrations/sqlite/001_sessions.sql");
+const SQLITE_V2: &str = include_str!("../migrations/sqlite/002_participants.sql");
+const POSTGRES_V1: &str = include_str!("../migrations/postgres/001_sessions.sql");
+
+/// A version-1 session `old` with one message, as keel wrote them before participants.
+const OLD_ROWS: &str = "
+    INSERT INTO sessions (id, owner, model, status, created_at, updated_at, version, token_count, last_seq, metadata)
+    VALUES ('old', 'o', 'm', 'active', 1000, 2000, 2, 3, 1, '{}');
+    INSERT INTO messages (session_id, seq, role, content, tool_calls, token_count, idempotency_key, complete, created_at)
+    VALUES ('old', 1, 'user', 'from before', NULL, 3, 'k1', true, 2000);";
+
+/// What every upgraded store must do with the old session.
+async fn check_upgraded(store: &dyn Store) {
+    let session = store.get_session("old").await.unwrap().expect("the old session survives");
+    assert_eq!((session.version, session.token_count, session.message_count), (2, 3, 1));
+    assert_eq!(store.messages("old", 0, 10).await.unwrap()[0].content, "from before");
+    assert_eq!(store.participants("old").await.unwrap(), vec![]);
+    store.add_participant("old", NewParticipant::human("alice")).await.unwrap();
+    let handoff = store.handoff("old", "alice", NewParticipant::agent("bot"), None).await.unwrap();
+    assert_eq!(handoff.seq, 2);
+    assert_eq!(store.append("old", NewMessage::user("after")).await.unwrap().seq, 3);
+    let names: Vec<String> = store.participants("old").await.unwrap().into_iter().map(|p| p.name).collect();
+    assert_eq!(names, ["alice", "bot"]);
+}
+
+#[tokio::test]
+async fn sqlite_version_1_is_upgraded_in_place() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("v1.db");
+    {
+        let conn = rusqlite::Connection::open(&path).unwrap();
+        conn.execute_batch(SQLITE_V1).unwrap();
+        conn.execute_batch(OLD_ROWS).unwrap();
+        conn.pragma_update(None, "user_version", 1).unwrap();
+    }
+    let url = format!("sqlite://{}", path.display());
+    let store = open(&url).await.unwrap();
+    check_upgraded(&*store).await;
+    drop(store);
+    // Opened again: nothing to apply, everything still there.
+    let store = open(&url).await.unwrap();
+    assert_eq!(store.participants("old").await.unwrap().len(), 2);
+    drop(store);
+    let conn = rusqlite::Connection::open(&path).unwrap();
+    let version: i64 = conn.pragma_query_value(None, "user_version", |row| row.get(0)).unwrap();
+    assert_eq!(version, 2);
+}
+
+#[tokio::test]
+async fn sqlite_migration_2_is_idempotent() {
+    // A database at version 1 that already has the participants table (created by hand, or by
+    // a migration whose user_version bump was lost): opening it applies migration 2 again.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("v1-with-table.db");
+    {
+        let conn = rusqlite::Connection::open(&path).unwrap();
+        conn.execute_batch(SQLITE_V1).unwrap();
+        conn.execute_batch(SQLITE_V2).unwrap();
+        conn.execute_batch(OLD_ROWS).unwrap();
+        conn.pragma_update(None, "user_version", 1).unwrap();
+    }
+    let store = open(&format!("sqlite://{}", path.display())).await.unwrap();
+    check_upgraded(&*store).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_version_1_is_upgraded_in_place() {
+    let base = std::env::var("KEEL_TEST_POSTGRES_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned());
+    let schema = format!("keel_upgrade_{}", uuid::Uuid::now_v7().simple());
+    let client = match tokio_postgres::connect(&base, tokio_postgres::NoTls).await {
+        Ok((client, connection)) => {
+            tokio::spawn(connection);
+            client
+        }
+        Err(error) if std::env::var("KEEL_REQUIRE_SERVICES").as_deref() != Ok("1") => {
+            eprintln!("SKIP postgres_version_1_is_upgraded_in_place: {error} — set KEEL_REQUIRE_SERVICES=1 to fail");
+            return;
+        }
+        Err(error) => panic!("postgres unreachable: {error}"),
+    };
+    // Schema version 1, as keel created it before participants.
+    client
+        .batch_execute(&format!(
+            "CREATE SCHEMA {schema};
+             SET search_path TO {schema};
+             CREATE TABLE keel_migrations (version INTEGER PRIMARY KEY, applied_at BIGINT NOT NULL);
+             {POSTGRES_V1}
+             INSERT INTO keel_migrations VALUES (1, 0);
+             {OLD_ROWS}"
+        ))
+        .await
+        .unwrap();
+    let outcome = async {
+        let url = format!("{base}?schema={schema}&pool_size=2");
+        let store = open(&url).await?;
+        check_upgraded(&*store).await;
+        drop(store);
+        let store = open(&url).await?;
+        assert_eq!(store.participants("old").await?.len(), 2);
+        Ok::<_, StoreError>(())
+    };
+    let outcome = futures_util::FutureExt::catch_unwind(std::panic::AssertUnwindSafe(outcome)).await;
+    let versions: Vec<i32> = client
+        .query(&format!("SELECT version FROM {schema}.keel_migrations ORDER BY version"), &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|row| row.get(0))
+        .collect();
+    client.batch_execute(&format!("DROP SCHEMA {schema} CASCADE")).await.unwrap();
+    outcome.unwrap_or_else(|panic| std::panic::resume_unwind(panic)).unwrap();
+    assert_eq!(versions, [1, 2]);
+}
