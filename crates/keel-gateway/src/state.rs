@@ -237,6 +237,15 @@ pub fn app(gateway: Gateway) -> Router {
         .route("/keel/sessions", get(crate::session::admin::list))
         .route("/keel/sessions/{id}", get(crate::session::admin::show).delete(crate::session::admin::delete))
         .route("/keel/sessions/{id}/messages", get(crate::session::admin::messages))
+        .route(
+            "/keel/sessions/{id}/participants",
+            get(crate::session::admin::participants).post(crate::session::admin::add_participant),
+        )
+        .route(
+            "/keel/sessions/{id}/participants/{name}",
+            axum::routing::delete(crate::session::admin::remove_participant),
+        )
+        .route("/keel/sessions/{id}/handoff", axum::routing::post(crate::session::admin::handoff))
         .fallback(any(proxy::proxy));
     // Without [auth] there is nothing to check: no layer, no per-request cost.
     let router = match gateway.config().auth {

@@ -300,3 +300,57 @@ async fn overflow_error_refuses_a_context_over_budget() {
     let body: Value = response.json().await.unwrap();
     assert!(body["error"].as_str().unwrap().contains("max_context_tokens = 40"), "{body}");
 }
+
+#[tokio::test]
+async fn participants_and_handoff_through_the_admin_api() {
+    let up = mock(&["hello", "taking over"]).await;
+    let keel = keel(&up, "").await;
+    chat(&keel, "s12", &[], user("hi", false)).await;
+    let client = reqwest::Client::new();
+    let base = format!("{}/keel/sessions/s12", keel.url());
+    // Ten parallel adds all land.
+    let adds = (0..10).map(|i| {
+        let client = client.clone();
+        let url = format!("{base}/participants");
+        async move {
+            client
+                .post(url)
+                .json(&json!({"name": format!("agent-{i}"), "role": "assistant"}))
+                .send()
+                .await
+                .unwrap()
+                .status()
+        }
+    });
+    for status in futures_util::future::join_all(adds).await {
+        assert_eq!(status, 200);
+    }
+    let list: Value = client.get(format!("{base}/participants")).send().await.unwrap().json().await.unwrap();
+    assert_eq!(list["participants"].as_array().unwrap().len(), 10, "{list}");
+
+    let handoff = client
+        .post(format!("{base}/handoff"))
+        .json(&json!({"from": "agent-0", "to": {"name": "ada", "kind": "human", "role": "support"}, "note": "needs a refund"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(handoff.status(), 200);
+    let message: Value = handoff.json().await.unwrap();
+    assert_eq!(message["message"]["role"], "handoff");
+    let unknown = client
+        .post(format!("{base}/handoff"))
+        .json(&json!({"from": "nobody", "to": {"name": "x"}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(unknown.status(), 404);
+    assert_eq!(client.delete(format!("{base}/participants/agent-9")).send().await.unwrap().status(), 204);
+    assert_eq!(client.delete(format!("{base}/participants/agent-9")).send().await.unwrap().status(), 404);
+
+    // The model sees the handoff as a note.
+    chat(&keel, "s12", &[], user("still there?", false)).await;
+    let sent = upstream_chats(&up);
+    let note = &sent[1]["messages"][2];
+    assert_eq!(note["role"], "system", "{}", sent[1]);
+    assert!(note["content"].as_str().unwrap().contains("from agent-0 to ada: needs a refund"), "{note}");
+}

@@ -1,10 +1,11 @@
-//! The sessions admin API: list, show, messages, delete (`/keel/sessions…`, `admin` scope).
+//! The sessions admin API: list, show, messages, delete, participants and handoff
+//! (`/keel/sessions…`, `admin` scope).
 
 use axum::Json;
 use axum::extract::{Path, Query, State};
 use axum::response::{IntoResponse, Response};
 use http::StatusCode;
-use keel_session::{Page, SessionFilter, SessionStatus};
+use keel_session::{NewParticipant, Page, SessionFilter, SessionStatus};
 use serde::Deserialize;
 use serde_json::json;
 
@@ -106,5 +107,115 @@ pub(crate) async fn delete(State(gateway): State<Gateway>, Path(id): Path<String
         Ok(true) => StatusCode::NO_CONTENT.into_response(),
         Ok(false) => error(StatusCode::NOT_FOUND, format!("session '{id}' not found")),
         Err(err) => failed(&err),
+    }
+}
+
+/// `POST /keel/sessions/{id}/participants` and `…/handoff` bodies name a participant so.
+#[derive(Debug, Deserialize)]
+pub(crate) struct ParticipantBody {
+    name: String,
+    /// `agent` (default) or `human`.
+    #[serde(default)]
+    kind: Option<String>,
+    role: Option<String>,
+}
+
+impl ParticipantBody {
+    fn into_new(self) -> Result<NewParticipant, Response> {
+        let participant = match self.kind.as_deref() {
+            None | Some("agent") => NewParticipant::agent(self.name),
+            Some("human") => NewParticipant::human(self.name),
+            Some(other) => {
+                return Err(error(StatusCode::BAD_REQUEST, format!("kind {other:?}: use \"agent\" or \"human\"")));
+            }
+        };
+        Ok(match self.role {
+            Some(role) => participant.with_role(role),
+            None => participant,
+        })
+    }
+}
+
+/// `POST /keel/sessions/{id}/handoff` body: `{"from": "agent-a", "to": {"name": "agent-b", ...}, "note": "…"}`.
+#[derive(Debug, Deserialize)]
+pub(crate) struct HandoffBody {
+    from: String,
+    to: ParticipantBody,
+    note: Option<String>,
+}
+
+/// A store error as the admin API answers it: 404 for unknown sessions and participants, 400 for
+/// bad input, 503 otherwise.
+fn store_error(err: &keel_session::StoreError) -> Response {
+    use keel_session::StoreError;
+    match err {
+        StoreError::SessionNotFound { .. } | StoreError::ParticipantNotFound { .. } => {
+            error(StatusCode::NOT_FOUND, err.to_string())
+        }
+        StoreError::InvalidInput { .. } => error(StatusCode::BAD_REQUEST, err.to_string()),
+        _ => failed(err),
+    }
+}
+
+/// `GET /keel/sessions/{id}/participants`: `{"participants": [...]}` in the order added.
+pub(crate) async fn participants(State(gateway): State<Gateway>, Path(id): Path<String>) -> Response {
+    let Some(store) = store(&gateway) else { return no_store() };
+    match store.get_session(&id).await {
+        Ok(Some(_)) => {}
+        Ok(None) => return error(StatusCode::NOT_FOUND, format!("session '{id}' not found")),
+        Err(err) => return failed(&err),
+    }
+    match store.participants(&id).await {
+        Ok(participants) => Json(json!({ "participants": participants })).into_response(),
+        Err(err) => store_error(&err),
+    }
+}
+
+/// `POST /keel/sessions/{id}/participants` with `{"name", "kind": "agent"|"human", "role"}`: adds
+/// (or updates) a participant.
+pub(crate) async fn add_participant(
+    State(gateway): State<Gateway>,
+    Path(id): Path<String>,
+    Json(body): Json<ParticipantBody>,
+) -> Response {
+    let Some(store) = store(&gateway) else { return no_store() };
+    let participant = match body.into_new() {
+        Ok(participant) => participant,
+        Err(response) => return response,
+    };
+    match store.add_participant(&id, participant).await {
+        Ok(participant) => Json(json!({ "participant": participant })).into_response(),
+        Err(err) => store_error(&err),
+    }
+}
+
+/// `DELETE /keel/sessions/{id}/participants/{name}`: 204, or 404.
+pub(crate) async fn remove_participant(
+    State(gateway): State<Gateway>,
+    Path((id, name)): Path<(String, String)>,
+) -> Response {
+    let Some(store) = store(&gateway) else { return no_store() };
+    match store.remove_participant(&id, &name).await {
+        Ok(true) => StatusCode::NO_CONTENT.into_response(),
+        Ok(false) => error(StatusCode::NOT_FOUND, format!("'{name}' is not a participant of session '{id}'")),
+        Err(err) => store_error(&err),
+    }
+}
+
+/// `POST /keel/sessions/{id}/handoff`: hands the session from one participant to another,
+/// recorded in the transcript; answers `{"message": {...}}`.
+pub(crate) async fn handoff(
+    State(gateway): State<Gateway>,
+    Path(id): Path<String>,
+    Json(body): Json<HandoffBody>,
+) -> Response {
+    let Some(store) = store(&gateway) else { return no_store() };
+    let to = match body.to.into_new() {
+        Ok(to) => to,
+        Err(response) => return response,
+    };
+    match store.handoff(&id, &body.from, to, body.note).await {
+        Ok(message) => Json(json!({ "message": message })).into_response(),
+        Err(err) => store_error(&err),
     }
 }

@@ -84,6 +84,10 @@ pub(super) fn as_values(messages: &[&Message]) -> Vec<Value> {
 }
 
 fn as_value(message: &Message) -> Value {
+    // A handoff is a note for the model, in the one role every chat template knows for notes.
+    if message.role == keel_session::HANDOFF_ROLE {
+        return json!({"role": "system", "content": format!("Handoff {}", message.content)});
+    }
     let mut value = json!({"role": message.role, "content": message.content});
     if let Some(calls) = &message.tool_calls {
         value["tool_calls"] = calls.clone();
