@@ -121,13 +121,12 @@ pub(crate) struct ParticipantBody {
 }
 
 impl ParticipantBody {
-    fn into_new(self) -> Result<NewParticipant, Response> {
+    /// The participant, or what is wrong with the body.
+    fn into_new(self) -> Result<NewParticipant, String> {
         let participant = match self.kind.as_deref() {
             None | Some("agent") => NewParticipant::agent(self.name),
             Some("human") => NewParticipant::human(self.name),
-            Some(other) => {
-                return Err(error(StatusCode::BAD_REQUEST, format!("kind {other:?}: use \"agent\" or \"human\"")));
-            }
+            Some(other) => return Err(format!("kind {other:?}: use \"agent\" or \"human\"")),
         };
         Ok(match self.role {
             Some(role) => participant.with_role(role),
@@ -181,7 +180,7 @@ pub(crate) async fn add_participant(
     let Some(store) = store(&gateway) else { return no_store() };
     let participant = match body.into_new() {
         Ok(participant) => participant,
-        Err(response) => return response,
+        Err(message) => return error(StatusCode::BAD_REQUEST, message),
     };
     match store.add_participant(&id, participant).await {
         Ok(participant) => Json(json!({ "participant": participant })).into_response(),
@@ -212,7 +211,7 @@ pub(crate) async fn handoff(
     let Some(store) = store(&gateway) else { return no_store() };
     let to = match body.to.into_new() {
         Ok(to) => to,
-        Err(response) => return response,
+        Err(message) => return error(StatusCode::BAD_REQUEST, message),
     };
     match store.handoff(&id, &body.from, to, body.note).await {
         Ok(message) => Json(json!({ "message": message })).into_response(),
