@@ -112,11 +112,20 @@ pub(crate) struct Tap {
     pub(crate) finished: bool,
     /// Tokens the server reported for the answer (`eval_count`, or `usage.completion_tokens`).
     pub(crate) answer_tokens: Option<u64>,
+    /// Tokens the server reported for the prompt (`prompt_eval_count`, or `usage.prompt_tokens`).
+    pub(crate) prompt_tokens: Option<u64>,
 }
 
 impl Tap {
     pub(crate) fn new(framing: TapFraming) -> Tap {
-        Tap { framing, partial_line: Vec::new(), text: String::new(), finished: false, answer_tokens: None }
+        Tap {
+            framing,
+            partial_line: Vec::new(),
+            text: String::new(),
+            finished: false,
+            answer_tokens: None,
+            prompt_tokens: None,
+        }
     }
 
     /// Takes a chunk; hands back the complete lines to pass on (a line's start is held until its
@@ -166,6 +175,10 @@ impl Tap {
         let tokens = value.get("eval_count").or_else(|| value.pointer("/usage/completion_tokens"));
         if let Some(tokens) = tokens.and_then(Value::as_u64) {
             self.answer_tokens = Some(tokens);
+        }
+        let prompt = value.get("prompt_eval_count").or_else(|| value.pointer("/usage/prompt_tokens"));
+        if let Some(tokens) = prompt.and_then(Value::as_u64) {
+            self.prompt_tokens = Some(tokens);
         }
         let content = match self.framing {
             TapFraming::NdJson => {

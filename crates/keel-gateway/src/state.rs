@@ -75,6 +75,8 @@ pub(crate) struct Inner {
     pub(crate) repairer: keel_repair::Repairer,
     /// The durable store of sessions (`X-Keel-Session`); `None` when keel runs without one.
     pub(crate) store: Option<Arc<dyn keel_session::Store>>,
+    /// Token estimates calibrated per model from the prompt counts models report.
+    pub(crate) calibration: crate::session::calibration::Calibration,
 }
 
 impl Gateway {
@@ -111,6 +113,7 @@ impl Gateway {
                 retry_budget: crate::retry::RetryBudget::new(config_retry.0, config_retry.1),
                 repairer: keel_repair::Repairer::new(),
                 store,
+                calibration: Default::default(),
             }),
             upstreams,
         })

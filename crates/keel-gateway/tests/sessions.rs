@@ -142,7 +142,7 @@ async fn a_retry_with_the_same_idempotency_key_returns_the_stored_answer() {
 async fn the_context_is_a_sliding_window_within_the_token_budget() {
     let up = mock(&["ok"]).await;
     let keel = keel(&up, "[sessions]\nmax_context_tokens = 40\n").await;
-    let system = json!({"model": "m", "stream": false, "messages": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "x".repeat(200)}]});
+    let system = json!({"model": "m", "stream": false, "messages": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "abc ".repeat(50)}]});
     chat(&keel, "s5", &[], system).await;
     chat(&keel, "s5", &[], user("last question", false)).await;
     let sent = upstream_chats(&up);
@@ -264,7 +264,7 @@ async fn an_idle_session_times_out_and_a_new_message_revives_it() {
 async fn summarize_replaces_what_left_the_window_with_a_stored_summary() {
     let up = mock(&["ok1", "Ada asked about a long thing.", "ok2"]).await;
     let keel = keel(&up, "[sessions]\nmax_context_tokens = 40\noverflow = \"summarize\"\n").await;
-    let first = json!({"model": "m", "stream": false, "messages": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "x".repeat(200)}]});
+    let first = json!({"model": "m", "stream": false, "messages": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "abc ".repeat(50)}]});
     chat(&keel, "s10", &[], first).await;
     let answer: Value = chat(&keel, "s10", &[], user("last question", false)).await.json().await.unwrap();
     assert_eq!(answer["message"]["content"], "ok2");
@@ -275,7 +275,7 @@ async fn summarize_replaces_what_left_the_window_with_a_stored_summary() {
         "{}",
         sent[1]
     );
-    assert!(sent[1]["messages"][1]["content"].as_str().unwrap().starts_with("user: xxx"), "{}", sent[1]);
+    assert!(sent[1]["messages"][1]["content"].as_str().unwrap().starts_with("user: abc abc"), "{}", sent[1]);
     assert_eq!(
         sent[2]["messages"],
         json!([
@@ -294,7 +294,7 @@ async fn summarize_replaces_what_left_the_window_with_a_stored_summary() {
 async fn overflow_error_refuses_a_context_over_budget() {
     let up = mock(&["ok"]).await;
     let keel = keel(&up, "[sessions]\nmax_context_tokens = 40\noverflow = \"error\"\n").await;
-    chat(&keel, "s11", &[], user(&"x".repeat(200), false)).await;
+    chat(&keel, "s11", &[], user(&"abc ".repeat(50), false)).await;
     let response = chat(&keel, "s11", &[], user("more", false)).await;
     assert_eq!(response.status(), 400);
     let body: Value = response.json().await.unwrap();
@@ -353,4 +353,19 @@ async fn participants_and_handoff_through_the_admin_api() {
     let note = &sent[1]["messages"][2];
     assert_eq!(note["role"], "system", "{}", sent[1]);
     assert!(note["content"].as_str().unwrap().contains("from agent-0 to ada: needs a refund"), "{note}");
+}
+
+#[tokio::test]
+async fn the_budget_is_calibrated_by_the_prompt_counts_the_model_reports() {
+    // The fake model counts a word per token: "w " is 2 bytes a token where keel estimates 4, so
+    // after one answer keel knows this model's context fills ~1.7× faster than estimated.
+    let up = mock(&["ok", "ok"]).await;
+    let keel = keel(&up, "[sessions]\nmax_context_tokens = 60\n").await;
+    let words = "w ".repeat(40);
+    chat(&keel, "s13", &[], user(&words, false)).await;
+    chat(&keel, "s13", &[], user(&words, false)).await;
+    let sent = upstream_chats(&up);
+    // Uncalibrated, the estimates (24 + 5 + 24 = 53) fit 60 and all three messages would go;
+    // calibrated, the budget is ~36 estimated tokens and the oldest message is left out.
+    assert_eq!(sent[1]["messages"].as_array().unwrap().len(), 2, "{}", sent[1]);
 }

@@ -29,17 +29,40 @@ pub(super) struct SessionBody {
     held: Option<Bytes>,
     saving: Option<Saving>,
     saved: bool,
+    /// The gateway, model and estimated context tokens, to calibrate against the model's count.
+    calibrate: Option<(crate::state::Gateway, String, u64)>,
 }
 
 impl SessionBody {
-    pub(super) fn new(inner: Body, headers: &HeaderMap, store: SharedStore, id: String, seq: u64) -> SessionBody {
+    pub(super) fn new(
+        inner: Body,
+        headers: &HeaderMap,
+        store: SharedStore,
+        id: String,
+        seq: u64,
+        calibrate: Option<(crate::state::Gateway, String, u64)>,
+    ) -> SessionBody {
         let sse =
             headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).is_some_and(|t| t.contains("event-stream"));
         let framing = if sse { TapFraming::Sse } else { TapFraming::NdJson };
-        SessionBody { inner, tap: Tap::new(framing), framing, store, id, seq, held: None, saving: None, saved: false }
+        SessionBody {
+            inner,
+            tap: Tap::new(framing),
+            framing,
+            store,
+            id,
+            seq,
+            held: None,
+            saving: None,
+            saved: false,
+            calibrate,
+        }
     }
 
     fn start_saving(&mut self) {
+        if let (Some((gateway, model, estimated)), Some(actual)) = (self.calibrate.take(), self.tap.prompt_tokens) {
+            gateway.inner.calibration.observe(&model, estimated, actual);
+        }
         let store = self.store.clone();
         let (id, seq) = (self.id.clone(), self.seq);
         let content = self.tap.text.clone();

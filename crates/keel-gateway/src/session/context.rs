@@ -27,6 +27,8 @@ pub(super) struct Plan<'a> {
     pub(super) dropped: Vec<&'a Message>,
     /// Estimated tokens of all usable messages.
     pub(super) total_tokens: u64,
+    /// Estimated tokens of the kept messages.
+    pub(super) kept_tokens: u64,
 }
 
 /// Whether a stored message is one of keel's summaries.
@@ -64,16 +66,17 @@ pub(super) fn plan(stored: &[Message], budget: u64, overflow: Overflow) -> Plan<
         used = next;
     }
     let total_tokens = usable.iter().map(|m| cost(m)).sum();
+    let kept_tokens = used;
     let (mut kept, mut dropped) = (Vec::new(), Vec::new());
     for (message, keep) in usable.into_iter().zip(keep) {
         if keep { kept.push(message) } else { dropped.push(message) }
     }
-    Plan { kept, dropped, total_tokens }
+    Plan { kept, dropped, total_tokens, kept_tokens }
 }
 
 /// Tokens a message costs: the model's count when it reported one, else 4 bytes per token, plus
 /// a little for the role.
-fn cost(message: &Message) -> u64 {
+pub(super) fn cost(message: &Message) -> u64 {
     let tokens = if message.token_count > 0 { message.token_count } else { super::estimate_tokens(&message.content) };
     tokens + 4
 }

@@ -14,6 +14,7 @@
 
 pub(crate) mod admin;
 mod body;
+pub(crate) mod calibration;
 mod context;
 
 use std::sync::Arc;
@@ -160,6 +161,9 @@ async fn run(
         return Ok(replay(kind, stream, include_usage, &model, &stored));
     }
 
+    // What keel estimated for the context it sent (managed mode), to calibrate against the
+    // model's own count.
+    let mut estimated_context = None;
     match session.mode {
         Mode::Managed => {
             append_all(store.as_ref(), &session, &messages, 0).await?;
@@ -172,7 +176,9 @@ async fn run(
                 path_and_query: forward.path_and_query.clone(),
                 payload: Payload::Bytes(Bytes::new()),
             };
-            let context = managed_context(gateway, &call, endpoint, route, store.as_ref(), id, &stored).await?;
+            let (context, tokens) =
+                managed_context(gateway, &call, endpoint, route, store.as_ref(), id, &stored).await?;
+            estimated_context = Some(tokens);
             body.insert("messages".into(), Value::Array(context));
         }
         Mode::Record => {
@@ -199,7 +205,8 @@ async fn run(
     let (mut parts, response_body) = response.into_parts();
     if is_stream(&parts.headers) {
         let pending = store.append(id, placeholder).await.map_err(unavailable)?;
-        let body = body::SessionBody::new(response_body, &parts.headers, store, id.to_owned(), pending.seq);
+        let calibrate = estimated_context.map(|tokens| (gateway.clone(), model.chars().take(64).collect(), tokens));
+        let body = body::SessionBody::new(response_body, &parts.headers, store, id.to_owned(), pending.seq, calibrate);
         return Ok(Response::from_parts(parts, axum::body::Body::new(body)));
     }
     // A whole answer: store it, then send it.
@@ -222,6 +229,12 @@ async fn run(
         .or_else(|| answer.pointer("/usage/completion_tokens"))
         .and_then(Value::as_u64)
         .unwrap_or_else(|| estimate_tokens(text.unwrap_or_default()));
+    let prompt_tokens =
+        answer.get("prompt_eval_count").or_else(|| answer.pointer("/usage/prompt_tokens")).and_then(Value::as_u64);
+    if let (Some(estimated), Some(actual)) = (estimated_context, prompt_tokens) {
+        let model: String = model.chars().take(64).collect();
+        gateway.inner.calibration.observe(&model, estimated, actual);
+    }
     let stored = store.append(id, placeholder).await.map_err(unavailable)?;
     store
         .complete_message(
@@ -250,14 +263,14 @@ async fn managed_context(
     store: &dyn Store,
     id: &str,
     stored: &[Message],
-) -> Result<Vec<Value>, ProxyError> {
+) -> Result<(Vec<Value>, u64), ProxyError> {
     let config = &gateway.config().sessions;
     let (budget, overflow) = (config.max_context_tokens, config.overflow);
-    let plan = context::plan(stored, budget, overflow);
-    if plan.dropped.is_empty() {
-        return Ok(context::as_values(&plan.kept));
-    }
     let model: String = route.requested_model.chars().take(64).collect();
+    let plan = context::plan(stored, gateway.inner.calibration.budget(&model, budget), overflow);
+    if plan.dropped.is_empty() {
+        return Ok((context::as_values(&plan.kept), plan.kept_tokens));
+    }
     metrics::counter!(keel_telemetry::names::SESSION_CONTEXT_TRIMMED_TOTAL, "model" => model, "overflow" => overflow.as_str())
         .increment(1);
     tracing::info!(
@@ -269,11 +282,12 @@ async fn managed_context(
         "session context over budget"
     );
     match overflow {
-        context::Overflow::SlidingWindow => Ok(context::as_values(&plan.kept)),
+        context::Overflow::SlidingWindow => Ok((context::as_values(&plan.kept), plan.kept_tokens)),
         context::Overflow::Error => Err(ProxyError::ContextTooLong { tokens: plan.total_tokens, budget }),
         context::Overflow::Summarize => {
             let summary = summary(gateway, call, endpoint, route, store, id, &plan.dropped).await;
-            Ok(context::with_summary(&plan, &summary))
+            let tokens = plan.kept_tokens + estimate_tokens(&summary) + 12;
+            Ok((context::with_summary(&plan, &summary), tokens))
         }
     }
 }
