@@ -51,6 +51,20 @@ pub(crate) struct Forward {
     pub(crate) payload: Payload,
 }
 
+impl Forward {
+    /// Another request to the same targets (the summarizer, `/api/show`): `path_and_query` and a
+    /// body keel wrote.
+    pub(crate) fn same_targets(&self, path_and_query: &str, body: Bytes) -> Forward {
+        Forward {
+            targets: self.targets.clone(),
+            route_model: self.route_model.clone(),
+            requested_model: self.requested_model.clone(),
+            path_and_query: path_and_query.to_owned(),
+            payload: Payload::Bytes(body),
+        }
+    }
+}
+
 /// Handles every request that is not keel's own (`/keel/*`, `/metrics`).
 pub(crate) async fn proxy(State(gateway): State<Gateway>, request: Request) -> Response {
     let started = Instant::now();

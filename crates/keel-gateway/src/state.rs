@@ -77,6 +77,8 @@ pub(crate) struct Inner {
     pub(crate) store: Option<Arc<dyn keel_session::Store>>,
     /// Token estimates calibrated per model from the prompt counts models report.
     pub(crate) calibration: crate::session::calibration::Calibration,
+    /// Context lengths the upstreams reported, per model.
+    pub(crate) context_lengths: crate::session::budget::ContextLengths,
 }
 
 impl Gateway {
@@ -114,6 +116,7 @@ impl Gateway {
                 repairer: keel_repair::Repairer::new(),
                 store,
                 calibration: Default::default(),
+                context_lengths: Default::default(),
             }),
             upstreams,
         })

@@ -369,3 +369,29 @@ async fn the_budget_is_calibrated_by_the_prompt_counts_the_model_reports() {
     // calibrated, the budget is ~36 estimated tokens and the oldest message is left out.
     assert_eq!(sent[1]["messages"].as_array().unwrap().len(), 2, "{}", sent[1]);
 }
+
+#[tokio::test]
+async fn without_a_configured_budget_the_model_context_length_decides() {
+    // /api/show of this model reports a context of 80 tokens: the budget is 60 (a quarter is
+    // left for the answer).
+    let up = MockServer::start(
+        ([127, 0, 0, 1], 0).into(),
+        scenario("[[model]]\nname = \"m\"\nreplies = [\"ok\"]\ncontext_length = 80\n"),
+    )
+    .await
+    .unwrap();
+    let keel = keel(&up, "").await;
+    let words = "abcd ".repeat(40); // 200 bytes, ~54 tokens
+    chat(&keel, "s14", &[], user(&words, false)).await;
+    chat(&keel, "s14", &[], user(&words, false)).await;
+    let sent = upstream_chats(&up);
+    // The first 200-byte message no longer fits next to the second; the answer between them does.
+    assert_eq!(sent[1]["messages"].as_array().unwrap().len(), 2, "{}", sent[1]);
+    assert_eq!(sent[1]["messages"][0]["role"], "assistant", "{}", sent[1]);
+    assert_eq!(up.requests().iter().filter(|r| r.path == "/api/show").count(), 1, "asked once per model");
+    // options.num_ctx in the request wins.
+    let mut big = user(&words, false);
+    big["options"] = json!({"num_ctx": 4096});
+    chat(&keel, "s14", &[], big).await;
+    assert_eq!(upstream_chats(&up)[2]["messages"].as_array().unwrap().len(), 5);
+}

@@ -177,8 +177,10 @@ impl Default for RawGuard {
 pub struct RawSessions {
     /// The most context (in tokens, estimated at 4 bytes per token when the model did not report
     /// a count) keel sends with a managed session's request: system messages and the newest
-    /// messages that fit (a sliding window). 0 means no limit.
-    pub max_context_tokens: u64,
+    /// messages that fit. 0 means no limit; unset, it follows the model (`options.num_ctx`, else
+    /// the context length from `/api/show`, less a quarter for the answer; else 8192).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_context_tokens: Option<u64>,
     /// A session with no new message for this long is marked `timed_out` (and counted in
     /// `keel_sessions_timed_out_total`); a new message makes it active again. `"0s"` turns it off.
     #[serde(with = "keel_types::duration")]
@@ -190,7 +192,7 @@ pub struct RawSessions {
 impl Default for RawSessions {
     fn default() -> RawSessions {
         RawSessions {
-            max_context_tokens: 8192,
+            max_context_tokens: None,
             idle_timeout: Duration::from_secs(30 * 60),
             overflow: SessionOverflow::SlidingWindow,
         }

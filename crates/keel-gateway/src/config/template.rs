@@ -140,8 +140,10 @@ max_answer = "8MiB"
 [sessions]
 # Clients that send `X-Keel-Session: <id>` get a durable conversation kept in [store].
 # Most context (tokens) sent with a managed session's request: system messages plus the newest
-# messages that fit (a sliding window). 0 means no limit.
-max_context_tokens = 8192
+# messages that fit. Unset, it follows the model: the request's options.num_ctx, else the context
+# length the server reports in /api/show, less a quarter for the answer (8192 if neither says).
+# 0 means no limit.
+# max_context_tokens = 8192
 # What happens to the oldest messages when the context is over budget: "sliding_window" leaves
 # them out, "summarize" has the model summarize them once (stored, reused until the window moves;
 # a truncation when the model cannot), "error" refuses the request with 400.

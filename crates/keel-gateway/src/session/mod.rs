@@ -14,6 +14,7 @@
 
 pub(crate) mod admin;
 mod body;
+pub(crate) mod budget;
 pub(crate) mod calibration;
 mod context;
 
@@ -169,15 +170,10 @@ async fn run(
             append_all(store.as_ref(), &session, &messages, 0).await?;
             let stored = store.messages(id, 0, MAX_CONTEXT_MESSAGES).await.map_err(unavailable)?;
             // The summarizer asks the same targets (an owned copy: the request body is not `Sync`).
-            let route = Forward {
-                targets: forward.targets.clone(),
-                route_model: forward.route_model.clone(),
-                requested_model: forward.requested_model.clone(),
-                path_and_query: forward.path_and_query.clone(),
-                payload: Payload::Bytes(Bytes::new()),
-            };
+            let route = forward.same_targets(&forward.path_and_query, Bytes::new());
+            let num_ctx = body.get("options").and_then(|o| o.get("num_ctx")).and_then(Value::as_u64);
             let (context, tokens) =
-                managed_context(gateway, &call, endpoint, route, store.as_ref(), id, &stored).await?;
+                managed_context(gateway, &call, endpoint, route, store.as_ref(), id, &stored, num_ctx).await?;
             estimated_context = Some(tokens);
             body.insert("messages".into(), Value::Array(context));
         }
@@ -254,7 +250,8 @@ async fn run(
     Ok(Response::from_parts(parts, axum::body::Body::from(bytes)))
 }
 
-/// The conversation to send for a managed session, within `[sessions] max_context_tokens`.
+/// The conversation to send for a managed session, within its token budget ([`budget`]).
+#[expect(clippy::too_many_arguments, reason = "the request's parts, passed on to the summarizer and /api/show calls")]
 async fn managed_context(
     gateway: &Gateway,
     call: &Call,
@@ -263,9 +260,10 @@ async fn managed_context(
     store: &dyn Store,
     id: &str,
     stored: &[Message],
+    num_ctx: Option<u64>,
 ) -> Result<(Vec<Value>, u64), ProxyError> {
-    let config = &gateway.config().sessions;
-    let (budget, overflow) = (config.max_context_tokens, config.overflow);
+    let overflow = gateway.config().sessions.overflow;
+    let budget = budget::budget(gateway, call, route.same_targets(&route.path_and_query, Bytes::new()), num_ctx).await;
     let model: String = route.requested_model.chars().take(64).collect();
     let plan = context::plan(stored, gateway.inner.calibration.budget(&model, budget), overflow);
     if plan.dropped.is_empty() {

@@ -1,0 +1,88 @@
+//! How many tokens of context a managed session may send: `[sessions] max_context_tokens` when
+//! set; otherwise what the model can take — the request's `options.num_ctx`, else the context
+//! length the upstream reports in `/api/show` (asked once per model) — less a quarter kept free
+//! for the answer; else 8192.
+
+use std::collections::HashMap;
+
+use bytes::Bytes;
+use http_body_util::BodyExt;
+use parking_lot::Mutex;
+use serde_json::{Value, json};
+
+use crate::endpoint::Endpoint;
+use crate::proxy::{Call, Forward, send};
+use crate::state::Gateway;
+
+/// The budget when neither the config nor the model says.
+pub(crate) const FALLBACK_BUDGET: u64 = 8192;
+/// Most models whose context length is remembered.
+const MAX_MODELS: usize = 256;
+
+/// Context lengths the upstreams reported, per model (`None`: asked, nothing usable).
+#[derive(Debug, Default)]
+pub(crate) struct ContextLengths(Mutex<HashMap<String, Option<u64>>>);
+
+impl ContextLengths {
+    fn get(&self, model: &str) -> Option<Option<u64>> {
+        self.0.lock().get(model).copied()
+    }
+
+    fn put(&self, model: &str, length: Option<u64>) {
+        let mut lengths = self.0.lock();
+        if lengths.len() >= MAX_MODELS {
+            lengths.clear();
+        }
+        lengths.insert(model.to_owned(), length);
+    }
+}
+
+/// The budget for this request (before calibration).
+pub(super) async fn budget(gateway: &Gateway, call: &Call, route: Forward, num_ctx: Option<u64>) -> u64 {
+    if let Some(budget) = gateway.config().sessions.max_context_tokens {
+        return budget;
+    }
+    let length = match num_ctx {
+        Some(length) => Some(length),
+        None => match gateway.inner.context_lengths.get(&route.requested_model) {
+            Some(known) => known,
+            None => {
+                let model = route.requested_model.clone();
+                let asked = ask_context_length(gateway, call, route).await;
+                gateway.inner.context_lengths.put(&model, asked);
+                asked
+            }
+        },
+    };
+    length.map_or(FALLBACK_BUDGET, |length| (length - length / 4).max(1))
+}
+
+/// Asks the route's targets for the model's context length (`/api/show`, `model_info`
+/// `<architecture>.context_length`).
+async fn ask_context_length(gateway: &Gateway, call: &Call, route: Forward) -> Option<u64> {
+    let show = Call {
+        method: http::Method::POST,
+        headers: call.headers.clone(),
+        id: call.id.clone(),
+        started: call.started,
+        hold_permit: false,
+        continuing: None,
+    };
+    let model = route.requested_model.clone();
+    let forward = route.same_targets("/api/show", Bytes::from(json!({"model": model}).to_string()));
+    let endpoint = Endpoint::classify(&http::Method::POST, "/api/show");
+    let response = send(gateway, show, endpoint, forward).await.response;
+    if !response.status().is_success() {
+        return None;
+    }
+    let bytes = http_body_util::Limited::new(response.into_body(), 4 << 20).collect().await.ok()?.to_bytes();
+    let show: Value = serde_json::from_slice(&bytes).ok()?;
+    let length = show
+        .get("model_info")?
+        .as_object()?
+        .iter()
+        .find(|(key, _)| key.ends_with(".context_length"))
+        .and_then(|(_, value)| value.as_u64());
+    tracing::debug!(%model, ?length, "context length from /api/show");
+    length
+}
