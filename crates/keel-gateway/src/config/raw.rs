@@ -187,6 +187,8 @@ pub struct RawSessions {
     pub idle_timeout: Duration,
     /// What happens to the oldest messages when the context exceeds `max_context_tokens`.
     pub overflow: SessionOverflow,
+    /// With `overflow = "hybrid"`: how many of the newest messages are sent as they are.
+    pub keep_newest: usize,
 }
 
 impl Default for RawSessions {
@@ -195,6 +197,7 @@ impl Default for RawSessions {
             max_context_tokens: None,
             idle_timeout: Duration::from_secs(30 * 60),
             overflow: SessionOverflow::SlidingWindow,
+            keep_newest: 8,
         }
     }
 }
@@ -208,6 +211,9 @@ pub enum SessionOverflow {
     SlidingWindow,
     /// Replace them with a summary the model writes (once per window position).
     Summarize,
+    /// Keep the newest `keep_newest` messages (within the budget) and summarize everything older,
+    /// even when it would fit.
+    Hybrid,
     /// Refuse the request with 400.
     Error,
 }
@@ -305,6 +311,7 @@ impl SessionOverflow {
         match self {
             SessionOverflow::SlidingWindow => "sliding_window",
             SessionOverflow::Summarize => "summarize",
+            SessionOverflow::Hybrid => "hybrid",
             SessionOverflow::Error => "error",
         }
     }

@@ -147,7 +147,9 @@ max_answer = "8MiB"
 # What happens to the oldest messages when the context is over budget: "sliding_window" leaves
 # them out, "summarize" has the model summarize them once (stored, reused until the window moves;
 # a truncation when the model cannot), "error" refuses the request with 400.
+# "hybrid" keeps the newest keep_newest messages as they are and summarizes everything older.
 overflow = "sliding_window"
+keep_newest = 8
 # A session without a new message for this long is marked timed_out. "0s" turns it off.
 idle_timeout = "30m"
 

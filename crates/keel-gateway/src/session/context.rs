@@ -36,13 +36,15 @@ pub(super) fn is_summary(message: &Message) -> bool {
     message.idempotency_key.as_deref().is_some_and(|key| key.starts_with(SUMMARY_KEY))
 }
 
-/// Splits the stored conversation for `budget` tokens (0 = no limit); with `summarize`, part of
-/// the budget is kept free for the summary.
-pub(super) fn plan(stored: &[Message], budget: u64, overflow: Overflow) -> Plan<'_> {
+/// Splits the stored conversation for `budget` tokens (0 = no limit); with `summarize` and
+/// `hybrid`, part of the budget is kept free for the summary, and `hybrid` keeps at most
+/// `keep_newest` non-system messages.
+pub(super) fn plan(stored: &[Message], budget: u64, overflow: Overflow, keep_newest: usize) -> Plan<'_> {
     let budget = match overflow {
-        Overflow::Summarize if budget > 0 => budget - budget / SUMMARY_SHARE,
+        Overflow::Summarize | Overflow::Hybrid if budget > 0 => budget - budget / SUMMARY_SHARE,
         _ => budget,
     };
+    let limit = if overflow == Overflow::Hybrid { keep_newest.max(1) } else { usize::MAX };
     let usable: Vec<&Message> = stored.iter().filter(|m| m.complete && !is_summary(m)).collect();
     let mut keep = vec![false; usable.len()];
     let mut used: u64 = 0;
@@ -53,17 +55,19 @@ pub(super) fn plan(stored: &[Message], budget: u64, overflow: Overflow) -> Plan<
         }
     }
     let mut full = false;
+    let mut newest = 0;
     for (i, message) in usable.iter().enumerate().rev() {
         if keep[i] {
             continue;
         }
         let next = used + cost(message);
-        if full || (budget > 0 && next > budget && i + 1 != usable.len()) {
+        if full || newest >= limit || (budget > 0 && next > budget && i + 1 != usable.len()) {
             full = true;
             continue;
         }
         keep[i] = true;
         used = next;
+        newest += 1;
     }
     let total_tokens = usable.iter().map(|m| cost(m)).sum();
     let kept_tokens = used;
@@ -174,13 +178,13 @@ mod tests {
             message(4, "assistant", "", false),
             message(5, "user", "and now?", true),
         ];
-        let all = plan(&stored, 0, Overflow::SlidingWindow);
+        let all = plan(&stored, 0, Overflow::SlidingWindow, 8);
         assert_eq!(all.kept.len(), 4, "incomplete answers are left out");
         assert!(all.dropped.is_empty());
-        let window = plan(&stored, 120, Overflow::SlidingWindow);
+        let window = plan(&stored, 120, Overflow::SlidingWindow, 8);
         assert_eq!(contents(&window.kept), vec!["be brief".to_owned(), long.clone(), "and now?".to_owned()]);
         assert_eq!(window.dropped.len(), 1);
-        let tiny = plan(&stored, 1, Overflow::SlidingWindow);
+        let tiny = plan(&stored, 1, Overflow::SlidingWindow, 8);
         assert_eq!(contents(&tiny.kept), vec!["be brief".to_owned(), "and now?".to_owned()], "system and newest go");
     }
 
@@ -192,7 +196,7 @@ mod tests {
             message(2, "user", &"y".repeat(400), true),
             message(3, "user", "new", true),
         ];
-        let window = plan(&stored, 20, Overflow::SlidingWindow);
+        let window = plan(&stored, 20, Overflow::SlidingWindow, 8);
         assert_eq!(contents(&window.kept), vec!["new".to_owned()]);
         assert_eq!(window.dropped.len(), 2);
     }
@@ -207,12 +211,21 @@ mod tests {
             message(3, "user", "b", true),
             summary,
         ];
-        let all = plan(&stored, 0, Overflow::Summarize);
+        let all = plan(&stored, 0, Overflow::Summarize, 8);
         assert_eq!(all.kept.len(), 3);
         let values = with_summary(&all, "S");
         assert_eq!(values[0]["content"], "sys");
         assert_eq!(values[1]["content"], "Summary of the earlier conversation: S");
         assert_eq!(values.len(), 4);
+    }
+
+    #[test]
+    fn hybrid_keeps_the_newest_n_and_gives_the_rest_to_the_summary() {
+        let stored: Vec<Message> = (1..=6).map(|seq| message(seq, "user", &format!("m{seq}"), true)).collect();
+        let hybrid = plan(&stored, 0, Overflow::Hybrid, 2);
+        assert_eq!(contents(&hybrid.kept), vec!["m5".to_owned(), "m6".to_owned()]);
+        assert_eq!(hybrid.dropped.len(), 4);
+        assert!(plan(&stored, 0, Overflow::Summarize, 2).dropped.is_empty(), "summarize only drops for the budget");
     }
 
     #[test]

@@ -262,10 +262,10 @@ async fn managed_context(
     stored: &[Message],
     num_ctx: Option<u64>,
 ) -> Result<(Vec<Value>, u64), ProxyError> {
-    let overflow = gateway.config().sessions.overflow;
+    let (overflow, keep_newest) = (gateway.config().sessions.overflow, gateway.config().sessions.keep_newest);
     let budget = budget::budget(gateway, call, route.same_targets(&route.path_and_query, Bytes::new()), num_ctx).await;
     let model: String = route.requested_model.chars().take(64).collect();
-    let plan = context::plan(stored, gateway.inner.calibration.budget(&model, budget), overflow);
+    let plan = context::plan(stored, gateway.inner.calibration.budget(&model, budget), overflow, keep_newest);
     if plan.dropped.is_empty() {
         return Ok((context::as_values(&plan.kept), plan.kept_tokens));
     }
@@ -282,7 +282,7 @@ async fn managed_context(
     match overflow {
         context::Overflow::SlidingWindow => Ok((context::as_values(&plan.kept), plan.kept_tokens)),
         context::Overflow::Error => Err(ProxyError::ContextTooLong { tokens: plan.total_tokens, budget }),
-        context::Overflow::Summarize => {
+        context::Overflow::Summarize | context::Overflow::Hybrid => {
             let summary = summary(gateway, call, endpoint, route, store, id, &plan.dropped).await;
             let tokens = plan.kept_tokens + estimate_tokens(&summary) + 12;
             Ok((context::with_summary(&plan, &summary), tokens))
