@@ -1,6 +1,7 @@
 //! No acknowledged session message is lost when keel is killed: many clients append to their
 //! sessions through a real `keel serve` process, keel gets SIGKILL mid-run, restarts on the same
-//! SQLite file, and every message a client got a 200 for is there exactly once, in order.
+//! SQLite file, and every message a client got a 200 for is there exactly once, in order — five
+//! kills in a row on the same file.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::print_stderr, reason = "test code")]
 
@@ -12,6 +13,10 @@ use serde_json::{Value, json};
 
 const KEEL: &str = env!("CARGO_BIN_EXE_keel");
 const CLIENTS: usize = 8;
+/// Kill-and-restart rounds on the same store file.
+const ROUNDS: usize = 5;
+/// How long the clients append before each kill.
+const RUN_FOR: Duration = Duration::from_millis(700);
 
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
@@ -48,43 +53,18 @@ async fn acknowledged_session_messages_survive_sigkill() {
     let store = format!("sqlite://{}", dir.path().join("keel.db").display());
     let port = free_port();
     let url = format!("http://127.0.0.1:{port}");
-    let mut keel = serve(port, &mock.url(), &store);
-    wait_healthy(&url).await;
-
-    // Each client appends "c<i>-<j>" to its own session until keel dies; it remembers the j
-    // values keel acknowledged.
-    let acknowledged: Arc<tokio::sync::Mutex<Vec<Vec<usize>>>> =
-        Arc::new(tokio::sync::Mutex::new(vec![Vec::new(); CLIENTS]));
-    let mut clients = Vec::new();
-    for i in 0..CLIENTS {
-        let (url, acknowledged) = (url.clone(), Arc::clone(&acknowledged));
-        clients.push(tokio::spawn(async move {
-            let http = reqwest::Client::new();
-            for j in 0.. {
-                let body = json!({"model": "m", "stream": j % 2 == 0, "messages": [{"role": "user", "content": format!("c{i}-{j}")}]});
-                let sent = http.post(format!("{url}/api/chat")).header("x-keel-session", format!("c{i}")).json(&body).send().await;
-                let Ok(response) = sent else { return };
-                if response.status() != 200 {
-                    return;
-                }
-                // A stream is acknowledged by its final chunk.
-                let Ok(text) = response.text().await else { return };
-                if !text.contains("\"done\":true") || text.contains("\"error\"") {
-                    return;
-                }
-                acknowledged.lock().await[i].push(j);
-            }
-        }));
+    // Every acknowledged message of every round, per session ("c<i>-r<round>-<j>").
+    let mut acknowledged: Vec<Vec<String>> = vec![Vec::new(); CLIENTS];
+    for round in 0..ROUNDS {
+        let mut keel = serve(port, &mock.url(), &store);
+        wait_healthy(&url).await;
+        let acked = append_until_killed(&url, round, &mut keel).await;
+        for (i, messages) in acked.into_iter().enumerate() {
+            acknowledged[i].extend(messages);
+        }
     }
-    tokio::time::sleep(Duration::from_millis(1500)).await;
-    keel.kill().unwrap(); // SIGKILL
-    keel.wait().unwrap();
-    for client in clients {
-        client.await.unwrap();
-    }
-    let acknowledged = acknowledged.lock().await.clone();
     let total: usize = acknowledged.iter().map(Vec::len).sum();
-    assert!(total >= CLIENTS, "too few requests were acknowledged before the kill: {total}");
+    assert!(total >= CLIENTS * ROUNDS, "too few requests were acknowledged before the kills: {total}");
 
     let mut keel = serve(port, &mock.url(), &store);
     wait_healthy(&url).await;
@@ -97,13 +77,8 @@ async fn acknowledged_session_messages_survive_sigkill() {
         }
         let users: Vec<&str> =
             messages.iter().filter(|m| m["role"] == "user").map(|m| m["content"].as_str().unwrap()).collect();
-        for j in acked {
-            let text = format!("c{i}-{j}");
-            assert_eq!(
-                users.iter().filter(|u| **u == text).count(),
-                1,
-                "{text} must be stored exactly once: {users:?}"
-            );
+        for text in acked {
+            assert_eq!(users.iter().filter(|u| **u == text.as_str()).count(), 1, "{text} must be stored exactly once");
             // Its answer, acknowledged too, follows it complete.
             let at = messages.iter().position(|m| m["content"] == text.as_str()).unwrap();
             let answer = &messages[at + 1];
@@ -116,10 +91,50 @@ async fn acknowledged_session_messages_survive_sigkill() {
         }
         // In order: the acknowledged messages appear in the order they were sent.
         let positions: Vec<usize> =
-            acked.iter().map(|j| users.iter().position(|u| *u == format!("c{i}-{j}")).unwrap()).collect();
+            acked.iter().map(|t| users.iter().position(|u| *u == t.as_str()).unwrap()).collect();
         assert!(positions.windows(2).all(|w| w[0] < w[1]), "out of order: {positions:?}");
     }
     keel.kill().unwrap();
     keel.wait().unwrap();
-    eprintln!("{total} acknowledged messages across {CLIENTS} sessions survived SIGKILL");
+    eprintln!("{total} acknowledged messages across {CLIENTS} sessions survived {ROUNDS} SIGKILLs");
+}
+
+/// Each client appends to its session until keel dies; returns the messages keel acknowledged.
+async fn append_until_killed(url: &str, round: usize, keel: &mut Child) -> Vec<Vec<String>> {
+    let acknowledged: Arc<tokio::sync::Mutex<Vec<Vec<String>>>> =
+        Arc::new(tokio::sync::Mutex::new(vec![Vec::new(); CLIENTS]));
+    let mut clients = Vec::new();
+    for i in 0..CLIENTS {
+        let (url, acknowledged) = (url.to_owned(), Arc::clone(&acknowledged));
+        clients.push(tokio::spawn(async move {
+            let http = reqwest::Client::new();
+            for j in 0.. {
+                let text = format!("c{i}-r{round}-{j}");
+                let body = json!({"model": "m", "stream": j % 2 == 0, "messages": [{"role": "user", "content": text}]});
+                let sent = http
+                    .post(format!("{url}/api/chat"))
+                    .header("x-keel-session", format!("c{i}"))
+                    .json(&body)
+                    .send()
+                    .await;
+                let Ok(response) = sent else { return };
+                if response.status() != 200 {
+                    return;
+                }
+                // A stream is acknowledged by its final chunk.
+                let Ok(reply) = response.text().await else { return };
+                if !reply.contains("\"done\":true") || reply.contains("\"error\"") {
+                    return;
+                }
+                acknowledged.lock().await[i].push(text);
+            }
+        }));
+    }
+    tokio::time::sleep(RUN_FOR).await;
+    keel.kill().unwrap(); // SIGKILL
+    keel.wait().unwrap();
+    for client in clients {
+        client.await.unwrap();
+    }
+    acknowledged.lock().await.clone()
 }
