@@ -3,6 +3,8 @@
 //! Each scene starts what it needs on 127.0.0.1 (random ports), sends real HTTP requests through
 //! keel and prints what happened in plain words. Later capabilities add their scenes here.
 
+mod durable;
+
 use std::io::Write as _;
 use std::time::Instant;
 
@@ -72,6 +74,7 @@ pub(crate) async fn run(_args: DemoArgs) -> anyhow::Result<()> {
     stage.stop().await;
     scene_fallback().await?;
     scene_structured().await?;
+    durable::scene().await?;
     writeln!(std::io::stdout().lock(), "\nDone. Run `keel serve` in front of your own Ollama to do this for real.")?;
     Ok(())
 }
