@@ -103,6 +103,14 @@ fn demo_runs_end_to_end() {
     let text = String::from_utf8(out.stdout).unwrap();
     assert!(text.contains("Scene 1"), "{text}");
     assert!(text.contains("404"), "{text}");
+    // Scene 2: the backup serves while the primary's breaker is open.
+    assert!(text.contains("primary breaker: open"), "{text}");
+    // Scene 3: repaired, then canned.
+    assert!(text.contains("X-Keel-Repair: extracted,fixed-syntax"), "{text}");
+    assert!(text.contains("X-Keel-Repair: canned"), "{text}");
+    // Scene 4: the conversation came back after the restart; the card was charged once.
+    assert!(text.contains("\"Your name is Ada.\""), "{text}");
+    assert!(text.contains("card charged 1 time(s)"), "{text}");
 }
 
 /// A tiny blocking HTTP/1.1 client over std, so this test needs no async runtime.
