@@ -395,3 +395,21 @@ async fn without_a_configured_budget_the_model_context_length_decides() {
     chat(&keel, "s14", &[], big).await;
     assert_eq!(upstream_chats(&up)[2]["messages"].as_array().unwrap().len(), 5);
 }
+
+#[tokio::test]
+async fn odd_session_ids_in_the_admin_api_get_4xx_not_5xx() {
+    let up = mock(&["a"]).await;
+    let keel = keel(&up, "").await;
+    let client = reqwest::Client::new();
+    for id in ["%00", "a%0Ab", &"x".repeat(300), "%F0%9F%98%80", "..", "a%2Fb"] {
+        for url in [format!("{}/keel/sessions/{id}", keel.url()), format!("{}/keel/sessions/{id}/messages", keel.url())]
+        {
+            let status = client.get(&url).send().await.unwrap().status();
+            assert!(status.is_client_error(), "{url}: {status}");
+        }
+        let status = client.delete(format!("{}/keel/sessions/{id}", keel.url())).send().await.unwrap().status();
+        assert!(status.is_client_error(), "DELETE {id}: {status}");
+    }
+    let status = client.get(format!("{}/keel/sessions?status=bogus", keel.url())).send().await.unwrap().status();
+    assert_eq!(status, 400);
+}

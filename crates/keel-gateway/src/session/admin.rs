@@ -66,7 +66,7 @@ pub(crate) async fn list(State(gateway): State<Gateway>, Query(query): Query<Lis
     };
     match store.list_sessions(filter, page).await {
         Ok(page) => Json(json!({ "sessions": page.sessions, "next_cursor": page.next_cursor })).into_response(),
-        Err(err) => failed(&err),
+        Err(err) => store_error(&err),
     }
 }
 
@@ -76,7 +76,7 @@ pub(crate) async fn show(State(gateway): State<Gateway>, Path(id): Path<String>)
     match store.get_session(&id).await {
         Ok(Some(session)) => Json(json!({ "session": session })).into_response(),
         Ok(None) => error(StatusCode::NOT_FOUND, format!("session '{id}' not found")),
-        Err(err) => failed(&err),
+        Err(err) => store_error(&err),
     }
 }
 
@@ -91,12 +91,12 @@ pub(crate) async fn messages(
     let session = match store.get_session(&id).await {
         Ok(Some(session)) => session,
         Ok(None) => return error(StatusCode::NOT_FOUND, format!("session '{id}' not found")),
-        Err(err) => return failed(&err),
+        Err(err) => return store_error(&err),
     };
     let limit = query.limit.unwrap_or(MAX_LIMIT).clamp(1, MAX_LIMIT);
     match store.messages(&id, query.after.unwrap_or(0), limit).await {
         Ok(messages) => Json(json!({ "session": session, "messages": messages })).into_response(),
-        Err(err) => failed(&err),
+        Err(err) => store_error(&err),
     }
 }
 
@@ -106,7 +106,7 @@ pub(crate) async fn delete(State(gateway): State<Gateway>, Path(id): Path<String
     match store.delete_session(&id).await {
         Ok(true) => StatusCode::NO_CONTENT.into_response(),
         Ok(false) => error(StatusCode::NOT_FOUND, format!("session '{id}' not found")),
-        Err(err) => failed(&err),
+        Err(err) => store_error(&err),
     }
 }
 
@@ -162,7 +162,7 @@ pub(crate) async fn participants(State(gateway): State<Gateway>, Path(id): Path<
     match store.get_session(&id).await {
         Ok(Some(_)) => {}
         Ok(None) => return error(StatusCode::NOT_FOUND, format!("session '{id}' not found")),
-        Err(err) => return failed(&err),
+        Err(err) => return store_error(&err),
     }
     match store.participants(&id).await {
         Ok(participants) => Json(json!({ "participants": participants })).into_response(),
