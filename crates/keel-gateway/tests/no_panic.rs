@@ -79,6 +79,71 @@ proptest! {
     }
 }
 
+fn header_value() -> impl Strategy<Value = Vec<u8>> {
+    prop_oneof![
+        "[a-z0-9._:-]{1,12}".prop_map(String::into_bytes),
+        proptest::collection::vec(any::<u8>(), 0..40),
+        Just(b"record".to_vec()),
+        Just(b"managed".to_vec()),
+        Just(vec![b'x'; 200]),
+    ]
+}
+
+fn session_body() -> impl Strategy<Value = Vec<u8>> {
+    prop_oneof![
+        body(),
+        Just(br#"{"model":"llama3.2","messages":[{"role":"user","content":"hi"}]}"#.to_vec()),
+        Just(br#"{"model":"llama3.2","messages":"nope","stream":false}"#.to_vec()),
+        Just(br#"{"model":"llama3.2","messages":[{"role":7,"content":{"a":1}}],"stream":false}"#.to_vec()),
+        Just(br#"{"model":"llama3.2","messages":[],"options":{"num_ctx":-1}}"#.to_vec()),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 96, .. ProptestConfig::default() })]
+
+    /// Session headers and bodies of any shape: never a panic, never a 500, errors in dialect.
+    #[test]
+    fn any_session_request_gets_a_well_formed_answer(
+        path in prop_oneof![Just("/api/chat"), Just("/v1/chat/completions"), Just("/api/generate")],
+        id in header_value(),
+        mode in proptest::option::of(header_value()),
+        key in proptest::option::of(header_value()),
+        body in session_body(),
+    ) {
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        runtime.block_on(async {
+            let result: Result<(), TestCaseError> = async {
+            let mock = shared_mock().await;
+            let dir = std::env::temp_dir().join(format!("keel-no-panic-{}", std::process::id()));
+            std::fs::create_dir_all(&dir).unwrap();
+            let store = keel_session::open(&format!("sqlite://{}", dir.join("s.db").display())).await.unwrap();
+            let gateway = Gateway::with_store(keel_testkit::config_for(&mock), store).unwrap();
+            let mut builder = Request::builder().method(http::Method::POST).uri(path);
+            let Ok(id) = http::HeaderValue::from_bytes(&id) else { return Ok(()) };
+            builder = builder.header("x-keel-session", id);
+            for (name, value) in [("x-keel-session-mode", mode), ("x-keel-idempotency-key", key)] {
+                if let Some(value) = value {
+                    let Ok(value) = http::HeaderValue::from_bytes(&value) else { return Ok(()) };
+                    builder = builder.header(name, value);
+                }
+            }
+            let request = builder.body(Body::from(body)).unwrap();
+            let response = app(gateway).oneshot(request).await.unwrap();
+            let status = response.status();
+            let bytes = axum::body::to_bytes(response.into_body(), usize::MAX).await.unwrap();
+            prop_assert!(status != http::StatusCode::INTERNAL_SERVER_ERROR, "{status}: {}", String::from_utf8_lossy(&bytes));
+            if status.is_client_error() {
+                let value: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+                prop_assert!(value["error"].is_string() || value["error"]["message"].is_string(), "{value}");
+            }
+            Ok(())
+            }.await;
+            result
+        })?;
+    }
+}
+
 /// One fake Ollama for all cases, on its own runtime thread so each case can use a fresh runtime.
 async fn shared_mock() -> String {
     static URL: std::sync::OnceLock<String> = std::sync::OnceLock::new();
