@@ -413,3 +413,28 @@ async fn odd_session_ids_in_the_admin_api_get_4xx_not_5xx() {
     let status = client.get(format!("{}/keel/sessions?status=bogus", keel.url())).send().await.unwrap().status();
     assert_eq!(status, 400);
 }
+
+#[tokio::test]
+async fn a_stream_cut_off_mid_answer_leaves_its_partial_text_marked_incomplete() {
+    let up = MockServer::start(
+        ([127, 0, 0, 1], 0).into(),
+        scenario("[[model]]\nname = \"m\"\nreply = \"Once upon a time there was a proxy\"\n[[model.fault]]\nkind = \"cut\"\nafter_chunks = 3\n"),
+    )
+    .await
+    .unwrap();
+    let keel = keel(&up, "[retry]\nattempts = 0\n").await;
+    let text = chat(&keel, "s15", &[], user("Tell a story", true)).await.text().await.unwrap_or_default();
+    assert!(!text.contains("\"done\":true"), "{text}");
+    let started = std::time::Instant::now();
+    loop {
+        let messages = transcript(&keel, "s15").await;
+        if let Some((role, content, complete)) = messages.last().filter(|(_, c, _)| !c.is_empty()) {
+            assert_eq!(role, "assistant");
+            assert!(!complete, "a cut answer is not complete");
+            assert!("Once upon a time there was a proxy".starts_with(content.as_str()), "{content:?}");
+            break;
+        }
+        assert!(started.elapsed() < std::time::Duration::from_secs(5), "no partial text saved: {messages:?}");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}

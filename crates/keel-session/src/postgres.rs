@@ -32,8 +32,8 @@ use crate::model::{
 };
 use crate::rows::{MESSAGE_COLUMNS, MessageRow, ParticipantRow, SESSION_COLUMNS, SessionRow, clamp_i64};
 use crate::store::{
-    Store, StoreFuture, add_tokens, check_handoff, check_id, check_key, check_message, check_participant,
-    check_participant_name, now_millis, to_i64,
+    Store, StoreFuture, add_tokens, already_complete, check_handoff, check_id, check_key, check_message,
+    check_participant, check_participant_name, now_millis, to_i64,
 };
 
 const BACKEND: &str = "postgres";
@@ -334,6 +334,57 @@ async fn lock_counters<C: GenericClient>(client: &C, id: &str) -> Result<(u64, u
 }
 
 impl PostgresStore {
+    /// [`Store::complete_message`], or with `partial` [`Store::save_partial`] (the message stays
+    /// incomplete and the session's version is not bumped), in one transaction holding the
+    /// session's row lock.
+    async fn finish_message(
+        &self,
+        session_id: &str,
+        seq: u64,
+        completion: MessageCompletion,
+        partial: bool,
+    ) -> Result<Message, StoreError> {
+        check_id(session_id)?;
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(db_error)?;
+        let (_, token_count) = lock_counters(&tx, session_id).await?;
+        let sql = format!("SELECT {MESSAGE_COLUMNS} FROM messages WHERE session_id = $1 AND seq = $2");
+        let mut message = query_opt(&tx, &sql, &[&session_id, &clamp_i64(seq)])
+            .await?
+            .as_ref()
+            .map(message_row)
+            .transpose()?
+            .ok_or_else(|| StoreError::MessageNotFound { id: session_id.to_owned(), seq })?;
+        if message.complete {
+            return if partial { Err(already_complete(session_id, seq)) } else { Ok(message) };
+        }
+        let old_tokens = message.token_count;
+        if let Some(content) = completion.content {
+            message.content = content;
+        }
+        if let Some(tokens) = completion.token_count {
+            message.token_count = tokens;
+        }
+        message.complete = !partial;
+        let total = to_i64(add_tokens(token_count.saturating_sub(old_tokens), message.token_count)?, "tokens")?;
+        let tokens = to_i64(message.token_count, "token count")?;
+        execute(
+            &tx,
+            "UPDATE messages SET content = $3, token_count = $4, complete = $5 WHERE session_id = $1 AND seq = $2",
+            &[&session_id, &clamp_i64(seq), &message.content, &tokens, &message.complete],
+        )
+        .await?;
+        execute(
+            &tx,
+            "UPDATE sessions SET token_count = $2, version = version + $4, updated_at = greatest(updated_at, $3)
+             WHERE id = $1",
+            &[&session_id, &total, &now_millis(), &i64::from(!partial)],
+        )
+        .await?;
+        tx.commit().await.map_err(db_error)?;
+        Ok(message)
+    }
+
     async fn client(&self) -> Result<deadpool_postgres::Object, StoreError> {
         self.pool.get().await.map_err(pool_error)
     }
@@ -492,47 +543,16 @@ impl Store for PostgresStore {
         seq: u64,
         completion: MessageCompletion,
     ) -> StoreFuture<'a, Message> {
-        Box::pin(async move {
-            check_id(session_id)?;
-            let mut client = self.client().await?;
-            let tx = client.transaction().await.map_err(db_error)?;
-            let (_, token_count) = lock_counters(&tx, session_id).await?;
-            let sql = format!("SELECT {MESSAGE_COLUMNS} FROM messages WHERE session_id = $1 AND seq = $2");
-            let mut message = query_opt(&tx, &sql, &[&session_id, &clamp_i64(seq)])
-                .await?
-                .as_ref()
-                .map(message_row)
-                .transpose()?
-                .ok_or_else(|| StoreError::MessageNotFound { id: session_id.to_owned(), seq })?;
-            if message.complete {
-                return Ok(message);
-            }
-            let old_tokens = message.token_count;
-            if let Some(content) = completion.content {
-                message.content = content;
-            }
-            if let Some(tokens) = completion.token_count {
-                message.token_count = tokens;
-            }
-            message.complete = true;
-            let total = to_i64(add_tokens(token_count.saturating_sub(old_tokens), message.token_count)?, "tokens")?;
-            let tokens = to_i64(message.token_count, "token count")?;
-            execute(
-                &tx,
-                "UPDATE messages SET content = $3, token_count = $4, complete = true WHERE session_id = $1 AND seq = $2",
-                &[&session_id, &clamp_i64(seq), &message.content, &tokens],
-            )
-            .await?;
-            execute(
-                &tx,
-                "UPDATE sessions SET token_count = $2, version = version + 1, updated_at = greatest(updated_at, $3)
-                 WHERE id = $1",
-                &[&session_id, &total, &now_millis()],
-            )
-            .await?;
-            tx.commit().await.map_err(db_error)?;
-            Ok(message)
-        })
+        Box::pin(self.finish_message(session_id, seq, completion, false))
+    }
+
+    fn save_partial<'a>(
+        &'a self,
+        session_id: &'a str,
+        seq: u64,
+        completion: MessageCompletion,
+    ) -> StoreFuture<'a, Message> {
+        Box::pin(self.finish_message(session_id, seq, completion, true))
     }
 
     fn messages<'a>(&'a self, session_id: &'a str, after_seq: u64, limit: usize) -> StoreFuture<'a, Vec<Message>> {

@@ -40,8 +40,8 @@ use crate::model::{
     Session, SessionFilter, SessionPage, SessionPatch,
 };
 use crate::store::{
-    Store, StoreFuture, add_tokens, check_handoff, check_id, check_key, check_message, check_participant,
-    check_participant_name, now_millis, to_i64,
+    Store, StoreFuture, add_tokens, already_complete, check_handoff, check_id, check_key, check_message,
+    check_participant, check_participant_name, now_millis, to_i64,
 };
 
 const BACKEND: &str = "redis";
@@ -155,14 +155,15 @@ redis.call('ZADD', KEYS[3], updated, ARGV[1])
 return {2, seq}
 ";
 
-/// `KEYS` session, messages, index; `ARGV` seq, old JSON, new JSON, token delta, now, id.
-/// Returns 0 (no session), 1 (the message changed meanwhile: retry) or 2 (done).
+/// `KEYS` session, messages, index; `ARGV` seq, old JSON, new JSON, token delta, now, id,
+/// version increment (1 to complete a message, 0 to save a partial one). Returns 0 (no
+/// session), 1 (the message changed meanwhile: retry) or 2 (done).
 const COMPLETE: &str = r"
 if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
 if redis.call('HGET', KEYS[2], ARGV[1]) ~= ARGV[2] then return 1 end
 redis.call('HINCRBY', KEYS[1], 'token_count', ARGV[4])
 redis.call('HSET', KEYS[2], ARGV[1], ARGV[3])
-redis.call('HINCRBY', KEYS[1], 'version', 1)
+if ARGV[7] ~= '0' then redis.call('HINCRBY', KEYS[1], 'version', ARGV[7]) end
 local updated = redis.call('HGET', KEYS[1], 'updated_at')
 if tonumber(ARGV[5]) > tonumber(updated) then
   updated = ARGV[5]
@@ -417,6 +418,66 @@ impl RedisStore {
         let created: i64 = invocation.invoke_async(&mut self.conn.clone()).await.map_err(redis_error)?;
         Ok(if created == 1 { Ok(session) } else { Err(new) })
     }
+
+    /// [`Store::complete_message`], or with `partial` [`Store::save_partial`] (the message stays
+    /// incomplete and the session's version is not bumped): read, then compare-and-set in the
+    /// `COMPLETE` script, retried while the message changes underneath.
+    async fn finish_message(
+        &self,
+        session_id: &str,
+        seq: u64,
+        completion: MessageCompletion,
+        partial: bool,
+    ) -> Result<Message, StoreError> {
+        check_id(session_id)?;
+        for _ in 0..CAS_ATTEMPTS {
+            let Some(session) = self.load_session(session_id).await? else {
+                return Err(StoreError::not_found(session_id));
+            };
+            let (old_json, mut message) = self
+                .load_message(session_id, seq)
+                .await?
+                .ok_or_else(|| StoreError::MessageNotFound { id: session_id.to_owned(), seq })?;
+            if message.complete {
+                return if partial { Err(already_complete(session_id, seq)) } else { Ok(message) };
+            }
+            let old_tokens = message.token_count;
+            if let Some(content) = completion.content.clone() {
+                message.content = content;
+            }
+            if let Some(tokens) = completion.token_count {
+                message.token_count = tokens;
+            }
+            message.complete = !partial;
+            add_tokens(session.token_count.saturating_sub(old_tokens), message.token_count)?;
+            let delta = to_i64(message.token_count, "token count")? - to_i64(old_tokens, "token count")?;
+            let new_json = StoredMessage::of(&message).encode()?;
+            let code: i64 = self
+                .complete
+                .key(self.session_key(session_id))
+                .key(self.messages_key(session_id))
+                .key(self.index_key())
+                .arg(seq)
+                .arg(&old_json)
+                .arg(&new_json)
+                .arg(delta)
+                .arg(now_millis())
+                .arg(session_id)
+                .arg(u8::from(!partial))
+                .invoke_async(&mut self.conn.clone())
+                .await
+                .map_err(redis_error)?;
+            match code {
+                0 => return Err(StoreError::not_found(session_id)),
+                2 => return Ok(message),
+                _ => continue,
+            }
+        }
+        Err(StoreError::Backend {
+            backend: BACKEND,
+            message: format!("message {seq} of session '{session_id}' kept changing; try again"),
+        })
+    }
 }
 
 impl Store for RedisStore {
@@ -613,55 +674,16 @@ impl Store for RedisStore {
         seq: u64,
         completion: MessageCompletion,
     ) -> StoreFuture<'a, Message> {
-        Box::pin(async move {
-            check_id(session_id)?;
-            for _ in 0..CAS_ATTEMPTS {
-                let Some(session) = self.load_session(session_id).await? else {
-                    return Err(StoreError::not_found(session_id));
-                };
-                let (old_json, mut message) = self
-                    .load_message(session_id, seq)
-                    .await?
-                    .ok_or_else(|| StoreError::MessageNotFound { id: session_id.to_owned(), seq })?;
-                if message.complete {
-                    return Ok(message);
-                }
-                let old_tokens = message.token_count;
-                if let Some(content) = completion.content.clone() {
-                    message.content = content;
-                }
-                if let Some(tokens) = completion.token_count {
-                    message.token_count = tokens;
-                }
-                message.complete = true;
-                add_tokens(session.token_count.saturating_sub(old_tokens), message.token_count)?;
-                let delta = to_i64(message.token_count, "token count")? - to_i64(old_tokens, "token count")?;
-                let new_json = StoredMessage::of(&message).encode()?;
-                let code: i64 = self
-                    .complete
-                    .key(self.session_key(session_id))
-                    .key(self.messages_key(session_id))
-                    .key(self.index_key())
-                    .arg(seq)
-                    .arg(&old_json)
-                    .arg(&new_json)
-                    .arg(delta)
-                    .arg(now_millis())
-                    .arg(session_id)
-                    .invoke_async(&mut self.conn.clone())
-                    .await
-                    .map_err(redis_error)?;
-                match code {
-                    0 => return Err(StoreError::not_found(session_id)),
-                    2 => return Ok(message),
-                    _ => continue,
-                }
-            }
-            Err(StoreError::Backend {
-                backend: BACKEND,
-                message: format!("message {seq} of session '{session_id}' kept changing; try again"),
-            })
-        })
+        Box::pin(self.finish_message(session_id, seq, completion, false))
+    }
+
+    fn save_partial<'a>(
+        &'a self,
+        session_id: &'a str,
+        seq: u64,
+        completion: MessageCompletion,
+    ) -> StoreFuture<'a, Message> {
+        Box::pin(self.finish_message(session_id, seq, completion, true))
     }
 
     fn messages<'a>(&'a self, session_id: &'a str, after_seq: u64, limit: usize) -> StoreFuture<'a, Vec<Message>> {

@@ -35,8 +35,8 @@ use crate::rows::{
     MESSAGE_COLUMNS, MessageRow, PARTICIPANT_COLUMNS, ParticipantRow, SESSION_COLUMNS, SessionRow, clamp_i64,
 };
 use crate::store::{
-    Store, StoreFuture, add_tokens, check_handoff, check_id, check_key, check_message, check_participant,
-    check_participant_name, now_millis, to_i64,
+    Store, StoreFuture, add_tokens, already_complete, check_handoff, check_id, check_key, check_message,
+    check_participant, check_participant_name, now_millis, to_i64,
 };
 
 const BACKEND: &str = "sqlite";
@@ -251,13 +251,14 @@ impl Readers {
 
 type Reply<T> = oneshot::Sender<Result<T, StoreError>>;
 
-/// A write for the writer thread.
+/// A write for the writer thread. `Complete` with `partial` is [`Store::save_partial`] (the
+/// message stays incomplete, no version bump).
 enum Command {
     Create { new: NewSession, ensure: bool, reply: Reply<Session> },
     Update { id: String, expected: u64, patch: SessionPatch, reply: Reply<Session> },
     Delete { id: String, reply: Reply<bool> },
     Append { id: String, message: NewMessage, reply: Reply<Message> },
-    Complete { id: String, seq: u64, completion: MessageCompletion, reply: Reply<Message> },
+    Complete { id: String, seq: u64, completion: MessageCompletion, partial: bool, reply: Reply<Message> },
     AddParticipant { id: String, participant: NewParticipant, reply: Reply<Participant> },
     RemoveParticipant { id: String, name: String, reply: Reply<bool> },
     Handoff { id: String, from: String, to: NewParticipant, message: NewMessage, reply: Reply<Message> },
@@ -288,8 +289,8 @@ impl Command {
             Command::Update { id, expected, patch, reply } => hold(reply, exec_update(conn, &id, expected, patch, now)),
             Command::Delete { id, reply } => hold(reply, exec_delete(conn, &id)),
             Command::Append { id, message, reply } => hold(reply, exec_append(conn, &id, message, now)),
-            Command::Complete { id, seq, completion, reply } => {
-                hold(reply, exec_complete(conn, &id, seq, completion, now))
+            Command::Complete { id, seq, completion, partial, reply } => {
+                hold(reply, exec_complete(conn, &id, seq, completion, partial, now))
             }
             Command::AddParticipant { id, participant, reply } => {
                 hold(reply, exec_add_participant(conn, &id, participant, now))
@@ -582,13 +583,14 @@ fn exec_complete(
     id: &str,
     seq: u64,
     completion: MessageCompletion,
+    partial: bool,
     now: i64,
 ) -> Result<Message, StoreError> {
     let (_, token_count) = session_counters(conn, id)?;
     let mut message =
         load_message(conn, id, seq)?.ok_or_else(|| StoreError::MessageNotFound { id: id.to_owned(), seq })?;
     if message.complete {
-        return Ok(message);
+        return if partial { Err(already_complete(id, seq)) } else { Ok(message) };
     }
     let old_tokens = message.token_count;
     if let Some(content) = completion.content {
@@ -597,19 +599,19 @@ fn exec_complete(
     if let Some(tokens) = completion.token_count {
         message.token_count = tokens;
     }
-    message.complete = true;
+    message.complete = !partial;
     let total = add_tokens(token_count.saturating_sub(old_tokens), message.token_count)?;
     let tokens = to_i64(message.token_count, "token count")?;
     conn.prepare_cached(
-        "UPDATE messages SET content = ?3, token_count = ?4, complete = 1 WHERE session_id = ?1 AND seq = ?2",
+        "UPDATE messages SET content = ?3, token_count = ?4, complete = ?5 WHERE session_id = ?1 AND seq = ?2",
     )
-    .and_then(|mut update| update.execute(params![id, clamp_i64(seq), message.content, tokens]))
+    .and_then(|mut update| update.execute(params![id, clamp_i64(seq), message.content, tokens, message.complete]))
     .map_err(db_error)?;
     let total = to_i64(total, "token count")?;
     conn.prepare_cached(
-        "UPDATE sessions SET token_count = ?2, version = version + 1, updated_at = max(updated_at, ?3) WHERE id = ?1",
+        "UPDATE sessions SET token_count = ?2, version = version + ?4, updated_at = max(updated_at, ?3) WHERE id = ?1",
     )
-    .and_then(|mut update| update.execute(params![id, total, now]))
+    .and_then(|mut update| update.execute(params![id, total, now, i64::from(!partial)]))
     .map_err(db_error)?;
     Ok(message)
 }
@@ -838,7 +840,24 @@ impl Store for SqliteStore {
             if let Some(tokens) = completion.token_count {
                 to_i64(tokens, "token count")?;
             }
-            self.write(|reply| Command::Complete { id: session_id.to_owned(), seq, completion, reply }).await
+            self.write(|reply| Command::Complete { id: session_id.to_owned(), seq, completion, partial: false, reply })
+                .await
+        })
+    }
+
+    fn save_partial<'a>(
+        &'a self,
+        session_id: &'a str,
+        seq: u64,
+        completion: MessageCompletion,
+    ) -> StoreFuture<'a, Message> {
+        Box::pin(async move {
+            check_id(session_id)?;
+            if let Some(tokens) = completion.token_count {
+                to_i64(tokens, "token count")?;
+            }
+            self.write(|reply| Command::Complete { id: session_id.to_owned(), seq, completion, partial: true, reply })
+                .await
         })
     }
 

@@ -71,6 +71,22 @@ pub trait Store: Send + Sync + fmt::Debug {
         completion: MessageCompletion,
     ) -> StoreFuture<'a, Message>;
 
+    /// Saves the text received so far of a message that is not complete yet (a streamed answer
+    /// in progress), so that a crash leaves the partial answer, still marked incomplete. The
+    /// message keeps `complete: false`; the session's `token_count` moves by the difference, like
+    /// [`Store::complete_message`], but its `version` and `message_count` do not (`updated_at`
+    /// may move).
+    ///
+    /// [`StoreError::MessageNotFound`] for an unknown `seq`, [`StoreError::SessionNotFound`] if
+    /// the session does not exist, [`StoreError::InvalidInput`] if the message is already
+    /// complete (nothing changes).
+    fn save_partial<'a>(
+        &'a self,
+        session_id: &'a str,
+        seq: u64,
+        completion: MessageCompletion,
+    ) -> StoreFuture<'a, Message>;
+
     /// Up to `limit` messages with `seq > after_seq`, in `seq` order
     /// ([`StoreError::SessionNotFound`] if the session does not exist).
     fn messages<'a>(&'a self, session_id: &'a str, after_seq: u64, limit: usize) -> StoreFuture<'a, Vec<Message>>;
@@ -170,6 +186,11 @@ pub(crate) fn check_message(message: &NewMessage) -> Result<(), StoreError> {
 /// A count as the signed 64-bit integer the backends store.
 pub(crate) fn to_i64(value: u64, what: &str) -> Result<i64, StoreError> {
     i64::try_from(value).map_err(|_| StoreError::InvalidInput(format!("{what} {value} is out of range")))
+}
+
+/// The error of [`Store::save_partial`] on a message that is already complete.
+pub(crate) fn already_complete(id: &str, seq: u64) -> StoreError {
+    StoreError::InvalidInput(format!("message {seq} of session '{id}' is already complete"))
 }
 
 /// Adds a token delta to a session total, refusing overflow.

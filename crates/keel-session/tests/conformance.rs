@@ -189,6 +189,7 @@ conformance!(
     list_sessions_filters_and_pages,
     delete_session_removes_messages,
     partial_message_is_completed,
+    partial_saves_keep_the_message_incomplete,
     invalid_input_is_rejected,
     reopen_keeps_everything,
     concurrent_appends_are_gapless_and_exact,
@@ -287,6 +288,7 @@ mod cases {
         assert_eq!(store.messages("nope", 0, 10).await.unwrap_err(), missing());
         assert_eq!(store.update_session("nope", 1, SessionPatch::default()).await.unwrap_err(), missing());
         assert_eq!(store.complete_message("nope", 1, MessageCompletion::default()).await.unwrap_err(), missing());
+        assert_eq!(store.save_partial("nope", 1, MessageCompletion::default()).await.unwrap_err(), missing());
         assert_eq!(store.message_by_key("nope", "k").await.unwrap(), None);
         assert!(!store.delete_session("nope").await.unwrap());
         assert_eq!(store.get_session("nope").await.unwrap(), None, "nothing was created on the way");
@@ -591,6 +593,67 @@ mod cases {
             store.complete_message("stream", 9, MessageCompletion::default()).await.unwrap_err(),
             StoreError::MessageNotFound { id: "stream".into(), seq: 9 }
         );
+    }
+
+    pub(crate) async fn partial_saves_keep_the_message_incomplete(ctx: Ctx) {
+        let store = &*ctx.store;
+        let saved =
+            |content: &str, tokens: u64| MessageCompletion { content: Some(content.into()), token_count: Some(tokens) };
+        store.create_session(NewSession::new("stream")).await.unwrap();
+        store.append("stream", NewMessage::user("tell me a story").with_tokens(4)).await.unwrap();
+        let partial = store.append("stream", NewMessage::assistant("").with_tokens(0).partial()).await.unwrap();
+        let before = session(store, "stream").await;
+        assert_eq!(before.token_count, 4);
+
+        // Two partial saves: the session total moves by each difference, nothing else does.
+        let first = store.save_partial("stream", partial.seq, saved("Once", 1)).await.unwrap();
+        assert_eq!((first.seq, first.content.as_str(), first.token_count, first.complete), (2, "Once", 1, false));
+        assert_eq!(all_messages(store, "stream").await[1], first);
+        let after_first = session(store, "stream").await;
+        assert_eq!(after_first.token_count, 5);
+        assert_eq!((after_first.version, after_first.message_count), (before.version, before.message_count));
+
+        let second = store.save_partial("stream", partial.seq, saved("Once upon a", 3)).await.unwrap();
+        assert_eq!((second.content.as_str(), second.token_count, second.complete), ("Once upon a", 3, false));
+        assert_eq!(all_messages(store, "stream").await[1], second);
+        let after_second = session(store, "stream").await;
+        assert_eq!(after_second.token_count, 7);
+        assert_eq!((after_second.version, after_second.message_count), (before.version, before.message_count));
+        assert!(after_second.updated_at >= before.updated_at);
+
+        // Only the content: the tokens stay.
+        let third = store
+            .save_partial(
+                "stream",
+                partial.seq,
+                MessageCompletion { content: Some("Once upon a t".into()), token_count: None },
+            )
+            .await
+            .unwrap();
+        assert_eq!((third.content.as_str(), third.token_count, third.complete), ("Once upon a t", 3, false));
+        assert_eq!(session(store, "stream").await.token_count, 7);
+
+        // Then completing it leaves the final content, complete.
+        let done = store.complete_message("stream", partial.seq, saved("Once upon a time, the end.", 8)).await.unwrap();
+        assert_eq!((done.content.as_str(), done.token_count, done.complete), ("Once upon a time, the end.", 8, true));
+        assert_eq!(all_messages(store, "stream").await[1], done);
+        let completed = session(store, "stream").await;
+        assert_eq!(completed.token_count, 12);
+        assert_eq!((completed.version, completed.message_count), (before.version + 1, 2));
+
+        // A complete message cannot be saved as partial; nothing changes.
+        let error = store.save_partial("stream", partial.seq, saved("overwritten", 99)).await.unwrap_err();
+        assert!(matches!(error, StoreError::InvalidInput(_)), "{error}");
+        let error = store.save_partial("stream", 1, MessageCompletion::default()).await.unwrap_err();
+        assert!(matches!(error, StoreError::InvalidInput(_)), "{error}");
+        assert_eq!(all_messages(store, "stream").await[1], done);
+        assert_eq!(session(store, "stream").await, completed);
+
+        assert_eq!(
+            store.save_partial("stream", 9, saved("x", 1)).await.unwrap_err(),
+            StoreError::MessageNotFound { id: "stream".into(), seq: 9 }
+        );
+        assert_eq!(session(store, "stream").await, completed);
     }
 
     pub(crate) async fn invalid_input_is_rejected(ctx: Ctx) {

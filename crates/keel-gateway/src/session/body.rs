@@ -1,6 +1,8 @@
 //! The body of a streamed session answer: relayed chunk by chunk, its text collected, and the
 //! chunk that ends it held back until the answer is stored — the client's acknowledgement never
-//! comes before the data is durable.
+//! comes before the data is durable. While it streams, the text so far is saved every second (or
+//! every 2 KiB) and when the stream ends early, so a crash or a broken stream leaves the partial
+//! answer in the session, marked incomplete.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -31,7 +33,15 @@ pub(super) struct SessionBody {
     saved: bool,
     /// The gateway, model and estimated context tokens, to calibrate against the model's count.
     calibrate: Option<(crate::state::Gateway, String, u64)>,
+    /// Bytes of text already saved as the partial answer, and when.
+    partial_saved: usize,
+    partial_at: std::time::Instant,
 }
+
+/// How often the partial answer of a stream is saved.
+const PARTIAL_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
+/// Or after this much new text.
+const PARTIAL_BYTES: usize = 2048;
 
 impl SessionBody {
     pub(super) fn new(
@@ -56,6 +66,8 @@ impl SessionBody {
             saving: None,
             saved: false,
             calibrate,
+            partial_saved: 0,
+            partial_at: std::time::Instant::now(),
         }
     }
 
@@ -71,6 +83,26 @@ impl SessionBody {
             let completion = MessageCompletion { content: Some(content), token_count: Some(tokens) };
             store.complete_message(&id, seq, completion).await.map(|_| ()).map_err(|e| e.to_string())
         }));
+    }
+
+    /// Saves the text so far as the (still incomplete) answer, in the background.
+    fn save_partial(&mut self) {
+        if self.tap.text.len() <= self.partial_saved {
+            return;
+        }
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else { return };
+        self.partial_saved = self.tap.text.len();
+        self.partial_at = std::time::Instant::now();
+        let store = self.store.clone();
+        let (id, seq, content) = (self.id.clone(), self.seq, self.tap.text.clone());
+        let tokens = super::estimate_tokens(&content);
+        runtime.spawn(async move {
+            let partial = MessageCompletion { content: Some(content), token_count: Some(tokens) };
+            // Refused once the answer is complete: the final save already has the whole text.
+            if let Err(err) = store.save_partial(&id, seq, partial).await {
+                tracing::debug!(session = %id, seq, error = %err, "partial answer not saved");
+            }
+        });
     }
 
     /// What the client gets instead of the final chunk when the answer could not be stored.
@@ -132,16 +164,31 @@ impl http_body::Body for SessionBody {
                         this.start_saving();
                         continue;
                     }
+                    if this.tap.text.len() >= this.partial_saved + PARTIAL_BYTES
+                        || this.partial_at.elapsed() >= PARTIAL_EVERY
+                    {
+                        this.save_partial();
+                    }
                     Poll::Ready(Some(Ok(frame)))
                 }
                 Poll::Ready(None) => {
-                    if !this.saved {
+                    if !this.saved && this.saving.is_none() {
                         tracing::warn!(session = %this.id, seq = this.seq, "stream ended before its final chunk; the answer stays incomplete");
+                        this.save_partial();
                     }
                     Poll::Ready(None)
                 }
                 other => other,
             };
+        }
+    }
+}
+
+impl Drop for SessionBody {
+    /// A client that leaves mid-answer: what it got so far stays in the session, incomplete.
+    fn drop(&mut self) {
+        if !self.saved && self.saving.is_none() {
+            self.save_partial();
         }
     }
 }
