@@ -32,7 +32,7 @@ use crate::model::{
 };
 use crate::rows::{MESSAGE_COLUMNS, MessageRow, ParticipantRow, SESSION_COLUMNS, SessionRow, clamp_i64};
 use crate::store::{
-    Store, StoreFuture, add_tokens, already_complete, check_handoff, check_id, check_key, check_message,
+    Store, StoreFuture, add_tokens, apply_completion, check_handoff, check_id, check_key, check_message,
     check_participant, check_participant_name, now_millis, to_i64,
 };
 
@@ -355,18 +355,10 @@ impl PostgresStore {
             .map(message_row)
             .transpose()?
             .ok_or_else(|| StoreError::MessageNotFound { id: session_id.to_owned(), seq })?;
-        if message.complete {
-            return if partial { Err(already_complete(session_id, seq)) } else { Ok(message) };
-        }
-        let old_tokens = message.token_count;
-        if let Some(content) = completion.content {
-            message.content = content;
-        }
-        if let Some(tokens) = completion.token_count {
-            message.token_count = tokens;
-        }
-        message.complete = !partial;
-        let total = to_i64(add_tokens(token_count.saturating_sub(old_tokens), message.token_count)?, "tokens")?;
+        let Some(total) = apply_completion(&mut message, &completion, partial, token_count)? else {
+            return Ok(message);
+        };
+        let total = to_i64(total, "tokens")?;
         let tokens = to_i64(message.token_count, "token count")?;
         execute(
             &tx,

@@ -40,8 +40,8 @@ use crate::model::{
     Session, SessionFilter, SessionPage, SessionPatch,
 };
 use crate::store::{
-    Store, StoreFuture, add_tokens, already_complete, check_handoff, check_id, check_key, check_message,
-    check_participant, check_participant_name, now_millis, to_i64,
+    Store, StoreFuture, apply_completion, check_handoff, check_id, check_key, check_message, check_participant,
+    check_participant_name, now_millis, to_i64,
 };
 
 const BACKEND: &str = "redis";
@@ -438,18 +438,10 @@ impl RedisStore {
                 .load_message(session_id, seq)
                 .await?
                 .ok_or_else(|| StoreError::MessageNotFound { id: session_id.to_owned(), seq })?;
-            if message.complete {
-                return if partial { Err(already_complete(session_id, seq)) } else { Ok(message) };
-            }
             let old_tokens = message.token_count;
-            if let Some(content) = completion.content.clone() {
-                message.content = content;
+            if apply_completion(&mut message, &completion, partial, session.token_count)?.is_none() {
+                return Ok(message);
             }
-            if let Some(tokens) = completion.token_count {
-                message.token_count = tokens;
-            }
-            message.complete = !partial;
-            add_tokens(session.token_count.saturating_sub(old_tokens), message.token_count)?;
             let delta = to_i64(message.token_count, "token count")? - to_i64(old_tokens, "token count")?;
             let new_json = StoredMessage::of(&message).encode()?;
             let code: i64 = self

@@ -35,7 +35,7 @@ use crate::rows::{
     MESSAGE_COLUMNS, MessageRow, PARTICIPANT_COLUMNS, ParticipantRow, SESSION_COLUMNS, SessionRow, clamp_i64,
 };
 use crate::store::{
-    Store, StoreFuture, add_tokens, already_complete, check_handoff, check_id, check_key, check_message,
+    Store, StoreFuture, add_tokens, apply_completion, check_handoff, check_id, check_key, check_message,
     check_participant, check_participant_name, now_millis, to_i64,
 };
 
@@ -139,6 +139,21 @@ impl std::fmt::Debug for SqliteStore {
 }
 
 impl SqliteStore {
+    /// [`Store::complete_message`], or with `partial` [`Store::save_partial`], through the writer.
+    async fn finish_message(
+        &self,
+        session_id: &str,
+        seq: u64,
+        completion: MessageCompletion,
+        partial: bool,
+    ) -> Result<Message, StoreError> {
+        check_id(session_id)?;
+        if let Some(tokens) = completion.token_count {
+            to_i64(tokens, "token count")?;
+        }
+        self.write(|reply| Command::Complete { id: session_id.to_owned(), seq, completion, partial, reply }).await
+    }
+
     fn open_blocking(config: SqliteConfig) -> Result<Self, StoreError> {
         let mut conn = Connection::open(&config.path).map_err(|e| StoreError::Unavailable {
             backend: BACKEND,
@@ -589,18 +604,9 @@ fn exec_complete(
     let (_, token_count) = session_counters(conn, id)?;
     let mut message =
         load_message(conn, id, seq)?.ok_or_else(|| StoreError::MessageNotFound { id: id.to_owned(), seq })?;
-    if message.complete {
-        return if partial { Err(already_complete(id, seq)) } else { Ok(message) };
-    }
-    let old_tokens = message.token_count;
-    if let Some(content) = completion.content {
-        message.content = content;
-    }
-    if let Some(tokens) = completion.token_count {
-        message.token_count = tokens;
-    }
-    message.complete = !partial;
-    let total = add_tokens(token_count.saturating_sub(old_tokens), message.token_count)?;
+    let Some(total) = apply_completion(&mut message, &completion, partial, token_count)? else {
+        return Ok(message);
+    };
     let tokens = to_i64(message.token_count, "token count")?;
     conn.prepare_cached(
         "UPDATE messages SET content = ?3, token_count = ?4, complete = ?5 WHERE session_id = ?1 AND seq = ?2",
@@ -835,14 +841,7 @@ impl Store for SqliteStore {
         seq: u64,
         completion: MessageCompletion,
     ) -> StoreFuture<'a, Message> {
-        Box::pin(async move {
-            check_id(session_id)?;
-            if let Some(tokens) = completion.token_count {
-                to_i64(tokens, "token count")?;
-            }
-            self.write(|reply| Command::Complete { id: session_id.to_owned(), seq, completion, partial: false, reply })
-                .await
-        })
+        Box::pin(self.finish_message(session_id, seq, completion, false))
     }
 
     fn save_partial<'a>(
@@ -851,14 +850,7 @@ impl Store for SqliteStore {
         seq: u64,
         completion: MessageCompletion,
     ) -> StoreFuture<'a, Message> {
-        Box::pin(async move {
-            check_id(session_id)?;
-            if let Some(tokens) = completion.token_count {
-                to_i64(tokens, "token count")?;
-            }
-            self.write(|reply| Command::Complete { id: session_id.to_owned(), seq, completion, partial: true, reply })
-                .await
-        })
+        Box::pin(self.finish_message(session_id, seq, completion, true))
     }
 
     fn messages<'a>(&'a self, session_id: &'a str, after_seq: u64, limit: usize) -> StoreFuture<'a, Vec<Message>> {

@@ -193,6 +193,30 @@ pub(crate) fn already_complete(id: &str, seq: u64) -> StoreError {
     StoreError::InvalidInput(format!("message {seq} of session '{id}' is already complete"))
 }
 
+/// Applies a completion — or, with `partial`, a save of the text so far — to a loaded message.
+/// `Ok(None)` when the message is already complete and this is a completion (nothing to write:
+/// completing is idempotent); otherwise the session's token total after the change. A partial save
+/// of a complete message is refused.
+pub(crate) fn apply_completion(
+    message: &mut Message,
+    completion: &MessageCompletion,
+    partial: bool,
+    session_tokens: u64,
+) -> Result<Option<u64>, StoreError> {
+    if message.complete {
+        return if partial { Err(already_complete(&message.session_id, message.seq)) } else { Ok(None) };
+    }
+    let old_tokens = message.token_count;
+    if let Some(content) = &completion.content {
+        message.content.clone_from(content);
+    }
+    if let Some(tokens) = completion.token_count {
+        message.token_count = tokens;
+    }
+    message.complete = !partial;
+    add_tokens(session_tokens.saturating_sub(old_tokens), message.token_count).map(Some)
+}
+
 /// Adds a token delta to a session total, refusing overflow.
 pub(crate) fn add_tokens(total: u64, add: u64) -> Result<u64, StoreError> {
     total
