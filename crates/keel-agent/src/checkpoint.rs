@@ -1,7 +1,7 @@
 //! Run checkpoints and where they are kept: a [`keel_session::Store`] session per run.
 
+use keel_session::now_millis;
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use keel_session::{Message, NewMessage, NewSession, SessionPatch, SessionStatus, Store, StoreError};
 use serde::{Deserialize, Serialize};
@@ -239,14 +239,6 @@ pub(crate) fn check_run_id(run_id: &str) -> Result<(), StoreError> {
         return Err(StoreError::InvalidInput("run id must not contain control characters".into()));
     }
     Ok(())
-}
-
-/// Now, in unix milliseconds (UTC).
-pub(crate) fn now_millis() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|elapsed| i64::try_from(elapsed.as_millis()).unwrap_or(i64::MAX))
-        .unwrap_or(0)
 }
 
 #[cfg(test)]

@@ -7,7 +7,9 @@ use keel_types::FailureClass;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 
-use crate::checkpoint::{CHECKPOINT_VERSION, Checkpoint, CheckpointStore, FailurePoint, check_run_id, now_millis};
+use keel_session::now_millis;
+
+use crate::checkpoint::{CHECKPOINT_VERSION, Checkpoint, CheckpointStore, FailurePoint, check_run_id};
 use crate::step::{LlmError, Phase, StepError, ToolError};
 
 /// How many iterations a run may take unless [`AgentRun::max_iterations`] says otherwise.

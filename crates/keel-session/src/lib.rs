@@ -100,7 +100,7 @@ pub use model::{
     HANDOFF_ROLE, Message, MessageCompletion, NewMessage, NewParticipant, NewSession, Page, Participant,
     ParticipantKind, Session, SessionFilter, SessionPage, SessionPatch, SessionStatus,
 };
-pub use store::{MAX_ID_LEN, Store, StoreFuture};
+pub use store::{MAX_ID_LEN, Store, StoreFuture, now_millis};
 
 /// Opens the store at `url` (creating and migrating its tables or keys as needed).
 ///

@@ -225,8 +225,8 @@ pub(crate) fn add_tokens(total: u64, add: u64) -> Result<u64, StoreError> {
         .ok_or_else(|| StoreError::InvalidInput("session token count would overflow".into()))
 }
 
-/// Now, in unix milliseconds (UTC).
-pub(crate) fn now_millis() -> i64 {
+/// Now, in unix milliseconds (UTC): the clock of every timestamp the store keeps.
+pub fn now_millis() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|elapsed| i64::try_from(elapsed.as_millis()).unwrap_or(i64::MAX))

@@ -383,7 +383,7 @@ pub(crate) async fn sweep_idle(gateway: Gateway) {
     );
     loop {
         tick.tick().await;
-        let cutoff = unix_millis().saturating_sub(i64::try_from(timeout.as_millis()).unwrap_or(i64::MAX));
+        let cutoff = keel_session::now_millis().saturating_sub(i64::try_from(timeout.as_millis()).unwrap_or(i64::MAX));
         let filter = SessionFilter { status: Some(SessionStatus::Active), ..SessionFilter::default() };
         let mut page = Page::first(500);
         loop {
@@ -400,7 +400,7 @@ pub(crate) async fn sweep_idle(gateway: Gateway) {
                     .await
                     .is_ok()
                 {
-                    tracing::info!(session = %session.id, idle_seconds = (unix_millis() - session.updated_at) / 1000, "session timed out");
+                    tracing::info!(session = %session.id, idle_seconds = (keel_session::now_millis() - session.updated_at) / 1000, "session timed out");
                     metrics::counter!(keel_telemetry::names::SESSIONS_TIMED_OUT_TOTAL).increment(1);
                 }
             }
@@ -410,12 +410,6 @@ pub(crate) async fn sweep_idle(gateway: Gateway) {
             }
         }
     }
-}
-
-fn unix_millis() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
 
 /// A rough token count for text the model did not count: 4 bytes per token.
