@@ -1,9 +1,8 @@
 //! Run checkpoints and where they are kept: a [`keel_session::Store`] session per run.
 
-use keel_session::now_millis;
 use std::sync::Arc;
 
-use keel_session::{Message, NewMessage, NewSession, SessionPatch, SessionStatus, Store, StoreError};
+use keel_session::{Message, NewMessage, NewSession, SessionPatch, SessionStatus, Store, StoreError, now_millis};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
