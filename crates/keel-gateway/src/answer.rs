@@ -2,7 +2,9 @@
 //! keel writes itself (canned or stored), and a whole answer turned into the stream a client asked
 //! for (Ollama NDJSON or OpenAI SSE ending in `[DONE]`).
 
+use axum::response::Response;
 use bytes::Bytes;
+use http_body_util::BodyExt;
 use serde_json::{Map, Value, json};
 
 use crate::endpoint::Endpoint;
@@ -81,6 +83,13 @@ impl Kind {
             *slot = Value::String(text.to_owned());
         }
     }
+}
+
+/// A whole (non-streamed) answer body as JSON, read up to `limit` bytes; `None` when it could not
+/// be read in full or is not JSON.
+pub(crate) async fn read_json(response: Response, limit: usize) -> Option<Value> {
+    let bytes = http_body_util::Limited::new(response.into_body(), limit).collect().await.ok()?.to_bytes();
+    serde_json::from_slice(&bytes).ok()
 }
 
 /// A complete non-streamed answer in the client's dialect, for text keel supplies itself.

@@ -23,7 +23,6 @@ use std::time::Instant;
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use http::{HeaderValue, StatusCode, header};
-use http_body_util::BodyExt;
 use keel_repair::{CompiledSchema, RepairError};
 use keel_types::{FailureClass, TargetId};
 use serde_json::{Map, Value, json};
@@ -236,9 +235,9 @@ pub(crate) async fn guard(
             trail.problems.push(format!("{key}: answered {status}"));
         } else {
             let answering = sent.response.headers().get(KEEL_TARGET).cloned();
-            let (answer, failure) = read_answer(sent.response, max_answer).await;
-            match answer {
+            match read_answer(sent.response, max_answer).await {
                 None => {
+                    let failure = FailureClass::StreamBroken;
                     record(sent.permit, Some(failure), call_started.elapsed());
                     trail.problems.push(format!("{key}: the answer was not readable JSON ({failure})"));
                 }
@@ -311,18 +310,12 @@ fn count(model: &str, endpoint: Endpoint, outcome: &'static str) {
         .increment(1);
 }
 
-/// Reads a whole answer (bounded) as JSON; on failure, the failure class to record.
-async fn read_answer(response: Response, limit: usize) -> (Option<Value>, FailureClass) {
-    let bytes = match http_body_util::Limited::new(response.into_body(), limit).collect().await {
-        Ok(collected) => collected.to_bytes(),
-        Err(_) => return (None, FailureClass::StreamBroken),
-    };
-    match serde_json::from_slice::<Value>(&bytes) {
-        // A relayed body that broke carries an error object instead of the answer.
-        Ok(value) if value.get("error").is_some() && value.get("model").is_none() => (None, FailureClass::StreamBroken),
-        Ok(value) => (Some(value), FailureClass::StreamBroken),
-        Err(_) => (None, FailureClass::StreamBroken),
-    }
+/// Reads a whole answer (bounded) as JSON; `None` when it broke: unreadable, not JSON, or the
+/// error object a relayed body that broke carries instead of the answer.
+async fn read_answer(response: Response, limit: usize) -> Option<Value> {
+    crate::answer::read_json(response, limit)
+        .await
+        .filter(|value| value.get("error").is_none() || value.get("model").is_some())
 }
 
 /// The route's canned answer, when it satisfies the request's schema.

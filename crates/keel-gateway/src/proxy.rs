@@ -231,6 +231,21 @@ pub(crate) struct Call {
     pub(crate) continuing: Option<crate::resume::Continuing>,
 }
 
+impl Call {
+    /// A further request keel makes on behalf of this one (a summary, `/api/show`): a `POST` with
+    /// the same headers, request id and deadline.
+    pub(crate) fn on_behalf(&self) -> Call {
+        Call {
+            method: http::Method::POST,
+            headers: self.headers.clone(),
+            id: self.id.clone(),
+            started: self.started,
+            hold_permit: false,
+            continuing: None,
+        }
+    }
+}
+
 /// Tries the request's targets in order (with retry rounds) and relays the first usable answer.
 pub(crate) async fn send(gateway: &Gateway, call: Call, endpoint: Endpoint, forward: Forward) -> Sent {
     let Call { method, headers, id, started, hold_permit, continuing } = call;

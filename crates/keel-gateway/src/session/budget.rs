@@ -6,9 +6,8 @@
 use std::collections::HashMap;
 
 use bytes::Bytes;
-use http_body_util::BodyExt;
 use parking_lot::Mutex;
-use serde_json::{Value, json};
+use serde_json::json;
 
 use crate::endpoint::Endpoint;
 use crate::proxy::{Call, Forward, send};
@@ -60,23 +59,14 @@ pub(super) async fn budget(gateway: &Gateway, call: &Call, route: Forward, num_c
 /// Asks the route's targets for the model's context length (`/api/show`, `model_info`
 /// `<architecture>.context_length`).
 async fn ask_context_length(gateway: &Gateway, call: &Call, route: Forward) -> Option<u64> {
-    let show = Call {
-        method: http::Method::POST,
-        headers: call.headers.clone(),
-        id: call.id.clone(),
-        started: call.started,
-        hold_permit: false,
-        continuing: None,
-    };
     let model = route.requested_model.clone();
     let forward = route.same_targets("/api/show", Bytes::from(json!({"model": model}).to_string()));
     let endpoint = Endpoint::classify(&http::Method::POST, "/api/show");
-    let response = send(gateway, show, endpoint, forward).await.response;
+    let response = send(gateway, call.on_behalf(), endpoint, forward).await.response;
     if !response.status().is_success() {
         return None;
     }
-    let bytes = http_body_util::Limited::new(response.into_body(), 4 << 20).collect().await.ok()?.to_bytes();
-    let show: Value = serde_json::from_slice(&bytes).ok()?;
+    let show = crate::answer::read_json(response, 4 << 20).await?;
     let length = show
         .get("model_info")?
         .as_object()?

@@ -308,25 +308,13 @@ async fn summary(
     }
     let request =
         json!({"model": route.requested_model, "messages": context::summary_request(dropped), "stream": false});
-    let summarize = Call {
-        method: http::Method::POST,
-        headers: call.headers.clone(),
-        id: call.id.clone(),
-        started: call.started,
-        hold_permit: false,
-        continuing: None,
-    };
     route.payload = Payload::Bytes(Bytes::from(request.to_string()));
-    let response = send(gateway, summarize, endpoint, route).await.response;
+    let response = send(gateway, call.on_behalf(), endpoint, route).await.response;
     let written = if response.status().is_success() {
-        let limit = gateway.config().guard.max_answer_bytes;
-        match http_body_util::Limited::new(response.into_body(), limit).collect().await {
-            Ok(collected) => serde_json::from_slice::<Value>(&collected.to_bytes())
-                .ok()
-                .and_then(|answer| Kind::of(endpoint).and_then(|kind| kind.content(&answer).0.map(str::to_owned)))
-                .filter(|text| !text.trim().is_empty()),
-            Err(_) => None,
-        }
+        crate::answer::read_json(response, gateway.config().guard.max_answer_bytes)
+            .await
+            .and_then(|answer| Kind::of(endpoint).and_then(|kind| kind.content(&answer).0.map(str::to_owned)))
+            .filter(|text| !text.trim().is_empty())
     } else {
         None
     };
