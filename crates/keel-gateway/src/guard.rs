@@ -187,7 +187,7 @@ pub(crate) async fn guard(
     let max_answer = gateway.config().guard.max_answer_bytes;
     let first_body = structured.upstream_body();
     let mut body = first_body.clone();
-    // The targets of the next call, and how far into the route's list they start.
+    // The targets of the next call (all of them at first; one target while re-asking it).
     let mut next_targets: Vec<TargetId> = targets.clone();
     let mut asked_again = 0;
     let mut trail = Trail::default();
@@ -216,7 +216,7 @@ pub(crate) async fn guard(
         )
         .await;
         let status = sent.response.status();
-        let Some(index) = sent.answered.and_then(|i| next_targets.get(i).cloned().map(|t| (i, t))) else {
+        let Some(target) = sent.answered.and_then(|i| next_targets.get(i).cloned()) else {
             // Keel's own answer (every target out): nothing more to try.
             if trail.problems.is_empty() {
                 return sent.response;
@@ -224,7 +224,6 @@ pub(crate) async fn guard(
             trail.problems.push(format!("no further target could answer ({status})"));
             break;
         };
-        let (_, target) = index;
         let key = target.display_name(&route_model);
         if !status.is_success() {
             record(sent.permit, FailureClass::from_status(status.as_u16()), call_started.elapsed());

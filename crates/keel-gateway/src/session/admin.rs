@@ -70,12 +70,19 @@ pub(crate) async fn list(State(gateway): State<Gateway>, Query(query): Query<Lis
     }
 }
 
+/// The session, or `SessionNotFound` (which [`store_error`] answers with 404).
+async fn existing(
+    store: &dyn keel_session::Store,
+    id: &str,
+) -> Result<keel_session::Session, keel_session::StoreError> {
+    store.get_session(id).await?.ok_or_else(|| keel_session::StoreError::SessionNotFound { id: id.to_owned() })
+}
+
 /// `GET /keel/sessions/{id}`: `{"session": {...}}`.
 pub(crate) async fn show(State(gateway): State<Gateway>, Path(id): Path<String>) -> Response {
     let Some(store) = store(&gateway) else { return no_store() };
-    match store.get_session(&id).await {
-        Ok(Some(session)) => Json(json!({ "session": session })).into_response(),
-        Ok(None) => error(StatusCode::NOT_FOUND, format!("session '{id}' not found")),
+    match existing(store.as_ref(), &id).await {
+        Ok(session) => Json(json!({ "session": session })).into_response(),
         Err(err) => store_error(&err),
     }
 }
@@ -88,9 +95,8 @@ pub(crate) async fn messages(
     Query(query): Query<MessagesQuery>,
 ) -> Response {
     let Some(store) = store(&gateway) else { return no_store() };
-    let session = match store.get_session(&id).await {
-        Ok(Some(session)) => session,
-        Ok(None) => return error(StatusCode::NOT_FOUND, format!("session '{id}' not found")),
+    let session = match existing(store.as_ref(), &id).await {
+        Ok(session) => session,
         Err(err) => return store_error(&err),
     };
     let limit = query.limit.unwrap_or(MAX_LIMIT).clamp(1, MAX_LIMIT);
@@ -159,10 +165,8 @@ fn store_error(err: &keel_session::StoreError) -> Response {
 /// `GET /keel/sessions/{id}/participants`: `{"participants": [...]}` in the order added.
 pub(crate) async fn participants(State(gateway): State<Gateway>, Path(id): Path<String>) -> Response {
     let Some(store) = store(&gateway) else { return no_store() };
-    match store.get_session(&id).await {
-        Ok(Some(_)) => {}
-        Ok(None) => return error(StatusCode::NOT_FOUND, format!("session '{id}' not found")),
-        Err(err) => return store_error(&err),
+    if let Err(err) = existing(store.as_ref(), &id).await {
+        return store_error(&err);
     }
     match store.participants(&id).await {
         Ok(participants) => Json(json!({ "participants": participants })).into_response(),
