@@ -62,14 +62,25 @@ impl Kind {
 
     /// The answer's text and whether it called tools instead of answering in text.
     pub(crate) fn content(self, answer: &Value) -> (Option<&str>, bool) {
-        let message = match self {
+        if self == Kind::OllamaGenerate {
+            return (answer.get("response").and_then(Value::as_str), false);
+        }
+        let Some(message) = self.message(answer) else { return (None, false) };
+        (message.get("content").and_then(Value::as_str), self.tool_calls(answer).is_some())
+    }
+
+    /// The assistant message of a chat answer (`None` for `/api/generate`).
+    pub(crate) fn message(self, answer: &Value) -> Option<&Value> {
+        match self {
             Kind::OllamaChat => answer.get("message"),
             Kind::OpenAiChat => answer.pointer("/choices/0/message"),
-            Kind::OllamaGenerate => return (answer.get("response").and_then(Value::as_str), false),
-        };
-        let Some(message) = message else { return (None, false) };
-        let tools = message.get("tool_calls").and_then(Value::as_array).is_some_and(|calls| !calls.is_empty());
-        (message.get("content").and_then(Value::as_str), tools)
+            Kind::OllamaGenerate => None,
+        }
+    }
+
+    /// The tool calls of a chat answer, when it made any.
+    pub(crate) fn tool_calls(self, answer: &Value) -> Option<&Value> {
+        self.message(answer)?.get("tool_calls").filter(|calls| calls.as_array().is_some_and(|c| !c.is_empty()))
     }
 
     /// Replaces the answer's text.
@@ -83,6 +94,18 @@ impl Kind {
             *slot = Value::String(text.to_owned());
         }
     }
+}
+
+/// Tokens the server counted for an answer (Ollama `eval_count`, OpenAI `usage.completion_tokens`)
+/// in a whole answer or a stream's chunk.
+pub(crate) fn answer_tokens(value: &Value) -> Option<u64> {
+    value.get("eval_count").or_else(|| value.pointer("/usage/completion_tokens")).and_then(Value::as_u64)
+}
+
+/// Tokens the server counted for the prompt (Ollama `prompt_eval_count`, OpenAI
+/// `usage.prompt_tokens`).
+pub(crate) fn prompt_tokens(value: &Value) -> Option<u64> {
+    value.get("prompt_eval_count").or_else(|| value.pointer("/usage/prompt_tokens")).and_then(Value::as_u64)
 }
 
 /// A whole (non-streamed) answer body as JSON, read up to `limit` bytes; `None` when it could not

@@ -172,12 +172,10 @@ impl Tap {
             let message = error.get("message").unwrap_or(error);
             return Some(message.as_str().map_or_else(|| message.to_string(), str::to_owned));
         }
-        let tokens = value.get("eval_count").or_else(|| value.pointer("/usage/completion_tokens"));
-        if let Some(tokens) = tokens.and_then(Value::as_u64) {
+        if let Some(tokens) = crate::answer::answer_tokens(&value) {
             self.answer_tokens = Some(tokens);
         }
-        let prompt = value.get("prompt_eval_count").or_else(|| value.pointer("/usage/prompt_tokens"));
-        if let Some(tokens) = prompt.and_then(Value::as_u64) {
+        if let Some(tokens) = crate::answer::prompt_tokens(&value) {
             self.prompt_tokens = Some(tokens);
         }
         let content = match self.framing {

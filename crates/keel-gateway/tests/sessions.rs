@@ -438,3 +438,28 @@ async fn a_stream_cut_off_mid_answer_leaves_its_partial_text_marked_incomplete()
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
 }
+
+#[tokio::test]
+async fn an_answer_that_calls_tools_is_stored_with_its_tool_calls() {
+    let up = MockServer::start(
+        ([127, 0, 0, 1], 0).into(),
+        scenario("[[model]]\nname = \"m\"\ntool_call = { name = \"get_weather\", arguments = { city = \"Paris\" } }\n"),
+    )
+    .await
+    .unwrap();
+    let keel = keel(&up, "").await;
+    let tools = json!([{"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object"}}}]);
+    let mut ask = user("Weather in Paris?", false);
+    ask["tools"] = tools.clone();
+    let answer: Value = chat(&keel, "s16", &[], ask).await.json().await.unwrap();
+    assert!(answer["message"]["tool_calls"].is_array(), "{answer}");
+    let stored: Value =
+        reqwest::get(format!("{}/keel/sessions/s16/messages", keel.url())).await.unwrap().json().await.unwrap();
+    assert_eq!(stored["messages"][1]["tool_calls"], answer["message"]["tool_calls"], "{stored}");
+    // The next request sends them back with the answer, so the tool result has its call.
+    let result = json!({"model": "m", "stream": false, "tools": tools,
+        "messages": [{"role": "tool", "content": "sunny", "tool_name": "get_weather"}]});
+    chat(&keel, "s16", &[], result).await;
+    let sent = upstream_chats(&up);
+    assert_eq!(sent[1]["messages"][1]["tool_calls"], answer["message"]["tool_calls"], "{}", sent[1]);
+}

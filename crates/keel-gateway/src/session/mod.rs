@@ -214,23 +214,16 @@ async fn run(
         .to_bytes();
     let answer: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
     let (text, _) = kind.content(&answer);
-    let tool_calls = match kind {
-        Kind::OpenAiChat => answer.pointer("/choices/0/message/tool_calls"),
-        _ => answer.pointer("/message/tool_calls"),
-    }
-    .filter(|calls| calls.as_array().is_some_and(|a| !a.is_empty()))
-    .cloned();
-    let tokens = answer
-        .get("eval_count")
-        .or_else(|| answer.pointer("/usage/completion_tokens"))
-        .and_then(Value::as_u64)
-        .unwrap_or_else(|| estimate_tokens(text.unwrap_or_default()));
-    let prompt_tokens =
-        answer.get("prompt_eval_count").or_else(|| answer.pointer("/usage/prompt_tokens")).and_then(Value::as_u64);
-    if let (Some(estimated), Some(actual)) = (estimated_context, prompt_tokens) {
+    let tokens = crate::answer::answer_tokens(&answer).unwrap_or_else(|| estimate_tokens(text.unwrap_or_default()));
+    if let (Some(estimated), Some(actual)) = (estimated_context, crate::answer::prompt_tokens(&answer)) {
         let model: String = model.chars().take(64).collect();
         gateway.inner.calibration.observe(&model, estimated, actual);
     }
+    // The answer's tool calls go into the session with it: the agent's tool results refer to them.
+    let placeholder = match kind.tool_calls(&answer) {
+        Some(calls) => placeholder.with_tool_calls(calls.clone()),
+        None => placeholder,
+    };
     let stored = store.append(id, placeholder).await.map_err(unavailable)?;
     store
         .complete_message(
@@ -243,9 +236,6 @@ async fn run(
         )
         .await
         .map_err(unavailable)?;
-    if let Some(tool_calls) = tool_calls {
-        tracing::debug!(session = id, calls = %tool_calls, "answer called tools");
-    }
     parts.headers.remove(header::CONTENT_LENGTH);
     Ok(Response::from_parts(parts, axum::body::Body::from(bytes)))
 }
