@@ -7,8 +7,8 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Limited};
-use hyper::body::Incoming;
 use keel_types::{Dialect, FailureClass};
+use keel_upstream::ResponseBody;
 use keel_upstream::translate::{self, OllamaEndpoint, TranslateError};
 
 use crate::endpoint::{Endpoint, EndpointKind};
@@ -55,7 +55,7 @@ pub(crate) fn request(kind: OllamaEndpoint, body: &[u8], model: &str) -> Result<
 }
 
 /// Reads a whole upstream answer (bounded).
-async fn read(body: Incoming) -> Result<Bytes, TranslateError> {
+async fn read(body: ResponseBody) -> Result<Bytes, TranslateError> {
     Limited::new(body, MAX_ANSWER)
         .collect()
         .await
@@ -67,7 +67,7 @@ async fn read(body: Incoming) -> Result<Bytes, TranslateError> {
 /// (with the failure class the breaker should count).
 pub(crate) async fn whole_answer(
     kind: OllamaEndpoint,
-    body: Incoming,
+    body: ResponseBody,
     requested_model: &str,
     started: Instant,
 ) -> Result<Bytes, (FailureClass, TranslateError)> {
@@ -82,7 +82,7 @@ pub(crate) async fn whole_answer(
 }
 
 /// Translates an upstream error answer into Ollama's `{"error": "..."}` with the same status.
-pub(crate) async fn error_answer(status: http::StatusCode, body: Incoming) -> Bytes {
+pub(crate) async fn error_answer(status: http::StatusCode, body: ResponseBody) -> Bytes {
     let bytes = read(body).await.unwrap_or_default();
     translate::openai_error_to_ollama(status.as_u16(), &bytes)
 }

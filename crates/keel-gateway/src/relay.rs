@@ -17,10 +17,10 @@ use axum::body::Body;
 use bytes::Bytes;
 use http::{HeaderMap, StatusCode, header};
 use http_body::Frame;
-use hyper::body::Incoming;
 use keel_breaker::Permit;
 use keel_telemetry::names;
 use keel_types::{Dialect, FailureClass};
+use keel_upstream::ResponseBody;
 use keel_upstream::translate::SseToNdjson;
 use keel_upstream::{ErrorBody, classify_body_error};
 
@@ -80,7 +80,7 @@ enum Step {
 /// Where the relayed bytes come from.
 enum Source {
     /// The upstream's response body.
-    Upstream(Incoming),
+    Upstream(ResponseBody),
     /// The upstream broke mid-answer; the next target is being asked to continue.
     Resuming(crate::resume::Continuation),
     /// The continuation's answer, relayed (with its own timeouts and bookkeeping).
@@ -116,7 +116,7 @@ struct RelayBody {
 /// whatever their headers say (to `HEAD`, or 204/304); `convert` translates an OpenAI stream
 /// into Ollama's NDJSON on the way.
 pub(crate) fn relay(
-    upstream: Incoming,
+    upstream: ResponseBody,
     headers: &HeaderMap,
     dialect: Dialect,
     idle_timeout: Duration,

@@ -5,9 +5,16 @@ use std::io;
 
 use keel_types::FailureClass;
 
-/// Classifies an error from sending a request (no response head was received).
-pub fn classify_send_error(err: &hyper_util::client::legacy::Error) -> FailureClass {
-    classify_chain(err, err.is_connect())
+/// Classifies an error from sending a request on an open connection (no response head was
+/// received).
+pub fn classify_send_error(err: &hyper::Error) -> FailureClass {
+    classify_chain(err, false)
+}
+
+/// Classifies an error from opening a connection: refused unless it timed out (an unreachable
+/// host, no route and a failed name lookup all mean nothing is listening there for keel).
+pub fn classify_connect_error(err: &io::Error) -> FailureClass {
+    classify_chain(err, true)
 }
 
 /// Classifies an error while reading a response body that had started.

@@ -2,6 +2,8 @@
 //!
 //! - [`client`]: the pooled HTTP/1.1 client keel uses for every upstream call (keep-alive,
 //!   `TCP_NODELAY`, a short connect timeout and a long time-to-first-byte for cold model loads);
+//! - [`pool`]: the idle upstream connections of one client, and the response body that hands its
+//!   connection back when read to the end;
 //! - [`classify`]: every failed call becomes exactly one [`keel_types::FailureClass`];
 //! - [`error_body`]: error bodies in the dialect of the endpoint (Ollama or OpenAI);
 //! - [`wire`]: the few request fields keel reads (`model`, `stream`) without touching the rest.
@@ -12,13 +14,15 @@
 pub mod classify;
 pub mod client;
 pub mod error_body;
+pub mod pool;
 pub mod translate;
 pub mod wire;
 
-pub use classify::{classify_body_error, classify_send_error};
+pub use classify::{classify_body_error, classify_connect_error, classify_send_error};
 pub use client::{
     BoxError, ClientConfig, RequestBody, Upstream, UpstreamClient, UpstreamError, UpstreamUrlError, empty_body,
     full_body, strip_hop_headers,
 };
 pub use error_body::ErrorBody;
+pub use pool::ResponseBody;
 pub use wire::{RequestPeek, WireError};

@@ -1,0 +1,297 @@
+//! Upstream connections kept open between requests.
+//!
+//! Each [`UpstreamClient`](crate::UpstreamClient) owns one pool. keel gives every serving thread
+//! its own clients, so a pool's lock is never contended and a connection never leaves the thread
+//! that opened it. A connection goes back to the pool when its response body has been read to
+//! the end (see [`ResponseBody`]); a body dropped half-read closes its connection, since the rest
+//! of that answer would still be on the wire.
+//!
+//! Idle connections are taken newest first (the warmest socket) and are closed once they have been
+//! idle for `pool_idle_timeout`, checked whenever the pool is used.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::uri::Authority;
+use http_body::{Body, Frame, SizeHint};
+use hyper::body::Incoming;
+use hyper::client::conn::http1::SendRequest;
+use parking_lot::Mutex;
+
+use crate::client::RequestBody;
+
+/// The sending half of one open HTTP/1.1 connection to an upstream.
+pub(crate) type Sender = SendRequest<RequestBody>;
+
+/// One connection waiting for its next request.
+struct Idle {
+    sender: Sender,
+    since: Instant,
+}
+
+/// Idle connections by upstream address.
+pub(crate) struct Pool {
+    /// A handful of upstreams at most: a list compares faster than a map hashes.
+    idle: Mutex<Vec<(Authority, Vec<Idle>)>>,
+    max_idle: usize,
+    idle_timeout: Duration,
+}
+
+impl std::fmt::Debug for Pool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pool").field("max_idle", &self.max_idle).field("idle_timeout", &self.idle_timeout).finish()
+    }
+}
+
+impl Pool {
+    /// An empty pool keeping at most `max_idle` connections per upstream, each for at most
+    /// `idle_timeout`.
+    pub(crate) fn new(max_idle: usize, idle_timeout: Duration) -> Pool {
+        Pool { idle: Mutex::new(Vec::new()), max_idle, idle_timeout }
+    }
+
+    /// The most recently used open connection to `authority`, if one is idle.
+    pub(crate) fn checkout(&self, authority: &Authority) -> Option<Sender> {
+        let mut idle = self.idle.lock();
+        let (_, connections) = idle.iter_mut().find(|(a, _)| a == authority)?;
+        self.evict_expired(connections);
+        while let Some(connection) = connections.pop() {
+            if !connection.sender.is_closed() {
+                return Some(connection.sender);
+            }
+        }
+        None
+    }
+
+    /// Puts a connection whose last answer was read to the end back for the next request.
+    pub(crate) fn checkin(&self, authority: &Authority, sender: Sender) {
+        if sender.is_closed() {
+            return;
+        }
+        let mut idle = self.idle.lock();
+        let index = match idle.iter().position(|(a, _)| a == authority) {
+            Some(index) => index,
+            None => {
+                idle.push((authority.clone(), Vec::new()));
+                idle.len() - 1
+            }
+        };
+        let connections = &mut idle[index].1;
+        self.evict_expired(connections);
+        if connections.len() < self.max_idle {
+            connections.push(Idle { sender, since: Instant::now() });
+        }
+    }
+
+    /// Closes the connections idle for longer than the timeout (the oldest are first).
+    fn evict_expired(&self, connections: &mut Vec<Idle>) {
+        let fresh = connections.iter().position(|c| c.since.elapsed() < self.idle_timeout).unwrap_or(connections.len());
+        connections.drain(..fresh);
+    }
+
+    /// How many connections to `authority` are idle (for tests).
+    #[cfg(test)]
+    pub(crate) fn idle_count(&self, authority: &Authority) -> usize {
+        self.idle.lock().iter().find(|(a, _)| a == authority).map_or(0, |(_, c)| c.len())
+    }
+}
+
+/// Where a connection goes back to when its answer has been read.
+struct Return {
+    pool: Arc<Pool>,
+    authority: Authority,
+    sender: Sender,
+}
+
+/// An upstream's response body. Reading it to the end hands its connection back to the pool.
+pub struct ResponseBody {
+    inner: Incoming,
+    give_back: Option<Return>,
+}
+
+impl std::fmt::Debug for ResponseBody {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ResponseBody").field("inner", &self.inner).finish_non_exhaustive()
+    }
+}
+
+impl ResponseBody {
+    /// Wraps `inner`, whose connection is `sender`, to return it to `pool` at the body's end.
+    pub(crate) fn new(inner: Incoming, pool: Arc<Pool>, authority: Authority, sender: Sender) -> ResponseBody {
+        let mut body = ResponseBody { inner, give_back: Some(Return { pool, authority, sender }) };
+        // An answer with no body (204, HEAD, Content-Length: 0) is over before anyone reads it.
+        if body.inner.is_end_stream() {
+            body.release();
+        }
+        body
+    }
+
+    fn release(&mut self) {
+        if let Some(Return { pool, authority, sender }) = self.give_back.take() {
+            pool.checkin(&authority, sender);
+        }
+    }
+}
+
+impl Body for ResponseBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        // A server stops polling a body once it has sent Content-Length bytes, so the end is
+        // recognised at the last frame, not only at `None`.
+        let ended = match &polled {
+            Poll::Ready(None) => true,
+            Poll::Ready(Some(Ok(_))) => self.inner.is_end_stream(),
+            _ => false,
+        };
+        if ended {
+            self.release();
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use http::{HeaderMap, Method};
+    use http_body_util::BodyExt;
+    use keel_types::Dialect;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpListener;
+
+    use super::*;
+    use crate::{ClientConfig, Upstream, UpstreamClient, empty_body};
+
+    /// A keep-alive HTTP/1.1 server answering every request with `body`; counts connections.
+    /// With `close_after_one`, it closes each connection after its first answer (while the
+    /// client believes it idle and reusable).
+    async fn server(body: &'static str, close_after_one: bool) -> (Upstream, Arc<AtomicUsize>) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let connections = Arc::new(AtomicUsize::new(0));
+        let counter = Arc::clone(&connections);
+        tokio::spawn(async move {
+            loop {
+                let (mut socket, _) = listener.accept().await.unwrap();
+                counter.fetch_add(1, Ordering::SeqCst);
+                tokio::spawn(async move {
+                    let mut buf = vec![0u8; 4096];
+                    loop {
+                        let mut seen = Vec::new();
+                        while !seen.windows(4).any(|w| w == b"\r\n\r\n") {
+                            match socket.read(&mut buf).await {
+                                Ok(0) | Err(_) => return,
+                                Ok(n) => seen.extend_from_slice(&buf[..n]),
+                            }
+                        }
+                        let answer = format!("HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n{body}", body.len());
+                        if socket.write_all(answer.as_bytes()).await.is_err() || close_after_one {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        let upstream = Upstream::new("test", format!("http://{addr}").parse().unwrap(), Dialect::Ollama).unwrap();
+        (upstream, connections)
+    }
+
+    async fn get(client: &UpstreamClient, upstream: &Upstream) -> http::Response<ResponseBody> {
+        client.send(upstream, Method::GET, "/", HeaderMap::new(), empty_body()).await.unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_connection_read_to_the_end_is_reused() {
+        let (upstream, connections) = server("hello", false).await;
+        let client = UpstreamClient::new(ClientConfig::default());
+        for _ in 0..5 {
+            let body = get(&client, &upstream).await.into_body().collect().await.unwrap().to_bytes();
+            assert_eq!(&body[..], b"hello");
+        }
+        assert_eq!(connections.load(Ordering::SeqCst), 1);
+        assert_eq!(client.pool.idle_count(&upstream.authority), 1);
+    }
+
+    #[tokio::test]
+    async fn a_body_dropped_half_read_closes_its_connection() {
+        let (upstream, connections) = server("hello", false).await;
+        let client = UpstreamClient::new(ClientConfig::default());
+        let unread = get(&client, &upstream).await;
+        assert_eq!(client.pool.idle_count(&upstream.authority), 0, "not back before its body is read");
+        drop(unread);
+        get(&client, &upstream).await.into_body().collect().await.unwrap();
+        assert_eq!(connections.load(Ordering::SeqCst), 2);
+    }
+
+    #[tokio::test]
+    async fn concurrent_requests_open_their_own_connections() {
+        let (upstream, connections) = server("hello", false).await;
+        let client = UpstreamClient::new(ClientConfig::default());
+        let (a, b) = tokio::join!(get(&client, &upstream), get(&client, &upstream));
+        a.into_body().collect().await.unwrap();
+        b.into_body().collect().await.unwrap();
+        assert_eq!(connections.load(Ordering::SeqCst), 2);
+        assert_eq!(client.pool.idle_count(&upstream.authority), 2);
+    }
+
+    #[tokio::test]
+    async fn a_connection_the_server_closed_while_idle_is_not_used() {
+        let (upstream, connections) = server("hello", true).await;
+        let client = UpstreamClient::new(ClientConfig::default());
+        for _ in 0..3 {
+            get(&client, &upstream).await.into_body().collect().await.unwrap();
+            // Let the closed connection's task notice the close.
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert_eq!(connections.load(Ordering::SeqCst), 3);
+    }
+
+    #[tokio::test]
+    async fn bodyless_answers_give_their_connection_back_at_once() {
+        let (upstream, connections) = server("", false).await;
+        let client = UpstreamClient::new(ClientConfig::default());
+        for _ in 0..3 {
+            let response = get(&client, &upstream).await;
+            assert_eq!(client.pool.idle_count(&upstream.authority), 1);
+            drop(response);
+        }
+        assert_eq!(connections.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn idle_connections_expire() {
+        let (upstream, connections) = server("hello", false).await;
+        let config = ClientConfig { pool_idle_timeout: Duration::from_millis(50), ..ClientConfig::default() };
+        let client = UpstreamClient::new(config);
+        get(&client, &upstream).await.into_body().collect().await.unwrap();
+        tokio::time::sleep(Duration::from_millis(120)).await;
+        get(&client, &upstream).await.into_body().collect().await.unwrap();
+        assert_eq!(connections.load(Ordering::SeqCst), 2);
+    }
+
+    #[tokio::test]
+    async fn at_most_max_idle_connections_are_kept() {
+        let (upstream, _) = server("hello", false).await;
+        let config = ClientConfig { pool_max_idle_per_host: 1, ..ClientConfig::default() };
+        let client = UpstreamClient::new(config);
+        let (a, b) = tokio::join!(get(&client, &upstream), get(&client, &upstream));
+        a.into_body().collect().await.unwrap();
+        b.into_body().collect().await.unwrap();
+        assert_eq!(client.pool.idle_count(&upstream.authority), 1);
+    }
+}
