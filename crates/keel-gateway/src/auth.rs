@@ -2,7 +2,7 @@
 
 use axum::extract::{Request, State};
 use axum::middleware::Next;
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use http::header;
 use keel_types::Dialect;
 
@@ -25,12 +25,23 @@ fn required_scope(path: &str) -> Option<Scope> {
 /// Installed only with `[auth]`; the key is consumed here and not forwarded. Without `[auth]`,
 /// `Authorization` passes through untouched (the upstream may want it).
 pub(crate) async fn require_key(State(gateway): State<Gateway>, mut request: Request, next: Next) -> Response {
+    match admit(&gateway, &mut request) {
+        Ok(()) => next.run(request).await,
+        Err(refused) => refused,
+    }
+}
+
+/// Checks a request's key against `[auth]` (everything passes without it) and removes the key,
+/// which was for keel: the model server never sees it. The refusal is a 401/403 in the path's
+/// dialect.
+#[allow(clippy::result_large_err)] // the refusal is the response itself, built once
+pub(crate) fn admit(gateway: &Gateway, request: &mut Request) -> Result<(), Response> {
     let Some(auth) = &gateway.config().auth else {
-        return next.run(request).await;
+        return Ok(());
     };
     let path = request.uri().path();
     let Some(scope) = required_scope(path) else {
-        return next.run(request).await;
+        return Ok(());
     };
     let dialect = Dialect::of_path(path);
     let presented = request
@@ -40,18 +51,17 @@ pub(crate) async fn require_key(State(gateway): State<Gateway>, mut request: Req
         .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
         .map(str::trim);
     let Some(key) = presented.and_then(|p| find_key(&auth.keys, p)) else {
-        return ProxyError::Unauthorized.into_response_in(dialect);
+        return Err(ProxyError::Unauthorized.into_response_in(dialect));
     };
     if !key.scopes.contains(&scope) {
         let scope = match scope {
             Scope::Inference => "inference",
             Scope::Admin => "admin",
         };
-        return ProxyError::Forbidden { key: key.name.clone(), scope }.into_response_in(dialect);
+        return Err(ProxyError::Forbidden { key: key.name.clone(), scope }.into_response_in(dialect));
     }
-    // The key was for keel; the model server never sees it.
     request.headers_mut().remove(header::AUTHORIZATION);
-    next.run(request).await.into_response()
+    Ok(())
 }
 
 /// The key matching `presented`, compared in constant time per key.

@@ -12,8 +12,9 @@ pub(crate) fn request_id(headers: &HeaderMap) -> HeaderValue {
         .filter(|v| !v.is_empty() && v.len() <= 128 && v.as_bytes().iter().all(|b| b.is_ascii_graphic()))
         .cloned()
         .unwrap_or_else(|| {
-            let id = uuid::Uuid::now_v7().to_string();
-            HeaderValue::from_str(&id).unwrap_or(HeaderValue::from_static("invalid"))
+            let mut text = [0u8; uuid::fmt::Hyphenated::LENGTH];
+            let id = uuid::Uuid::now_v7().hyphenated().encode_lower(&mut text);
+            HeaderValue::from_str(id).unwrap_or(HeaderValue::from_static("invalid"))
         })
 }
 

@@ -175,36 +175,38 @@ impl UpstreamError {
     }
 }
 
-/// Request headers that describe one hop, not the message, and are never forwarded. `host` is
+/// Whether a header describes one hop, not the message, and is never forwarded. `host` is
 /// rewritten to the upstream's own (Ollama answers 403 to foreign hosts).
-static NOT_FORWARDED: [HeaderName; 9] = [
-    header::CONNECTION,
-    HeaderName::from_static("keep-alive"),
-    HeaderName::from_static("proxy-connection"),
-    header::PROXY_AUTHORIZATION,
-    header::TE,
-    header::TRAILER,
-    header::TRANSFER_ENCODING,
-    header::UPGRADE,
-    header::HOST,
-];
+fn is_hop_header(name: &str) -> bool {
+    matches!(
+        name,
+        "connection"
+            | "keep-alive"
+            | "proxy-connection"
+            | "proxy-authorization"
+            | "te"
+            | "trailer"
+            | "transfer-encoding"
+            | "upgrade"
+            | "host"
+    )
+}
 
 /// Removes the hop-by-hop headers (and any named in `Connection`) from a header map, in place.
+///
+/// One pass over the names finds them; only those present are removed (each removal hashes), and
+/// no header name is built for the ones `Connection` lists.
 pub fn strip_hop_headers(headers: &mut HeaderMap) {
-    if let Some(connection) = headers.get(header::CONNECTION) {
-        let named: Vec<HeaderName> = connection
-            .to_str()
-            .unwrap_or_default()
-            .split(',')
-            .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
-            .collect();
-        for name in named {
-            headers.remove(name);
-        }
-    }
-    // Most messages carry none of them but `Host`: look before removing (each removal hashes).
-    let present: Vec<HeaderName> = headers.keys().filter(|name| NOT_FORWARDED.contains(name)).cloned().collect();
-    for name in present {
+    let listed = headers.get(header::CONNECTION).and_then(|v| v.to_str().ok()).unwrap_or_default();
+    let doomed: Vec<HeaderName> = headers
+        .keys()
+        .filter(|name| {
+            let name = name.as_str();
+            is_hop_header(name) || listed.split(',').any(|listed| listed.trim().eq_ignore_ascii_case(name))
+        })
+        .cloned()
+        .collect();
+    for name in doomed {
         headers.remove(name);
     }
 }
@@ -403,6 +405,17 @@ mod tests {
         assert!(h.get(header::CONNECTION).is_none());
         assert_eq!(h.get("x-custom").unwrap(), "kept");
         assert_eq!(h.get(header::AUTHORIZATION).unwrap(), "Bearer k");
+
+        // Names listed in Connection match whatever their case and spacing.
+        let mut h = HeaderMap::new();
+        h.insert(header::CONNECTION, "Keep-Alive ,  X-PRIVATE".parse().unwrap());
+        h.insert("keep-alive", "timeout=5".parse().unwrap());
+        h.insert("x-private", "1".parse().unwrap());
+        h.insert(header::TRANSFER_ENCODING, "chunked".parse().unwrap());
+        h.insert(header::CONTENT_TYPE, "application/json".parse().unwrap());
+        strip_hop_headers(&mut h);
+        assert_eq!(h.len(), 1);
+        assert_eq!(h.get(header::CONTENT_TYPE).unwrap(), "application/json");
     }
 
     #[tokio::test]
