@@ -233,7 +233,8 @@ fn build_upstreams(config: &Config) -> Result<Arc<[UpstreamHandle]>, GatewayErro
     Ok(upstreams.into())
 }
 
-/// The whole HTTP surface of keel as a `Router`, ready for `axum::serve` or `oneshot` in tests.
+/// The whole HTTP surface of keel as a `Router`: the server sends keel's own endpoints here (see
+/// [`crate::serve`]); tests may send anything with `oneshot`.
 pub fn app(gateway: Gateway) -> Router {
     let router = Router::new()
         .route("/keel/health", get(admin::health))
