@@ -142,17 +142,48 @@ async fn prepare(gateway: &Gateway, parts: &Parts, endpoint: Endpoint, body: Bod
             })
         }
         EndpointKind::Passthrough => {
-            let target = gateway.default_target().ok_or_else(|| ProxyError::NoRoute(String::new()))?;
-            let target = TargetId { upstream: target.upstream.clone(), model: None };
+            let default = gateway.default_target().ok_or_else(|| ProxyError::NoRoute(String::new()))?;
+            let body = stream_body(&parts.headers, body);
+            let read =
+                matches!(parts.method, http::Method::GET | http::Method::HEAD) && http_body::Body::is_end_stream(&body);
+            let (targets, payload) = if read {
+                (read_targets(gateway, &default.upstream, endpoint.dialect), Payload::Bytes(Bytes::new()))
+            } else {
+                (vec![TargetId { upstream: default.upstream.clone(), model: None }], Payload::Stream(Some(body)))
+            };
             Ok(Forward {
-                targets: vec![target],
+                targets,
                 route_model: "*".to_owned(),
                 requested_model: String::new(),
                 path_and_query,
-                payload: Payload::Stream(Some(stream_body(&parts.headers, body))),
+                payload,
             })
         }
     }
+}
+
+/// Where a read that names no model (`GET /api/tags`, `/api/version`, `/api/ps`, `/v1/models`)
+/// may go: the default upstream, then every other upstream that speaks the path's API, so that an
+/// agent can still list models and check the version while the default server is down. Upstreams
+/// whose last health probe failed go last. Writes (model management) only ever go to the default.
+fn read_targets(gateway: &Gateway, default: &str, dialect: Dialect) -> Vec<TargetId> {
+    let health = gateway.inner.health.lock();
+    // Ollama's own API only from Ollama servers; the OpenAI-compatible `/v1` from any.
+    let others = gateway
+        .upstreams
+        .iter()
+        .filter(|u| u.upstream.name != default && (dialect == Dialect::OpenAi || u.upstream.dialect == Dialect::Ollama))
+        .map(|u| u.upstream.name.as_str());
+    let mut targets: Vec<(bool, TargetId)> = std::iter::once(default)
+        .chain(others)
+        .map(|name| {
+            let down = health.get(name).is_some_and(|h| !h.ok);
+            (down, TargetId { upstream: name.to_owned(), model: None })
+        })
+        .collect();
+    drop(health);
+    targets.sort_by_key(|(down, _)| *down);
+    targets.into_iter().map(|(_, target)| target).collect()
 }
 
 /// The route's model name and its targets in fallback order (targets with the model already
@@ -601,6 +632,33 @@ mod tests {
         let out = rewrite_body(br#"{"model":"a","z":1,"messages":[{"role":"user"}],"x_new":true}"#, Some("b"), false)
             .unwrap();
         assert_eq!(&out[..], br#"{"model":"b","z":1,"messages":[{"role":"user"}],"x_new":true}"#);
+    }
+
+    #[test]
+    fn reads_go_to_the_default_then_to_servers_of_the_same_api_healthy_first() {
+        let toml = "[[upstream]]\nname = \"a\"\nurl = \"http://127.0.0.1:1\"\n\
+                    [[upstream]]\nname = \"b\"\nurl = \"http://127.0.0.1:2\"\ndialect = \"openai\"\n\
+                    [[upstream]]\nname = \"c\"\nurl = \"http://127.0.0.1:3\"\n";
+        let raw = crate::config::RawConfig::parse(toml).unwrap();
+        let config = crate::config::Config::from_raw(raw, None, &Default::default(), &|_| None).unwrap();
+        let gateway = Gateway::new(config).unwrap();
+        let names = |dialect| read_targets(&gateway, "a", dialect).into_iter().map(|t| t.upstream).collect::<Vec<_>>();
+        assert_eq!(names(Dialect::Ollama), ["a", "c"]);
+        assert_eq!(names(Dialect::OpenAi), ["a", "b", "c"]);
+        // The default is always asked, whatever it speaks.
+        let from_b = read_targets(&gateway, "b", Dialect::Ollama).into_iter().map(|t| t.upstream).collect::<Vec<_>>();
+        assert_eq!(from_b, ["b", "a", "c"]);
+        let down = crate::health::UpstreamHealth {
+            ok: false,
+            version: None,
+            loaded_models: Vec::new(),
+            error: Some("connection refused".into()),
+            latency_ms: 1,
+            checked: None,
+        };
+        gateway.inner.health.lock().insert("a".into(), down);
+        assert_eq!(names(Dialect::Ollama), ["c", "a"]);
+        assert_eq!(names(Dialect::OpenAi), ["b", "c", "a"]);
     }
 
     #[test]

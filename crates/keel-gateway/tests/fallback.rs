@@ -216,3 +216,26 @@ async fn the_client_deadline_bounds_the_wait() {
     // No retry was started past the deadline.
     assert_eq!(chats(&hung), 1);
 }
+
+#[tokio::test]
+async fn reads_that_name_no_model_fall_back_but_writes_do_not() {
+    let backup = mock("[[model]]\nname = \"llama3.2\"\n").await;
+    let keel = keel_with(&dead_url(), &backup.url(), "").await;
+    let client = reqwest::Client::new();
+    // The default upstream is down: listing models and the version still answer, from the backup.
+    for path in ["/api/tags", "/api/version", "/api/ps", "/v1/models"] {
+        let response = client.get(format!("{}{path}", keel.url())).send().await.unwrap();
+        assert_eq!(response.status(), 200, "{path}");
+        assert!(response.headers()["x-keel-target"].to_str().unwrap().starts_with("backup"), "{path}");
+        // Tried after the default, or first once a health probe has seen the default down.
+        let attempts = response.headers().get("x-keel-attempts").map(|v| v.to_str().unwrap().to_owned());
+        assert!(matches!(attempts.as_deref(), None | Some("2")), "{path}: {attempts:?}");
+    }
+    let tags: Value = client.get(format!("{}/api/tags", keel.url())).send().await.unwrap().json().await.unwrap();
+    assert_eq!(tags["models"][0]["name"], "llama3.2:latest", "{tags}");
+    // Model management changes one server's state: it goes to the default upstream only.
+    let response =
+        client.delete(format!("{}/api/delete", keel.url())).json(&json!({"model": "llama3.2"})).send().await.unwrap();
+    assert_eq!(response.status(), 502);
+    assert!(!backup.requests().iter().any(|r| r.path == "/api/delete"));
+}
