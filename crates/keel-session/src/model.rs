@@ -483,6 +483,13 @@ impl Page {
         Page { limit, cursor: Some(cursor.into()) }
     }
 
+    /// The first page of sessions last updated before `millis` (unix milliseconds), in list
+    /// order: what an idle sweep needs, found through the store's order instead of by reading
+    /// every session.
+    pub fn updated_before(millis: i64, limit: usize) -> Self {
+        Page { limit, cursor: Some(Cursor { updated_at: millis, id: String::new() }.encode()) }
+    }
+
     /// Checks the limit and decodes the cursor.
     pub(crate) fn parse(&self) -> Result<(usize, Option<Cursor>), StoreError> {
         if self.limit == 0 || self.limit > Page::MAX_LIMIT {

@@ -518,6 +518,24 @@ mod cases {
         assert_eq!(walked, list(filter).await);
         assert_eq!(walked.len(), 5);
 
+        // Sessions last updated before a time, walked from there: exactly the older ones.
+        let mut older = Vec::new();
+        let mut page = Page::updated_before(b1.updated_at, 2);
+        loop {
+            let result = store.list_sessions(SessionFilter::default(), page.clone()).await.unwrap();
+            older.extend(result.sessions.into_iter().map(|s| s.id));
+            match result.next_cursor {
+                Some(cursor) => page = Page::after(cursor, 2),
+                None => break,
+            }
+        }
+        let expected_older: Vec<String> =
+            expected.iter().filter(|s| s.updated_at < b1.updated_at).map(|s| s.id.clone()).collect();
+        assert_eq!(older, expected_older);
+        let none_older =
+            store.list_sessions(SessionFilter::default(), Page::updated_before(i64::MIN, 10)).await.unwrap();
+        assert!(none_older.sessions.is_empty());
+
         assert!(matches!(
             store.list_sessions(SessionFilter::default(), Page::first(0)).await,
             Err(StoreError::InvalidInput(_))

@@ -363,7 +363,8 @@ pub(crate) async fn sweep_idle(gateway: Gateway) {
         tick.tick().await;
         let cutoff = keel_session::now_millis().saturating_sub(i64::try_from(timeout.as_millis()).unwrap_or(i64::MAX));
         let filter = SessionFilter { status: Some(SessionStatus::Active), ..SessionFilter::default() };
-        let mut page = Page::first(500);
+        // Only the sessions idle past the cutoff are read, not every active one.
+        let mut page = Page::updated_before(cutoff, 500);
         loop {
             let found = match store.list_sessions(filter.clone(), page).await {
                 Ok(found) => found,
