@@ -40,22 +40,30 @@ impl SessionStatus {
     }
 }
 
-impl fmt::Display for SessionStatus {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
+/// `Display` and `FromStr` for an enum known by the names its `as_str` gives to each of `ALL`;
+/// an unknown name is [`StoreError::InvalidInput`] naming `$what`.
+macro_rules! stored_names {
+    ($enum:ident, $what:literal) => {
+        impl fmt::Display for $enum {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+
+        impl FromStr for $enum {
+            type Err = StoreError;
+
+            fn from_str(s: &str) -> Result<Self, Self::Err> {
+                $enum::ALL
+                    .into_iter()
+                    .find(|value| value.as_str() == s)
+                    .ok_or_else(|| StoreError::InvalidInput(format!("unknown {} '{s}'", $what)))
+            }
+        }
+    };
 }
 
-impl FromStr for SessionStatus {
-    type Err = StoreError;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        SessionStatus::ALL
-            .into_iter()
-            .find(|status| status.as_str() == s)
-            .ok_or_else(|| StoreError::InvalidInput(format!("unknown session status '{s}'")))
-    }
-}
+stored_names!(SessionStatus, "session status");
 
 /// A durable conversation.
 ///
@@ -335,22 +343,7 @@ impl ParticipantKind {
     }
 }
 
-impl fmt::Display for ParticipantKind {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl FromStr for ParticipantKind {
-    type Err = StoreError;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        ParticipantKind::ALL
-            .into_iter()
-            .find(|kind| kind.as_str() == s)
-            .ok_or_else(|| StoreError::InvalidInput(format!("unknown participant kind '{s}'")))
-    }
-}
+stored_names!(ParticipantKind, "participant kind");
 
 /// An agent or person attached to a session (see
 /// [`Store::add_participant`](crate::Store::add_participant)).

@@ -33,7 +33,7 @@ use crate::model::{
 use crate::rows::{MESSAGE_COLUMNS, MessageRow, ParticipantRow, SESSION_COLUMNS, SessionRow, clamp_i64};
 use crate::store::{
     Store, StoreFuture, add_tokens, apply_completion, check_handoff, check_id, check_key, check_message,
-    check_participant, check_participant_name, now_millis, to_i64,
+    check_participant, check_participant_name, get_or_insert, now_millis, to_i64,
 };
 
 const BACKEND: &str = "postgres";
@@ -411,18 +411,8 @@ impl Store for PostgresStore {
     fn ensure_session(&self, new: NewSession) -> StoreFuture<'_, Session> {
         Box::pin(async move {
             check_id(&new.id)?;
-            let mut new = new;
-            // Retried only if the session is deleted between the insert and the read.
-            for _ in 0..3 {
-                if let Some(session) = self.get_session(&new.id).await? {
-                    return Ok(session);
-                }
-                new = match self.insert_session(new).await? {
-                    Ok(session) => return Ok(session),
-                    Err(new) => new,
-                };
-            }
-            Err(backend_error(format!("session '{}' is being created and deleted concurrently", new.id)))
+            let get = |id: String| async move { self.get_session(&id).await };
+            get_or_insert(BACKEND, new, get, |new| self.insert_session(new)).await
         })
     }
 

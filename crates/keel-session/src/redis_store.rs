@@ -41,7 +41,7 @@ use crate::model::{
 };
 use crate::store::{
     Store, StoreFuture, apply_completion, check_handoff, check_id, check_key, check_message, check_participant,
-    check_participant_name, now_millis, to_i64,
+    check_participant_name, get_or_insert, now_millis, to_i64,
 };
 
 const BACKEND: &str = "redis";
@@ -487,20 +487,8 @@ impl Store for RedisStore {
     fn ensure_session(&self, new: NewSession) -> StoreFuture<'_, Session> {
         Box::pin(async move {
             check_id(&new.id)?;
-            let mut new = new;
-            for _ in 0..3 {
-                if let Some(session) = self.load_session(&new.id).await? {
-                    return Ok(session);
-                }
-                new = match self.insert_session(new).await? {
-                    Ok(session) => return Ok(session),
-                    Err(new) => new,
-                };
-            }
-            Err(StoreError::Backend {
-                backend: BACKEND,
-                message: format!("session '{}' is being created and deleted concurrently", new.id),
-            })
+            let get = |id: String| async move { self.load_session(&id).await };
+            get_or_insert(BACKEND, new, get, |new| self.insert_session(new)).await
         })
     }
 

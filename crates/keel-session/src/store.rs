@@ -218,6 +218,37 @@ pub(crate) fn apply_completion(
 }
 
 /// Adds a token delta to a session total, refusing overflow.
+/// [`Store::ensure_session`] for backends that read and insert in separate steps: the stored
+/// session, or the new one inserted. `insert` hands `new` back when another writer inserted the
+/// session first; it is then read again. Retried a few times only if the session is deleted
+/// between the insert and the read.
+pub(crate) async fn get_or_insert<Get, Got, Insert, Inserted>(
+    backend: &'static str,
+    mut new: NewSession,
+    get: Get,
+    insert: Insert,
+) -> Result<Session, StoreError>
+where
+    Get: Fn(String) -> Got,
+    Got: Future<Output = Result<Option<Session>, StoreError>>,
+    Insert: Fn(NewSession) -> Inserted,
+    Inserted: Future<Output = Result<Result<Session, NewSession>, StoreError>>,
+{
+    for _ in 0..3 {
+        if let Some(session) = get(new.id.clone()).await? {
+            return Ok(session);
+        }
+        new = match insert(new).await? {
+            Ok(session) => return Ok(session),
+            Err(new) => new,
+        };
+    }
+    Err(StoreError::Backend {
+        backend,
+        message: format!("session '{}' is being created and deleted concurrently", new.id),
+    })
+}
+
 pub(crate) fn add_tokens(total: u64, add: u64) -> Result<u64, StoreError> {
     total
         .checked_add(add)
