@@ -14,7 +14,7 @@ use crate::state::Gateway;
 fn required_scope(path: &str) -> Option<Scope> {
     if path == "/keel/health" {
         None
-    } else if path.starts_with("/keel/") || path == "/metrics" {
+    } else if crate::endpoint::is_keel_own(path) {
         Some(Scope::Admin)
     } else {
         Some(Scope::Inference)

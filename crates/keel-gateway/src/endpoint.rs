@@ -11,8 +11,14 @@ pub enum EndpointKind {
     /// The model is the last path segment (`/v1/models/{model}`): routed by it, no body.
     ModelInPath,
     /// Everything else (listings, version, model management, blobs, endpoints Ollama adds later):
-    /// the body streams through unread to the default upstream.
+    /// the body streams through unread to the default upstream (reads without a body may fall
+    /// back to the other upstreams).
     Passthrough,
+}
+
+/// Whether a path is keel's own (`/keel/*`, `/metrics`): answered by keel, never forwarded.
+pub(crate) fn is_keel_own(path: &str) -> bool {
+    path.starts_with("/keel/") || path == "/metrics"
 }
 
 /// A classified request path.

@@ -146,8 +146,7 @@ impl hyper::service::Service<http::Request<hyper::body::Incoming>> for Dispatch 
 
     fn call(&self, request: http::Request<hyper::body::Incoming>) -> Self::Future {
         let mut request = request.map(axum::body::Body::new);
-        let path = request.uri().path();
-        if path.starts_with("/keel/") || path == "/metrics" {
+        if crate::endpoint::is_keel_own(request.uri().path()) {
             let router = self.router.clone();
             return Box::pin(tower::ServiceExt::oneshot(router, request));
         }
@@ -165,16 +164,15 @@ async fn serve_connection(stream: TcpStream, dispatch: Dispatch, mut closing: wa
     let connection =
         hyper::server::conn::http1::Builder::new().serve_connection(hyper_util::rt::TokioIo::new(stream), dispatch);
     let mut connection = std::pin::pin!(connection);
-    tokio::select! {
-        result = connection.as_mut() => {
-            if let Err(err) = result {
-                tracing::debug!(%err, "client connection ended with an error");
-            }
-            return;
+    let result = tokio::select! {
+        result = connection.as_mut() => result,
+        // (the value `wait_for` returns borrows the channel; it is dropped before awaiting on)
+        () = async { drop(closing.wait_for(|closing| *closing).await) } => {
+            connection.as_mut().graceful_shutdown();
+            connection.await
         }
-        _ = closing.wait_for(|closing| *closing) => connection.as_mut().graceful_shutdown(),
-    }
-    if let Err(err) = connection.await {
+    };
+    if let Err(err) = result {
         tracing::debug!(%err, "client connection ended with an error");
     }
 }
@@ -257,7 +255,8 @@ fn run_worker(mut incoming: Incoming, gateway: Gateway, mut stop: watch::Receive
     runtime.block_on(async move {
         tokio::spawn(keep_a_timer_due());
         let dispatch = Dispatch { router: app(gateway.clone()), gateway };
-        let (closing_tx, closing) = watch::channel(false);
+        // The same signal tells each connection to finish its request and close.
+        let closing = stop.clone();
         let mut connections = tokio::task::JoinSet::new();
         loop {
             tokio::select! {
@@ -268,7 +267,6 @@ fn run_worker(mut incoming: Incoming, gateway: Gateway, mut stop: watch::Receive
                 Some(_) = connections.join_next(), if !connections.is_empty() => {}
             }
         }
-        let _ = closing_tx.send(true);
         while connections.join_next().await.is_some() {}
         Ok(())
     })
