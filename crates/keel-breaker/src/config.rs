@@ -38,7 +38,7 @@ pub(crate) const COST_WINDOW: Duration = Duration::from_secs(60);
 /// half_open = "single"                # or "gradual"
 /// probes = 3                          # in-flight probe ceiling of "gradual"
 /// # successes_to_close = 1            # default: 1 for "single", `probes` for "gradual"
-/// ignore = ["bad_request", "model_not_found"]
+/// ignore = ["bad_request", "model_not_found", "local"]
 /// quality_failures = ["invalid_output"]
 /// ```
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -104,6 +104,16 @@ pub struct BreakerConfig {
     /// Prefix of the Redis channel and keys used for sharing (instances that should share state
     /// use the same prefix). Default `"keel"`.
     pub shared_prefix: String,
+    /// Most breakers kept for targets created on first use (models asked for through the `"*"`
+    /// route, whose names come from clients). Past it the least recently used closed breaker is
+    /// dropped, so made-up model names cannot grow memory. Configured targets are always kept.
+    /// Default `1024`.
+    pub max_breakers: usize,
+    /// When every target of a route is out but their failures are partial (some calls in the
+    /// window succeeded: a failure rate, not a dead server or a model that cannot load), this share
+    /// of requests still tries the least-bad target, like Envoy's panic mode, so that keel is never
+    /// less available than going direct. `0` turns it off. Default `0.9`.
+    pub panic_share: f64,
 }
 
 impl Default for BreakerConfig {
@@ -123,10 +133,12 @@ impl Default for BreakerConfig {
             half_open: HalfOpenMode::Single,
             probes: 3,
             successes_to_close: None,
-            ignore: vec![FailureClass::BadRequest, FailureClass::ModelNotFound],
+            ignore: vec![FailureClass::BadRequest, FailureClass::ModelNotFound, FailureClass::Local],
             quality_failures: vec![FailureClass::InvalidOutput],
             shared: None,
             shared_prefix: "keel".to_owned(),
+            max_breakers: 1024,
+            panic_share: 0.9,
         }
     }
 }
@@ -162,6 +174,7 @@ impl BreakerConfig {
             ("failure_rate", self.failure_rate),
             ("slow_call_rate", self.slow_call_rate),
             ("min_success_ratio", self.min_success_ratio),
+            ("panic_share", self.panic_share),
         ] {
             if !(0.0..=1.0).contains(&value) {
                 return Err(invalid(key, format!("is {value}; write a share between 0 and 1 (0 disables)")));
@@ -175,6 +188,9 @@ impl BreakerConfig {
         }
         if self.probes == 0 {
             return Err(invalid("probes", "must be at least 1".into()));
+        }
+        if self.max_breakers == 0 {
+            return Err(invalid("max_breakers", "must be at least 1 (e.g. 1024)".into()));
         }
         if let Some(url) = &self.shared
             && !url.starts_with("redis://")
@@ -318,8 +334,10 @@ cooldown_strategy = "exponential"
 cooldown_max = "5m"
 half_open = "single"
 probes = 3
-ignore = ["bad_request", "model_not_found"]
+ignore = ["bad_request", "model_not_found", "local"]
 quality_failures = ["invalid_output"]
+max_breakers = 1024
+panic_share = 0.9
 "#;
         let config: BreakerConfig = toml::from_str(doc).unwrap();
         assert_eq!(config, BreakerConfig::default());

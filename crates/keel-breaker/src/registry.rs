@@ -75,6 +75,11 @@ struct Shared {
     breaker: Padded<Mutex<Breaker>>,
     clock: Arc<dyn Clock>,
     events: Arc<EventLog>,
+    /// When the registry last handed this breaker out (clock nanos), for least-recently-used
+    /// eviction.
+    last_used: AtomicU64,
+    /// Never evicted (a configured target or an upstream).
+    pinned: bool,
 }
 
 impl Shared {
@@ -245,6 +250,22 @@ impl Drop for Permit {
     }
 }
 
+/// Drops the least recently used unpinned breaker, a CLOSED one when there is one (an open
+/// breaker remembers a failing target; a closed one only that it was asked for).
+fn evict_least_recently_used(breakers: &mut HashMap<Arc<str>, BreakerHandle>) {
+    let victim = breakers
+        .iter()
+        .filter(|(_, h)| !h.shared.pinned)
+        .min_by_key(|(_, h)| {
+            let open = h.shared.gate.0.0.load(Ordering::Acquire) & STATE_MASK != CLOSED;
+            (open, h.shared.last_used.load(Ordering::Relaxed))
+        })
+        .map(|(name, _)| Arc::clone(name));
+    if let Some(name) = victim {
+        breakers.remove(&name);
+    }
+}
+
 /// Breakers keyed by target name, created on first use from the default config or the target's
 /// override. Thread-safe and cheap to clone (clones share everything).
 #[derive(Debug, Clone)]
@@ -340,14 +361,47 @@ impl Registry {
         self.inner.overrides.get(target).unwrap_or(&self.inner.default)
     }
 
-    /// The breaker of `target`, created CLOSED on first use.
+    /// The breaker of `target`, created CLOSED on first use. Breakers created here may be evicted
+    /// when more than `max_breakers` exist (the least recently used closed one goes first).
     pub fn breaker(&self, target: &str) -> BreakerHandle {
         if let Some(handle) = self.inner.breakers.read().get(target) {
+            handle.shared.last_used.store(self.inner.clock.now().0, Ordering::Relaxed);
             return handle.clone();
         }
+        self.insert(target, false)
+    }
+
+    /// The breaker of `target`, created CLOSED on first use and never evicted: for configured
+    /// targets and upstreams.
+    pub fn pinned(&self, target: &str) -> BreakerHandle {
+        match self.inner.breakers.read().get(target) {
+            Some(handle) if handle.shared.pinned => return handle.clone(),
+            _ => {}
+        }
+        self.inner.breakers.write().remove(target);
+        self.insert(target, true)
+    }
+
+    /// How many breakers exist.
+    pub fn len(&self) -> usize {
+        self.inner.breakers.read().len()
+    }
+
+    /// Whether no breaker exists yet.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn insert(&self, target: &str, pinned: bool) -> BreakerHandle {
         let mut breakers = self.inner.breakers.write();
         if let Some(handle) = breakers.get(target) {
             return handle.clone();
+        }
+        if !pinned {
+            let evictable = breakers.values().filter(|h| !h.shared.pinned).count();
+            if evictable >= self.inner.default.config.max_breakers {
+                evict_least_recently_used(&mut breakers);
+            }
         }
         let name: Arc<str> = Arc::from(target);
         let policy = Arc::clone(self.policy_for(target));
@@ -360,6 +414,8 @@ impl Registry {
                 breaker: Padded(Mutex::new(breaker)),
                 clock: Arc::clone(&self.inner.clock),
                 events: Arc::clone(&self.inner.events),
+                last_used: AtomicU64::new(self.inner.clock.now().0),
+                pinned,
             }),
             target: Arc::clone(&name),
         };

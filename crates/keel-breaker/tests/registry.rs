@@ -307,3 +307,24 @@ fn the_registry_clock_converts_to_wall_time() {
     let snapshot = registry.snapshot("t").unwrap();
     assert_eq!(snapshot.opened_at, Some(opened.at));
 }
+
+#[test]
+fn made_up_names_cannot_grow_the_registry_and_pinned_or_open_breakers_stay() {
+    let config = BreakerConfig { max_breakers: 8, failure_threshold: 1, ..BreakerConfig::default() };
+    let (registry, clock) = registry(config);
+    registry.pinned("local");
+    registry.pinned("local:llama3.2");
+    // A real model that failed: its open breaker outlives a flood of names nobody asks for twice.
+    assert_eq!(fail(&registry, "local:broken").unwrap().to, State::Open);
+    for i in 0..10_000 {
+        clock.advance(Duration::from_millis(1));
+        drop(registry.try_acquire(&format!("local:made-up-{i}")).unwrap());
+    }
+    assert!(registry.len() <= 8 + 2, "{} breakers", registry.len());
+    assert!(registry.get("local").is_some());
+    assert!(registry.get("local:llama3.2").is_some());
+    assert_eq!(registry.get("local:broken").unwrap().state(), State::Open);
+    // The most recent names are still there; the oldest went first.
+    assert!(registry.get("local:made-up-9999").is_some());
+    assert!(registry.get("local:made-up-0").is_none());
+}

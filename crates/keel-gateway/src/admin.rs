@@ -23,30 +23,56 @@ pub(crate) async fn health(State(gateway): State<Gateway>) -> Json<Value> {
     Json(json!({ "status": "ok", "version": env!("CARGO_PKG_VERSION"), "store": store }))
 }
 
-/// `GET /keel/status`: upstreams, routes and every target with its breaker and what keel has
-/// observed of it.
+/// `GET /keel/status`: upstreams with their health and server-wide breaker, routes, and every
+/// target (configured, or a model asked for through the `"*"` route) with its breaker, why it is
+/// open, and what keel has observed of it. Times are RFC 3339 strings or seconds named so.
 pub(crate) async fn status(State(gateway): State<Gateway>) -> Json<Value> {
     let config = gateway.config();
     let observed = gateway.inner.targets.lock().clone();
-    let targets: Vec<Value> = gateway
-        .inner
-        .routes
-        .target_keys()
+    let targets: Vec<Value> = target_names(&gateway)
         .into_iter()
         .map(|key| {
             let (upstream, model) = key.split_once(':').unwrap_or((key.as_str(), ""));
             let stats = observed.get(&key).cloned().unwrap_or_default();
-            let snapshot = gateway.breaker(&key).snapshot();
+            let breaker = breaker_json(&gateway, &key);
             json!({
                 "name": key,
                 "upstream": upstream,
                 "model": model,
-                "breaker": snapshot.state.as_str(),
-                "breaker_detail": snapshot,
+                "breaker": breaker["state"],
+                "open_reason": breaker["open_reason"],
+                "retry_after_seconds": breaker["retry_after_seconds"],
+                "breaker_detail": breaker,
                 "requests": stats.requests,
                 "failures": stats.failures,
                 "consecutive_failures": stats.consecutive_failures,
-                "last_failure": stats.last_failure.map(|(class, detail)| json!({"class": class, "detail": detail})),
+                "last_failure": stats.last_failure.map(|last| last.to_json()),
+            })
+        })
+        .collect();
+    let upstreams: Vec<Value> = config
+        .upstreams
+        .iter()
+        .map(|u| {
+            let health = gateway.inner.health.lock().get(&u.name).cloned();
+            let state = match &health {
+                None => "unknown",
+                Some(h) if h.ok => "up",
+                Some(_) => "down",
+            };
+            json!({
+                "name": u.name,
+                "url": u.upstream.base_url(),
+                "dialect": u.upstream.dialect,
+                "state": state,
+                "health": health.map(|h| {
+                    let age = h.age_seconds();
+                    let mut value = json!(h);
+                    value["checked_seconds_ago"] = json!(age);
+                    value
+                }),
+                "last_error": observed.get(&u.name).and_then(|s| s.last_failure.as_ref()).map(|last| last.to_json()),
+                "breaker": breaker_json(&gateway, &u.name),
             })
         })
         .collect();
@@ -57,37 +83,79 @@ pub(crate) async fn status(State(gateway): State<Gateway>) -> Json<Value> {
         "store": redact_url(&config.store_url),
         "config_file": config.source.as_ref().map(|p| p.display().to_string()),
         "auth": config.auth.is_some(),
-        "upstreams": config.upstreams.iter().map(|u| {
-            let health = gateway.inner.health.lock().get(&u.name).cloned();
-            json!({
-                "name": u.name,
-                "url": u.upstream.base_url(),
-                "dialect": u.upstream.dialect,
-                "health": health.map(|h| {
-                    let age = h.age_seconds();
-                    let mut value = json!(h);
-                    value["checked_seconds_ago"] = json!(age);
-                    value
-                }),
-            })
-        }).collect::<Vec<_>>(),
+        "upstreams": upstreams,
         "routes": config.routes.iter().map(|r| json!({
             "model": r.model,
             "targets": r.targets.iter().map(ToString::to_string).collect::<Vec<_>>(),
         })).collect::<Vec<_>>(),
+        "breakers": gateway.breakers().len(),
         "targets": targets,
     }))
 }
 
+/// Every target to show: the configured ones in declaration order, then the models asked for
+/// through the `"*"` route that have a breaker, by name.
+fn target_names(gateway: &Gateway) -> Vec<String> {
+    let mut names = gateway.inner.routes.target_keys();
+    let upstreams: Vec<&str> = gateway.config().upstreams.iter().map(|u| u.name.as_str()).collect();
+    let mut created: Vec<String> = gateway
+        .breakers()
+        .snapshots()
+        .into_iter()
+        .map(|snapshot| snapshot.target)
+        .filter(|name| !upstreams.contains(&name.as_str()) && !names.contains(name))
+        .collect();
+    created.sort();
+    names.append(&mut created);
+    names
+}
+
+/// A breaker's state for people and scripts: wall-clock times in RFC 3339, durations in seconds.
+fn breaker_json(gateway: &Gateway, key: &str) -> Value {
+    let snapshot = gateway.breaker(key).snapshot();
+    let clock = gateway.breakers().clock();
+    let time = |at: keel_breaker::Nanos| clock.wall_time(at).map(|t| humantime::format_rfc3339_seconds(t).to_string());
+    json!({
+        "state": snapshot.state.as_str(),
+        "forced": snapshot.forced,
+        "open_reason": gateway.open_reason(key),
+        "opened_at": snapshot.opened_at.and_then(time),
+        "retry_after_seconds": snapshot.retry_after.map(|d| d.as_secs_f64().ceil() as u64),
+        "cooldown_seconds": snapshot.cooldown.as_secs_f64(),
+        "consecutive_failures": snapshot.consecutive_failures,
+        "window": {
+            "window_seconds": snapshot.window.window.as_secs_f64(),
+            "calls": snapshot.window.calls,
+            "failures": snapshot.window.failures,
+            "slow": snapshot.window.slow,
+            "successes": snapshot.window.successes,
+            "failure_rate": snapshot.window.failure_rate,
+        },
+        "reopens": snapshot.reopens,
+        "probes_in_flight": snapshot.probes_in_flight,
+        "last_transition": snapshot.last_transition.map(|last| json!({
+            "to": last.to.as_str(),
+            "reason": last.reason.to_string(),
+            "at": time(last.at),
+        })),
+    })
+}
+
 /// `POST /keel/breakers/{target}/{action}` with action `open`, `close` or `reset`: manual control
-/// of a target's breaker (forced states stick until `reset`).
+/// of a target's breaker (`upstream:model`) or an upstream's (its name); forced states stick until
+/// `reset`.
 pub(crate) async fn breaker_action(
     State(gateway): State<Gateway>,
     Path((target, action)): Path<(String, String)>,
 ) -> Response {
-    if !gateway.inner.routes.target_keys().contains(&target) {
-        let known = gateway.inner.routes.target_keys().join(", ");
-        let message = format!("unknown target {target:?}; targets are: {known}");
+    let known = target_names(&gateway);
+    let is_upstream = gateway.config().upstreams.iter().any(|u| u.name == target);
+    if !is_upstream && !known.contains(&target) {
+        let message = format!(
+            "unknown target {target:?}; targets are: {} (or an upstream's name: {})",
+            known.join(", "),
+            gateway.config().upstreams.iter().map(|u| u.name.as_str()).collect::<Vec<_>>().join(", ")
+        );
         return (StatusCode::NOT_FOUND, Json(json!({ "error": message }))).into_response();
     }
     let breaker = gateway.breaker(&target);
@@ -101,7 +169,7 @@ pub(crate) async fn breaker_action(
         }
     };
     tracing::warn!(target = %target, from = transition.from.as_str(), to = transition.to.as_str(), "breaker changed by an operator");
-    Json(json!({ "target": target, "breaker": breaker.snapshot() })).into_response()
+    Json(json!({ "target": target, "breaker": breaker_json(&gateway, &target) })).into_response()
 }
 
 /// `GET /metrics`: Prometheus text exposition.

@@ -212,6 +212,7 @@ pub(crate) async fn guard(
                 requested_model: requested_model.clone(),
                 path_and_query: path_and_query.clone(),
                 payload: Payload::Bytes(body.clone()),
+                stream: false,
             },
         )
         .await;
@@ -224,7 +225,7 @@ pub(crate) async fn guard(
             trail.problems.push(format!("no further target could answer ({status})"));
             break;
         };
-        let key = target.display_name(&route_model);
+        let key = crate::routing::breaker_key(&target, &route_model, &requested_model);
         if !status.is_success() {
             record(sent.permit, FailureClass::from_status(status.as_u16()), call_started.elapsed());
             if trail.problems.is_empty() {

@@ -2,8 +2,9 @@
 //!
 //! Ollama upstreams answer `GET /api/version` (is it up?) and `GET /api/ps` (which models are in
 //! memory); OpenAI-dialect upstreams answer `GET /health` (llama.cpp; `GET /v1/models` as a
-//! fallback). A successful probe lets the open breakers of that upstream's targets admit a probe
-//! request early instead of waiting out their cooldown; the loaded models feed routes with
+//! fallback). A successful probe lets the upstream's open server-wide breaker admit a probe
+//! request early instead of waiting out its cooldown (model breakers are not touched: a server
+//! that answers says nothing about a model that failed to load); the loaded models feed routes with
 //! `prefer_loaded = true`. Probe failures are shown in `/keel/status` but do not count against
 //! breakers: only real requests do.
 
@@ -30,6 +31,9 @@ pub(crate) struct UpstreamHealth {
     pub(crate) version: Option<String>,
     /// Models in memory (Ollama `/api/ps`), with explicit tags.
     pub(crate) loaded_models: Vec<String>,
+    /// Models the server has (Ollama `/api/tags`), read at the first successful probe.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) models: Option<Vec<String>>,
     /// Why the probe failed.
     pub(crate) error: Option<String>,
     /// How long the probe took, in milliseconds.
@@ -63,20 +67,52 @@ pub(crate) async fn probe_loop(gateway: Gateway, upstream: Upstream, interval: D
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
-        let health = probe(&client, &upstream).await;
-        if health.ok {
-            for key in gateway.inner.routes.target_keys() {
-                if key.split(':').next() == Some(upstream.name.as_str())
-                    && let Some(transition) = gateway.breaker(&key).probe_succeeded()
-                {
-                    tracing::info!(target = %key, to = transition.to.as_str(), "health probe succeeded; the open breaker may probe early");
-                }
-            }
-        } else {
-            tracing::debug!(upstream = %upstream.name, error = ?health.error, "health probe failed");
+        let mut health = probe(&client, &upstream).await;
+        let before = gateway.inner.health.lock().get(&upstream.name).map(|h| h.ok);
+        if before.is_none() && health.ok && upstream.dialect == Dialect::Ollama {
+            health.models = get_json(&client, &upstream, "/api/tags").await.ok().map(|tags| model_names(&tags));
+        }
+        log_change(&upstream, before, &health);
+        if health.ok
+            && let Some(transition) = gateway.breaker(&upstream.name).probe_succeeded()
+        {
+            tracing::info!(upstream = %upstream.name, to = transition.to.as_str(), "health probe succeeded; every model on this upstream may be tried again");
         }
         gateway.inner.health.lock().insert(upstream.name.clone(), health);
     }
+}
+
+/// Logs the first probe of an upstream (what answered, or why not and what to do) and every
+/// change of its health after that, once.
+fn log_change(upstream: &Upstream, before: Option<bool>, health: &UpstreamHealth) {
+    let name = &upstream.name;
+    let url = upstream.base_url();
+    let error = health.error.as_deref().unwrap_or("");
+    match (before, health.ok) {
+        (None, true) => {
+            let models = health.models.as_ref().map_or_else(|| "?".to_owned(), |m| m.join(", "));
+            tracing::info!(upstream = %name, %url, version = health.version.as_deref().unwrap_or("?"), models = %models,
+                loaded = %health.loaded_models.join(", "), "upstream answered");
+        }
+        (None, false) => tracing::warn!(upstream = %name, %url, %error,
+            "upstream does not answer; requests to it fail until it does. Is the model server running there (for Ollama: `ollama serve`)? Or fix its url in keel.toml"),
+        (Some(true), false) => {
+            tracing::warn!(upstream = %name, %url, %error, "upstream went down; keel serves from the route's other targets, if any")
+        }
+        (Some(false), true) => tracing::info!(upstream = %name, %url, "upstream is back up"),
+        (Some(_), _) => {}
+    }
+}
+
+/// Model names of an Ollama `/api/tags` answer.
+fn model_names(tags: &serde_json::Value) -> Vec<String> {
+    tags["models"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|m| m["name"].as_str().or(m["model"].as_str()))
+        .map(str::to_owned)
+        .collect()
 }
 
 async fn probe(client: &UpstreamClient, upstream: &Upstream) -> UpstreamHealth {
@@ -85,6 +121,7 @@ async fn probe(client: &UpstreamClient, upstream: &Upstream) -> UpstreamHealth {
         ok: false,
         version: None,
         loaded_models: Vec::new(),
+        models: None,
         error: None,
         latency_ms: 0,
         checked: None,
@@ -94,13 +131,8 @@ async fn probe(client: &UpstreamClient, upstream: &Upstream) -> UpstreamHealth {
             Ok(version) => {
                 health.version = version["version"].as_str().map(str::to_owned);
                 if let Ok(ps) = get_json(client, upstream, "/api/ps").await {
-                    health.loaded_models = ps["models"]
-                        .as_array()
-                        .into_iter()
-                        .flatten()
-                        .filter_map(|m| m["name"].as_str().or(m["model"].as_str()))
-                        .map(|name| ModelName::new(name).canonical())
-                        .collect();
+                    health.loaded_models =
+                        model_names(&ps).into_iter().map(|name| ModelName::new(name).canonical()).collect();
                 }
                 Ok(())
             }

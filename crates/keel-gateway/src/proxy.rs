@@ -16,7 +16,7 @@ use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, header, request::Parts};
 use http_body_util::BodyExt;
 use keel_breaker::{Outcome, Permit};
-use keel_types::{Dialect, FailureClass, TargetId};
+use keel_types::{Blame, Dialect, FailureClass, TargetId};
 use keel_upstream::{BoxError, RequestBody, RequestPeek, UpstreamError, empty_body, full_body, strip_hop_headers};
 use tracing::Instrument;
 
@@ -49,6 +49,8 @@ pub(crate) struct Forward {
     pub(crate) requested_model: String,
     pub(crate) path_and_query: String,
     pub(crate) payload: Payload,
+    /// The client asked for a streamed answer (else a 2xx answer is read whole before it is sent).
+    pub(crate) stream: bool,
 }
 
 impl Forward {
@@ -61,6 +63,7 @@ impl Forward {
             requested_model: self.requested_model.clone(),
             path_and_query: path_and_query.to_owned(),
             payload: Payload::Bytes(body),
+            stream: false,
         }
     }
 }
@@ -126,9 +129,17 @@ async fn prepare(gateway: &Gateway, parts: &Parts, endpoint: Endpoint, body: Bod
         EndpointKind::ModelInBody => {
             let bytes = read_body(gateway, &parts.headers, body).await?;
             let peek = RequestPeek::parse(&bytes)?;
+            let stream = peek.streams(endpoint.dialect);
             let model = peek.model.filter(|m| !m.is_empty()).ok_or(ProxyError::ModelRequired)?;
             let (route_model, targets) = route(gateway, &model)?;
-            Ok(Forward { targets, route_model, requested_model: model, path_and_query, payload: Payload::Bytes(bytes) })
+            Ok(Forward {
+                targets,
+                route_model,
+                requested_model: model,
+                path_and_query,
+                payload: Payload::Bytes(bytes),
+                stream,
+            })
         }
         EndpointKind::ModelInPath => {
             let model = Endpoint::model_in_path(parts.uri.path()).unwrap_or_default();
@@ -139,6 +150,7 @@ async fn prepare(gateway: &Gateway, parts: &Parts, endpoint: Endpoint, body: Bod
                 requested_model: model,
                 path_and_query,
                 payload: Payload::Bytes(Bytes::new()),
+                stream: false,
             })
         }
         EndpointKind::Passthrough => {
@@ -157,6 +169,7 @@ async fn prepare(gateway: &Gateway, parts: &Parts, endpoint: Endpoint, body: Bod
                 requested_model: String::new(),
                 path_and_query,
                 payload,
+                stream: true,
             })
         }
     }
@@ -283,11 +296,140 @@ impl Call {
     }
 }
 
+/// The breaker permits of one attempt: the upstream's (the server as a whole) and the target's
+/// (the model on it). `None` where no breaker watches (requests that name no model, panic mode).
+#[derive(Default)]
+struct Permits {
+    server: Option<Permit>,
+    model: Option<Permit>,
+}
+
+/// Why a target was skipped without a call.
+struct Refusal {
+    /// The target and why its breaker is out, with the failure that opened it.
+    reason: String,
+    retry_after: Duration,
+    /// The target's model breaker is open but its failures are partial (it answered within the
+    /// breaker's window): its consecutive failures, to pick the least-bad target in panic mode.
+    partial: Option<u64>,
+}
+
+impl Refusal {
+    fn new(gateway: &Gateway, key: &str, rejected: keel_breaker::Rejected, partial: Option<u64>) -> Refusal {
+        let reason = if rejected.forced {
+            format!("{key}: circuit forced open by an operator (POST /keel/breakers/{key}/reset resumes traffic)")
+        } else if rejected.state == keel_breaker::State::HalfOpen {
+            format!("{key}: circuit half-open, a probe call is in flight")
+        } else {
+            gateway.open_reason(key).unwrap_or_else(|| format!("{key}: circuit open"))
+        };
+        Refusal { reason, retry_after: rejected.retry_after, partial }
+    }
+}
+
+/// Asks the upstream's breaker, then the target's. A server that is down refuses every model on
+/// it; a model's own breaker refuses only that model. In panic mode the model's breaker is passed.
+fn admit(gateway: &Gateway, upstream: &str, key: &str, panicking: bool) -> Result<Permits, Refusal> {
+    let server =
+        gateway.breaker(upstream).try_acquire().map_err(|rejected| Refusal::new(gateway, upstream, rejected, None))?;
+    match gateway.breaker(key).try_acquire() {
+        Ok(model) => Ok(Permits { server: Some(server), model: Some(model) }),
+        Err(rejected) if panicking && !rejected.forced => Ok(Permits { server: Some(server), model: None }),
+        Err(rejected) => {
+            let partial = if rejected.forced { None } else { gateway.partial_failures(key) };
+            Err(Refusal::new(gateway, key, rejected, partial))
+        }
+    }
+}
+
+/// What the attempts of one request found so far: for retry decisions and the final error.
+#[derive(Default)]
+struct Tally {
+    /// Each target that did not answer, and why.
+    reasons: Vec<String>,
+    /// The soonest an open breaker admits a probe.
+    retry_after: Option<Duration>,
+    last_transport_error: Option<UpstreamError>,
+    /// A failure of this round may pass when asked again.
+    retryable: bool,
+    /// Upstream calls made.
+    calls: u32,
+    /// Targets not to ask again in this request (their model could not be loaded).
+    spent: Vec<usize>,
+    /// Targets refused this round whose failures are partial, with their consecutive failures.
+    partial: Vec<(usize, u64)>,
+}
+
+impl Tally {
+    fn refused(&mut self, index: usize, refusal: Refusal) {
+        self.retry_after = Some(self.retry_after.map_or(refusal.retry_after, |r| r.min(refusal.retry_after)));
+        if let Some(failures) = refusal.partial {
+            self.partial.push((index, failures));
+        }
+        self.reasons.push(refusal.reason);
+    }
+
+    /// A call that produced no response head: held against the server, the model or nobody.
+    fn unreachable(&mut self, gateway: &Gateway, key: &str, permits: Permits, err: UpstreamError, latency: Duration) {
+        metrics::counter!(keel_telemetry::names::UPSTREAM_ERRORS_TOTAL, "upstream" => err.upstream.clone(), "class" => err.class.as_str())
+            .increment(1);
+        match err.blame() {
+            Blame::Keel => {
+                tracing::error!(upstream = %err.upstream, detail = %err.detail,
+                    "keel ran out of a local resource calling the upstream (not the server's fault): raise keel's open-file limit (ulimit -n) or free memory");
+            }
+            Blame::Server => {
+                tracing::warn!(upstream = %err.upstream, class = %err.class, detail = %err.detail, "upstream unreachable");
+                record(permits.server, Some(err.class), latency);
+                gateway.observe(&err.upstream, Some((err.class, format!("{} at {}", err.detail, err.url))));
+                gateway.observe(key, Some((err.class, format!("{} at {}", err.detail, err.url))));
+            }
+            Blame::Model | Blame::Client => {
+                tracing::warn!(target = %key, class = %err.class, detail = %err.detail, "upstream call failed");
+                record(permits.model, Some(err.class), latency);
+                gateway.observe(key, Some((err.class, err.detail.clone())));
+            }
+        }
+        self.reasons.push(format!("{key}: {} ({})", err.class, err.detail));
+        self.retryable |= err.class.retry_same_target();
+        self.last_transport_error = Some(err);
+    }
+
+    /// A target that answered, but not usably: recorded, and the next target may do better.
+    fn failed(
+        &mut self,
+        gateway: &Gateway,
+        index: usize,
+        key: &str,
+        permit: Option<Permit>,
+        failure: (FailureClass, String),
+        latency: Duration,
+    ) {
+        let (class, detail) = failure;
+        tracing::info!(target = %key, class = %class, detail = %detail, "target failed; trying the next one");
+        record(permit, Some(class), latency);
+        self.reasons.push(format!("{key}: {class} ({detail})"));
+        if class.retry_same_target() {
+            self.retryable = true;
+        } else {
+            self.spent.push(index);
+        }
+        gateway.observe(key, Some((class, detail)));
+    }
+
+    /// The least-bad target refused this round for partial failures, for a bounded share of
+    /// requests (`[breaker] panic_share`).
+    fn panic_target(&self, share: f64) -> Option<usize> {
+        let (index, _) = self.partial.iter().min_by_key(|(_, failures)| *failures)?;
+        (share > 0.0 && rand::random::<f64>() < share).then_some(*index)
+    }
+}
+
 /// Tries the request's targets in order (with retry rounds) and relays the first usable answer.
 pub(crate) async fn send(gateway: &Gateway, call: Call, endpoint: Endpoint, forward: Forward) -> Sent {
     let Call { method, headers, id, started, hold_permit, continuing } = call;
     let id_value = id.clone();
-    let Forward { targets, route_model, requested_model, path_and_query, mut payload } = forward;
+    let Forward { targets, route_model, requested_model, path_and_query, mut payload, stream } = forward;
     let id_text = String::from_utf8_lossy(id.as_bytes()).into_owned();
     let model_label = requested_model.chars().take(64).collect::<String>();
     let uses_breakers = endpoint.kind != EndpointKind::Passthrough;
@@ -296,38 +438,39 @@ pub(crate) async fn send(gateway: &Gateway, call: Call, endpoint: Endpoint, forw
     gateway.inner.retry_budget.deposit();
     let mut headers = headers;
     headers.insert(REQUEST_ID, id);
-    // Why each target tried so far did not answer, for the final error and logs.
-    let mut out: Vec<String> = Vec::new();
-    let mut retry_after: Option<Duration> = None;
-    let mut last_transport_error: Option<UpstreamError> = None;
-    let mut retryable = false;
+    let mut tally = Tally::default();
     let mut round: u32 = 0;
+    // Set for one pass when every target is out for partial failures (see `Tally::panic_target`).
+    let mut panic: Option<usize> = None;
 
     'rounds: loop {
+        let mut attempted = false;
+        tally.partial.clear();
         for (index, target) in targets.iter().enumerate() {
+            if tally.spent.contains(&index) || panic.is_some_and(|p| p != index) {
+                continue;
+            }
             // No attempt may follow this one: relay whatever it answers.
-            let is_last =
-                index + 1 == targets.len() && (round >= retry.attempts || !matches!(payload, Payload::Bytes(_)));
-            let key = target.display_name(&route_model);
+            let is_last = (panic.is_some() || index + 1 == targets.len())
+                && (round >= retry.attempts || !matches!(payload, Payload::Bytes(_)));
+            let key = crate::routing::breaker_key(target, &route_model, &requested_model);
             let asked = if requested_model.is_empty() { "*" } else { &requested_model };
-            let answering = if target.model_for(asked) == target.model_for(&route_model) {
-                key.clone()
-            } else {
-                target.display_name(asked)
-            };
+            let answering = target.display_name(asked);
             let Some(handle) = gateway.upstream(&target.upstream) else { continue };
-            let permit = if uses_breakers {
-                match gateway.breaker(&key).try_acquire() {
-                    Ok(permit) => Some(permit),
-                    Err(rejected) => {
-                        retry_after = Some(retry_after.map_or(rejected.retry_after, |r| r.min(rejected.retry_after)));
-                        out.push(format!("{key}: {rejected}"));
+            let permits = if uses_breakers {
+                match admit(gateway, &target.upstream, &key, panic == Some(index)) {
+                    Ok(permits) => permits,
+                    Err(refusal) => {
+                        tally.refused(index, refusal);
                         continue;
                     }
                 }
             } else {
-                None
+                Permits::default()
             };
+            if panic == Some(index) {
+                tracing::warn!(target = %key, "every target is out but the failures are partial; trying the least-bad one anyway (panic_share)");
+            }
             let bridge = crate::bridge::bridge_for(endpoint, handle.upstream.dialect);
             let drop_format = !handle.forward_format
                 && endpoint.kind == EndpointKind::ModelInBody
@@ -387,153 +530,314 @@ pub(crate) async fn send(gateway: &Gateway, call: Call, endpoint: Endpoint, forw
             // The last target may take the headers; earlier ones get a copy for the next attempt.
             let attempt_headers = if is_last { std::mem::take(&mut headers) } else { headers.clone() };
             let Some(remaining) = deadline.checked_duration_since(Instant::now()).filter(|d| !d.is_zero()) else {
-                out.push(format!("{key}: not tried, the request's deadline passed"));
+                tally.reasons.push(format!("{key}: not tried, the request's deadline passed"));
                 break 'rounds;
             };
+            attempted = true;
+            tally.calls += 1;
             let result = handle
                 .client
                 .send_within(&handle.upstream, method.clone(), &path, attempt_headers, body, remaining)
                 .await;
             let head_latency = head_started.elapsed();
             handle.duration.record(head_latency.as_secs_f64());
-            match result {
+            let upstream_response = match result {
                 Err(err) => {
-                    tracing::warn!(upstream = %err.upstream, class = %err.class, detail = %err.detail, "upstream unreachable");
-                    metrics::counter!(keel_telemetry::names::UPSTREAM_ERRORS_TOTAL, "upstream" => err.upstream.clone(), "class" => err.class.as_str())
-                    .increment(1);
-                    if uses_breakers {
-                        gateway.observe(&key, Some((err.class, err.detail.clone())));
-                    }
-                    record(permit, Some(err.class), head_latency);
-                    out.push(format!("{key}: {}", err.class));
-                    retryable |= err.class.is_upstream_fault();
-                    last_transport_error = Some(err);
+                    tally.unreachable(gateway, &key, permits, err, head_latency);
+                    continue;
                 }
-                Ok(upstream_response) => {
-                    let status = upstream_response.status();
-                    let class = FailureClass::from_status(status.as_u16()).filter(|c| c.is_upstream_fault());
-                    if let Some(class) = class {
-                        metrics::counter!(keel_telemetry::names::UPSTREAM_ERRORS_TOTAL, "upstream" => handle.upstream.name.clone(), "class" => class.as_str())
-                        .increment(1);
-                        // Another target may do better, and nothing was sent to the client yet.
-                        if !is_last && matches!(payload, Payload::Bytes(_)) {
-                            tracing::info!(target = %key, status = status.as_u16(), "target failed; trying the next one");
-                            gateway.observe(&key, Some((class, format!("upstream answered {status}"))));
-                            record(permit, Some(class), head_latency);
-                            out.push(format!("{key}: answered {status}"));
-                            retryable = true;
-                            continue;
-                        }
+                Ok(upstream_response) => upstream_response,
+            };
+            // The server answered: it is up, whatever the model did.
+            record(permits.server, None, head_latency);
+            let permit = permits.model;
+            let status = upstream_response.status();
+            let mut class = FailureClass::from_status(status.as_u16()).filter(|c| c.is_upstream_fault());
+            let buffer = status.is_success()
+                && !stream
+                && !hold_permit
+                && bridge.is_none()
+                && endpoint.kind == EndpointKind::ModelInBody
+                && method != http::Method::HEAD;
+            let upstream_response = if class.is_some() && bridge.is_none() {
+                // An error answer is read whole (it is small) to tell a model that cannot load
+                // from other 5xx, and so that the next target may be tried after it.
+                let (head, bytes) = read_error_answer(upstream_response, handle.idle_timeout).await;
+                class = keel_upstream::classify_error_answer(status.as_u16(), &bytes);
+                if let Some(failure) = class {
+                    let detail = format!("upstream answered {status}: {}", error_message(&bytes));
+                    if !is_last && matches!(payload, Payload::Bytes(_)) {
+                        tally.failed(gateway, index, &key, permit, (failure, detail), head_latency);
+                        continue;
                     }
-                    // A chat stream with targets left can be continued there if it breaks.
-                    let resume = match &payload {
-                        Payload::Bytes(bytes)
-                            if status.is_success()
-                                && !hold_permit
-                                && matches!(endpoint.label, "/api/chat" | "/v1/chat/completions")
-                                && index + 1 < targets.len() =>
-                        {
-                            let (original, prefix) = match &continuing {
-                                Some(c) => (c.original.clone(), c.prefix.clone()),
-                                None => (bytes.clone(), String::new()),
-                            };
-                            Some(crate::resume::Resume {
-                                gateway: gateway.clone(),
-                                endpoint,
-                                method: method.clone(),
-                                headers: headers.clone(),
-                                id: id_value.clone(),
-                                started,
-                                targets: targets[index + 1..].to_vec(),
-                                route_model: route_model.clone(),
-                                requested_model: requested_model.clone(),
-                                path_and_query: path_and_query.clone(),
-                                original,
-                                prefix,
-                            })
-                        }
-                        _ => None,
+                }
+                let bytes = if class == Some(FailureClass::ModelLoad) {
+                    model_load_answer(endpoint.dialect, status, &bytes, &target.upstream, target.model_for(asked))
+                } else {
+                    bytes
+                };
+                Whole::Read(head, bytes)
+            } else if class.is_some() && !is_last && matches!(payload, Payload::Bytes(_)) {
+                drop(upstream_response);
+                let failure = (class.unwrap_or(FailureClass::ServerError), format!("upstream answered {status}"));
+                tally.failed(gateway, index, &key, permit, failure, head_latency);
+                continue;
+            } else if buffer {
+                let limit = gateway.config().server.max_buffered_answer;
+                match read_whole_answer(upstream_response, limit, handle.idle_timeout).await {
+                    Ok((head, bytes)) => Whole::Read(head, bytes),
+                    Err(failure) if !is_last => {
+                        tally.failed(gateway, index, &key, permit, failure, head_latency);
+                        continue;
+                    }
+                    Err((failure, detail)) => {
+                        record(permit, Some(failure), head_latency);
+                        gateway.observe(&key, Some((failure, detail.clone())));
+                        tally.reasons.push(format!("{key}: {failure} ({detail})"));
+                        break 'rounds;
+                    }
+                }
+            } else {
+                Whole::Streaming(upstream_response)
+            };
+            // A chat stream with targets left can be continued there if it breaks.
+            let resume = match (&payload, &upstream_response) {
+                (Payload::Bytes(bytes), Whole::Streaming(_))
+                    if status.is_success()
+                        && !hold_permit
+                        && matches!(endpoint.label, "/api/chat" | "/v1/chat/completions")
+                        && index + 1 < targets.len() =>
+                {
+                    let (original, prefix) = match &continuing {
+                        Some(c) => (c.original.clone(), c.prefix.clone()),
+                        None => (bytes.clone(), String::new()),
                     };
-                    let (permit, held) = if hold_permit { (None, permit) } else { (permit, None) };
-                    let answer = Answer {
-                        id: id_text,
-                        route: endpoint.label,
-                        dialect: endpoint.dialect,
-                        model: model_label,
-                        upstream: handle.upstream.name.clone(),
-                        key: if uses_breakers { key } else { String::new() },
-                        head_failure: class,
-                        permit,
-                        resume,
-                        head_latency,
+                    Some(crate::resume::Resume {
+                        gateway: gateway.clone(),
+                        endpoint,
+                        method: method.clone(),
+                        headers: headers.clone(),
+                        id: id_value.clone(),
                         started,
-                    };
-                    let head_request = method == http::Method::HEAD;
-                    let mut response = match bridge {
-                        // Boxed: a rare path whose large future would otherwise grow every request's.
-                        Some(kind) => {
-                            Box::pin(bridge_response(
-                                gateway,
-                                upstream_response,
-                                answer,
-                                &answering,
-                                handle.idle_timeout,
-                                kind,
-                                stream_requested,
-                            ))
-                            .await
-                        }
-                        None => relay_response(
-                            gateway,
-                            upstream_response,
-                            answer,
-                            &answering,
-                            handle.idle_timeout,
-                            head_request,
-                            None,
-                        ),
-                    };
-                    if !out.is_empty() {
-                        response.headers_mut().insert(KEEL_ATTEMPTS, HeaderValue::from(out.len() + 1));
-                    }
-                    return Sent { response, answered: Some(index), permit: held };
+                        targets: targets[index + 1..].to_vec(),
+                        route_model: route_model.clone(),
+                        requested_model: requested_model.clone(),
+                        path_and_query: path_and_query.clone(),
+                        original,
+                        prefix,
+                    })
                 }
+                _ => None,
+            };
+            let (permit, held) = if hold_permit { (None, permit) } else { (permit, None) };
+            let answer = Answer {
+                id: id_text,
+                route: endpoint.label,
+                dialect: endpoint.dialect,
+                model: model_label,
+                upstream: handle.upstream.name.clone(),
+                key: if uses_breakers { key } else { String::new() },
+                head_failure: class,
+                permit,
+                resume,
+                head_latency,
+                started,
+            };
+            let head_request = method == http::Method::HEAD;
+            let mut response = match (upstream_response, bridge) {
+                (Whole::Read(head, bytes), _) => whole_response(gateway, head, bytes, answer, &answering),
+                // Boxed: a rare path whose large future would otherwise grow every request's.
+                (Whole::Streaming(upstream_response), Some(kind)) => {
+                    Box::pin(bridge_response(
+                        gateway,
+                        upstream_response,
+                        answer,
+                        &answering,
+                        handle.idle_timeout,
+                        kind,
+                        stream_requested,
+                    ))
+                    .await
+                }
+                (Whole::Streaming(upstream_response), None) => relay_response(
+                    gateway,
+                    upstream_response,
+                    answer,
+                    &answering,
+                    handle.idle_timeout,
+                    head_request,
+                    None,
+                ),
+            };
+            if tally.calls > 1 {
+                response.headers_mut().insert(KEEL_ATTEMPTS, HeaderValue::from(tally.calls));
             }
+            return Sent { response, answered: Some(index), permit: held };
         }
 
+        if !attempted && panic.is_none() && !tally.partial.is_empty() {
+            panic = tally.panic_target(gateway.config().breaker.panic_share);
+            if panic.is_some() {
+                continue 'rounds;
+            }
+        }
+        panic = None;
         // Every target failed this round. Another round only for failures that may pass (not for
         // open breakers alone), within the retry allowance, the budget and the deadline.
         round += 1;
-        if round > retry.attempts || !retryable || !matches!(payload, Payload::Bytes(_)) {
+        if round > retry.attempts || !tally.retryable || !matches!(payload, Payload::Bytes(_)) {
             break 'rounds;
         }
         let wait = crate::retry::backoff(retry.backoff, retry.backoff_max, round);
         if Instant::now() + wait >= deadline {
-            out.push("no retry: the request's deadline is too close".to_owned());
+            tally.reasons.push("no retry: the request's deadline is too close".to_owned());
             break 'rounds;
         }
         if !gateway.inner.retry_budget.try_withdraw() {
-            out.push("no retry: the retry budget is spent (too many retries recently)".to_owned());
+            tally.reasons.push("no retry: the retry budget is spent (too many retries recently)".to_owned());
             break 'rounds;
         }
         tracing::info!(round, wait_ms = wait.as_millis() as u64, "every target failed; retrying");
         tokio::time::sleep(wait).await;
-        retryable = false;
+        tally.retryable = false;
     }
 
-    // Nothing answered. A single target that could not be reached keeps its precise error.
-    let single_target = targets.len() == 1 && retry_after.is_none();
-    let error = match (last_transport_error, single_target) {
-        (Some(err), true) => ProxyError::Upstream(err),
-        _ => ProxyError::AllTargetsUnavailable {
-            model: if requested_model.is_empty() { "*".to_owned() } else { requested_model },
-            reasons: out,
-            retry_after: retry_after.unwrap_or(Duration::from_secs(1)),
-        },
-    };
+    let error = final_error(tally, targets.len(), requested_model, started);
     tracing::warn!(status = error.status().as_u16(), error = %error, "no target answered");
     Completion::finished_now(endpoint.label, &model_label, error.status(), started);
     Sent::keel(InDialect(endpoint.dialect, error).into_response())
+}
+
+/// keel's answer when no target answered: a single unreachable target keeps its precise error;
+/// otherwise every target and why, with one retry time. Both say how many calls were made and
+/// how long they took in all.
+fn final_error(tally: Tally, targets: usize, requested_model: String, started: Instant) -> ProxyError {
+    let elapsed = keel_types::duration::format(Duration::from_millis(started.elapsed().as_millis() as u64));
+    let calls = tally.calls;
+    match tally.last_transport_error {
+        Some(mut err) if targets == 1 && tally.retry_after.is_none() => {
+            err.detail = format!("{}; {calls} attempt(s) in {elapsed} in all", err.detail);
+            ProxyError::Upstream(err)
+        }
+        _ => {
+            let mut reasons = tally.reasons;
+            if calls > 0 {
+                reasons.push(format!("{calls} call(s) made in {elapsed} in all"));
+            }
+            ProxyError::AllTargetsUnavailable {
+                model: if requested_model.is_empty() { "*".to_owned() } else { requested_model },
+                reasons,
+                retry_after: tally.retry_after.unwrap_or(Duration::from_secs(1)),
+            }
+        }
+    }
+}
+
+/// An upstream answer as keel passes it on: read whole (an error, or a non-streamed answer), or
+/// relayed as it arrives.
+enum Whole {
+    Read(http::response::Parts, Bytes),
+    Streaming(http::Response<keel_upstream::ResponseBody>),
+}
+
+/// Largest error answer keel reads to classify it.
+const MAX_ERROR_ANSWER: usize = 64 * 1024;
+
+/// Reads an error answer (bounded, within the idle timeout); what could not be read is left out.
+async fn read_error_answer(
+    response: http::Response<keel_upstream::ResponseBody>,
+    idle_timeout: Duration,
+) -> (http::response::Parts, Bytes) {
+    let (head, body) = response.into_parts();
+    let limited = http_body_util::Limited::new(body, MAX_ERROR_ANSWER);
+    let bytes = match tokio::time::timeout(idle_timeout, limited.collect()).await {
+        Ok(Ok(collected)) => collected.to_bytes(),
+        _ => Bytes::new(),
+    };
+    (head, bytes)
+}
+
+/// Reads a non-streamed answer whole, so that one cut short is a failure of its target and not a
+/// truncated 200. Each frame must come within `idle_timeout`.
+async fn read_whole_answer(
+    response: http::Response<keel_upstream::ResponseBody>,
+    limit: usize,
+    idle_timeout: Duration,
+) -> Result<(http::response::Parts, Bytes), (FailureClass, String)> {
+    let (head, mut body) = response.into_parts();
+    let mut collected = bytes::BytesMut::new();
+    loop {
+        match tokio::time::timeout(idle_timeout, body.frame()).await {
+            Err(_) => {
+                let idle = keel_types::duration::format(idle_timeout);
+                return Err((
+                    FailureClass::Timeout,
+                    format!("the upstream sent nothing of its answer for {idle} (idle_timeout)"),
+                ));
+            }
+            Ok(None) => return Ok((head, collected.freeze())),
+            Ok(Some(Err(err))) => {
+                let class = keel_upstream::classify_body_error(&err);
+                return Err((
+                    class,
+                    format!("the upstream cut its answer short after {} bytes: {err}", collected.len()),
+                ));
+            }
+            Ok(Some(Ok(frame))) => {
+                if let Ok(data) = frame.into_data() {
+                    if collected.len() + data.len() > limit {
+                        return Err((
+                            FailureClass::Local,
+                            format!(
+                                "the answer is larger than [server] max_buffered_answer ({limit} bytes); raise it, or ask with \"stream\": true"
+                            ),
+                        ));
+                    }
+                    collected.extend_from_slice(&data);
+                }
+            }
+        }
+    }
+}
+
+/// The message of an upstream's error body (`{"error": "..."}` or `{"error": {"message": ...}}`),
+/// else the body as text, shortened.
+fn error_message(body: &[u8]) -> String {
+    let parsed: Option<serde_json::Value> = serde_json::from_slice(body).ok();
+    let message =
+        parsed.as_ref().and_then(|v| v["error"].as_str().or(v["error"]["message"].as_str()).map(str::to_owned));
+    let text = message.unwrap_or_else(|| String::from_utf8_lossy(body).trim().to_owned());
+    if text.chars().count() > 300 { format!("{}…", text.chars().take(300).collect::<String>()) } else { text }
+}
+
+/// The answer for a model the server could not load: the upstream's message and what to do, in
+/// the endpoint's dialect, with the upstream's status.
+fn model_load_answer(dialect: Dialect, status: http::StatusCode, body: &[u8], upstream: &str, model: &str) -> Bytes {
+    let message = format!(
+        "{} (keel: upstream '{upstream}' could not load or run model '{model}'; free memory on that machine, \
+         use a smaller model or quantization, or add a fallback target to this model's route in keel.toml)",
+        error_message(body)
+    );
+    keel_upstream::ErrorBody::new(dialect, status, &message).body
+}
+
+/// An answer keel read whole, passed on with its bookkeeping recorded now.
+fn whole_response(
+    gateway: &Gateway,
+    mut head: http::response::Parts,
+    bytes: Bytes,
+    answer: Answer,
+    answering: &str,
+) -> Response {
+    strip_hop_headers(&mut head.headers);
+    head.headers.insert(header::CONTENT_LENGTH, HeaderValue::from(bytes.len()));
+    if let Ok(value) = HeaderValue::from_str(answering) {
+        head.headers.insert(KEEL_TARGET, value);
+    }
+    let status = head.status;
+    let completion = Completion::new(gateway.clone(), answer, status);
+    completion.end(None);
+    Response::from_parts(head, Body::from(bytes))
 }
 
 impl Sent {
@@ -652,6 +956,7 @@ mod tests {
             ok: false,
             version: None,
             loaded_models: Vec::new(),
+            models: None,
             error: Some("connection refused".into()),
             latency_ms: 1,
             checked: None,

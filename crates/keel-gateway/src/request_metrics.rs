@@ -1,4 +1,5 @@
-//! Metric handles for the request path, looked up once per serving thread instead of per request.
+//! Metric handles for the request path, looked up once per serving thread instead of per request,
+//! and the bounded set of model names that get a label of their own.
 //!
 //! Recording through the `metrics::counter!` macros hashes and allocates the label set on every
 //! call; at tens of thousands of requests per second that showed in profiles. Handles are cached
@@ -12,9 +13,47 @@ use http::StatusCode;
 use keel_telemetry::names;
 use metrics::{Counter, Gauge, Histogram};
 
-/// Past this many cached label sets per thread (clients inventing model names), handles are
-/// looked up per request instead of cached, so memory stays bounded.
+/// Past this many cached label sets per thread, handles are looked up per request instead of
+/// cached, so memory stays bounded.
 const MAX_CACHED: usize = 4096;
+
+/// Most model names with a label of their own; later names share [`OTHER`].
+pub(crate) const MAX_MODEL_LABELS: usize = 256;
+
+/// The label shared by model names that never got an answer (made-up names: every one would
+/// otherwise add a few dozen series to `/metrics`) and by names past [`MAX_MODEL_LABELS`].
+pub(crate) const OTHER: &str = "other";
+
+/// Model names that have a label: configured routes' names and names a target answered.
+static LABELLED: std::sync::LazyLock<parking_lot::RwLock<std::collections::HashSet<String>>> =
+    std::sync::LazyLock::new(Default::default);
+
+/// Gives configured routes' model names their own labels from the start.
+pub(crate) fn label_models<'a>(names: impl IntoIterator<Item = &'a str>) {
+    let mut labelled = LABELLED.write();
+    for name in names {
+        if name != "*" && labelled.len() < MAX_MODEL_LABELS {
+            labelled.insert(name.to_owned());
+        }
+    }
+}
+
+/// The metrics label of a requested model: its name once a target has answered it (`answered`
+/// is true for a 2xx answer) while there is room, else [`OTHER`]. Requests that name no model
+/// keep the empty label.
+pub(crate) fn model_label(model: &str, answered: bool) -> &str {
+    if model.is_empty() || LABELLED.read().contains(model) {
+        return model;
+    }
+    if answered {
+        let mut labelled = LABELLED.write();
+        if labelled.len() < MAX_MODEL_LABELS {
+            labelled.insert(model.to_owned());
+            return model;
+        }
+    }
+    OTHER
+}
 
 /// The handles one finished request records into.
 #[derive(Debug)]
@@ -38,6 +77,7 @@ thread_local! {
 
 /// The handles for a request on `route` for `model` answered with `status`.
 pub(crate) fn for_request(route: &'static str, model: &str, status: StatusCode) -> Arc<RequestMetrics> {
+    let model = model_label(model, status.is_success());
     REQUESTS.with(|cache| {
         let mut cache = cache.borrow_mut();
         let (count, map) = &mut *cache;
@@ -84,5 +124,18 @@ mod tests {
         assert!(Arc::ptr_eq(&a, &b));
         let c = for_request("/api/chat", "m", StatusCode::NOT_FOUND);
         assert!(!Arc::ptr_eq(&a, &c));
+    }
+
+    #[test]
+    fn made_up_names_share_one_label_and_answered_ones_get_theirs() {
+        assert_eq!(model_label("never-answered-model", false), OTHER);
+        assert_eq!(model_label("answered-model", true), "answered-model");
+        assert_eq!(model_label("answered-model", false), "answered-model");
+        assert_eq!(model_label("", false), "");
+        for i in 0..MAX_MODEL_LABELS * 2 {
+            let _ = model_label(&format!("flood-{i}"), true);
+        }
+        assert!(LABELLED.read().len() <= MAX_MODEL_LABELS);
+        assert_eq!(model_label("one-too-many", true), OTHER);
     }
 }

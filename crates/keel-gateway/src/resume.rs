@@ -69,6 +69,7 @@ impl Resume {
             requested_model: self.requested_model,
             path_and_query: self.path_and_query,
             payload: Payload::Bytes(body),
+            stream: true,
         };
         tracing::info!(targets = forward.targets.len(), "stream broke mid-answer; continuing on the next target");
         Some(Box::pin(async move { send(&gateway, call, endpoint, forward).await }))

@@ -4,6 +4,18 @@ use keel_types::{ModelName, TargetId};
 
 use crate::config::RouteConfig;
 
+/// The breaker (and observation) key of `target` for a request: `upstream:model`, the model being
+/// the one that upstream is asked for — the route's model for a named route, the client's for the
+/// `"*"` route, a target's own when it renames — without an implied `:latest`. So every model
+/// has its own breaker, also behind the wildcard route: one model's failures never refuse
+/// another's requests.
+pub(crate) fn breaker_key(target: &TargetId, route_model: &str, requested: &str) -> String {
+    let asked = if route_model == "*" { requested } else { route_model };
+    let model = target.model_for(asked);
+    let model = model.strip_suffix(":latest").unwrap_or(model);
+    format!("{}:{model}", target.upstream)
+}
+
 /// The routes of a config, looked up by requested model name.
 #[derive(Debug, Clone)]
 pub struct RouteTable {
@@ -31,13 +43,17 @@ impl RouteTable {
         self.routes.iter().find(|r| r.model == "*").or(self.routes.first()).and_then(|r| r.targets.first())
     }
 
-    /// The key of every configured target, `upstream:route-model` (the route's model is `*` for
-    /// the wildcard route unless the target renames it), in declaration order without repeats.
+    /// The breaker key of every target the config names a model for (`upstream:model`), in
+    /// declaration order without repeats. Targets of the `"*"` route that keep the client's model
+    /// name have no key until a model is asked for (see [`breaker_key`]).
     pub fn target_keys(&self) -> Vec<String> {
         let mut keys: Vec<String> = Vec::new();
         for route in &self.routes {
             for target in &route.targets {
-                let key = target.display_name(&route.model);
+                if route.model == "*" && target.model.is_none() {
+                    continue;
+                }
+                let key = breaker_key(target, &route.model, &route.model);
                 if !keys.contains(&key) {
                     keys.push(key);
                 }
@@ -74,6 +90,19 @@ mod tests {
         assert_eq!(table.resolve("llama3.2:1b").unwrap().targets[0].upstream, "local");
         assert_eq!(table.resolve("mistral").unwrap().model, "*");
         assert_eq!(table.default_target().unwrap().upstream, "local");
+    }
+
+    #[test]
+    fn every_model_has_its_own_key_also_behind_the_wildcard() {
+        let local = TargetId::parse("local").unwrap();
+        assert_eq!(breaker_key(&local, "*", "llama3.2"), "local:llama3.2");
+        assert_eq!(breaker_key(&local, "*", "llama3.2:latest"), "local:llama3.2");
+        assert_eq!(breaker_key(&local, "*", "qwen2.5:0.5b"), "local:qwen2.5:0.5b");
+        assert_eq!(breaker_key(&local, "llama3.2", "llama3.2:latest"), "local:llama3.2");
+        let renamed = TargetId::parse("local:qwen").unwrap();
+        assert_eq!(breaker_key(&renamed, "*", "anything"), "local:qwen");
+        let table = RouteTable::new(vec![route("*", &["local", "backup:tiny"]), route("llama3.2", &["backup"])]);
+        assert_eq!(table.target_keys(), ["backup:tiny", "backup:llama3.2"]);
     }
 
     #[test]

@@ -191,8 +191,10 @@ pub(crate) async fn pump_breaker_events(
         metrics::gauge!(names::BREAKER_STATE, "target" => key.target).set(0.0);
     }
     let mut tick = tokio::time::interval(EVENT_PUMP_INTERVAL);
+    let breakers = metrics::gauge!(names::BREAKERS);
     loop {
         tick.tick().await;
+        breakers.set(gateway.breakers().len() as f64);
         for event in gateway.breakers().drain_events() {
             if let Some(openings) = &openings
                 && crate::shared::Sharing::shares(&event)
@@ -209,11 +211,13 @@ pub(crate) async fn pump_breaker_events(
                 keel_breaker::State::Open => 2.0,
             };
             metrics::gauge!(names::BREAKER_STATE, "target" => target.clone()).set(level);
+            let why = if event.to == keel_breaker::State::Open { gateway.open_reason(&target) } else { None };
             tracing::warn!(
                 target = %target,
                 from = event.from.as_str(),
                 to = event.to.as_str(),
                 reason = %event.reason,
+                why = why.unwrap_or_default(),
                 cooldown = event.cooldown.map(keel_types::duration::format).unwrap_or_default(),
                 "circuit breaker {}",
                 event.to.as_str()

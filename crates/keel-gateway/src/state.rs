@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Instant, SystemTime};
 
 use axum::Router;
 use axum::routing::{any, get};
@@ -37,13 +37,49 @@ pub(crate) struct UpstreamHandle {
     pub(crate) duration: metrics::Histogram,
 }
 
-/// What keel has observed of one target (`upstream:model`).
-#[derive(Debug, Clone, Default)]
+/// What keel has observed of one target (`upstream:model`) or upstream (by name).
+#[derive(Debug, Clone)]
 pub(crate) struct TargetStats {
     pub(crate) requests: u64,
     pub(crate) failures: u64,
     pub(crate) consecutive_failures: u64,
-    pub(crate) last_failure: Option<(FailureClass, String)>,
+    pub(crate) last_failure: Option<LastFailure>,
+    /// When it last answered usably.
+    pub(crate) last_success: Option<Instant>,
+    /// When it was last observed, to forget the least recently seen of unconfigured models.
+    pub(crate) last_seen: Instant,
+}
+
+impl Default for TargetStats {
+    fn default() -> TargetStats {
+        TargetStats {
+            requests: 0,
+            failures: 0,
+            consecutive_failures: 0,
+            last_failure: None,
+            last_success: None,
+            last_seen: Instant::now(),
+        }
+    }
+}
+
+/// The last failure seen of a target or upstream: what, and when.
+#[derive(Debug, Clone)]
+pub(crate) struct LastFailure {
+    pub(crate) class: FailureClass,
+    pub(crate) detail: String,
+    pub(crate) at: SystemTime,
+}
+
+impl LastFailure {
+    /// `{"class", "detail", "at"}` with `at` in RFC 3339.
+    pub(crate) fn to_json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "class": self.class,
+            "detail": self.detail,
+            "at": humantime::format_rfc3339_seconds(self.at).to_string(),
+        })
+    }
 }
 
 /// The state shared by every request: config, routes, observations, and the upstream clients of
@@ -63,9 +99,12 @@ pub(crate) struct Inner {
     pub(crate) routes: RouteTable,
     pub(crate) started: Instant,
     pub(crate) targets: Mutex<BTreeMap<String, TargetStats>>,
-    /// One circuit breaker per configured target (`upstream:route-model`).
+    /// One circuit breaker per target (`upstream:model`, created on first use for models asked
+    /// through the `"*"` route) and one per upstream (by its name) for failures of the server
+    /// itself.
     pub(crate) breakers: keel_breaker::Registry,
-    /// Handles of the configured targets' breakers, looked up without the registry's map.
+    /// Handles of the configured targets' and the upstreams' breakers (pinned: never evicted),
+    /// looked up without the registry's map.
     pub(crate) breaker_handles: BTreeMap<String, keel_breaker::BreakerHandle>,
     /// Retries allowed across all requests.
     pub(crate) retry_budget: crate::retry::RetryBudget,
@@ -100,9 +139,15 @@ impl Gateway {
         let _ = keel_telemetry::prometheus();
         let breakers = keel_breaker::Registry::new(&config.breaker)?;
         let routes = RouteTable::new(config.routes.clone());
+        crate::request_metrics::label_models(config.routes.iter().map(|r| r.model.as_str()));
         let config_retry = (config.retry.budget_ratio, config.retry.budget_min_per_second);
-        let breaker_handles =
-            routes.target_keys().into_iter().map(|key| (key.clone(), breakers.breaker(&key))).collect();
+        let upstream_names = config.upstreams.iter().map(|u| u.name.clone());
+        let breaker_handles = routes
+            .target_keys()
+            .into_iter()
+            .chain(upstream_names)
+            .map(|key| (key.clone(), breakers.pinned(&key)))
+            .collect();
         Ok(Gateway {
             inner: Arc::new(Inner {
                 routes,
@@ -136,7 +181,7 @@ impl Gateway {
         self.upstreams.iter().find(|u| u.upstream.name == name)
     }
 
-    /// The breaker of a target key (`upstream:route-model`).
+    /// The breaker of a target key (`upstream:model`), or of an upstream as a whole (its name).
     pub(crate) fn breaker(&self, key: &str) -> keel_breaker::BreakerHandle {
         match self.inner.breaker_handles.get(key) {
             Some(handle) => handle.clone(),
@@ -187,19 +232,68 @@ impl Gateway {
         self.inner.routes.default_target()
     }
 
-    /// Records the outcome of one call to a target (`None` = success).
+    /// Records the outcome of one call to a target or upstream (`None` = success). Entries of
+    /// unconfigured models are bounded like their breakers: the least recently seen goes first.
     pub(crate) fn observe(&self, target: &str, failure: Option<(FailureClass, String)>) {
         let mut targets = self.inner.targets.lock();
-        let stats = targets.entry(target.to_owned()).or_default();
-        stats.requests += 1;
-        match failure {
-            None => stats.consecutive_failures = 0,
-            Some(failure) => {
-                stats.failures += 1;
-                stats.consecutive_failures += 1;
-                stats.last_failure = Some(failure);
+        if !targets.contains_key(target) {
+            let limit = self.inner.config.breaker.max_breakers + self.inner.breaker_handles.len();
+            if targets.len() >= limit
+                && let Some(oldest) = targets
+                    .iter()
+                    .filter(|(key, _)| !self.inner.breaker_handles.contains_key(*key))
+                    .min_by_key(|(_, stats)| stats.last_seen)
+                    .map(|(key, _)| key.clone())
+            {
+                targets.remove(&oldest);
             }
         }
+        let stats = targets.entry(target.to_owned()).or_default();
+        stats.requests += 1;
+        stats.last_seen = Instant::now();
+        match failure {
+            None => {
+                stats.consecutive_failures = 0;
+                stats.last_success = Some(stats.last_seen);
+            }
+            Some((class, detail)) => {
+                stats.failures += 1;
+                stats.consecutive_failures += 1;
+                stats.last_failure = Some(LastFailure { class, detail, at: SystemTime::now() });
+            }
+        }
+    }
+
+    /// A target's consecutive failures when its failures are partial: it answered usably within
+    /// the breaker's window (a failure rate, not a dead server or a model that cannot load).
+    pub(crate) fn partial_failures(&self, key: &str) -> Option<u64> {
+        let window = self.inner.config.breaker.window;
+        let targets = self.inner.targets.lock();
+        let stats = targets.get(key)?;
+        stats.last_success.is_some_and(|at| at.elapsed() < window).then_some(stats.consecutive_failures)
+    }
+
+    /// Why a target's (or an upstream's) breaker is open, in words, with the failure that tripped
+    /// it: `default:llama3.2: circuit open since 12:01:03 UTC after 5 consecutive failures (last:
+    /// refused: connection refused at http://127.0.0.1:11434)`. `None` while it is not open.
+    pub(crate) fn open_reason(&self, key: &str) -> Option<String> {
+        let snapshot = self.breaker(key).snapshot();
+        if snapshot.state != keel_breaker::State::Open {
+            return None;
+        }
+        let mut reason = format!("{key}: circuit open");
+        let clock = self.inner.breakers.clock();
+        if let Some(at) = snapshot.opened_at.and_then(|at| clock.wall_time(at)) {
+            let stamp = humantime::format_rfc3339_seconds(at).to_string();
+            reason.push_str(&format!(" since {} UTC", stamp.get(11..19).unwrap_or(&stamp)));
+        }
+        if let Some(last) = snapshot.last_transition {
+            reason.push_str(&format!(" after {}", last.reason));
+        }
+        if let Some(last) = self.inner.targets.lock().get(key).and_then(|s| s.last_failure.clone()) {
+            reason.push_str(&format!(" (last: {}: {})", last.class, last.detail));
+        }
+        Some(reason)
     }
 }
 

@@ -27,6 +27,9 @@ pub mod names {
     pub const BREAKER_TRANSITIONS_TOTAL: &str = "keel_breaker_transitions_total";
     /// Gauge of each target's breaker: 0 closed, 1 half-open, 2 open. Label: `target`.
     pub const BREAKER_STATE: &str = "keel_breaker_state";
+    /// Gauge: how many circuit breakers exist (configured targets, upstreams, and models asked
+    /// for through the `"*"` route, bounded by `[breaker] max_breakers`).
+    pub const BREAKERS: &str = "keel_breakers";
     /// Gauge set to 1 with a `version` label, for dashboards.
     pub const BUILD_INFO: &str = "keel_build_info";
     /// Counter: answers to structured-output requests by `route`, `model` and `outcome`

@@ -28,11 +28,33 @@ pub enum FailureClass {
     StreamBroken,
     /// The answer arrived whole but is not valid for the request (e.g. broken structured output).
     InvalidOutput,
+    /// The server could not load or run the requested model (Ollama: "model requires more system
+    /// memory", "unable to load model", "llama runner process has terminated"). The model's own
+    /// failure: asking the same server again will not help, another target may answer.
+    ModelLoad,
+    /// keel itself ran out of a local resource (open files, memory, ports) while calling the
+    /// upstream. Never held against the upstream.
+    Local,
+}
+
+/// Who a failed call is held against: which breaker, if any, counts it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Blame {
+    /// The model server as a whole (refused, connect timeout, reset before any answer): every model
+    /// on that upstream fails fast together.
+    Server,
+    /// The one model that was asked (its 5xx, load failure, time-out, broken or invalid answer).
+    Model,
+    /// keel's own resources: counted against nobody.
+    Keel,
+    /// The client's request (bad request, unknown model): counted against nobody.
+    Client,
 }
 
 impl FailureClass {
     /// Every class, for metrics pre-registration and exhaustive tests.
-    pub const ALL: [FailureClass; 9] = [
+    pub const ALL: [FailureClass; 11] = [
         FailureClass::Busy,
         FailureClass::Timeout,
         FailureClass::Refused,
@@ -42,6 +64,8 @@ impl FailureClass {
         FailureClass::ModelNotFound,
         FailureClass::StreamBroken,
         FailureClass::InvalidOutput,
+        FailureClass::ModelLoad,
+        FailureClass::Local,
     ];
 
     /// The snake_case name used in logs, metrics labels and config.
@@ -56,13 +80,38 @@ impl FailureClass {
             FailureClass::ModelNotFound => "model_not_found",
             FailureClass::StreamBroken => "stream_broken",
             FailureClass::InvalidOutput => "invalid_output",
+            FailureClass::ModelLoad => "model_load",
+            FailureClass::Local => "local",
         }
     }
 
     /// Whether the upstream (not the client) is at fault. Only these count against a breaker by
     /// default; a client's bad request or an unknown model says nothing about the server's health.
     pub fn is_upstream_fault(self) -> bool {
-        !matches!(self, FailureClass::BadRequest | FailureClass::ModelNotFound)
+        !matches!(self, FailureClass::BadRequest | FailureClass::ModelNotFound | FailureClass::Local)
+    }
+
+    /// Who a failure of this class is held against when it happened after a connection was open.
+    /// Failures while connecting are the server's whatever their class (see
+    /// `keel_upstream::UpstreamError::connecting`), except [`FailureClass::Local`].
+    pub fn blame(self) -> Blame {
+        match self {
+            FailureClass::Refused | FailureClass::Reset => Blame::Server,
+            FailureClass::Local => Blame::Keel,
+            FailureClass::BadRequest | FailureClass::ModelNotFound => Blame::Client,
+            FailureClass::Busy
+            | FailureClass::Timeout
+            | FailureClass::ServerError
+            | FailureClass::StreamBroken
+            | FailureClass::InvalidOutput
+            | FailureClass::ModelLoad => Blame::Model,
+        }
+    }
+
+    /// Whether asking the same target again may help (a load failure or keel's own fault will not
+    /// pass by retrying the same server within the same request).
+    pub fn retry_same_target(self) -> bool {
+        self.is_upstream_fault() && self != FailureClass::ModelLoad
     }
 
     /// Classifies an HTTP status of a complete response head. `None` for success statuses.
@@ -97,6 +146,17 @@ mod tests {
         assert_eq!(FailureClass::from_status(400), Some(FailureClass::BadRequest));
         assert_eq!(FailureClass::from_status(500), Some(FailureClass::ServerError));
         assert_eq!(FailureClass::from_status(504), Some(FailureClass::Timeout));
+    }
+
+    #[test]
+    fn blame_follows_what_failed() {
+        assert_eq!(FailureClass::Refused.blame(), Blame::Server);
+        assert_eq!(FailureClass::ServerError.blame(), Blame::Model);
+        assert_eq!(FailureClass::ModelLoad.blame(), Blame::Model);
+        assert_eq!(FailureClass::Local.blame(), Blame::Keel);
+        assert!(!FailureClass::Local.is_upstream_fault());
+        assert!(!FailureClass::ModelLoad.retry_same_target());
+        assert!(FailureClass::ServerError.retry_same_target());
     }
 
     #[test]

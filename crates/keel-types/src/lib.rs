@@ -13,5 +13,5 @@ pub mod failure;
 pub mod model;
 
 pub use dialect::Dialect;
-pub use failure::FailureClass;
+pub use failure::{Blame, FailureClass};
 pub use model::{ModelName, TargetId, TargetIdError};

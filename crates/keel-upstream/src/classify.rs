@@ -22,6 +22,47 @@ pub fn classify_body_error(err: &hyper::Error) -> FailureClass {
     if err.is_timeout() { FailureClass::Timeout } else { FailureClass::StreamBroken }
 }
 
+/// What Ollama (and llama.cpp) say when a model cannot be loaded or its runner died: the
+/// model's own failure, not the server's.
+const LOAD_FAILURES: [&str; 9] = [
+    "requires more system memory",
+    "unable to load model",
+    "llama runner process has terminated",
+    "llama runner process no longer running",
+    "error loading model",
+    "failed to load model",
+    "model runner has unexpectedly stopped",
+    "out of memory",
+    "insufficient memory",
+];
+
+/// Classifies an error answer (status and the start of its body): a 5xx whose message says the
+/// model could not be loaded or run is [`FailureClass::ModelLoad`], everything else follows
+/// [`FailureClass::from_status`]. `None` for success statuses.
+pub fn classify_error_answer(status: u16, body: &[u8]) -> Option<FailureClass> {
+    let class = FailureClass::from_status(status)?;
+    if status >= 500 && status != 503 {
+        let text = String::from_utf8_lossy(&body[..body.len().min(4096)]).to_ascii_lowercase();
+        if LOAD_FAILURES.iter().any(|marker| text.contains(marker)) {
+            return Some(FailureClass::ModelLoad);
+        }
+    }
+    Some(class)
+}
+
+/// Linux/macOS error numbers of local resource exhaustion: keel's own problem, not the server's.
+const EMFILE: i32 = 24;
+const ENFILE: i32 = 23;
+const ENOMEM: i32 = 12;
+const ENOBUFS_LINUX: i32 = 105;
+const EADDRNOTAVAIL_LINUX: i32 = 99;
+
+/// Whether an I/O error means keel ran out of descriptors, memory, buffers or local ports.
+fn is_local_shortage(err: &io::Error) -> bool {
+    matches!(err.kind(), io::ErrorKind::OutOfMemory | io::ErrorKind::AddrNotAvailable)
+        || matches!(err.raw_os_error(), Some(EMFILE | ENFILE | ENOMEM | ENOBUFS_LINUX | EADDRNOTAVAIL_LINUX))
+}
+
 /// Walks an error's source chain: the innermost `io::Error` kind decides, then hyper's own flags.
 fn classify_chain(err: &(dyn StdError + 'static), connecting: bool) -> FailureClass {
     let mut source: Option<&(dyn StdError + 'static)> = Some(err);
@@ -29,6 +70,9 @@ fn classify_chain(err: &(dyn StdError + 'static), connecting: bool) -> FailureCl
     let mut hyper_timeout = false;
     while let Some(inner) = source {
         if let Some(io) = inner.downcast_ref::<io::Error>() {
+            if is_local_shortage(io) {
+                return FailureClass::Local;
+            }
             io_kind = Some(io.kind());
         }
         if let Some(h) = inner.downcast_ref::<hyper::Error>() {
@@ -43,6 +87,30 @@ fn classify_chain(err: &(dyn StdError + 'static), connecting: bool) -> FailureCl
         // A connect error without a more specific cause: unreachable host, no route, DNS.
         _ if connecting => FailureClass::Refused,
         _ => FailureClass::Reset,
+    }
+}
+
+#[cfg(test)]
+mod shortage_tests {
+    use super::*;
+
+    #[test]
+    fn running_out_of_files_is_keels_own_fault() {
+        let emfile = io::Error::from_raw_os_error(EMFILE);
+        assert_eq!(classify_connect_error(&emfile), FailureClass::Local);
+        let refused = io::Error::from(io::ErrorKind::ConnectionRefused);
+        assert_eq!(classify_connect_error(&refused), FailureClass::Refused);
+    }
+
+    #[test]
+    fn load_failures_are_the_models() {
+        let body = br#"{"error":"model requires more system memory (12.5 GiB) than is available (4.1 GiB)"}"#;
+        assert_eq!(classify_error_answer(500, body), Some(FailureClass::ModelLoad));
+        let crash = br#"{"error":"llama runner process has terminated: exit status 2"}"#;
+        assert_eq!(classify_error_answer(500, crash), Some(FailureClass::ModelLoad));
+        assert_eq!(classify_error_answer(500, br#"{"error":"boom"}"#), Some(FailureClass::ServerError));
+        assert_eq!(classify_error_answer(503, b"out of memory"), Some(FailureClass::Busy));
+        assert_eq!(classify_error_answer(200, b""), None);
     }
 }
 

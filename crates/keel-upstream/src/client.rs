@@ -12,7 +12,7 @@ use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Uri, header, uri};
 use http_body_util::{BodyExt, Empty, Full, combinators::UnsyncBoxBody};
 use hyper_util::rt::TokioIo;
-use keel_types::{Dialect, FailureClass};
+use keel_types::{Blame, Dialect, FailureClass};
 
 use crate::classify::{classify_connect_error, classify_send_error};
 use crate::pool::{Pool, ResponseBody, Sender};
@@ -143,13 +143,32 @@ pub struct UpstreamError {
     pub class: FailureClass,
     /// The underlying error, for logs.
     pub detail: String,
+    /// The call failed while opening the connection (nothing reached the server).
+    pub connecting: bool,
 }
 
 impl UpstreamError {
+    /// Who the failure is held against: keel's own resources, the server as a whole (it could not
+    /// be reached, or dropped the connection before answering), or the model that was asked (no
+    /// answer in time on an open connection).
+    pub fn blame(&self) -> Blame {
+        match self.class {
+            FailureClass::Local => Blame::Keel,
+            _ if self.connecting => Blame::Server,
+            class => class.blame(),
+        }
+    }
+
     /// A message for the client: what happened and what to do about it.
     pub fn client_message(&self) -> String {
         let Self { upstream, url, .. } = self;
         match self.class {
+            FailureClass::Local => format!(
+                "keel could not call upstream '{upstream}' at {url} because keel itself ran out of a local \
+                 resource ({}). The model server is not at fault; see keel's log, and raise keel's open-file \
+                 limit (ulimit -n) or free memory",
+                self.detail
+            ),
             FailureClass::Refused => format!(
                 "keel could not connect to upstream '{upstream}' at {url}: connection refused. \
                  Is the model server running there? (for Ollama: `ollama serve`; or fix the upstream url in keel.toml)"
@@ -166,10 +185,12 @@ impl UpstreamError {
         }
     }
 
-    /// The status keel answers with: 504 for timeouts, 502 for every other transport failure.
+    /// The status keel answers with: 504 for timeouts, 503 for keel's own resource shortage, 502
+    /// for every other transport failure.
     pub fn status(&self) -> http::StatusCode {
         match self.class {
             FailureClass::Timeout => http::StatusCode::GATEWAY_TIMEOUT,
+            FailureClass::Local => http::StatusCode::SERVICE_UNAVAILABLE,
             _ => http::StatusCode::BAD_GATEWAY,
         }
     }
@@ -264,19 +285,20 @@ impl UpstreamClient {
         head_timeout: Duration,
     ) -> Result<http::Response<ResponseBody>, UpstreamError> {
         let head_timeout = head_timeout.min(self.config.response_timeout);
-        let error = |class: FailureClass, detail: String| UpstreamError {
+        let error = |class: FailureClass, detail: String, connecting: bool| UpstreamError {
             upstream: upstream.name.clone(),
             url: upstream.base.clone(),
             class,
             detail,
+            connecting,
         };
         strip_hop_headers(&mut headers);
         // hyper sets Content-Length from the body itself (keel may have rewritten it).
         headers.remove(header::CONTENT_LENGTH);
         headers.insert(header::HOST, upstream.host.clone());
-        let uri = upstream
-            .uri_for(path_and_query)
-            .map_err(|e| error(FailureClass::BadRequest, format!("invalid request path {path_and_query:?}: {e}")))?;
+        let uri = upstream.uri_for(path_and_query).map_err(|e| {
+            error(FailureClass::BadRequest, format!("invalid request path {path_and_query:?}: {e}"), false)
+        })?;
         let mut request = http::Request::new(body);
         *request.method_mut() = method;
         *request.uri_mut() = uri;
@@ -284,12 +306,13 @@ impl UpstreamClient {
         match tokio::time::timeout(head_timeout, self.request(upstream, request)).await {
             Ok(Ok(response)) => Ok(response),
             Ok(Err(SendError::Connect(err))) => {
-                Err(error(classify_connect_error(&err), format!("tcp connect error: {}", describe(&err))))
+                Err(error(classify_connect_error(&err), format!("tcp connect error: {}", describe(&err)), true))
             }
-            Ok(Err(SendError::Http(err))) => Err(error(classify_send_error(&err), describe(&err))),
+            Ok(Err(SendError::Http(err))) => Err(error(classify_send_error(&err), describe(&err), false)),
             Err(_) => Err(error(
                 FailureClass::Timeout,
                 format!("no response head within {}", keel_types::duration::format(head_timeout)),
+                false,
             )),
         }
     }

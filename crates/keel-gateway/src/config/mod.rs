@@ -99,6 +99,8 @@ pub struct ServerConfig {
     pub listen: SocketAddr,
     /// Largest request body, in bytes.
     pub max_request_body: usize,
+    /// Largest non-streamed answer read whole, in bytes.
+    pub max_buffered_answer: usize,
     /// Bound on graceful shutdown.
     pub shutdown_grace: Duration,
     /// Serving threads (at least 1; `workers = 0` in the file means one per CPU core).
@@ -227,6 +229,8 @@ impl Config {
         })?;
         let max_request_body =
             parse_size(&raw.server.max_request_body).map_err(|e| invalid(format!("[server] max_request_body: {e}")))?;
+        let max_buffered_answer = parse_size(&raw.server.max_buffered_answer)
+            .map_err(|e| invalid(format!("[server] max_buffered_answer: {e}")))?;
 
         if raw.upstream.is_empty() {
             raw.upstream.push(default_upstream("http://127.0.0.1:11434"));
@@ -342,6 +346,7 @@ impl Config {
             server: ServerConfig {
                 listen,
                 max_request_body,
+                max_buffered_answer,
                 shutdown_grace: raw.server.shutdown_grace,
                 workers: match raw.server.workers {
                     0 => std::thread::available_parallelism().map_or(1, usize::from),

@@ -42,6 +42,9 @@ pub struct RawServer {
     pub listen: String,
     /// Largest request body keel reads, e.g. `"32MiB"`; larger bodies get 413.
     pub max_request_body: String,
+    /// Largest non-streamed answer keel reads whole before answering (so that one cut short by
+    /// the server can go to the next target instead of reaching the client truncated).
+    pub max_buffered_answer: String,
     /// How long in-flight requests may run after SIGTERM/Ctrl+C before keel exits anyway.
     #[serde(with = "keel_types::duration")]
     pub shutdown_grace: Duration,
@@ -56,6 +59,7 @@ impl Default for RawServer {
         RawServer {
             listen: "127.0.0.1:11435".into(),
             max_request_body: "32MiB".into(),
+            max_buffered_answer: "64MiB".into(),
             shutdown_grace: Duration::from_secs(30),
             allow_remote_without_auth: false,
             workers: 0,
@@ -259,7 +263,7 @@ impl Default for RawRetry {
             backoff: Duration::from_millis(100),
             backoff_max: Duration::from_secs(2),
             budget_ratio: 0.2,
-            budget_min_per_second: 1,
+            budget_min_per_second: 10,
             deadline: Duration::from_secs(600),
         }
     }

@@ -13,6 +13,10 @@ pub const DEFAULT_CONFIG: &str = r#"# keel.toml — configuration for `keel serv
 listen = "127.0.0.1:11435"
 # Largest request body keel accepts (images in chat requests count). Larger bodies get 413.
 max_request_body = "32MiB"
+# A non-streamed answer is read whole before keel answers, so that one the server cuts short goes
+# to the next target instead of reaching the client truncated. Larger answers get 502 (ask with
+# "stream": true for them).
+max_buffered_answer = "64MiB"
 # On SIGTERM or Ctrl+C keel stops accepting and lets in-flight requests and streams finish,
 # for at most this long.
 shutdown_grace = "30s"
@@ -74,10 +78,15 @@ targets = ["local"]
 # canned = { label = "unknown", confidence = 0 }   # last resort; checked against schema at startup
 
 [breaker]
-# Each target (an upstream and a model) has a circuit breaker. When it opens, requests skip the
+# Each target (an upstream and a model: "local:llama3.2") has a circuit breaker, also for every
+# model asked for through the "*" route, so one model that fails (a 5xx, a model that cannot be
+# loaded, time-outs, broken answers) never refuses another model's requests. Each upstream also
+# has one server-wide breaker for failures of the server itself (connection refused, connect
+# time-out, reset before any answer): when it opens, every model there fails fast at once, and
+# one successful health probe lets them all try again. When a breaker opens, requests skip the
 # target (going to the next target of their route) until it is probed back.
-# Failures are timeouts, refused or reset connections, 5xx, "server busy" and broken streams;
-# a client's bad request or an unknown model says nothing about the server and is ignored.
+# A client's bad request or an unknown model says nothing about the server and is ignored, and
+# so is keel running out of its own open files or memory ("local").
 # Consecutive failures that open a target's breaker (0 turns this condition off).
 failure_threshold = 5
 # Share of failures among the calls of the last `window` that opens it, once `min_calls` calls
@@ -102,8 +111,15 @@ cooldown_max = "5m"
 half_open = "single"
 probes = 3
 # Result classes that never count, and ones that count only against min_success_ratio.
-ignore = ["bad_request", "model_not_found"]
+ignore = ["bad_request", "model_not_found", "local"]
 quality_failures = ["invalid_output"]
+# Breakers kept for models asked for through the "*" route (names come from clients); past it
+# the least recently used closed one is dropped. Configured targets are always kept.
+max_breakers = 1024
+# When every target of a route is out but the failures are partial (some calls succeeded: a
+# failure rate, not a dead server or a model that cannot load), this share of requests still
+# tries the least-bad target, so keel is never less available than going direct (0 = off).
+panic_share = 0.9
 # Share breaker openings with other keel instances through Redis: when one opens a target's
 # breaker, the others open theirs within a second (and probe it on their own). Off by default.
 # shared = "redis://127.0.0.1:6379"
@@ -117,9 +133,10 @@ attempts = 1
 backoff = "100ms"
 backoff_max = "2s"
 # Retries may add at most this share of recent traffic (plus budget_min_per_second), so a
-# struggling server is not buried under retries.
+# struggling server is not buried under retries. The floor (as in Finagle's retry budgets) lets
+# a small site with little traffic retry every failed request once.
 budget_ratio = 0.2
-budget_min_per_second = 1
+budget_min_per_second = 10
 # No attempt starts or waits past a request's deadline. Clients may ask for a shorter one with
 # the header `X-Keel-Deadline: 30s`.
 deadline = "10m"
