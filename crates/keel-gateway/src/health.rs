@@ -73,12 +73,31 @@ pub(crate) async fn probe_loop(gateway: Gateway, upstream: Upstream, interval: D
             health.models = get_json(&client, &upstream, "/api/tags").await.ok().map(|tags| model_names(&tags));
         }
         log_change(&upstream, before, &health);
-        if health.ok
-            && let Some(transition) = gateway.breaker(&upstream.name).probe_succeeded()
-        {
-            tracing::info!(upstream = %upstream.name, to = transition.to.as_str(), "health probe succeeded; every model on this upstream may be tried again");
+        if health.ok {
+            reopen_early(&gateway, &upstream.name);
         }
         gateway.inner.health.lock().insert(upstream.name.clone(), health);
+    }
+}
+
+/// The server answered its probe: its server-wide breaker, and the breakers of its models that
+/// opened for passing reasons (busy, time-outs, errors — not a model that could not be loaded),
+/// may admit a probe request now instead of waiting out their cooldown.
+fn reopen_early(gateway: &Gateway, upstream: &str) {
+    if let Some(transition) = gateway.breaker(upstream).probe_succeeded() {
+        tracing::info!(upstream, to = transition.to.as_str(), "health probe succeeded; every model on this upstream may be tried again");
+    }
+    let prefix = format!("{upstream}:");
+    for snapshot in gateway.breakers().snapshots() {
+        if snapshot.state != keel_breaker::State::Open || !snapshot.target.starts_with(&prefix) {
+            continue;
+        }
+        let last_class = gateway.inner.targets.lock().get(&snapshot.target).and_then(|s| s.last_failure.as_ref().map(|l| l.class));
+        if last_class != Some(keel_types::FailureClass::ModelLoad)
+            && let Some(transition) = gateway.breaker(&snapshot.target).probe_succeeded()
+        {
+            tracing::info!(target = %snapshot.target, to = transition.to.as_str(), "health probe succeeded; the open breaker may probe early");
+        }
     }
 }
 

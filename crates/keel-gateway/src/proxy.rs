@@ -566,7 +566,11 @@ pub(crate) async fn send(gateway: &Gateway, call: Call, endpoint: Endpoint, forw
                 class = keel_upstream::classify_error_answer(status.as_u16(), &bytes);
                 if let Some(failure) = class {
                     let detail = format!("upstream answered {status}: {}", error_message(&bytes));
-                    if !is_last && matches!(payload, Payload::Bytes(_)) {
+                    // A model that cannot load is not asked again: its own error is the answer
+                    // when no other target follows in this round.
+                    let final_answer = is_last
+                        || (failure == FailureClass::ModelLoad && (panic.is_some() || index + 1 == targets.len()));
+                    if !final_answer && matches!(payload, Payload::Bytes(_)) {
                         tally.failed(gateway, index, &key, permit, (failure, detail), head_latency);
                         continue;
                     }

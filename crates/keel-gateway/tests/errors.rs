@@ -92,15 +92,21 @@ async fn a_dead_upstream_is_a_clear_502_not_a_hang() {
     assert_eq!(response.status(), 502);
     let status: Value = reqwest::get(format!("{}/keel/status", keel.url())).await.unwrap().json().await.unwrap();
     let target = &status["targets"][0];
-    assert_eq!(target["name"], "default:*");
+    assert_eq!(target["name"], "default:m");
     assert_eq!(target["upstream"], "default");
-    assert_eq!(target["model"], "*");
+    assert_eq!(target["model"], "m");
     // Two requests, each tried twice (one retry round by default): four failures, below the
-    // default threshold of five, so still closed.
+    // default threshold of five, so still closed. A refused connection is the server's failure:
+    // it counts against the upstream's breaker, not the model's.
     assert_eq!(target["breaker"], "closed");
     assert_eq!(target["consecutive_failures"], 4);
-    assert_eq!(target["breaker_detail"]["consecutive_failures"], 4);
+    assert_eq!(target["breaker_detail"]["consecutive_failures"], 0);
     assert_eq!(target["last_failure"]["class"], "refused");
+    let upstream = &status["upstreams"][0];
+    assert_eq!(upstream["breaker"]["state"], "closed");
+    assert_eq!(upstream["breaker"]["consecutive_failures"], 4);
+    assert_eq!(upstream["last_error"]["class"], "refused");
+    assert!(upstream["last_error"]["at"].as_str().unwrap().ends_with('Z'), "{upstream}");
 }
 
 #[tokio::test]

@@ -97,5 +97,6 @@ async fn probe_failures_show_in_status_without_tripping_breakers() {
     assert!(eventually(async || status(&keel).await["upstreams"][0]["health"]["ok"] == false).await);
     let status = status(&keel).await;
     assert!(status["upstreams"][0]["health"]["error"].as_str().unwrap().contains("refused"), "{status}");
-    assert_eq!(status["targets"][0]["breaker"], "closed");
+    assert_eq!(status["upstreams"][0]["state"], "down", "{status}");
+    assert_eq!(status["upstreams"][0]["breaker"]["state"], "closed", "{status}");
 }
