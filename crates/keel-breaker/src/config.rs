@@ -112,7 +112,9 @@ pub struct BreakerConfig {
     /// When every target of a route is out but their failures are partial (some calls in the
     /// window succeeded: a failure rate, not a dead server or a model that cannot load), this share
     /// of requests still tries the least-bad target, like Envoy's panic mode, so that keel is never
-    /// less available than going direct. `0` turns it off. Default `0.9`.
+    /// less available than going direct. The default `1.0` sends every such request, as Envoy's
+    /// panic mode does (with random failures, any request held back is one a direct call might
+    /// have answered); lower it to shed load from a struggling server; `0` turns it off.
     pub panic_share: f64,
 }
 
@@ -138,7 +140,7 @@ impl Default for BreakerConfig {
             shared: None,
             shared_prefix: "keel".to_owned(),
             max_breakers: 1024,
-            panic_share: 0.9,
+            panic_share: 1.0,
         }
     }
 }
@@ -337,7 +339,7 @@ probes = 3
 ignore = ["bad_request", "model_not_found", "local"]
 quality_failures = ["invalid_output"]
 max_breakers = 1024
-panic_share = 0.9
+panic_share = 1.0
 "#;
         let config: BreakerConfig = toml::from_str(doc).unwrap();
         assert_eq!(config, BreakerConfig::default());

@@ -96,6 +96,7 @@ fn config() -> impl Strategy<Value = BreakerConfig> {
                 quality_failures: if strict { vec![] } else { vec![FailureClass::InvalidOutput] },
                 shared: None,
                 shared_prefix: "keel".into(),
+                ..BreakerConfig::default()
             },
         )
 }

@@ -85,14 +85,19 @@ pub(crate) async fn probe_loop(gateway: Gateway, upstream: Upstream, interval: D
 /// may admit a probe request now instead of waiting out their cooldown.
 fn reopen_early(gateway: &Gateway, upstream: &str) {
     if let Some(transition) = gateway.breaker(upstream).probe_succeeded() {
-        tracing::info!(upstream, to = transition.to.as_str(), "health probe succeeded; every model on this upstream may be tried again");
+        tracing::info!(
+            upstream,
+            to = transition.to.as_str(),
+            "health probe succeeded; every model on this upstream may be tried again"
+        );
     }
     let prefix = format!("{upstream}:");
     for snapshot in gateway.breakers().snapshots() {
         if snapshot.state != keel_breaker::State::Open || !snapshot.target.starts_with(&prefix) {
             continue;
         }
-        let last_class = gateway.inner.targets.lock().get(&snapshot.target).and_then(|s| s.last_failure.as_ref().map(|l| l.class));
+        let last_class =
+            gateway.inner.targets.lock().get(&snapshot.target).and_then(|s| s.last_failure.as_ref().map(|l| l.class));
         if last_class != Some(keel_types::FailureClass::ModelLoad)
             && let Some(transition) = gateway.breaker(&snapshot.target).probe_succeeded()
         {

@@ -469,7 +469,7 @@ pub(crate) async fn send(gateway: &Gateway, call: Call, endpoint: Endpoint, forw
                 Permits::default()
             };
             if panic == Some(index) {
-                tracing::warn!(target = %key, "every target is out but the failures are partial; trying the least-bad one anyway (panic_share)");
+                tracing::debug!(target = %key, "every target is out but the failures are partial; trying the least-bad one anyway (panic_share)");
             }
             let bridge = crate::bridge::bridge_for(endpoint, handle.upstream.dialect);
             let drop_format = !handle.forward_format
@@ -682,8 +682,11 @@ pub(crate) async fn send(gateway: &Gateway, call: Call, endpoint: Endpoint, forw
         if !attempted && panic.is_none() && !tally.partial.is_empty() {
             panic = tally.panic_target(gateway.config().breaker.panic_share);
             if panic.is_some() {
+                metrics::counter!(keel_telemetry::names::BREAKER_PANIC_REQUESTS_TOTAL).increment(1);
                 continue 'rounds;
             }
+            // Not drawn this time: a later round may draw it, like any retry.
+            tally.retryable = true;
         }
         panic = None;
         // Every target failed this round. Another round only for failures that may pass (not for

@@ -55,7 +55,10 @@ async fn a_dead_primary_is_skipped_and_its_breaker_opens() {
     let upstream = status["upstreams"].as_array().unwrap().iter().find(|u| u["name"] == "primary").unwrap();
     assert_eq!(upstream["breaker"]["state"], "open", "{upstream}");
     let reason = upstream["breaker"]["open_reason"].as_str().unwrap();
-    assert!(reason.starts_with("primary: circuit open since ") && reason.contains("5 consecutive failures"), "{reason}");
+    assert!(
+        reason.starts_with("primary: circuit open since ") && reason.contains("5 consecutive failures"),
+        "{reason}"
+    );
     assert!(reason.contains("(last: refused: tcp connect error"), "{reason}");
     assert_eq!(upstream["breaker"]["last_transition"]["reason"], "5 consecutive failures", "{upstream}");
     // Only the first five requests paid for the dead primary; the rest skipped it.
@@ -98,7 +101,10 @@ async fn when_every_target_is_out_keel_fails_fast_with_retry_after() {
     let message = body["error"].as_str().unwrap();
     // Each upstream's server-wide breaker is open, and the message says why: the root cause and
     // one retry time.
-    assert!(message.contains("primary: circuit open since") && message.contains("backup: circuit open since"), "{message}");
+    assert!(
+        message.contains("primary: circuit open since") && message.contains("backup: circuit open since"),
+        "{message}"
+    );
     assert!(message.contains("after 2 consecutive failures (last: refused: tcp connect error"), "{message}");
     assert_eq!(message.matches("Retry after").count(), 1, "{message}");
     assert!(message.contains(&format!("Retry after {retry_after}s")), "{message}");

@@ -30,6 +30,9 @@ pub mod names {
     /// Gauge: how many circuit breakers exist (configured targets, upstreams, and models asked
     /// for through the `"*"` route, bounded by `[breaker] max_breakers`).
     pub const BREAKERS: &str = "keel_breakers";
+    /// Counter: requests sent to a target whose breaker was open because every target of the
+    /// route was out for partial failures (`[breaker] panic_share`).
+    pub const BREAKER_PANIC_REQUESTS_TOTAL: &str = "keel_breaker_panic_requests_total";
     /// Gauge set to 1 with a `version` label, for dashboards.
     pub const BUILD_INFO: &str = "keel_build_info";
     /// Counter: answers to structured-output requests by `route`, `model` and `outcome`

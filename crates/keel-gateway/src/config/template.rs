@@ -118,8 +118,9 @@ quality_failures = ["invalid_output"]
 max_breakers = 1024
 # When every target of a route is out but the failures are partial (some calls succeeded: a
 # failure rate, not a dead server or a model that cannot load), this share of requests still
-# tries the least-bad target, so keel is never less available than going direct (0 = off).
-panic_share = 0.9
+# tries the least-bad target, so keel is never less available than going direct. 1.0 sends
+# every such request (Envoy's panic mode); lower it to shed load from a struggling server; 0 = off.
+panic_share = 1.0
 # Share breaker openings with other keel instances through Redis: when one opens a target's
 # breaker, the others open theirs within a second (and probe it on their own). Off by default.
 # shared = "redis://127.0.0.1:6379"
