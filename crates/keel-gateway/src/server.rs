@@ -243,11 +243,16 @@ fn first_error(results: Vec<Result<io::Result<()>, oneshot::error::RecvError>>) 
 /// and one more `epoll_wait`) for the first timer registered after, and every proxied request
 /// registers one (its response timeout): `strace` counted that on ~15% of requests at 8
 /// connections. With a timer always due soon, a request's later timeout never interrupts the loop.
-async fn keep_a_timer_due() {
+/// Each tick also closes this thread's upstream connections idle past `pool_idle_timeout`, so an
+/// idle keel holds no sockets open to its model servers.
+async fn keep_a_timer_due(gateway: Gateway) {
     let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
+        for upstream in gateway.upstreams.iter() {
+            upstream.client.close_expired();
+        }
     }
 }
 
@@ -257,7 +262,7 @@ async fn keep_a_timer_due() {
 fn run_worker(mut incoming: Incoming, gateway: Gateway, mut stop: watch::Receiver<bool>) -> io::Result<()> {
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     runtime.block_on(async move {
-        tokio::spawn(keep_a_timer_due());
+        tokio::spawn(keep_a_timer_due(gateway.clone()));
         let dispatch = Dispatch { router: app(gateway.clone()), gateway };
         // The same signal tells each connection to finish its request and close.
         let closing = stop.clone();

@@ -257,6 +257,12 @@ impl UpstreamClient {
         &self.config
     }
 
+    /// Closes the pooled connections idle for longer than `pool_idle_timeout` (call it on a
+    /// timer: otherwise they are closed only when the pool is next used).
+    pub fn close_expired(&self) {
+        self.pool.close_expired();
+    }
+
     /// Sends one request and waits for the response head (not the body).
     ///
     /// `headers` are forwarded after hop-by-hop headers are removed; `Host` becomes the upstream's

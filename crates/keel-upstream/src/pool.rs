@@ -7,7 +7,9 @@
 //! of that answer would still be on the wire.
 //!
 //! Idle connections are taken newest first (the warmest socket) and are closed once they have been
-//! idle for `pool_idle_timeout`, checked whenever the pool is used.
+//! idle for `pool_idle_timeout`, checked whenever the pool is used and by
+//! [`UpstreamClient::close_expired`](crate::UpstreamClient::close_expired), which the gateway
+//! calls on a timer.
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -83,6 +85,14 @@ impl Pool {
         self.evict_expired(connections);
         if connections.len() < self.max_idle {
             connections.push(Idle { sender, since: Instant::now() });
+        }
+    }
+
+    /// Closes every connection idle for longer than the timeout, to any upstream.
+    pub(crate) fn close_expired(&self) {
+        let mut idle = self.idle.lock();
+        for (_, connections) in idle.iter_mut() {
+            self.evict_expired(connections);
         }
     }
 
@@ -282,6 +292,20 @@ mod tests {
         tokio::time::sleep(Duration::from_millis(120)).await;
         get(&client, &upstream).await.into_body().collect().await.unwrap();
         assert_eq!(connections.load(Ordering::SeqCst), 2);
+    }
+
+    #[tokio::test]
+    async fn expired_connections_are_closed_without_a_request() {
+        let (upstream, _) = server("hello", false).await;
+        let config = ClientConfig { pool_idle_timeout: Duration::from_millis(50), ..ClientConfig::default() };
+        let client = UpstreamClient::new(config);
+        get(&client, &upstream).await.into_body().collect().await.unwrap();
+        assert_eq!(client.pool.idle_count(&upstream.authority), 1);
+        client.close_expired();
+        assert_eq!(client.pool.idle_count(&upstream.authority), 1, "not yet expired");
+        tokio::time::sleep(Duration::from_millis(120)).await;
+        client.close_expired();
+        assert_eq!(client.pool.idle_count(&upstream.authority), 0);
     }
 
     #[tokio::test]
