@@ -65,6 +65,11 @@ pub enum ProxyError {
     /// The request's `format` / `response_format` schema is not a JSON Schema.
     #[error("the structured-output schema in the request is invalid: {0}")]
     BadSchema(String),
+    /// `X-Keel-Deadline` is malformed.
+    #[error(
+        "{0}: send a positive duration such as \"30s\", \"1500ms\" or \"2.5\" (seconds); it can only shorten [retry] deadline"
+    )]
+    BadDeadline(String),
     /// The session headers are malformed or used on an endpoint without sessions.
     #[error("{0}")]
     BadSession(String),
@@ -106,7 +111,9 @@ impl ProxyError {
                 StatusCode::BAD_REQUEST
             }
             ProxyError::InvalidOutput { .. } => StatusCode::UNPROCESSABLE_ENTITY,
-            ProxyError::BadSession(_) | ProxyError::ContextTooLong { .. } => StatusCode::BAD_REQUEST,
+            ProxyError::BadDeadline(_) | ProxyError::BadSession(_) | ProxyError::ContextTooLong { .. } => {
+                StatusCode::BAD_REQUEST
+            }
             ProxyError::NoStore | ProxyError::Store(_) => StatusCode::SERVICE_UNAVAILABLE,
             ProxyError::NoRoute(_) => StatusCode::NOT_FOUND,
             ProxyError::Upstream(err) => err.status(),
@@ -136,6 +143,14 @@ impl ProxyError {
         }
         response
     }
+}
+
+/// A header value for an error message: quoted, bytes that are not printable ASCII escaped,
+/// at most 64 bytes of it.
+pub(crate) fn quoted(value: &[u8]) -> String {
+    let shown: String = value.iter().take(64).flat_map(|b| std::ascii::escape_default(*b)).map(char::from).collect();
+    let more = if value.len() > 64 { "..." } else { "" };
+    format!("\"{shown}{more}\"")
 }
 
 /// Whole seconds for `Retry-After`, rounded up, at least 1.

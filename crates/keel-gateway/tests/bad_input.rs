@@ -9,6 +9,9 @@ use keel_mock::MockServer;
 use keel_testkit::Stack;
 use serde_json::{Value, json};
 
+/// Request headers as raw bytes (some are not UTF-8 on purpose).
+type Headers<'a> = Vec<(&'a str, &'a [u8])>;
+
 /// A chat body for `model`.
 fn chat(model: &str) -> Value {
     json!({"model": model, "messages": [{"role": "user", "content": "hi"}], "stream": false})
@@ -49,6 +52,89 @@ fn message_in_dialect(path: &str, body: &Value) -> String {
 fn nothing_forwarded(mock: &MockServer) {
     let seen: Vec<String> = mock.requests().iter().map(|r| format!("{} {}", r.method, r.path)).collect();
     assert!(seen.is_empty(), "forwarded upstream: {seen:?}");
+}
+
+#[tokio::test]
+async fn malformed_deadlines_are_400_on_every_path() {
+    let stack = Stack::basic().await;
+    let url = stack.keel.url();
+    let structured = json!({"model": "llama3.2", "messages": [], "format": {"type": "object"}, "stream": false});
+    // (path, extra header, body): plain, session, structured-output guard, OpenAI, passthrough.
+    let paths: [(&str, Headers<'_>, Value); 5] = [
+        ("/api/chat", vec![], chat("llama3.2")),
+        ("/api/chat", vec![("x-keel-session", b"deadline-test")], chat("llama3.2")),
+        ("/api/chat", vec![], structured),
+        ("/v1/chat/completions", vec![], chat("llama3.2")),
+        ("/api/pull", vec![], json!({"model": "llama3.2"})),
+    ];
+    for bad in [&b"soon"[..], b"-1", b"0", b"0s", b"NaN", b"inf", b"", b"30\xff"] {
+        for (path, extra, body) in &paths {
+            let mut headers = vec![("x-keel-deadline", bad)];
+            headers.extend(extra.iter().copied());
+            let (status, answer) = send(&url, "POST", path, &headers, serde_json::to_vec(body).unwrap()).await;
+            let message = message_in_dialect(path, &answer);
+            assert_eq!(status, 400, "{path} {:?}: {answer}", String::from_utf8_lossy(bad));
+            assert!(message.starts_with("X-Keel-Deadline \""), "{message}");
+            assert!(message.contains("\"30s\"") && message.contains("\"2.5\""), "says what is accepted: {message}");
+        }
+    }
+    let (status, answer) =
+        send(&url, "GET", "/api/tags", &[("x-keel-deadline", b"30s"), ("x-keel-deadline", b"1m")], Vec::new()).await;
+    assert_eq!(status, 400, "{answer}");
+    assert!(message_in_dialect("/api/tags", &answer).contains("more than once"), "{answer}");
+    nothing_forwarded(&stack.mock);
+    // Well-formed deadlines pass.
+    for good in [&b"30s"[..], b"2.5", b"1500ms"] {
+        let (status, answer) = send(
+            &url,
+            "POST",
+            "/api/chat",
+            &[("x-keel-deadline", good)],
+            serde_json::to_vec(&chat("llama3.2")).unwrap(),
+        )
+        .await;
+        assert_eq!(status, 200, "{answer}");
+    }
+}
+
+#[tokio::test]
+async fn malformed_session_headers_are_400_in_dialect() {
+    let stack = Stack::basic().await;
+    let url = stack.keel.url();
+    let long = vec![b'a'; 129];
+    // (headers, what the message must mention)
+    let cases: Vec<(Headers<'_>, &str)> = vec![
+        (vec![("x-keel-session", b"")], "X-Keel-Session \"\" is not a session id"),
+        (vec![("x-keel-session", b"has space")], "X-Keel-Session \"has space\" is not a session id"),
+        (vec![("x-keel-session", &long)], "1 to 128 characters"),
+        (vec![("x-keel-session", b"s\xff")], "X-Keel-Session \"s\\xff\" is not a session id"),
+        (vec![("x-keel-session", b"s1"), ("x-keel-session", b"s2")], "X-Keel-Session is sent more than once"),
+        (vec![("x-keel-session", b"s1"), ("x-keel-session-mode", b"Record")], "use \"managed\""),
+        (vec![("x-keel-session", b"s1"), ("x-keel-session-mode", b"rec\xffrd")], "\"rec\\xffrd\" is not a mode"),
+        (vec![("x-keel-session", b"s1"), ("x-keel-idempotency-key", b"a/b")], "\"a/b\" is not a key"),
+        (vec![("x-keel-session", b"s1"), ("x-keel-idempotency-key", b"k\x80")], "\"k\\x80\" is not a key"),
+        (vec![("x-keel-idempotency-key", b"k1")], "X-Keel-Idempotency-Key needs X-Keel-Session"),
+        (vec![("x-keel-session-mode", b"record")], "X-Keel-Session-Mode needs X-Keel-Session"),
+    ];
+    for path in ["/api/chat", "/v1/chat/completions"] {
+        for (headers, expected) in &cases {
+            let (status, answer) =
+                send(&url, "POST", path, headers, serde_json::to_vec(&chat("llama3.2")).unwrap()).await;
+            let message = message_in_dialect(path, &answer);
+            assert_eq!(status, 400, "{path} {headers:?}: {answer}");
+            assert!(message.contains(expected), "{path}: {message:?} should mention {expected:?}");
+        }
+    }
+    // Sessions belong to chat endpoints only.
+    let generate = json!({"model": "llama3.2", "prompt": "hi", "stream": false});
+    let (status, answer) =
+        send(&url, "POST", "/api/generate", &[("x-keel-session", b"s1")], serde_json::to_vec(&generate).unwrap()).await;
+    assert_eq!(status, 400);
+    assert!(message_in_dialect("/api/generate", &answer).contains("/api/chat"), "{answer}");
+    let (status, answer) = send(&url, "POST", "/v1/completions", &[("x-keel-idempotency-key", b"k")], Vec::new()).await;
+    assert_eq!(status, 400);
+    assert!(message_in_dialect("/v1/completions", &answer).contains("needs X-Keel-Session"), "{answer}");
+    nothing_forwarded(&stack.mock);
 }
 
 #[tokio::test]
