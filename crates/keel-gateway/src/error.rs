@@ -89,6 +89,14 @@ pub enum ProxyError {
         /// The configured budget.
         budget: u64,
     },
+    /// A `/keel/...` path that is none of keel's own endpoints (never forwarded upstream).
+    #[error("keel has no endpoint {method} {path}; its own endpoints are: {}", crate::endpoint::KEEL_ENDPOINTS.join(", "))]
+    NoKeelEndpoint {
+        /// The request's method.
+        method: String,
+        /// The request's path.
+        path: String,
+    },
     /// No or an unknown API key.
     #[error("missing or invalid API key: send `Authorization: Bearer <key>` with a key from keel.toml [auth]")]
     Unauthorized,
@@ -115,7 +123,7 @@ impl ProxyError {
                 StatusCode::BAD_REQUEST
             }
             ProxyError::NoStore | ProxyError::Store(_) => StatusCode::SERVICE_UNAVAILABLE,
-            ProxyError::NoRoute(_) => StatusCode::NOT_FOUND,
+            ProxyError::NoRoute(_) | ProxyError::NoKeelEndpoint { .. } => StatusCode::NOT_FOUND,
             ProxyError::Upstream(err) => err.status(),
             ProxyError::AllTargetsUnavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
             ProxyError::Translate(err) => err.status(),

@@ -71,6 +71,15 @@ pub(crate) async fn proxy(State(gateway): State<Gateway>, request: Request) -> R
     let (parts, body) = request.into_parts();
     let endpoint = Endpoint::classify(&parts.method, parts.uri.path());
     let id = request_id(&parts.headers);
+    // keel's own paths reach this handler only as the router's fallback: none of its endpoints.
+    if crate::endpoint::is_keel_own(parts.uri.path()) {
+        let err = ProxyError::NoKeelEndpoint { method: parts.method.to_string(), path: parts.uri.path().to_owned() };
+        tracing::info!(status = 404, error = %err, "request rejected");
+        Completion::rejected(endpoint.label, err.status(), started);
+        let mut response = InDialect(Dialect::Ollama, err).into_response();
+        response.headers_mut().insert(REQUEST_ID, id);
+        return response;
+    }
     let span = tracing::info_span!(
         "request",
         id = %String::from_utf8_lossy(id.as_bytes()),

@@ -11,6 +11,7 @@ use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 
+use keel_types::Dialect;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, oneshot, watch};
 
@@ -148,7 +149,11 @@ impl hyper::service::Service<http::Request<hyper::body::Incoming>> for Dispatch 
         let mut request = request.map(axum::body::Body::new);
         if crate::endpoint::is_keel_own(request.uri().path()) {
             let router = self.router.clone();
-            return Box::pin(tower::ServiceExt::oneshot(router, request));
+            return Box::pin(async move {
+                let (method, path) = (request.method().clone(), request.uri().path().to_owned());
+                let response = tower::ServiceExt::oneshot(router, request).await?;
+                Ok(errors_as_json(response, &method, &path).await)
+            });
         }
         if let Err(refused) = crate::auth::admit(&self.gateway, &mut request) {
             return Box::pin(std::future::ready(Ok(refused)));
@@ -156,6 +161,46 @@ impl hyper::service::Service<http::Request<hyper::body::Incoming>> for Dispatch 
         let gateway = self.gateway.clone();
         Box::pin(async move { Ok(crate::proxy::proxy(axum::extract::State(gateway), request).await) })
     }
+}
+
+/// keel's own endpoints answer JSON, errors included: an error the router produced itself (a
+/// method an endpoint does not take, a path or query it could not read; bare or plain text) is
+/// given an `{"error": "..."}` body saying what to send instead.
+async fn errors_as_json(
+    response: axum::response::Response,
+    method: &http::Method,
+    path: &str,
+) -> axum::response::Response {
+    let status = response.status();
+    let is_json = response
+        .headers()
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    if !(status.is_client_error() || status.is_server_error()) || is_json {
+        return response;
+    }
+    let (parts, body) = response.into_parts();
+    let message = if status == http::StatusCode::METHOD_NOT_ALLOWED {
+        let allowed = parts.headers.get(http::header::ALLOW).and_then(|v| v.to_str().ok()).unwrap_or("");
+        format!("{path} does not take {method}; it takes {allowed}")
+    } else {
+        let text = axum::body::to_bytes(body, 4096).await.unwrap_or_default();
+        let text = String::from_utf8_lossy(&text);
+        let reason = status.canonical_reason().unwrap_or("error");
+        if text.trim().is_empty() { format!("{path}: {reason}") } else { format!("{path}: {}", text.trim()) }
+    };
+    let body = keel_upstream::ErrorBody::new(Dialect::Ollama, status, &message).body;
+    let mut response = axum::response::IntoResponse::into_response((status, body));
+    response
+        .headers_mut()
+        .insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("application/json; charset=utf-8"));
+    for name in [http::header::ALLOW, crate::request_id::REQUEST_ID] {
+        if let Some(value) = parts.headers.get(&name) {
+            response.headers_mut().insert(name, value.clone());
+        }
+    }
+    response
 }
 
 /// Serves one client connection (HTTP/1.1, keep-alive) until it closes, or until `closing`

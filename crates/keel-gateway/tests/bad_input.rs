@@ -138,6 +138,62 @@ async fn malformed_session_headers_are_400_in_dialect() {
 }
 
 #[tokio::test]
+async fn unknown_keel_paths_are_answered_by_keel_never_forwarded() {
+    let stack = Stack::basic().await;
+    let url = stack.keel.url();
+    let mut listed = String::new();
+    for (method, path) in [
+        ("GET", "/keel/nope"),
+        ("POST", "/keel/nope"),
+        ("GET", "/keel/"),
+        ("GET", "/keel/status/extra"),
+        ("DELETE", "/keel/sessions/s1/messages/7"),
+        ("PUT", "/keel/health/x"),
+        ("GET", "/keel"),
+    ] {
+        let (status, answer) = send(&url, method, path, &[], Vec::new()).await;
+        assert_eq!(status, 404, "{method} {path}: {answer}");
+        let message = message_in_dialect(path, &answer);
+        assert!(
+            message.starts_with(&format!("keel has no endpoint {method} {path}; its own endpoints are: ")),
+            "{message}"
+        );
+        listed = message.split("its own endpoints are: ").nth(1).unwrap().to_owned();
+    }
+    // A method an endpoint does not take: 405, JSON saying which it takes.
+    for (method, path, takes) in [
+        ("POST", "/keel/status", "GET"),
+        ("DELETE", "/keel/health", "GET"),
+        ("GET", "/keel/sessions/s1/handoff", "POST"),
+        ("GET", "/keel/breakers/default:*/open", "POST"),
+    ] {
+        let (status, answer) = send(&url, method, path, &[], b"{}".to_vec()).await;
+        assert_eq!(status, 405, "{method} {path}: {answer}");
+        let message = message_in_dialect(path, &answer);
+        assert!(message.starts_with(&format!("{path} does not take {method}; it takes {takes}")), "{message}");
+    }
+    // A query the endpoint cannot read: JSON too, not axum's plain text.
+    let (status, answer) = send(&url, "GET", "/keel/sessions?limit=lots", &[], Vec::new()).await;
+    assert_eq!(status, 400, "{answer}");
+    assert!(message_in_dialect("/keel/sessions", &answer).contains("limit"), "{answer}");
+    nothing_forwarded(&stack.mock);
+
+    // Every endpoint the answer lists is served (none falls through to the "no endpoint" answer).
+    for endpoint in listed.split(", ") {
+        let (methods, template) = endpoint.split_once(' ').unwrap();
+        let path = template.replace("{target}", "default:*").replace("{open|close|reset}", "reset");
+        let path = path.replace("{id}", "s1").replace("{name}", "n1");
+        for method in methods.split('|') {
+            let (status, answer) = send_raw(&url, method, &path, &[], b"{}".to_vec()).await;
+            let served = String::from_utf8_lossy(&answer);
+            assert!(!served.contains("keel has no endpoint"), "{method} {path} is listed but not served: {served}");
+            assert_ne!(status, 405, "{method} {path}: {served}");
+        }
+    }
+    nothing_forwarded(&stack.mock);
+}
+
+#[tokio::test]
 async fn bodies_that_are_not_json_objects_are_400() {
     let stack = Stack::basic().await;
     let url = stack.keel.url();
