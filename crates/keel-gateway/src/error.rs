@@ -97,6 +97,16 @@ pub enum ProxyError {
         /// The request's path.
         path: String,
     },
+    /// The request's headers are larger than keel takes.
+    #[error(
+        "the request's headers are {size} bytes, more than keel's limit of {limit}; send fewer or smaller headers (large data belongs in the body)"
+    )]
+    HeadersTooLarge {
+        /// Bytes of header names and values.
+        size: usize,
+        /// The limit.
+        limit: usize,
+    },
     /// No or an unknown API key.
     #[error("missing or invalid API key: send `Authorization: Bearer <key>` with a key from keel.toml [auth]")]
     Unauthorized,
@@ -127,6 +137,7 @@ impl ProxyError {
             ProxyError::Upstream(err) => err.status(),
             ProxyError::AllTargetsUnavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
             ProxyError::Translate(err) => err.status(),
+            ProxyError::HeadersTooLarge { .. } => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             ProxyError::Unauthorized => StatusCode::UNAUTHORIZED,
             ProxyError::Forbidden { .. } => StatusCode::FORBIDDEN,
         }

@@ -15,7 +15,13 @@ use keel_types::Dialect;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, oneshot, watch};
 
+use crate::error::ProxyError;
 use crate::state::{Gateway, GatewayError, app};
+
+/// The most bytes of header names and values keel takes in one request; more is refused with a
+/// 431 in the endpoint's dialect. (Below hyper's own limits: its read buffer, ~400 KiB, and 100
+/// headers, past which hyper answers a bare 431 itself.)
+pub(crate) const MAX_HEADER_BYTES: usize = 64 * 1024;
 
 /// Why serving stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -147,6 +153,9 @@ impl hyper::service::Service<http::Request<hyper::body::Incoming>> for Dispatch 
 
     fn call(&self, request: http::Request<hyper::body::Incoming>) -> Self::Future {
         let mut request = request.map(axum::body::Body::new);
+        if let Some(refused) = headers_too_large(&request) {
+            return Box::pin(std::future::ready(Ok(refused)));
+        }
         if crate::endpoint::is_keel_own(request.uri().path()) {
             let router = self.router.clone();
             return Box::pin(async move {
@@ -161,6 +170,20 @@ impl hyper::service::Service<http::Request<hyper::body::Incoming>> for Dispatch 
         let gateway = self.gateway.clone();
         Box::pin(async move { Ok(crate::proxy::proxy(axum::extract::State(gateway), request).await) })
     }
+}
+
+/// A 431 in the endpoint's dialect when the request's headers exceed [`MAX_HEADER_BYTES`].
+fn headers_too_large<B>(request: &http::Request<B>) -> Option<axum::response::Response> {
+    let size: usize = request.headers().iter().map(|(name, value)| name.as_str().len() + value.len()).sum();
+    if size <= MAX_HEADER_BYTES {
+        return None;
+    }
+    tracing::info!(status = 431, size, "request rejected: headers too large");
+    let dialect = Dialect::of_path(request.uri().path());
+    let mut response = ProxyError::HeadersTooLarge { size, limit: MAX_HEADER_BYTES }.into_response_in(dialect);
+    // The body, if any, is not read: the connection cannot be reused.
+    response.headers_mut().insert(http::header::CONNECTION, http::HeaderValue::from_static("close"));
+    Some(response)
 }
 
 /// keel's own endpoints answer JSON, errors included: an error the router produced itself (a

@@ -5,9 +5,12 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, reason = "test code")]
 
+use std::time::Duration;
+
 use keel_mock::MockServer;
-use keel_testkit::Stack;
+use keel_testkit::{Stack, TestGateway};
 use serde_json::{Value, json};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// Request headers as raw bytes (some are not UTF-8 on purpose).
 type Headers<'a> = Vec<(&'a str, &'a [u8])>;
@@ -227,4 +230,50 @@ async fn bodies_that_are_not_json_objects_are_400() {
     nothing_forwarded(&stack.mock);
     let (status, _) = send(&url, "POST", "/api/chat", &[], serde_json::to_vec(&chat("llama3.2")).unwrap()).await;
     assert_eq!(status, 200);
+}
+
+/// Sends a raw HTTP/1.1 request head (then nothing) and reads the answer until keel closes.
+async fn raw_request(keel: &TestGateway, head: &[u8]) -> (u16, String, Vec<u8>) {
+    let mut socket = tokio::net::TcpStream::connect(keel.addr()).await.unwrap();
+    // keel may answer before it has read everything; a reset on write is not the test's concern.
+    let _ = socket.write_all(head).await;
+    let mut answer = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), socket.read_to_end(&mut answer))
+        .await
+        .expect("keel kept the connection open")
+        .unwrap();
+    let text = String::from_utf8_lossy(&answer).into_owned();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or_else(|| panic!("no response head: {text:?}"));
+    let status = head.split(' ').nth(1).unwrap().parse().unwrap();
+    (status, head.to_owned(), body.as_bytes().to_vec())
+}
+
+#[tokio::test]
+async fn oversized_headers_are_431_with_a_body_in_dialect() {
+    let stack = Stack::basic().await;
+    let big = "x".repeat(100 * 1024);
+    // One 100 KB header, and 100 KB over 50 headers.
+    let many: String = (0..50).map(|i| format!("x-filler-{i}: {}\r\n", "y".repeat(2048))).collect();
+    for (path, filler) in [
+        ("/api/chat", format!("x-big: {big}\r\n")),
+        ("/v1/chat/completions", many.clone()),
+        ("/keel/status", many.clone()),
+        ("/api/tags", format!("cookie: {big}\r\n")),
+    ] {
+        let head = format!("POST {path} HTTP/1.1\r\nhost: keel\r\ncontent-length: 0\r\n{filler}\r\n");
+        let (status, head, body) = raw_request(&stack.keel, head.as_bytes()).await;
+        assert_eq!(status, 431, "{path}: {head}");
+        let body: Value = serde_json::from_slice(&body).unwrap_or_else(|err| panic!("{path}: {err}: {head}"));
+        let message = message_in_dialect(path, &body);
+        assert!(
+            message.contains("more than keel's limit of 65536") && message.contains("send fewer or smaller"),
+            "{message}"
+        );
+    }
+    // Headers within the limit pass.
+    let head =
+        format!("GET /api/tags HTTP/1.1\r\nhost: keel\r\nconnection: close\r\nx-ok: {}\r\n\r\n", "z".repeat(8000));
+    let (status, head, _) = raw_request(&stack.keel, head.as_bytes()).await;
+    assert_eq!(status, 200, "{head}");
+    assert_eq!(stack.mock.requests().len(), 1, "only the request within the limit reached the upstream");
 }
