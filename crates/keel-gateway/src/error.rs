@@ -107,6 +107,9 @@ pub enum ProxyError {
         /// The limit.
         limit: usize,
     },
+    /// keel's shutdown grace ran out before the answer came.
+    #[error("keel is shutting down; retry the request")]
+    ShuttingDown,
     /// No or an unknown API key.
     #[error("missing or invalid API key: send `Authorization: Bearer <key>` with a key from keel.toml [auth]")]
     Unauthorized,
@@ -138,6 +141,7 @@ impl ProxyError {
             ProxyError::AllTargetsUnavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
             ProxyError::Translate(err) => err.status(),
             ProxyError::HeadersTooLarge { .. } => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            ProxyError::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
             ProxyError::Unauthorized => StatusCode::UNAUTHORIZED,
             ProxyError::Forbidden { .. } => StatusCode::FORBIDDEN,
         }
@@ -149,6 +153,7 @@ impl ProxyError {
         let body = ErrorBody::new(dialect, status, &self.to_string());
         let retry_after = match &self {
             ProxyError::AllTargetsUnavailable { retry_after, .. } => Some(retry_after_secs(*retry_after)),
+            ProxyError::ShuttingDown => Some(1),
             _ => None,
         };
         let mut response = (status, body.body).into_response();

@@ -8,7 +8,7 @@
 use std::time::Duration;
 
 use keel_mock::MockServer;
-use keel_testkit::{Stack, TestGateway};
+use keel_testkit::{Stack, TestGateway, config_from_toml, scenario};
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -276,4 +276,95 @@ async fn oversized_headers_are_431_with_a_body_in_dialect() {
     let (status, head, _) = raw_request(&stack.keel, head.as_bytes()).await;
     assert_eq!(status, 200, "{head}");
     assert_eq!(stack.mock.requests().len(), 1, "only the request within the limit reached the upstream");
+}
+
+/// A keel with `shutdown_grace = "1s"` in front of `mock`, the route `m` going to `targets` of it.
+async fn keel_with_short_grace(mock: &MockServer, targets: usize) -> TestGateway {
+    let mut toml = "[server]\nshutdown_grace = \"1s\"\n".to_owned();
+    let mut names = Vec::new();
+    for i in 0..targets {
+        toml.push_str(&format!("[[upstream]]\nname = \"u{i}\"\nurl = \"{}\"\nhealth_interval = \"0s\"\n", mock.url()));
+        names.push(format!("\"u{i}\""));
+    }
+    toml.push_str(&format!("[[route]]\nmodel = \"*\"\ntargets = [{}]\n", names.join(", ")));
+    TestGateway::start(config_from_toml(&toml)).await
+}
+
+/// Starts a stream, shuts keel down once its first chunk arrived, and returns all it received.
+async fn stream_through_shutdown(mut keel: TestGateway, path: &str, body: Value) -> String {
+    let mut response = reqwest::Client::new().post(format!("{}{path}", keel.url())).json(&body).send().await.unwrap();
+    assert_eq!(response.status(), 200);
+    let mut received = response.chunk().await.unwrap().unwrap().to_vec();
+    keel.begin_shutdown();
+    // The stream must end (with keel's error line) well before the mock's 30 s of tokens.
+    let rest = tokio::time::timeout(Duration::from_secs(10), async {
+        while let Some(chunk) = response.chunk().await.expect("the stream ended with a transport error") {
+            received.extend_from_slice(&chunk);
+        }
+    });
+    rest.await.expect("the stream was not ended when the shutdown grace ran out");
+    tokio::time::timeout(Duration::from_secs(10), keel.stopped()).await.expect("keel did not stop");
+    String::from_utf8(received).unwrap()
+}
+
+fn slow_stream_mock_scenario() -> keel_mock::Scenario {
+    scenario(&format!("[[model]]\nname = \"m\"\nreply = \"{}\"\ntoken_delay = \"300ms\"\n", "word ".repeat(100)))
+}
+
+#[tokio::test]
+async fn ndjson_streams_open_when_the_grace_runs_out_end_with_an_error_line() {
+    let mock = MockServer::start(([127, 0, 0, 1], 0).into(), slow_stream_mock_scenario()).await.unwrap();
+    // One target (relayed as is) and two (relayed through the tap that can continue a stream).
+    for targets in [1, 2] {
+        let keel = keel_with_short_grace(&mock, targets).await;
+        let body = json!({"model": "m", "messages": [{"role": "user", "content": "hi"}]});
+        let text = stream_through_shutdown(keel, "/api/chat", body).await;
+        let lines: Vec<&str> = text.lines().collect();
+        assert!(lines.len() >= 2, "{text}");
+        for line in &lines[..lines.len() - 1] {
+            let chunk: Value = serde_json::from_str(line).unwrap();
+            assert_eq!(chunk["done"], false, "{text}");
+        }
+        let last: Value = serde_json::from_str(lines[lines.len() - 1]).unwrap();
+        assert_eq!(last, json!({"error": "keel is shutting down; retry the request"}), "{targets} target(s): {text}");
+        assert!(text.ends_with('\n'));
+    }
+}
+
+#[tokio::test]
+async fn sse_streams_open_when_the_grace_runs_out_end_with_an_error_event() {
+    let mock = MockServer::start(([127, 0, 0, 1], 0).into(), slow_stream_mock_scenario()).await.unwrap();
+    let keel = keel_with_short_grace(&mock, 1).await;
+    let body = json!({"model": "m", "messages": [{"role": "user", "content": "hi"}], "stream": true});
+    let text = stream_through_shutdown(keel, "/v1/chat/completions", body).await;
+    let events: Vec<&str> = text.split("\n\n").filter(|e| !e.is_empty()).collect();
+    assert!(events.len() >= 2, "{text}");
+    assert!(!text.contains("[DONE]"), "{text}");
+    let last: Value = serde_json::from_str(events[events.len() - 1].strip_prefix("data: ").unwrap()).unwrap();
+    assert_eq!(last["error"]["message"], "keel is shutting down; retry the request", "{text}");
+    assert!(last["error"]["type"].is_string(), "{last}");
+    assert!(text.ends_with("\n\n"));
+}
+
+#[tokio::test]
+async fn requests_still_waiting_when_the_grace_runs_out_get_a_503() {
+    let scenario = scenario("[[model]]\nname = \"m\"\n[[model.fault]]\nkind = \"slow_first_byte\"\ndelay = \"30s\"\n");
+    let mock = MockServer::start(([127, 0, 0, 1], 0).into(), scenario).await.unwrap();
+    let mut keel = keel_with_short_grace(&mock, 1).await;
+    let url = keel.url();
+    let waiting = tokio::spawn(async move {
+        send(&url, "POST", "/v1/chat/completions", &[], serde_json::to_vec(&chat("m")).unwrap()).await
+    });
+    // Wait until the request reached the upstream, then shut down.
+    for _ in 0..100 {
+        if !mock.requests().is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    keel.begin_shutdown();
+    let (status, answer) = tokio::time::timeout(Duration::from_secs(10), waiting).await.unwrap().unwrap();
+    assert_eq!(status, 503, "{answer}");
+    assert_eq!(message_in_dialect("/v1/chat/completions", &answer), "keel is shutting down; retry the request");
+    tokio::time::timeout(Duration::from_secs(10), keel.stopped()).await.expect("keel did not stop");
 }

@@ -14,7 +14,7 @@ listen = "127.0.0.1:11435"
 # Largest request body keel accepts (images in chat requests count). Larger bodies get 413.
 max_request_body = "32MiB"
 # On SIGTERM or Ctrl+C keel stops accepting and lets in-flight requests and streams finish,
-# for at most this long.
+# for at most this long; then what is still open ends with an error saying to retry.
 shutdown_grace = "30s"
 # keel refuses to listen on a non-loopback address without [auth] keys. Set to true only on a
 # network where everyone may use your models.
