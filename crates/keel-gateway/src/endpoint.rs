@@ -16,10 +16,26 @@ pub enum EndpointKind {
     Passthrough,
 }
 
-/// Whether a path is keel's own (`/keel/*`, `/metrics`): answered by keel, never forwarded.
+/// Whether a path is keel's own (`/keel`, `/keel/*`, `/metrics`): answered by keel, never
+/// forwarded (a path that is none of its endpoints gets a 404 listing them).
 pub(crate) fn is_keel_own(path: &str) -> bool {
-    path.starts_with("/keel/") || path == "/metrics"
+    path.starts_with("/keel/") || path == "/metrics" || path == "/keel"
 }
+
+/// keel's own endpoints, named in the answer to a `/keel/...` request that is none of them. Keep
+/// in step with the router in `state::app` (`tests/bad_input.rs` checks each one is served).
+pub(crate) const KEEL_ENDPOINTS: [&str; 10] = [
+    "GET /keel/health",
+    "GET /keel/status",
+    "GET /metrics",
+    "POST /keel/breakers/{target}/{open|close|reset}",
+    "GET /keel/sessions",
+    "GET|DELETE /keel/sessions/{id}",
+    "GET /keel/sessions/{id}/messages",
+    "GET|POST /keel/sessions/{id}/participants",
+    "DELETE /keel/sessions/{id}/participants/{name}",
+    "POST /keel/sessions/{id}/handoff",
+];
 
 /// A classified request path.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -65,6 +65,11 @@ pub enum ProxyError {
     /// The request's `format` / `response_format` schema is not a JSON Schema.
     #[error("the structured-output schema in the request is invalid: {0}")]
     BadSchema(String),
+    /// `X-Keel-Deadline` is malformed.
+    #[error(
+        "{0}: send a positive duration such as \"30s\", \"1500ms\" or \"2.5\" (seconds); it can only shorten [retry] deadline"
+    )]
+    BadDeadline(String),
     /// The session headers are malformed or used on an endpoint without sessions.
     #[error("{0}")]
     BadSession(String),
@@ -84,6 +89,27 @@ pub enum ProxyError {
         /// The configured budget.
         budget: u64,
     },
+    /// A `/keel/...` path that is none of keel's own endpoints (never forwarded upstream).
+    #[error("keel has no endpoint {method} {path}; its own endpoints are: {}", crate::endpoint::KEEL_ENDPOINTS.join(", "))]
+    NoKeelEndpoint {
+        /// The request's method.
+        method: String,
+        /// The request's path.
+        path: String,
+    },
+    /// The request's headers are larger than keel takes.
+    #[error(
+        "the request's headers are {size} bytes, more than keel's limit of {limit}; send fewer or smaller headers (large data belongs in the body)"
+    )]
+    HeadersTooLarge {
+        /// Bytes of header names and values.
+        size: usize,
+        /// The limit.
+        limit: usize,
+    },
+    /// keel's shutdown grace ran out before the answer came.
+    #[error("keel is shutting down; retry the request")]
+    ShuttingDown,
     /// No or an unknown API key.
     #[error("missing or invalid API key: send `Authorization: Bearer <key>` with a key from keel.toml [auth]")]
     Unauthorized,
@@ -106,12 +132,16 @@ impl ProxyError {
                 StatusCode::BAD_REQUEST
             }
             ProxyError::InvalidOutput { .. } => StatusCode::UNPROCESSABLE_ENTITY,
-            ProxyError::BadSession(_) | ProxyError::ContextTooLong { .. } => StatusCode::BAD_REQUEST,
+            ProxyError::BadDeadline(_) | ProxyError::BadSession(_) | ProxyError::ContextTooLong { .. } => {
+                StatusCode::BAD_REQUEST
+            }
             ProxyError::NoStore | ProxyError::Store(_) => StatusCode::SERVICE_UNAVAILABLE,
-            ProxyError::NoRoute(_) => StatusCode::NOT_FOUND,
+            ProxyError::NoRoute(_) | ProxyError::NoKeelEndpoint { .. } => StatusCode::NOT_FOUND,
             ProxyError::Upstream(err) => err.status(),
             ProxyError::AllTargetsUnavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
             ProxyError::Translate(err) => err.status(),
+            ProxyError::HeadersTooLarge { .. } => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            ProxyError::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
             ProxyError::Unauthorized => StatusCode::UNAUTHORIZED,
             ProxyError::Forbidden { .. } => StatusCode::FORBIDDEN,
         }
@@ -123,6 +153,7 @@ impl ProxyError {
         let body = ErrorBody::new(dialect, status, &self.to_string());
         let retry_after = match &self {
             ProxyError::AllTargetsUnavailable { retry_after, .. } => Some(retry_after_secs(*retry_after)),
+            ProxyError::ShuttingDown => Some(1),
             _ => None,
         };
         let mut response = (status, body.body).into_response();
@@ -136,6 +167,14 @@ impl ProxyError {
         }
         response
     }
+}
+
+/// A header value for an error message: quoted, bytes that are not printable ASCII escaped,
+/// at most 64 bytes of it.
+pub(crate) fn quoted(value: &[u8]) -> String {
+    let shown: String = value.iter().take(64).flat_map(|b| std::ascii::escape_default(*b)).map(char::from).collect();
+    let more = if value.len() > 64 { "..." } else { "" };
+    format!("\"{shown}{more}\"")
 }
 
 /// Whole seconds for `Retry-After`, rounded up, at least 1.

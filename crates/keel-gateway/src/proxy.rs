@@ -74,6 +74,15 @@ pub(crate) async fn proxy(State(gateway): State<Gateway>, request: Request) -> R
     let (parts, body) = request.into_parts();
     let endpoint = Endpoint::classify(&parts.method, parts.uri.path());
     let id = request_id(&parts.headers);
+    // keel's own paths reach this handler only as the router's fallback: none of its endpoints.
+    if crate::endpoint::is_keel_own(parts.uri.path()) {
+        let err = ProxyError::NoKeelEndpoint { method: parts.method.to_string(), path: parts.uri.path().to_owned() };
+        tracing::info!(status = 404, error = %err, "request rejected");
+        Completion::rejected(endpoint.label, err.status(), started);
+        let mut response = InDialect(Dialect::Ollama, err).into_response();
+        response.headers_mut().insert(REQUEST_ID, id);
+        return response;
+    }
     let span = tracing::info_span!(
         "request",
         id = %String::from_utf8_lossy(id.as_bytes()),
@@ -82,7 +91,7 @@ pub(crate) async fn proxy(State(gateway): State<Gateway>, request: Request) -> R
     );
     async move {
         let mut response = match prepare(&gateway, &parts, endpoint, body).await {
-            Ok(forward) => {
+            Ok((forward, session)) => {
                 let call = Call {
                     method: parts.method,
                     headers: parts.headers,
@@ -91,14 +100,10 @@ pub(crate) async fn proxy(State(gateway): State<Gateway>, request: Request) -> R
                     hold_permit: false,
                     continuing: None,
                 };
-                let session = crate::session::SessionRequest::detect(endpoint, &call.headers);
                 // The session and guard paths are boxed: their futures are large, and inline they
                 // would make every request's future (moved into a box per request) as large.
                 match session {
-                    Some(Ok(session)) => {
-                        Box::pin(crate::session::handle(&gateway, call, endpoint, forward, session)).await
-                    }
-                    Some(Err(err)) => InDialect(endpoint.dialect, err).into_response(),
+                    Some(session) => Box::pin(crate::session::handle(&gateway, call, endpoint, forward, session)).await,
                     None => match crate::guard::Structured::detect(&gateway, endpoint, &forward) {
                         Some(structured) => {
                             Box::pin(crate::guard::guard(&gateway, call, endpoint, forward, structured)).await
@@ -121,37 +126,46 @@ pub(crate) async fn proxy(State(gateway): State<Gateway>, request: Request) -> R
     .await
 }
 
-/// Reads what is needed of the request and finds its targets.
-async fn prepare(gateway: &Gateway, parts: &Parts, endpoint: Endpoint, body: Body) -> Result<Forward, ProxyError> {
+/// Checks keel's request headers (`X-Keel-Deadline`, the session headers), reads what is needed
+/// of the request and finds its targets: every path (plain, session, structured-output guard)
+/// starts from here, so a malformed request is refused before anything is sent upstream.
+async fn prepare(
+    gateway: &Gateway,
+    parts: &Parts,
+    endpoint: Endpoint,
+    body: Body,
+) -> Result<(Forward, Option<crate::session::SessionRequest>), ProxyError> {
+    crate::retry::check_deadline(&parts.headers)?;
+    let session = crate::session::SessionRequest::detect(endpoint, &parts.headers).transpose()?;
     let path_and_query =
         parts.uri.path_and_query().map_or_else(|| parts.uri.path().to_owned(), |pq| pq.as_str().to_owned());
-    match endpoint.kind {
+    let forward = match endpoint.kind {
         EndpointKind::ModelInBody => {
             let bytes = read_body(gateway, &parts.headers, body).await?;
             let peek = RequestPeek::parse(&bytes)?;
             let stream = peek.streams(endpoint.dialect);
             let model = peek.model.filter(|m| !m.is_empty()).ok_or(ProxyError::ModelRequired)?;
             let (route_model, targets) = route(gateway, &model)?;
-            Ok(Forward {
+            Forward {
                 targets,
                 route_model,
                 requested_model: model,
                 path_and_query,
                 payload: Payload::Bytes(bytes),
                 stream,
-            })
+            }
         }
         EndpointKind::ModelInPath => {
             let model = Endpoint::model_in_path(parts.uri.path()).unwrap_or_default();
             let (route_model, targets) = route(gateway, &model)?;
-            Ok(Forward {
+            Forward {
                 targets,
                 route_model,
                 requested_model: model,
                 path_and_query,
                 payload: Payload::Bytes(Bytes::new()),
                 stream: false,
-            })
+            }
         }
         EndpointKind::Passthrough => {
             let default = gateway.default_target().ok_or_else(|| ProxyError::NoRoute(String::new()))?;
@@ -163,16 +177,17 @@ async fn prepare(gateway: &Gateway, parts: &Parts, endpoint: Endpoint, body: Bod
             } else {
                 (vec![TargetId { upstream: default.upstream.clone(), model: None }], Payload::Stream(Some(body)))
             };
-            Ok(Forward {
+            Forward {
                 targets,
                 route_model: "*".to_owned(),
                 requested_model: String::new(),
                 path_and_query,
                 payload,
                 stream: true,
-            })
+            }
         }
-    }
+    };
+    Ok((forward, session))
 }
 
 /// Where a read that names no model (`GET /api/tags`, `/api/version`, `/api/ps`, `/v1/models`)

@@ -3,7 +3,8 @@
 //! Each chunk is passed on as soon as it arrives (never buffered whole). A body that breaks —
 //! cut off, or silent for longer than the upstream's `idle_timeout` — ends with an error line in
 //! the stream's own framing (`{"error": …}` for NDJSON, a `data:` event for SSE) instead of a bare
-//! EOF, so clients raise a clear error. [`Completion`] records metrics, logs and the target's health
+//! EOF, so clients raise a clear error; so does a stream still open when keel's shutdown grace
+//! runs out ("keel is shutting down; retry the request"). [`Completion`] records metrics, logs and the target's health
 //! when the body ends or the client goes away (dropping the body cancels the upstream request).
 
 use std::collections::VecDeque;
@@ -23,6 +24,7 @@ use keel_types::{Dialect, FailureClass};
 use keel_upstream::ResponseBody;
 use keel_upstream::translate::SseToNdjson;
 use keel_upstream::{ErrorBody, classify_body_error};
+use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 
 use crate::request_metrics::{self, RequestMetrics};
 use crate::state::Gateway;
@@ -110,7 +112,14 @@ struct RelayBody {
     tap: Option<crate::resume::Tap>,
     /// How to continue on the next target when the stream breaks mid-answer.
     resume: Option<crate::resume::Resume>,
+    /// Cancelled when keel's shutdown grace is over: the body then ends with an error line.
+    grace_over: Option<CancellationToken>,
+    /// Waits for `grace_over`; made the first time the body has to wait for data.
+    grace_wait: Option<Pin<Box<WaitForCancellationFutureOwned>>>,
 }
+
+/// The line a stream still open when keel's shutdown grace runs out ends with.
+const SHUTTING_DOWN: &str = "keel is shutting down; retry the request";
 
 /// Wraps an upstream response body for the client. `bodyless` marks answers that carry no body
 /// whatever their headers say (to `HEAD`, or 204/304); `convert` translates an OpenAI stream
@@ -141,6 +150,7 @@ pub(crate) fn relay(
         (Some(tap_framing), Some(resume)) if !done => (Some(crate::resume::Tap::new(tap_framing)), Some(resume)),
         _ => (None, None),
     };
+    let grace_over = if done { None } else { crate::server::grace_over() };
     Body::new(RelayBody {
         source: Source::Upstream(upstream),
         idle_timeout,
@@ -155,6 +165,8 @@ pub(crate) fn relay(
         remaining,
         tap,
         resume,
+        grace_over,
+        grace_wait: None,
     })
 }
 
@@ -184,6 +196,43 @@ impl RelayBody {
 }
 
 impl RelayBody {
+    /// About to wait for data: `Pending` (woken when keel's shutdown grace is over too), or, once
+    /// it is over, the end of the body as [`RelayBody::shut_down`] says.
+    fn wait_or_shut_down(&mut self, cx: &mut Context<'_>) -> Option<PolledFrame> {
+        if let Some(token) = &self.grace_over {
+            let wait = self.grace_wait.get_or_insert_with(|| Box::pin(token.clone().cancelled_owned()));
+            if wait.as_mut().poll(cx).is_ready() {
+                self.grace_over = None;
+                self.grace_wait = None;
+                return self.shut_down();
+            }
+        }
+        Some(Poll::Pending)
+    }
+
+    /// Ends the body because keel's shutdown grace is over: after the lines already passed on,
+    /// an error line in the stream's framing (an error where the framing has no place for one).
+    /// `None` when the error line is queued.
+    fn shut_down(&mut self) -> Option<PolledFrame> {
+        self.done = true;
+        self.resume = None;
+        // Raw chunks not yet through the tap may end mid-line: the error line replaces them.
+        if self.tap.take().is_some() {
+            self.pending.clear();
+        }
+        tracing::warn!(id = %self.completion.answer.id, "shutdown grace period over; ending the stream with an error");
+        // Neither the target's failure nor its success: its breaker records nothing.
+        drop(self.completion.answer.permit.take());
+        self.completion.finish(None);
+        match self.framing.error_chunk(self.dialect, SHUTTING_DOWN) {
+            Some(chunk) => {
+                self.pending.push_back(chunk);
+                None
+            }
+            None => Some(Poll::Ready(Some(Err(std::io::Error::other(SHUTTING_DOWN))))),
+        }
+    }
+
     /// Starts continuing the answer on the next target, when the stream can be continued: it is
     /// a chat stream with targets left and its final chunk has not been sent.
     fn try_resume(&mut self, class: FailureClass, detail: &str) -> bool {
@@ -294,7 +343,10 @@ impl http_body::Body for RelayBody {
             }
             match this.poll_continuation(cx) {
                 Some(Step::Continue) => continue,
-                Some(Step::Pending) => return Poll::Pending,
+                Some(Step::Pending) => match this.wait_or_shut_down(cx) {
+                    Some(poll) => return poll,
+                    None => continue,
+                },
                 Some(Step::Failed(err)) => return Poll::Ready(Some(Err(err))),
                 None => {}
             }
@@ -359,7 +411,10 @@ impl http_body::Body for RelayBody {
                 Poll::Pending => {}
             }
             if this.idle.as_mut().poll(cx).is_pending() {
-                return Poll::Pending;
+                match this.wait_or_shut_down(cx) {
+                    Some(poll) => return poll,
+                    None => continue,
+                }
             }
             let deadline = this.last_data + this.idle_timeout;
             if deadline <= tokio::time::Instant::now() {

@@ -84,6 +84,23 @@ pub(crate) fn deadline(headers: &HeaderMap, default: Duration, started: Instant)
     started + asked.map_or(default, |asked| asked.min(default))
 }
 
+/// Checks `X-Keel-Deadline` before anything is sent: a value that is not a positive duration (or
+/// is sent twice) is refused, never silently ignored.
+pub(crate) fn check_deadline(headers: &HeaderMap) -> Result<(), crate::error::ProxyError> {
+    let mut values = headers.get_all(&KEEL_DEADLINE).iter();
+    let Some(value) = values.next() else { return Ok(()) };
+    if values.next().is_some() {
+        return Err(crate::error::ProxyError::BadDeadline("X-Keel-Deadline is sent more than once".into()));
+    }
+    match value.to_str().ok().and_then(parse_deadline) {
+        Some(_) => Ok(()),
+        None => Err(crate::error::ProxyError::BadDeadline(format!(
+            "X-Keel-Deadline {} is not a deadline",
+            crate::error::quoted(value.as_bytes())
+        ))),
+    }
+}
+
 fn parse_deadline(text: &str) -> Option<Duration> {
     let text = text.trim();
     if let Ok(seconds) = text.parse::<f64>() {
@@ -117,6 +134,26 @@ mod tests {
             assert!(backoff(Duration::from_millis(100), Duration::from_secs(2), 40) <= Duration::from_secs(2));
         }
         assert_eq!(backoff(Duration::ZERO, Duration::from_secs(2), 3), Duration::ZERO);
+    }
+
+    #[test]
+    fn malformed_deadlines_are_refused() {
+        let mut h = HeaderMap::new();
+        assert!(check_deadline(&h).is_ok());
+        for good in ["30s", "1500ms", "2.5", " 1h 30m ", "1e3"] {
+            h.insert(KEEL_DEADLINE, good.parse().unwrap());
+            assert!(check_deadline(&h).is_ok(), "{good}");
+        }
+        for bad in ["soon", "-1", "0", "0s", "NaN", "inf", "", "-5s"] {
+            h.insert(KEEL_DEADLINE, http::HeaderValue::from_str(bad).unwrap());
+            let err = check_deadline(&h).unwrap_err().to_string();
+            assert!(err.contains(&format!("{bad:?}")) && err.contains("\"30s\""), "{bad}: {err}");
+        }
+        h.insert(KEEL_DEADLINE, http::HeaderValue::from_bytes(b"3\xff").unwrap());
+        assert!(check_deadline(&h).unwrap_err().to_string().contains("\"3\\xff\""));
+        h.insert(KEEL_DEADLINE, "30s".parse().unwrap());
+        h.append(KEEL_DEADLINE, "40s".parse().unwrap());
+        assert!(check_deadline(&h).unwrap_err().to_string().contains("more than once"));
     }
 
     #[test]

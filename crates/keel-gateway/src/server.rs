@@ -11,10 +11,34 @@ use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 
+use keel_types::Dialect;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, oneshot, watch};
+use tokio_util::sync::CancellationToken;
 
+use crate::error::ProxyError;
 use crate::state::{Gateway, GatewayError, app};
+
+/// How long connections get, after the shutdown grace ran out and their streams were ended with
+/// an error line, to write those last bytes before `serve` returns.
+const FLUSH: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// The most bytes of header names and values keel takes in one request; more is refused with a
+/// 431 in the endpoint's dialect. (Below hyper's own limits: its read buffer, ~400 KiB, and 100
+/// headers, past which hyper answers a bare 431 itself.)
+pub(crate) const MAX_HEADER_BYTES: usize = 64 * 1024;
+
+thread_local! {
+    /// This serving thread's "the shutdown grace is over" signal (see [`grace_over`]).
+    static GRACE_OVER: std::cell::OnceCell<CancellationToken> = const { std::cell::OnceCell::new() };
+}
+
+/// Cancelled when the shutdown grace runs out: requests still waiting for an answer get a 503,
+/// streams still open end with an error line in their framing (`relay.rs`). `None` outside keel's
+/// serving threads (a router driven directly, in tests).
+pub(crate) fn grace_over() -> Option<CancellationToken> {
+    GRACE_OVER.with(|token| token.get().cloned())
+}
 
 /// Why serving stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -31,7 +55,9 @@ pub enum ServeError {
 }
 
 /// Serves the gateway on `listener` until `shutdown` resolves, then stops accepting and waits for
-/// in-flight requests (streams included) for at most `[server] shutdown_grace`.
+/// in-flight requests (streams included) for at most `[server] shutdown_grace`. What is still open
+/// then ends with an error saying to retry (a 503, or an error line in the stream's framing), with
+/// a second to be sent.
 ///
 /// Runs `[server] workers` serving threads (one per core by default); the caller's runtime only
 /// waits for `shutdown`.
@@ -43,6 +69,7 @@ pub async fn serve(
     let grace = gateway.config().server.shutdown_grace;
     let workers = gateway.config().server.workers.max(1);
     let (stop_tx, stop_rx) = watch::channel(false);
+    let grace_over = CancellationToken::new();
     let mut finished = Vec::with_capacity(workers);
     let mut handoff = Vec::with_capacity(workers);
     for index in 0..workers {
@@ -50,9 +77,11 @@ pub async fn serve(
         let (done_tx, done_rx) = oneshot::channel();
         let (conn_tx, conn_rx) = mpsc::unbounded_channel();
         let stop = stop_rx.clone();
+        // One child per thread: requests and streams wait on their own thread's token.
+        let grace_over = grace_over.child_token();
         std::thread::Builder::new().name(format!("keel-worker-{index}")).spawn(move || {
             let incoming = Incoming { connections: conn_rx };
-            let _ = done_tx.send(run_worker(incoming, gateway, stop));
+            let _ = done_tx.send(run_worker(incoming, gateway, stop, grace_over));
         })?;
         finished.push(done_rx);
         handoff.push(conn_tx);
@@ -95,13 +124,17 @@ pub async fn serve(
     drop(handoff);
     tracing::info!(grace = %keel_types::duration::format(grace), "shutting down: no new connections; waiting for in-flight requests");
     let _ = stop_tx.send(true);
-    match tokio::time::timeout(grace, all_done).await {
-        Ok(results) => {
-            tracing::info!("all requests finished; stopped");
-            first_error(results)
-        }
+    if let Ok(results) = tokio::time::timeout(grace, all_done.as_mut()).await {
+        tracing::info!("all requests finished; stopped");
+        return first_error(results);
+    }
+    // Nothing ends bare: what is still open gets an error saying to retry, then a moment to send it.
+    tracing::warn!("shutdown grace period over; ending the remaining requests with an error");
+    grace_over.cancel();
+    match tokio::time::timeout(FLUSH, all_done).await {
+        Ok(results) => first_error(results),
         Err(_) => {
-            tracing::warn!("shutdown grace period over; closing the remaining connections");
+            tracing::warn!("closing the remaining connections");
             Ok(())
         }
     }
@@ -137,6 +170,8 @@ impl Incoming {
 struct Dispatch {
     gateway: Gateway,
     router: axum::Router,
+    /// This serving thread's [`grace_over`].
+    grace_over: CancellationToken,
 }
 
 impl hyper::service::Service<http::Request<hyper::body::Incoming>> for Dispatch {
@@ -146,16 +181,89 @@ impl hyper::service::Service<http::Request<hyper::body::Incoming>> for Dispatch 
 
     fn call(&self, request: http::Request<hyper::body::Incoming>) -> Self::Future {
         let mut request = request.map(axum::body::Body::new);
+        if let Some(refused) = headers_too_large(&request) {
+            return Box::pin(std::future::ready(Ok(refused)));
+        }
         if crate::endpoint::is_keel_own(request.uri().path()) {
             let router = self.router.clone();
-            return Box::pin(tower::ServiceExt::oneshot(router, request));
+            return Box::pin(async move {
+                let (method, path) = (request.method().clone(), request.uri().path().to_owned());
+                let response = tower::ServiceExt::oneshot(router, request).await?;
+                Ok(errors_as_json(response, &method, &path).await)
+            });
         }
         if let Err(refused) = crate::auth::admit(&self.gateway, &mut request) {
             return Box::pin(std::future::ready(Ok(refused)));
         }
         let gateway = self.gateway.clone();
-        Box::pin(async move { Ok(crate::proxy::proxy(axum::extract::State(gateway), request).await) })
+        let grace_over = self.grace_over.clone();
+        Box::pin(async move {
+            let dialect = Dialect::of_path(request.uri().path());
+            // (`select!` polls the request's future where it is: it is large, moving it costs.)
+            tokio::select! {
+                biased;
+                response = crate::proxy::proxy(axum::extract::State(gateway), request) => Ok(response),
+                () = grace_over.cancelled() => {
+                    tracing::warn!("shutdown grace period over before the answer came; answering 503");
+                    Ok(ProxyError::ShuttingDown.into_response_in(dialect))
+                }
+            }
+        })
     }
+}
+
+/// A 431 in the endpoint's dialect when the request's headers exceed [`MAX_HEADER_BYTES`].
+fn headers_too_large<B>(request: &http::Request<B>) -> Option<axum::response::Response> {
+    let size: usize = request.headers().iter().map(|(name, value)| name.as_str().len() + value.len()).sum();
+    if size <= MAX_HEADER_BYTES {
+        return None;
+    }
+    tracing::info!(status = 431, size, "request rejected: headers too large");
+    let dialect = Dialect::of_path(request.uri().path());
+    let mut response = ProxyError::HeadersTooLarge { size, limit: MAX_HEADER_BYTES }.into_response_in(dialect);
+    // The body, if any, is not read: the connection cannot be reused.
+    response.headers_mut().insert(http::header::CONNECTION, http::HeaderValue::from_static("close"));
+    Some(response)
+}
+
+/// keel's own endpoints answer JSON, errors included: an error the router produced itself (a
+/// method an endpoint does not take, a path or query it could not read; bare or plain text) is
+/// given an `{"error": "..."}` body saying what to send instead.
+async fn errors_as_json(
+    response: axum::response::Response,
+    method: &http::Method,
+    path: &str,
+) -> axum::response::Response {
+    let status = response.status();
+    let is_json = response
+        .headers()
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    if !(status.is_client_error() || status.is_server_error()) || is_json {
+        return response;
+    }
+    let (parts, body) = response.into_parts();
+    let message = if status == http::StatusCode::METHOD_NOT_ALLOWED {
+        let allowed = parts.headers.get(http::header::ALLOW).and_then(|v| v.to_str().ok()).unwrap_or("");
+        format!("{path} does not take {method}; it takes {allowed}")
+    } else {
+        let text = axum::body::to_bytes(body, 4096).await.unwrap_or_default();
+        let text = String::from_utf8_lossy(&text);
+        let reason = status.canonical_reason().unwrap_or("error");
+        if text.trim().is_empty() { format!("{path}: {reason}") } else { format!("{path}: {}", text.trim()) }
+    };
+    let body = keel_upstream::ErrorBody::new(Dialect::Ollama, status, &message).body;
+    let mut response = axum::response::IntoResponse::into_response((status, body));
+    response
+        .headers_mut()
+        .insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("application/json; charset=utf-8"));
+    for name in [http::header::ALLOW, crate::request_id::REQUEST_ID] {
+        if let Some(value) = parts.headers.get(&name) {
+            response.headers_mut().insert(name, value.clone());
+        }
+    }
+    response
 }
 
 /// Serves one client connection (HTTP/1.1, keep-alive) until it closes, or until `closing`
@@ -259,11 +367,17 @@ async fn keep_a_timer_due(gateway: Gateway) {
 /// One serving thread: a single-threaded runtime serving the connections handed to it. When
 /// `stop` turns true it takes no more connections, lets each finish its in-flight request, and
 /// returns once all are closed.
-fn run_worker(mut incoming: Incoming, gateway: Gateway, mut stop: watch::Receiver<bool>) -> io::Result<()> {
+fn run_worker(
+    mut incoming: Incoming,
+    gateway: Gateway,
+    mut stop: watch::Receiver<bool>,
+    grace_over: CancellationToken,
+) -> io::Result<()> {
+    GRACE_OVER.with(|token| drop(token.set(grace_over.clone())));
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     runtime.block_on(async move {
         tokio::spawn(keep_a_timer_due(gateway.clone()));
-        let dispatch = Dispatch { router: app(gateway.clone()), gateway };
+        let dispatch = Dispatch { router: app(gateway.clone()), gateway, grace_over };
         // The same signal tells each connection to finish its request and close.
         let closing = stop.clone();
         let mut connections = tokio::task::JoinSet::new();

@@ -31,6 +31,7 @@ fn path() -> impl Strategy<Value = String> {
         Just("/v1/embeddings".to_owned()),
         Just("/v1/models/llama3.2".to_owned()),
         Just("/keel/status".to_owned()),
+        Just("/keel/nope".to_owned()),
         "/[a-z0-9/%.:]{0,24}".prop_map(|p| p),
     ]
 }
@@ -43,6 +44,15 @@ fn body() -> impl Strategy<Value = Vec<u8>> {
         Just(br#"{"model":"llama3.2","messages":[{"role":"user","content":"hi"}],"stream":false}"#.to_vec()),
         Just(br#"{"model":"llama3.2","prompt":"hi","stream":"yes"}"#.to_vec()),
         Just(br#"{"model":["x"]}"#.to_vec()),
+        // Valid JSON that is not an object, and bytes that are not UTF-8 where keel does not look.
+        prop_oneof![Just("[]"), Just(r#"["llama3.2"]"#), Just("null"), Just("1"), Just(r#""x""#)]
+            .prop_map(|b| b.as_bytes().to_vec()),
+        proptest::collection::vec(128u8..=255, 1..4).prop_map(|bad| {
+            let mut body = br#"{"model":"llama3.2","prompt":""#.to_vec();
+            body.extend(bad);
+            body.extend(br#"","stream":false}"#);
+            body
+        }),
     ]
 }
 
@@ -50,13 +60,24 @@ proptest! {
     #![proptest_config(ProptestConfig { cases: 256, .. ProptestConfig::default() })]
 
     #[test]
-    fn any_request_gets_a_well_formed_answer(method in method(), path in path(), body in body()) {
+    fn any_request_gets_a_well_formed_answer(
+        method in method(),
+        path in path(),
+        body in body(),
+        deadline in proptest::option::weighted(0.25, header_value()),
+    ) {
         let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        let head = method == http::Method::HEAD;
         runtime.block_on(async {
             let result: Result<(), TestCaseError> = async {
             let mock = shared_mock().await;
             let gateway = Gateway::new(keel_testkit::config_for(&mock)).unwrap();
-            let Ok(request) = Request::builder().method(method).uri(&path).body(Body::from(body)) else {
+            let mut builder = Request::builder().method(method).uri(&path);
+            if let Some(deadline) = deadline {
+                let Ok(deadline) = http::HeaderValue::from_bytes(&deadline) else { return Ok(()) };
+                builder = builder.header("x-keel-deadline", deadline);
+            }
+            let Ok(request) = builder.body(Body::from(body)) else {
                 return Ok(()); // not a request a client could send
             };
             let response = app(gateway).oneshot(request).await.unwrap();
@@ -64,6 +85,11 @@ proptest! {
             let is_v1 = path.starts_with("/v1/");
             let bytes = axum::body::to_bytes(response.into_body(), usize::MAX).await.unwrap();
             prop_assert!(status.as_u16() < 600);
+            // keel's own paths are never forwarded: an unknown one is keel's 404, in JSON.
+            if path.starts_with("/keel/") && status == http::StatusCode::NOT_FOUND && !head {
+                let value: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+                prop_assert!(value["error"].is_string(), "{value}");
+            }
             if status.is_client_error() && !bytes.is_empty() && bytes[0] == b'{' {
                 let value: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
                 if is_v1 {

@@ -43,9 +43,11 @@ impl ErrorBody {
 /// The OpenAI error `type` Ollama uses for a status.
 pub fn openai_error_type(status: StatusCode) -> &'static str {
     match status {
-        StatusCode::BAD_REQUEST | StatusCode::PAYLOAD_TOO_LARGE | StatusCode::UNPROCESSABLE_ENTITY => {
-            "invalid_request_error"
-        }
+        StatusCode::BAD_REQUEST
+        | StatusCode::METHOD_NOT_ALLOWED
+        | StatusCode::PAYLOAD_TOO_LARGE
+        | StatusCode::UNPROCESSABLE_ENTITY
+        | StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE => "invalid_request_error",
         StatusCode::NOT_FOUND => "not_found_error",
         StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => "authentication_error",
         _ => "api_error",
@@ -72,5 +74,7 @@ mod tests {
         assert!(v["error"]["code"].is_null());
         let v = ErrorBody::json(Dialect::OpenAi, StatusCode::SERVICE_UNAVAILABLE, "busy");
         assert_eq!(v["error"]["type"], "api_error");
+        let v = ErrorBody::json(Dialect::OpenAi, StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE, "big");
+        assert_eq!(v["error"]["type"], "invalid_request_error");
     }
 }

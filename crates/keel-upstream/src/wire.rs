@@ -21,6 +21,15 @@ pub enum WireError {
     /// The body is not a JSON object (the message is the parser's).
     #[error("{0}")]
     Malformed(String),
+    /// The body is valid JSON, but not an object (an array, string, number, boolean or null).
+    #[error("request body must be a JSON object, not {0}: send {{\"model\": \"<name>\", ...}}")]
+    NotObject(&'static str),
+    /// The body is not UTF-8 text.
+    #[error("request body is not valid UTF-8 (invalid byte at offset {offset}): send JSON text encoded as UTF-8")]
+    NotUtf8 {
+        /// Where the first invalid byte is.
+        offset: usize,
+    },
 }
 
 #[derive(Deserialize)]
@@ -37,8 +46,25 @@ impl RequestPeek {
     /// Reads `model`/`name` and `stream` from a JSON object body. Other fields are skipped, not
     /// validated: the upstream judges them.
     pub fn parse(body: &[u8]) -> Result<RequestPeek, WireError> {
-        if body.iter().all(u8::is_ascii_whitespace) {
+        let Some(first) = body.iter().find(|b| !b.is_ascii_whitespace()) else {
             return Err(WireError::Empty);
+        };
+        // serde_json does not check the bytes of the strings it skips.
+        if let Err(err) = std::str::from_utf8(body) {
+            return Err(WireError::NotUtf8 { offset: err.valid_up_to() });
+        }
+        // A struct deserializes from a JSON array too (`["m"]` would name the model "m").
+        if *first != b'{' {
+            return Err(match serde_json::from_slice::<serde::de::IgnoredAny>(body) {
+                Ok(_) => WireError::NotObject(match first {
+                    b'[' => "an array",
+                    b'"' => "a string",
+                    b't' | b'f' => "a boolean",
+                    b'n' => "null",
+                    _ => "a number",
+                }),
+                Err(err) => WireError::Malformed(describe(&err)),
+            });
         }
         let fields: Fields = serde_json::from_slice(body).map_err(|err| WireError::Malformed(describe(&err)))?;
         let model = match fields.model.or(fields.name) {
@@ -99,9 +125,36 @@ mod tests {
     fn bad_bodies_are_errors() {
         assert_eq!(RequestPeek::parse(b"  "), Err(WireError::Empty));
         assert!(matches!(RequestPeek::parse(b"{\"model\":"), Err(WireError::Malformed(_))));
-        assert!(matches!(RequestPeek::parse(b"[1]"), Err(WireError::Malformed(_))));
+        assert!(matches!(RequestPeek::parse(b"[1"), Err(WireError::Malformed(_))));
         assert!(matches!(RequestPeek::parse(br#"{"model":1}"#), Err(WireError::Malformed(_))));
         assert!(matches!(RequestPeek::parse(br#"{"stream":"yes"}"#), Err(WireError::Malformed(_))));
+    }
+
+    #[test]
+    fn only_objects_are_requests() {
+        for (body, what) in [
+            (&b"[]"[..], "an array"),
+            (b" [\"llama3.2\"] ", "an array"),
+            (b"\"x\"", "a string"),
+            (b"1", "a number"),
+            (b"-2.5e3", "a number"),
+            (b"null", "null"),
+            (b"true", "a boolean"),
+        ] {
+            let got = RequestPeek::parse(body);
+            assert_eq!(got, Err(WireError::NotObject(what)), "{}", String::from_utf8_lossy(body));
+        }
+        let message = WireError::NotObject("an array").to_string();
+        assert!(message.starts_with("request body must be a JSON object, not an array"), "{message}");
+        assert!(matches!(RequestPeek::parse(b"nope"), Err(WireError::Malformed(_))));
+    }
+
+    #[test]
+    fn bodies_must_be_utf8() {
+        let skipped_field = b"{\"model\":\"m\",\"x\":\"\xff\"}";
+        assert_eq!(RequestPeek::parse(skipped_field), Err(WireError::NotUtf8 { offset: 18 }));
+        assert_eq!(RequestPeek::parse(b"\xfe{}"), Err(WireError::NotUtf8 { offset: 0 }));
+        assert!(RequestPeek::parse("{\"model\":\"m\",\"x\":\"\u{e9}\"}".as_bytes()).is_ok());
     }
 
     proptest! {

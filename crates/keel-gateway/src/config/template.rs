@@ -18,7 +18,7 @@ max_request_body = "32MiB"
 # "stream": true for them).
 max_buffered_answer = "64MiB"
 # On SIGTERM or Ctrl+C keel stops accepting and lets in-flight requests and streams finish,
-# for at most this long.
+# for at most this long; then what is still open ends with an error saying to retry.
 shutdown_grace = "30s"
 # keel refuses to listen on a non-loopback address without [auth] keys. Set to true only on a
 # network where everyone may use your models.

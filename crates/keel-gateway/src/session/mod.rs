@@ -66,7 +66,16 @@ impl SessionRequest {
     /// The session headers of a request, when it has them: `Err` when they are malformed or the
     /// endpoint keeps no sessions.
     pub(crate) fn detect(endpoint: Endpoint, headers: &HeaderMap) -> Option<Result<SessionRequest, ProxyError>> {
-        let id = headers.get(SESSION)?;
+        let Some(id) = headers.get(SESSION) else {
+            // The other session headers mean nothing without a session: refused, not ignored.
+            let orphan = [(SESSION_MODE, "X-Keel-Session-Mode"), (IDEMPOTENCY_KEY, "X-Keel-Idempotency-Key")]
+                .into_iter()
+                .find(|(name, _)| headers.contains_key(*name))?;
+            return Some(Err(ProxyError::BadSession(format!(
+                "{} needs X-Keel-Session: <id> on the same request; send both, or neither",
+                orphan.1
+            ))));
+        };
         Some(SessionRequest::parse(endpoint, id, headers))
     }
 
@@ -74,23 +83,42 @@ impl SessionRequest {
         let bad = |message: String| ProxyError::BadSession(message);
         if !matches!(Kind::of(endpoint), Some(Kind::OllamaChat | Kind::OpenAiChat)) {
             return Err(bad(format!(
-                "X-Keel-Session works with /api/chat and /v1/chat/completions, not {}",
+                "X-Keel-Session works with POST /api/chat and POST /v1/chat/completions, not {}",
                 endpoint.label
             )));
         }
+        for (name, shown) in [
+            (SESSION, "X-Keel-Session"),
+            (SESSION_MODE, "X-Keel-Session-Mode"),
+            (IDEMPOTENCY_KEY, "X-Keel-Idempotency-Key"),
+        ] {
+            if headers.get_all(name).iter().nth(1).is_some() {
+                return Err(bad(format!("{shown} is sent more than once; send it once")));
+            }
+        }
         let id = id.to_str().ok().filter(|id| valid_name(id)).ok_or_else(|| {
-            bad("X-Keel-Session must be 1 to 128 characters of letters, digits, '.', '_', ':' or '-'".into())
+            bad(format!(
+                "X-Keel-Session {} is not a session id: use 1 to 128 characters of letters, digits, '.', '_', ':' or '-'",
+                crate::error::quoted(id.as_bytes())
+            ))
         })?;
-        let mode = match headers.get(SESSION_MODE).map(|v| v.to_str().unwrap_or("?")) {
-            None | Some("managed") => Mode::Managed,
-            Some("record") => Mode::Record,
-            Some(other) => return Err(bad(format!("X-Keel-Session-Mode {other:?}: use \"managed\" or \"record\""))),
+        let mode = match headers.get(SESSION_MODE).map(HeaderValue::as_bytes) {
+            None | Some(b"managed") => Mode::Managed,
+            Some(b"record") => Mode::Record,
+            Some(other) => {
+                return Err(bad(format!(
+                    "X-Keel-Session-Mode {} is not a mode: use \"managed\" (keel keeps the history) or \"record\" (you send it)",
+                    crate::error::quoted(other)
+                )));
+            }
         };
         let idempotency_key = match headers.get(IDEMPOTENCY_KEY) {
             None => None,
             Some(key) => Some(key.to_str().ok().filter(|k| valid_name(k)).map(str::to_owned).ok_or_else(|| {
-                bad("X-Keel-Idempotency-Key must be 1 to 128 characters of letters, digits, '.', '_', ':' or '-'"
-                    .into())
+                bad(format!(
+                    "X-Keel-Idempotency-Key {} is not a key: use 1 to 128 characters of letters, digits, '.', '_', ':' or '-'",
+                    crate::error::quoted(key.as_bytes())
+                ))
             })?),
         };
         Ok(SessionRequest { id: id.to_owned(), mode, idempotency_key })
