@@ -16,10 +16,7 @@ UPSTREAM_PORT=18401
 NGINX_PORT=18402
 KEEL_PORT=18403
 BASE_PORT=18404
-WORK="$(mktemp -d /tmp/keel-bench.XXXXXX)"
-RESULTS="bench/results"
-mkdir -p "$RESULTS"
-log() { printf '[bench %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
+source bench/lib.sh
 
 if ! command -v wrk >/dev/null || ! command -v nginx >/dev/null && [ ! -x /usr/sbin/nginx ]; then
   log "installing wrk and nginx from Debian's packages"
@@ -28,17 +25,9 @@ if ! command -v wrk >/dev/null || ! command -v nginx >/dev/null && [ ! -x /usr/s
 fi
 NGINX="$(command -v nginx || echo /usr/sbin/nginx)"
 
-log "building keel (release)"
-cargo build --release -p keel-cli --locked -q
-KEEL=target/release/keel
-
-pids=()
-cleanup() {
-  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+extra_cleanup() {
   for conf in upstream proxy; do "$NGINX" -p "$WORK" -c "$WORK/$conf.conf" -s stop 2>/dev/null || true; done
-  rm -rf "$WORK"
 }
-trap cleanup EXIT
 
 # Two separate nginx processes: the canned upstream, and the plain reverse proxy in front of it
 # (one process for both would let the proxy hand requests to the upstream without a context switch,
