@@ -5,6 +5,8 @@
 //! It is the only crate that uses `anyhow`.
 
 mod chat;
+mod config_file;
+mod connect;
 mod demo;
 mod init;
 mod mock;

@@ -42,10 +42,7 @@ pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<()> {
         log_level: args.log_level,
     };
     let env = |name: &str| std::env::var(name).ok();
-    let path = args.config.or_else(|| {
-        let local = PathBuf::from("keel.toml");
-        local.exists().then_some(local)
-    });
+    let path = crate::config_file::locate(args.config);
     let config = match &path {
         Some(path) => Config::load(path, &overrides, &env)?,
         None => Config::without_file(&overrides, &env)?,

@@ -5,28 +5,37 @@ use std::io::Write as _;
 use anyhow::Context as _;
 use clap::Args;
 
+use crate::connect::ConnectArgs;
+
 /// Flags of `keel status`.
 #[derive(Debug, Args)]
+#[command(after_help = "\
+keel is found at --url (or KEEL_URL), else at the [server] listen of the config file (--config,
+KEEL_CONFIG, or ./keel.toml if it exists), else at http://127.0.0.1:11435.")]
 pub(crate) struct StatusArgs {
-    /// Base URL of the running keel.
-    #[arg(long, env = "KEEL_URL", default_value = "http://127.0.0.1:11435", value_name = "URL")]
-    url: String,
-    /// API key with the admin scope (when keel has [auth] keys).
-    #[arg(long, env = "KEEL_KEY", value_name = "KEY")]
-    key: Option<String>,
     /// Print the raw JSON.
     #[arg(long)]
     json: bool,
+    /// Where keel is, and the API key (admin scope, when keel has [auth] keys).
+    #[command(flatten)]
+    connect: ConnectArgs,
 }
 
 pub(crate) async fn run(args: StatusArgs) -> anyhow::Result<()> {
-    let url = format!("{}/keel/status", args.url.trim_end_matches('/'));
-    let mut request = reqwest::Client::new().get(&url);
-    if let Some(key) = &args.key {
+    let keel = args.connect.resolve()?;
+    let url = crate::connect::join(&keel.url, &["keel", "status"])?;
+    let mut request = reqwest::Client::new().get(url.clone());
+    if let Some(key) = &keel.key {
         request = request.bearer_auth(key);
     }
-    let response =
-        request.send().await.with_context(|| format!("cannot reach keel at {url}: is `keel serve` running?"))?;
+    let response = request.send().await.map_err(|err| {
+        anyhow::anyhow!(
+            "cannot reach keel at {} ({}): {}. Is `keel serve` running, and is that its address?",
+            keel.url,
+            keel.origin,
+            crate::connect::root_cause(&err)
+        )
+    })?;
     let status = response.status();
     let body: serde_json::Value = response.json().await.context("keel answered something that is not JSON")?;
     if !status.is_success() {
