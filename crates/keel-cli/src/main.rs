@@ -10,6 +10,7 @@ mod connect;
 mod demo;
 mod init;
 mod mock;
+mod open_files;
 mod repair;
 mod serve;
 mod sessions;

@@ -48,6 +48,7 @@ pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<()> {
         None => Config::without_file(&overrides, &env)?,
     };
     keel_telemetry::init_logging(config.log.format, &config.log.level);
+    crate::open_files::raise_and_log();
 
     let listen = config.server.listen;
     let listener = tokio::net::TcpListener::bind(listen).await.with_context(|| {

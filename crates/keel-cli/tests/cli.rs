@@ -96,6 +96,63 @@ fn serve_reads_env_overrides_and_stops_cleanly_on_sigterm() {
     let _ = mock.wait();
 }
 
+/// `keel serve` started with a low soft open-file limit raises it to the hard limit and logs
+/// both; with a low hard limit it warns and says what to do. keel exits right after (its port is
+/// taken), which is enough: the limit is raised and logged before it listens.
+#[cfg(unix)]
+#[test]
+fn serve_raises_the_open_file_limit_and_logs_it() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let listen = taken.local_addr().unwrap().to_string();
+    let dir = tempfile::tempdir().unwrap();
+    let serve_under = |ulimits: &str| {
+        let out = Command::new("bash")
+            .args(["-c", &format!("{ulimits} && exec \"$0\" serve --listen {listen}"), KEEL])
+            .current_dir(dir.path())
+            .env_remove("RUST_LOG")
+            .env_remove("KEEL_CONFIG")
+            .env("KEEL_LOG_FORMAT", "json")
+            .env("KEEL_STORE", format!("sqlite://{}", dir.path().join("keel.db").display()))
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "keel served on a taken port");
+        let logs = String::from_utf8(out.stderr).unwrap();
+        let lines: Vec<serde_json::Value> = logs.lines().filter_map(|line| serde_json::from_str(line).ok()).collect();
+        let limits = lines
+            .iter()
+            .find(|line| line["fields"]["open_files_soft_before"].is_u64())
+            .unwrap_or_else(|| panic!("no open-file limit logged:\n{logs}"))
+            .clone();
+        assert_eq!(limits["level"], "INFO", "{limits}");
+        let warning = lines
+            .iter()
+            .find(|line| {
+                line["level"] == "WARN" && line["fields"]["message"].as_str().is_some_and(|m| m.contains("open-file"))
+            })
+            .cloned();
+        (limits["fields"].clone(), warning, logs)
+    };
+    let hard: u64 = {
+        let out = Command::new("bash").args(["-c", "ulimit -Hn"]).output().unwrap();
+        String::from_utf8(out.stdout).unwrap().trim().parse().unwrap_or(u64::MAX)
+    };
+    if hard > 4096 && hard != u64::MAX {
+        let (fields, warning, logs) = serve_under("ulimit -Sn 256");
+        assert_eq!(fields["open_files_soft_before"], 256, "{logs}");
+        assert_eq!(fields["open_files_soft"], hard, "{logs}");
+        assert_eq!(fields["open_files_hard"], hard, "{logs}");
+        assert!(warning.is_none(), "{logs}");
+    }
+    let (fields, warning, logs) = serve_under("ulimit -Sn 256 && ulimit -Hn 1024");
+    assert_eq!(fields["open_files_soft_before"], 256, "{logs}");
+    assert_eq!(fields["open_files_soft"], 1024, "{logs}");
+    assert_eq!(fields["open_files_hard"], 1024, "{logs}");
+    let warning = warning.unwrap_or_else(|| panic!("no warning about a limit of 1024:\n{logs}"));
+    let message = warning["fields"]["message"].as_str().unwrap();
+    assert!(message.contains("only 1024") && message.contains("LimitNOFILE"), "{message}");
+    drop(taken);
+}
+
 #[test]
 fn demo_runs_end_to_end() {
     let out = keel(&["demo"]);
