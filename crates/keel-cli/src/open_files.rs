@@ -50,6 +50,8 @@ fn raise() -> std::io::Result<OpenFiles> {
 fn log(limits: &OpenFiles) {
     let message = if limits.soft > limits.soft_before {
         "raised the open-file limit to the hard limit"
+    } else if limits.soft >= limits.hard {
+        "the open-file limit is at the hard limit already"
     } else {
         "open-file limit"
     };
