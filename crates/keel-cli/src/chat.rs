@@ -16,8 +16,8 @@ use clap::Args;
 use reqwest::{StatusCode, Url};
 use serde_json::{Value, json};
 
-/// Where keel listens by default.
-const DEFAULT_HOST: &str = "http://127.0.0.1:11435";
+use crate::connect::{ConnectArgs, DEFAULT_URL, root_cause};
+
 /// The request header that names a durable session.
 const SESSION_HEADER: &str = "X-Keel-Session";
 /// Messages asked for per page of `/history`.
@@ -37,20 +37,20 @@ mode), /session prints the session id, /help lists the commands, /exit or Ctrl+D
 Ctrl+C while an answer streams stops that answer; Ctrl+C twice at the prompt exits.
 Line history is kept in $XDG_STATE_HOME/keel/chat_history (default ~/.local/state/keel/).
 
+keel is found like `keel status` finds it: --url (or KEEL_URL), else the [server] listen of the
+config file (--config, KEEL_CONFIG, or ./keel.toml if it exists), else http://127.0.0.1:11435.
+
 Examples:
   keel chat --model llama3.2                                     a conversation through keel
   keel chat --model llama3.2 --new-session                       one keel keeps; prints its id
   keel chat --model llama3.2 --session-id 0193a5c2-…             resume it later
   keel chat --model llama3.2 --non-interactive --prompt 'Why is the sky blue?'
   echo 'Summarize: …' | keel chat -m llama3.2 --non-interactive --prompt -
-  keel chat --model llama3.2 --host http://127.0.0.1:11434       straight to Ollama")]
+  keel chat --model llama3.2 --url http://127.0.0.1:11434        straight to Ollama")]
 pub(crate) struct ChatArgs {
     /// The model to talk to, e.g. llama3.2.
     #[arg(long, short, env = "KEEL_MODEL", value_name = "NAME")]
     model: String,
-    /// Base URL of keel (or of Ollama itself).
-    #[arg(long, env = "KEEL_HOST", default_value = DEFAULT_HOST, value_name = "URL")]
-    host: String,
     /// Resume (or start with this name) a conversation keel keeps: requests carry
     /// `X-Keel-Session: ID` and only the new message. 1–128 letters, digits, '.', '_', ':', '-'.
     #[arg(long, value_name = "ID", conflicts_with = "new_session")]
@@ -70,9 +70,9 @@ pub(crate) struct ChatArgs {
     /// with the first message this process sends in the session (keel stores it).
     #[arg(long, value_name = "TEXT")]
     system: Option<String>,
-    /// API key, sent as `Authorization: Bearer KEY` (when keel has [auth] keys).
-    #[arg(long, env = "KEEL_API_KEY", hide_env_values = true, value_name = "KEY")]
-    api_key: Option<String>,
+    /// Where keel is (or Ollama itself, with --url), and the API key.
+    #[command(flatten)]
+    connect: ConnectArgs,
 }
 
 /// One chat message as Ollama's `/api/chat` takes it.
@@ -105,18 +105,13 @@ pub(crate) struct Endpoint {
 }
 
 impl Endpoint {
-    /// An endpoint for `host` (`http://` is assumed when the scheme is missing).
-    pub(crate) fn new(host: &str, model: &str, api_key: Option<String>) -> anyhow::Result<Self> {
-        let with_scheme = if host.contains("://") { host.to_owned() } else { format!("http://{host}") };
-        let url = Url::parse(&with_scheme)
-            .ok()
-            .filter(|url| matches!(url.scheme(), "http" | "https") && url.has_host())
-            .with_context(|| format!("--host {host:?} is not a URL like {DEFAULT_HOST}"))?;
+    /// An endpoint for the server at `host` (see [`crate::connect::parse_url`]).
+    pub(crate) fn new(host: Url, model: &str, api_key: Option<String>) -> anyhow::Result<Self> {
         let http = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(10))
             .build()
             .context("cannot build the HTTP client")?;
-        Ok(Endpoint { http, host: url, model: model.to_owned(), api_key: api_key.filter(|key| !key.is_empty()) })
+        Ok(Endpoint { http, host, model: model.to_owned(), api_key: api_key.filter(|key| !key.is_empty()) })
     }
 
     /// The host as given, without a trailing slash (for messages).
@@ -126,12 +121,7 @@ impl Endpoint {
 
     /// `host` with `segments` appended to its path (each percent-encoded).
     fn url(&self, segments: &[&str]) -> anyhow::Result<Url> {
-        let mut url = self.host.clone();
-        url.path_segments_mut()
-            .map_err(|()| anyhow::anyhow!("--host {} cannot have a path", self.host()))?
-            .pop_if_empty()
-            .extend(segments);
-        Ok(url)
+        crate::connect::join(&self.host, segments)
     }
 
     fn authorize(&self, request: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
@@ -216,7 +206,7 @@ impl Endpoint {
         }
         let value: Value = serde_json::from_slice(line).with_context(|| {
             format!(
-                "{} answered something that is not Ollama's chat stream: {:?}; is --host keel or Ollama?",
+                "{} answered something that is not Ollama's chat stream: {:?}; is --url keel or Ollama?",
                 self.host(),
                 String::from_utf8_lossy(&line[..line.len().min(120)])
             )
@@ -240,9 +230,9 @@ impl Endpoint {
         if err.is_connect() || err.is_timeout() {
             let keel_default = self.host.port_or_known_default() == Some(11435);
             let hint = if keel_default {
-                "is keel running? start it with `keel serve` (or talk to Ollama directly with --host http://127.0.0.1:11434)"
+                "is keel running? start it with `keel serve` (or talk to Ollama directly with --url http://127.0.0.1:11434)"
             } else {
-                "is keel running? start it with `keel serve` (or, if --host is Ollama, start it with `ollama serve`)"
+                "is keel running? start it with `keel serve` (or, if --url is Ollama, start it with `ollama serve`)"
             };
             anyhow::anyhow!("cannot reach {host} ({}): {hint}", root_cause(err))
         } else {
@@ -263,11 +253,11 @@ impl Endpoint {
                  `ollama list` shows"
             ),
             StatusCode::NOT_FOUND => anyhow::anyhow!(
-                "{host} has no /api/chat (404: {message}): is --host keel (default {DEFAULT_HOST}) or Ollama?"
+                "{host} has no /api/chat (404: {message}): is --url keel (default {DEFAULT_URL}) or Ollama?"
             ),
             StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => anyhow::anyhow!(
                 "{host} refused the request ({status}: {message}): pass a key with the inference scope with \
-                 --api-key or KEEL_API_KEY"
+                 --key or KEEL_KEY"
             ),
             StatusCode::SERVICE_UNAVAILABLE if message.contains("session") => {
                 anyhow::anyhow!("{host} cannot keep the session ({status}): {message}")
@@ -373,15 +363,6 @@ async fn error_body(response: reqwest::Response) -> String {
     }
 }
 
-/// The innermost cause of an error: reqwest's own message is only "error sending request".
-fn root_cause(err: &(dyn std::error::Error + 'static)) -> String {
-    let mut cause = err;
-    while let Some(source) = cause.source() {
-        cause = source;
-    }
-    cause.to_string()
-}
-
 /// Checks a session id the way keel does.
 fn check_session_id(id: &str) -> anyhow::Result<()> {
     let valid = (1..=128).contains(&id.len())
@@ -462,7 +443,8 @@ impl Conversation {
 
 /// Runs `keel chat`.
 pub(crate) async fn run(args: ChatArgs) -> anyhow::Result<()> {
-    let endpoint = Endpoint::new(&args.host, &args.model, args.api_key)?;
+    let keel = args.connect.resolve()?;
+    let endpoint = Endpoint::new(keel.url, &args.model, keel.key)?;
     let session = match (args.session_id, args.new_session) {
         (Some(id), _) => {
             check_session_id(&id)?;
@@ -722,6 +704,10 @@ mod tests {
         Scenario { models: vec![model], ..Scenario::default() }
     }
 
+    fn url(text: &str) -> Url {
+        crate::connect::parse_url(text).unwrap()
+    }
+
     async fn mock(model: ModelSpec) -> MockServer {
         MockServer::start(([127, 0, 0, 1], 0).into(), scenario(model)).await.unwrap()
     }
@@ -729,7 +715,7 @@ mod tests {
     #[tokio::test]
     async fn ask_streams_the_answer_and_returns_it() {
         let server = mock(ModelSpec::new("llama3.2", "Hello from the mock.")).await;
-        let endpoint = Endpoint::new(&server.url(), "llama3.2", Some("k1".into())).unwrap();
+        let endpoint = Endpoint::new(url(&server.url()), "llama3.2", Some("k1".into())).unwrap();
         let mut out = Vec::new();
         let answer = endpoint.ask(&[ChatMessage::new("user", "hi")], Some("s-1"), &mut out).await.unwrap();
         assert_eq!(answer, "Hello from the mock.");
@@ -749,7 +735,7 @@ mod tests {
         let model = ModelSpec::new("llama3.2", "one two three four")
             .with_fault(Fault::new(FaultKind::ErrorLine).with_after_chunks(1).with_message("runner died"));
         let server = mock(model).await;
-        let endpoint = Endpoint::new(&server.url(), "llama3.2", None).unwrap();
+        let endpoint = Endpoint::new(url(&server.url()), "llama3.2", None).unwrap();
         let mut out = Vec::new();
         let err = endpoint.ask(&[ChatMessage::new("user", "hi")], None, &mut out).await.unwrap_err();
         assert!(err.to_string().contains("runner died"), "{err}");
@@ -763,7 +749,7 @@ mod tests {
         let model = ModelSpec::new("llama3.2", "one two three four")
             .with_fault(Fault::new(FaultKind::Cut).with_after_chunks(1));
         let server = mock(model).await;
-        let endpoint = Endpoint::new(&server.url(), "llama3.2", None).unwrap();
+        let endpoint = Endpoint::new(url(&server.url()), "llama3.2", None).unwrap();
         let err = endpoint.ask(&[ChatMessage::new("user", "hi")], None, &mut Vec::new()).await.unwrap_err();
         assert!(err.to_string().contains("broke off") || err.to_string().contains("ended before"), "{err}");
         server.shutdown().await;
@@ -772,37 +758,36 @@ mod tests {
     #[tokio::test]
     async fn busy_and_unauthorized_say_what_to_do() {
         let server = mock(ModelSpec::new("llama3.2", "x").with_fault(Fault::new(FaultKind::Busy))).await;
-        let endpoint = Endpoint::new(&server.url(), "llama3.2", None).unwrap();
+        let endpoint = Endpoint::new(url(&server.url()), "llama3.2", None).unwrap();
         let err = endpoint.ask(&[ChatMessage::new("user", "hi")], None, &mut Vec::new()).await.unwrap_err();
         assert!(err.to_string().contains("server busy") && err.to_string().contains("try again"), "{err}");
         server.set_scenario(scenario(
             ModelSpec::new("llama3.2", "x").with_fault(Fault::new(FaultKind::Status).with_status(401, "")),
         ));
         let err = endpoint.ask(&[ChatMessage::new("user", "hi")], None, &mut Vec::new()).await.unwrap_err();
-        assert!(err.to_string().contains("--api-key"), "{err}");
+        assert!(err.to_string().contains("--key"), "{err}");
         server.shutdown().await;
     }
 
     #[tokio::test]
     async fn history_against_a_server_without_sessions() {
         let server = mock(ModelSpec::new("llama3.2", "x")).await;
-        let endpoint = Endpoint::new(&server.url(), "llama3.2", None).unwrap();
+        let endpoint = Endpoint::new(url(&server.url()), "llama3.2", None).unwrap();
         assert_eq!(endpoint.session_history("abc").await.unwrap(), SessionHistory::NoSessions);
         server.shutdown().await;
     }
 
     #[test]
     fn hosts_without_a_scheme_get_http_and_keep_their_path() {
-        let endpoint = Endpoint::new("127.0.0.1:11435", "m", None).unwrap();
+        let endpoint = Endpoint::new(url("127.0.0.1:11435"), "m", None).unwrap();
         assert_eq!(endpoint.url(&["api", "chat"]).unwrap().as_str(), "http://127.0.0.1:11435/api/chat");
-        let endpoint = Endpoint::new("http://proxy.local/ollama/", "m", Some(String::new())).unwrap();
+        let endpoint = Endpoint::new(url("http://proxy.local/ollama/"), "m", Some(String::new())).unwrap();
         assert_eq!(endpoint.url(&["api", "chat"]).unwrap().as_str(), "http://proxy.local/ollama/api/chat");
         assert_eq!(endpoint.api_key, None);
         assert_eq!(
             endpoint.url(&["keel", "sessions", "a/b", "messages"]).unwrap().as_str(),
             "http://proxy.local/ollama/keel/sessions/a%2Fb/messages"
         );
-        assert!(Endpoint::new("ftp://x", "m", None).is_err());
     }
 
     #[test]

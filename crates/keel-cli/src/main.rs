@@ -5,9 +5,12 @@
 //! It is the only crate that uses `anyhow`.
 
 mod chat;
+mod config_file;
+mod connect;
 mod demo;
 mod init;
 mod mock;
+mod open_files;
 mod repair;
 mod serve;
 mod sessions;

@@ -42,15 +42,13 @@ pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<()> {
         log_level: args.log_level,
     };
     let env = |name: &str| std::env::var(name).ok();
-    let path = args.config.or_else(|| {
-        let local = PathBuf::from("keel.toml");
-        local.exists().then_some(local)
-    });
+    let path = crate::config_file::locate(args.config);
     let config = match &path {
         Some(path) => Config::load(path, &overrides, &env)?,
         None => Config::without_file(&overrides, &env)?,
     };
     keel_telemetry::init_logging(config.log.format, &config.log.level);
+    crate::open_files::raise_and_log();
 
     let listen = config.server.listen;
     let listener = tokio::net::TcpListener::bind(listen).await.with_context(|| {

@@ -147,15 +147,10 @@ fn store_url(store: Option<String>, config: Option<PathBuf>) -> anyhow::Result<S
     if let Some(url) = store.filter(|url| !url.is_empty()) {
         return Ok(url);
     }
-    let config = config.or_else(|| {
-        let local = PathBuf::from("keel.toml");
-        local.exists().then_some(local)
-    });
-    let Some(path) = config else { return Ok(DEFAULT_STORE.to_owned()) };
-    let text = std::fs::read_to_string(&path).with_context(|| format!("cannot read {}", path.display()))?;
-    let raw =
-        keel_gateway::config::RawConfig::parse(&text).map_err(|err| anyhow::anyhow!("{}: {err}", path.display()))?;
-    Ok(raw.store.url)
+    match crate::config_file::locate(config) {
+        Some(path) => Ok(crate::config_file::read(&path)?.store.url),
+        None => Ok(DEFAULT_STORE.to_owned()),
+    }
 }
 
 /// Opens the store; a SQLite file that does not exist is an error here, not a new empty store.

@@ -13,18 +13,29 @@ use serde_json::{Value, json};
 const KEEL: &str = env!("CARGO_BIN_EXE_keel");
 const REPLY: &str = "Hello from keel-mock.";
 
-/// Runs `keel chat ARGS` with `stdin` piped in, off the async runtime (the mock runs on it).
+/// Runs `keel chat ARGS` with `stdin` piped in, off the async runtime (the mock runs on it), in
+/// an empty working directory.
 async fn chat(args: &[&str], stdin: &str) -> Output {
+    chat_in(None, args, stdin).await
+}
+
+/// [`chat`] in `dir` (e.g. one with a keel.toml).
+async fn chat_in(dir: Option<&std::path::Path>, args: &[&str], stdin: &str) -> Output {
     let args: Vec<String> = args.iter().map(|&a| a.to_owned()).collect();
     let stdin = stdin.to_owned();
+    let dir = dir.map(std::path::Path::to_owned);
     tokio::task::spawn_blocking(move || {
         let state = tempfile::tempdir().unwrap();
         let mut child = Command::new(KEEL)
             .arg("chat")
             .args(&args)
+            .current_dir(dir.as_deref().unwrap_or(state.path()))
             .env_remove("RUST_LOG")
             .env_remove("KEEL_MODEL")
+            .env_remove("KEEL_URL")
             .env_remove("KEEL_HOST")
+            .env_remove("KEEL_CONFIG")
+            .env_remove("KEEL_KEY")
             .env_remove("KEEL_API_KEY")
             .env("XDG_STATE_HOME", state.path())
             .stdin(Stdio::piped())
@@ -61,7 +72,7 @@ fn chats(server: &MockServer) -> Vec<(Option<String>, Value)> {
 async fn non_interactive_prints_the_answer() {
     let server = mock().await;
     let host = server.url();
-    let out = chat(&["--non-interactive", "--prompt", "hi", "--model", "llama3.2", "--host", &host], "").await;
+    let out = chat(&["--non-interactive", "--prompt", "hi", "--model", "llama3.2", "--url", &host], "").await;
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert_eq!(text(&out.stdout), format!("{REPLY}\n"));
     let requests = chats(&server);
@@ -78,7 +89,7 @@ async fn non_interactive_prints_the_answer() {
 async fn the_prompt_can_come_from_stdin_and_the_model_from_the_environment() {
     let server = mock().await;
     let host = server.url();
-    let args = ["chat", "--non-interactive", "--prompt", "-", "--system", "be brief", "--host", &host];
+    let args = ["chat", "--non-interactive", "--prompt", "-", "--system", "be brief", "--url", &host];
     let out = tokio::task::spawn_blocking({
         let args: Vec<String> = args.iter().map(|&a| a.to_owned()).collect();
         move || {
@@ -109,7 +120,7 @@ async fn the_prompt_can_come_from_stdin_and_the_model_from_the_environment() {
 async fn session_mode_sends_the_header_and_only_the_new_message() {
     let server = mock().await;
     let host = server.url();
-    let base = ["--non-interactive", "--model", "llama3.2", "--host", &host, "--session-id", "chat-42"];
+    let base = ["--non-interactive", "--model", "llama3.2", "--url", &host, "--session-id", "chat-42"];
     let first = chat(&[&base[..], &["--prompt", "hello", "--system", "be brief"]].concat(), "").await;
     assert!(first.status.success(), "{}", text(&first.stderr));
     let second = chat(&[&base[..], &["--prompt", "and then?"]].concat(), "").await;
@@ -131,7 +142,7 @@ async fn session_mode_sends_the_header_and_only_the_new_message() {
 async fn new_session_prints_the_id_it_sends() {
     let server = mock().await;
     let host = server.url();
-    let out = chat(&["--non-interactive", "--new-session", "-p", "hi", "-m", "llama3.2", "--host", &host], "").await;
+    let out = chat(&["--non-interactive", "--new-session", "-p", "hi", "-m", "llama3.2", "--url", &host], "").await;
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert_eq!(text(&out.stdout), format!("{REPLY}\n"), "the id goes to stderr, stdout is the answer");
     let (session, _) = chats(&server).pop().unwrap();
@@ -145,7 +156,7 @@ async fn the_repl_keeps_the_history_in_memory() {
     let server = mock().await;
     let host = server.url();
     let input = "first\n/history\n  \n/unknown\nsecond\n/session\n/new\nthird\n/exit\nnever sent\n";
-    let out = chat(&["--model", "llama3.2", "--host", &host, "--system", "be brief"], input).await;
+    let out = chat(&["--model", "llama3.2", "--url", &host, "--system", "be brief"], input).await;
     assert!(out.status.success(), "{}", text(&out.stderr));
     let stdout = text(&out.stdout);
     assert!(stdout.contains("user: first\nassistant: Hello from keel-mock.\n"), "{stdout}");
@@ -169,7 +180,7 @@ async fn the_repl_in_session_mode() {
     let server = mock().await;
     let host = server.url();
     let input = "/session\nhello\nagain\n/history\n/new\n/session\nthird\n";
-    let out = chat(&["--model", "llama3.2", "--host", &host, "--session-id", "s-1"], input).await;
+    let out = chat(&["--model", "llama3.2", "--url", &host, "--session-id", "s-1"], input).await;
     assert!(out.status.success(), "{}", text(&out.stderr));
     let stdout = text(&out.stdout);
     assert!(stdout.contains("s-1\n"), "{stdout}");
@@ -187,11 +198,28 @@ async fn the_repl_in_session_mode() {
     server.shutdown().await;
 }
 
+/// Without --url, `keel chat` talks to the keel of ./keel.toml; the older --api-key still
+/// carries the key.
+#[tokio::test]
+async fn without_a_url_the_local_config_file_says_where_keel_is() {
+    let server = mock().await;
+    let dir = tempfile::tempdir().unwrap();
+    let listen = server.url().trim_start_matches("http://").trim_end_matches('/').to_owned();
+    std::fs::write(dir.path().join("keel.toml"), format!("[server]\nlisten = \"{listen}\"\n")).unwrap();
+    let args = ["--non-interactive", "--prompt", "hi", "--model", "llama3.2", "--api-key", "k1"];
+    let out = chat_in(Some(dir.path()), &args, "").await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), format!("{REPLY}\n"));
+    let request = server.requests().into_iter().find(|r| r.path == "/api/chat").unwrap();
+    assert_eq!(request.header("authorization"), Some("Bearer k1"));
+    server.shutdown().await;
+}
+
 #[tokio::test]
 async fn a_dead_host_says_to_start_keel() {
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let host = format!("http://127.0.0.1:{port}");
-    let out = chat(&["--non-interactive", "--prompt", "hi", "--model", "llama3.2", "--host", &host], "").await;
+    let out = chat(&["--non-interactive", "--prompt", "hi", "--model", "llama3.2", "--url", &host], "").await;
     assert!(!out.status.success());
     assert!(out.stdout.is_empty());
     let stderr = text(&out.stderr);
@@ -202,6 +230,7 @@ async fn a_dead_host_says_to_start_keel() {
 async fn an_unknown_model_says_to_pull_it() {
     let server = mock().await;
     let host = server.url();
+    // --host: the older name of --url.
     let out = chat(&["--non-interactive", "--prompt", "hi", "--model", "nope", "--host", &host], "").await;
     assert!(!out.status.success());
     let stderr = text(&out.stderr);
@@ -265,7 +294,7 @@ async fn a_session_kept_by_keel_end_to_end() {
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
     let host = format!("http://127.0.0.1:{port}");
-    let base = ["--model", "llama3.2", "--host", &host, "--session-id", "e2e-1"];
+    let base = ["--model", "llama3.2", "--url", &host, "--session-id", "e2e-1"];
     let first = chat(&[&base[..], &["--non-interactive", "-p", "first", "--system", "be brief"]].concat(), "").await;
     assert!(first.status.success(), "{}", text(&first.stderr));
     let repl = chat(&base, "second\n/history\n").await;

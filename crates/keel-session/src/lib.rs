@@ -104,8 +104,11 @@ pub use store::{MAX_ID_LEN, Store, StoreFuture, now_millis};
 
 /// Opens the store at `url` (creating and migrating its tables or keys as needed).
 ///
-/// - `sqlite://PATH[?synchronous=normal|full]` — the file is created if missing; its directory
-///   must exist. `sqlite:///abs/path.db` for an absolute path.
+/// - `sqlite://PATH[?synchronous=normal|full]` — the file and its missing directories are
+///   created (the directories with a log line). `sqlite:///abs/path.db` for an absolute path.
+///   A file that cannot be opened is a [`StoreError::Backend`] naming the file, the OS's reason
+///   (permission denied, a directory, …) and what to do; a file that is not a SQLite database
+///   is [`StoreError::Corrupt`].
 /// - `postgres://…` or `postgresql://…` — any libpq-style URL tokio-postgres accepts, plus
 ///   `schema=NAME` (default `keel`; created if missing) to keep stores apart in one database,
 ///   and `pool_size=N` (default 16).

@@ -16,7 +16,8 @@
 //! - **Migrations**: embedded SQL files, applied in order; `PRAGMA user_version` records how many.
 //!   A database of an older keel is upgraded in place when opened.
 
-use std::path::PathBuf;
+use std::io::ErrorKind;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, mpsc};
 use std::time::Duration;
 
@@ -155,13 +156,16 @@ impl SqliteStore {
     }
 
     fn open_blocking(config: SqliteConfig) -> Result<Self, StoreError> {
-        let mut conn = Connection::open(&config.path).map_err(|e| StoreError::Unavailable {
-            backend: BACKEND,
-            message: format!("cannot open {}: {e}", config.path.display()),
-        })?;
-        configure(&conn, &config)?;
-        let mode: String =
-            conn.pragma_update_and_check(None, "journal_mode", "wal", |row| row.get(0)).map_err(db_error)?;
+        let path = config.path.as_path();
+        prepare(path)?;
+        let mut conn = Connection::open(path).map_err(|e| open_failure(path, e))?;
+        configure(&conn, &config).map_err(|e| open_failure(path, e))?;
+        let mode: String = conn
+            .pragma_update_and_check(None, "journal_mode", "wal", |row| row.get(0))
+            .map_err(|e| open_failure(path, e))?;
+        // A write lock needs the -wal and -shm files beside the database: fail here, naming the
+        // file, rather than at the first append.
+        conn.execute_batch("BEGIN IMMEDIATE; ROLLBACK").map_err(|e| open_failure(path, e))?;
         if !mode.eq_ignore_ascii_case("wal") {
             return Err(backend_error(format!(
                 "{} cannot use WAL mode (journal_mode is {mode}); use a local file system",
@@ -197,14 +201,120 @@ impl SqliteStore {
     }
 }
 
-fn configure(conn: &Connection, config: &SqliteConfig) -> Result<(), StoreError> {
-    conn.busy_timeout(BUSY_TIMEOUT).map_err(db_error)?;
+/// Makes `path` ready for SQLite: creates its missing directories (with a log line), and opens
+/// (creating) the file once, so that a failure says what the OS said — SQLite itself only says
+/// "unable to open database file".
+fn prepare(path: &Path) -> Result<(), StoreError> {
+    if let Some(dir) = path.parent().filter(|dir| !dir.as_os_str().is_empty())
+        && !dir.exists()
+    {
+        std::fs::create_dir_all(dir).map_err(|e| os_open_error(path, &e))?;
+        tracing::info!(directory = %dir.display(), "keel-session: created the directory of the sqlite store");
+    }
+    std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(path)
+        .map_err(|e| os_open_error(path, &e))?;
+    Ok(())
+}
+
+/// The error for a database file the OS would not open or create.
+fn os_open_error(path: &Path, error: &std::io::Error) -> StoreError {
+    StoreError::Backend { backend: BACKEND, message: os_open_message(path, error) }
+}
+
+/// `cannot open the SQLite store FILE: REASON; WHAT TO DO`.
+fn os_open_message(path: &Path, error: &std::io::Error) -> String {
+    let file = path.display();
+    let dir = directory(path);
+    let (reason, fix) = match error.kind() {
+        ErrorKind::PermissionDenied => (
+            format!("permission denied ({error})"),
+            format!(
+                "let the user keel runs as create and write files in {dir} (SQLite keeps {file}-wal and \
+                 {file}-shm beside the database), or point the store URL at a place it may write"
+            ),
+        ),
+        ErrorKind::NotADirectory => match path.ancestors().skip(1).find(|a| a.is_file()) {
+            Some(file) => (
+                format!("{} is a file, not a directory", file.display()),
+                format!("move {} away, or choose another path in the store URL", file.display()),
+            ),
+            None => (
+                format!("a part of {dir} is not a directory ({error})"),
+                "choose another path in the store URL".to_owned(),
+            ),
+        },
+        ErrorKind::IsADirectory => {
+            (format!("{file} is a directory"), format!("name a file in it, e.g. sqlite://{}/keel.db", path.display()))
+        }
+        ErrorKind::NotFound => {
+            (format!("no such directory {dir}"), "create it, or correct the path in the store URL".to_owned())
+        }
+        ErrorKind::ReadOnlyFilesystem => (
+            format!("{dir} is on a read-only file system"),
+            "point the store URL at a writable disk (e.g. sqlite:///var/lib/keel/keel.db)".to_owned(),
+        ),
+        ErrorKind::StorageFull | ErrorKind::QuotaExceeded => {
+            (format!("no space left ({error})"), format!("free space on the disk of {dir}"))
+        }
+        _ => (error.to_string(), "check the path in the store URL (sqlite://FILE)".to_owned()),
+    };
+    format!("cannot open the SQLite store {file}: {reason}; {fix}")
+}
+
+/// The error for a database SQLite would not open, lock or read; other errors as [`db_error`].
+fn open_failure(path: &Path, error: rusqlite::Error) -> StoreError {
+    let file = path.display();
+    let dir = directory(path);
+    let code = match &error {
+        rusqlite::Error::SqliteFailure(failure, _) => Some(failure.code),
+        _ => None,
+    };
+    match code {
+        Some(ErrorCode::CannotOpen) => StoreError::Backend {
+            backend: BACKEND,
+            message: format!(
+                "cannot open the SQLite store {file}: SQLite cannot open it or create {file}-wal and {file}-shm \
+                 beside it ({error}); let the user keel runs as create and write files in {dir}"
+            ),
+        },
+        Some(ErrorCode::ReadOnly) => StoreError::Backend {
+            backend: BACKEND,
+            message: format!(
+                "cannot open the SQLite store {file}: it or {dir} is read-only ({error}); let the user keel runs \
+                 as write {file} and create files in {dir}"
+            ),
+        },
+        Some(ErrorCode::NotADatabase) => StoreError::Corrupt {
+            backend: BACKEND,
+            message: format!(
+                "{file} is not a SQLite database ({error}); point the store URL at another file, or move this \
+                 one away and keel creates a new store"
+            ),
+        },
+        _ => db_error(error),
+    }
+}
+
+/// The directory a database file is in, for messages (`.` for a bare file name).
+fn directory(path: &Path) -> String {
+    match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir.display().to_string(),
+        _ => ".".to_owned(),
+    }
+}
+
+fn configure(conn: &Connection, config: &SqliteConfig) -> rusqlite::Result<()> {
+    conn.busy_timeout(BUSY_TIMEOUT)?;
     let synchronous = match config.synchronous {
         Synchronous::Normal => "NORMAL",
         Synchronous::Full => "FULL",
     };
-    conn.pragma_update(None, "synchronous", synchronous).map_err(db_error)?;
-    Ok(())
+    conn.pragma_update(None, "synchronous", synchronous)
 }
 
 /// Applies the migrations the database lacks, each in its own `BEGIN IMMEDIATE` transaction (so
@@ -247,7 +357,7 @@ impl Readers {
             Some(conn) => conn,
             None => {
                 let conn = Connection::open(&self.config.path).map_err(db_error)?;
-                configure(&conn, &self.config)?;
+                configure(&conn, &self.config).map_err(db_error)?;
                 conn.pragma_update(None, "query_only", true).map_err(db_error)?;
                 conn
             }
@@ -939,6 +1049,74 @@ mod tests {
         assert!(SqliteConfig::parse("sqlite://:memory:").is_err());
         assert!(SqliteConfig::parse("sqlite://k.db?synchronous=off").is_err());
         assert!(SqliteConfig::parse("sqlite://k.db?cache=shared").is_err());
+    }
+
+    fn open_path(path: &Path) -> Result<SqliteStore, StoreError> {
+        SqliteStore::open_blocking(SqliteConfig { path: path.to_owned(), synchronous: Synchronous::Normal })
+    }
+
+    #[test]
+    fn creates_missing_directories() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a").join("b").join("keel.db");
+        open_path(&path).unwrap();
+        assert!(path.is_file());
+    }
+
+    #[test]
+    fn a_directory_on_the_way_that_is_a_file_is_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("notes.txt");
+        std::fs::write(&file, "x").unwrap();
+        let path = file.join("keel.db");
+        let message = open_path(&path).unwrap_err().to_string();
+        assert!(message.contains(&format!("cannot open the SQLite store {}", path.display())), "{message}");
+        assert!(message.contains(&format!("{} is a file, not a directory", file.display())), "{message}");
+        // Deeper: the missing directories cannot be created under a file either.
+        let message = open_path(&file.join("sub").join("keel.db")).unwrap_err().to_string();
+        assert!(message.contains(&format!("{} is a file, not a directory", file.display())), "{message}");
+    }
+
+    #[test]
+    fn a_directory_given_as_the_file_is_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let message = open_path(dir.path()).unwrap_err().to_string();
+        assert!(message.contains(&format!("{} is a directory", dir.path().display())), "{message}");
+        assert!(message.contains("name a file in it"), "{message}");
+    }
+
+    #[test]
+    fn a_file_that_is_not_a_database_is_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("keel.toml");
+        std::fs::write(&path, "[server]\nlisten = \"127.0.0.1:11435\"\n".repeat(20)).unwrap();
+        let error = open_path(&path).unwrap_err();
+        assert!(matches!(error, StoreError::Corrupt { .. }), "{error}");
+        let message = error.to_string();
+        assert!(message.contains(&format!("{} is not a SQLite database", path.display())), "{message}");
+    }
+
+    #[test]
+    fn os_reasons_say_what_to_do() {
+        let path = Path::new("/var/lib/keel/keel.db");
+        let message = |kind: ErrorKind| os_open_message(path, &std::io::Error::from(kind));
+        let denied = message(ErrorKind::PermissionDenied);
+        assert!(
+            denied.starts_with("cannot open the SQLite store /var/lib/keel/keel.db: permission denied"),
+            "{denied}"
+        );
+        assert!(denied.contains("create and write files in /var/lib/keel"), "{denied}");
+        let missing = message(ErrorKind::NotFound);
+        assert!(missing.contains("no such directory /var/lib/keel; create it"), "{missing}");
+        assert!(message(ErrorKind::ReadOnlyFilesystem).contains("/var/lib/keel is on a read-only file system"));
+        assert!(message(ErrorKind::StorageFull).contains("no space left"));
+        let bare = os_open_message(Path::new("keel.db"), &std::io::Error::from(ErrorKind::PermissionDenied));
+        assert!(bare.contains("create and write files in ."), "{bare}");
+        let locked = open_failure(
+            path,
+            rusqlite::Error::SqliteFailure(rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_READONLY), None),
+        );
+        assert!(locked.to_string().contains("read-only"), "{locked}");
     }
 
     #[test]
