@@ -215,6 +215,16 @@ impl BreakerConfig {
         Ok(())
     }
 
+    /// Whether only failures in a row can open the breaker (no window-based condition: failure
+    /// rate, slow calls, success ratio, token budget). Then a success while CLOSED with no failure
+    /// to reset changes nothing, and the registry records it without taking the lock.
+    pub fn counts_only_consecutive(&self) -> bool {
+        self.failure_rate == 0.0
+            && self.slow_call_rate == 0.0
+            && self.min_success_ratio == 0.0
+            && self.max_tokens_per_minute == 0
+    }
+
     /// Successful probes that close the breaker, with the default applied.
     pub fn effective_successes_to_close(&self) -> u32 {
         self.successes_to_close.unwrap_or(match self.half_open {

@@ -224,6 +224,11 @@ impl Breaker {
         self.state
     }
 
+    /// Failures in a row while CLOSED.
+    pub fn consecutive_failures(&self) -> u32 {
+        self.consecutive_failures
+    }
+
     /// Whether an operator forced the current state.
     pub fn is_forced(&self) -> bool {
         self.forced

@@ -8,7 +8,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use parking_lot::{Mutex, RwLock};
@@ -80,6 +80,10 @@ struct Shared {
     last_used: AtomicU64,
     /// Never evicted (a configured target or an upstream).
     pinned: bool,
+    /// The breaker's failures in a row, mirrored after every locked change.
+    consecutive: AtomicU32,
+    /// Only failures in a row can open it: a success with nothing to reset needs no lock.
+    lock_free_success: bool,
 }
 
 impl Shared {
@@ -98,7 +102,19 @@ impl Shared {
         if let Some(transition) = result.transition() {
             self.emit(&breaker, transition);
         }
+        self.consecutive.store(breaker.consecutive_failures(), Ordering::Release);
         result
+    }
+
+    /// Whether recording this success would change nothing: CLOSED in the ticket's generation, no
+    /// failure in a row to reset, and no window to count it in.
+    fn success_changes_nothing(&self, ticket: &Ticket, outcome: &Outcome) -> bool {
+        self.lock_free_success
+            && outcome.class.is_none()
+            && outcome.tokens == 0
+            && !ticket.is_probe()
+            && self.consecutive.load(Ordering::Acquire) == 0
+            && self.gate.0.0.load(Ordering::Acquire) == ticket.generation << GENERATION_SHIFT | CLOSED
     }
 }
 
@@ -231,6 +247,9 @@ impl Permit {
     /// [`Registry::drain_events`]).
     pub fn record(mut self, outcome: Outcome) -> Option<Transition> {
         let ticket = self.ticket.take()?;
+        if self.shared.success_changes_nothing(&ticket, &outcome) {
+            return None;
+        }
         self.shared.locked(|breaker, now| breaker.record(ticket, outcome, now))
     }
 
@@ -416,6 +435,8 @@ impl Registry {
                 events: Arc::clone(&self.inner.events),
                 last_used: AtomicU64::new(self.inner.clock.now().0),
                 pinned,
+                consecutive: AtomicU32::new(0),
+                lock_free_success: policy.config.counts_only_consecutive(),
             }),
             target: Arc::clone(&name),
         };

@@ -328,3 +328,21 @@ fn made_up_names_cannot_grow_the_registry_and_pinned_or_open_breakers_stay() {
     assert!(registry.get("local:made-up-9999").is_some());
     assert!(registry.get("local:made-up-0").is_none());
 }
+
+#[test]
+fn a_breaker_that_counts_only_failures_in_a_row_still_resets_them_on_success() {
+    let config = BreakerConfig { failure_rate: 0.0, failure_threshold: 3, ..BreakerConfig::default() };
+    assert!(config.counts_only_consecutive());
+    let (registry, _clock) = registry(config);
+    for _ in 0..10 {
+        assert!(fail(&registry, "server").is_none());
+        assert!(fail(&registry, "server").is_none());
+        // Successes with nothing to reset skip the lock; this one resets the two failures.
+        assert!(succeed(&registry, "server").is_none());
+        assert!(succeed(&registry, "server").is_none());
+        assert_eq!(registry.snapshot("server").unwrap().consecutive_failures, 0);
+    }
+    fail(&registry, "server");
+    fail(&registry, "server");
+    assert_eq!(fail(&registry, "server").unwrap().to, State::Open);
+}

@@ -75,16 +75,16 @@ thread_local! {
     static IN_FLIGHT: RefCell<HashMap<&'static str, Gauge>> = RefCell::new(HashMap::new());
 }
 
-/// The handles for a request on `route` for `model` answered with `status`.
+/// The handles for a request on `route` for `model` answered with `status`, cached by the name as
+/// requested (its label is looked up once per thread, on a miss).
 pub(crate) fn for_request(route: &'static str, model: &str, status: StatusCode) -> Arc<RequestMetrics> {
-    let model = model_label(model, status.is_success());
     REQUESTS.with(|cache| {
         let mut cache = cache.borrow_mut();
         let (count, map) = &mut *cache;
         if let Some(found) = map.get(&(route, status.as_u16())).and_then(|by_model| by_model.get(model)) {
             return Arc::clone(found);
         }
-        let built = Arc::new(build(route, model, status));
+        let built = Arc::new(build(route, model_label(model, status.is_success()), status));
         if *count < MAX_CACHED {
             *count += 1;
             map.entry((route, status.as_u16())).or_default().insert(model.to_owned(), Arc::clone(&built));

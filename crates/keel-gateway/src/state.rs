@@ -137,7 +137,22 @@ impl Gateway {
         let upstreams = build_upstreams(&config)?;
         // Make sure the recorder exists before the first request so /metrics is never empty.
         let _ = keel_telemetry::prometheus();
-        let breakers = keel_breaker::Registry::new(&config.breaker)?;
+        // An upstream's own breaker opens on failures of the server in a row only: a server is up
+        // or down, and its rate or slowness is its models' to answer for.
+        let server = keel_breaker::BreakerConfig {
+            failure_rate: 0.0,
+            slow_call_rate: 0.0,
+            min_success_ratio: 0.0,
+            max_tokens_per_minute: 0,
+            ..config.breaker.clone()
+        };
+        let breakers = config
+            .upstreams
+            .iter()
+            .fold(keel_breaker::Registry::builder(config.breaker.clone()), |builder, u| {
+                builder.target(u.name.clone(), server.clone())
+            })
+            .build()?;
         let routes = RouteTable::new(config.routes.clone());
         crate::request_metrics::label_models(config.routes.iter().map(|r| r.model.as_str()));
         let config_retry = (config.retry.budget_ratio, config.retry.budget_min_per_second);
