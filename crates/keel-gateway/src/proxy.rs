@@ -574,6 +574,7 @@ pub(crate) async fn send(gateway: &Gateway, call: Call, endpoint: Endpoint, forw
                 && bridge.is_none()
                 && endpoint.kind == EndpointKind::ModelInBody
                 && method != http::Method::HEAD;
+            let mut head_detail = None;
             let upstream_response = if class.is_some() && bridge.is_none() {
                 // An error answer is read whole (it is small) to tell a model that cannot load
                 // from other 5xx, and so that the next target may be tried after it.
@@ -581,6 +582,7 @@ pub(crate) async fn send(gateway: &Gateway, call: Call, endpoint: Endpoint, forw
                 class = keel_upstream::classify_error_answer(status.as_u16(), &bytes);
                 if let Some(failure) = class {
                     let detail = format!("upstream answered {status}: {}", error_message(&bytes));
+                    head_detail = Some(detail.clone());
                     // A model that cannot load is not asked again: its own error is the answer
                     // when no other target follows in this round.
                     let final_answer = is_last
@@ -657,6 +659,7 @@ pub(crate) async fn send(gateway: &Gateway, call: Call, endpoint: Endpoint, forw
                 upstream: handle.upstream.name.clone(),
                 key: if uses_breakers { key } else { String::new() },
                 head_failure: class,
+                head_detail,
                 permit,
                 resume,
                 head_latency,

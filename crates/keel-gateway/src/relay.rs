@@ -454,6 +454,8 @@ pub(crate) struct Answer {
     pub(crate) key: String,
     /// The failure class of the response head, when the upstream answered with an error.
     pub(crate) head_failure: Option<FailureClass>,
+    /// What the upstream said in that error answer, when keel read it.
+    pub(crate) head_detail: Option<String>,
     /// The breaker permit, recorded when the answer ends.
     pub(crate) permit: Option<Permit>,
     /// How to continue the answer on the next target if its stream breaks mid-answer.
@@ -514,7 +516,7 @@ impl Completion {
 impl Drop for Completion {
     fn drop(&mut self) {
         let permit = self.answer.permit.take();
-        let Answer { id, model, upstream, key, head_failure, head_latency, started, .. } = &self.answer;
+        let Answer { id, model, upstream, key, head_failure, head_detail, head_latency, started, .. } = &self.answer;
         let elapsed = started.elapsed();
         self.in_flight.decrement(1.0);
         self.metrics.requests.increment(1);
@@ -540,7 +542,9 @@ impl Drop for Completion {
                 tracing::info!(%id, status, %model, target = %key, duration_ms, "request finished");
                 crate::proxy::record(permit, *head_failure, *head_latency);
                 if !key.is_empty() {
-                    let failure = head_failure.map(|class| (class, format!("upstream answered {}", self.status)));
+                    let failure = head_failure.map(|class| {
+                        (class, head_detail.clone().unwrap_or_else(|| format!("upstream answered {}", self.status)))
+                    });
                     self.gateway.observe(key, failure);
                 }
             }

@@ -52,6 +52,7 @@ async fn a_model_that_cannot_load_never_refuses_another_model_on_the_same_server
             503 => {
                 assert!(message.contains("default:broken: circuit open since"), "{message}");
                 assert!(message.contains("(last: model_load: upstream answered 500"), "{message}");
+                assert!(message.contains(NO_MEMORY), "the root cause is kept: {message}");
                 broken_own_breaker += 1;
             }
             other => panic!("unexpected {other}: {message}"),
@@ -201,6 +202,7 @@ async fn a_time_out_says_how_many_attempts_and_how_long_in_all() {
     .await;
     let response = post_json(&format!("{}/api/chat", keel.url()), &chat("m")).await;
     assert_eq!(response.status(), 504);
+    assert!(!response.headers().contains_key("retry-after"));
     let message = response.json::<Value>().await.unwrap()["error"].as_str().unwrap().to_owned();
     assert!(message.contains("no response head within 300ms"), "{message}");
     assert!(message.contains("2 attempt(s) in") && message.contains("in all"), "{message}");

@@ -170,8 +170,9 @@ impl UpstreamError {
                 self.detail
             ),
             FailureClass::Refused => format!(
-                "keel could not connect to upstream '{upstream}' at {url}: connection refused. \
-                 Is the model server running there? (for Ollama: `ollama serve`; or fix the upstream url in keel.toml)"
+                "keel could not connect to upstream '{upstream}' at {url}: connection refused ({}). \
+                 Is the model server running there? (for Ollama: `ollama serve`; or fix the upstream url in keel.toml)",
+                self.detail
             ),
             FailureClass::Timeout => format!(
                 "upstream '{upstream}' at {url} did not answer in time ({}). \
