@@ -168,9 +168,9 @@ fn the_limits_exactly() {
     let text = document(&vec![Level::Array; MAX_DEPTH + 1], "");
     let err = repairer.repair(&text, None).unwrap_err();
     assert_eq!(err.to_string(), "nested deeper than 10000 levels; keel does not repair JSON this deep");
-    let text = document(&vec![Level::Object; MAX_VALUE_DEPTH], "1");
+    let text = document(&[Level::Object; MAX_VALUE_DEPTH], "1");
     assert_eq!(repairer.repair(&text, Some(&json!({"type": "object"}))).unwrap().text(), text);
-    let text = document(&vec![Level::Object; MAX_VALUE_DEPTH + 1], "1");
+    let text = document(&[Level::Object; MAX_VALUE_DEPTH + 1], "1");
     let err = repairer.repair(&text, Some(&json!({"type": "object"}))).unwrap_err();
     assert_eq!(err.to_string(), "nested deeper than 127 levels; keel does not repair JSON this deep");
 }
