@@ -19,7 +19,10 @@ values (an array); a document escaped once. With --schema also: numeric strings,
 
 Refused (exit code 1, the reason on stderr): prose without JSON, empty output, template or code
 braces; with --schema: a missing required field (never filled in), null or \"N/A\" where a value
-is required, an enum value that matches nothing.
+is required, an enum value that matches nothing. Depth: valid JSON passes as written up to 10000
+levels of nesting; deeper output is refused (\"nested deeper than 10000 levels\"), and output that
+must be repaired, extracted from prose, checked against --schema or indented (--pretty) is refused
+past 127 levels.
 
 Examples:
   echo \"Sure! {'a': 1, b: True,}\" | keel repair       prints {\"a\":1,\"b\":true}
@@ -80,7 +83,14 @@ pub(crate) fn run(args: RepairArgs) -> anyhow::Result<()> {
         }
     };
     let repaired = repairer.repair_bytes(&input, schema.as_ref()).context("cannot repair the output")?;
-    let text = if args.pretty { serde_json::to_string_pretty(repaired.value())? } else { repaired.text().to_owned() };
+    let text = if args.pretty {
+        // A text too deep to build its value is refused rather than printed some other way.
+        let value =
+            repaired.try_value().ok_or(keel_repair::RepairError::TooDeep { limit: keel_repair::MAX_VALUE_DEPTH });
+        serde_json::to_string_pretty(value.context("cannot indent the output")?)?
+    } else {
+        repaired.text().to_owned()
+    };
     let mut out = std::io::stdout().lock();
     writeln!(out, "{text}")?;
     out.flush()?;

@@ -7,7 +7,10 @@
 //! 1. The request goes to the route's targets as usual (breakers, retries, fallback on transport
 //!    failures), but always with `stream: false`: keel needs the whole answer to judge it.
 //! 2. The answer's text is run through [`keel_repair`] against the request's schema (or the
-//!    route's, for `format: "json"`). Valid as written or repaired: it is answered.
+//!    route's, for `format: "json"`). Valid as written or repaired: it is answered. An answer
+//!    nested deeper than keel reads ([`keel_repair::MAX_DEPTH`], or [`keel_repair::MAX_VALUE_DEPTH`]
+//!    when it must be repaired or schema-checked) is invalid with that reason, never passed on
+//!    changed.
 //! 3. Invalid: the same target is asked again (`[guard] reasks` times) with the validation error
 //!    appended as feedback, then the next target is tried.
 //! 4. No target gave a usable answer: the route's `canned` answer (when it satisfies the request's

@@ -296,3 +296,30 @@ async fn an_upstream_that_must_not_get_format_is_guarded_all_the_same() {
     assert!(sent[0].get("format").is_none(), "{:?}", sent[0]);
     assert_eq!(sent[0]["messages"], json!([{"role": "user", "content": "classify"}]));
 }
+
+/// Deep nesting is never silently changed: a valid 1,000-deep JSON answer passes as written, a
+/// too-deep one is not passed on (re-asked, then a 422 naming the depth), for `format: "json"`.
+#[tokio::test]
+async fn deep_answers_pass_as_written_or_are_refused_naming_the_depth() {
+    let deep = |depth: usize| format!("{}1{}", "{\"a\": [".repeat(depth / 2), "]}".repeat(depth / 2));
+    let valid = deep(1000);
+    let up = model_answering(&[&valid]).await;
+    let gateway = keel(&[&up], "").await;
+    let response = post_json(&format!("{}/api/chat", gateway.url()), &chat(json!("json"), false)).await;
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.headers()["x-keel-repair"], "none");
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["message"]["content"].as_str(), Some(valid.as_str()), "valid text is kept as written");
+
+    for too_deep in [deep(20_000), "[".repeat(100_000), "{\"a\":".repeat(100_000)] {
+        let up = model_answering(&[&too_deep]).await;
+        let gateway = keel(&[&up], "").await;
+        let response = post_json(&format!("{}/api/chat", gateway.url()), &chat(json!("json"), false)).await;
+        assert_eq!(response.status(), 422);
+        assert!(response.headers().get("x-keel-repair").is_none());
+        let body: Value = response.json().await.unwrap();
+        let error = body["error"].as_str().unwrap();
+        assert!(error.contains("nested deeper than 10000 levels; keel does not repair JSON this deep"), "{error}");
+        assert_eq!(chats(&up).len(), 2, "asked, then re-asked with the reason");
+    }
+}

@@ -155,6 +155,27 @@ fn describe_value(value: &Value) -> String {
     }
 }
 
+/// How many containers the value at `path` sits in.
+fn depth_of(path: &str) -> usize {
+    path.bytes().filter(|&b| b == b'/').count()
+}
+
+/// How many containers deep `value` is nested (0 for a scalar), without recursion.
+fn value_depth(value: &Value) -> usize {
+    let mut deepest = 0;
+    let mut todo = vec![(value, 0usize)];
+    while let Some((value, depth)) = todo.pop() {
+        let children: Box<dyn Iterator<Item = &Value>> = match value {
+            Value::Array(items) => Box::new(items.iter()),
+            Value::Object(map) => Box::new(map.values()),
+            _ => continue,
+        };
+        deepest = deepest.max(depth + 1);
+        todo.extend(children.map(|child| (child, depth + 1)));
+    }
+    deepest
+}
+
 fn pointer(path: &str) -> &str {
     if path.is_empty() { "/" } else { path }
 }
@@ -563,9 +584,12 @@ impl<'s> Coercer<'s> {
             if (t.starts_with('{') || t.starts_with('['))
                 && let Ok(choices) = crate::extract::extract(&text, crate::extract::Options::default())
                 && let Some(choice) = choices.into_iter().next()
+                && let truncated = choice.truncated
+                // Nested deeper than keel builds values, here or inside this one: left a string
+                // (and reported as not fitting below).
+                && let Ok(value) = choice.content.into_value(&text)
+                && depth_of(path) + value_depth(&value) <= crate::MAX_VALUE_DEPTH
             {
-                let truncated = choice.truncated;
-                let value = choice.content.into_value(&text);
                 let fits = (types.object && value.is_object()) || (types.array && value.is_array());
                 if fits && !truncated {
                     self.log.push_detail(Strategy::ParseStringified, 0, Some(pointer(path).to_owned()));

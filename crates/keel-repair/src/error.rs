@@ -29,6 +29,15 @@ pub enum RepairError {
         /// What the schema compiler said.
         message: String,
     },
+    /// The output is nested deeper than keel reads: [`crate::MAX_DEPTH`] levels for JSON passed as
+    /// written, [`crate::MAX_VALUE_DEPTH`] for JSON that is repaired, extracted from around other
+    /// text or checked against a schema. Refused as a whole: no shallower piece of it is offered
+    /// instead.
+    #[error("nested deeper than {limit} levels; keel does not repair JSON this deep")]
+    TooDeep {
+        /// The limit that was passed.
+        limit: usize,
+    },
     /// The repaired value does not deserialize into the requested Rust type.
     #[error("the repaired value does not fit the Rust type: {message}")]
     Deserialize {
@@ -39,7 +48,7 @@ pub enum RepairError {
 
 impl RepairError {
     /// A short machine-readable kind (`empty`, `no_json`, `not_json`, `schema`, `invalid_schema`,
-    /// `deserialize`) for metric labels.
+    /// `too_deep`, `deserialize`) for metric labels.
     #[must_use]
     pub const fn kind(&self) -> &'static str {
         match self {
@@ -48,6 +57,7 @@ impl RepairError {
             Self::NotJson { .. } => "not_json",
             Self::Schema { .. } => "schema",
             Self::InvalidSchema { .. } => "invalid_schema",
+            Self::TooDeep { .. } => "too_deep",
             Self::Deserialize { .. } => "deserialize",
         }
     }

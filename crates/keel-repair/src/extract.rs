@@ -12,7 +12,8 @@ use serde_json::Value;
 use crate::error::RepairError;
 use crate::parser::{self, unicode_space_len};
 use crate::report::{FixLog, Strategy};
-use crate::strict;
+use crate::strict::{self, Strict};
+use crate::{MAX_DEPTH, MAX_VALUE_DEPTH};
 
 /// Preference of a region: a json (or unlabeled) code fence, plain text, a fence of another
 /// language.
@@ -24,30 +25,35 @@ const TIER_OTHER_FENCE: u8 = 1;
 /// needs the value), or a value the repair built.
 #[derive(Debug, Clone)]
 pub(crate) enum Content {
-    /// `text[start..end]` is strict JSON.
+    /// `text[start..end]` is strict JSON, nested `depth` containers deep.
     Text {
         start: usize,
         end: usize,
+        depth: usize,
     },
     Value(Value),
 }
 
 impl Content {
-    /// The value (parsing the slice when the content is text).
-    pub(crate) fn into_value(self, text: &str) -> Value {
+    /// The value (parsing the slice when the content is text). Text nested deeper than
+    /// [`MAX_VALUE_DEPTH`] is refused: its value is never built (parsing, dropping and
+    /// serializing a `Value` recurse once per level).
+    pub(crate) fn into_value(self, text: &str) -> Result<Value, RepairError> {
         match self {
-            Self::Value(value) => value,
-            Self::Text { start, end } => {
-                serde_json::from_str(text.get(start..end).unwrap_or("null")).unwrap_or(Value::Null)
+            Self::Value(value) => Ok(value),
+            Self::Text { depth, .. } if depth > MAX_VALUE_DEPTH => Err(too_deep_to_build()),
+            Self::Text { start, end, .. } => {
+                Ok(serde_json::from_str(text.get(start..end).unwrap_or("null")).unwrap_or(Value::Null))
             }
         }
     }
 
-    fn materialize(&mut self, text: &str) {
+    fn materialize(&mut self, text: &str) -> Result<(), RepairError> {
         if let Self::Text { .. } = self {
-            let value = std::mem::replace(self, Self::Value(Value::Null)).into_value(text);
+            let value = std::mem::replace(self, Self::Value(Value::Null)).into_value(text)?;
             *self = Self::Value(value);
         }
+        Ok(())
     }
 }
 
@@ -82,6 +88,16 @@ pub(crate) fn extract(text: &str, opts: Options) -> Result<Vec<Choice>, RepairEr
     extract_at_depth(text, opts, 0)
 }
 
+/// Nested deeper than keel reads at all.
+const fn too_deep() -> RepairError {
+    RepairError::TooDeep { limit: MAX_DEPTH }
+}
+
+/// Nested deeper than the values keel builds (to repair, extract or schema-check).
+const fn too_deep_to_build() -> RepairError {
+    RepairError::TooDeep { limit: MAX_VALUE_DEPTH }
+}
+
 fn is_space_char(c: char) -> bool {
     c.is_whitespace() || matches!(c, '\u{feff}' | '\u{200b}' | '\u{200c}' | '\u{200d}' | '\u{2060}')
 }
@@ -93,8 +109,10 @@ fn extract_at_depth(text: &str, opts: Options, depth: u8) -> Result<Vec<Choice>,
     }
     let start = trimmed.as_ptr() as usize - text.as_ptr() as usize;
     // Fast path: the whole output is JSON.
-    if strict::is_json(trimmed.as_bytes()) {
-        return Ok(vec![whole(text, start, trimmed.len(), opts, depth)]);
+    match strict::check(trimmed.as_bytes()) {
+        Strict::Json { depth: nesting } => return Ok(vec![whole(text, start, trimmed.len(), nesting, opts, depth)?]),
+        Strict::TooDeep => return Err(too_deep()),
+        Strict::NotJson => {}
     }
 
     let mut head = FixLog::default();
@@ -113,7 +131,7 @@ fn extract_at_depth(text: &str, opts: Options, depth: u8) -> Result<Vec<Choice>,
         any_content |= is_filled;
         // Text in other regions (prose around a fence, another code block) is dropped too.
         let prose_outside = filled_count > usize::from(is_filled);
-        scan_region(text, region, opts, &head, prose_outside, &mut choices, &mut individuals, &mut failed);
+        scan_region(text, region, opts, &head, prose_outside, &mut choices, &mut individuals, &mut failed)?;
     }
     if choices.is_empty() && depth == 0 {
         // A document escaped once: `{\"a\": 1}`.
@@ -123,9 +141,13 @@ fn extract_at_depth(text: &str, opts: Options, depth: u8) -> Result<Vec<Choice>,
                 continue;
             }
             let unescaped = unescape_once(body);
-            if let Ok(found) = extract_at_depth(&unescaped, opts, depth + 1) {
+            let found = extract_at_depth(&unescaped, opts, depth + 1);
+            if let Err(err @ RepairError::TooDeep { .. }) = found {
+                return Err(err);
+            }
+            if let Ok(found) = found {
                 for mut choice in found {
-                    choice.content.materialize(&unescaped);
+                    choice.content.materialize(&unescaped)?;
                     choice.log.shift(region.start);
                     let mut log = head.clone();
                     log.push(Strategy::EscapedJson, region.start);
@@ -159,21 +181,36 @@ fn extract_at_depth(text: &str, opts: Options, depth: u8) -> Result<Vec<Choice>,
     Ok(choices)
 }
 
-/// The whole output, strict JSON. A JSON string holding a document is that document.
-fn whole(text: &str, start: usize, size: usize, opts: Options, depth: u8) -> Choice {
-    let content = Content::Text { start, end: start + size };
+/// The whole output, strict JSON nested `nesting` deep. A JSON string holding a document is that
+/// document.
+fn whole(
+    text: &str,
+    start: usize,
+    size: usize,
+    nesting: usize,
+    opts: Options,
+    depth: u8,
+) -> Result<Choice, RepairError> {
+    let content = Content::Text { start, end: start + size, depth: nesting };
     if depth == 0
         && text.as_bytes().get(start) == Some(&b'"')
-        && let Value::String(inner) = content.clone().into_value(text)
+        && let Ok(Value::String(inner)) = content.clone().into_value(text)
     {
         let t = inner.trim_start();
-        if (t.starts_with('{') || t.starts_with('['))
-            && let Ok(found) = extract_at_depth(&inner, opts, depth + 1)
+        let found = if t.starts_with('{') || t.starts_with('[') {
+            extract_at_depth(&inner, opts, depth + 1)
+        } else {
+            Err(RepairError::NoJson)
+        };
+        if let Err(err @ RepairError::TooDeep { .. }) = found {
+            return Err(err);
+        }
+        if let Ok(found) = found
             && let Some(mut first) = found.into_iter().next()
         {
-            first.content.materialize(&inner);
+            first.content.materialize(&inner)?;
             if !matches!(&first.content, Content::Value(v) if v.is_object() || v.is_array()) {
-                return plain(content, start, size);
+                return Ok(plain(content, start, size));
             }
             let mut log = FixLog::default();
             log.push(Strategy::StringifiedDocument, start);
@@ -182,10 +219,10 @@ fn whole(text: &str, start: usize, size: usize, opts: Options, depth: u8) -> Cho
             first.log = log;
             first.start = start;
             first.size = size;
-            return first;
+            return Ok(first);
         }
     }
-    plain(content, start, size)
+    Ok(plain(content, start, size))
 }
 
 fn plain(content: Content, start: usize, size: usize) -> Choice {
@@ -449,18 +486,22 @@ fn scan_region(
     choices: &mut Vec<Choice>,
     individuals: &mut Vec<Choice>,
     failed: &mut usize,
-) {
+) -> Result<(), RepairError> {
     let b = text.as_bytes();
     let body = text.get(region.start..region.end).unwrap_or("");
     let trimmed = body.trim_matches(|c: char| c.is_ascii_whitespace());
     if trimmed.is_empty() {
-        return;
+        return Ok(());
     }
     let trimmed_start = region.start + (trimmed.as_ptr() as usize - body.as_ptr() as usize);
     let mut candidates = Vec::new();
-    if strict::is_json(trimmed.as_bytes()) {
+    let strict = strict::check(trimmed.as_bytes());
+    if strict == Strict::TooDeep {
+        return Err(too_deep());
+    }
+    if let Strict::Json { depth } = strict {
         candidates.push(Candidate {
-            content: Content::Text { start: trimmed_start, end: trimmed_start + trimmed.len() },
+            content: Content::Text { start: trimmed_start, end: trimmed_start + trimmed.len(), depth },
             start: trimmed_start,
             end: trimmed_start + trimmed.len(),
             truncated: false,
@@ -492,6 +533,7 @@ fn scan_region(
                     }
                     pos = fragment.end.max(p + 1);
                 }
+                Err(fail) if fail.deep => return Err(too_deep_to_build()),
                 Err(fail) => {
                     *failed += 1;
                     // A fragment that failed after reading values is a broken document: the
@@ -503,7 +545,7 @@ fn scan_region(
         }
     }
     if candidates.is_empty() {
-        return;
+        return Ok(());
     }
 
     // Group fragments separated only by whitespace, commas or stray closers into runs.
@@ -583,10 +625,10 @@ fn scan_region(
         let mut content_of_run = if count == 1 {
             contents.pop().unwrap_or(Content::Value(Value::Null))
         } else {
-            Content::Value(Value::Array(contents.into_iter().map(|c| c.into_value(text)).collect()))
+            Content::Value(Value::Array(contents.into_iter().map(|c| c.into_value(text)).collect::<Result<_, _>>()?))
         };
         if prose {
-            content_of_run.materialize(text);
+            content_of_run.materialize(text)?;
         }
         let substance = match &content_of_run {
             Content::Value(value) => has_substance(value),
@@ -608,6 +650,7 @@ fn scan_region(
             individual: false,
         });
     }
+    Ok(())
 }
 
 /// Undoes one level of JSON string escaping (`\"` → `"`, `\\` → `\`, `\n` → newline, …).
@@ -656,7 +699,7 @@ mod tests {
     use serde_json::json;
 
     fn best(text: &str) -> Result<Value, RepairError> {
-        extract(text, Options::default()).map(|c| c.into_iter().next().unwrap().content.into_value(text))
+        extract(text, Options::default()).map(|c| c.into_iter().next().unwrap().content.into_value(text).unwrap())
     }
 
     #[test]

@@ -26,6 +26,17 @@
 //! converts to nothing (`"N/A"` for a number), an enum value that matches nothing, output cut off
 //! before the required fields. The error ([`RepairError`]) says why, ready to quote in a re-ask.
 //!
+//! # How deep
+//!
+//! JSON that already is strict JSON passes as written, byte for byte, nested up to [`MAX_DEPTH`]
+//! (10,000) levels of objects and arrays; it is checked with an explicit stack, so no input can
+//! overflow the thread's stack. Everything that builds a value — repairing syntax, taking the
+//! JSON out of prose, several values, coercion and validation against a schema — works on values
+//! nested up to [`MAX_VALUE_DEPTH`] (127, `serde_json`'s own limit: parsing, dropping and
+//! serializing a value recurse once per level). Past the limit that applies, the output is refused
+//! with [`RepairError::TooDeep`] (`nested deeper than 10000 levels; keel does not repair JSON this
+//! deep`) — never a shallower piece of it instead.
+//!
 //! # The report
 //!
 //! Every repair comes with a [`Report`]: each fix with its byte position and [`Strategy`]
@@ -76,6 +87,16 @@ pub use error::RepairError;
 pub use report::{Category, Fix, MAX_LISTED_FIXES, Report, Strategy};
 pub use schema::{CompiledSchema, DEFAULT_CAPACITY, SchemaCache};
 
+/// The deepest nesting of objects and arrays keel accepts: strict JSON nested up to this many
+/// levels passes as written; deeper output is refused with [`RepairError::TooDeep`].
+pub const MAX_DEPTH: usize = 10_000;
+
+/// The deepest nesting of a value keel builds: output that must be repaired, extracted from
+/// around other text or checked against a schema is refused with [`RepairError::TooDeep`] when
+/// nested deeper. `serde_json` refuses to parse deeper values, and dropping or serializing a
+/// `Value` recurses once per level.
+pub const MAX_VALUE_DEPTH: usize = 127;
+
 /// How many candidate values are tried against a schema before giving up.
 const MAX_SCHEMA_TRIES: usize = 16;
 
@@ -90,6 +111,8 @@ pub struct Repaired {
     value: OnceLock<Value>,
     report: Report,
     truncated: bool,
+    /// The text is nested deeper than [`MAX_VALUE_DEPTH`]: it has no value.
+    deep: bool,
 }
 
 impl Repaired {
@@ -99,10 +122,22 @@ impl Repaired {
         &self.text
     }
 
-    /// The repaired value.
+    /// The repaired value; `Null` for a text nested deeper than [`MAX_VALUE_DEPTH`] (only JSON
+    /// passed as written, without a schema, is that deep; see [`Repaired::try_value`]).
     #[must_use]
     pub fn value(&self) -> &Value {
-        self.value.get_or_init(|| serde_json::from_str(&self.text).unwrap_or(Value::Null))
+        static NULL: Value = Value::Null;
+        self.try_value().unwrap_or(&NULL)
+    }
+
+    /// The repaired value, or `None` when the text is nested deeper than [`MAX_VALUE_DEPTH`]:
+    /// such a value is never built (parsing, dropping and serializing it would recurse that deep).
+    #[must_use]
+    pub fn try_value(&self) -> Option<&Value> {
+        if self.deep {
+            return None;
+        }
+        Some(self.value.get_or_init(|| serde_json::from_str(&self.text).unwrap_or(Value::Null)))
     }
 
     /// What was done to get it.
@@ -117,14 +152,16 @@ impl Repaired {
         self.truncated
     }
 
-    /// The value, by value.
+    /// The value, by value (`Null` when nested deeper than [`MAX_VALUE_DEPTH`], as
+    /// [`Repaired::value`]).
     #[must_use]
     pub fn into_value(self) -> Value {
         let _ = self.value();
         self.value.into_inner().unwrap_or(Value::Null)
     }
 
-    /// The text, the value and the report.
+    /// The text, the value and the report (the value `Null` when nested deeper than
+    /// [`MAX_VALUE_DEPTH`], as [`Repaired::value`]).
     #[must_use]
     pub fn into_parts(self) -> (String, Value, Report) {
         let _ = self.value();
@@ -133,7 +170,7 @@ impl Repaired {
 
     fn from_value(value: Value, report: Report, truncated: bool) -> Self {
         let text = serde_json::to_string(&value).unwrap_or_default();
-        Self { text, value: OnceLock::from(value), report, truncated }
+        Self { text, value: OnceLock::from(value), report, truncated, deep: false }
     }
 }
 
@@ -192,11 +229,12 @@ impl Repairer {
             let mut report = Report::new();
             report.absorb(choice.log);
             return Ok(match choice.content {
-                extract::Content::Text { start, end } => Repaired {
+                extract::Content::Text { start, end, depth } => Repaired {
                     text: text.get(start..end).unwrap_or_default().to_owned(),
                     value: OnceLock::new(),
                     report,
                     truncated: choice.truncated,
+                    deep: depth > MAX_VALUE_DEPTH,
                 },
                 extract::Content::Value(value) => Repaired::from_value(value, report, choice.truncated),
             });
@@ -205,6 +243,7 @@ impl Repairer {
         for choice in choices.into_iter().take(MAX_SCHEMA_TRIES) {
             match fit(text, schema, choice) {
                 Ok(repaired) => return Ok(repaired),
+                Err(err @ RepairError::TooDeep { .. }) => return Err(err),
                 Err(err) => {
                     first_error.get_or_insert(err);
                 }
@@ -227,10 +266,11 @@ fn fit(text: &str, schema: &CompiledSchema, choice: extract::Choice) -> Result<R
     let root = schema.schema();
     let mut coercer = coerce::Coercer::new(root, choice.truncated);
     let slice = match choice.content {
-        extract::Content::Text { start, end } => text.get(start..end),
+        extract::Content::Text { start, end, .. } => text.get(start..end),
         extract::Content::Value(_) => None,
     };
-    let value = coercer.coerce(root, choice.content.into_value(text), &mut String::new());
+    // Only values within `MAX_VALUE_DEPTH` are built, coerced and validated.
+    let value = coercer.coerce(root, choice.content.into_value(text)?, &mut String::new());
     let mut reasons = coercer.errors;
     if reasons.is_empty() {
         reasons = schema.problems(&value, 8);
@@ -247,9 +287,13 @@ fn fit(text: &str, schema: &CompiledSchema, choice: extract::Choice) -> Result<R
     report.absorb(coercer.log);
     Ok(match slice {
         // Valid as written: hand the text back as is.
-        Some(slice) if unchanged => {
-            Repaired { text: slice.to_owned(), value: OnceLock::from(value), report, truncated: choice.truncated }
-        }
+        Some(slice) if unchanged => Repaired {
+            text: slice.to_owned(),
+            value: OnceLock::from(value),
+            report,
+            truncated: choice.truncated,
+            deep: false,
+        },
         _ => Repaired::from_value(value, report, choice.truncated),
     })
 }
@@ -312,5 +356,5 @@ pub fn repair<T: DeserializeOwned + schemars::JsonSchema>(text: &str) -> Result<
 #[must_use]
 pub fn partial(text: &str) -> Option<Value> {
     let options = extract::Options { individuals: false, partial: true };
-    extract::extract(text, options).ok()?.into_iter().next().map(|choice| choice.content.into_value(text))
+    extract::extract(text, options).ok()?.into_iter().next().and_then(|choice| choice.content.into_value(text).ok())
 }

@@ -7,7 +7,9 @@
 //! unquoted word where a value should be, a key without a colon) fails the fragment instead.
 //!
 //! Every look-ahead is bounded by a constant, so a fragment costs time linear in its length, and
-//! nesting is bounded by [`MAX_DEPTH`], so the stack is too.
+//! nesting is bounded by [`MAX_DEPTH`] (the deepest value keel builds), so the stack is too; a
+//! fragment nested deeper fails as [`Fail::deep`], and the caller refuses the whole output rather
+//! than offering a shallower piece of it.
 
 use memchr::{memchr2, memchr3};
 use serde_json::{Map, Number, Value};
@@ -15,7 +17,7 @@ use serde_json::{Map, Number, Value};
 use crate::report::{FixLog, Strategy};
 
 /// Deepest nesting of objects and arrays the parser follows before failing the fragment.
-pub(crate) const MAX_DEPTH: usize = 127;
+pub(crate) const MAX_DEPTH: usize = crate::MAX_VALUE_DEPTH;
 
 /// How far (bytes of whitespace, identifier) the string-closing heuristics look ahead.
 const LOOKAHEAD: usize = 256;
@@ -40,6 +42,8 @@ pub(crate) struct Fail {
     /// How many values were read whole before failing: a fragment that failed after reading
     /// some is a broken document, and its inner pieces are not answers.
     pub(crate) progress: usize,
+    /// Reading stopped at a container nested deeper than [`MAX_DEPTH`].
+    pub(crate) deep: bool,
 }
 
 type PResult = Result<Parsed, Fail>;
@@ -185,7 +189,7 @@ const LITERALS: [&str; 14] = [
 
 impl Parser<'_> {
     fn fail(&self, pos: usize) -> Fail {
-        Fail { pos, progress: self.progress }
+        Fail { pos, progress: self.progress, deep: false }
     }
 
     #[inline]
@@ -275,7 +279,7 @@ impl Parser<'_> {
 
     fn enter(&mut self) -> Result<(), Fail> {
         self.depth += 1;
-        if self.depth > MAX_DEPTH { Err(self.fail(self.pos)) } else { Ok(()) }
+        if self.depth > MAX_DEPTH { Err(Fail { deep: true, ..self.fail(self.pos) }) } else { Ok(()) }
     }
 
     fn parse_value(&mut self, ctx: Ctx) -> PResult {

@@ -1,11 +1,12 @@
 //! A strict JSON validator that builds nothing: the fast path for output that is already JSON.
 //!
-//! Accepts exactly what `serde_json` accepts (RFC 8259, nesting up to 128, no lone surrogates, no
-//! numbers that overflow to infinity), so text it passes can be handed back as is and parsed
-//! later, only if someone asks for the value.
+//! Accepts exactly what `serde_json` accepts (RFC 8259, no lone surrogates, no numbers that
+//! overflow to infinity) at any nesting up to [`crate::MAX_DEPTH`], so text it passes can be
+//! handed back as is and parsed later, only if someone asks for the value. The nesting is tracked
+//! on an explicit stack (one byte per level), never by recursion, so no input can overflow the
+//! thread's stack; input nested deeper than the limit is told apart from input that is not JSON.
 
-/// Deepest nesting accepted (serde_json refuses 128 levels).
-const MAX_DEPTH: usize = 127;
+use crate::MAX_DEPTH;
 
 const LO: u64 = 0x0101_0101_0101_0101;
 const HI: u64 = 0x8080_8080_8080_8080;
@@ -24,14 +25,43 @@ const fn has_special(word: u64) -> u64 {
         | (word.wrapping_sub(LO * 0x20) & !word & HI)
 }
 
-/// Is `b` one JSON value, with only JSON whitespace around it?
+/// What the strict validator found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Strict {
+    /// One JSON value with only JSON whitespace around it, nested `depth` containers deep (0 for
+    /// a scalar).
+    Json { depth: usize },
+    /// Not (only) one JSON value.
+    NotJson,
+    /// Containers opened more than [`MAX_DEPTH`] deep (checked before the rest is read).
+    TooDeep,
+}
+
+/// Is `b` one JSON value, with only JSON whitespace around it, at most [`MAX_DEPTH`] deep?
+pub(crate) fn check(b: &[u8]) -> Strict {
+    let mut validator = Validator { b, i: 0, depth: 0, too_deep: false };
+    if validator.document() {
+        Strict::Json { depth: validator.depth }
+    } else if validator.too_deep {
+        Strict::TooDeep
+    } else {
+        Strict::NotJson
+    }
+}
+
+/// Is `b` one JSON value, with only JSON whitespace around it, at most [`MAX_DEPTH`] deep?
+#[cfg(test)]
 pub(crate) fn is_json(b: &[u8]) -> bool {
-    Validator { b, i: 0 }.document()
+    matches!(check(b), Strict::Json { .. })
 }
 
 struct Validator<'a> {
     b: &'a [u8],
     i: usize,
+    /// The deepest nesting seen.
+    depth: usize,
+    /// Reading stopped at a container opened deeper than [`MAX_DEPTH`].
+    too_deep: bool,
 }
 
 #[inline]
@@ -52,6 +82,16 @@ impl Validator<'_> {
         self.b.get(self.i).copied()
     }
 
+    /// Enters a container when the nesting allows it.
+    fn open(&mut self, open: usize) -> bool {
+        if open >= MAX_DEPTH {
+            self.too_deep = true;
+            return false;
+        }
+        self.depth = self.depth.max(open + 1);
+        true
+    }
+
     fn document(&mut self) -> bool {
         // true = object, false = array
         let mut stack: Vec<bool> = Vec::new();
@@ -60,7 +100,7 @@ impl Validator<'_> {
             // A value starts here.
             match self.peek() {
                 Some(b'{') => {
-                    if stack.len() >= MAX_DEPTH {
+                    if !self.open(stack.len()) {
                         return false;
                     }
                     self.i += 1;
@@ -68,7 +108,7 @@ impl Validator<'_> {
                     if self.peek() == Some(b'}') {
                         self.i += 1;
                     } else {
-                        if stack.len() >= MAX_DEPTH || !self.key() {
+                        if !self.key() {
                             return false;
                         }
                         stack.push(true);
@@ -76,7 +116,7 @@ impl Validator<'_> {
                     }
                 }
                 Some(b'[') => {
-                    if stack.len() >= MAX_DEPTH {
+                    if !self.open(stack.len()) {
                         return false;
                     }
                     self.i += 1;
@@ -84,9 +124,6 @@ impl Validator<'_> {
                     if self.peek() == Some(b']') {
                         self.i += 1;
                     } else {
-                        if stack.len() >= MAX_DEPTH {
-                            return false;
-                        }
                         stack.push(false);
                         continue 'value;
                     }
@@ -321,13 +358,24 @@ mod tests {
             assert!(!is_json(bad.as_bytes()), "{bad:?}");
             assert!(serde_json::from_str::<serde_json::Value>(bad).is_err(), "{bad:?}");
         }
-        for depth in 120..140 {
+        for depth in 120..=128 {
+            let arrays = format!("{}{}", "[".repeat(depth), "]".repeat(depth));
+            assert_eq!(check(arrays.as_bytes()), Strict::Json { depth });
+        }
+    }
+
+    #[test]
+    fn depth_up_to_the_limit() {
+        for depth in [MAX_DEPTH - 1, MAX_DEPTH, MAX_DEPTH + 1, 100_000] {
             let arrays = format!("{}{}", "[".repeat(depth), "]".repeat(depth));
             let objects = format!("{}1{}", "{\"a\":".repeat(depth), "}".repeat(depth));
             for text in [arrays, objects] {
-                let serde_ok = serde_json::from_str::<serde_json::Value>(&text).is_ok();
-                assert_eq!(is_json(text.as_bytes()), serde_ok, "depth {depth}");
+                let want = if depth <= MAX_DEPTH { Strict::Json { depth } } else { Strict::TooDeep };
+                assert_eq!(check(text.as_bytes()), want, "depth {depth}");
             }
         }
+        // Too deep is told apart only when the nesting was read that far.
+        assert_eq!(check(b"[[1,]]"), Strict::NotJson);
+        assert_eq!(check(b"7"), Strict::Json { depth: 0 });
     }
 }
