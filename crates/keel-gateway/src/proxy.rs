@@ -487,60 +487,13 @@ pub(crate) async fn send(gateway: &Gateway, call: Call, endpoint: Endpoint, forw
                 tracing::debug!(target = %key, "every target is out but the failures are partial; trying the least-bad one anyway (panic_share)");
             }
             let bridge = crate::bridge::bridge_for(endpoint, handle.upstream.dialect);
-            let drop_format = !handle.forward_format
-                && endpoint.kind == EndpointKind::ModelInBody
-                && matches!(&payload, Payload::Bytes(bytes) if mentions_format(bytes));
-            let mut stream_requested = false;
-            let (body, path) = match (&mut payload, bridge) {
-                (Payload::Bytes(bytes), Some(kind)) => {
-                    let stripped = if drop_format {
-                        match rewrite_body(bytes, None, true) {
-                            Ok(stripped) => Some(stripped),
-                            Err(err) => return Sent::keel(InDialect(endpoint.dialect, err).into_response()),
-                        }
-                    } else {
-                        None
-                    };
-                    let bytes = stripped.as_ref().unwrap_or(bytes);
-                    match crate::bridge::request(kind, bytes, target.model_for(&requested_model)) {
-                        Ok(crate::bridge::Bridged::Call { path, body, stream }) => {
-                            stream_requested = stream;
-                            (full_body(body), path.to_owned())
-                        }
-                        Ok(crate::bridge::Bridged::Answer(value)) => {
-                            return Sent::keel((http::StatusCode::OK, axum::Json(value)).into_response());
-                        }
-                        Err(err) => {
-                            return Sent::keel(InDialect(endpoint.dialect, ProxyError::Translate(err)).into_response());
-                        }
-                    }
-                }
-                (Payload::Bytes(bytes), None) => {
-                    let rename = match &target.model {
-                        Some(renamed) if endpoint.kind == EndpointKind::ModelInBody && *renamed != requested_model => {
-                            Some(renamed.as_str())
-                        }
-                        _ => None,
-                    };
-                    let body = if rename.is_some() || drop_format {
-                        match rewrite_body(bytes, rename, drop_format) {
-                            Ok(rewritten) => full_body(rewritten),
-                            Err(err) => return Sent::keel(InDialect(endpoint.dialect, err).into_response()),
-                        }
-                    } else {
-                        full_body(bytes.clone())
-                    };
-                    let path = match (&target.model, endpoint.kind) {
-                        (Some(renamed), EndpointKind::ModelInPath) => format!("/v1/models/{renamed}"),
-                        _ => path_and_query.clone(),
-                    };
-                    (body, path)
-                }
-                (Payload::Stream(body), _) => match body.take() {
-                    Some(body) => (body, path_and_query.clone()),
-                    None => break 'rounds,
-                },
-            };
+            let Prepared { body, path, stream_requested } =
+                match prepare_target(endpoint, target, &requested_model, &path_and_query, &mut payload, handle, bridge)
+                {
+                    Ok(prepared) => prepared,
+                    Err(Some(answer)) => return *answer,
+                    Err(None) => break 'rounds,
+                };
             let head_started = Instant::now();
             // The last target may take the headers; earlier ones get a copy for the next attempt.
             let attempt_headers = if is_last { std::mem::take(&mut headers) } else { headers.clone() };
@@ -567,60 +520,33 @@ pub(crate) async fn send(gateway: &Gateway, call: Call, endpoint: Endpoint, forw
             record(permits.server, None, head_latency);
             let permit = permits.model;
             let status = upstream_response.status();
-            let mut class = FailureClass::from_status(status.as_u16()).filter(|c| c.is_upstream_fault());
-            let buffer = status.is_success()
-                && !stream
+            let place = Place {
+                is_last,
+                last_in_round: panic.is_some() || index + 1 == targets.len(),
+                replayable: matches!(payload, Payload::Bytes(_)),
+            };
+            let buffer = !stream
                 && !hold_permit
                 && bridge.is_none()
                 && endpoint.kind == EndpointKind::ModelInBody
                 && method != http::Method::HEAD;
-            let mut head_detail = None;
-            let upstream_response = if class.is_some() && bridge.is_none() {
-                // An error answer is read whole (it is small) to tell a model that cannot load
-                // from other 5xx, and so that the next target may be tried after it.
-                let (head, bytes) = read_error_answer(upstream_response, handle.idle_timeout).await;
-                class = keel_upstream::classify_error_answer(status.as_u16(), &bytes);
-                if let Some(failure) = class {
-                    let detail = format!("upstream answered {status}: {}", error_message(&bytes));
-                    head_detail = Some(detail.clone());
-                    // A model that cannot load is not asked again: its own error is the answer
-                    // when no other target follows in this round.
-                    let final_answer = is_last
-                        || (failure == FailureClass::ModelLoad && (panic.is_some() || index + 1 == targets.len()));
-                    if !final_answer && matches!(payload, Payload::Bytes(_)) {
-                        tally.failed(gateway, index, &key, permit, (failure, detail), head_latency);
-                        continue;
-                    }
-                }
-                let bytes = if class == Some(FailureClass::ModelLoad) {
-                    model_load_answer(endpoint.dialect, status, &bytes, &target.upstream, target.model_for(asked))
-                } else {
-                    bytes
-                };
-                Whole::Read(head, bytes)
-            } else if class.is_some() && !is_last && matches!(payload, Payload::Bytes(_)) {
-                drop(upstream_response);
-                let failure = (class.unwrap_or(FailureClass::ServerError), format!("upstream answered {status}"));
-                tally.failed(gateway, index, &key, permit, failure, head_latency);
-                continue;
-            } else if buffer {
-                let limit = gateway.config().server.max_buffered_answer;
-                match read_whole_answer(upstream_response, limit, handle.idle_timeout).await {
-                    Ok((head, bytes)) => Whole::Read(head, bytes),
-                    Err(failure) if !is_last => {
+            let asked_model = target.model_for(asked);
+            let (upstream_response, class, head_detail) =
+                match judge(gateway, endpoint, upstream_response, handle, bridge.is_some(), place, buffer, asked_model)
+                    .await
+                {
+                    Judged::Failed(failure) => {
                         tally.failed(gateway, index, &key, permit, failure, head_latency);
                         continue;
                     }
-                    Err((failure, detail)) => {
+                    Judged::Unusable((failure, detail)) => {
                         record(permit, Some(failure), head_latency);
                         gateway.observe(&key, Some((failure, detail.clone())));
                         tally.reasons.push(format!("{key}: {failure} ({detail})"));
                         break 'rounds;
                     }
-                }
-            } else {
-                Whole::Streaming(upstream_response)
-            };
+                    Judged::Answer(whole, class, detail) => (whole, class, detail),
+                };
             // A chat stream with targets left can be continued there if it breaks.
             let resume = match (&payload, &upstream_response) {
                 (Payload::Bytes(bytes), Whole::Streaming(_))
@@ -707,30 +633,186 @@ pub(crate) async fn send(gateway: &Gateway, call: Call, endpoint: Endpoint, forw
             tally.retryable = true;
         }
         panic = None;
-        // Every target failed this round. Another round only for failures that may pass (not for
-        // open breakers alone), within the retry allowance, the budget and the deadline.
         round += 1;
-        if round > retry.attempts || !tally.retryable || !matches!(payload, Payload::Bytes(_)) {
-            break 'rounds;
+        let replayable = matches!(payload, Payload::Bytes(_));
+        match next_round(gateway, &mut tally, round, replayable, deadline) {
+            Some(wait) => tokio::time::sleep(wait).await,
+            None => break 'rounds,
         }
-        let wait = crate::retry::backoff(retry.backoff, retry.backoff_max, round);
-        if Instant::now() + wait >= deadline {
-            tally.reasons.push("no retry: the request's deadline is too close".to_owned());
-            break 'rounds;
-        }
-        if !gateway.inner.retry_budget.try_withdraw() {
-            tally.reasons.push("no retry: the retry budget is spent (too many retries recently)".to_owned());
-            break 'rounds;
-        }
-        tracing::info!(round, wait_ms = wait.as_millis() as u64, "every target failed; retrying");
-        tokio::time::sleep(wait).await;
-        tally.retryable = false;
     }
 
     let error = final_error(tally, targets.len(), requested_model, started);
     tracing::warn!(status = error.status().as_u16(), error = %error, "no target answered");
     Completion::finished_now(endpoint.label, &model_label, error.status(), started);
     Sent::keel(InDialect(endpoint.dialect, error).into_response())
+}
+
+/// Where an attempt stands in its request: what decides whether its failure ends the request.
+#[derive(Clone, Copy)]
+struct Place {
+    /// No attempt may follow this one.
+    is_last: bool,
+    /// No target follows this one in the current round.
+    last_in_round: bool,
+    /// The body can be sent again (it was read whole).
+    replayable: bool,
+}
+
+/// What became of an answer whose head arrived.
+enum Judged {
+    /// Unusable, and another target or round may do better.
+    Failed((FailureClass, String)),
+    /// Unusable, with nothing left to try (the last target's answer cut short).
+    Unusable((FailureClass, String)),
+    /// For the client, read whole or to be relayed, with the head's failure class (an error answer
+    /// passed on) and what the upstream said in it.
+    Answer(Whole, Option<FailureClass>, Option<String>),
+}
+
+/// Judges an answer whose head arrived: an error answer is read (it is small) to tell a model
+/// that cannot load from other 5xx, and goes to the next target while one may follow; a
+/// non-streamed answer is read whole when `buffer` (so that one cut short fails like a 5xx);
+/// anything else is relayed as it arrives.
+#[allow(clippy::too_many_arguments, reason = "one attempt's facts, each used once")]
+async fn judge(
+    gateway: &Gateway,
+    endpoint: Endpoint,
+    response: http::Response<keel_upstream::ResponseBody>,
+    handle: &crate::state::UpstreamHandle,
+    bridged: bool,
+    place: Place,
+    buffer: bool,
+    model: &str,
+) -> Judged {
+    let status = response.status();
+    let class = FailureClass::from_status(status.as_u16()).filter(|c| c.is_upstream_fault());
+    if class.is_some() && !bridged {
+        let (head, bytes) = read_error_answer(response, handle.idle_timeout).await;
+        let class = keel_upstream::classify_error_answer(status.as_u16(), &bytes);
+        let mut detail = None;
+        if let Some(failure) = class {
+            let said = format!("upstream answered {status}: {}", error_message(&bytes));
+            // A model that cannot load is not asked again: its own error is the answer when no
+            // other target follows in this round.
+            let final_answer = place.is_last || (failure == FailureClass::ModelLoad && place.last_in_round);
+            if !final_answer && place.replayable {
+                return Judged::Failed((failure, said));
+            }
+            detail = Some(said);
+        }
+        let bytes = if class == Some(FailureClass::ModelLoad) {
+            model_load_answer(endpoint.dialect, status, &bytes, &handle.upstream.name, model)
+        } else {
+            bytes
+        };
+        return Judged::Answer(Whole::Read(head, bytes), class, detail);
+    }
+    if let Some(class) = class
+        && !place.is_last
+        && place.replayable
+    {
+        return Judged::Failed((class, format!("upstream answered {status}")));
+    }
+    if buffer && status.is_success() {
+        let limit = gateway.config().server.max_buffered_answer;
+        return match read_whole_answer(response, limit, handle.idle_timeout).await {
+            Ok((head, bytes)) => Judged::Answer(Whole::Read(head, bytes), None, None),
+            Err(failure) if !place.is_last => Judged::Failed(failure),
+            Err(failure) => Judged::Unusable(failure),
+        };
+    }
+    Judged::Answer(Whole::Streaming(response), class, None)
+}
+
+/// One target's request: its body and path, and whether a bridged call asked for a stream.
+struct Prepared {
+    body: RequestBody,
+    path: String,
+    stream_requested: bool,
+}
+
+/// Prepares the request for one target: the model renamed and `format` dropped where the target
+/// needs it, or translated for an OpenAI-dialect upstream (`bridge`). `Err(Some(_))` when keel
+/// answers itself (a translation error, or an answer the bridge gives without a call);
+/// `Err(None)` when a body streamed through was already sent and cannot be sent again.
+fn prepare_target(
+    endpoint: Endpoint,
+    target: &TargetId,
+    requested_model: &str,
+    path_and_query: &str,
+    payload: &mut Payload,
+    handle: &crate::state::UpstreamHandle,
+    bridge: Option<keel_upstream::translate::OllamaEndpoint>,
+) -> Result<Prepared, Option<Box<Sent>>> {
+    let keel_answer = |err: ProxyError| Some(Box::new(Sent::keel(InDialect(endpoint.dialect, err).into_response())));
+    let drop_format = !handle.forward_format
+        && endpoint.kind == EndpointKind::ModelInBody
+        && matches!(&payload, Payload::Bytes(bytes) if mentions_format(bytes));
+    match (payload, bridge) {
+        (Payload::Bytes(bytes), Some(kind)) => {
+            let stripped = if drop_format { Some(rewrite_body(bytes, None, true).map_err(keel_answer)?) } else { None };
+            let bytes = stripped.as_ref().unwrap_or(bytes);
+            match crate::bridge::request(kind, bytes, target.model_for(requested_model)) {
+                Ok(crate::bridge::Bridged::Call { path, body, stream }) => {
+                    Ok(Prepared { body: full_body(body), path: path.to_owned(), stream_requested: stream })
+                }
+                Ok(crate::bridge::Bridged::Answer(value)) => {
+                    Err(Some(Box::new(Sent::keel((http::StatusCode::OK, axum::Json(value)).into_response()))))
+                }
+                Err(err) => Err(keel_answer(ProxyError::Translate(err))),
+            }
+        }
+        (Payload::Bytes(bytes), None) => {
+            let rename = match &target.model {
+                Some(renamed) if endpoint.kind == EndpointKind::ModelInBody && *renamed != requested_model => {
+                    Some(renamed.as_str())
+                }
+                _ => None,
+            };
+            let body = if rename.is_some() || drop_format {
+                full_body(rewrite_body(bytes, rename, drop_format).map_err(keel_answer)?)
+            } else {
+                full_body(bytes.clone())
+            };
+            let path = match (&target.model, endpoint.kind) {
+                (Some(renamed), EndpointKind::ModelInPath) => format!("/v1/models/{renamed}"),
+                _ => path_and_query.to_owned(),
+            };
+            Ok(Prepared { body, path, stream_requested: false })
+        }
+        (Payload::Stream(body), _) => match body.take() {
+            Some(body) => Ok(Prepared { body, path: path_and_query.to_owned(), stream_requested: false }),
+            None => Err(None),
+        },
+    }
+}
+
+/// Whether another round over the targets follows a failed one, and after what wait: only for
+/// failures that may pass (not for open breakers alone), within the retry allowance, the budget
+/// and the deadline. `None` ends the request (the reason is added to the tally).
+fn next_round(
+    gateway: &Gateway,
+    tally: &mut Tally,
+    round: u32,
+    replayable: bool,
+    deadline: Instant,
+) -> Option<Duration> {
+    let retry = &gateway.config().retry;
+    if round > retry.attempts || !tally.retryable || !replayable {
+        return None;
+    }
+    let wait = crate::retry::backoff(retry.backoff, retry.backoff_max, round);
+    if Instant::now() + wait >= deadline {
+        tally.reasons.push("no retry: the request's deadline is too close".to_owned());
+        return None;
+    }
+    if !gateway.inner.retry_budget.try_withdraw() {
+        tally.reasons.push("no retry: the retry budget is spent (too many retries recently)".to_owned());
+        return None;
+    }
+    tracing::info!(round, wait_ms = wait.as_millis() as u64, "every target failed; retrying");
+    tally.retryable = false;
+    Some(wait)
 }
 
 /// keel's answer when no target answered: a single unreachable target keeps its precise error;
