@@ -392,6 +392,8 @@ impl Tally {
             Blame::Keel => {
                 tracing::error!(upstream = %err.upstream, detail = %err.detail,
                     "keel ran out of a local resource calling the upstream (not the server's fault): raise keel's open-file limit (ulimit -n) or free memory");
+                // Idle upstream connections hold descriptors: let them go.
+                gateway.relieve_descriptor_pressure();
             }
             Blame::Server => {
                 tracing::warn!(upstream = %err.upstream, class = %err.class, detail = %err.detail, "upstream unreachable");

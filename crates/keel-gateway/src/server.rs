@@ -113,6 +113,9 @@ pub async fn serve(
                 // Out of file descriptors and the like: back off instead of spinning.
                 Err(err) => {
                     tracing::warn!(%err, "accept failed");
+                    if is_descriptor_shortage(&err) {
+                        gateway.relieve_descriptor_pressure();
+                    }
                     tokio::time::sleep(std::time::Duration::from_millis(50)).await;
                 }
             },
@@ -352,16 +355,28 @@ fn first_error(results: Vec<Result<io::Result<()>, oneshot::error::RecvError>>) 
 /// registers one (its response timeout): `strace` counted that on ~15% of requests at 8
 /// connections. With a timer always due soon, a request's later timeout never interrupts the loop.
 /// Each tick also closes this thread's upstream connections idle past `pool_idle_timeout`, so an
-/// idle keel holds no sockets open to its model servers.
+/// idle keel holds no sockets open to its model servers, and all of its idle ones when keel has
+/// run short of file descriptors since the last tick.
 async fn keep_a_timer_due(gateway: Gateway) {
     let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut pressure_seen = 0;
     loop {
         tick.tick().await;
+        let pressure = gateway.inner.descriptor_pressure.load(std::sync::atomic::Ordering::Relaxed);
+        if pressure != pressure_seen {
+            pressure_seen = pressure;
+            gateway.close_idle_upstream_connections();
+        }
         for upstream in gateway.upstreams.iter() {
             upstream.client.close_expired();
         }
     }
+}
+
+/// Whether an accept failed because keel is out of file descriptors (EMFILE, ENFILE).
+fn is_descriptor_shortage(err: &io::Error) -> bool {
+    matches!(err.raw_os_error(), Some(23 | 24))
 }
 
 /// One serving thread: a single-threaded runtime serving the connections handed to it. When

@@ -118,6 +118,9 @@ pub(crate) struct Inner {
     pub(crate) calibration: crate::session::calibration::Calibration,
     /// Context lengths the upstreams reported, per model.
     pub(crate) context_lengths: crate::session::budget::ContextLengths,
+    /// Bumped when keel runs short of file descriptors; each serving thread that sees it change
+    /// closes its idle upstream connections (each holds one).
+    pub(crate) descriptor_pressure: std::sync::atomic::AtomicU64,
 }
 
 impl Gateway {
@@ -177,6 +180,7 @@ impl Gateway {
                 store,
                 calibration: Default::default(),
                 context_lengths: Default::default(),
+                descriptor_pressure: std::sync::atomic::AtomicU64::new(0),
             }),
             upstreams,
         })
@@ -185,6 +189,20 @@ impl Gateway {
     /// The same gateway with its own upstream connection pools, for another serving thread.
     pub fn with_own_clients(&self) -> Result<Gateway, GatewayError> {
         Ok(Gateway { inner: Arc::clone(&self.inner), upstreams: build_upstreams(&self.inner.config)? })
+    }
+
+    /// keel is short of file descriptors: every serving thread closes its idle upstream
+    /// connections (this one at once, the others within a second).
+    pub(crate) fn relieve_descriptor_pressure(&self) {
+        self.inner.descriptor_pressure.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.close_idle_upstream_connections();
+    }
+
+    /// Closes this serving thread's idle upstream connections.
+    pub(crate) fn close_idle_upstream_connections(&self) {
+        for upstream in self.upstreams.iter() {
+            upstream.client.close_idle();
+        }
     }
 
     /// The configuration in force.

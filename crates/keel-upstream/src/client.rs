@@ -258,6 +258,11 @@ impl UpstreamClient {
         &self.config
     }
 
+    /// Closes every pooled idle connection, e.g. when keel runs short of file descriptors.
+    pub fn close_idle(&self) {
+        self.pool.close_idle();
+    }
+
     /// Closes the pooled connections idle for longer than `pool_idle_timeout` (call it on a
     /// timer: otherwise they are closed only when the pool is next used).
     pub fn close_expired(&self) {

@@ -96,6 +96,11 @@ impl Pool {
         }
     }
 
+    /// Closes every idle connection (keel is short of file descriptors: each holds one).
+    pub(crate) fn close_idle(&self) {
+        self.idle.lock().clear();
+    }
+
     /// Closes the connections idle for longer than the timeout (the oldest are first).
     fn evict_expired(&self, connections: &mut Vec<Idle>) {
         let fresh = connections.iter().position(|c| c.since.elapsed() < self.idle_timeout).unwrap_or(connections.len());
@@ -305,6 +310,16 @@ mod tests {
         assert_eq!(client.pool.idle_count(&upstream.authority), 1, "not yet expired");
         tokio::time::sleep(Duration::from_millis(120)).await;
         client.close_expired();
+        assert_eq!(client.pool.idle_count(&upstream.authority), 0);
+    }
+
+    #[tokio::test]
+    async fn idle_connections_can_all_be_closed_at_once() {
+        let (upstream, _) = server("hello", false).await;
+        let client = UpstreamClient::new(ClientConfig::default());
+        get(&client, &upstream).await.into_body().collect().await.unwrap();
+        assert_eq!(client.pool.idle_count(&upstream.authority), 1);
+        client.close_idle();
         assert_eq!(client.pool.idle_count(&upstream.authority), 0);
     }
 
