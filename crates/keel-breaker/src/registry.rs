@@ -401,6 +401,19 @@ impl Registry {
         self.insert(target, true)
     }
 
+    /// Drops the unpinned CLOSED breakers not handed out for `idle_for`: state kept for a model
+    /// nobody asks for any more expires. Returns how many were dropped.
+    pub fn evict_idle(&self, idle_for: Duration) -> usize {
+        let cutoff = self.inner.clock.now().0.saturating_sub(u64::try_from(idle_for.as_nanos()).unwrap_or(u64::MAX));
+        let mut breakers = self.inner.breakers.write();
+        let before = breakers.len();
+        breakers.retain(|_, h| {
+            let closed = h.shared.gate.0.0.load(Ordering::Acquire) & STATE_MASK == CLOSED;
+            h.shared.pinned || !closed || h.shared.last_used.load(Ordering::Relaxed) > cutoff
+        });
+        before - breakers.len()
+    }
+
     /// How many breakers exist.
     pub fn len(&self) -> usize {
         self.inner.breakers.read().len()

@@ -346,3 +346,19 @@ fn a_breaker_that_counts_only_failures_in_a_row_still_resets_them_on_success() {
     fail(&registry, "server");
     assert_eq!(fail(&registry, "server").unwrap().to, State::Open);
 }
+
+#[test]
+fn breakers_of_models_nobody_asks_for_any_more_expire() {
+    let config = BreakerConfig { failure_threshold: 1, ..BreakerConfig::default() };
+    let (registry, clock) = registry(config);
+    registry.pinned("local");
+    drop(registry.try_acquire("local:old").unwrap());
+    assert_eq!(fail(&registry, "local:broken").unwrap().to, State::Open);
+    clock.advance(Duration::from_secs(3600));
+    drop(registry.try_acquire("local:recent").unwrap());
+    assert_eq!(registry.evict_idle(Duration::from_secs(1800)), 1);
+    assert!(registry.get("local:old").is_none(), "idle and closed: expired");
+    assert!(registry.get("local:recent").is_some());
+    assert!(registry.get("local:broken").is_some(), "an open breaker remembers a failing model");
+    assert!(registry.get("local").is_some(), "pinned");
+}

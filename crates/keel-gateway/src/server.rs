@@ -303,8 +303,13 @@ pub(crate) async fn pump_breaker_events(
     }
     let mut tick = tokio::time::interval(EVENT_PUMP_INTERVAL);
     let breakers = metrics::gauge!(names::BREAKERS);
+    let mut last_expiry = tokio::time::Instant::now();
     loop {
         tick.tick().await;
+        if last_expiry.elapsed() >= std::time::Duration::from_secs(60) {
+            last_expiry = tokio::time::Instant::now();
+            gateway.expire_idle_models();
+        }
         breakers.set(gateway.breakers().len() as f64);
         for event in gateway.breakers().drain_events() {
             if let Some(openings) = &openings

@@ -37,6 +37,10 @@ pub(crate) struct UpstreamHandle {
     pub(crate) duration: metrics::Histogram,
 }
 
+/// How long the breaker and observations of a model asked for through `"*"` are kept after its
+/// last request.
+pub(crate) const IDLE_MODEL_EXPIRY: std::time::Duration = std::time::Duration::from_secs(3600);
+
 /// What keel has observed of one target (`upstream:model`) or upstream (by name).
 #[derive(Debug, Clone)]
 pub(crate) struct TargetStats {
@@ -294,6 +298,23 @@ impl Gateway {
                 stats.consecutive_failures += 1;
                 stats.last_failure = Some(LastFailure { class, detail, at: SystemTime::now() });
             }
+        }
+    }
+
+    /// Forgets the breakers and observations of models asked for through `"*"` that nobody has
+    /// asked for in [`IDLE_MODEL_EXPIRY`] (closed breakers only: an open one remembers a failing
+    /// model). Configured targets and upstreams are kept.
+    pub(crate) fn expire_idle_models(&self) {
+        let dropped = self.inner.breakers.evict_idle(IDLE_MODEL_EXPIRY);
+        let mut targets = self.inner.targets.lock();
+        targets.retain(|key, stats| {
+            self.inner.breaker_handles.contains_key(key)
+                || stats.last_seen.elapsed() < IDLE_MODEL_EXPIRY
+                || self.inner.breakers.get(key).is_some()
+        });
+        drop(targets);
+        if dropped > 0 {
+            tracing::debug!(dropped, "forgot the breakers of models nobody asked for lately");
         }
     }
 
