@@ -113,7 +113,7 @@ pub async fn serve(
                 // Out of file descriptors and the like: back off instead of spinning.
                 Err(err) => {
                     tracing::warn!(%err, "accept failed");
-                    if is_descriptor_shortage(&err) {
+                    if keel_upstream::is_local_shortage(&err) {
                         gateway.relieve_descriptor_pressure();
                     }
                     tokio::time::sleep(std::time::Duration::from_millis(50)).await;
@@ -377,11 +377,6 @@ async fn keep_a_timer_due(gateway: Gateway) {
             upstream.client.close_expired();
         }
     }
-}
-
-/// Whether an accept failed because keel is out of file descriptors (EMFILE, ENFILE).
-fn is_descriptor_shortage(err: &io::Error) -> bool {
-    matches!(err.raw_os_error(), Some(23 | 24))
 }
 
 /// One serving thread: a single-threaded runtime serving the connections handed to it. When

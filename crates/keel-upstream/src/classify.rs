@@ -57,8 +57,9 @@ const ENOMEM: i32 = 12;
 const ENOBUFS_LINUX: i32 = 105;
 const EADDRNOTAVAIL_LINUX: i32 = 99;
 
-/// Whether an I/O error means keel ran out of descriptors, memory, buffers or local ports.
-fn is_local_shortage(err: &io::Error) -> bool {
+/// Whether an I/O error means keel ran out of descriptors, memory, buffers or local ports: its
+/// own shortage, whether met connecting upstream or accepting a client.
+pub fn is_local_shortage(err: &io::Error) -> bool {
     matches!(err.kind(), io::ErrorKind::OutOfMemory | io::ErrorKind::AddrNotAvailable)
         || matches!(err.raw_os_error(), Some(EMFILE | ENFILE | ENOMEM | ENOBUFS_LINUX | EADDRNOTAVAIL_LINUX))
 }

@@ -18,7 +18,9 @@ pub mod pool;
 pub mod translate;
 pub mod wire;
 
-pub use classify::{classify_body_error, classify_connect_error, classify_error_answer, classify_send_error};
+pub use classify::{
+    classify_body_error, classify_connect_error, classify_error_answer, classify_send_error, is_local_shortage,
+};
 pub use client::{
     BoxError, ClientConfig, RequestBody, Upstream, UpstreamClient, UpstreamError, UpstreamUrlError, empty_body,
     full_body, strip_hop_headers,
