@@ -356,6 +356,9 @@ fn breakers_of_models_nobody_asks_for_any_more_expire() {
     assert_eq!(fail(&registry, "local:broken").unwrap().to, State::Open);
     clock.advance(Duration::from_secs(3600));
     drop(registry.try_acquire("local:recent").unwrap());
+    // Looking at a breaker (status pages, reasons) is not a use.
+    assert!(registry.snapshot("local:old").is_some());
+    assert!(registry.probe_succeeded("local:old").is_none());
     assert_eq!(registry.evict_idle(Duration::from_secs(1800)), 1);
     assert!(registry.get("local:old").is_none(), "idle and closed: expired");
     assert!(registry.get("local:recent").is_some());

@@ -112,7 +112,8 @@ fn target_names(gateway: &Gateway) -> Vec<String> {
 
 /// A breaker's state for people and scripts: wall-clock times in RFC 3339, durations in seconds.
 fn breaker_json(gateway: &Gateway, key: &str) -> Value {
-    let snapshot = gateway.breaker(key).snapshot();
+    // Read without counting as a use, so that watching status keeps no idle breaker alive.
+    let snapshot = gateway.breakers().snapshot(key).unwrap_or_else(|| gateway.breaker(key).snapshot());
     let clock = gateway.breakers().clock();
     let time = |at: keel_breaker::Nanos| clock.wall_time(at).map(|t| humantime::format_rfc3339_seconds(t).to_string());
     json!({

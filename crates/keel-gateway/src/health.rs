@@ -99,7 +99,7 @@ fn reopen_early(gateway: &Gateway, upstream: &str) {
         let last_class =
             gateway.inner.targets.lock().get(&snapshot.target).and_then(|s| s.last_failure.as_ref().map(|l| l.class));
         if last_class != Some(keel_types::FailureClass::ModelLoad)
-            && let Some(transition) = gateway.breaker(&snapshot.target).probe_succeeded()
+            && let Some(transition) = gateway.breakers().probe_succeeded(&snapshot.target)
         {
             tracing::info!(target = %snapshot.target, to = transition.to.as_str(), "health probe succeeded; the open breaker may probe early");
         }

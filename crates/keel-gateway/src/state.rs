@@ -218,7 +218,9 @@ impl Gateway {
         self.upstreams.iter().find(|u| u.upstream.name == name)
     }
 
-    /// The breaker of a target key (`upstream:model`), or of an upstream as a whole (its name).
+    /// The breaker of a target key (`upstream:model`), or of an upstream as a whole (its name),
+    /// for a request to it: created if missing, and counted as a use (least-recently-used eviction
+    /// and idle expiry). Views (status, reasons, probes) read `breakers().snapshot(key)` instead.
     pub(crate) fn breaker(&self, key: &str) -> keel_breaker::BreakerHandle {
         match self.inner.breaker_handles.get(key) {
             Some(handle) => handle.clone(),
@@ -331,7 +333,7 @@ impl Gateway {
     /// it: `default:llama3.2: circuit open since 12:01:03 UTC after 5 consecutive failures (last:
     /// refused: connection refused at http://127.0.0.1:11434)`. `None` while it is not open.
     pub(crate) fn open_reason(&self, key: &str) -> Option<String> {
-        let snapshot = self.breaker(key).snapshot();
+        let snapshot = self.inner.breakers.snapshot(key)?;
         if snapshot.state != keel_breaker::State::Open {
             return None;
         }
