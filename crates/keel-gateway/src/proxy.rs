@@ -398,8 +398,9 @@ impl Tally {
             Blame::Server => {
                 tracing::warn!(upstream = %err.upstream, class = %err.class, detail = %err.detail, "upstream unreachable");
                 record(permits.server, Some(err.class), latency);
-                gateway.observe(&err.upstream, Some((err.class, format!("{} at {}", err.detail, err.url))));
-                gateway.observe(key, Some((err.class, format!("{} at {}", err.detail, err.url))));
+                let detail = format!("{} at {}", err.detail, err.url);
+                gateway.observe(&err.upstream, Some((err.class, detail.clone())));
+                gateway.observe(key, Some((err.class, detail)));
             }
             Blame::Model | Blame::Client => {
                 tracing::warn!(target = %key, class = %err.class, detail = %err.detail, "upstream call failed");
@@ -412,7 +413,8 @@ impl Tally {
         self.last_transport_error = Some(err);
     }
 
-    /// A target that answered, but not usably: recorded, and the next target may do better.
+    /// A target that answered, but not usably: recorded against its breaker and in the reasons; a
+    /// failure that will not pass by asking again marks the target spent for this request.
     fn failed(
         &mut self,
         gateway: &Gateway,
@@ -423,7 +425,7 @@ impl Tally {
         latency: Duration,
     ) {
         let (class, detail) = failure;
-        tracing::info!(target = %key, class = %class, detail = %detail, "target failed; trying the next one");
+        tracing::info!(target = %key, class = %class, detail = %detail, "target failed");
         record(permit, Some(class), latency);
         self.reasons.push(format!("{key}: {class} ({detail})"));
         if class.retry_same_target() {
@@ -541,10 +543,8 @@ pub(crate) async fn send(gateway: &Gateway, call: Call, endpoint: Endpoint, forw
                         tally.failed(gateway, index, &key, permit, failure, head_latency);
                         continue;
                     }
-                    Judged::Unusable((failure, detail)) => {
-                        record(permit, Some(failure), head_latency);
-                        gateway.observe(&key, Some((failure, detail.clone())));
-                        tally.reasons.push(format!("{key}: {failure} ({detail})"));
+                    Judged::Unusable(failure) => {
+                        tally.failed(gateway, index, &key, permit, failure, head_latency);
                         break 'rounds;
                     }
                     Judged::Answer(whole, class, detail) => (whole, class, detail),
