@@ -41,8 +41,7 @@ impl Level {
     }
 }
 
-/// The document nested `levels.len()` deep (counting `{}` at the bottom of the empty-leaf case),
-/// with `leaf` innermost.
+/// The document with `leaf` innermost; it is nested [`depth_of`] levels deep.
 fn document(levels: &[Level], leaf: &str) -> String {
     let mut text = String::new();
     for level in levels {
@@ -53,6 +52,13 @@ fn document(levels: &[Level], leaf: &str) -> String {
         text.push_str(level.close());
     }
     text
+}
+
+/// How deep the document of `levels` nests: one per level, and one more when the innermost level
+/// holds a container beside the leaf (`[1, null]` or `{}`), which sits a level below it.
+fn depth_of(levels: &[Level]) -> usize {
+    let beside_the_leaf = matches!(levels.last(), Some(Level::ObjectAmong | Level::ArrayAmong));
+    levels.len() + usize::from(beside_the_leaf)
 }
 
 fn level() -> impl Strategy<Value = Level> {
@@ -90,11 +96,17 @@ proptest! {
     #[test]
     fn valid_documents_pass_as_written(levels in levels(0..=MAX_DEPTH), leaf in leaf()) {
         let text = document(&levels, leaf);
-        let repaired = Repairer::new().repair(&text, None).unwrap();
+        let depth = depth_of(&levels);
+        let result = Repairer::new().repair(&text, None);
+        if depth > MAX_DEPTH {
+            prop_assert_eq!(result.unwrap_err(), too_deep(MAX_DEPTH));
+            return Ok(());
+        }
+        let repaired = result.unwrap();
         prop_assert_eq!(repaired.text(), text.as_str());
         prop_assert_eq!(repaired.report().header_value(), "none");
-        prop_assert_eq!(repaired.try_value().is_some(), levels.len() <= MAX_VALUE_DEPTH);
-        if levels.len() <= MAX_VALUE_DEPTH {
+        prop_assert_eq!(repaired.try_value().is_some(), depth <= MAX_VALUE_DEPTH);
+        if depth <= MAX_VALUE_DEPTH {
             prop_assert_eq!(repaired.value(), &serde_json::from_str::<serde_json::Value>(&text).unwrap());
         }
     }
@@ -118,7 +130,7 @@ proptest! {
     fn with_a_schema(levels in levels(0..=MAX_VALUE_DEPTH + 200), leaf in leaf()) {
         let text = document(&levels, leaf);
         let result = Repairer::new().repair(&text, Some(&json!({})));
-        if levels.len() <= MAX_VALUE_DEPTH {
+        if depth_of(&levels) <= MAX_VALUE_DEPTH {
             let repaired = result.unwrap();
             prop_assert_eq!(repaired.text(), text.as_str());
         } else {
@@ -131,7 +143,7 @@ proptest! {
     #[test]
     fn repairs_within_the_value_limit(levels in levels(1..=MAX_VALUE_DEPTH + 200), leaf in leaf()) {
         let text = document(&levels, leaf);
-        let depth = levels.len();
+        let depth = depth_of(&levels);
         // The prose is around an object (a bare `[1]` in prose is not an answer), one level more.
         let in_prose = format!("Here it is: {{\"doc\": {text}}} — hope that helps");
         let trailing_comma = format!("{}, {}", &text[..text.len() - 1], &text[text.len() - 1..]);
@@ -173,6 +185,30 @@ fn the_limits_exactly() {
     let text = document(&[Level::Object; MAX_VALUE_DEPTH + 1], "1");
     let err = repairer.repair(&text, Some(&json!({"type": "object"}))).unwrap_err();
     assert_eq!(err.to_string(), "nested deeper than 127 levels; keel does not repair JSON this deep");
+}
+
+/// At the value limit with each kind of innermost level (an innermost `[ "s", … ,{}]` or
+/// `{ "x": [1, null], … }` nests one level more than it opens): repaired at the limit, refused one
+/// past it. CI once drew 126 objects around an innermost `ArrayAmong` and the test, counting 127,
+/// expected a repair of what is 128 deep.
+#[test]
+fn the_value_limit_with_every_innermost_level() {
+    let repairer = Repairer::new();
+    for innermost in [Level::Object, Level::ObjectAmong, Level::Array, Level::ArrayAmong] {
+        for outer in MAX_VALUE_DEPTH - 3..=MAX_VALUE_DEPTH {
+            let mut levels = vec![Level::Object; outer];
+            levels.push(innermost);
+            let text = document(&levels, "true");
+            let trailing_comma = format!("{}, {}", &text[..text.len() - 1], &text[text.len() - 1..]);
+            let result = repairer.repair(&trailing_comma, None);
+            if depth_of(&levels) <= MAX_VALUE_DEPTH {
+                let expected: serde_json::Value = serde_json::from_str(&text).unwrap();
+                assert_eq!(result.unwrap().value(), &expected, "{innermost:?} inside {outer}");
+            } else {
+                assert_eq!(result.unwrap_err(), too_deep(MAX_VALUE_DEPTH), "{innermost:?} inside {outer}");
+            }
+        }
+    }
 }
 
 /// 100,000 and 1,000,000 levels in every shape the pipeline reads: refused, no panic, no stack
