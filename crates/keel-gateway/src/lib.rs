@@ -13,28 +13,36 @@
 
 pub mod config;
 
+// Serving: the listener, the router, background work, keel's own endpoints.
 mod admin;
+mod app;
+mod background;
+mod probes;
+mod server;
+mod shared;
+
+// The request path, top to bottom (each layer imports only layers below it; see ARCHITECTURE.md
+// and `tests/import_order.rs`).
+mod pipeline;
+mod stages;
+mod attempts;
+mod relay;
+
+// Foundation, used by every layer.
 mod answer;
-mod auth;
 mod bridge;
 mod endpoint;
 mod error;
-mod guard;
-mod health;
-mod proxy;
-mod relay;
 mod request_id;
 mod request_metrics;
-mod resume;
 mod retry;
 mod routing;
-mod server;
-mod session;
-mod shared;
+mod shutdown;
 mod state;
 
+pub use app::app;
 pub use endpoint::{Endpoint, EndpointKind};
 pub use error::ProxyError;
 pub use routing::RouteTable;
 pub use server::{ServeError, serve};
-pub use state::{Gateway, GatewayError, app};
+pub use state::{Gateway, GatewayError};

@@ -17,7 +17,8 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 
 use crate::error::ProxyError;
-use crate::state::{Gateway, GatewayError, app};
+use crate::app::app;
+use crate::state::{Gateway, GatewayError};
 
 /// How long connections get, after the shutdown grace ran out and their streams were ended with
 /// an error line, to write those last bytes before `serve` returns.
@@ -27,18 +28,6 @@ const FLUSH: std::time::Duration = std::time::Duration::from_secs(1);
 /// 431 in the endpoint's dialect. (Below hyper's own limits: its read buffer, ~400 KiB, and 100
 /// headers, past which hyper answers a bare 431 itself.)
 pub(crate) const MAX_HEADER_BYTES: usize = 64 * 1024;
-
-thread_local! {
-    /// This serving thread's "the shutdown grace is over" signal (see [`grace_over`]).
-    static GRACE_OVER: std::cell::OnceCell<CancellationToken> = const { std::cell::OnceCell::new() };
-}
-
-/// Cancelled when the shutdown grace runs out: requests still waiting for an answer get a 503,
-/// streams still open end with an error line in their framing (`relay.rs`). `None` outside keel's
-/// serving threads (a router driven directly, in tests).
-pub(crate) fn grace_over() -> Option<CancellationToken> {
-    GRACE_OVER.with(|token| token.get().cloned())
-}
 
 /// Why serving stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -87,7 +76,7 @@ pub async fn serve(
         handoff.push(conn_tx);
     }
 
-    let background = gateway.spawn_background();
+    let background = crate::background::spawn(&gateway);
     let all_done = futures_util::future::join_all(finished);
     let mut all_done = std::pin::pin!(all_done);
     let mut shutdown = std::pin::pin!(shutdown);
@@ -173,7 +162,7 @@ impl Incoming {
 struct Dispatch {
     gateway: Gateway,
     router: axum::Router,
-    /// This serving thread's [`grace_over`].
+    /// This serving thread's [`crate::shutdown::grace_over`].
     grace_over: CancellationToken,
 }
 
@@ -183,7 +172,7 @@ impl hyper::service::Service<http::Request<hyper::body::Incoming>> for Dispatch 
     type Future = futures_util::future::BoxFuture<'static, Result<axum::response::Response, std::convert::Infallible>>;
 
     fn call(&self, request: http::Request<hyper::body::Incoming>) -> Self::Future {
-        let mut request = request.map(axum::body::Body::new);
+        let request = request.map(axum::body::Body::new);
         if let Some(refused) = headers_too_large(&request) {
             return Box::pin(std::future::ready(Ok(refused)));
         }
@@ -195,9 +184,6 @@ impl hyper::service::Service<http::Request<hyper::body::Incoming>> for Dispatch 
                 Ok(errors_as_json(response, &method, &path).await)
             });
         }
-        if let Err(refused) = crate::auth::admit(&self.gateway, &mut request) {
-            return Box::pin(std::future::ready(Ok(refused)));
-        }
         let gateway = self.gateway.clone();
         let grace_over = self.grace_over.clone();
         Box::pin(async move {
@@ -205,7 +191,7 @@ impl hyper::service::Service<http::Request<hyper::body::Incoming>> for Dispatch 
             // (`select!` polls the request's future where it is: it is large, moving it costs.)
             tokio::select! {
                 biased;
-                response = crate::proxy::proxy(axum::extract::State(gateway), request) => Ok(response),
+                response = crate::pipeline::proxy(axum::extract::State(gateway), request) => Ok(response),
                 () = grace_over.cancelled() => {
                     tracing::warn!("shutdown grace period over before the answer came; answering 503");
                     Ok(ProxyError::ShuttingDown.into_response_in(dialect))
@@ -288,60 +274,6 @@ async fn serve_connection(stream: TcpStream, dispatch: Dispatch, mut closing: wa
     }
 }
 
-/// How often breaker transitions are turned into metrics and log lines.
-const EVENT_PUMP_INTERVAL: std::time::Duration = std::time::Duration::from_millis(200);
-
-/// Turns every breaker transition into a metric and a log line, and keeps the state gauges true;
-/// openings go to `openings` too when breaker state is shared with other instances.
-pub(crate) async fn pump_breaker_events(
-    gateway: Gateway,
-    openings: Option<tokio::sync::mpsc::UnboundedSender<keel_breaker::Transition>>,
-) {
-    use keel_telemetry::names;
-    for key in gateway.breakers().snapshots() {
-        metrics::gauge!(names::BREAKER_STATE, "target" => key.target).set(0.0);
-    }
-    let mut tick = tokio::time::interval(EVENT_PUMP_INTERVAL);
-    let breakers = metrics::gauge!(names::BREAKERS);
-    let mut last_expiry = tokio::time::Instant::now();
-    loop {
-        tick.tick().await;
-        if last_expiry.elapsed() >= std::time::Duration::from_secs(60) {
-            last_expiry = tokio::time::Instant::now();
-            gateway.expire_idle_models();
-        }
-        breakers.set(gateway.breakers().len() as f64);
-        for event in gateway.breakers().drain_events() {
-            if let Some(openings) = &openings
-                && crate::shared::Sharing::shares(&event)
-            {
-                let _ = openings.send(event.clone());
-            }
-            let target = event.target.to_string();
-            metrics::counter!(names::BREAKER_TRANSITIONS_TOTAL,
-                "target" => target.clone(), "from" => event.from.as_str(), "to" => event.to.as_str(), "reason" => event.reason.as_str())
-            .increment(1);
-            let level = match event.to {
-                keel_breaker::State::Closed => 0.0,
-                keel_breaker::State::HalfOpen => 1.0,
-                keel_breaker::State::Open => 2.0,
-            };
-            metrics::gauge!(names::BREAKER_STATE, "target" => target.clone()).set(level);
-            let why = if event.to == keel_breaker::State::Open { gateway.open_reason(&target) } else { None };
-            tracing::warn!(
-                target = %target,
-                from = event.from.as_str(),
-                to = event.to.as_str(),
-                reason = %event.reason,
-                why = why.unwrap_or_default(),
-                cooldown = event.cooldown.map(keel_types::duration::format).unwrap_or_default(),
-                "circuit breaker {}",
-                event.to.as_str()
-            );
-        }
-    }
-}
-
 fn first_error(results: Vec<Result<io::Result<()>, oneshot::error::RecvError>>) -> Result<(), ServeError> {
     for result in results {
         match result {
@@ -388,7 +320,7 @@ fn run_worker(
     mut stop: watch::Receiver<bool>,
     grace_over: CancellationToken,
 ) -> io::Result<()> {
-    GRACE_OVER.with(|token| drop(token.set(grace_over.clone())));
+    crate::shutdown::set_grace_over(&grace_over);
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     runtime.block_on(async move {
         tokio::spawn(keep_a_timer_due(gateway.clone()));

@@ -1,9 +1,14 @@
-//! API keys: `Authorization: Bearer <key>`, checked against `[auth]` with per-key scopes.
+//! Stage: API keys. `Authorization: Bearer <key>` is checked against `[auth]` with per-key scopes.
+//!
+//! Takes the request head; gives it on without the key (the model server never sees it); answers
+//! by itself 401 (no or unknown key) or 403 (the key lacks the scope), in the path's dialect.
+//! Without `[auth]` everything passes and `Authorization` is left for the upstream.
 
 use axum::extract::{Request, State};
 use axum::middleware::Next;
 use axum::response::Response;
 use http::header;
+use http::request::Parts;
 use keel_types::Dialect;
 
 use crate::config::{ApiKey, Scope};
@@ -24,28 +29,37 @@ fn required_scope(path: &str) -> Option<Scope> {
 /// Middleware: passes requests with a key holding the needed scope; answers 401/403 otherwise.
 /// Installed only with `[auth]`; the key is consumed here and not forwarded. Without `[auth]`,
 /// `Authorization` passes through untouched (the upstream may want it).
-pub(crate) async fn require_key(State(gateway): State<Gateway>, mut request: Request, next: Next) -> Response {
-    match admit(&gateway, &mut request) {
-        Ok(()) => next.run(request).await,
+pub(crate) async fn require_key(State(gateway): State<Gateway>, request: Request, next: Next) -> Response {
+    let (mut parts, body) = request.into_parts();
+    match admit(&gateway, &mut parts) {
+        Ok(()) => next.run(Request::from_parts(parts, body)).await,
         Err(refused) => refused,
     }
 }
+
+/// Marks a request whose key was checked (by the router's layer), so that the pipeline's stage
+/// does not check it again.
+#[derive(Clone, Copy)]
+struct Admitted;
 
 /// Checks a request's key against `[auth]` (everything passes without it) and removes the key,
 /// which was for keel: the model server never sees it. The refusal is a 401/403 in the path's
 /// dialect.
 #[allow(clippy::result_large_err)] // the refusal is the response itself, built once
-pub(crate) fn admit(gateway: &Gateway, request: &mut Request) -> Result<(), Response> {
+pub(crate) fn admit(gateway: &Gateway, request: &mut Parts) -> Result<(), Response> {
     let Some(auth) = &gateway.config().auth else {
         return Ok(());
     };
-    let path = request.uri().path();
+    if request.extensions.get::<Admitted>().is_some() {
+        return Ok(());
+    }
+    let path = request.uri.path();
     let Some(scope) = required_scope(path) else {
         return Ok(());
     };
     let dialect = Dialect::of_path(path);
     let presented = request
-        .headers()
+        .headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
@@ -60,7 +74,8 @@ pub(crate) fn admit(gateway: &Gateway, request: &mut Request) -> Result<(), Resp
         };
         return Err(ProxyError::Forbidden { key: key.name.clone(), scope }.into_response_in(dialect));
     }
-    request.headers_mut().remove(header::AUTHORIZATION);
+    request.headers.remove(header::AUTHORIZATION);
+    request.extensions.insert(Admitted);
     Ok(())
 }
 

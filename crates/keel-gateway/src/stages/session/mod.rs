@@ -15,7 +15,6 @@
 pub(crate) mod admin;
 mod body;
 pub(crate) mod budget;
-pub(crate) mod calibration;
 mod context;
 
 use std::sync::Arc;
@@ -32,7 +31,7 @@ use serde_json::{Map, Value, json};
 use crate::answer::Kind;
 use crate::endpoint::Endpoint;
 use crate::error::{InDialect, ProxyError};
-use crate::proxy::{Call, Forward, Payload, send};
+use crate::attempts::{Call, Forward, Payload, send};
 use crate::state::Gateway;
 
 /// Request header naming the session.
@@ -213,8 +212,8 @@ async fn run(
     }
     forward.payload = Payload::Bytes(Bytes::from(serde_json::to_vec(&body).unwrap_or_default()));
 
-    let response = match crate::guard::Structured::detect(gateway, endpoint, &forward) {
-        Some(structured) => crate::guard::guard(gateway, call, endpoint, forward, structured).await,
+    let response = match crate::stages::guard::Structured::detect(gateway, endpoint, &forward) {
+        Some(structured) => crate::stages::guard::guard(gateway, call, endpoint, forward, structured).await,
         None => send(gateway, call, endpoint, forward).await.response,
     };
     if !response.status().is_success() {

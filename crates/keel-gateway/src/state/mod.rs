@@ -1,18 +1,24 @@
-//! The gateway's shared state and its router.
+//! The gateway's shared state: config, routes, breakers, observations, what keel learned of its
+//! upstreams and models, and each serving thread's upstream clients.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
-use axum::Router;
-use axum::routing::{any, get};
 use keel_types::{FailureClass, TargetId};
 use keel_upstream::{ClientConfig, Upstream, UpstreamClient};
 use parking_lot::Mutex;
 
+pub(crate) use calibration::Calibration;
+pub(crate) use context_lengths::ContextLengths;
+pub(crate) use upstream_health::UpstreamHealth;
+
 use crate::config::Config;
 use crate::routing::RouteTable;
-use crate::{admin, auth, proxy};
+
+mod calibration;
+mod context_lengths;
+mod upstream_health;
 
 /// Why a gateway could not be built from a valid config.
 #[derive(Debug, thiserror::Error)]
@@ -113,15 +119,15 @@ pub(crate) struct Inner {
     /// Retries allowed across all requests.
     pub(crate) retry_budget: crate::retry::RetryBudget,
     /// The last health probe of each upstream, by name.
-    pub(crate) health: Mutex<BTreeMap<String, crate::health::UpstreamHealth>>,
+    pub(crate) health: Mutex<BTreeMap<String, UpstreamHealth>>,
     /// The structured-output repair engine (its compiled-schema cache is shared by all threads).
     pub(crate) repairer: keel_repair::Repairer,
     /// The durable store of sessions (`X-Keel-Session`); `None` when keel runs without one.
     pub(crate) store: Option<Arc<dyn keel_session::Store>>,
     /// Token estimates calibrated per model from the prompt counts models report.
-    pub(crate) calibration: crate::session::calibration::Calibration,
+    pub(crate) calibration: Calibration,
     /// Context lengths the upstreams reported, per model.
-    pub(crate) context_lengths: crate::session::budget::ContextLengths,
+    pub(crate) context_lengths: ContextLengths,
     /// Bumped when keel runs short of file descriptors; each serving thread that sees it change
     /// closes its idle upstream connections (each holds one).
     pub(crate) descriptor_pressure: std::sync::atomic::AtomicU64,
@@ -238,35 +244,6 @@ impl Gateway {
         self.inner.health.lock().get(upstream).is_some_and(|h| h.has_loaded(model))
     }
 
-    /// Starts the background work of a serving gateway on the current runtime: breaker event
-    /// pump and health probes. The tasks end when the returned guard is dropped.
-    pub(crate) fn spawn_background(&self) -> BackgroundTasks {
-        let mut tasks = Vec::new();
-        let openings = match crate::shared::Sharing::from_config(self) {
-            Some(sharing) => {
-                let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
-                tasks.push(tokio::spawn(sharing.clone().publish(self.inner.config.breaker.cooldown, rx)));
-                tasks.push(tokio::spawn(sharing.subscribe(self.clone())));
-                Some(tx)
-            }
-            None => None,
-        };
-        tasks.push(tokio::spawn(crate::server::pump_breaker_events(self.clone(), openings)));
-        if self.inner.store.is_some() && !self.inner.config.sessions.idle_timeout.is_zero() {
-            tasks.push(tokio::spawn(crate::session::sweep_idle(self.clone())));
-        }
-        for up in &self.inner.config.upstreams {
-            if !up.health_interval.is_zero() {
-                tasks.push(tokio::spawn(crate::health::probe_loop(
-                    self.clone(),
-                    up.upstream.clone(),
-                    up.health_interval,
-                )));
-            }
-        }
-        BackgroundTasks(tasks)
-    }
-
     pub(crate) fn default_target(&self) -> Option<&TargetId> {
         self.inner.routes.default_target()
     }
@@ -353,17 +330,6 @@ impl Gateway {
     }
 }
 
-/// Background tasks of a serving gateway; aborted on drop.
-pub(crate) struct BackgroundTasks(Vec<tokio::task::JoinHandle<()>>);
-
-impl Drop for BackgroundTasks {
-    fn drop(&mut self) {
-        for task in &self.0 {
-            task.abort();
-        }
-    }
-}
-
 fn build_upstreams(config: &Config) -> Result<Arc<[UpstreamHandle]>, GatewayError> {
     let upstreams: Vec<UpstreamHandle> = config
         .upstreams
@@ -381,33 +347,4 @@ fn build_upstreams(config: &Config) -> Result<Arc<[UpstreamHandle]>, GatewayErro
         })
         .collect();
     Ok(upstreams.into())
-}
-
-/// The whole HTTP surface of keel as a `Router`: the server sends keel's own endpoints here (see
-/// [`crate::serve`]); tests may send anything with `oneshot`.
-pub fn app(gateway: Gateway) -> Router {
-    let router = Router::new()
-        .route("/keel/health", get(admin::health))
-        .route("/keel/status", get(admin::status))
-        .route("/metrics", get(admin::metrics))
-        .route("/keel/breakers/{target}/{action}", axum::routing::post(admin::breaker_action))
-        .route("/keel/sessions", get(crate::session::admin::list))
-        .route("/keel/sessions/{id}", get(crate::session::admin::show).delete(crate::session::admin::delete))
-        .route("/keel/sessions/{id}/messages", get(crate::session::admin::messages))
-        .route(
-            "/keel/sessions/{id}/participants",
-            get(crate::session::admin::participants).post(crate::session::admin::add_participant),
-        )
-        .route(
-            "/keel/sessions/{id}/participants/{name}",
-            axum::routing::delete(crate::session::admin::remove_participant),
-        )
-        .route("/keel/sessions/{id}/handoff", axum::routing::post(crate::session::admin::handoff))
-        .fallback(any(proxy::proxy));
-    // Without [auth] there is nothing to check: no layer, no per-request cost.
-    let router = match gateway.config().auth {
-        Some(_) => router.layer(axum::middleware::from_fn_with_state(gateway.clone(), auth::require_key)),
-        None => router,
-    };
-    router.with_state(gateway)
 }

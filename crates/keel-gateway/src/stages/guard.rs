@@ -1,4 +1,4 @@
-//! The structured-output guard: answers to requests that ask for JSON (Ollama `format`, OpenAI
+//! Stage: the structured-output guard. Answers to requests that ask for JSON (Ollama `format`, OpenAI
 //! `response_format`) are validated, repaired, re-asked, sent to the next target, or answered from
 //! the route's canned value — never passed on broken, never invented.
 //!
@@ -19,6 +19,10 @@
 //! A client that asked for a stream gets the validated answer re-streamed in well-formed chunks
 //! (NDJSON for Ollama, SSE for OpenAI). Response headers say what happened: `X-Keel-Repair`
 //! (`none`, `fixed-syntax,coerced-types`, `reasked`, `canned`, …) and `X-Keel-Attempts`.
+//!
+//! Takes a request that asks for JSON and its [`Forward`]; sends it through the attempts (holding
+//! each answering target's breaker permit until the answer is judged); answers by itself with the
+//! validated answer, the canned one, or 422.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -33,7 +37,8 @@ use serde_json::{Map, Value, json};
 use crate::answer::Kind;
 use crate::endpoint::Endpoint;
 use crate::error::{InDialect, ProxyError};
-use crate::proxy::{Call, Forward, Payload, record, send};
+use crate::attempts::{Call, Forward, Payload, send};
+use crate::relay::record;
 use crate::state::Gateway;
 
 /// Response header: what the guard did to the answer.
@@ -69,7 +74,7 @@ impl Structured {
         }
         let kind = Kind::of(endpoint)?;
         let Payload::Bytes(bytes) = &forward.payload else { return None };
-        if !crate::proxy::mentions_format(bytes) {
+        if !crate::attempts::mentions_format(bytes) {
             return None;
         }
         let body: Map<String, Value> = serde_json::from_slice(bytes).ok()?;

@@ -1,89 +1,10 @@
-//! Mid-stream recovery: a streamed chat answer whose upstream breaks after bytes reached the client
-//! is continued on the route's next target, spliced into the same client stream.
-//!
-//! While such a stream is relayed, a [`Tap`] reads its lines (Ollama NDJSON or OpenAI SSE) to keep
-//! the assistant text sent so far and to notice an upstream error line. When the stream breaks —
-//! cut, an error line, silence past `idle_timeout` — before its final chunk, the next target is
-//! asked the same request with the partial answer appended as an assistant message (which servers
-//! continue rather than restart), and its stream is relayed in the same response. The client sees
-//! one well-formed stream that ends with `done: true` or `[DONE]`; when no target can continue, it
-//! ends with an error line as before.
-
-use std::future::Future;
-use std::pin::Pin;
+//! Reading a relayed chat stream line by line (Ollama NDJSON or OpenAI SSE): the assistant text
+//! sent so far, the final chunk, the token counts, and an upstream error line. The relay uses it
+//! to notice a stream that broke mid-answer (and to continue it elsewhere); the session stage uses
+//! it to store the answer of a streamed session turn.
 
 use bytes::Bytes;
-use http::{HeaderMap, HeaderValue};
-use serde_json::{Map, Value, json};
-
-use crate::endpoint::Endpoint;
-use crate::proxy::{Call, Forward, Payload, Sent, send};
-use crate::state::Gateway;
-
-/// Everything needed to ask the next targets to continue a stream.
-pub(crate) struct Resume {
-    pub(crate) gateway: Gateway,
-    pub(crate) endpoint: Endpoint,
-    pub(crate) method: http::Method,
-    pub(crate) headers: HeaderMap,
-    pub(crate) id: HeaderValue,
-    pub(crate) started: std::time::Instant,
-    /// The targets after the one streaming now, in fallback order.
-    pub(crate) targets: Vec<keel_types::TargetId>,
-    pub(crate) route_model: String,
-    pub(crate) requested_model: String,
-    pub(crate) path_and_query: String,
-    /// The client's request body as it arrived.
-    pub(crate) original: Bytes,
-    /// Assistant text that earlier targets already streamed to the client.
-    pub(crate) prefix: String,
-}
-
-/// What a continuation call is continuing: the client's original body and the text so far.
-#[derive(Clone)]
-pub(crate) struct Continuing {
-    pub(crate) original: Bytes,
-    pub(crate) prefix: String,
-}
-
-/// The future of the continuation call.
-pub(crate) type Continuation = Pin<Box<dyn Future<Output = Sent> + Send>>;
-
-impl Resume {
-    /// Asks the next targets to continue after `partial` (the text this stream sent).
-    pub(crate) fn start(self, partial: &str) -> Option<Continuation> {
-        let text = format!("{}{partial}", self.prefix);
-        let body = continuation_body(&self.original, &text)?;
-        let Resume { gateway, endpoint, method, headers, id, started, targets, .. } = self;
-        let call = Call {
-            method,
-            headers,
-            id,
-            started,
-            hold_permit: false,
-            continuing: Some(Continuing { original: self.original, prefix: text }),
-        };
-        let forward = Forward {
-            targets,
-            route_model: self.route_model,
-            requested_model: self.requested_model,
-            path_and_query: self.path_and_query,
-            payload: Payload::Bytes(body),
-            stream: true,
-        };
-        tracing::info!(targets = forward.targets.len(), "stream broke mid-answer; continuing on the next target");
-        Some(Box::pin(async move { send(&gateway, call, endpoint, forward).await }))
-    }
-}
-
-/// The request with the partial answer appended as an assistant message to continue.
-fn continuation_body(original: &[u8], partial: &str) -> Option<Bytes> {
-    let mut body: Map<String, Value> = serde_json::from_slice(original).ok()?;
-    if !partial.is_empty() {
-        body.get_mut("messages")?.as_array_mut()?.push(json!({"role": "assistant", "content": partial}));
-    }
-    serde_json::to_vec(&body).ok().map(Bytes::from)
-}
+use serde_json::Value;
 
 /// How the tapped stream is framed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -223,19 +144,5 @@ mod tests {
         let mut tap = Tap::new(TapFraming::Sse);
         let fed = tap.feed(b"data: {\"error\":{\"message\":\"overloaded\"}}\n\n");
         assert_eq!(fed.error.as_deref(), Some("overloaded"));
-    }
-
-    #[test]
-    fn continuation_appends_the_partial_answer() {
-        let body = continuation_body(
-            br#"{"model":"m","messages":[{"role":"user","content":"q"}],"stream":true}"#,
-            "Once upon",
-        )
-        .unwrap();
-        let value: Value = serde_json::from_slice(&body).unwrap();
-        assert_eq!(value["messages"][1], json!({"role": "assistant", "content": "Once upon"}));
-        assert_eq!(value["stream"], true);
-        let same = continuation_body(br#"{"model":"m","messages":[]}"#, "").unwrap();
-        assert_eq!(&same[..], br#"{"model":"m","messages":[]}"#);
     }
 }

@@ -15,46 +15,11 @@ use http::{HeaderMap, Method};
 use http_body_util::{BodyExt, Limited};
 use keel_types::{Dialect, ModelName};
 use keel_upstream::{ClientConfig, Upstream, UpstreamClient, empty_body};
-use serde::Serialize;
 
-use crate::state::Gateway;
+use crate::state::{Gateway, UpstreamHealth};
 
 /// Largest probe answer keel reads.
 const MAX_PROBE_BODY: usize = 1 << 20;
-
-/// What the last probe of an upstream found.
-#[derive(Debug, Clone, Serialize)]
-pub(crate) struct UpstreamHealth {
-    /// Whether the upstream answered the probe.
-    pub(crate) ok: bool,
-    /// The server's version, when it says (`/api/version`).
-    pub(crate) version: Option<String>,
-    /// Models in memory (Ollama `/api/ps`), with explicit tags.
-    pub(crate) loaded_models: Vec<String>,
-    /// Models the server has (Ollama `/api/tags`), read at the first successful probe.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub(crate) models: Option<Vec<String>>,
-    /// Why the probe failed.
-    pub(crate) error: Option<String>,
-    /// How long the probe took, in milliseconds.
-    pub(crate) latency_ms: u64,
-    /// When the probe finished.
-    #[serde(skip)]
-    pub(crate) checked: Option<Instant>,
-}
-
-impl UpstreamHealth {
-    /// Seconds since the probe, for status.
-    pub(crate) fn age_seconds(&self) -> Option<u64> {
-        self.checked.map(|at| at.elapsed().as_secs())
-    }
-
-    /// Whether the last probe saw `model` loaded.
-    pub(crate) fn has_loaded(&self, model: &str) -> bool {
-        let wanted = ModelName::new(model).canonical();
-        self.loaded_models.contains(&wanted)
-    }
-}
 
 /// Probes one upstream forever, every `interval`.
 pub(crate) async fn probe_loop(gateway: Gateway, upstream: Upstream, interval: Duration) {

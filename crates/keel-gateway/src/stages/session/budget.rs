@@ -3,39 +3,15 @@
 //! length the upstream reports in `/api/show` (asked once per model) — less a quarter kept free
 //! for the answer; else 8192.
 
-use std::collections::HashMap;
-
 use bytes::Bytes;
-use parking_lot::Mutex;
 use serde_json::json;
 
 use crate::endpoint::Endpoint;
-use crate::proxy::{Call, Forward, send};
+use crate::attempts::{Call, Forward, send};
 use crate::state::Gateway;
 
 /// The budget when neither the config nor the model says.
 pub(crate) const FALLBACK_BUDGET: u64 = 8192;
-/// Most models whose context length is remembered.
-const MAX_MODELS: usize = 256;
-
-/// Context lengths the upstreams reported, per model (`None`: asked, nothing usable).
-#[derive(Debug, Default)]
-pub(crate) struct ContextLengths(Mutex<HashMap<String, Option<u64>>>);
-
-impl ContextLengths {
-    fn get(&self, model: &str) -> Option<Option<u64>> {
-        self.0.lock().get(model).copied()
-    }
-
-    fn put(&self, model: &str, length: Option<u64>) {
-        let mut lengths = self.0.lock();
-        if lengths.len() >= MAX_MODELS {
-            lengths.clear();
-        }
-        lengths.insert(model.to_owned(), length);
-    }
-}
-
 /// The budget for this request (before calibration).
 pub(super) async fn budget(gateway: &Gateway, call: &Call, route: Forward, num_ctx: Option<u64>) -> u64 {
     if let Some(budget) = gateway.config().sessions.max_context_tokens {

@@ -15,7 +15,7 @@ use http_body::Frame;
 use keel_session::MessageCompletion;
 
 use super::SharedStore;
-use crate::resume::{Tap, TapFraming};
+use crate::relay::tap::{Tap, TapFraming};
 
 type Saving = Pin<Box<dyn Future<Output = Result<(), String>> + Send>>;
 

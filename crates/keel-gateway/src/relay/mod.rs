@@ -10,15 +10,14 @@
 use std::collections::VecDeque;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use axum::body::Body;
+use axum::response::Response;
 use bytes::Bytes;
 use http::{HeaderMap, StatusCode, header};
 use http_body::Frame;
-use keel_breaker::Permit;
 use keel_telemetry::names;
 use keel_types::{Dialect, FailureClass};
 use keel_upstream::ResponseBody;
@@ -26,8 +25,23 @@ use keel_upstream::translate::SseToNdjson;
 use keel_upstream::{ErrorBody, classify_body_error};
 use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 
-use crate::request_metrics::{self, RequestMetrics};
-use crate::state::Gateway;
+pub(crate) use completion::{Answer, Completion, record};
+use tap::{Tap, TapFraming};
+
+mod completion;
+pub(crate) mod tap;
+
+/// Continues an answer whose stream broke mid-answer, from above: the attempts layer gives the
+/// relay one of these for a chat stream with targets left (the relay does not know how requests
+/// are sent). `start` gets the assistant text this stream sent.
+pub(crate) trait Continue: Send {
+    /// Starts asking the next targets to continue after `partial`; `None` when the request cannot
+    /// be continued (its body is not a chat request keel can extend).
+    fn start(self: Box<Self>, partial: &str) -> Option<Continuation>;
+}
+
+/// The answer of the continuation call: relayed in the same stream when it succeeds.
+pub(crate) type Continuation = Pin<Box<dyn Future<Output = Response> + Send>>;
 
 /// How the body is framed, which decides how a mid-body failure is reported.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -84,7 +98,7 @@ enum Source {
     /// The upstream's response body.
     Upstream(ResponseBody),
     /// The upstream broke mid-answer; the next target is being asked to continue.
-    Resuming(crate::resume::Continuation),
+    Resuming(Continuation),
     /// The continuation's answer, relayed (with its own timeouts and bookkeeping).
     Continued(Body),
 }
@@ -108,10 +122,10 @@ struct RelayBody {
     /// Bytes still expected when the upstream declared a Content-Length. The server stops polling
     /// a body once it has written that many bytes, so the end is recognised here, not by EOF.
     remaining: Option<u64>,
-    /// Reads the lines of a stream that may be continued elsewhere (see [`crate::resume`]).
-    tap: Option<crate::resume::Tap>,
+    /// Reads the lines of a stream that may be continued elsewhere (see [`tap`]).
+    tap: Option<Tap>,
     /// How to continue on the next target when the stream breaks mid-answer.
-    resume: Option<crate::resume::Resume>,
+    resume: Option<Box<dyn Continue>>,
     /// Cancelled when keel's shutdown grace is over: the body then ends with an error line.
     grace_over: Option<CancellationToken>,
     /// Waits for `grace_over`; made the first time the body has to wait for data.
@@ -142,15 +156,15 @@ pub(crate) fn relay(
     let now = tokio::time::Instant::now();
     let framing = Framing::of(headers);
     let tap_framing = match framing {
-        Framing::NdJson => Some(crate::resume::TapFraming::NdJson),
-        Framing::Sse => Some(crate::resume::TapFraming::Sse),
+        Framing::NdJson => Some(TapFraming::NdJson),
+        Framing::Sse => Some(TapFraming::Sse),
         Framing::Opaque => None,
     };
     let (tap, resume) = match (tap_framing, resume) {
-        (Some(tap_framing), Some(resume)) if !done => (Some(crate::resume::Tap::new(tap_framing)), Some(resume)),
+        (Some(tap_framing), Some(resume)) if !done => (Some(Tap::new(tap_framing)), Some(resume)),
         _ => (None, None),
     };
-    let grace_over = if done { None } else { crate::server::grace_over() };
+    let grace_over = if done { None } else { crate::shutdown::grace_over() };
     Body::new(RelayBody {
         source: Source::Upstream(upstream),
         idle_timeout,
@@ -251,10 +265,10 @@ impl RelayBody {
     }
 
     /// Takes the continuation's answer: relayed when it streams, else the stream ends with an error.
-    fn take_continuation(&mut self, sent: crate::proxy::Sent) {
-        let status = sent.response.status();
+    fn take_continuation(&mut self, response: Response) {
+        let status = response.status();
         if status.is_success() {
-            self.source = Source::Continued(sent.response.into_body());
+            self.source = Source::Continued(response.into_body());
             return;
         }
         self.done = true;
@@ -291,8 +305,8 @@ impl RelayBody {
         match &mut self.source {
             Source::Upstream(_) => None,
             Source::Resuming(continuation) => match continuation.as_mut().poll(cx) {
-                Poll::Ready(sent) => {
-                    self.take_continuation(sent);
+                Poll::Ready(response) => {
+                    self.take_continuation(response);
                     Some(Step::Continue)
                 }
                 Poll::Pending => Some(Step::Pending),
@@ -434,121 +448,6 @@ impl http_body::Body for RelayBody {
 
     fn is_end_stream(&self) -> bool {
         self.done && self.pending.is_empty()
-    }
-}
-
-/// What the bookkeeping of a relayed answer needs to know about its request.
-pub(crate) struct Answer {
-    /// The request id, for the final log line (which is written outside the request's span).
-    pub(crate) id: String,
-    /// The route label for metrics.
-    pub(crate) route: &'static str,
-    /// The endpoint's dialect.
-    pub(crate) dialect: Dialect,
-    /// The requested model (metrics label).
-    pub(crate) model: String,
-    /// The upstream that answered (metrics label).
-    pub(crate) upstream: String,
-    /// The target's breaker and observation key (`upstream:route-model`); empty for requests that
-    /// are not routed by model (listings, model management), which no breaker watches.
-    pub(crate) key: String,
-    /// The failure class of the response head, when the upstream answered with an error.
-    pub(crate) head_failure: Option<FailureClass>,
-    /// What the upstream said in that error answer, when keel read it.
-    pub(crate) head_detail: Option<String>,
-    /// The breaker permit, recorded when the answer ends.
-    pub(crate) permit: Option<Permit>,
-    /// How to continue the answer on the next target if its stream breaks mid-answer.
-    pub(crate) resume: Option<crate::resume::Resume>,
-    /// Time to the response head (what slow-call detection compares).
-    pub(crate) head_latency: Duration,
-    /// When the request arrived.
-    pub(crate) started: Instant,
-}
-
-/// Bookkeeping for one relayed response: in-flight gauge, request metrics, the final log line,
-/// the target's observed health and its breaker. Recorded on drop, so a client that disconnects is
-/// counted too (a disconnect says nothing about the target: its permit records nothing).
-pub(crate) struct Completion {
-    gateway: Gateway,
-    answer: Answer,
-    metrics: Arc<RequestMetrics>,
-    in_flight: metrics::Gauge,
-    status: StatusCode,
-    /// `None` until the body ended; then `Some(None)` for a clean end or `Some(Some(..))` for a break.
-    outcome: Option<Option<(FailureClass, String)>>,
-}
-
-impl Completion {
-    /// Starts tracking a relayed response whose head has arrived.
-    pub(crate) fn new(gateway: Gateway, answer: Answer, status: StatusCode) -> Completion {
-        let in_flight = request_metrics::in_flight(answer.route);
-        in_flight.increment(1.0);
-        let metrics = request_metrics::for_request(answer.route, &answer.model, status);
-        metrics.head.record(answer.started.elapsed().as_secs_f64());
-        Completion { gateway, answer, metrics, in_flight, status, outcome: None }
-    }
-
-    /// Records a request keel answered itself before any upstream call.
-    pub(crate) fn rejected(route: &'static str, status: StatusCode, started: Instant) {
-        Completion::finished_now(route, "", status, started);
-    }
-
-    /// Records a request whose whole answer was produced at once (keel's own error responses).
-    pub(crate) fn finished_now(route: &'static str, model: &str, status: StatusCode, started: Instant) {
-        let elapsed = started.elapsed().as_secs_f64();
-        let metrics = request_metrics::for_request(route, model, status);
-        metrics.requests.increment(1);
-        metrics.head.record(elapsed);
-        metrics.whole.record(elapsed);
-    }
-
-    /// Ends a response whose body keel produced whole (a translated answer): records it now.
-    pub(crate) fn end(mut self, failure: Option<(FailureClass, String)>) {
-        self.finish(failure);
-    }
-
-    fn finish(&mut self, failure: Option<(FailureClass, String)>) {
-        self.outcome = Some(failure);
-    }
-}
-
-impl Drop for Completion {
-    fn drop(&mut self) {
-        let permit = self.answer.permit.take();
-        let Answer { id, model, upstream, key, head_failure, head_detail, head_latency, started, .. } = &self.answer;
-        let elapsed = started.elapsed();
-        self.in_flight.decrement(1.0);
-        self.metrics.requests.increment(1);
-        self.metrics.whole.record(elapsed.as_secs_f64());
-        let duration_ms = elapsed.as_millis() as u64;
-        let status = self.status.as_u16();
-        match self.outcome.take() {
-            None => {
-                metrics::counter!(names::CLIENT_DISCONNECTS_TOTAL, "route" => self.answer.route).increment(1);
-                tracing::info!(%id, status, %model, target = %key, duration_ms, "client disconnected; upstream request cancelled");
-                // Dropping the permit records nothing: the client left, the target did no wrong.
-                drop(permit);
-            }
-            Some(Some((class, detail))) => {
-                metrics::counter!(names::UPSTREAM_ERRORS_TOTAL, "upstream" => upstream.clone(), "class" => class.as_str()).increment(1);
-                tracing::warn!(%id, status, %model, target = %key, duration_ms, class = %class, detail = %detail, "upstream stream broke");
-                crate::proxy::record(permit, Some(class), *head_latency);
-                if !key.is_empty() {
-                    self.gateway.observe(key, Some((class, detail)));
-                }
-            }
-            Some(None) => {
-                tracing::info!(%id, status, %model, target = %key, duration_ms, "request finished");
-                crate::proxy::record(permit, *head_failure, *head_latency);
-                if !key.is_empty() {
-                    let failure = head_failure.map(|class| {
-                        (class, head_detail.clone().unwrap_or_else(|| format!("upstream answered {}", self.status)))
-                    });
-                    self.gateway.observe(key, failure);
-                }
-            }
-        }
     }
 }
 

@@ -1,0 +1,38 @@
+//! keel's HTTP surface as an axum `Router`: its own endpoints (`/keel/*`, `/metrics`), each behind
+//! the API-key check when `[auth]` is set, and every other path to the [`crate::pipeline`].
+
+use axum::Router;
+use axum::routing::{any, get};
+
+use crate::state::Gateway;
+use crate::{admin, pipeline, stages};
+
+/// The whole HTTP surface of keel as a `Router`: the server sends keel's own endpoints here (see
+/// [`crate::serve`]); tests may send anything with `oneshot`.
+pub fn app(gateway: Gateway) -> Router {
+    let router = Router::new()
+        .route("/keel/health", get(admin::health))
+        .route("/keel/status", get(admin::status))
+        .route("/metrics", get(admin::metrics))
+        .route("/keel/breakers/{target}/{action}", axum::routing::post(admin::breaker_action))
+        .route("/keel/sessions", get(stages::session::admin::list))
+        .route("/keel/sessions/{id}", get(stages::session::admin::show).delete(stages::session::admin::delete))
+        .route("/keel/sessions/{id}/messages", get(stages::session::admin::messages))
+        .route(
+            "/keel/sessions/{id}/participants",
+            get(stages::session::admin::participants).post(stages::session::admin::add_participant),
+        )
+        .route(
+            "/keel/sessions/{id}/participants/{name}",
+            axum::routing::delete(stages::session::admin::remove_participant),
+        )
+        .route("/keel/sessions/{id}/handoff", axum::routing::post(stages::session::admin::handoff))
+        .fallback(any(pipeline::proxy));
+    // Without [auth] there is nothing to check: no layer, no per-request cost. (The pipeline checks
+    // keys as one of its stages too; a request admitted here is not checked twice.)
+    let router = match gateway.config().auth {
+        Some(_) => router.layer(axum::middleware::from_fn_with_state(gateway.clone(), stages::auth::require_key)),
+        None => router,
+    };
+    router.with_state(gateway)
+}

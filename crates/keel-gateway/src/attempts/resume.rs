@@ -1,0 +1,98 @@
+//! Continuing a broken chat stream on the route's next targets: when a streamed chat answer breaks
+//! after bytes reached the client, the relay hands the text sent so far to a [`Resume`] (through
+//! the relay's [`Continue`] trait, so the relay need not know how requests are sent), which asks
+//! the next targets the same request with the partial answer appended as an assistant message
+//! (servers continue it rather than restart), and the relay splices that answer into the same
+//! client stream. The client sees one well-formed stream that ends with `done: true` or
+//! `[DONE]`; when no target can continue, it ends with an error line.
+
+use bytes::Bytes;
+use http::{HeaderMap, HeaderValue};
+use serde_json::{Map, Value, json};
+
+use super::request::{Call, Forward, Payload};
+use super::rounds::send;
+use crate::endpoint::Endpoint;
+use crate::relay::{Continuation, Continue};
+use crate::state::Gateway;
+
+/// Everything needed to ask the next targets to continue a stream.
+pub(super) struct Resume {
+    pub(super) gateway: Gateway,
+    pub(super) endpoint: Endpoint,
+    pub(super) method: http::Method,
+    pub(super) headers: HeaderMap,
+    pub(super) id: HeaderValue,
+    pub(super) started: std::time::Instant,
+    /// The targets after the one streaming now, in fallback order.
+    pub(super) targets: Vec<keel_types::TargetId>,
+    pub(super) route_model: String,
+    pub(super) requested_model: String,
+    pub(super) path_and_query: String,
+    /// The client's request body as it arrived.
+    pub(super) original: Bytes,
+    /// Assistant text that earlier targets already streamed to the client.
+    pub(super) prefix: String,
+}
+
+/// What a continuation call is continuing: the client's original body and the text so far.
+#[derive(Clone)]
+pub(crate) struct Continuing {
+    pub(super) original: Bytes,
+    pub(super) prefix: String,
+}
+
+impl Continue for Resume {
+    /// Asks the next targets to continue after `partial` (the text this stream sent).
+    fn start(self: Box<Self>, partial: &str) -> Option<Continuation> {
+        let text = format!("{}{partial}", self.prefix);
+        let body = continuation_body(&self.original, &text)?;
+        let Resume { gateway, endpoint, method, headers, id, started, targets, original, route_model, requested_model, path_and_query, .. } = *self;
+        let call = Call {
+            method,
+            headers,
+            id,
+            started,
+            hold_permit: false,
+            continuing: Some(Continuing { original, prefix: text }),
+        };
+        let forward = Forward {
+            targets,
+            route_model,
+            requested_model,
+            path_and_query,
+            payload: Payload::Bytes(body),
+            stream: true,
+        };
+        tracing::info!(targets = forward.targets.len(), "stream broke mid-answer; continuing on the next target");
+        Some(Box::pin(async move { send(&gateway, call, endpoint, forward).await.response }))
+    }
+}
+
+/// The request with the partial answer appended as an assistant message to continue.
+fn continuation_body(original: &[u8], partial: &str) -> Option<Bytes> {
+    let mut body: Map<String, Value> = serde_json::from_slice(original).ok()?;
+    if !partial.is_empty() {
+        body.get_mut("messages")?.as_array_mut()?.push(json!({"role": "assistant", "content": partial}));
+    }
+    serde_json::to_vec(&body).ok().map(Bytes::from)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn continuation_appends_the_partial_answer() {
+        let body = continuation_body(
+            br#"{"model":"m","messages":[{"role":"user","content":"q"}],"stream":true}"#,
+            "Once upon",
+        )
+        .unwrap();
+        let value: Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(value["messages"][1], json!({"role": "assistant", "content": "Once upon"}));
+        assert_eq!(value["stream"], true);
+        let same = continuation_body(br#"{"model":"m","messages":[]}"#, "").unwrap();
+        assert_eq!(&same[..], br#"{"model":"m","messages":[]}"#);
+    }
+}

@@ -1,0 +1,345 @@
+//! The retry loop: rounds over a request's targets in fallback order until one answers usably,
+//! nothing is left to try, or the deadline passes — and one attempt at one target: its breakers,
+//! its request, the call, the answer judged.
+
+use std::time::{Duration, Instant};
+
+use axum::response::IntoResponse;
+use http::HeaderValue;
+use keel_breaker::Permit;
+use keel_types::FailureClass;
+use keel_upstream::translate::OllamaEndpoint;
+use keel_upstream::{ResponseBody, UpstreamError};
+
+use super::admit::{Permits, admit};
+use super::judge::{Judged, Place, Whole, judge};
+use super::prepare::{Prepared, prepare_target};
+use super::request::{Call, Forward, Payload, Sent};
+use super::respond::{KEEL_ATTEMPTS, bridge_response, relay_response, whole_response};
+use super::resume::Resume;
+use super::tally::{Tally, final_error, next_round};
+use crate::endpoint::{Endpoint, EndpointKind};
+use crate::error::InDialect;
+use crate::relay::{Answer, Completion, Continue, record};
+use crate::request_id::REQUEST_ID;
+use crate::state::{Gateway, UpstreamHandle};
+
+/// Tries the request's targets in order (with retry rounds) and relays the first usable answer.
+pub(crate) async fn send(gateway: &Gateway, call: Call, endpoint: Endpoint, forward: Forward) -> Sent {
+    gateway.inner.retry_budget.deposit();
+    let mut attempts = Attempts::new(gateway, call, endpoint, forward);
+    loop {
+        let attempted = match attempts.round().await {
+            Round::Answered(sent) => return sent,
+            Round::Over => break,
+            Round::Failed { attempted } => attempted,
+        };
+        if attempts.panic_pass(attempted) {
+            continue;
+        }
+        attempts.round += 1;
+        let replayable = matches!(attempts.forward.payload, Payload::Bytes(_));
+        match next_round(gateway, &mut attempts.tally, attempts.round, replayable, attempts.deadline) {
+            Some(wait) => tokio::time::sleep(wait).await,
+            None => break,
+        }
+    }
+    attempts.give_up()
+}
+
+/// One request's attempts: what is sent, where, and what the attempts so far found.
+struct Attempts<'a> {
+    gateway: &'a Gateway,
+    endpoint: Endpoint,
+    /// The client's method and headers (with the request id), sent to every target.
+    call: Call,
+    forward: Forward,
+    /// No call starts after this.
+    deadline: Instant,
+    tally: Tally,
+    /// Retry rounds done so far.
+    round: u32,
+    /// Set for one pass when every target is out for partial failures (see `Tally::panic_target`).
+    panic: Option<usize>,
+}
+
+/// How a round over the targets ended.
+enum Round {
+    /// A target answered (or keel answered itself).
+    Answered(Sent),
+    /// Nothing more can be tried in this request.
+    Over,
+    /// Every target failed or was refused; `attempted` when at least one was called.
+    Failed { attempted: bool },
+}
+
+/// How one attempt at a target ended.
+enum Tried {
+    /// Not called: its breaker refused, or its upstream is unknown.
+    Skipped,
+    /// Called, and failed in a way the next target or round may do better.
+    Failed,
+    /// Nothing more can be tried in this request.
+    Over,
+    /// The answer for the client (the upstream's, or keel's own).
+    Answered(Sent),
+}
+
+/// What an attempt whose answer goes to the client knows about it.
+struct Got<'h> {
+    index: usize,
+    key: String,
+    handle: &'h UpstreamHandle,
+    /// The model breaker's permit, recorded when the answer ends.
+    permit: Option<Permit>,
+    /// The head's failure class and what the upstream said, when it answered with an error.
+    failure: (Option<FailureClass>, Option<String>),
+    head_latency: Duration,
+    bridge: Option<OllamaEndpoint>,
+    /// A bridged call asked the upstream for a stream.
+    stream_requested: bool,
+}
+
+impl<'a> Attempts<'a> {
+    fn new(gateway: &'a Gateway, mut call: Call, endpoint: Endpoint, forward: Forward) -> Attempts<'a> {
+        let deadline = crate::retry::deadline(&call.headers, gateway.config().retry.deadline, call.started);
+        call.headers.insert(REQUEST_ID, call.id.clone());
+        Attempts { gateway, endpoint, call, forward, deadline, tally: Tally::default(), round: 0, panic: None }
+    }
+
+    /// One pass over the targets in fallback order (only the chosen one in a panic pass), leaving
+    /// out those spent for this request.
+    async fn round(&mut self) -> Round {
+        let mut attempted = false;
+        self.tally.partial.clear();
+        for index in 0..self.forward.targets.len() {
+            if self.tally.spent.contains(&index) || self.panic.is_some_and(|p| p != index) {
+                continue;
+            }
+            match self.attempt(index).await {
+                Tried::Skipped => {}
+                Tried::Failed => attempted = true,
+                Tried::Over => return Round::Over,
+                Tried::Answered(sent) => return Round::Answered(sent),
+            }
+        }
+        Round::Failed { attempted }
+    }
+
+    /// After a round in which no target was called: when targets were refused for partial
+    /// failures only, the least-bad one gets a pass of its own for a bounded share of requests
+    /// (`[breaker] panic_share`). True when that pass follows.
+    fn panic_pass(&mut self, attempted: bool) -> bool {
+        if !attempted && self.panic.is_none() && !self.tally.partial.is_empty() {
+            self.panic = self.tally.panic_target(self.gateway.config().breaker.panic_share);
+            if self.panic.is_some() {
+                metrics::counter!(keel_telemetry::names::BREAKER_PANIC_REQUESTS_TOTAL).increment(1);
+                return true;
+            }
+            // Not drawn this time: a later round may draw it, like any retry.
+            self.tally.retryable = true;
+        }
+        self.panic = None;
+        false
+    }
+
+    /// One attempt at target `index`: its breakers, its request, the call, the answer judged.
+    async fn attempt(&mut self, index: usize) -> Tried {
+        let gateway = self.gateway;
+        let target = &self.forward.targets[index];
+        let key = crate::routing::breaker_key(target, &self.forward.route_model, &self.forward.requested_model);
+        let Some(handle) = gateway.upstream(&target.upstream) else { return Tried::Skipped };
+        let Some(permits) = self.permits(index, &handle.upstream.name, &key) else { return Tried::Skipped };
+        let bridge = crate::bridge::bridge_for(self.endpoint, handle.upstream.dialect);
+        let Forward { targets, requested_model, path_and_query, payload, .. } = &mut self.forward;
+        let prepared =
+            match prepare_target(self.endpoint, &targets[index], requested_model, path_and_query, payload, handle, bridge)
+            {
+                Ok(prepared) => prepared,
+                Err(Some(answer)) => return Tried::Answered(*answer),
+                Err(None) => return Tried::Over,
+            };
+        let is_last = self.is_last(index);
+        let stream_requested = prepared.stream_requested;
+        let head_started = Instant::now();
+        let Some(result) = self.call_upstream(&key, handle, prepared, is_last).await else { return Tried::Over };
+        let head_latency = head_started.elapsed();
+        handle.duration.record(head_latency.as_secs_f64());
+        let response = match result {
+            Ok(response) => response,
+            Err(err) => {
+                self.tally.unreachable(gateway, &key, permits, err, head_latency);
+                return Tried::Failed;
+            }
+        };
+        // The server answered: it is up, whatever the model did.
+        record(permits.server, None, head_latency);
+        let place = Place {
+            is_last,
+            last_in_round: self.panic.is_some() || index + 1 == self.forward.targets.len(),
+            replayable: matches!(self.forward.payload, Payload::Bytes(_)),
+        };
+        let model = self.forward.targets[index].model_for(self.asked());
+        match judge(gateway, self.endpoint, response, handle, bridge.is_some(), place, self.buffers(bridge), model).await {
+            Judged::Failed(failure) => {
+                self.tally.failed(gateway, index, &key, permits.model, failure, head_latency);
+                Tried::Failed
+            }
+            Judged::Unusable(failure) => {
+                self.tally.failed(gateway, index, &key, permits.model, failure, head_latency);
+                Tried::Over
+            }
+            Judged::Answer(whole, class, detail) => {
+                let permit = permits.model;
+                let got = Got { index, key, handle, permit, failure: (class, detail), head_latency, bridge, stream_requested };
+                Tried::Answered(self.respond(whole, got).await)
+            }
+        }
+    }
+
+    /// The target's breaker permits, or `None` when a breaker refuses (noted in the tally).
+    /// Requests that name no model pass without breakers.
+    fn permits(&mut self, index: usize, upstream: &str, key: &str) -> Option<Permits> {
+        if self.endpoint.kind == EndpointKind::Passthrough {
+            return Some(Permits::default());
+        }
+        let panicking = self.panic == Some(index);
+        match admit(self.gateway, upstream, key, panicking) {
+            Ok(permits) => {
+                if panicking {
+                    tracing::debug!(target = %key, "every target is out but the failures are partial; trying the least-bad one anyway (panic_share)");
+                }
+                Some(permits)
+            }
+            Err(refusal) => {
+                self.tally.refused(index, refusal);
+                None
+            }
+        }
+    }
+
+    /// Calls the upstream within what is left of the deadline; `None` when it has passed (noted in
+    /// the tally). The last attempt takes the client's headers, earlier ones get a copy.
+    async fn call_upstream(
+        &mut self,
+        key: &str,
+        handle: &UpstreamHandle,
+        prepared: Prepared,
+        is_last: bool,
+    ) -> Option<Result<http::Response<ResponseBody>, UpstreamError>> {
+        let headers = if is_last { std::mem::take(&mut self.call.headers) } else { self.call.headers.clone() };
+        let Some(remaining) = self.deadline.checked_duration_since(Instant::now()).filter(|d| !d.is_zero()) else {
+            self.tally.reasons.push(format!("{key}: not tried, the request's deadline passed"));
+            return None;
+        };
+        self.tally.calls += 1;
+        let method = self.call.method.clone();
+        Some(handle.client.send_within(&handle.upstream, method, &prepared.path, headers, prepared.body, remaining).await)
+    }
+
+    /// No attempt may follow one at `index`: it is the last target of the last round (or the one
+    /// target of a panic pass), or its body cannot be sent again.
+    fn is_last(&self, index: usize) -> bool {
+        (self.panic.is_some() || index + 1 == self.forward.targets.len())
+            && (self.round >= self.gateway.config().retry.attempts || !matches!(self.forward.payload, Payload::Bytes(_)))
+    }
+
+    /// Whether a successful answer is read whole before it is passed on: a non-streamed answer to
+    /// a model request (so that one cut short fails its target like a 5xx), unless the caller
+    /// judges the answer itself or the bridge translates it.
+    fn buffers(&self, bridge: Option<OllamaEndpoint>) -> bool {
+        !self.forward.stream
+            && !self.call.hold_permit
+            && bridge.is_none()
+            && self.endpoint.kind == EndpointKind::ModelInBody
+            && self.call.method != http::Method::HEAD
+    }
+
+    /// The model as the client asked for it (`*` for requests that name none).
+    fn asked(&self) -> &str {
+        if self.forward.requested_model.is_empty() { "*" } else { &self.forward.requested_model }
+    }
+
+    /// The client's response from a target's answer: read whole, relayed, or translated, with the
+    /// bookkeeping that records it when it ends.
+    async fn respond(&mut self, whole: Whole, got: Got<'_>) -> Sent {
+        let resume = self.resume_after(got.index, &whole);
+        let (permit, held) = if self.call.hold_permit { (None, got.permit) } else { (got.permit, None) };
+        let answering = self.forward.targets[got.index].display_name(self.asked());
+        let uses_breakers = self.endpoint.kind != EndpointKind::Passthrough;
+        let answer = Answer {
+            id: String::from_utf8_lossy(self.call.id.as_bytes()).into_owned(),
+            route: self.endpoint.label,
+            dialect: self.endpoint.dialect,
+            model: model_label(&self.forward.requested_model),
+            upstream: got.handle.upstream.name.clone(),
+            key: if uses_breakers { got.key } else { String::new() },
+            head_failure: got.failure.0,
+            head_detail: got.failure.1,
+            permit,
+            resume,
+            head_latency: got.head_latency,
+            started: self.call.started,
+        };
+        let (gateway, idle_timeout) = (self.gateway, got.handle.idle_timeout);
+        let mut response = match (whole, got.bridge) {
+            (Whole::Read(head, bytes), _) => whole_response(gateway, head, bytes, answer, &answering),
+            // Boxed: a rare path whose large future would otherwise grow every request's.
+            (Whole::Streaming(upstream), Some(kind)) => {
+                let stream = got.stream_requested;
+                Box::pin(bridge_response(gateway, upstream, answer, &answering, idle_timeout, kind, stream)).await
+            }
+            (Whole::Streaming(upstream), None) => {
+                let head_request = self.call.method == http::Method::HEAD;
+                relay_response(gateway, upstream, answer, &answering, idle_timeout, head_request, None)
+            }
+        };
+        if self.tally.calls > 1 {
+            response.headers_mut().insert(KEEL_ATTEMPTS, HeaderValue::from(self.tally.calls));
+        }
+        Sent { response, answered: Some(got.index), permit: held }
+    }
+
+    /// How to continue the answer of target `index` on the targets after it if its stream breaks
+    /// mid-answer: for a successful chat stream with targets left.
+    fn resume_after(&self, index: usize, whole: &Whole) -> Option<Box<dyn Continue>> {
+        let (Payload::Bytes(bytes), Whole::Streaming(response)) = (&self.forward.payload, whole) else { return None };
+        let chat = matches!(self.endpoint.label, "/api/chat" | "/v1/chat/completions");
+        if !response.status().is_success() || self.call.hold_permit || !chat || index + 1 >= self.forward.targets.len() {
+            return None;
+        }
+        let (original, prefix) = match &self.call.continuing {
+            Some(continuing) => (continuing.original.clone(), continuing.prefix.clone()),
+            None => (bytes.clone(), String::new()),
+        };
+        Some(Box::new(Resume {
+            gateway: self.gateway.clone(),
+            endpoint: self.endpoint,
+            method: self.call.method.clone(),
+            headers: self.call.headers.clone(),
+            id: self.call.id.clone(),
+            started: self.call.started,
+            targets: self.forward.targets[index + 1..].to_vec(),
+            route_model: self.forward.route_model.clone(),
+            requested_model: self.forward.requested_model.clone(),
+            path_and_query: self.forward.path_and_query.clone(),
+            original,
+            prefix,
+        }))
+    }
+
+    /// keel's own answer when no target answered, logged and counted.
+    fn give_up(self) -> Sent {
+        let Attempts { endpoint, call, forward, tally, .. } = self;
+        let model = model_label(&forward.requested_model);
+        let error = final_error(tally, forward.targets.len(), forward.requested_model, call.started);
+        tracing::warn!(status = error.status().as_u16(), error = %error, "no target answered");
+        Completion::finished_now(endpoint.label, &model, error.status(), call.started);
+        Sent::keel(InDialect(endpoint.dialect, error).into_response())
+    }
+}
+
+/// The requested model as a metrics label (at most 64 characters).
+fn model_label(requested_model: &str) -> String {
+    requested_model.chars().take(64).collect()
+}
