@@ -23,10 +23,10 @@ mod shared;
 
 // The request path, top to bottom (each layer imports only layers below it; see ARCHITECTURE.md
 // and `tests/import_order.rs`).
-mod pipeline;
-mod stages;
 mod attempts;
+mod pipeline;
 mod relay;
+mod stages;
 
 // Foundation, used by every layer.
 mod answer;

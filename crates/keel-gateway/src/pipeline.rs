@@ -136,4 +136,3 @@ mod future_size {
         assert!(size <= 6 * 1024, "the proxy future grew to {size} bytes; box the new large path");
     }
 }
-

@@ -16,8 +16,8 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 
-use crate::error::ProxyError;
 use crate::app::app;
+use crate::error::ProxyError;
 use crate::state::{Gateway, GatewayError};
 
 /// How long connections get, after the shutdown grace ran out and their streams were ended with

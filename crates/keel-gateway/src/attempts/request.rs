@@ -10,8 +10,6 @@ use keel_breaker::Permit;
 use keel_types::TargetId;
 use keel_upstream::RequestBody;
 
-use super::resume::Continuing;
-
 /// The request body, kept so that it can be sent again to a fallback target when it was read.
 pub(crate) enum Payload {
     /// Read whole: replayable.
@@ -92,4 +90,11 @@ impl Call {
             continuing: None,
         }
     }
+}
+
+/// What a continuation call is continuing: the client's original body and the text so far.
+#[derive(Clone)]
+pub(crate) struct Continuing {
+    pub(super) original: Bytes,
+    pub(super) prefix: String,
 }

@@ -1,19 +1,17 @@
 //! Continuing a broken chat stream on the route's next targets: when a streamed chat answer breaks
 //! after bytes reached the client, the relay hands the text sent so far to a [`Resume`] (through
-//! the relay's [`Continue`] trait, so the relay need not know how requests are sent), which asks
-//! the next targets the same request with the partial answer appended as an assistant message
-//! (servers continue it rather than restart), and the relay splices that answer into the same
-//! client stream. The client sees one well-formed stream that ends with `done: true` or
+//! the relay's `Continue` trait, so the relay need not know how requests are sent; `rounds`
+//! implements it), which gives the request that asks the next targets the same thing with the
+//! partial answer appended as an assistant message (servers continue it rather than restart);
+//! the relay splices that answer into the same client stream. The client sees one well-formed stream that ends with `done: true` or
 //! `[DONE]`; when no target can continue, it ends with an error line.
 
 use bytes::Bytes;
 use http::{HeaderMap, HeaderValue};
 use serde_json::{Map, Value, json};
 
-use super::request::{Call, Forward, Payload};
-use super::rounds::send;
+use super::request::{Call, Continuing, Forward, Payload};
 use crate::endpoint::Endpoint;
-use crate::relay::{Continuation, Continue};
 use crate::state::Gateway;
 
 /// Everything needed to ask the next targets to continue a stream.
@@ -35,19 +33,35 @@ pub(super) struct Resume {
     pub(super) prefix: String,
 }
 
-/// What a continuation call is continuing: the client's original body and the text so far.
-#[derive(Clone)]
-pub(crate) struct Continuing {
-    pub(super) original: Bytes,
-    pub(super) prefix: String,
+/// The request that continues a broken stream: where it goes and what it sends.
+pub(super) struct Continued {
+    pub(super) gateway: Gateway,
+    pub(super) endpoint: Endpoint,
+    pub(super) call: Call,
+    pub(super) forward: Forward,
 }
 
-impl Continue for Resume {
-    /// Asks the next targets to continue after `partial` (the text this stream sent).
-    fn start(self: Box<Self>, partial: &str) -> Option<Continuation> {
+impl Resume {
+    /// The same request to the next targets, with `partial` (the text this stream sent) appended
+    /// to what earlier targets sent as an assistant message to continue. `None` when the body is
+    /// not a chat request keel can extend.
+    pub(super) fn continuation(self, partial: &str) -> Option<Continued> {
         let text = format!("{}{partial}", self.prefix);
         let body = continuation_body(&self.original, &text)?;
-        let Resume { gateway, endpoint, method, headers, id, started, targets, original, route_model, requested_model, path_and_query, .. } = *self;
+        let Resume {
+            gateway,
+            endpoint,
+            method,
+            headers,
+            id,
+            started,
+            targets,
+            original,
+            route_model,
+            requested_model,
+            path_and_query,
+            ..
+        } = self;
         let call = Call {
             method,
             headers,
@@ -64,8 +78,7 @@ impl Continue for Resume {
             payload: Payload::Bytes(body),
             stream: true,
         };
-        tracing::info!(targets = forward.targets.len(), "stream broke mid-answer; continuing on the next target");
-        Some(Box::pin(async move { send(&gateway, call, endpoint, forward).await.response }))
+        Some(Continued { gateway, endpoint, call, forward })
     }
 }
 

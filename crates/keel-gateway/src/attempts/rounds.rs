@@ -16,11 +16,11 @@ use super::judge::{Judged, Place, Whole, judge};
 use super::prepare::{Prepared, prepare_target};
 use super::request::{Call, Forward, Payload, Sent};
 use super::respond::{KEEL_ATTEMPTS, bridge_response, relay_response, whole_response};
-use super::resume::Resume;
+use super::resume::{Continued, Resume};
 use super::tally::{Tally, final_error, next_round};
 use crate::endpoint::{Endpoint, EndpointKind};
 use crate::error::InDialect;
-use crate::relay::{Answer, Completion, Continue, record};
+use crate::relay::{Answer, Completion, Continuation, Continue, record};
 use crate::request_id::REQUEST_ID;
 use crate::state::{Gateway, UpstreamHandle};
 
@@ -45,6 +45,15 @@ pub(crate) async fn send(gateway: &Gateway, call: Call, endpoint: Endpoint, forw
         }
     }
     attempts.give_up()
+}
+
+impl Continue for Resume {
+    /// Asks the next targets to continue after `partial` (the text this stream sent).
+    fn start(self: Box<Self>, partial: &str) -> Option<Continuation> {
+        let Continued { gateway, endpoint, call, forward } = self.continuation(partial)?;
+        tracing::info!(targets = forward.targets.len(), "stream broke mid-answer; continuing on the next target");
+        Some(Box::pin(async move { send(&gateway, call, endpoint, forward).await.response }))
+    }
 }
 
 /// One request's attempts: what is sent, where, and what the attempts so far found.
@@ -152,13 +161,19 @@ impl<'a> Attempts<'a> {
         let Some(permits) = self.permits(index, &handle.upstream.name, &key) else { return Tried::Skipped };
         let bridge = crate::bridge::bridge_for(self.endpoint, handle.upstream.dialect);
         let Forward { targets, requested_model, path_and_query, payload, .. } = &mut self.forward;
-        let prepared =
-            match prepare_target(self.endpoint, &targets[index], requested_model, path_and_query, payload, handle, bridge)
-            {
-                Ok(prepared) => prepared,
-                Err(Some(answer)) => return Tried::Answered(*answer),
-                Err(None) => return Tried::Over,
-            };
+        let prepared = match prepare_target(
+            self.endpoint,
+            &targets[index],
+            requested_model,
+            path_and_query,
+            payload,
+            handle,
+            bridge,
+        ) {
+            Ok(prepared) => prepared,
+            Err(Some(answer)) => return Tried::Answered(*answer),
+            Err(None) => return Tried::Over,
+        };
         let is_last = self.is_last(index);
         let stream_requested = prepared.stream_requested;
         let head_started = Instant::now();
@@ -180,7 +195,9 @@ impl<'a> Attempts<'a> {
             replayable: matches!(self.forward.payload, Payload::Bytes(_)),
         };
         let model = self.forward.targets[index].model_for(self.asked());
-        match judge(gateway, self.endpoint, response, handle, bridge.is_some(), place, self.buffers(bridge), model).await {
+        match judge(gateway, self.endpoint, response, handle, bridge.is_some(), place, self.buffers(bridge), model)
+            .await
+        {
             Judged::Failed(failure) => {
                 self.tally.failed(gateway, index, &key, permits.model, failure, head_latency);
                 Tried::Failed
@@ -191,7 +208,16 @@ impl<'a> Attempts<'a> {
             }
             Judged::Answer(whole, class, detail) => {
                 let permit = permits.model;
-                let got = Got { index, key, handle, permit, failure: (class, detail), head_latency, bridge, stream_requested };
+                let got = Got {
+                    index,
+                    key,
+                    handle,
+                    permit,
+                    failure: (class, detail),
+                    head_latency,
+                    bridge,
+                    stream_requested,
+                };
                 Tried::Answered(self.respond(whole, got).await)
             }
         }
@@ -234,14 +260,20 @@ impl<'a> Attempts<'a> {
         };
         self.tally.calls += 1;
         let method = self.call.method.clone();
-        Some(handle.client.send_within(&handle.upstream, method, &prepared.path, headers, prepared.body, remaining).await)
+        Some(
+            handle
+                .client
+                .send_within(&handle.upstream, method, &prepared.path, headers, prepared.body, remaining)
+                .await,
+        )
     }
 
     /// No attempt may follow one at `index`: it is the last target of the last round (or the one
     /// target of a panic pass), or its body cannot be sent again.
     fn is_last(&self, index: usize) -> bool {
         (self.panic.is_some() || index + 1 == self.forward.targets.len())
-            && (self.round >= self.gateway.config().retry.attempts || !matches!(self.forward.payload, Payload::Bytes(_)))
+            && (self.round >= self.gateway.config().retry.attempts
+                || !matches!(self.forward.payload, Payload::Bytes(_)))
     }
 
     /// Whether a successful answer is read whole before it is passed on: a non-streamed answer to
@@ -305,7 +337,8 @@ impl<'a> Attempts<'a> {
     fn resume_after(&self, index: usize, whole: &Whole) -> Option<Box<dyn Continue>> {
         let (Payload::Bytes(bytes), Whole::Streaming(response)) = (&self.forward.payload, whole) else { return None };
         let chat = matches!(self.endpoint.label, "/api/chat" | "/v1/chat/completions");
-        if !response.status().is_success() || self.call.hold_permit || !chat || index + 1 >= self.forward.targets.len() {
+        if !response.status().is_success() || self.call.hold_permit || !chat || index + 1 >= self.forward.targets.len()
+        {
             return None;
         }
         let (original, prefix) = match &self.call.continuing {

@@ -40,7 +40,14 @@ impl Tally {
     }
 
     /// A call that produced no response head: held against the server, the model or nobody.
-    pub(super) fn unreachable(&mut self, gateway: &Gateway, key: &str, permits: Permits, err: UpstreamError, latency: Duration) {
+    pub(super) fn unreachable(
+        &mut self,
+        gateway: &Gateway,
+        key: &str,
+        permits: Permits,
+        err: UpstreamError,
+        latency: Duration,
+    ) {
         metrics::counter!(keel_telemetry::names::UPSTREAM_ERRORS_TOTAL, "upstream" => err.upstream.clone(), "class" => err.class.as_str())
             .increment(1);
         match err.blame() {

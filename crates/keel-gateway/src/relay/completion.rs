@@ -10,7 +10,7 @@ use keel_breaker::{Outcome, Permit};
 use keel_telemetry::names;
 use keel_types::{Dialect, FailureClass};
 
-use super::Continue;
+use super::hook::Continue;
 use crate::request_metrics::{self, RequestMetrics};
 use crate::state::Gateway;
 

@@ -26,22 +26,12 @@ use keel_upstream::{ErrorBody, classify_body_error};
 use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 
 pub(crate) use completion::{Answer, Completion, record};
+pub(crate) use hook::{Continuation, Continue};
 use tap::{Tap, TapFraming};
 
 mod completion;
+mod hook;
 pub(crate) mod tap;
-
-/// Continues an answer whose stream broke mid-answer, from above: the attempts layer gives the
-/// relay one of these for a chat stream with targets left (the relay does not know how requests
-/// are sent). `start` gets the assistant text this stream sent.
-pub(crate) trait Continue: Send {
-    /// Starts asking the next targets to continue after `partial`; `None` when the request cannot
-    /// be continued (its body is not a chat request keel can extend).
-    fn start(self: Box<Self>, partial: &str) -> Option<Continuation>;
-}
-
-/// The answer of the continuation call: relayed in the same stream when it succeeds.
-pub(crate) type Continuation = Pin<Box<dyn Future<Output = Response> + Send>>;
 
 /// How the body is framed, which decides how a mid-body failure is reported.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -35,9 +35,9 @@ use keel_types::{FailureClass, TargetId};
 use serde_json::{Map, Value, json};
 
 use crate::answer::Kind;
+use crate::attempts::{Call, Forward, Payload, send};
 use crate::endpoint::Endpoint;
 use crate::error::{InDialect, ProxyError};
-use crate::attempts::{Call, Forward, Payload, send};
 use crate::relay::record;
 use crate::state::Gateway;
 

@@ -6,8 +6,8 @@
 use bytes::Bytes;
 use serde_json::json;
 
-use crate::endpoint::Endpoint;
 use crate::attempts::{Call, Forward, send};
+use crate::endpoint::Endpoint;
 use crate::state::Gateway;
 
 /// The budget when neither the config nor the model says.

@@ -29,9 +29,9 @@ use keel_session::{
 use serde_json::{Map, Value, json};
 
 use crate::answer::Kind;
+use crate::attempts::{Call, Forward, Payload, send};
 use crate::endpoint::Endpoint;
 use crate::error::{InDialect, ProxyError};
-use crate::attempts::{Call, Forward, Payload, send};
 use crate::state::Gateway;
 
 /// Request header naming the session.
