@@ -25,5 +25,5 @@ mod rounds;
 mod tally;
 
 pub(crate) use prepare::mentions_format;
-pub(crate) use request::{Call, Forward, Payload};
+pub(crate) use request::{Call, Forward, Payload, Sent};
 pub(crate) use rounds::send;

@@ -175,6 +175,69 @@ pub(crate) fn relay(
 }
 
 impl RelayBody {
+    /// A frame from the upstream: passed on as it is, or through the converter or the tap (then
+    /// `None`: look at the pending lines again). Also notes the end of a body of declared length.
+    #[inline]
+    fn on_frame(&mut self, frame: Frame<Bytes>) -> Option<PolledFrame> {
+        let Some(data) = frame.data_ref() else {
+            // Trailers: pass them on untouched (never produced by a translated stream).
+            return self.convert.is_none().then_some(Poll::Ready(Some(Ok(frame))));
+        };
+        self.last_data = tokio::time::Instant::now();
+        if let Some(convert) = &mut self.convert {
+            self.pending.extend(convert.push(data));
+            // With a tap, the error line the converter wrote is the tap's to handle.
+            if let (Some(error), None) = (convert.error(), &self.tap) {
+                let detail = format!("the upstream reported an error mid-stream: {error}");
+                self.done = true;
+                self.completion.finish(Some((FailureClass::StreamBroken, detail)));
+            }
+            return None;
+        }
+        if let Some(remaining) = &mut self.remaining {
+            *remaining = remaining.saturating_sub(data.len() as u64);
+            if *remaining == 0 {
+                self.done = true;
+                self.completion.finish(None);
+            }
+        }
+        if self.tap.is_some() {
+            if let Ok(data) = frame.into_data() {
+                self.pending.push_back(data);
+            }
+            return None;
+        }
+        Some(Poll::Ready(Some(Ok(frame))))
+    }
+
+    /// The upstream's body ended: the converter's last lines (or its error), then the end.
+    fn on_end(&mut self) -> Option<PolledFrame> {
+        if let Some(convert) = &mut self.convert {
+            match convert.finish() {
+                Ok(last) => self.pending.extend(last),
+                Err(err) => return self.fail(FailureClass::StreamBroken, format!("the upstream stream {err}")),
+            }
+        }
+        self.done = true;
+        self.completion.finish(None);
+        None
+    }
+
+    /// Nothing from the upstream yet: wait, unless it has been silent past `idle_timeout` (then
+    /// the stream fails) or the shutdown grace is over.
+    fn on_pending(&mut self, cx: &mut Context<'_>) -> Option<PolledFrame> {
+        if self.idle.as_mut().poll(cx).is_pending() {
+            return self.wait_or_shut_down(cx);
+        }
+        let deadline = self.last_data + self.idle_timeout;
+        if deadline <= tokio::time::Instant::now() {
+            let idle = keel_types::duration::format(self.idle_timeout);
+            return self.fail(FailureClass::Timeout, format!("the upstream sent nothing for {idle} (idle_timeout)"));
+        }
+        // Data arrived since the timer was set: re-arm it and look again.
+        self.idle.as_mut().reset(deadline);
+        None
+    }
     /// Ends the body after a failure: an error frame where the framing allows (after the lines
     /// already translated), else an error.
     /// `None` when the answer is being continued on another target instead.
@@ -355,84 +418,17 @@ impl http_body::Body for RelayBody {
                 None => {}
             }
             let Source::Upstream(upstream) = &mut this.source else { continue };
-            match Pin::new(upstream).poll_frame(cx) {
-                Poll::Ready(Some(Ok(frame))) => {
-                    let Some(data) = frame.data_ref() else {
-                        // Trailers: pass them on untouched (never produced by a translated stream).
-                        if this.convert.is_none() {
-                            return Poll::Ready(Some(Ok(frame)));
-                        }
-                        continue;
-                    };
-                    this.last_data = tokio::time::Instant::now();
-                    if let Some(convert) = &mut this.convert {
-                        this.pending.extend(convert.push(data));
-                        // With a tap, the error line the converter wrote is the tap's to handle.
-                        if let (Some(error), None) = (convert.error(), &this.tap) {
-                            let detail = format!("the upstream reported an error mid-stream: {error}");
-                            this.done = true;
-                            this.completion.finish(Some((FailureClass::StreamBroken, detail)));
-                        }
-                        continue;
-                    }
-                    if let Some(remaining) = &mut this.remaining {
-                        *remaining = remaining.saturating_sub(data.len() as u64);
-                        if *remaining == 0 {
-                            this.done = true;
-                            this.completion.finish(None);
-                        }
-                    }
-                    if this.tap.is_some() {
-                        if let Ok(data) = frame.into_data() {
-                            this.pending.push_back(data);
-                        }
-                        continue;
-                    }
-                    return Poll::Ready(Some(Ok(frame)));
-                }
-                Poll::Ready(None) => {
-                    if let Some(convert) = &mut this.convert {
-                        match convert.finish() {
-                            Ok(last) => this.pending.extend(last),
-                            Err(err) => {
-                                match this.fail(FailureClass::StreamBroken, format!("the upstream stream {err}")) {
-                                    Some(poll) => return poll,
-                                    None => continue,
-                                }
-                            }
-                        }
-                    }
-                    this.done = true;
-                    this.completion.finish(None);
-                    continue;
-                }
+            let step = match Pin::new(upstream).poll_frame(cx) {
+                Poll::Ready(Some(Ok(frame))) => this.on_frame(frame),
+                Poll::Ready(None) => this.on_end(),
                 Poll::Ready(Some(Err(err))) => {
-                    match this.fail(classify_body_error(&err), format!("the upstream stream broke: {err}")) {
-                        Some(poll) => return poll,
-                        None => continue,
-                    }
+                    this.fail(classify_body_error(&err), format!("the upstream stream broke: {err}"))
                 }
-                Poll::Pending => {}
+                Poll::Pending => this.on_pending(cx),
+            };
+            if let Some(poll) = step {
+                return poll;
             }
-            if this.idle.as_mut().poll(cx).is_pending() {
-                match this.wait_or_shut_down(cx) {
-                    Some(poll) => return poll,
-                    None => continue,
-                }
-            }
-            let deadline = this.last_data + this.idle_timeout;
-            if deadline <= tokio::time::Instant::now() {
-                let detail = format!(
-                    "the upstream sent nothing for {} (idle_timeout)",
-                    keel_types::duration::format(this.idle_timeout)
-                );
-                match this.fail(FailureClass::Timeout, detail) {
-                    Some(poll) => return poll,
-                    None => continue,
-                }
-            }
-            // Data arrived since the timer was set: re-arm it and look again.
-            this.idle.as_mut().reset(deadline);
         }
     }
 

@@ -35,7 +35,7 @@ use keel_types::{FailureClass, TargetId};
 use serde_json::{Map, Value, json};
 
 use crate::answer::Kind;
-use crate::attempts::{Call, Forward, Payload, send};
+use crate::attempts::{Call, Forward, Payload, Sent, send};
 use crate::endpoint::Endpoint;
 use crate::error::{InDialect, ProxyError};
 use crate::relay::record;
@@ -184,133 +184,202 @@ pub(crate) async fn guard(
     forward: Forward,
     structured: Structured,
 ) -> Response {
-    let Call { method, headers, id, started, .. } = call;
-    let Forward { targets, route_model, requested_model, path_and_query, .. } = forward;
-    let model_label: String = requested_model.chars().take(64).collect();
     let schema = match structured.schema.as_deref().map(|s| gateway.inner.repairer.cache().get(s)).transpose() {
         Ok(schema) => schema,
         Err(err) => return InDialect(endpoint.dialect, ProxyError::BadSchema(err.to_string())).into_response(),
     };
-    let reasks = gateway.config().guard.reasks;
-    let max_answer = gateway.config().guard.max_answer_bytes;
-    let first_body = structured.upstream_body();
+    let mut guarding = Guarding {
+        gateway,
+        endpoint,
+        model_label: forward.requested_model.chars().take(64).collect(),
+        call,
+        forward,
+        structured,
+        schema,
+        trail: Trail::default(),
+    };
+    let first_body = guarding.structured.upstream_body();
     let mut body = first_body.clone();
     // The targets of the next call (all of them at first; one target while re-asking it).
-    let mut next_targets: Vec<TargetId> = targets.clone();
+    let mut next_targets = guarding.forward.targets.clone();
     let mut asked_again = 0;
-    let mut trail = Trail::default();
-
     loop {
-        trail.attempts += 1;
-        let call_started = Instant::now();
-        let sent = send(
-            gateway,
-            Call {
-                method: method.clone(),
-                headers: headers.clone(),
-                id: id.clone(),
-                started,
-                hold_permit: true,
-                continuing: None,
-            },
-            endpoint,
-            Forward {
-                targets: next_targets.clone(),
-                route_model: route_model.clone(),
-                requested_model: requested_model.clone(),
-                path_and_query: path_and_query.clone(),
-                payload: Payload::Bytes(body.clone()),
-                stream: false,
-            },
-        )
-        .await;
-        let status = sent.response.status();
-        let Some(target) = sent.answered.and_then(|i| next_targets.get(i).cloned()) else {
-            // Keel's own answer (every target out): nothing more to try.
-            if trail.problems.is_empty() {
-                return sent.response;
-            }
-            trail.problems.push(format!("no further target could answer ({status})"));
-            break;
+        let (target, verdict) = match guarding.ask(&next_targets, &body).await {
+            Asked::Answered(target, verdict) => (target, verdict),
+            Asked::KeelAnswered(response) => return response,
+            Asked::NoTarget => break,
         };
-        let key = crate::routing::breaker_key(&target, &route_model, &requested_model);
-        if !status.is_success() {
-            record(sent.permit, FailureClass::from_status(status.as_u16()), call_started.elapsed());
-            if trail.problems.is_empty() {
-                // The upstream's own error (unknown model, bad request): the client's to see.
-                return sent.response;
+        match verdict {
+            Verdict::Done(response) => return response,
+            Verdict::Invalid(text, err) if asked_again < gateway.config().guard.reasks => {
+                asked_again += 1;
+                guarding.trail.reasked = true;
+                body = guarding.structured.reask_body(&text, &err);
+                next_targets = vec![target];
+                continue;
             }
-            trail.problems.push(format!("{key}: answered {status}"));
-        } else {
-            let answering = sent.response.headers().get(KEEL_TARGET).cloned();
-            match read_answer(sent.response, max_answer).await {
-                None => {
-                    let failure = FailureClass::StreamBroken;
-                    record(sent.permit, Some(failure), call_started.elapsed());
-                    trail.problems.push(format!("{key}: the answer was not readable JSON ({failure})"));
-                }
-                Some(mut answer) => {
-                    let (text, called_tools) = structured.kind.content(&answer);
-                    if called_tools {
-                        // A tool call is not the structured answer; the agent handles it.
-                        record(sent.permit, None, call_started.elapsed());
-                        return respond(&structured, answer, answering, "none".into(), trail.attempts);
-                    }
-                    let text = text.unwrap_or_default().to_owned();
-                    match gateway.inner.repairer.repair_compiled(&text, schema.as_deref()) {
-                        Ok(repaired) => {
-                            record(sent.permit, None, call_started.elapsed());
-                            let report = repaired.report();
-                            count(&model_label, endpoint, trail.outcome(!report.is_clean()));
-                            for (strategy, n) in &report.counts {
-                                metrics::counter!(keel_telemetry::names::REPAIR_FIXES_TOTAL, "strategy" => strategy.as_str(), "model" => model_label.clone()).increment(*n);
-                            }
-                            if !report.is_clean() {
-                                tracing::info!(target = %key, repair = %report.header_value(), fixes = report.total(), "structured answer repaired");
-                            }
-                            let header = trail.header(&report.header_value());
-                            structured.kind.set_content(&mut answer, repaired.text());
-                            return respond(&structured, answer, answering, header, trail.attempts);
-                        }
-                        Err(err) => {
-                            record(sent.permit, Some(FailureClass::InvalidOutput), call_started.elapsed());
-                            tracing::warn!(target = %key, error = %err, kind = err.kind(), "structured answer invalid");
-                            trail.problems.push(format!("{key}: {err}"));
-                            if asked_again < reasks {
-                                asked_again += 1;
-                                trail.reasked = true;
-                                body = structured.reask_body(&text, &err);
-                                next_targets = vec![target];
-                                continue;
-                            }
-                        }
-                    }
-                }
-            }
+            Verdict::Invalid(..) | Verdict::Failed => {}
         }
         // This target is done: the next one in the route's order, with the original request.
+        let targets = &guarding.forward.targets;
         let position = targets.iter().position(|t| *t == target).map_or(targets.len(), |p| p + 1);
         next_targets = targets.get(position..).unwrap_or_default().to_vec();
         if next_targets.is_empty() {
             break;
         }
-        trail.fell_back = true;
+        guarding.trail.fell_back = true;
         asked_again = 0;
         body = first_body.clone();
     }
+    guarding.give_up()
+}
 
-    if let Some(response) = canned(&structured, schema.as_deref(), &requested_model, &trail) {
-        tracing::warn!(model = %model_label, problems = %trail.problems.join("; "), "answered from the canned value");
-        count(&model_label, endpoint, "canned");
-        return response;
+/// One structured-output request being guarded.
+struct Guarding<'a> {
+    gateway: &'a Gateway,
+    endpoint: Endpoint,
+    /// The requested model as a metrics label.
+    model_label: String,
+    call: Call,
+    /// The route's targets, in fallback order.
+    forward: Forward,
+    structured: Structured,
+    schema: Option<Arc<CompiledSchema>>,
+    trail: Trail,
+}
+
+/// What asking the targets gave.
+enum Asked {
+    /// A target answered: which, and what the answer is worth.
+    Answered(TargetId, Verdict),
+    /// keel answered itself (every target out) before any answer was judged: the client's answer.
+    KeelAnswered(Response),
+    /// No target answered after earlier answers were judged unusable.
+    NoTarget,
+}
+
+/// What one target's answer is worth.
+enum Verdict {
+    /// The client's answer: valid (as written or repaired), a tool call, or the upstream's own
+    /// error to a first call.
+    Done(Response),
+    /// Not valid JSON for the schema: its text and why (it may be asked again).
+    Invalid(String, RepairError),
+    /// An error answer or an unreadable one.
+    Failed,
+}
+
+impl Guarding<'_> {
+    /// Sends `body` through the attempts to `targets` (holding the answering target's breaker
+    /// permit) and judges the answer.
+    async fn ask(&mut self, targets: &[TargetId], body: &Bytes) -> Asked {
+        self.trail.attempts += 1;
+        let started = Instant::now();
+        let call = Call {
+            method: self.call.method.clone(),
+            headers: self.call.headers.clone(),
+            id: self.call.id.clone(),
+            started: self.call.started,
+            hold_permit: true,
+            continuing: None,
+        };
+        let forward = Forward {
+            targets: targets.to_vec(),
+            route_model: self.forward.route_model.clone(),
+            requested_model: self.forward.requested_model.clone(),
+            path_and_query: self.forward.path_and_query.clone(),
+            payload: Payload::Bytes(body.clone()),
+            stream: false,
+        };
+        let sent = send(self.gateway, call, self.endpoint, forward).await;
+        let status = sent.response.status();
+        let Some(target) = sent.answered.and_then(|i| targets.get(i).cloned()) else {
+            // Keel's own answer (every target out): nothing more to try.
+            if self.trail.problems.is_empty() {
+                return Asked::KeelAnswered(sent.response);
+            }
+            self.trail.problems.push(format!("no further target could answer ({status})"));
+            return Asked::NoTarget;
+        };
+        let key = crate::routing::breaker_key(&target, &self.forward.route_model, &self.forward.requested_model);
+        let verdict = self.judge(&key, sent, started).await;
+        Asked::Answered(target, verdict)
     }
-    count(&model_label, endpoint, "failed");
-    let error =
-        ProxyError::InvalidOutput { model: requested_model, attempts: trail.attempts, problems: trail.problems };
-    tracing::warn!(error = %error, "no valid structured answer");
-    let mut response = InDialect(endpoint.dialect, error).into_response();
-    response.headers_mut().insert(KEEL_ATTEMPTS, HeaderValue::from(trail.attempts));
-    response
+
+    /// Judges one target's answer, records it against the target's breaker, and notes what was
+    /// wrong with it.
+    async fn judge(&mut self, key: &str, sent: Sent, started: Instant) -> Verdict {
+        let status = sent.response.status();
+        if !status.is_success() {
+            record(sent.permit, FailureClass::from_status(status.as_u16()), started.elapsed());
+            if self.trail.problems.is_empty() {
+                // The upstream's own error (unknown model, bad request): the client's to see.
+                return Verdict::Done(sent.response);
+            }
+            self.trail.problems.push(format!("{key}: answered {status}"));
+            return Verdict::Failed;
+        }
+        let answering = sent.response.headers().get(KEEL_TARGET).cloned();
+        let Some(mut answer) = read_answer(sent.response, self.gateway.config().guard.max_answer_bytes).await else {
+            let failure = FailureClass::StreamBroken;
+            record(sent.permit, Some(failure), started.elapsed());
+            self.trail.problems.push(format!("{key}: the answer was not readable JSON ({failure})"));
+            return Verdict::Failed;
+        };
+        let (text, called_tools) = self.structured.kind.content(&answer);
+        if called_tools {
+            // A tool call is not the structured answer; the agent handles it.
+            record(sent.permit, None, started.elapsed());
+            return Verdict::Done(respond(&self.structured, answer, answering, "none".into(), self.trail.attempts));
+        }
+        let text = text.unwrap_or_default().to_owned();
+        match self.gateway.inner.repairer.repair_compiled(&text, self.schema.as_deref()) {
+            Ok(repaired) => {
+                record(sent.permit, None, started.elapsed());
+                let header = self.repaired(key, repaired.report());
+                self.structured.kind.set_content(&mut answer, repaired.text());
+                Verdict::Done(respond(&self.structured, answer, answering, header, self.trail.attempts))
+            }
+            Err(err) => {
+                record(sent.permit, Some(FailureClass::InvalidOutput), started.elapsed());
+                tracing::warn!(target = %key, error = %err, kind = err.kind(), "structured answer invalid");
+                self.trail.problems.push(format!("{key}: {err}"));
+                Verdict::Invalid(text, err)
+            }
+        }
+    }
+
+    /// Counts and logs a valid answer; its `X-Keel-Repair` header.
+    fn repaired(&self, key: &str, report: &keel_repair::Report) -> String {
+        count(&self.model_label, self.endpoint, self.trail.outcome(!report.is_clean()));
+        for (strategy, n) in &report.counts {
+            metrics::counter!(keel_telemetry::names::REPAIR_FIXES_TOTAL, "strategy" => strategy.as_str(), "model" => self.model_label.clone()).increment(*n);
+        }
+        if !report.is_clean() {
+            tracing::info!(target = %key, repair = %report.header_value(), fixes = report.total(), "structured answer repaired");
+        }
+        self.trail.header(&report.header_value())
+    }
+
+    /// No target gave a usable answer: the route's canned value, else 422 naming what was wrong.
+    fn give_up(self) -> Response {
+        let Guarding { endpoint, model_label, forward, structured, schema, trail, .. } = self;
+        if let Some(response) = canned(&structured, schema.as_deref(), &forward.requested_model, &trail) {
+            tracing::warn!(model = %model_label, problems = %trail.problems.join("; "), "answered from the canned value");
+            count(&model_label, endpoint, "canned");
+            return response;
+        }
+        count(&model_label, endpoint, "failed");
+        let error = ProxyError::InvalidOutput {
+            model: forward.requested_model,
+            attempts: trail.attempts,
+            problems: trail.problems,
+        };
+        tracing::warn!(error = %error, "no valid structured answer");
+        let mut response = InDialect(endpoint.dialect, error).into_response();
+        response.headers_mut().insert(KEEL_ATTEMPTS, HeaderValue::from(trail.attempts));
+        response
+    }
 }
 
 fn count(model: &str, endpoint: Endpoint, outcome: &'static str) {

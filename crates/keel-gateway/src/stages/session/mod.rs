@@ -160,22 +160,9 @@ async fn run(
     session: SessionRequest,
 ) -> Result<Response, ProxyError> {
     let store = gateway.inner.store.clone().ok_or(ProxyError::NoStore)?;
-    let kind = Kind::of(endpoint).ok_or_else(|| ProxyError::BadSession("not a chat endpoint".into()))?;
-    let Payload::Bytes(bytes) = &forward.payload else {
-        return Err(ProxyError::BadSession("the request body was not read".into()));
-    };
-    let mut body: Map<String, Value> = serde_json::from_slice(bytes)
-        .map_err(|e| ProxyError::BadBody(keel_upstream::WireError::Malformed(e.to_string())))?;
-    let messages = match body.get("messages") {
-        Some(Value::Array(messages)) => messages.clone(),
-        _ => return Err(ProxyError::BadSession("a session request needs a \"messages\" array".into())),
-    };
-    let stream = body.get("stream").and_then(Value::as_bool).unwrap_or(kind != Kind::OpenAiChat);
-    let include_usage =
-        body.get("stream_options").and_then(|o| o.get("include_usage")).and_then(Value::as_bool).unwrap_or(false);
+    let mut turn = Turn::read(endpoint, &forward)?;
     let model = forward.requested_model.clone();
     let id = session.id.as_str();
-
     let existing = store.ensure_session(NewSession::new(id).with_model(model.clone())).await.map_err(unavailable)?;
     if matches!(existing.status, SessionStatus::TimedOut | SessionStatus::Idle) {
         // A conflict means another request changed it first: it is active again either way.
@@ -186,32 +173,12 @@ async fn run(
         && stored.complete
     {
         tracing::info!(session = id, seq = stored.seq, "idempotent retry: answering from the store");
-        return Ok(replay(kind, stream, include_usage, &model, &stored));
+        return Ok(replay(turn.kind, turn.stream, turn.include_usage, &model, &stored));
     }
-
-    // What keel estimated for the context it sent (managed mode), to calibrate against the
-    // model's own count.
-    let mut estimated_context = None;
-    match session.mode {
-        Mode::Managed => {
-            append_all(store.as_ref(), &session, &messages, 0).await?;
-            let stored = store.messages(id, 0, MAX_CONTEXT_MESSAGES).await.map_err(unavailable)?;
-            // The summarizer asks the same targets (an owned copy: the request body is not `Sync`).
-            let route = forward.same_targets(&forward.path_and_query, Bytes::new());
-            let num_ctx = body.get("options").and_then(|o| o.get("num_ctx")).and_then(Value::as_u64);
-            let (context, tokens) =
-                managed_context(gateway, &call, endpoint, route, store.as_ref(), id, &stored, num_ctx).await?;
-            estimated_context = Some(tokens);
-            body.insert("messages".into(), Value::Array(context));
-        }
-        Mode::Record => {
-            let stored = store.messages(id, 0, MAX_CONTEXT_MESSAGES).await.map_err(unavailable)?;
-            let known = stored.iter().filter(|m| m.complete && !context::is_summary(m)).count();
-            append_all(store.as_ref(), &session, messages.get(known..).unwrap_or_default(), known).await?;
-        }
-    }
-    forward.payload = Payload::Bytes(Bytes::from(serde_json::to_vec(&body).unwrap_or_default()));
-
+    // The summarizer asks the same targets (an owned copy: the request body is not `Sync`).
+    let route = forward.same_targets(&forward.path_and_query, Bytes::new());
+    let estimated_context = attach(gateway, &call, endpoint, route, store.as_ref(), &session, &mut turn).await?;
+    forward.payload = Payload::Bytes(Bytes::from(serde_json::to_vec(&turn.body).unwrap_or_default()));
     let response = match crate::stages::guard::Structured::detect(gateway, endpoint, &forward) {
         Some(structured) => crate::stages::guard::guard(gateway, call, endpoint, forward, structured).await,
         None => send(gateway, call, endpoint, forward).await.response,
@@ -220,51 +187,138 @@ async fn run(
         // Nothing was answered: the stored question waits for the client's retry.
         return Ok(response);
     }
-    let placeholder = NewMessage::assistant("").partial();
-    let placeholder = match session.key("answer") {
-        Some(key) => placeholder.with_idempotency_key(key),
-        None => placeholder,
-    };
-    let (mut parts, response_body) = response.into_parts();
-    if is_stream(&parts.headers) {
-        let pending = store.append(id, placeholder).await.map_err(unavailable)?;
-        let calibrate = estimated_context.map(|tokens| (gateway.clone(), model.chars().take(64).collect(), tokens));
-        let body = body::SessionBody::new(response_body, &parts.headers, store, id.to_owned(), pending.seq, calibrate);
-        return Ok(Response::from_parts(parts, axum::body::Body::new(body)));
+    let answer = Answered { store, session: &session, kind: turn.kind, model: &model, estimated_context };
+    answer.store(gateway, response).await
+}
+
+/// A session turn as the client sent it.
+struct Turn {
+    kind: Kind,
+    /// The request body, whose messages keel replaces with the stored context (managed mode).
+    body: Map<String, Value>,
+    messages: Vec<Value>,
+    stream: bool,
+    include_usage: bool,
+}
+
+impl Turn {
+    /// Reads a session request's body: a chat request with a `messages` array.
+    fn read(endpoint: Endpoint, forward: &Forward) -> Result<Turn, ProxyError> {
+        let kind = Kind::of(endpoint).ok_or_else(|| ProxyError::BadSession("not a chat endpoint".into()))?;
+        let Payload::Bytes(bytes) = &forward.payload else {
+            return Err(ProxyError::BadSession("the request body was not read".into()));
+        };
+        let body: Map<String, Value> = serde_json::from_slice(bytes)
+            .map_err(|e| ProxyError::BadBody(keel_upstream::WireError::Malformed(e.to_string())))?;
+        let messages = match body.get("messages") {
+            Some(Value::Array(messages)) => messages.clone(),
+            _ => return Err(ProxyError::BadSession("a session request needs a \"messages\" array".into())),
+        };
+        let stream = body.get("stream").and_then(Value::as_bool).unwrap_or(kind != Kind::OpenAiChat);
+        let include_usage =
+            body.get("stream_options").and_then(|o| o.get("include_usage")).and_then(Value::as_bool).unwrap_or(false);
+        Ok(Turn { kind, body, messages, stream, include_usage })
     }
-    // A whole answer: store it, then send it.
-    let limit = gateway.config().guard.max_answer_bytes;
-    let bytes = http_body_util::Limited::new(response_body, limit)
-        .collect()
-        .await
-        .map_err(|e| ProxyError::BodyRead(format!("the model's answer could not be read: {e}")))?
-        .to_bytes();
-    let answer: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
-    let (text, _) = kind.content(&answer);
-    let tokens = crate::answer::answer_tokens(&answer).unwrap_or_else(|| estimate_tokens(text.unwrap_or_default()));
-    if let (Some(estimated), Some(actual)) = (estimated_context, crate::answer::prompt_tokens(&answer)) {
-        let model: String = model.chars().take(64).collect();
-        gateway.inner.calibration.observe(&model, estimated, actual);
-    }
-    // The answer's tool calls go into the session with it: the agent's tool results refer to them.
-    let placeholder = match kind.tool_calls(&answer) {
-        Some(calls) => placeholder.with_tool_calls(calls.clone()),
-        None => placeholder,
+}
+
+/// Stores the turn's new messages and, in managed mode, puts the stored conversation (within
+/// the budget, summarized through `route` when needed) in the body. Gives what keel estimated for
+/// the context it sent (managed mode), to calibrate against the model's own count.
+async fn attach(
+    gateway: &Gateway,
+    call: &Call,
+    endpoint: Endpoint,
+    route: Forward,
+    store: &dyn Store,
+    session: &SessionRequest,
+    turn: &mut Turn,
+) -> Result<Option<u64>, ProxyError> {
+    let id = session.id.as_str();
+    let stored = match session.mode {
+        Mode::Managed => {
+            append_all(store, session, &turn.messages, 0).await?;
+            store.messages(id, 0, MAX_CONTEXT_MESSAGES).await.map_err(unavailable)?
+        }
+        Mode::Record => {
+            let stored = store.messages(id, 0, MAX_CONTEXT_MESSAGES).await.map_err(unavailable)?;
+            let known = stored.iter().filter(|m| m.complete && !context::is_summary(m)).count();
+            append_all(store, session, turn.messages.get(known..).unwrap_or_default(), known).await?;
+            return Ok(None);
+        }
     };
-    let stored = store.append(id, placeholder).await.map_err(unavailable)?;
-    store
-        .complete_message(
-            id,
-            stored.seq,
-            keel_session::MessageCompletion {
-                content: Some(text.unwrap_or_default().to_owned()),
-                token_count: Some(tokens),
-            },
-        )
-        .await
-        .map_err(unavailable)?;
-    parts.headers.remove(header::CONTENT_LENGTH);
-    Ok(Response::from_parts(parts, axum::body::Body::from(bytes)))
+    let num_ctx = turn.body.get("options").and_then(|o| o.get("num_ctx")).and_then(Value::as_u64);
+    let (context, tokens) = managed_context(gateway, call, endpoint, route, store, id, &stored, num_ctx).await?;
+    turn.body.insert("messages".into(), Value::Array(context));
+    Ok(Some(tokens))
+}
+
+/// A turn the model answered, to be stored before the client gets it.
+struct Answered<'a> {
+    store: Arc<dyn Store>,
+    session: &'a SessionRequest,
+    kind: Kind,
+    model: &'a str,
+    estimated_context: Option<u64>,
+}
+
+impl Answered<'_> {
+    /// Stores the answer: a stream as it passes (complete at its end), a whole answer before it
+    /// is sent.
+    async fn store(self, gateway: &Gateway, response: Response) -> Result<Response, ProxyError> {
+        let placeholder = NewMessage::assistant("").partial();
+        let placeholder = match self.session.key("answer") {
+            Some(key) => placeholder.with_idempotency_key(key),
+            None => placeholder,
+        };
+        let (parts, response_body) = response.into_parts();
+        if !is_stream(&parts.headers) {
+            return self.store_whole(gateway, parts, response_body, placeholder).await;
+        }
+        let id = self.session.id.as_str();
+        let pending = self.store.append(id, placeholder).await.map_err(unavailable)?;
+        let model_label = self.model.chars().take(64).collect();
+        let calibrate = self.estimated_context.map(|tokens| (gateway.clone(), model_label, tokens));
+        let body =
+            body::SessionBody::new(response_body, &parts.headers, self.store, id.to_owned(), pending.seq, calibrate);
+        Ok(Response::from_parts(parts, axum::body::Body::new(body)))
+    }
+
+    /// A whole answer: read (bounded), stored with its tool calls and token count, then sent.
+    async fn store_whole(
+        self,
+        gateway: &Gateway,
+        mut parts: http::response::Parts,
+        response_body: axum::body::Body,
+        placeholder: NewMessage,
+    ) -> Result<Response, ProxyError> {
+        let limit = gateway.config().guard.max_answer_bytes;
+        let bytes = http_body_util::Limited::new(response_body, limit)
+            .collect()
+            .await
+            .map_err(|e| ProxyError::BodyRead(format!("the model's answer could not be read: {e}")))?
+            .to_bytes();
+        let answer: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+        let (text, _) = self.kind.content(&answer);
+        let tokens = crate::answer::answer_tokens(&answer).unwrap_or_else(|| estimate_tokens(text.unwrap_or_default()));
+        if let (Some(estimated), Some(actual)) = (self.estimated_context, crate::answer::prompt_tokens(&answer)) {
+            let model: String = self.model.chars().take(64).collect();
+            gateway.inner.calibration.observe(&model, estimated, actual);
+        }
+        // The answer's tool calls go into the session with it: the agent's tool results refer to them.
+        let placeholder = match self.kind.tool_calls(&answer) {
+            Some(calls) => placeholder.with_tool_calls(calls.clone()),
+            None => placeholder,
+        };
+        let id = self.session.id.as_str();
+        let stored = self.store.append(id, placeholder).await.map_err(unavailable)?;
+        let completion = keel_session::MessageCompletion {
+            content: Some(text.unwrap_or_default().to_owned()),
+            token_count: Some(tokens),
+        };
+        self.store.complete_message(id, stored.seq, completion).await.map_err(unavailable)?;
+        parts.headers.remove(header::CONTENT_LENGTH);
+        Ok(Response::from_parts(parts, axum::body::Body::from(bytes)))
+    }
 }
 
 /// The conversation to send for a managed session, within its token budget ([`budget`]).
