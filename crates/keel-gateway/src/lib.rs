@@ -7,9 +7,13 @@
 //! optional API keys and graceful shutdown.
 //!
 //! - [`config`]: `keel.toml`, env and flag overrides, validation, the `keel init` template;
-//! - [`Gateway`]: the shared state; [`app`] builds the axum `Router` (tests call it directly);
+//! - [`Gateway`]: the shared state; [`app()`] builds the axum `Router` (tests call it directly);
 //! - [`serve`]: binds the listener with `TCP_NODELAY`, serves until the shutdown signal, then
 //!   drains in-flight requests for at most the configured grace period.
+//!
+//! A proxied request runs through `pipeline.rs`, which alone knows the order of its stages
+//! (`stages/`), then the attempts over its targets (`attempts/`) and the relay of the answer
+//! (`relay/`); imports run one way, from serving down to the foundation modules (ARCHITECTURE.md).
 
 pub mod config;
 

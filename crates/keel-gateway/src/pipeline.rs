@@ -3,12 +3,12 @@
 //! next stage and what it may answer by itself:
 //!
 //! 1. classify the endpoint ([`Endpoint::classify`]) and take the request id;
-//! 2. [`auth`](crate::stages::auth): the API key, when `[auth]` is set;
+//! 2. [`auth`]: the API key, when `[auth]` is set;
 //! 3. keel's request headers: `X-Keel-Deadline` ([`crate::retry::check_deadline`]) and the
 //!    session headers ([`SessionRequest::detect`]);
-//! 4. [`intake`](crate::stages::intake): the body read, the route's targets found;
-//! 5. [`session`](crate::stages::session) attach (with `X-Keel-Session`), else the
-//!    [`guard`](crate::stages::guard) (structured output asked for), else straight on;
+//! 4. [`intake`]: the body read, the route's targets found;
+//! 5. [`session`] attach (with `X-Keel-Session`), else the
+//!    [`guard`] (structured output asked for), else straight on;
 //! 6. [`attempts`](crate::attempts): the route's targets in fallback order, with breakers and
 //!    retry rounds, one upstream call each;
 //! 7. [`relay`](crate::relay): the answer's body to the client, and its bookkeeping.

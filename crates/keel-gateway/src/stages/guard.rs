@@ -43,7 +43,7 @@ use crate::state::Gateway;
 
 /// Response header: what the guard did to the answer.
 const KEEL_REPAIR: http::HeaderName = http::HeaderName::from_static("x-keel-repair");
-/// Response header: upstream calls made for this answer (also set by the proxy on fallback).
+/// Response header: upstream calls made for this answer (also set by the attempts on fallback).
 const KEEL_ATTEMPTS: http::HeaderName = http::HeaderName::from_static("x-keel-attempts");
 /// Response header naming the target that answered.
 const KEEL_TARGET: http::HeaderName = http::HeaderName::from_static("x-keel-target");
