@@ -67,7 +67,17 @@ pub(crate) async fn proxy(State(gateway): State<Gateway>, request: Request) -> R
                     hold_permit: false,
                     continuing: None,
                 };
-                answer(&gateway, call, endpoint, forward, session).await
+                // Stage 5, then 6 and 7 inside each path. The session and guard paths are boxed:
+                // their futures are large, and inline they would make every request's future
+                // (moved into a box per request) as large. (Inline, not a function of its own: a
+                // nested future would be moved into place once more per request.)
+                match session {
+                    Some(session) => Box::pin(session::handle(&gateway, call, endpoint, forward, session)).await,
+                    None => match guard::Structured::detect(&gateway, endpoint, &forward) {
+                        Some(structured) => Box::pin(guard::guard(&gateway, call, endpoint, forward, structured)).await,
+                        None => send(&gateway, call, endpoint, forward).await.response,
+                    },
+                }
             }
             Err(err) => rejected(endpoint.dialect, endpoint, err, started),
         };
@@ -90,26 +100,6 @@ async fn read_request(
     let session = SessionRequest::detect(endpoint, &parts.headers).transpose()?;
     let forward = intake::intake(gateway, parts, endpoint, body).await?;
     Ok((forward, session))
-}
-
-/// Stages 5 to 7: a session turn, a structured-output request, or a plain one, each through the
-/// attempts and the relay.
-async fn answer(
-    gateway: &Gateway,
-    call: Call,
-    endpoint: Endpoint,
-    forward: Forward,
-    session: Option<SessionRequest>,
-) -> Response {
-    // The session and guard paths are boxed: their futures are large, and inline they would make
-    // every request's future (moved into a box per request) as large.
-    if let Some(session) = session {
-        return Box::pin(session::handle(gateway, call, endpoint, forward, session)).await;
-    }
-    match guard::Structured::detect(gateway, endpoint, &forward) {
-        Some(structured) => Box::pin(guard::guard(gateway, call, endpoint, forward, structured)).await,
-        None => send(gateway, call, endpoint, forward).await.response,
-    }
 }
 
 /// keel's answer to a request it refused before any upstream call, logged and counted.

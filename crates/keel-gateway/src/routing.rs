@@ -13,7 +13,12 @@ pub(crate) fn breaker_key(target: &TargetId, route_model: &str, requested: &str)
     let asked = if route_model == "*" { requested } else { route_model };
     let model = target.model_for(asked);
     let model = model.strip_suffix(":latest").unwrap_or(model);
-    format!("{}:{model}", target.upstream)
+    // Joined by hand: `format!` costs several times more, and this runs on every attempt.
+    let mut key = String::with_capacity(target.upstream.len() + 1 + model.len());
+    key.push_str(&target.upstream);
+    key.push(':');
+    key.push_str(model);
+    key
 }
 
 /// The routes of a config, looked up by requested model name.

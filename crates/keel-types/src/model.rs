@@ -84,7 +84,13 @@ impl TargetId {
 
     /// The display name `upstream:model` used in `/keel/status` and metrics.
     pub fn display_name(&self, requested: &str) -> String {
-        format!("{}:{}", self.upstream, self.model_for(requested))
+        // Joined by hand: `format!` costs several times more, and this runs on every request.
+        let model = self.model_for(requested);
+        let mut name = String::with_capacity(self.upstream.len() + 1 + model.len());
+        name.push_str(&self.upstream);
+        name.push(':');
+        name.push_str(model);
+        name
     }
 }
 

@@ -5,11 +5,11 @@
 use std::time::{Duration, Instant};
 
 use axum::response::IntoResponse;
-use http::HeaderValue;
+use http::{HeaderMap, HeaderValue};
 use keel_breaker::Permit;
 use keel_types::FailureClass;
 use keel_upstream::translate::OllamaEndpoint;
-use keel_upstream::{ResponseBody, UpstreamError};
+use keel_upstream::{RequestBody, ResponseBody, UpstreamError};
 
 use super::admit::{Permits, admit};
 use super::judge::{Judged, Place, Whole, judge};
@@ -25,15 +25,41 @@ use crate::request_id::REQUEST_ID;
 use crate::state::{Gateway, UpstreamHandle};
 
 /// Tries the request's targets in order (with retry rounds) and relays the first usable answer.
+///
+/// One state machine on purpose: each target's call, the judging of its answer and the client's
+/// response are awaited here, the steps around them are plain functions (nested futures would be
+/// moved into place on every attempt).
 pub(crate) async fn send(gateway: &Gateway, call: Call, endpoint: Endpoint, forward: Forward) -> Sent {
     gateway.inner.retry_budget.deposit();
     let mut attempts = Attempts::new(gateway, call, endpoint, forward);
-    loop {
-        let attempted = match attempts.round().await {
-            Round::Answered(sent) => return sent,
-            Round::Over => break,
-            Round::Failed { attempted } => attempted,
-        };
+    'rounds: loop {
+        let mut attempted = false;
+        attempts.tally.partial.clear();
+        for index in 0..attempts.forward.targets.len() {
+            let (mut target, request) = match attempts.ready(index) {
+                Ok(ready) => ready,
+                Err(Tried::Skipped | Tried::Failed) => continue,
+                Err(Tried::Over) => break 'rounds,
+                Err(Tried::Answered(sent)) => return *sent,
+            };
+            attempted = true;
+            let UpstreamCall { path, body, headers, remaining } = request;
+            let (handle, method) = (target.handle, attempts.call.method.clone());
+            let head_started = Instant::now();
+            let result = handle.client.send_within(&handle.upstream, method, &path, headers, body, remaining).await;
+            target.head_latency = head_started.elapsed();
+            let Some(response) = attempts.head(&mut target, result) else { continue };
+            let place = attempts.place(&target);
+            let buffer = attempts.buffers(target.bridge);
+            let model = attempts.forward.targets[index].model_for(attempts.asked());
+            let judged =
+                judge(gateway, endpoint, response, handle, target.bridge.is_some(), place, buffer, model).await;
+            match attempts.judged(target, judged) {
+                Ok((whole, got)) => return attempts.respond(whole, got).await,
+                Err(Tried::Over) => break 'rounds,
+                Err(_) => continue,
+            }
+        }
         if attempts.panic_pass(attempted) {
             continue;
         }
@@ -72,17 +98,7 @@ struct Attempts<'a> {
     panic: Option<usize>,
 }
 
-/// How a round over the targets ended.
-enum Round {
-    /// A target answered (or keel answered itself).
-    Answered(Sent),
-    /// Nothing more can be tried in this request.
-    Over,
-    /// Every target failed or was refused; `attempted` when at least one was called.
-    Failed { attempted: bool },
-}
-
-/// How one attempt at a target ended.
+/// How one attempt at a target ended, when it did not give an answer to relay.
 enum Tried {
     /// Not called: its breaker refused, or its upstream is unknown.
     Skipped,
@@ -90,8 +106,33 @@ enum Tried {
     Failed,
     /// Nothing more can be tried in this request.
     Over,
-    /// The answer for the client (the upstream's, or keel's own).
-    Answered(Sent),
+    /// keel's own answer for the client (a request the bridge cannot translate, or answers
+    /// itself).
+    Answered(Box<Sent>),
+}
+
+/// A target about to be called: what the attempt knows of it before and after the call.
+struct Target<'h> {
+    index: usize,
+    key: String,
+    handle: &'h UpstreamHandle,
+    permits: Permits,
+    bridge: Option<OllamaEndpoint>,
+    /// A bridged call asks the upstream for a stream.
+    stream_requested: bool,
+    /// No attempt may follow this one.
+    is_last: bool,
+    /// Time to the response head, once it came.
+    head_latency: Duration,
+}
+
+/// The upstream call of one attempt.
+struct UpstreamCall {
+    path: String,
+    body: RequestBody,
+    headers: HeaderMap,
+    /// What is left of the request's deadline.
+    remaining: Duration,
 }
 
 /// What an attempt whose answer goes to the client knows about it.
@@ -116,25 +157,6 @@ impl<'a> Attempts<'a> {
         Attempts { gateway, endpoint, call, forward, deadline, tally: Tally::default(), round: 0, panic: None }
     }
 
-    /// One pass over the targets in fallback order (only the chosen one in a panic pass), leaving
-    /// out those spent for this request.
-    async fn round(&mut self) -> Round {
-        let mut attempted = false;
-        self.tally.partial.clear();
-        for index in 0..self.forward.targets.len() {
-            if self.tally.spent.contains(&index) || self.panic.is_some_and(|p| p != index) {
-                continue;
-            }
-            match self.attempt(index).await {
-                Tried::Skipped => {}
-                Tried::Failed => attempted = true,
-                Tried::Over => return Round::Over,
-                Tried::Answered(sent) => return Round::Answered(sent),
-            }
-        }
-        Round::Failed { attempted }
-    }
-
     /// After a round in which no target was called: when targets were refused for partial
     /// failures only, the least-bad one gets a pass of its own for a bounded share of requests
     /// (`[breaker] panic_share`). True when that pass follows.
@@ -152,16 +174,20 @@ impl<'a> Attempts<'a> {
         false
     }
 
-    /// One attempt at target `index`: its breakers, its request, the call, the answer judged.
-    async fn attempt(&mut self, index: usize) -> Tried {
+    /// Target `index` made ready for its call: not spent, admitted by its breakers, its request
+    /// prepared, within the deadline. `Err` says why it is not called.
+    fn ready(&mut self, index: usize) -> Result<(Target<'a>, UpstreamCall), Tried> {
+        if self.tally.spent.contains(&index) || self.panic.is_some_and(|p| p != index) {
+            return Err(Tried::Skipped);
+        }
         let gateway = self.gateway;
         let target = &self.forward.targets[index];
         let key = crate::routing::breaker_key(target, &self.forward.route_model, &self.forward.requested_model);
-        let Some(handle) = gateway.upstream(&target.upstream) else { return Tried::Skipped };
-        let Some(permits) = self.permits(index, &handle.upstream.name, &key) else { return Tried::Skipped };
+        let handle = gateway.upstream(&target.upstream).ok_or(Tried::Skipped)?;
+        let permits = self.permits(index, &handle.upstream.name, &key).ok_or(Tried::Skipped)?;
         let bridge = crate::bridge::bridge_for(self.endpoint, handle.upstream.dialect);
         let Forward { targets, requested_model, path_and_query, payload, .. } = &mut self.forward;
-        let prepared = match prepare_target(
+        let Prepared { body, path, stream_requested } = match prepare_target(
             self.endpoint,
             &targets[index],
             requested_model,
@@ -171,56 +197,71 @@ impl<'a> Attempts<'a> {
             bridge,
         ) {
             Ok(prepared) => prepared,
-            Err(Some(answer)) => return Tried::Answered(*answer),
-            Err(None) => return Tried::Over,
+            Err(Some(answer)) => return Err(Tried::Answered(answer)),
+            Err(None) => return Err(Tried::Over),
         };
         let is_last = self.is_last(index);
-        let stream_requested = prepared.stream_requested;
-        let head_started = Instant::now();
-        let Some(result) = self.call_upstream(&key, handle, prepared, is_last).await else { return Tried::Over };
-        let head_latency = head_started.elapsed();
-        handle.duration.record(head_latency.as_secs_f64());
-        let response = match result {
-            Ok(response) => response,
+        // The last attempt takes the client's headers, earlier ones get a copy.
+        let headers = if is_last { std::mem::take(&mut self.call.headers) } else { self.call.headers.clone() };
+        let Some(remaining) = self.deadline.checked_duration_since(Instant::now()).filter(|d| !d.is_zero()) else {
+            self.tally.reasons.push(format!("{key}: not tried, the request's deadline passed"));
+            return Err(Tried::Over);
+        };
+        self.tally.calls += 1;
+        let head_latency = Duration::ZERO;
+        let target = Target { index, key, handle, permits, bridge, stream_requested, is_last, head_latency };
+        Ok((target, UpstreamCall { path, body, headers, remaining }))
+    }
+
+    /// The call's result: the response head, or `None` when the target could not be reached (held
+    /// against the server, the model or nobody, in the tally).
+    fn head(
+        &mut self,
+        target: &mut Target<'_>,
+        result: Result<http::Response<ResponseBody>, UpstreamError>,
+    ) -> Option<http::Response<ResponseBody>> {
+        target.handle.duration.record(target.head_latency.as_secs_f64());
+        match result {
+            Ok(response) => {
+                // The server answered: it is up, whatever the model did.
+                record(target.permits.server.take(), None, target.head_latency);
+                Some(response)
+            }
             Err(err) => {
-                self.tally.unreachable(gateway, &key, permits, err, head_latency);
-                return Tried::Failed;
-            }
-        };
-        // The server answered: it is up, whatever the model did.
-        record(permits.server, None, head_latency);
-        let place = Place {
-            is_last,
-            last_in_round: self.panic.is_some() || index + 1 == self.forward.targets.len(),
-            replayable: matches!(self.forward.payload, Payload::Bytes(_)),
-        };
-        let model = self.forward.targets[index].model_for(self.asked());
-        match judge(gateway, self.endpoint, response, handle, bridge.is_some(), place, self.buffers(bridge), model)
-            .await
-        {
-            Judged::Failed(failure) => {
-                self.tally.failed(gateway, index, &key, permits.model, failure, head_latency);
-                Tried::Failed
-            }
-            Judged::Unusable(failure) => {
-                self.tally.failed(gateway, index, &key, permits.model, failure, head_latency);
-                Tried::Over
-            }
-            Judged::Answer(whole, class, detail) => {
-                let permit = permits.model;
-                let got = Got {
-                    index,
-                    key,
-                    handle,
-                    permit,
-                    failure: (class, detail),
-                    head_latency,
-                    bridge,
-                    stream_requested,
-                };
-                Tried::Answered(self.respond(whole, got).await)
+                let permits = std::mem::take(&mut target.permits);
+                self.tally.unreachable(self.gateway, &target.key, permits, err, target.head_latency);
+                None
             }
         }
+    }
+
+    /// Where the attempt at `target` stands: what decides whether its failure ends the request.
+    fn place(&self, target: &Target<'_>) -> Place {
+        Place {
+            is_last: target.is_last,
+            last_in_round: self.panic.is_some() || target.index + 1 == self.forward.targets.len(),
+            replayable: matches!(self.forward.payload, Payload::Bytes(_)),
+        }
+    }
+
+    /// What the judged answer means for the request: an answer for the client, or a failure of
+    /// the target (noted in the tally) after which the next target or round may do better.
+    fn judged(&mut self, target: Target<'a>, judged: Judged) -> Result<(Whole, Got<'a>), Tried> {
+        let Target { index, key, handle, permits, bridge, stream_requested, head_latency, .. } = target;
+        let (failure, tried) = match judged {
+            Judged::Answer(whole, class, detail) => {
+                let failure = (class, detail);
+                let permit = permits.model;
+                return Ok((
+                    whole,
+                    Got { index, key, handle, permit, failure, head_latency, bridge, stream_requested },
+                ));
+            }
+            Judged::Failed(failure) => (failure, Tried::Failed),
+            Judged::Unusable(failure) => (failure, Tried::Over),
+        };
+        self.tally.failed(self.gateway, index, &key, permits.model, failure, head_latency);
+        Err(tried)
     }
 
     /// The target's breaker permits, or `None` when a breaker refuses (noted in the tally).
@@ -242,30 +283,6 @@ impl<'a> Attempts<'a> {
                 None
             }
         }
-    }
-
-    /// Calls the upstream within what is left of the deadline; `None` when it has passed (noted in
-    /// the tally). The last attempt takes the client's headers, earlier ones get a copy.
-    async fn call_upstream(
-        &mut self,
-        key: &str,
-        handle: &UpstreamHandle,
-        prepared: Prepared,
-        is_last: bool,
-    ) -> Option<Result<http::Response<ResponseBody>, UpstreamError>> {
-        let headers = if is_last { std::mem::take(&mut self.call.headers) } else { self.call.headers.clone() };
-        let Some(remaining) = self.deadline.checked_duration_since(Instant::now()).filter(|d| !d.is_zero()) else {
-            self.tally.reasons.push(format!("{key}: not tried, the request's deadline passed"));
-            return None;
-        };
-        self.tally.calls += 1;
-        let method = self.call.method.clone();
-        Some(
-            handle
-                .client
-                .send_within(&handle.upstream, method, &prepared.path, headers, prepared.body, remaining)
-                .await,
-        )
     }
 
     /// No attempt may follow one at `index`: it is the last target of the last round (or the one
