@@ -86,19 +86,7 @@ pub async fn serve(
             results = &mut all_done => return first_error(results),
             () = &mut shutdown => break,
             accepted = listener.accept() => match accepted {
-                Ok((stream, peer)) => {
-                    // Without this, Nagle's algorithm and delayed ACKs stall small writes by ~40 ms.
-                    if let Err(err) = stream.set_nodelay(true) {
-                        tracing::debug!(%err, "could not set TCP_NODELAY on an accepted connection");
-                    }
-                    match stream.into_std() {
-                        Ok(stream) => {
-                            let _ = handoff[next].send((stream, peer));
-                            next = (next + 1) % handoff.len();
-                        }
-                        Err(err) => tracing::debug!(%err, "could not hand over an accepted connection"),
-                    }
-                }
+                Ok((stream, peer)) => next = hand_over(stream, peer, &handoff, next),
                 // Out of file descriptors and the like: back off instead of spinning.
                 Err(err) => {
                     tracing::warn!(%err, "accept failed");
@@ -128,6 +116,30 @@ pub async fn serve(
         Err(_) => {
             tracing::warn!("closing the remaining connections");
             Ok(())
+        }
+    }
+}
+
+/// Hands an accepted connection to serving thread `next` (with `TCP_NODELAY` set); gives the
+/// next thread's index.
+fn hand_over(
+    stream: TcpStream,
+    peer: SocketAddr,
+    handoff: &[mpsc::UnboundedSender<(std::net::TcpStream, SocketAddr)>],
+    next: usize,
+) -> usize {
+    // Without this, Nagle's algorithm and delayed ACKs stall small writes by ~40 ms.
+    if let Err(err) = stream.set_nodelay(true) {
+        tracing::debug!(%err, "could not set TCP_NODELAY on an accepted connection");
+    }
+    match stream.into_std() {
+        Ok(stream) => {
+            let _ = handoff[next].send((stream, peer));
+            (next + 1) % handoff.len()
+        }
+        Err(err) => {
+            tracing::debug!(%err, "could not hand over an accepted connection");
+            next
         }
     }
 }
