@@ -34,5 +34,7 @@ pub fn app(gateway: Gateway) -> Router {
         Some(_) => router.layer(axum::middleware::from_fn_with_state(gateway.clone(), stages::auth::require_key)),
         None => router,
     };
+    // Outermost: host and origin checks, CORS preflights and headers, with or without keys.
+    let router = router.layer(axum::middleware::from_fn_with_state(gateway.clone(), stages::access::layer));
     router.with_state(gateway)
 }

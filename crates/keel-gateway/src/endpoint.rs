@@ -22,6 +22,18 @@ pub(crate) fn is_keel_own(path: &str) -> bool {
     path.starts_with("/keel/") || path == "/metrics" || path == "/keel"
 }
 
+/// Whether a request manages the server's models (pull, push, create, copy, delete, blobs) or
+/// its account (Ollama's sign-in routes): closed unless `[auth] allow_model_management`.
+pub(crate) fn is_model_management(_method: &http::Method, path: &str) -> bool {
+    let path = path.trim_end_matches('/');
+    match path {
+        "/api/pull" | "/api/push" | "/api/create" | "/api/copy" | "/api/delete" => true,
+        "/api/me" | "/api/signin" | "/api/signout" => true,
+        // Uploads of model files (`HEAD` checks one exists, `POST` sends it).
+        _ => path.starts_with("/api/blobs/") || path.starts_with("/api/user/"),
+    }
+}
+
 /// keel's own endpoints, named in the answer to a `/keel/...` request that is none of them. Keep
 /// in step with the router in `state::app` (`tests/bad_input.rs` checks each one is served).
 pub(crate) const KEEL_ENDPOINTS: [&str; 10] = [

@@ -113,6 +113,32 @@ pub enum ProxyError {
     /// No or an unknown API key.
     #[error("missing or invalid API key: send `Authorization: Bearer <key>` with a key from keel.toml [auth]")]
     Unauthorized,
+    /// Model management while `[auth] allow_model_management` is off.
+    #[error(
+        "model management ({method} {path}) is closed on this keel: set allow_model_management = true under [auth] in keel.toml to open it (with keys, only keys with the 'admin' or 'models' scope may then use it)"
+    )]
+    ModelManagementClosed {
+        /// The request's method.
+        method: String,
+        /// The request's path.
+        path: String,
+    },
+    /// A `Host` that is not keel's (a DNS-rebinding guard).
+    #[error(
+        "keel does not answer requests addressed to host '{host}' (a guard against DNS rebinding): add it to [server] allowed_hosts in keel.toml if clients reach keel by that name"
+    )]
+    ForeignHost {
+        /// The host the request named.
+        host: String,
+    },
+    /// A browser origin not in `[server] cors_origins`.
+    #[error(
+        "keel does not answer browser requests from origin '{origin}': add it to [server] cors_origins in keel.toml to allow it"
+    )]
+    ForeignOrigin {
+        /// The `Origin` the browser sent.
+        origin: String,
+    },
     /// The key lacks the scope this endpoint needs.
     #[error("API key '{key}' lacks the '{scope}' scope needed for this endpoint")]
     Forbidden {
@@ -143,7 +169,10 @@ impl ProxyError {
             ProxyError::HeadersTooLarge { .. } => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             ProxyError::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
             ProxyError::Unauthorized => StatusCode::UNAUTHORIZED,
-            ProxyError::Forbidden { .. } => StatusCode::FORBIDDEN,
+            ProxyError::Forbidden { .. }
+            | ProxyError::ModelManagementClosed { .. }
+            | ProxyError::ForeignHost { .. }
+            | ProxyError::ForeignOrigin { .. } => StatusCode::FORBIDDEN,
         }
     }
 

@@ -3,7 +3,8 @@
 //! next stage and what it may answer by itself:
 //!
 //! 1. classify the endpoint ([`Endpoint::classify`]) and take the request id;
-//! 2. [`auth`]: the API key, when `[auth]` is set;
+//! 2. [`access`]: the `Host` and browser `Origin` (a CORS preflight is answered here); after
+//!    [`auth`] (the API key, when `[auth]` has keys), model management closed by default;
 //! 3. keel's request headers: `X-Keel-Deadline` ([`crate::retry::check_deadline`]) and the
 //!    session headers ([`SessionRequest::detect`]);
 //! 4. [`intake`]: the body read, the route's targets found;
@@ -30,7 +31,7 @@ use crate::error::{InDialect, ProxyError};
 use crate::relay::Completion;
 use crate::request_id::{REQUEST_ID, request_id};
 use crate::stages::session::SessionRequest;
-use crate::stages::{auth, guard, intake, session};
+use crate::stages::{access, auth, guard, intake, session};
 use crate::state::Gateway;
 
 /// Handles every request that is not keel's own (`/keel/*`, `/metrics`): runs it through the
@@ -40,7 +41,16 @@ pub(crate) async fn proxy(State(gateway): State<Gateway>, request: Request) -> R
     let (mut parts, body) = request.into_parts();
     let endpoint = Endpoint::classify(&parts.method, parts.uri.path());
     let id = request_id(&parts.headers);
-    if let Err(refused) = auth::admit(&gateway, &mut parts) {
+    let origin = match access::check(&gateway, &parts) {
+        Ok(origin) => origin,
+        Err(answer) => return answer,
+    };
+    let refused = match auth::admit(&gateway, &mut parts) {
+        Ok(()) => access::model_management(&gateway, &parts).err(),
+        Err(refused) => Some(refused),
+    };
+    if let Some(mut refused) = refused {
+        access::allow_origin(&mut refused, origin);
         return refused;
     }
     // keel's own paths reach this handler only as the router's fallback: none of its endpoints.
@@ -82,6 +92,7 @@ pub(crate) async fn proxy(State(gateway): State<Gateway>, request: Request) -> R
             Err(err) => rejected(endpoint.dialect, endpoint, err, started),
         };
         response.headers_mut().insert(REQUEST_ID, id);
+        access::allow_origin(&mut response, origin);
         response
     }
     .instrument(span)

@@ -8,7 +8,7 @@
 use std::time::Duration;
 
 use keel_mock::MockServer;
-use keel_testkit::{Stack, TestGateway, config_from_toml, scenario};
+use keel_testkit::{MODEL_MANAGEMENT, Stack, TestGateway, config_from_toml, scenario};
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -59,7 +59,7 @@ fn nothing_forwarded(mock: &MockServer) {
 
 #[tokio::test]
 async fn malformed_deadlines_are_400_on_every_path() {
-    let stack = Stack::basic().await;
+    let stack = Stack::basic_with(MODEL_MANAGEMENT).await;
     let url = stack.keel.url();
     let structured = json!({"model": "llama3.2", "messages": [], "format": {"type": "object"}, "stream": false});
     // (path, extra header, body): plain, session, structured-output guard, OpenAI, passthrough.
@@ -260,7 +260,7 @@ async fn oversized_headers_are_431_with_a_body_in_dialect() {
         ("/keel/status", many.clone()),
         ("/api/tags", format!("cookie: {big}\r\n")),
     ] {
-        let head = format!("POST {path} HTTP/1.1\r\nhost: keel\r\ncontent-length: 0\r\n{filler}\r\n");
+        let head = format!("POST {path} HTTP/1.1\r\nhost: localhost\r\ncontent-length: 0\r\n{filler}\r\n");
         let (status, head, body) = raw_request(&stack.keel, head.as_bytes()).await;
         assert_eq!(status, 431, "{path}: {head}");
         let body: Value = serde_json::from_slice(&body).unwrap_or_else(|err| panic!("{path}: {err}: {head}"));
@@ -272,7 +272,7 @@ async fn oversized_headers_are_431_with_a_body_in_dialect() {
     }
     // Headers within the limit pass.
     let head =
-        format!("GET /api/tags HTTP/1.1\r\nhost: keel\r\nconnection: close\r\nx-ok: {}\r\n\r\n", "z".repeat(8000));
+        format!("GET /api/tags HTTP/1.1\r\nhost: localhost\r\nconnection: close\r\nx-ok: {}\r\n\r\n", "z".repeat(8000));
     let (status, head, _) = raw_request(&stack.keel, head.as_bytes()).await;
     assert_eq!(status, 200, "{head}");
     assert_eq!(stack.mock.requests().len(), 1, "only the request within the limit reached the upstream");

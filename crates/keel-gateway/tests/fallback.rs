@@ -237,7 +237,7 @@ async fn the_client_deadline_bounds_the_wait() {
 #[tokio::test]
 async fn reads_that_name_no_model_fall_back_but_writes_do_not() {
     let backup = mock("[[model]]\nname = \"llama3.2\"\n").await;
-    let keel = keel_with(&dead_url(), &backup.url(), "").await;
+    let keel = keel_with(&dead_url(), &backup.url(), keel_testkit::MODEL_MANAGEMENT).await;
     let client = reqwest::Client::new();
     // The default upstream is down: listing models and the version still answer, from the backup.
     for path in ["/api/tags", "/api/version", "/api/ps", "/v1/models"] {

@@ -3,7 +3,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, reason = "test code")]
 
-use keel_testkit::Stack;
+use keel_testkit::{MODEL_MANAGEMENT, Stack};
 use serde_json::{Value, json};
 
 /// Removes fields that legitimately differ between two calls (timestamps, durations, ids).
@@ -67,7 +67,8 @@ fn parse_lines(text: &str) -> Vec<Value> {
 
 #[tokio::test]
 async fn every_endpoint_answers_like_direct() {
-    let stack = Stack::basic().await;
+    // Model management (`/api/pull`) is in the list: opened, as an operator would.
+    let stack = Stack::basic_with(MODEL_MANAGEMENT).await;
     let chat = json!({"model": "llama3.2", "messages": [{"role": "user", "content": "hi"}]});
     let gen_ = json!({"model": "llama3.2", "prompt": "hi"});
     let cases: Vec<(reqwest::Method, &str, Option<Value>)> = vec![
@@ -220,7 +221,7 @@ async fn model_rename_targets_rewrite_only_the_model() {
 
 #[tokio::test]
 async fn large_uploads_stream_through() {
-    let stack = Stack::basic().await;
+    let stack = Stack::basic_with(MODEL_MANAGEMENT).await;
     let blob = vec![b'x'; 3 << 20];
     let response = reqwest::Client::new()
         .post(format!("{}/api/blobs/sha256:{}", stack.keel.url(), "a".repeat(64)))

@@ -30,10 +30,18 @@ pub fn trace_init() {
 /// The default configuration, listening on `127.0.0.1:0`, with one Ollama upstream at `upstream`.
 /// Health probes are off, so the upstream sees only the test's own requests.
 pub fn config_for(upstream: &str) -> Config {
+    config_with(upstream, "")
+}
+
+/// [`config_for`] with more TOML after it (further sections, e.g. [`MODEL_MANAGEMENT`]).
+pub fn config_with(upstream: &str, extra: &str) -> Config {
     config_from_toml(&format!(
-        "[server]\nlisten = \"127.0.0.1:0\"\nshutdown_grace = \"5s\"\n[[upstream]]\nname = \"default\"\nurl = \"{upstream}\"\nhealth_interval = \"0s\"\n"
+        "[server]\nlisten = \"127.0.0.1:0\"\nshutdown_grace = \"5s\"\n[[upstream]]\nname = \"default\"\nurl = \"{upstream}\"\nhealth_interval = \"0s\"\n{extra}"
     ))
 }
+
+/// The config section that lets model management (`/api/pull`, `/api/delete`, …) through keel.
+pub const MODEL_MANAGEMENT: &str = "[auth]\nallow_model_management = true\n";
 
 /// A configuration from TOML text (listen address forced to `127.0.0.1:0`). Panics on invalid
 /// config: tests should fail loudly.
@@ -159,17 +167,27 @@ pub struct Stack {
 impl Stack {
     /// Starts a mock with `scenario` and a default-config keel in front of it.
     pub async fn start(scenario: keel_mock::Scenario) -> Stack {
+        Stack::start_with(scenario, "").await
+    }
+
+    /// [`Stack::start`] with more TOML in keel's config (see [`config_with`]).
+    pub async fn start_with(scenario: keel_mock::Scenario, extra: &str) -> Stack {
         let mock = match keel_mock::MockServer::start(([127, 0, 0, 1], 0).into(), scenario).await {
             Ok(mock) => mock,
             Err(err) => panic!("cannot start keel-mock: {err}"),
         };
-        let keel = TestGateway::start(config_for(&mock.url())).await;
+        let keel = TestGateway::start(config_with(&mock.url(), extra)).await;
         Stack { mock, keel }
     }
 
     /// A mock answering `llama3.2` with a fixed reply, and keel in front.
     pub async fn basic() -> Stack {
-        Stack::start(keel_mock::Scenario::single_model("llama3.2", "Hello from keel-mock.")).await
+        Stack::basic_with("").await
+    }
+
+    /// [`Stack::basic`] with more TOML in keel's config.
+    pub async fn basic_with(extra: &str) -> Stack {
+        Stack::start_with(keel_mock::Scenario::single_model("llama3.2", "Hello from keel-mock."), extra).await
     }
 }
 

@@ -88,6 +88,8 @@ pub struct Config {
     pub sessions: raw::RawSessions,
     /// API keys; `None` means no authentication.
     pub auth: Option<AuthConfig>,
+    /// Who may reach keel and do what, whatever the key: model management, hosts, origins.
+    pub access: AccessConfig,
     /// Log format and filter.
     pub log: LogConfig,
 }
@@ -154,6 +156,18 @@ pub struct GuardConfig {
     pub max_answer_bytes: usize,
 }
 
+/// What keel lets through whatever the key (`[auth] allow_model_management`, `[server]
+/// allowed_hosts` and `cors_origins`).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct AccessConfig {
+    /// Model management passes (to keys with the `admin` or `models` scope, when keys are set).
+    pub allow_model_management: bool,
+    /// Extra host names clients may use, lowercase (`"*"`: any).
+    pub allowed_hosts: Vec<String>,
+    /// Extra browser origins allowed, lowercase (`"*"`: any; a trailing `:*`: any port).
+    pub cors_origins: Vec<String>,
+}
+
 /// `[auth]`, validated, with the secrets resolved.
 #[derive(Debug, Clone, PartialEq)]
 pub struct AuthConfig {
@@ -166,8 +180,10 @@ pub struct AuthConfig {
 pub enum Scope {
     /// Model endpoints (`/api/*`, `/v1/*`, `/`).
     Inference,
-    /// The admin API (`/keel/*` except health) and `/metrics`.
+    /// The admin API (`/keel/*` except health), `/metrics`, and model management when allowed.
     Admin,
+    /// Model management only (`/api/pull`, `/api/create`, …), when allowed.
+    Models,
 }
 
 /// One API key with its secret resolved from the environment or a file.
@@ -317,8 +333,16 @@ impl Config {
         }
 
         let auth = match &raw.auth {
-            None => None,
-            Some(auth) => Some(resolve_auth(auth, env).map_err(invalid)?),
+            Some(auth) if !auth.keys.is_empty() || !auth.allow_model_management => {
+                Some(resolve_auth(auth, env).map_err(invalid)?)
+            }
+            _ => None,
+        };
+        let lowercase = |names: &[String]| names.iter().map(|n| n.trim().to_ascii_lowercase()).collect();
+        let access = AccessConfig {
+            allow_model_management: raw.auth.as_ref().is_some_and(|a| a.allow_model_management),
+            allowed_hosts: lowercase(&raw.server.allowed_hosts),
+            cors_origins: lowercase(&raw.server.cors_origins),
         };
         if auth.is_none() && !listen.ip().is_loopback() && !raw.server.allow_remote_without_auth {
             return Err(invalid(format!(
@@ -361,6 +385,7 @@ impl Config {
             guard,
             sessions: raw.sessions,
             auth,
+            access,
             log: LogConfig { format, level: raw.log.level },
         })
     }
@@ -450,7 +475,10 @@ fn apply_overrides(raw: &mut RawConfig, overrides: &Overrides) {
 
 fn resolve_auth(auth: &raw::RawAuth, env: &dyn Fn(&str) -> Option<String>) -> Result<AuthConfig, String> {
     if auth.keys.is_empty() {
-        return Err("[auth] has no keys: add keys or remove the [auth] section".into());
+        return Err(
+            "[auth] has no keys: add keys, or remove the [auth] section (or keep only allow_model_management in it)"
+                .into(),
+        );
     }
     let mut keys = Vec::with_capacity(auth.keys.len());
     for key in &auth.keys {
@@ -478,9 +506,10 @@ fn resolve_auth(auth: &raw::RawAuth, env: &dyn Fn(&str) -> Option<String>) -> Re
             scopes.push(match scope.as_str() {
                 "inference" => Scope::Inference,
                 "admin" => Scope::Admin,
+                "models" => Scope::Models,
                 other => {
                     return Err(format!(
-                        "[auth] key {:?}: unknown scope {other:?} (use \"inference\" and/or \"admin\")",
+                        "[auth] key {:?}: unknown scope {other:?} (use \"inference\", \"admin\" and/or \"models\")",
                         key.name
                     ));
                 }

@@ -52,6 +52,12 @@ pub struct RawServer {
     pub allow_remote_without_auth: bool,
     /// Serving threads; 0 means one per CPU core.
     pub workers: usize,
+    /// Host names clients may use to reach keel besides the listen address and loopback names
+    /// (`Host` is checked against DNS rebinding); `"*"` allows any.
+    pub allowed_hosts: Vec<String>,
+    /// Browser origins allowed to call keel (CORS), besides http(s) on loopback names, e.g.
+    /// `"http://localhost:3000"`; `"*"` allows any, a trailing `:*` any port.
+    pub cors_origins: Vec<String>,
 }
 
 impl Default for RawServer {
@@ -63,6 +69,8 @@ impl Default for RawServer {
             shutdown_grace: Duration::from_secs(30),
             allow_remote_without_auth: false,
             workers: 0,
+            allowed_hosts: Vec::new(),
+            cors_origins: Vec::new(),
         }
     }
 }
@@ -269,12 +277,19 @@ impl Default for RawRetry {
     }
 }
 
-/// `[auth]`: API keys clients present as `Authorization: Bearer <key>`.
+/// `[auth]`: API keys clients present as `Authorization: Bearer <key>`, and whether model
+/// management may pass at all.
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawAuth {
-    /// The accepted keys.
+    /// The accepted keys (none: no key is required).
+    #[serde(default)]
     pub keys: Vec<RawKey>,
+    /// Let model management (`/api/pull`, `/api/push`, `/api/create`, `/api/copy`,
+    /// `/api/delete`, `/api/blobs/*`, Ollama's account routes) through; with keys, only for keys
+    /// with the `admin` or `models` scope. Closed by default.
+    #[serde(default)]
+    pub allow_model_management: bool,
 }
 
 /// One API key. The secret itself never sits in the config file.
@@ -289,7 +304,8 @@ pub struct RawKey {
     /// File holding the key (first line, trimmed).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub key_file: Option<String>,
-    /// `inference` (model endpoints) and/or `admin` (`/keel/*` admin API, `/metrics`).
+    /// `inference` (model endpoints), `admin` (`/keel/*` admin API, `/metrics`, and model
+    /// management when it is allowed) and/or `models` (model management only).
     pub scopes: Vec<String>,
 }
 

@@ -26,6 +26,13 @@ allow_remote_without_auth = false
 # Serving threads, each with its own event loop (like nginx's worker processes). 0 means one
 # per CPU core.
 workers = 0
+# keel answers only requests addressed to its listen address or a loopback name (a guard
+# against DNS rebinding, as Ollama has). Add the names clients use to reach it, e.g.
+# ["keel.internal"]; "*" allows any.
+allowed_hosts = []
+# Browser pages on http(s)://localhost, 127.0.0.1 or [::1] (any port) may call keel; add other
+# origins here (like OLLAMA_ORIGINS), e.g. ["http://localhost:3000", "https://app.example:*"].
+cors_origins = []
 
 [store]
 # Where sessions, incidents and run checkpoints are kept. The default is an embedded SQLite
@@ -171,10 +178,16 @@ keep_newest = 8
 # A session without a new message for this long is marked timed_out. "0s" turns it off.
 idle_timeout = "30m"
 
-# API keys. Without an [auth] section no key is required and keel only listens on loopback.
+# API keys. Without keys no key is required and keel only listens on loopback.
 # Clients send `Authorization: Bearer <key>` (what the Ollama and OpenAI clients send).
-# Keys are read from environment variables or files, never written here.
+# Keys are read from environment variables or files, never written here. Scopes: "inference"
+# (model endpoints), "admin" (/keel/* and /metrics), "models" (model management).
+# Model management (/api/pull, /api/push, /api/create, /api/copy, /api/delete, /api/blobs/*)
+# is refused for everyone unless allow_model_management = true; then, with keys, only keys with
+# the "admin" or "models" scope may use it. (An [auth] section with only that setting opens it
+# without requiring keys, on loopback.)
 # [auth]
+# allow_model_management = false
 # keys = [
 #   { name = "agent", key_env = "KEEL_KEY_AGENT", scopes = ["inference"] },
 #   { name = "ops",   key_env = "KEEL_KEY_OPS",   scopes = ["inference", "admin"] },

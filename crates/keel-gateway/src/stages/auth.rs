@@ -15,14 +15,16 @@ use crate::config::{ApiKey, Scope};
 use crate::error::ProxyError;
 use crate::state::Gateway;
 
-/// The scope a path needs; `None` for paths open to everyone (health checks).
-fn required_scope(path: &str) -> Option<Scope> {
+/// The scopes of which a request needs one; `None` for paths open to everyone (health checks).
+fn required_scopes(method: &http::Method, path: &str) -> Option<&'static [Scope]> {
     if path == "/keel/health" {
         None
     } else if crate::endpoint::is_keel_own(path) {
-        Some(Scope::Admin)
+        Some(&[Scope::Admin])
+    } else if crate::endpoint::is_model_management(method, path) {
+        Some(&[Scope::Admin, Scope::Models])
     } else {
-        Some(Scope::Inference)
+        Some(&[Scope::Inference])
     }
 }
 
@@ -54,7 +56,7 @@ pub(crate) fn admit(gateway: &Gateway, request: &mut Parts) -> Result<(), Respon
         return Ok(());
     }
     let path = request.uri.path();
-    let Some(scope) = required_scope(path) else {
+    let Some(scopes) = required_scopes(&request.method, path) else {
         return Ok(());
     };
     let dialect = Dialect::of_path(path);
@@ -67,10 +69,12 @@ pub(crate) fn admit(gateway: &Gateway, request: &mut Parts) -> Result<(), Respon
     let Some(key) = presented.and_then(|p| find_key(&auth.keys, p)) else {
         return Err(ProxyError::Unauthorized.into_response_in(dialect));
     };
-    if !key.scopes.contains(&scope) {
-        let scope = match scope {
+    if !scopes.iter().any(|scope| key.scopes.contains(scope)) {
+        let scope = match scopes[0] {
             Scope::Inference => "inference",
+            Scope::Admin if scopes.len() > 1 => "admin' or 'models",
             Scope::Admin => "admin",
+            Scope::Models => "models",
         };
         return Err(ProxyError::Forbidden { key: key.name.clone(), scope }.into_response_in(dialect));
     }
@@ -97,11 +101,15 @@ mod tests {
 
     #[test]
     fn scopes_by_path() {
-        assert_eq!(required_scope("/keel/health"), None);
-        assert_eq!(required_scope("/keel/status"), Some(Scope::Admin));
-        assert_eq!(required_scope("/metrics"), Some(Scope::Admin));
-        assert_eq!(required_scope("/api/chat"), Some(Scope::Inference));
-        assert_eq!(required_scope("/"), Some(Scope::Inference));
+        let scopes = |method: &str, path| required_scopes(&method.parse().unwrap(), path);
+        assert_eq!(scopes("GET", "/keel/health"), None);
+        assert_eq!(scopes("GET", "/keel/status"), Some(&[Scope::Admin][..]));
+        assert_eq!(scopes("GET", "/metrics"), Some(&[Scope::Admin][..]));
+        assert_eq!(scopes("POST", "/api/chat"), Some(&[Scope::Inference][..]));
+        assert_eq!(scopes("GET", "/"), Some(&[Scope::Inference][..]));
+        assert_eq!(scopes("POST", "/api/pull"), Some(&[Scope::Admin, Scope::Models][..]));
+        assert_eq!(scopes("DELETE", "/api/delete"), Some(&[Scope::Admin, Scope::Models][..]));
+        assert_eq!(scopes("HEAD", "/api/blobs/sha256:ab"), Some(&[Scope::Admin, Scope::Models][..]));
     }
 
     #[test]
