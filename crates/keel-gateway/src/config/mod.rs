@@ -166,6 +166,8 @@ pub struct AccessConfig {
     pub allowed_hosts: Vec<String>,
     /// Extra browser origins allowed, lowercase (`"*"`: any; a trailing `:*`: any port).
     pub cors_origins: Vec<String>,
+    /// The listen address as a `Host` header names it (`127.0.0.1:11435`): allowed at a glance.
+    pub listen_authority: String,
 }
 
 /// `[auth]`, validated, with the secrets resolved.
@@ -343,6 +345,7 @@ impl Config {
             allow_model_management: raw.auth.as_ref().is_some_and(|a| a.allow_model_management),
             allowed_hosts: lowercase(&raw.server.allowed_hosts),
             cors_origins: lowercase(&raw.server.cors_origins),
+            listen_authority: listen.to_string(),
         };
         if auth.is_none() && !listen.ip().is_loopback() && !raw.server.allow_remote_without_auth {
             return Err(invalid(format!(

@@ -30,19 +30,19 @@ const HEADERS: &str = "authorization, content-type, x-api-key, x-keel-session, x
 /// origin to allow in the response (`None` for requests that are not cross-origin).
 #[allow(clippy::result_large_err)] // the refusal is the response itself, built once
 pub(crate) fn check(gateway: &Gateway, request: &Parts) -> Result<Option<HeaderValue>, Response> {
-    let dialect = Dialect::of_path(request.uri.path());
-    let host = request.headers.get(header::HOST).and_then(|h| h.to_str().ok()).unwrap_or("");
-    if !host_allowed(gateway, host) {
-        let host = host.chars().take(200).collect();
-        return Err(refused(dialect, ProxyError::ForeignHost { host }));
-    }
+    let dialect = || Dialect::of_path(request.uri.path());
+    let host = request.headers.get(header::HOST).map_or(Some(""), |h| h.to_str().ok());
+    let Some(host) = host.filter(|host| host_allowed(gateway, host)) else {
+        let host = String::from_utf8_lossy(request.headers.get(header::HOST).map_or(&[][..], |h| h.as_bytes()));
+        return Err(refused(dialect(), ProxyError::ForeignHost { host: host.chars().take(200).collect() }));
+    };
     let Some(origin) = request.headers.get(header::ORIGIN) else {
         return Ok(None);
     };
     let text = origin.to_str().unwrap_or("");
     if !origin_allowed(gateway, text, host) {
         let origin = text.chars().take(200).collect();
-        return Err(refused(dialect, ProxyError::ForeignOrigin { origin }));
+        return Err(refused(dialect(), ProxyError::ForeignOrigin { origin }));
     }
     if request.method == http::Method::OPTIONS && request.headers.contains_key(header::ACCESS_CONTROL_REQUEST_METHOD) {
         return Err(preflight(origin, &request.headers));
@@ -106,9 +106,9 @@ fn preflight(origin: &HeaderValue, headers: &HeaderMap) -> Response {
     response
 }
 
-/// The host part of a `Host` header or an origin's authority, lowercase, without the port or the
-/// brackets of an IPv6 address.
-fn host_name(authority: &str) -> String {
+/// The host part of a `Host` header or an origin's authority, without the port, the brackets of
+/// an IPv6 address or a final dot (compare it ignoring ASCII case).
+fn host_name(authority: &str) -> &str {
     let name = match authority.strip_prefix('[') {
         Some(rest) => rest.split(']').next().unwrap_or(""),
         None => match authority.rsplit_once(':') {
@@ -116,26 +116,30 @@ fn host_name(authority: &str) -> String {
             _ => authority,
         },
     };
-    name.trim_end_matches('.').to_ascii_lowercase()
+    name.trim_end_matches('.')
 }
 
 /// Whether `name` is a loopback name or address.
 fn is_loopback(name: &str) -> bool {
-    name == "localhost" || name.ends_with(".localhost") || name.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
+    let localhost = |n: &str| n.eq_ignore_ascii_case("localhost");
+    localhost(name)
+        || name.rsplit_once('.').is_some_and(|(_, last)| localhost(last))
+        || name.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
 }
 
 /// A `Host` keel answers: none (HTTP/1.0), a loopback name, the listen address, any address
 /// when keel listens on all of them (an address cannot be rebound), or `[server] allowed_hosts`.
 fn host_allowed(gateway: &Gateway, host: &str) -> bool {
-    if host.is_empty() {
+    // The usual case first: clients name the address keel listens on.
+    if host.is_empty() || host == gateway.config().access.listen_authority {
         return true;
     }
     let name = host_name(host);
     let listen = gateway.config().server.listen.ip();
     let allowed = &gateway.config().access.allowed_hosts;
-    is_loopback(&name)
+    is_loopback(name)
         || name.parse::<IpAddr>().is_ok_and(|ip| ip == listen || listen.is_unspecified())
-        || allowed.iter().any(|a| a == "*" || *a == name)
+        || allowed.iter().any(|a| a == "*" || a.eq_ignore_ascii_case(name))
 }
 
 /// A browser origin keel answers: http(s) on a loopback name, the same origin as the request's
@@ -146,7 +150,7 @@ fn origin_allowed(gateway: &Gateway, origin: &str, host: &str) -> bool {
         return gateway.config().access.cors_origins.iter().any(|o| o == "*");
     };
     let web = scheme == "http" || scheme == "https";
-    if web && (is_loopback(&host_name(authority)) || authority == host.to_ascii_lowercase()) {
+    if web && (is_loopback(host_name(authority)) || authority.eq_ignore_ascii_case(host)) {
         return true;
     }
     let any_port = format!("{scheme}://{}:*", host_name(authority));
@@ -161,9 +165,9 @@ mod tests {
     fn host_names_lose_their_port_and_brackets() {
         assert_eq!(host_name("127.0.0.1:11435"), "127.0.0.1");
         assert_eq!(host_name("[::1]:11435"), "::1");
-        assert_eq!(host_name("Keel.Internal"), "keel.internal");
+        assert_eq!(host_name("Keel.Internal:80"), "Keel.Internal");
         assert_eq!(host_name("localhost."), "localhost");
-        assert!(is_loopback("localhost") && is_loopback("app.localhost") && is_loopback("127.1.2.3"));
+        assert!(is_loopback("LocalHost") && is_loopback("app.localhost") && is_loopback("127.1.2.3"));
         assert!(is_loopback("::1") && !is_loopback("attacker.example") && !is_loopback("10.0.0.1"));
     }
 }
