@@ -270,8 +270,14 @@ async fn errors_as_json(
 /// Serves one client connection (HTTP/1.1, keep-alive) until it closes, or until `closing`
 /// asks it to finish its in-flight request and close.
 async fn serve_connection(stream: TcpStream, dispatch: Dispatch, mut closing: watch::Receiver<bool>) {
-    let connection =
-        hyper::server::conn::http1::Builder::new().serve_connection(hyper_util::rt::TokioIo::new(stream), dispatch);
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    let header_timeout = dispatch.gateway.config().server.header_timeout;
+    if !header_timeout.is_zero() {
+        // hyper starts it whenever it waits for a request's headers: slow headers and idle
+        // kept-alive connections end alike.
+        builder.timer(hyper_util::rt::TokioTimer::new()).header_read_timeout(header_timeout);
+    }
+    let connection = builder.serve_connection(hyper_util::rt::TokioIo::new(stream), dispatch);
     let mut connection = std::pin::pin!(connection);
     let result = tokio::select! {
         result = connection.as_mut() => result,

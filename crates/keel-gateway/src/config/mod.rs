@@ -107,6 +107,8 @@ pub struct ServerConfig {
     pub shutdown_grace: Duration,
     /// Serving threads (at least 1; `workers = 0` in the file means one per CPU core).
     pub workers: usize,
+    /// Longest wait for a request's headers, idle keep-alive included; zero: no limit.
+    pub header_timeout: Duration,
 }
 
 /// One upstream, validated.
@@ -379,6 +381,7 @@ impl Config {
                     0 => std::thread::available_parallelism().map_or(1, usize::from),
                     n => n,
                 },
+                header_timeout: raw.server.header_timeout,
             },
             store_url: raw.store.url,
             upstreams,

@@ -52,6 +52,11 @@ pub struct RawServer {
     pub allow_remote_without_auth: bool,
     /// Serving threads; 0 means one per CPU core.
     pub workers: usize,
+    /// How long a client connection may take to send a request's headers, counted from when
+    /// keel waits for them — so also the longest an idle kept-alive connection stays open.
+    /// `"0s"` turns it off.
+    #[serde(with = "keel_types::duration")]
+    pub header_timeout: Duration,
     /// Host names clients may use to reach keel besides the listen address and loopback names
     /// (`Host` is checked against DNS rebinding); `"*"` allows any.
     pub allowed_hosts: Vec<String>,
@@ -69,6 +74,7 @@ impl Default for RawServer {
             shutdown_grace: Duration::from_secs(30),
             allow_remote_without_auth: false,
             workers: 0,
+            header_timeout: Duration::from_secs(30),
             allowed_hosts: Vec::new(),
             cors_origins: Vec::new(),
         }

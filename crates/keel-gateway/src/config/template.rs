@@ -26,6 +26,10 @@ allow_remote_without_auth = false
 # Serving threads, each with its own event loop (like nginx's worker processes). 0 means one
 # per CPU core.
 workers = 0
+# How long a client may take to send a request's headers, counted from when keel waits for
+# them: a client that dribbles headers (slowloris) or keeps a connection idle between requests
+# for longer is disconnected. "0s" turns it off.
+header_timeout = "30s"
 # keel answers only requests addressed to its listen address or a loopback name (a guard
 # against DNS rebinding, as Ollama has). Add the names clients use to reach it, e.g.
 # ["keel.internal"]; "*" allows any.

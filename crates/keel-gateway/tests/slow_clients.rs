@@ -1,0 +1,99 @@
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, reason = "test code")]
+//! Connections cannot be held hostage by slow clients: 100 connections dribbling their headers a
+//! byte at a time (slowloris) and connections left idle after a request are closed once
+//! `[server] header_timeout` passes, while `/keel/health` and ordinary requests keep answering.
+
+use std::time::{Duration, Instant};
+
+use keel_testkit::{TestGateway, config_from_toml};
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use tokio::net::TcpStream;
+
+/// keel with a 1 s header timeout in front of a mock.
+async fn keel(mock: &keel_mock::MockServer) -> TestGateway {
+    TestGateway::start(config_from_toml(&format!(
+        "[server]\nheader_timeout = \"1s\"\n[[upstream]]\nname = \"default\"\nurl = \"{}\"\nhealth_interval = \"0s\"\n",
+        mock.url()
+    )))
+    .await
+}
+
+/// Writes one byte of a never-ending header every 100 ms until keel closes the connection;
+/// gives how long that took (or `None` if it stayed open for 10 s).
+async fn dribble(addr: std::net::SocketAddr) -> Option<Duration> {
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    let started = Instant::now();
+    if stream.write_all(b"GET /api/tags HTTP/1.1\r\nhost: 127.0.0.1\r\nx-slow: ").await.is_err() {
+        return Some(started.elapsed());
+    }
+    while started.elapsed() < Duration::from_secs(10) {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        if stream.write_all(b"a").await.is_err() {
+            return Some(started.elapsed());
+        }
+        let mut buf = [0u8; 512];
+        match tokio::time::timeout(Duration::from_millis(1), stream.read(&mut buf)).await {
+            Ok(Ok(0) | Err(_)) => return Some(started.elapsed()),
+            // keel may answer 408 before closing; the close follows.
+            Ok(Ok(_)) | Err(_) => {}
+        }
+    }
+    None
+}
+
+#[tokio::test]
+async fn slowloris_connections_are_closed_while_keel_keeps_answering() {
+    let mock = keel_mock::MockServer::start(
+        ([127, 0, 0, 1], 0).into(),
+        keel_mock::Scenario::single_model("llama3.2", "hello"),
+    )
+    .await
+    .unwrap();
+    let keel = keel(&mock).await;
+    let addr: std::net::SocketAddr = keel.url().trim_start_matches("http://").parse().unwrap();
+    let slow: Vec<_> = (0..100).map(|_| tokio::spawn(dribble(addr))).collect();
+    // While they dribble, keel answers others.
+    let client = reqwest::Client::new();
+    for _ in 0..5 {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert_eq!(client.get(format!("{}/keel/health", keel.url())).send().await.unwrap().status(), 200);
+        let chat =
+            serde_json::json!({"model": "llama3.2", "messages": [{"role": "user", "content": "hi"}], "stream": false});
+        let response = client.post(format!("{}/api/chat", keel.url())).json(&chat).send().await.unwrap();
+        assert_eq!(response.status(), 200);
+    }
+    for handle in slow {
+        let closed_after = handle.await.unwrap().expect("a slowloris connection stayed open for 10 s");
+        assert!(closed_after < Duration::from_secs(5), "closed only after {closed_after:?}");
+    }
+}
+
+#[tokio::test]
+async fn idle_kept_alive_connections_are_closed_after_the_timeout() {
+    let mock = keel_mock::MockServer::start(
+        ([127, 0, 0, 1], 0).into(),
+        keel_mock::Scenario::single_model("llama3.2", "hello"),
+    )
+    .await
+    .unwrap();
+    let keel = keel(&mock).await;
+    let addr: std::net::SocketAddr = keel.url().trim_start_matches("http://").parse().unwrap();
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    stream.write_all(b"GET /keel/health HTTP/1.1\r\nhost: 127.0.0.1\r\n\r\n").await.unwrap();
+    let mut buf = vec![0u8; 4096];
+    let n = stream.read(&mut buf).await.unwrap();
+    assert!(buf[..n].starts_with(b"HTTP/1.1 200"), "{}", String::from_utf8_lossy(&buf[..n]));
+    // Then silence: keel closes the connection (a 408 may come first).
+    let started = Instant::now();
+    let closed = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            match stream.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(_) => {}
+            }
+        }
+    })
+    .await;
+    assert!(closed.is_ok(), "an idle connection stayed open for 10 s");
+    assert!(started.elapsed() >= Duration::from_millis(900), "closed too early: {:?}", started.elapsed());
+}
