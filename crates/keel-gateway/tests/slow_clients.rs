@@ -32,10 +32,9 @@ async fn dribble(addr: std::net::SocketAddr) -> Option<Duration> {
             return Some(started.elapsed());
         }
         let mut buf = [0u8; 512];
-        match tokio::time::timeout(Duration::from_millis(1), stream.read(&mut buf)).await {
-            Ok(Ok(0) | Err(_)) => return Some(started.elapsed()),
-            // keel may answer 408 before closing; the close follows.
-            Ok(Ok(_)) | Err(_) => {}
+        // keel may answer 408 before closing; the close (a read of 0 bytes, or an error) follows.
+        if let Ok(Ok(0) | Err(_)) = tokio::time::timeout(Duration::from_millis(1), stream.read(&mut buf)).await {
+            return Some(started.elapsed());
         }
     }
     None
