@@ -19,6 +19,15 @@ pub enum ProxyError {
     /// The body could not be read from the client.
     #[error("could not read the request body: {0}")]
     BodyRead(String),
+    /// The request body did not arrive within `[server] body_timeout`.
+    #[error(
+        "the request body did not arrive within {} ([server] body_timeout); send it at once, or raise the setting for slow links",
+        keel_types::duration::format(*limit)
+    )]
+    BodyTimeout {
+        /// The configured limit.
+        limit: std::time::Duration,
+    },
     /// The body is empty or not a JSON object.
     #[error("{0}")]
     BadBody(#[from] WireError),
@@ -154,6 +163,7 @@ impl ProxyError {
     pub fn status(&self) -> StatusCode {
         match self {
             ProxyError::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            ProxyError::BodyTimeout { .. } => StatusCode::REQUEST_TIMEOUT,
             ProxyError::BodyRead(_) | ProxyError::BadBody(_) | ProxyError::ModelRequired | ProxyError::BadSchema(_) => {
                 StatusCode::BAD_REQUEST
             }

@@ -1,7 +1,8 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, reason = "test code")]
 //! Connections cannot be held hostage by slow clients: 100 connections dribbling their headers a
 //! byte at a time (slowloris) and connections left idle after a request are closed once
-//! `[server] header_timeout` passes, while `/keel/health` and ordinary requests keep answering.
+//! `[server] header_timeout` passes, while `/keel/health` and ordinary requests keep answering;
+//! a body dribbled past `[server] body_timeout` gets 408 in the endpoint's dialect.
 
 use std::time::{Duration, Instant};
 
@@ -95,4 +96,50 @@ async fn idle_kept_alive_connections_are_closed_after_the_timeout() {
     .await;
     assert!(closed.is_ok(), "an idle connection stayed open for 10 s");
     assert!(started.elapsed() >= Duration::from_millis(900), "closed too early: {:?}", started.elapsed());
+}
+
+#[tokio::test]
+async fn a_dribbled_body_gets_408_in_dialect_after_the_body_timeout() {
+    let mock = keel_mock::MockServer::start(
+        ([127, 0, 0, 1], 0).into(),
+        keel_mock::Scenario::single_model("llama3.2", "hello"),
+    )
+    .await
+    .unwrap();
+    let keel = TestGateway::start(config_from_toml(&format!(
+        "[server]\nbody_timeout = \"1s\"\n[[upstream]]\nname = \"default\"\nurl = \"{}\"\nhealth_interval = \"0s\"\n",
+        mock.url()
+    )))
+    .await;
+    let addr: std::net::SocketAddr = keel.url().trim_start_matches("http://").parse().unwrap();
+    for (path, dialect_error) in
+        [("/api/chat", "\"error\":\"the request body"), ("/v1/chat/completions", "\"message\":\"the request body")]
+    {
+        let mut stream = TcpStream::connect(addr).await.unwrap();
+        let head = format!(
+            "POST {path} HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-type: application/json\r\ncontent-length: 1000\r\n\r\n{{"
+        );
+        stream.write_all(head.as_bytes()).await.unwrap();
+        let started = Instant::now();
+        let dribbling = async {
+            loop {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                if stream.write_all(b" ").await.is_err() {
+                    break;
+                }
+            }
+        };
+        let mut answer = Vec::new();
+        // keel answers and closes; writing then fails, which ends the dribbling.
+        tokio::select! {
+            () = dribbling => {}
+            () = tokio::time::sleep(Duration::from_secs(5)) => {}
+        }
+        let _ = tokio::time::timeout(Duration::from_secs(2), stream.read_to_end(&mut answer)).await;
+        let answer = String::from_utf8_lossy(&answer);
+        assert!(answer.starts_with("HTTP/1.1 408"), "{path}: {answer}");
+        assert!(answer.contains(dialect_error) && answer.contains("body_timeout"), "{path}: {answer}");
+        assert!(started.elapsed() < Duration::from_secs(5), "{path}: answered after {:?}", started.elapsed());
+    }
+    assert!(mock.requests().is_empty(), "nothing reached the model server");
 }

@@ -109,6 +109,8 @@ pub struct ServerConfig {
     pub workers: usize,
     /// Longest wait for a request's headers, idle keep-alive included; zero: no limit.
     pub header_timeout: Duration,
+    /// Longest wait for a body keel reads whole.
+    pub body_timeout: Duration,
 }
 
 /// One upstream, validated.
@@ -332,6 +334,9 @@ impl Config {
                 raw.retry.budget_ratio
             )));
         }
+        if raw.server.body_timeout.is_zero() {
+            return Err(invalid("[server] body_timeout must be longer than zero, e.g. \"60s\"".into()));
+        }
         if raw.retry.deadline.is_zero() {
             return Err(invalid("[retry] deadline must be longer than zero".into()));
         }
@@ -382,6 +387,7 @@ impl Config {
                     n => n,
                 },
                 header_timeout: raw.server.header_timeout,
+                body_timeout: raw.server.body_timeout,
             },
             store_url: raw.store.url,
             upstreams,

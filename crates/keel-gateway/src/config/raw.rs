@@ -57,6 +57,9 @@ pub struct RawServer {
     /// `"0s"` turns it off.
     #[serde(with = "keel_types::duration")]
     pub header_timeout: Duration,
+    /// How long keel waits for a request body it reads whole (a model request's JSON).
+    #[serde(with = "keel_types::duration")]
+    pub body_timeout: Duration,
     /// Host names clients may use to reach keel besides the listen address and loopback names
     /// (`Host` is checked against DNS rebinding); `"*"` allows any.
     pub allowed_hosts: Vec<String>,
@@ -75,6 +78,7 @@ impl Default for RawServer {
             allow_remote_without_auth: false,
             workers: 0,
             header_timeout: Duration::from_secs(30),
+            body_timeout: Duration::from_secs(60),
             allowed_hosts: Vec::new(),
             cors_origins: Vec::new(),
         }

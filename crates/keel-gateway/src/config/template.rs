@@ -30,6 +30,9 @@ workers = 0
 # them: a client that dribbles headers (slowloris) or keeps a connection idle between requests
 # for longer is disconnected. "0s" turns it off.
 header_timeout = "30s"
+# How long a model request's body (its JSON, read whole) may take to arrive; a slower one gets
+# 408. Model uploads (streamed through) are not limited by it.
+body_timeout = "60s"
 # keel answers only requests addressed to its listen address or a loopback name (a guard
 # against DNS rebinding, as Ollama has). Add the names clients use to reach it, e.g.
 # ["keel.internal"]; "*" allows any.

@@ -117,7 +117,8 @@ fn route(gateway: &Gateway, model: &str) -> Result<(String, Vec<TargetId>), Prox
 }
 
 /// Reads a whole body, refusing more than the configured limit (up front when Content-Length
-/// says so, otherwise while reading).
+/// says so, otherwise while reading) and a body that takes longer than `[server] body_timeout`
+/// (one dribbled a byte at a time would hold its connection forever).
 async fn read_body(gateway: &Gateway, headers: &HeaderMap, body: Body) -> Result<Bytes, ProxyError> {
     let limit = gateway.config().server.max_request_body;
     let declared =
@@ -125,7 +126,10 @@ async fn read_body(gateway: &Gateway, headers: &HeaderMap, body: Body) -> Result
     if declared.is_some_and(|len| len > limit as u64) {
         return Err(ProxyError::BodyTooLarge { limit });
     }
-    axum::body::to_bytes(body, limit).await.map_err(|err| {
+    // A body that has arrived whole is read without arming the timer.
+    let timeout = gateway.config().server.body_timeout;
+    let read = tokio::time::timeout(timeout, axum::body::to_bytes(body, limit));
+    read.await.map_err(|_| ProxyError::BodyTimeout { limit: timeout })?.map_err(|err| {
         let too_large =
             std::error::Error::source(&err).is_some_and(|source| source.is::<http_body_util::LengthLimitError>());
         if too_large { ProxyError::BodyTooLarge { limit } } else { ProxyError::BodyRead(err.to_string()) }
