@@ -120,7 +120,9 @@ pub enum ProxyError {
     #[error("keel is shutting down; retry the request")]
     ShuttingDown,
     /// No or an unknown API key.
-    #[error("missing or invalid API key: send `Authorization: Bearer <key>` with a key from keel.toml [auth]")]
+    #[error(
+        "missing or invalid API key: send `Authorization: Bearer <key>` (or `X-API-Key: <key>`) with a key from keel.toml [auth]"
+    )]
     Unauthorized,
     /// Model management while `[auth] allow_model_management` is off.
     #[error(

@@ -303,3 +303,27 @@ async fn browsers_get_cors_answers_for_allowed_origins_only() {
         assert!(message("/v1/models", &body).contains("cors_origins"), "{body}");
     }
 }
+
+#[tokio::test]
+async fn keys_may_come_in_x_api_key_and_never_reach_the_model_server() {
+    let (stack, keel, _dir) = keyed_stack(false).await;
+    let client = reqwest::Client::new();
+    let chat = json!({"model": "llama3.2", "messages": [{"role": "user", "content": "hi"}], "stream": false});
+    for (name, value) in [("x-api-key", "inference-key-1"), ("authorization", "Bearer inference-key-1")] {
+        let response =
+            client.post(format!("{}/api/chat", keel.url())).header(name, value).json(&chat).send().await.unwrap();
+        assert_eq!(response.status(), 200, "{name}");
+        let seen = stack.mock.requests().into_iter().last().unwrap();
+        assert!(seen.header("x-api-key").is_none() && seen.header("authorization").is_none(), "{name}: {seen:?}");
+    }
+    let wrong = client
+        .post(format!("{}/api/chat", keel.url()))
+        .header("x-api-key", "nope-nope-nope")
+        .json(&chat)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(wrong.status(), 401);
+    let body: Value = wrong.json().await.unwrap();
+    assert!(message("/api/chat", &body).contains("X-API-Key"), "{body}");
+}

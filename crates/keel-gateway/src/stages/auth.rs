@@ -1,4 +1,5 @@
-//! Stage: API keys. `Authorization: Bearer <key>` is checked against `[auth]` with per-key scopes.
+//! Stage: API keys. `Authorization: Bearer <key>` (or `X-API-Key: <key>`) is checked against
+//! `[auth]` with per-key scopes.
 //!
 //! Takes the request head; gives it on without the key (the model server never sees it); answers
 //! by itself 401 (no or unknown key) or 403 (the key lacks the scope), in the path's dialect.
@@ -39,6 +40,9 @@ pub(crate) async fn require_key(State(gateway): State<Gateway>, request: Request
     }
 }
 
+/// The header Anthropic's clients (and many gateways') carry a key in.
+const X_API_KEY: http::HeaderName = http::HeaderName::from_static("x-api-key");
+
 /// Marks a request whose key was checked (by the router's layer), so that the pipeline's stage
 /// does not check it again.
 #[derive(Clone, Copy)]
@@ -60,12 +64,17 @@ pub(crate) fn admit(gateway: &Gateway, request: &mut Parts) -> Result<(), Respon
         return Ok(());
     };
     let dialect = Dialect::of_path(path);
-    let presented = request
+    let bearer = request
         .headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
         .map(str::trim);
+    // `X-API-Key` (Anthropic's clients send it) when there is no bearer key.
+    let (carrier, presented) = match bearer {
+        Some(bearer) => (header::AUTHORIZATION, Some(bearer)),
+        None => (X_API_KEY, request.headers.get(X_API_KEY).and_then(|v| v.to_str().ok()).map(str::trim)),
+    };
     let Some(key) = presented.and_then(|p| find_key(&auth.keys, p)) else {
         return Err(ProxyError::Unauthorized.into_response_in(dialect));
     };
@@ -78,7 +87,7 @@ pub(crate) fn admit(gateway: &Gateway, request: &mut Parts) -> Result<(), Respon
         };
         return Err(ProxyError::Forbidden { key: key.name.clone(), scope }.into_response_in(dialect));
     }
-    request.headers.remove(header::AUTHORIZATION);
+    request.headers.remove(carrier);
     request.extensions.insert(Admitted);
     Ok(())
 }
