@@ -38,6 +38,12 @@ pub(crate) fn label_models<'a>(names: impl IntoIterator<Item = &'a str>) {
     }
 }
 
+/// The requested model as keel records it — in metrics labels, and as the key of what it learns
+/// per model — at most 64 characters.
+pub(crate) fn shortened_model(requested: &str) -> String {
+    requested.chars().take(64).collect()
+}
+
 /// The metrics label of a requested model: its name once a target has answered it (`answered`
 /// is true for a 2xx answer) while there is room, else [`OTHER`]. Requests that name no model
 /// keep the empty label.

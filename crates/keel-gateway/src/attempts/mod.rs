@@ -26,4 +26,5 @@ mod tally;
 
 pub(crate) use prepare::mentions_format;
 pub(crate) use request::{Call, Forward, Payload, Sent};
+pub(crate) use respond::{KEEL_ATTEMPTS, KEEL_TARGET};
 pub(crate) use rounds::send;

@@ -15,9 +15,10 @@ use crate::relay::{Answer, Completion, relay};
 use crate::state::Gateway;
 
 /// Response header naming the target that answered (`upstream:model`).
-const KEEL_TARGET: http::HeaderName = http::HeaderName::from_static("x-keel-target");
-/// Response header: how many targets were tried, when more than one.
-pub(super) const KEEL_ATTEMPTS: http::HeaderName = http::HeaderName::from_static("x-keel-attempts");
+pub(crate) const KEEL_TARGET: http::HeaderName = http::HeaderName::from_static("x-keel-target");
+/// Response header: how many upstream calls were made, when more than one (the guard sets it
+/// too, for its re-asks).
+pub(crate) const KEEL_ATTEMPTS: http::HeaderName = http::HeaderName::from_static("x-keel-attempts");
 
 /// An answer keel read whole, passed on with its bookkeeping recorded now.
 pub(super) fn whole_response(

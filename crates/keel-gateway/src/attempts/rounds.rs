@@ -6,7 +6,6 @@ use std::time::{Duration, Instant};
 
 use axum::response::IntoResponse;
 use http::{HeaderMap, HeaderValue};
-use keel_breaker::Permit;
 use keel_types::FailureClass;
 use keel_upstream::translate::OllamaEndpoint;
 use keel_upstream::{RequestBody, ResponseBody, UpstreamError};
@@ -22,6 +21,7 @@ use crate::endpoint::{Endpoint, EndpointKind};
 use crate::error::InDialect;
 use crate::relay::{Answer, Completion, Continuation, Continue, record};
 use crate::request_id::REQUEST_ID;
+use crate::request_metrics::shortened_model;
 use crate::state::{Gateway, UpstreamHandle};
 
 /// Tries the request's targets in order (with retry rounds) and relays the first usable answer.
@@ -55,7 +55,7 @@ pub(crate) async fn send(gateway: &Gateway, call: Call, endpoint: Endpoint, forw
             let judged =
                 judge(gateway, endpoint, response, handle, target.bridge.is_some(), place, buffer, model).await;
             match attempts.judged(target, judged) {
-                Ok((whole, got)) => return attempts.respond(whole, got).await,
+                Ok((whole, target, failure)) => return attempts.respond(whole, target, failure).await,
                 Err(Tried::Over) => break 'rounds,
                 Err(_) => continue,
             }
@@ -135,20 +135,9 @@ struct UpstreamCall {
     remaining: Duration,
 }
 
-/// What an attempt whose answer goes to the client knows about it.
-struct Got<'h> {
-    index: usize,
-    key: String,
-    handle: &'h UpstreamHandle,
-    /// The model breaker's permit, recorded when the answer ends.
-    permit: Option<Permit>,
-    /// The head's failure class and what the upstream said, when it answered with an error.
-    failure: (Option<FailureClass>, Option<String>),
-    head_latency: Duration,
-    bridge: Option<OllamaEndpoint>,
-    /// A bridged call asked the upstream for a stream.
-    stream_requested: bool,
-}
+/// The head's failure class and what the upstream said in it, when it answered with an error
+/// that goes to the client.
+type HeadFailure = (Option<FailureClass>, Option<String>);
 
 impl<'a> Attempts<'a> {
     fn new(gateway: &'a Gateway, mut call: Call, endpoint: Endpoint, forward: Forward) -> Attempts<'a> {
@@ -246,20 +235,13 @@ impl<'a> Attempts<'a> {
 
     /// What the judged answer means for the request: an answer for the client, or a failure of
     /// the target (noted in the tally) after which the next target or round may do better.
-    fn judged(&mut self, target: Target<'a>, judged: Judged) -> Result<(Whole, Got<'a>), Tried> {
-        let Target { index, key, handle, permits, bridge, stream_requested, head_latency, .. } = target;
+    fn judged(&mut self, target: Target<'a>, judged: Judged) -> Result<(Whole, Target<'a>, HeadFailure), Tried> {
         let (failure, tried) = match judged {
-            Judged::Answer(whole, class, detail) => {
-                let failure = (class, detail);
-                let permit = permits.model;
-                return Ok((
-                    whole,
-                    Got { index, key, handle, permit, failure, head_latency, bridge, stream_requested },
-                ));
-            }
+            Judged::Answer(whole, class, detail) => return Ok((whole, target, (class, detail))),
             Judged::Failed(failure) => (failure, Tried::Failed),
             Judged::Unusable(failure) => (failure, Tried::Over),
         };
+        let Target { index, key, permits, head_latency, .. } = target;
         self.tally.failed(self.gateway, index, &key, permits.model, failure, head_latency);
         Err(tried)
     }
@@ -311,31 +293,32 @@ impl<'a> Attempts<'a> {
 
     /// The client's response from a target's answer: read whole, relayed, or translated, with the
     /// bookkeeping that records it when it ends.
-    async fn respond(&mut self, whole: Whole, got: Got<'_>) -> Sent {
-        let resume = self.resume_after(got.index, &whole);
-        let (permit, held) = if self.call.hold_permit { (None, got.permit) } else { (got.permit, None) };
-        let answering = self.forward.targets[got.index].display_name(self.asked());
+    async fn respond(&mut self, whole: Whole, target: Target<'_>, failure: HeadFailure) -> Sent {
+        let resume = self.resume_after(target.index, &whole);
+        let (permit, held) =
+            if self.call.hold_permit { (None, target.permits.model) } else { (target.permits.model, None) };
+        let answering = self.forward.targets[target.index].display_name(self.asked());
         let uses_breakers = self.endpoint.kind != EndpointKind::Passthrough;
         let answer = Answer {
             id: String::from_utf8_lossy(self.call.id.as_bytes()).into_owned(),
             route: self.endpoint.label,
             dialect: self.endpoint.dialect,
-            model: model_label(&self.forward.requested_model),
-            upstream: got.handle.upstream.name.clone(),
-            key: if uses_breakers { got.key } else { String::new() },
-            head_failure: got.failure.0,
-            head_detail: got.failure.1,
+            model: shortened_model(&self.forward.requested_model),
+            upstream: target.handle.upstream.name.clone(),
+            key: if uses_breakers { target.key } else { String::new() },
+            head_failure: failure.0,
+            head_detail: failure.1,
             permit,
             resume,
-            head_latency: got.head_latency,
+            head_latency: target.head_latency,
             started: self.call.started,
         };
-        let (gateway, idle_timeout) = (self.gateway, got.handle.idle_timeout);
-        let mut response = match (whole, got.bridge) {
+        let (gateway, idle_timeout) = (self.gateway, target.handle.idle_timeout);
+        let mut response = match (whole, target.bridge) {
             (Whole::Read(head, bytes), _) => whole_response(gateway, head, bytes, answer, &answering),
             // Boxed: a rare path whose large future would otherwise grow every request's.
             (Whole::Streaming(upstream), Some(kind)) => {
-                let stream = got.stream_requested;
+                let stream = target.stream_requested;
                 Box::pin(bridge_response(gateway, upstream, answer, &answering, idle_timeout, kind, stream)).await
             }
             (Whole::Streaming(upstream), None) => {
@@ -346,7 +329,7 @@ impl<'a> Attempts<'a> {
         if self.tally.calls > 1 {
             response.headers_mut().insert(KEEL_ATTEMPTS, HeaderValue::from(self.tally.calls));
         }
-        Sent { response, answered: Some(got.index), permit: held }
+        Sent { response, answered: Some(target.index), permit: held }
     }
 
     /// How to continue the answer of target `index` on the targets after it if its stream breaks
@@ -381,15 +364,10 @@ impl<'a> Attempts<'a> {
     /// keel's own answer when no target answered, logged and counted.
     fn give_up(self) -> Sent {
         let Attempts { endpoint, call, forward, tally, .. } = self;
-        let model = model_label(&forward.requested_model);
+        let model = shortened_model(&forward.requested_model);
         let error = final_error(tally, forward.targets.len(), forward.requested_model, call.started);
         tracing::warn!(status = error.status().as_u16(), error = %error, "no target answered");
         Completion::finished_now(endpoint.label, &model, error.status(), call.started);
         Sent::keel(InDialect(endpoint.dialect, error).into_response())
     }
-}
-
-/// The requested model as a metrics label (at most 64 characters).
-fn model_label(requested_model: &str) -> String {
-    requested_model.chars().take(64).collect()
 }

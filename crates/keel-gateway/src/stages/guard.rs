@@ -35,7 +35,7 @@ use keel_types::{FailureClass, TargetId};
 use serde_json::{Map, Value, json};
 
 use crate::answer::Kind;
-use crate::attempts::{Call, Forward, Payload, Sent, send};
+use crate::attempts::{Call, Forward, KEEL_ATTEMPTS, KEEL_TARGET, Payload, Sent, send};
 use crate::endpoint::Endpoint;
 use crate::error::{InDialect, ProxyError};
 use crate::relay::record;
@@ -43,10 +43,6 @@ use crate::state::Gateway;
 
 /// Response header: what the guard did to the answer.
 const KEEL_REPAIR: http::HeaderName = http::HeaderName::from_static("x-keel-repair");
-/// Response header: upstream calls made for this answer (also set by the attempts on fallback).
-const KEEL_ATTEMPTS: http::HeaderName = http::HeaderName::from_static("x-keel-attempts");
-/// Response header naming the target that answered.
-const KEEL_TARGET: http::HeaderName = http::HeaderName::from_static("x-keel-target");
 /// How much of a bad answer is quoted back to the model in a re-ask.
 const QUOTED_ANSWER_CHARS: usize = 4000;
 
@@ -191,7 +187,7 @@ pub(crate) async fn guard(
     let mut guarding = Guarding {
         gateway,
         endpoint,
-        model_label: forward.requested_model.chars().take(64).collect(),
+        model_label: crate::request_metrics::shortened_model(&forward.requested_model),
         call,
         forward,
         structured,

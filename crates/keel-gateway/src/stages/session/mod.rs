@@ -276,7 +276,7 @@ impl Answered<'_> {
         }
         let id = self.session.id.as_str();
         let pending = self.store.append(id, placeholder).await.map_err(unavailable)?;
-        let model_label = self.model.chars().take(64).collect();
+        let model_label = crate::request_metrics::shortened_model(self.model);
         let calibrate = self.estimated_context.map(|tokens| (gateway.clone(), model_label, tokens));
         let body =
             body::SessionBody::new(response_body, &parts.headers, self.store, id.to_owned(), pending.seq, calibrate);
@@ -301,7 +301,7 @@ impl Answered<'_> {
         let (text, _) = self.kind.content(&answer);
         let tokens = crate::answer::answer_tokens(&answer).unwrap_or_else(|| estimate_tokens(text.unwrap_or_default()));
         if let (Some(estimated), Some(actual)) = (self.estimated_context, crate::answer::prompt_tokens(&answer)) {
-            let model: String = self.model.chars().take(64).collect();
+            let model = crate::request_metrics::shortened_model(self.model);
             gateway.inner.calibration.observe(&model, estimated, actual);
         }
         // The answer's tool calls go into the session with it: the agent's tool results refer to them.
@@ -335,7 +335,7 @@ async fn managed_context(
 ) -> Result<(Vec<Value>, u64), ProxyError> {
     let (overflow, keep_newest) = (gateway.config().sessions.overflow, gateway.config().sessions.keep_newest);
     let budget = budget::budget(gateway, call, route.same_targets(&route.path_and_query, Bytes::new()), num_ctx).await;
-    let model: String = route.requested_model.chars().take(64).collect();
+    let model = crate::request_metrics::shortened_model(&route.requested_model);
     let plan = context::plan(stored, gateway.inner.calibration.budget(&model, budget), overflow, keep_newest);
     if plan.dropped.is_empty() {
         return Ok((context::as_values(&plan.kept), plan.kept_tokens));
