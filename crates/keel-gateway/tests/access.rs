@@ -4,7 +4,7 @@
 //! without keys, the DNS-rebinding guard on `Host`, and CORS (allowed origins, preflights,
 //! refusals).
 
-use keel_testkit::{MODEL_MANAGEMENT, Stack, TestGateway, config_from_toml};
+use keel_testkit::{MODEL_MANAGEMENT, Stack};
 use reqwest::Method;
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 use serde_json::{Value, json};
@@ -70,8 +70,7 @@ fn cases() -> Vec<Case> {
 }
 
 /// A keel with the matrix's keys (in key files) in front of a mock.
-async fn keyed_stack(open: bool) -> (Stack, TestGateway, tempfile::TempDir) {
-    let stack = Stack::basic().await;
+async fn keyed_stack(open: bool) -> (Stack, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
     let mut keys = Vec::new();
     for (name, secret, scopes) in KEYS {
@@ -79,14 +78,8 @@ async fn keyed_stack(open: bool) -> (Stack, TestGateway, tempfile::TempDir) {
         std::fs::write(&file, secret).unwrap();
         keys.push(format!("{{ name = \"{name}\", key_file = \"{}\", scopes = {scopes} }}", file.display()));
     }
-    let toml = format!(
-        "[[upstream]]\nname = \"default\"\nurl = \"{}\"\nhealth_interval = \"0s\"\n\
-         [auth]\nallow_model_management = {open}\nkeys = [{}]\n",
-        stack.mock.url(),
-        keys.join(", ")
-    );
-    let keel = TestGateway::start(config_from_toml(&toml)).await;
-    (stack, keel, dir)
+    let auth = format!("[auth]\nallow_model_management = {open}\nkeys = [{}]\n", keys.join(", "));
+    (Stack::basic_with(&auth).await, dir)
 }
 
 /// The status keel must answer, or `None` when the request must reach the upstream (whatever
@@ -131,7 +124,8 @@ fn message(path: &str, body: &Value) -> String {
 async fn the_access_matrix_holds() {
     let client = reqwest::Client::new();
     for open in [false, true] {
-        let (stack, keel, _dir) = keyed_stack(open).await;
+        let (stack, _dir) = keyed_stack(open).await;
+        let keel = &stack.keel;
         let presented =
             [Presented::Nothing, Presented::Wrong, Presented::Key("inf"), Presented::Key("adm"), Presented::Key("mod")];
         for case in cases() {
@@ -227,14 +221,9 @@ async fn foreign_host_names_are_refused_unless_allowed() {
         "only allowed hosts reach it"
     );
 
-    let allowed = Stack::basic_with("").await;
-    let keel = TestGateway::start(config_from_toml(&format!(
-        "[server]\nallowed_hosts = [\"Keel.Internal\"]\n[[upstream]]\nname = \"default\"\nurl = \"{}\"\nhealth_interval = \"0s\"\n",
-        allowed.mock.url()
-    )))
-    .await;
-    assert_eq!(with_host(&keel.url(), "/api/tags", "keel.internal:11435").await.status(), 200);
-    assert_eq!(with_host(&keel.url(), "/api/tags", "other.internal").await.status(), 403);
+    let allowed = Stack::basic_with_server("allowed_hosts = [\"Keel.Internal\"]\n").await;
+    assert_eq!(with_host(&allowed.keel.url(), "/api/tags", "keel.internal:11435").await.status(), 200);
+    assert_eq!(with_host(&allowed.keel.url(), "/api/tags", "other.internal").await.status(), 403);
 }
 
 /// A CORS preflight for `path` from `origin`.
@@ -255,14 +244,8 @@ fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
 
 #[tokio::test]
 async fn browsers_get_cors_answers_for_allowed_origins_only() {
-    let stack = Stack::basic().await;
-    let keel = TestGateway::start(config_from_toml(&format!(
-        "[server]\ncors_origins = [\"https://app.example:*\", \"http://tool.example\"]\n\
-         [[upstream]]\nname = \"default\"\nurl = \"{}\"\nhealth_interval = \"0s\"\n",
-        stack.mock.url()
-    )))
-    .await;
-    let url = keel.url();
+    let stack = Stack::basic_with_server("cors_origins = [\"https://app.example:*\", \"http://tool.example\"]\n").await;
+    let url = stack.keel.url();
     for origin in ["http://localhost:3000", "https://app.example:8443", "http://tool.example"] {
         for path in ["/api/chat", "/keel/status"] {
             let response = preflight(&url, path, origin).await;
@@ -306,7 +289,8 @@ async fn browsers_get_cors_answers_for_allowed_origins_only() {
 
 #[tokio::test]
 async fn keys_may_come_in_x_api_key_and_never_reach_the_model_server() {
-    let (stack, keel, _dir) = keyed_stack(false).await;
+    let (stack, _dir) = keyed_stack(false).await;
+    let keel = &stack.keel;
     let client = reqwest::Client::new();
     let chat = json!({"model": "llama3.2", "messages": [{"role": "user", "content": "hi"}], "stream": false});
     for (name, value) in [("x-api-key", "inference-key-1"), ("authorization", "Bearer inference-key-1")] {

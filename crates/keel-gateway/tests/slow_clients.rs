@@ -6,17 +6,13 @@
 
 use std::time::{Duration, Instant};
 
-use keel_testkit::{TestGateway, config_from_toml};
+use keel_testkit::Stack;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::TcpStream;
 
 /// keel with a 1 s header timeout in front of a mock.
-async fn keel(mock: &keel_mock::MockServer) -> TestGateway {
-    TestGateway::start(config_from_toml(&format!(
-        "[server]\nheader_timeout = \"1s\"\n[[upstream]]\nname = \"default\"\nurl = \"{}\"\nhealth_interval = \"0s\"\n",
-        mock.url()
-    )))
-    .await
+async fn with_header_timeout() -> Stack {
+    Stack::basic_with_server("header_timeout = \"1s\"\n").await
 }
 
 /// Writes one byte of a never-ending header every 100 ms until keel closes the connection;
@@ -43,14 +39,9 @@ async fn dribble(addr: std::net::SocketAddr) -> Option<Duration> {
 
 #[tokio::test]
 async fn slowloris_connections_are_closed_while_keel_keeps_answering() {
-    let mock = keel_mock::MockServer::start(
-        ([127, 0, 0, 1], 0).into(),
-        keel_mock::Scenario::single_model("llama3.2", "hello"),
-    )
-    .await
-    .unwrap();
-    let keel = keel(&mock).await;
-    let addr: std::net::SocketAddr = keel.url().trim_start_matches("http://").parse().unwrap();
+    // (the whole stack is kept: its mock answers the chat requests)
+    let Stack { keel, mock: _mock } = with_header_timeout().await;
+    let addr = keel.addr();
     let slow: Vec<_> = (0..100).map(|_| tokio::spawn(dribble(addr))).collect();
     // While they dribble, keel answers others.
     let client = reqwest::Client::new();
@@ -70,14 +61,9 @@ async fn slowloris_connections_are_closed_while_keel_keeps_answering() {
 
 #[tokio::test]
 async fn idle_kept_alive_connections_are_closed_after_the_timeout() {
-    let mock = keel_mock::MockServer::start(
-        ([127, 0, 0, 1], 0).into(),
-        keel_mock::Scenario::single_model("llama3.2", "hello"),
-    )
-    .await
-    .unwrap();
-    let keel = keel(&mock).await;
-    let addr: std::net::SocketAddr = keel.url().trim_start_matches("http://").parse().unwrap();
+    // (the whole stack is kept: its mock answers the chat requests)
+    let Stack { keel, mock: _mock } = with_header_timeout().await;
+    let addr = keel.addr();
     let mut stream = TcpStream::connect(addr).await.unwrap();
     stream.write_all(b"GET /keel/health HTTP/1.1\r\nhost: 127.0.0.1\r\n\r\n").await.unwrap();
     let mut buf = vec![0u8; 4096];
@@ -100,18 +86,8 @@ async fn idle_kept_alive_connections_are_closed_after_the_timeout() {
 
 #[tokio::test]
 async fn a_dribbled_body_gets_408_in_dialect_after_the_body_timeout() {
-    let mock = keel_mock::MockServer::start(
-        ([127, 0, 0, 1], 0).into(),
-        keel_mock::Scenario::single_model("llama3.2", "hello"),
-    )
-    .await
-    .unwrap();
-    let keel = TestGateway::start(config_from_toml(&format!(
-        "[server]\nbody_timeout = \"1s\"\n[[upstream]]\nname = \"default\"\nurl = \"{}\"\nhealth_interval = \"0s\"\n",
-        mock.url()
-    )))
-    .await;
-    let addr: std::net::SocketAddr = keel.url().trim_start_matches("http://").parse().unwrap();
+    let Stack { mock, keel } = Stack::basic_with_server("body_timeout = \"1s\"\n").await;
+    let addr = keel.addr();
     for (path, dialect_error) in
         [("/api/chat", "\"error\":\"the request body"), ("/v1/chat/completions", "\"message\":\"the request body")]
     {

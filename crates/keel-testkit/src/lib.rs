@@ -30,13 +30,14 @@ pub fn trace_init() {
 /// The default configuration, listening on `127.0.0.1:0`, with one Ollama upstream at `upstream`.
 /// Health probes are off, so the upstream sees only the test's own requests.
 pub fn config_for(upstream: &str) -> Config {
-    config_with(upstream, "")
+    config_with(upstream, "", "")
 }
 
-/// [`config_for`] with more TOML after it (further sections, e.g. [`MODEL_MANAGEMENT`]).
-pub fn config_with(upstream: &str, extra: &str) -> Config {
+/// [`config_for`] with more lines in its `[server]` table (`server`, e.g. `header_timeout =
+/// "1s"`) and more TOML after it (`extra`: further sections, e.g. [`MODEL_MANAGEMENT`]).
+pub fn config_with(upstream: &str, server: &str, extra: &str) -> Config {
     config_from_toml(&format!(
-        "[server]\nlisten = \"127.0.0.1:0\"\nshutdown_grace = \"5s\"\n[[upstream]]\nname = \"default\"\nurl = \"{upstream}\"\nhealth_interval = \"0s\"\n{extra}"
+        "[server]\nlisten = \"127.0.0.1:0\"\nshutdown_grace = \"5s\"\n{server}[[upstream]]\nname = \"default\"\nurl = \"{upstream}\"\nhealth_interval = \"0s\"\n{extra}"
     ))
 }
 
@@ -167,16 +168,17 @@ pub struct Stack {
 impl Stack {
     /// Starts a mock with `scenario` and a default-config keel in front of it.
     pub async fn start(scenario: keel_mock::Scenario) -> Stack {
-        Stack::start_with(scenario, "").await
+        Stack::start_with(scenario, "", "").await
     }
 
-    /// [`Stack::start`] with more TOML in keel's config (see [`config_with`]).
-    pub async fn start_with(scenario: keel_mock::Scenario, extra: &str) -> Stack {
+    /// [`Stack::start`] with more lines in keel's `[server]` table and more TOML after it (see
+    /// [`config_with`]).
+    pub async fn start_with(scenario: keel_mock::Scenario, server: &str, extra: &str) -> Stack {
         let mock = match keel_mock::MockServer::start(([127, 0, 0, 1], 0).into(), scenario).await {
             Ok(mock) => mock,
             Err(err) => panic!("cannot start keel-mock: {err}"),
         };
-        let keel = TestGateway::start(config_with(&mock.url(), extra)).await;
+        let keel = TestGateway::start(config_with(&mock.url(), server, extra)).await;
         Stack { mock, keel }
     }
 
@@ -185,9 +187,14 @@ impl Stack {
         Stack::basic_with("").await
     }
 
-    /// [`Stack::basic`] with more TOML in keel's config.
+    /// [`Stack::basic`] with more TOML after keel's config (further sections).
     pub async fn basic_with(extra: &str) -> Stack {
-        Stack::start_with(keel_mock::Scenario::single_model("llama3.2", "Hello from keel-mock."), extra).await
+        Stack::start_with(keel_mock::Scenario::single_model("llama3.2", "Hello from keel-mock."), "", extra).await
+    }
+
+    /// [`Stack::basic`] with more lines in keel's `[server]` table.
+    pub async fn basic_with_server(server: &str) -> Stack {
+        Stack::start_with(keel_mock::Scenario::single_model("llama3.2", "Hello from keel-mock."), server, "").await
     }
 }
 
