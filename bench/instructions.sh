@@ -18,28 +18,8 @@ UPSTREAM_PORT=18411
 KEEL_PORT=18412
 source bench/lib.sh
 
-if ! command -v valgrind >/dev/null || { ! command -v nginx >/dev/null && [ ! -x /usr/sbin/nginx ]; }; then
-  log "installing valgrind and nginx from Debian's packages"
-  apt-get update -qq >/dev/null
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends valgrind nginx >/dev/null
-fi
-NGINX="$(command -v nginx || echo /usr/sbin/nginx)"
-extra_cleanup() { "$NGINX" -p "$WORK" -c "$WORK/upstream.conf" -s stop 2>/dev/null || true; }
-
-CHAT_REPLY='{"model":"llama3.2","created_at":"2026-01-01T00:00:00Z","message":{"role":"assistant","content":"Hello! How can I help you today?"},"done":true,"done_reason":"stop","total_duration":1000,"load_duration":10,"prompt_eval_count":12,"prompt_eval_duration":100,"eval_count":9,"eval_duration":800}'
-cat >"$WORK/upstream.conf" <<CONF
-worker_processes 1;
-error_log $WORK/upstream-error.log warn;
-pid $WORK/upstream.pid;
-events { worker_connections 1024; }
-http {
-  access_log off;
-  client_body_temp_path $WORK/upstream-body;
-  keepalive_requests 1000000;
-  server { listen 127.0.0.1:$UPSTREAM_PORT; location / { default_type application/json; return 200 '$CHAT_REPLY'; } }
-}
-CONF
-"$NGINX" -p "$WORK" -c "$WORK/upstream.conf"
+need valgrind nginx
+canned_upstream
 
 cat >"$WORK/keel.toml" <<TOML
 [server]

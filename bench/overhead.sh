@@ -18,39 +18,12 @@ KEEL_PORT=18403
 BASE_PORT=18404
 source bench/lib.sh
 
-if ! command -v wrk >/dev/null || ! command -v nginx >/dev/null && [ ! -x /usr/sbin/nginx ]; then
-  log "installing wrk and nginx from Debian's packages"
-  apt-get update -qq >/dev/null
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends wrk nginx >/dev/null
-fi
-NGINX="$(command -v nginx || echo /usr/sbin/nginx)"
-
-extra_cleanup() {
-  for conf in upstream proxy; do "$NGINX" -p "$WORK" -c "$WORK/$conf.conf" -s stop 2>/dev/null || true; done
-}
+need wrk nginx
 
 # Two separate nginx processes: the canned upstream, and the plain reverse proxy in front of it
 # (one process for both would let the proxy hand requests to the upstream without a context switch,
 # an advantage keel cannot have).
-CHAT_REPLY='{"model":"llama3.2","created_at":"2026-01-01T00:00:00Z","message":{"role":"assistant","content":"Hello! How can I help you today?"},"done":true,"done_reason":"stop","total_duration":1000,"load_duration":10,"prompt_eval_count":12,"prompt_eval_duration":100,"eval_count":9,"eval_duration":800}'
-nginx_conf() { # NAME WORKERS SERVER_BLOCK
-  cat >"$WORK/$1.conf" <<CONF
-worker_processes $2;
-error_log $WORK/$1-error.log warn;
-pid $WORK/$1.pid;
-events { worker_connections 4096; }
-http {
-  access_log off;
-  client_body_temp_path $WORK/$1-body;
-  proxy_temp_path $WORK/$1-proxy;
-  keepalive_requests 1000000;
-  upstream canned { server 127.0.0.1:$UPSTREAM_PORT; keepalive 128; }
-  $3
-}
-CONF
-  "$NGINX" -p "$WORK" -c "$WORK/$1.conf"
-}
-nginx_conf upstream 1 "server { listen 127.0.0.1:$UPSTREAM_PORT; location / { default_type application/json; return 200 '$CHAT_REPLY'; } }"
+canned_upstream
 nginx_conf proxy 2 "server { listen 127.0.0.1:$NGINX_PORT; location / { proxy_pass http://canned; proxy_http_version 1.1; proxy_set_header Connection \"\"; proxy_buffering off; proxy_request_buffering off; } }"
 
 "$KEEL" serve --listen "127.0.0.1:$KEEL_PORT" --upstream "http://127.0.0.1:$UPSTREAM_PORT" \
