@@ -29,55 +29,49 @@ pub(crate) async fn intake(
 ) -> Result<Forward, ProxyError> {
     let path_and_query =
         parts.uri.path_and_query().map_or_else(|| parts.uri.path().to_owned(), |pq| pq.as_str().to_owned());
-    let forward = match endpoint.kind {
+    let (model, payload, stream) = match endpoint.kind {
         EndpointKind::ModelInBody => {
             let bytes = read_body(gateway, &parts.headers, body).await?;
             let peek = RequestPeek::parse(&bytes)?;
             let stream = peek.streams(endpoint.dialect);
             let model = peek.model.filter(|m| !m.is_empty()).ok_or(ProxyError::ModelRequired)?;
-            let (route_model, targets) = route(gateway, &model)?;
-            Forward {
-                targets,
-                route_model,
-                requested_model: model,
-                path_and_query,
-                payload: Payload::Bytes(bytes),
-                stream,
-            }
+            (model, Payload::Bytes(bytes), stream)
         }
         EndpointKind::ModelInPath => {
             let model = Endpoint::model_in_path(parts.uri.path()).unwrap_or_default();
-            let (route_model, targets) = route(gateway, &model)?;
-            Forward {
-                targets,
-                route_model,
-                requested_model: model,
-                path_and_query,
-                payload: Payload::Bytes(Bytes::new()),
-                stream: false,
-            }
+            (model, Payload::Bytes(Bytes::new()), false)
         }
-        EndpointKind::Passthrough => {
-            let default = gateway.default_target().ok_or_else(|| ProxyError::NoRoute(String::new()))?;
-            let body = stream_body(&parts.headers, body);
-            let read =
-                matches!(parts.method, http::Method::GET | http::Method::HEAD) && http_body::Body::is_end_stream(&body);
-            let (targets, payload) = if read {
-                (read_targets(gateway, &default.upstream, endpoint.dialect), Payload::Bytes(Bytes::new()))
-            } else {
-                (vec![TargetId { upstream: default.upstream.clone(), model: None }], Payload::Stream(Some(body)))
-            };
-            Forward {
-                targets,
-                route_model: "*".to_owned(),
-                requested_model: String::new(),
-                path_and_query,
-                payload,
-                stream: true,
-            }
-        }
+        EndpointKind::Passthrough => return passthrough(gateway, parts, endpoint, body, path_and_query),
     };
-    Ok(forward)
+    let (route_model, targets) = route(gateway, &model)?;
+    Ok(Forward { targets, route_model, requested_model: model, path_and_query, payload, stream })
+}
+
+/// A request that names no model: a read goes to the default upstream, then the others
+/// ([`read_targets`]); anything else (model management) only to the default, its body streamed.
+fn passthrough(
+    gateway: &Gateway,
+    parts: &Parts,
+    endpoint: Endpoint,
+    body: Body,
+    path_and_query: String,
+) -> Result<Forward, ProxyError> {
+    let default = gateway.default_target().ok_or_else(|| ProxyError::NoRoute(String::new()))?;
+    let body = stream_body(&parts.headers, body);
+    let read = matches!(parts.method, http::Method::GET | http::Method::HEAD) && http_body::Body::is_end_stream(&body);
+    let (targets, payload) = if read {
+        (read_targets(gateway, &default.upstream, endpoint.dialect), Payload::Bytes(Bytes::new()))
+    } else {
+        (vec![TargetId { upstream: default.upstream.clone(), model: None }], Payload::Stream(Some(body)))
+    };
+    Ok(Forward {
+        targets,
+        route_model: "*".to_owned(),
+        requested_model: String::new(),
+        path_and_query,
+        payload,
+        stream: true,
+    })
 }
 
 /// Where a read that names no model (`GET /api/tags`, `/api/version`, `/api/ps`, `/v1/models`)
