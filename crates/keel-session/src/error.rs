@@ -1,6 +1,6 @@
 //! The one error type of the crate.
 
-/// Why a [`Store`](crate::Store) operation failed.
+/// Why a [`Store`](crate::Store) or [`KeyStore`](crate::KeyStore) operation failed.
 ///
 /// The variants a caller acts on are typed ([`StoreError::SessionNotFound`],
 /// [`StoreError::Conflict`], …); backend failures carry the backend's message, never the
@@ -43,6 +43,13 @@ pub enum StoreError {
     Conflict {
         /// The version the session is at now.
         current_version: u64,
+    },
+    /// [`KeyStore::create_key`](crate::KeyStore::create_key) with a name an unrevoked key has.
+    /// Revoke that key first, or pick another name.
+    #[error("an API key named '{name}' exists (revoke it first or choose another name)")]
+    KeyExists {
+        /// The name asked for.
+        name: String,
     },
     /// The store URL is malformed or names an unknown backend.
     #[error("invalid store URL: {reason} (expected sqlite://PATH, postgres://… or redis://…)")]
@@ -91,6 +98,7 @@ impl StoreError {
             StoreError::MessageNotFound { .. } => "message_not_found",
             StoreError::ParticipantNotFound { .. } => "participant_not_found",
             StoreError::Conflict { .. } => "conflict",
+            StoreError::KeyExists { .. } => "key_exists",
             StoreError::InvalidUrl { .. } => "invalid_url",
             StoreError::InvalidInput(_) => "invalid_input",
             StoreError::Unavailable { .. } => "unavailable",

@@ -1,7 +1,8 @@
 //! Durable sessions for keel: conversations and their messages, stored so that an agent, keel or
 //! the model server can restart mid-conversation and the conversation resumes by id.
 //!
-//! One [`Store`] trait, three backends chosen by URL with [`open`]:
+//! One [`Store`] trait, three backends chosen by URL with [`open`] (and, in the same store, keel's
+//! API keys: see [API keys](#api-keys)):
 //!
 //! | URL | backend | for |
 //! |---|---|---|
@@ -49,6 +50,37 @@
 //! participant fails with [`StoreError::ParticipantNotFound`] and changes nothing. Deleting a
 //! session deletes its participants.
 //!
+//! # API keys
+//!
+//! The store also keeps keel's API keys, through a second trait, [`KeyStore`], on the same
+//! connection(s): [`open_with_keys`] gives both from one URL ([`open_key_store`] only the keys).
+//! A key is a name, the SHA-256 hash of its secret ([`hash_secret`]), the secret's first
+//! characters, scopes, optional per-minute limits and a priority; the secret itself
+//! ([`generate_secret`]) is never stored. [`KeyStore::create_key`] refuses a name an unrevoked
+//! key has ([`StoreError::KeyExists`]); a revoked key stays listed with its `revoked_at`, and its
+//! name may be given to a new key. [`KeyStore::active_keys`] is one cheap read, for a gateway
+//! that refreshes its cache of keys a few times a second.
+//!
+//! ```
+//! # tokio::runtime::Runtime::new().unwrap().block_on(async {
+//! use keel_session::{NewKey, generate_secret, hash_secret, open_with_keys};
+//!
+//! let dir = tempfile::tempdir().unwrap();
+//! let (_sessions, keys) = open_with_keys(&format!("sqlite://{}", dir.path().join("keel.db").display())).await?;
+//!
+//! let secret = generate_secret(); // keel_ + 64 hex digits: show it once
+//! let key = keys.create_key(NewKey::new("ci-bot", &secret).with_requests_per_minute(60)).await?;
+//! assert_eq!((key.prefix.as_str(), key.scopes.as_slice()), (&secret[..8], &["inference".to_owned()][..]));
+//!
+//! let active = keys.active_keys().await?;
+//! assert!(active.iter().any(|k| k.hash == hash_secret(&secret) && k.verify(&secret)));
+//! assert!(keys.revoke_key("ci-bot").await?);
+//! assert!(keys.active_keys().await?.is_empty());
+//! assert!(keys.list_keys().await?[0].revoked_at.is_some());
+//! # Ok::<(), keel_session::StoreError>(())
+//! # }).unwrap();
+//! ```
+//!
 //! # Example
 //!
 //! ```
@@ -85,6 +117,7 @@
 //! ```
 
 mod error;
+mod keys;
 mod location;
 mod model;
 mod postgres;
@@ -96,6 +129,9 @@ mod store;
 use std::sync::Arc;
 
 pub use error::StoreError;
+pub use keys::{
+    DEFAULT_SCOPE, KeyStore, MAX_PREFIX_LEN, NewKey, PREFIX_LEN, SECRET_PREFIX, StoredKey, generate_secret, hash_secret,
+};
 pub use model::{
     HANDOFF_ROLE, Message, MessageCompletion, NewMessage, NewParticipant, NewSession, Page, Participant,
     ParticipantKind, Session, SessionFilter, SessionPage, SessionPatch, SessionStatus,
@@ -117,13 +153,31 @@ pub use store::{MAX_ID_LEN, Store, StoreFuture, now_millis};
 /// Fails with [`StoreError::InvalidUrl`] for a malformed URL or unknown scheme and
 /// [`StoreError::Unavailable`] when the server cannot be reached.
 pub async fn open(url: &str) -> Result<Arc<dyn Store>, StoreError> {
+    Ok(open_with_keys(url).await?.0)
+}
+
+/// Opens the store at `url` like [`open`], and returns it twice: as the session [`Store`] and as
+/// the [`KeyStore`] of keel's API keys. Both are one backend object: one SQLite writer thread,
+/// one PostgreSQL pool or one Redis connection, kept open while either `Arc` lives.
+pub async fn open_with_keys(url: &str) -> Result<(Arc<dyn Store>, Arc<dyn KeyStore>), StoreError> {
     let scheme = url.split_once(':').map(|(scheme, _)| scheme.to_ascii_lowercase()).unwrap_or_default();
     match scheme.as_str() {
-        "sqlite" => sqlite::open(url).await,
-        "postgres" | "postgresql" => postgres::open(url).await,
-        "redis" => redis_store::open(url).await,
+        "sqlite" => Ok(both(sqlite::open(url).await?)),
+        "postgres" | "postgresql" => Ok(both(postgres::open(url).await?)),
+        "redis" => Ok(both(redis_store::open(url).await?)),
         "rediss" => Err(StoreError::invalid_url("rediss:// (TLS) is not supported by this build; use redis://")),
         "" => Err(StoreError::invalid_url("no scheme")),
         other => Err(StoreError::invalid_url(format!("unknown scheme '{other}'"))),
     }
+}
+
+/// Opens the store at `url` like [`open`] (creating and migrating it as needed) for its API keys
+/// only, e.g. for `keel keys`.
+pub async fn open_key_store(url: &str) -> Result<Arc<dyn KeyStore>, StoreError> {
+    Ok(open_with_keys(url).await?.1)
+}
+
+/// One backend object as both traits.
+fn both<S: Store + KeyStore + 'static>(store: Arc<S>) -> (Arc<dyn Store>, Arc<dyn KeyStore>) {
+    (Arc::clone(&store) as Arc<dyn Store>, store)
 }

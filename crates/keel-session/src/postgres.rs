@@ -46,6 +46,7 @@ const POOL_WAIT_TIMEOUT: Duration = Duration::from_secs(10);
 const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/postgres/001_sessions.sql"),
     include_str!("../migrations/postgres/002_participants.sql"),
+    include_str!("../migrations/postgres/003_api_keys.sql"),
 ];
 
 /// What `postgres://…` says.
@@ -93,7 +94,7 @@ impl PgConfig {
 }
 
 /// Connects, creates the schema and tables if missing, and returns the store.
-pub(crate) async fn open(url: &str) -> Result<Arc<dyn Store>, StoreError> {
+pub(crate) async fn open(url: &str) -> Result<Arc<PostgresStore>, StoreError> {
     let config = PgConfig::parse(url)?;
     let manager = Manager::from_config(config.pg, NoTls, ManagerConfig { recycling_method: RecyclingMethod::Fast });
     let pool = Pool::builder(manager)
@@ -114,7 +115,7 @@ fn backend_error(message: String) -> StoreError {
     StoreError::Backend { backend: BACKEND, message }
 }
 
-fn db_error(error: tokio_postgres::Error) -> StoreError {
+pub(crate) fn db_error(error: tokio_postgres::Error) -> StoreError {
     if let Some(db) = error.as_db_error() {
         let mut message = format!("{}: {}", db.severity(), db.message());
         if let Some(detail) = db.detail() {
@@ -148,7 +149,7 @@ fn session_error(id: &str) -> impl Fn(tokio_postgres::Error) -> StoreError + '_ 
     }
 }
 
-fn column_error(error: tokio_postgres::Error) -> StoreError {
+pub(crate) fn column_error(error: tokio_postgres::Error) -> StoreError {
     StoreError::Corrupt { backend: BACKEND, message: error.to_string() }
 }
 
@@ -242,7 +243,7 @@ async fn query_opt<C: GenericClient>(
     client.query_opt(&statement, params).await.map_err(db_error)
 }
 
-async fn query<C: GenericClient>(
+pub(crate) async fn query<C: GenericClient>(
     client: &C,
     sql: &str,
     params: &[&(dyn ToSql + Sync)],
@@ -251,7 +252,11 @@ async fn query<C: GenericClient>(
     client.query(&statement, params).await.map_err(db_error)
 }
 
-async fn execute<C: GenericClient>(client: &C, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<u64, StoreError> {
+pub(crate) async fn execute<C: GenericClient>(
+    client: &C,
+    sql: &str,
+    params: &[&(dyn ToSql + Sync)],
+) -> Result<u64, StoreError> {
     let statement = client.prepare_cached(sql).await.map_err(db_error)?;
     client.execute(&statement, params).await.map_err(db_error)
 }
@@ -377,7 +382,8 @@ impl PostgresStore {
         Ok(message)
     }
 
-    async fn client(&self) -> Result<deadpool_postgres::Object, StoreError> {
+    /// A pooled connection (its `search_path` is the store's schema).
+    pub(crate) async fn client(&self) -> Result<deadpool_postgres::Object, StoreError> {
         self.pool.get().await.map_err(pool_error)
     }
 

@@ -9,6 +9,7 @@
 //! | `P k:ID` | hash | idempotency key → `seq` |
 //! | `P p:ID` | hash | participant name → `POSITION ADDED_AT {"kind":…,"role":…}` |
 //! | `P index` | sorted set | session ids scored by `updated_at`, for listing |
+//! | `P apikeys`, `P apikeys:revoked` | hash, list | API keys ([`KeyStore`](crate::KeyStore), in `keys/redis.rs`) |
 //!
 //! A participant's position (its place in the order added) comes from the counter
 //! `participant_seq` in the session hash; re-adding a name keeps its position and `added_at` and
@@ -174,7 +175,7 @@ return 2
 ";
 
 /// Connects and returns the store.
-pub(crate) async fn open(url: &str) -> Result<Arc<dyn Store>, StoreError> {
+pub(crate) async fn open(url: &str) -> Result<Arc<RedisStore>, StoreError> {
     let mut location = Location::parse(url);
     let prefix = location.take("prefix")?.unwrap_or_else(|| DEFAULT_PREFIX.to_owned());
     if prefix.chars().any(|c| c.is_control() || matches!(c, '*' | '?' | '[' | ']')) {
@@ -202,7 +203,7 @@ pub(crate) async fn open(url: &str) -> Result<Arc<dyn Store>, StoreError> {
     Ok(Arc::new(store))
 }
 
-fn redis_error(error: RedisError) -> StoreError {
+pub(crate) fn redis_error(error: RedisError) -> StoreError {
     if error.is_io_error() || error.is_connection_refusal() || error.is_timeout() || error.is_connection_dropped() {
         StoreError::Unavailable { backend: BACKEND, message: error.to_string() }
     } else {
@@ -210,7 +211,7 @@ fn redis_error(error: RedisError) -> StoreError {
     }
 }
 
-fn corrupt(message: String) -> StoreError {
+pub(crate) fn corrupt(message: String) -> StoreError {
     StoreError::Corrupt { backend: BACKEND, message }
 }
 
@@ -349,8 +350,8 @@ fn decode_session(mut hash: HashMap<String, String>) -> Result<Option<Session>, 
 
 /// The Redis store: one multiplexed, reconnecting connection and the prefix of its keys.
 pub(crate) struct RedisStore {
-    conn: ConnectionManager,
-    prefix: String,
+    pub(crate) conn: ConnectionManager,
+    pub(crate) prefix: String,
     create: Script,
     append: Script,
     update: Script,

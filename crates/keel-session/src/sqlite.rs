@@ -13,6 +13,8 @@
 //!   every group commit and survives those too, at the cost of one fsync per group.
 //! - **Participants** live in their own table, one row per name, ordered by an integer primary
 //!   key; adds are upserts run by the writer thread like every write, so none is lost.
+//! - **Other stores on the database** (the API keys of `keys/sqlite.rs`) write through the same
+//!   writer thread with [`SqliteStore::write_with`] and read with the same readers.
 //! - **Migrations**: embedded SQL files, applied in order; `PRAGMA user_version` records how many.
 //!   A database of an older keel is upgraded in place when opened.
 
@@ -52,8 +54,11 @@ const MAX_IDLE_READERS: usize = 4;
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The schema, one migration per entry; `user_version` = how many are applied.
-const MIGRATIONS: &[&str] =
-    &[include_str!("../migrations/sqlite/001_sessions.sql"), include_str!("../migrations/sqlite/002_participants.sql")];
+const MIGRATIONS: &[&str] = &[
+    include_str!("../migrations/sqlite/001_sessions.sql"),
+    include_str!("../migrations/sqlite/002_participants.sql"),
+    include_str!("../migrations/sqlite/003_api_keys.sql"),
+];
 
 /// How SQLite syncs commits to disk.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -96,7 +101,7 @@ impl SqliteConfig {
 }
 
 /// Opens (creating if needed) and migrates the database at `url`, and starts its writer thread.
-pub(crate) async fn open(url: &str) -> Result<Arc<dyn Store>, StoreError> {
+pub(crate) async fn open(url: &str) -> Result<Arc<SqliteStore>, StoreError> {
     let config = SqliteConfig::parse(url)?;
     let store = tokio::task::spawn_blocking(move || SqliteStore::open_blocking(config))
         .await
@@ -108,7 +113,7 @@ fn backend_error(message: String) -> StoreError {
     StoreError::Backend { backend: BACKEND, message }
 }
 
-fn db_error(error: rusqlite::Error) -> StoreError {
+pub(crate) fn db_error(error: rusqlite::Error) -> StoreError {
     match &error {
         rusqlite::Error::SqliteFailure(failure, _)
             if matches!(failure.code, ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked) =>
@@ -188,8 +193,25 @@ impl SqliteStore {
         answer.await.map_err(|_| StoreError::Closed)?
     }
 
+    /// Runs `work` on the writer thread like any write of the session store (in the next group
+    /// commit, in its own savepoint: an `Err` undoes what `work` wrote) and returns its answer
+    /// after the commit. `work` gets the connection and the batch's clock. For the other stores
+    /// of the crate sharing this database (the key store).
+    pub(crate) async fn write_with<T, F>(&self, work: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection, i64) -> Result<T, StoreError> + Send + 'static,
+    {
+        self.write(|reply| {
+            Command::Job(Box::new(move |ready| {
+                hold(reply, ready.map_err(StoreError::clone).and_then(|(conn, now)| work(conn, now)))
+            }))
+        })
+        .await
+    }
+
     /// Runs `read` on a blocking thread with a reader connection.
-    async fn read<T, F>(&self, read: F) -> Result<T, StoreError>
+    pub(crate) async fn read<T, F>(&self, read: F) -> Result<T, StoreError>
     where
         T: Send + 'static,
         F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
@@ -379,16 +401,60 @@ type Reply<T> = oneshot::Sender<Result<T, StoreError>>;
 /// A write for the writer thread. `Complete` with `partial` is [`Store::save_partial`] (the
 /// message stays incomplete, no version bump).
 enum Command {
-    Create { new: NewSession, ensure: bool, reply: Reply<Session> },
-    Update { id: String, expected: u64, patch: SessionPatch, reply: Reply<Session> },
-    Delete { id: String, reply: Reply<bool> },
-    Append { id: String, message: NewMessage, reply: Reply<Message> },
-    Complete { id: String, seq: u64, completion: MessageCompletion, partial: bool, reply: Reply<Message> },
-    AddParticipant { id: String, participant: NewParticipant, reply: Reply<Participant> },
-    RemoveParticipant { id: String, name: String, reply: Reply<bool> },
-    Handoff { id: String, from: String, to: NewParticipant, message: NewMessage, reply: Reply<Message> },
-    Ping { reply: Reply<()> },
+    Create {
+        new: NewSession,
+        ensure: bool,
+        reply: Reply<Session>,
+    },
+    Update {
+        id: String,
+        expected: u64,
+        patch: SessionPatch,
+        reply: Reply<Session>,
+    },
+    Delete {
+        id: String,
+        reply: Reply<bool>,
+    },
+    Append {
+        id: String,
+        message: NewMessage,
+        reply: Reply<Message>,
+    },
+    Complete {
+        id: String,
+        seq: u64,
+        completion: MessageCompletion,
+        partial: bool,
+        reply: Reply<Message>,
+    },
+    AddParticipant {
+        id: String,
+        participant: NewParticipant,
+        reply: Reply<Participant>,
+    },
+    RemoveParticipant {
+        id: String,
+        name: String,
+        reply: Reply<bool>,
+    },
+    Handoff {
+        id: String,
+        from: String,
+        to: NewParticipant,
+        message: NewMessage,
+        reply: Reply<Message>,
+    },
+    Ping {
+        reply: Reply<()>,
+    },
+    /// A write of another store sharing the database ([`SqliteStore::write_with`]).
+    Job(Job),
 }
+
+/// A write handed to the writer by [`SqliteStore::write_with`]: called with the connection and
+/// the clock to run it, or with the error that keeps it from running.
+type Job = Box<dyn FnOnce(Result<(&Connection, i64), &StoreError>) -> (bool, Finish) + Send>;
 
 /// A command's answer, held back until its transaction commits; called with the commit error,
 /// if any.
@@ -425,6 +491,7 @@ impl Command {
                 hold(reply, exec_handoff(conn, &id, &from, to, message, now))
             }
             Command::Ping { reply } => hold(reply, Ok(())),
+            Command::Job(job) => job(Ok((conn, now))),
         }
     }
 
@@ -439,6 +506,10 @@ impl Command {
             }
             Command::AddParticipant { reply, .. } => answer(reply, Err(error.clone())),
             Command::Ping { reply } => answer(reply, Err(error.clone())),
+            Command::Job(job) => {
+                let (_, finish) = job(Err(error));
+                finish(None);
+            }
         }
     }
 }

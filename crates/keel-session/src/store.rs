@@ -143,7 +143,9 @@ pub(crate) fn check_key(key: &str) -> Result<(), StoreError> {
     check_name("idempotency key", key)
 }
 
-fn check_name(what: &str, value: &str) -> Result<(), StoreError> {
+/// Checks a name of any kind (`what` names it in the error): 1 to [`MAX_ID_LEN`] bytes, no
+/// control characters.
+pub(crate) fn check_name(what: &str, value: &str) -> Result<(), StoreError> {
     if value.is_empty() || value.len() > MAX_ID_LEN {
         return Err(StoreError::InvalidInput(format!("{what} must be 1 to {MAX_ID_LEN} bytes, got {}", value.len())));
     }

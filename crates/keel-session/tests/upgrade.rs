@@ -1,16 +1,19 @@
-//! Stores created by an older keel (schema version 1: sessions and messages, no participants)
-//! are upgraded in place when opened: their sessions and messages stay, participants work.
+//! Stores created by an older keel (schema version 1: sessions and messages, no participants or
+//! API keys) are upgraded in place when opened: their sessions and messages stay, participants
+//! and API keys work.
 //!
 //! PostgreSQL is expected where `tests/conformance.rs` expects it (`KEEL_TEST_POSTGRES_URL`,
 //! skipped when unreachable unless `KEEL_REQUIRE_SERVICES=1`).
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::print_stderr, reason = "test code")]
 
-use keel_session::{NewMessage, NewParticipant, Store, StoreError, open};
+use keel_session::{KeyStore, NewKey, NewMessage, NewParticipant, Store, StoreError, open, open_with_keys};
 
 const SQLITE_V1: &str = include_str!("../migrations/sqlite/001_sessions.sql");
 const SQLITE_V2: &str = include_str!("../migrations/sqlite/002_participants.sql");
 const POSTGRES_V1: &str = include_str!("../migrations/postgres/001_sessions.sql");
+/// How many migrations this keel has (what an upgraded store is at).
+const LATEST: i64 = 3;
 
 /// A version-1 session `old` with one message, as keel wrote them before participants.
 const OLD_ROWS: &str = "
@@ -19,8 +22,11 @@ const OLD_ROWS: &str = "
     INSERT INTO messages (session_id, seq, role, content, tool_calls, token_count, idempotency_key, complete, created_at)
     VALUES ('old', 1, 'user', 'from before', NULL, 3, 'k1', true, 2000);";
 
-/// What every upgraded store must do with the old session.
-async fn check_upgraded(store: &dyn Store) {
+/// What every upgraded store must do with the old session, and its new API keys table.
+async fn check_upgraded(store: &dyn Store, keys: &dyn KeyStore) {
+    assert_eq!(keys.list_keys().await.unwrap(), vec![]);
+    keys.create_key(NewKey::new("after-upgrade", "keel_secret")).await.unwrap();
+    assert!(keys.active_keys().await.unwrap()[0].verify("keel_secret"));
     let session = store.get_session("old").await.unwrap().expect("the old session survives");
     assert_eq!((session.version, session.token_count, session.message_count), (2, 3, 1));
     assert_eq!(store.messages("old", 0, 10).await.unwrap()[0].content, "from before");
@@ -44,16 +50,16 @@ async fn sqlite_version_1_is_upgraded_in_place() {
         conn.pragma_update(None, "user_version", 1).unwrap();
     }
     let url = format!("sqlite://{}", path.display());
-    let store = open(&url).await.unwrap();
-    check_upgraded(&*store).await;
-    drop(store);
+    let (store, keys) = open_with_keys(&url).await.unwrap();
+    check_upgraded(&*store, &*keys).await;
+    drop((store, keys));
     // Opened again: nothing to apply, everything still there.
     let store = open(&url).await.unwrap();
     assert_eq!(store.participants("old").await.unwrap().len(), 2);
     drop(store);
     let conn = rusqlite::Connection::open(&path).unwrap();
     let version: i64 = conn.pragma_query_value(None, "user_version", |row| row.get(0)).unwrap();
-    assert_eq!(version, 2);
+    assert_eq!(version, LATEST);
 }
 
 #[tokio::test]
@@ -69,8 +75,8 @@ async fn sqlite_migration_2_is_idempotent() {
         conn.execute_batch(OLD_ROWS).unwrap();
         conn.pragma_update(None, "user_version", 1).unwrap();
     }
-    let store = open(&format!("sqlite://{}", path.display())).await.unwrap();
-    check_upgraded(&*store).await;
+    let (store, keys) = open_with_keys(&format!("sqlite://{}", path.display())).await.unwrap();
+    check_upgraded(&*store, &*keys).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -103,9 +109,9 @@ async fn postgres_version_1_is_upgraded_in_place() {
         .unwrap();
     let outcome = async {
         let url = format!("{base}?schema={schema}&pool_size=2");
-        let store = open(&url).await?;
-        check_upgraded(&*store).await;
-        drop(store);
+        let (store, keys) = open_with_keys(&url).await?;
+        check_upgraded(&*store, &*keys).await;
+        drop((store, keys));
         let store = open(&url).await?;
         assert_eq!(store.participants("old").await?.len(), 2);
         Ok::<_, StoreError>(())
@@ -120,5 +126,5 @@ async fn postgres_version_1_is_upgraded_in_place() {
         .collect();
     client.batch_execute(&format!("DROP SCHEMA {schema} CASCADE")).await.unwrap();
     outcome.unwrap_or_else(|panic| std::panic::resume_unwind(panic)).unwrap();
-    assert_eq!(versions, [1, 2]);
+    assert_eq!(versions, (1..=LATEST).map(|v| i32::try_from(v).unwrap()).collect::<Vec<_>>());
 }
