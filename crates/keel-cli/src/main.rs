@@ -9,6 +9,7 @@ mod config_file;
 mod connect;
 mod demo;
 mod init;
+mod keys;
 mod mock;
 mod open_files;
 mod repair;
@@ -59,6 +60,8 @@ enum Command {
     Chat(chat::ChatArgs),
     /// List, show, export or delete the durable sessions in keel's store.
     Sessions(sessions::SessionsArgs),
+    /// Create, list or revoke the API keys in keel's store (picked up by running keel instances).
+    Keys(keys::KeysArgs),
 }
 
 fn main() -> ExitCode {
@@ -86,6 +89,7 @@ fn main() -> ExitCode {
             Command::Repair(args) => repair::run(args),
             Command::Chat(args) => chat::run(args).await,
             Command::Sessions(args) => sessions::run(args).await,
+            Command::Keys(args) => keys::run(args).await,
         }
     });
     match result {

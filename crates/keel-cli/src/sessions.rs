@@ -143,7 +143,7 @@ pub(crate) async fn run(args: SessionsArgs) -> anyhow::Result<()> {
 
 /// The store URL: `--store`/`KEEL_STORE`, else the config file's, else the default — the same
 /// order `keel serve` applies.
-fn store_url(store: Option<String>, config: Option<PathBuf>) -> anyhow::Result<String> {
+pub(crate) fn store_url(store: Option<String>, config: Option<PathBuf>) -> anyhow::Result<String> {
     if let Some(url) = store.filter(|url| !url.is_empty()) {
         return Ok(url);
     }
@@ -168,7 +168,7 @@ async fn open(url: &str) -> anyhow::Result<Arc<dyn Store>> {
 }
 
 /// The file of a `sqlite://` URL.
-fn sqlite_path(url: &str) -> Option<PathBuf> {
+pub(crate) fn sqlite_path(url: &str) -> Option<PathBuf> {
     let scheme = url.get(..7)?;
     if !scheme.eq_ignore_ascii_case("sqlite:") {
         return None;

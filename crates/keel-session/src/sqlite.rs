@@ -399,56 +399,18 @@ impl Readers {
 type Reply<T> = oneshot::Sender<Result<T, StoreError>>;
 
 /// A write for the writer thread. `Complete` with `partial` is [`Store::save_partial`] (the
-/// message stays incomplete, no version bump).
+/// message stays incomplete, no version bump); `Job` is a write of another store sharing the
+/// database ([`SqliteStore::write_with`]).
 enum Command {
-    Create {
-        new: NewSession,
-        ensure: bool,
-        reply: Reply<Session>,
-    },
-    Update {
-        id: String,
-        expected: u64,
-        patch: SessionPatch,
-        reply: Reply<Session>,
-    },
-    Delete {
-        id: String,
-        reply: Reply<bool>,
-    },
-    Append {
-        id: String,
-        message: NewMessage,
-        reply: Reply<Message>,
-    },
-    Complete {
-        id: String,
-        seq: u64,
-        completion: MessageCompletion,
-        partial: bool,
-        reply: Reply<Message>,
-    },
-    AddParticipant {
-        id: String,
-        participant: NewParticipant,
-        reply: Reply<Participant>,
-    },
-    RemoveParticipant {
-        id: String,
-        name: String,
-        reply: Reply<bool>,
-    },
-    Handoff {
-        id: String,
-        from: String,
-        to: NewParticipant,
-        message: NewMessage,
-        reply: Reply<Message>,
-    },
-    Ping {
-        reply: Reply<()>,
-    },
-    /// A write of another store sharing the database ([`SqliteStore::write_with`]).
+    Create { new: NewSession, ensure: bool, reply: Reply<Session> },
+    Update { id: String, expected: u64, patch: SessionPatch, reply: Reply<Session> },
+    Delete { id: String, reply: Reply<bool> },
+    Append { id: String, message: NewMessage, reply: Reply<Message> },
+    Complete { id: String, seq: u64, completion: MessageCompletion, partial: bool, reply: Reply<Message> },
+    AddParticipant { id: String, participant: NewParticipant, reply: Reply<Participant> },
+    RemoveParticipant { id: String, name: String, reply: Reply<bool> },
+    Handoff { id: String, from: String, to: NewParticipant, message: NewMessage, reply: Reply<Message> },
+    Ping { reply: Reply<()> },
     Job(Job),
 }
 
