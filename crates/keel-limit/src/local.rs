@@ -14,7 +14,7 @@ const SHARDS: usize = 16;
 
 type Shard = Mutex<HashMap<Box<str>, u64>>;
 
-/// Rate limits of this process only: each key's TAT in one of [`SHARDS`] mutex-guarded maps.
+/// Rate limits of this process only: each key's TAT in one of 16 mutex-guarded maps.
 ///
 /// Every method is synchronous and takes `now` in µs on [`LocalLimiter::clock`] (tests pass their
 /// own readings). Checking or settling a key that exists allocates nothing; a new key allocates its

@@ -2,8 +2,10 @@
 //!
 //! The script reads the server's clock (`TIME`), so keel instances whose clocks disagree still
 //! share one budget; Redis 7 replicates the script's effects, not the script, so reading the time
-//! inside it is safe. The script only applies [`Gcra::advance`](crate::Gcra::advance) and the capacity test; the
-//! [`Decision`] is computed here by the same core from the TAT and time the script read.
+//! inside it is safe. The script only applies [`Gcra::advance`](crate::Gcra::advance) and the
+//! capacity test; the [`Decision`] is computed here by the same core from the TAT and time the
+//! script read. Redis runs scripts one at a time, so concurrent checks from any number of
+//! processes never overspend.
 
 use std::future::Future;
 use std::time::Duration;
@@ -14,7 +16,8 @@ use redis::{Client, RedisError, RedisResult, Script};
 use crate::decision::{Decision, Quota};
 use crate::error::LimitError;
 
-/// Moves a key's TAT: the Lua twin of [`Gcra::advance`](crate::Gcra::advance) followed by the capacity test.
+/// Moves a key's TAT: the Lua twin of [`Gcra::advance`](crate::Gcra::advance), then the capacity
+/// test.
 ///
 /// KEYS[1]: the key. ARGV[1]: µs to charge from max(TAT, now) (negative: refund). ARGV[2]: the
 /// most the new TAT may be ahead of now for the change to be written (-1: no bound). A TAT at or
@@ -29,7 +32,8 @@ local cap = tonumber(ARGV[2])
 local new = math.max(math.max(tat, now) + tonumber(ARGV[1]), now)
 if cap < 0 or new - now <= cap then
   if new > now then
-    redis.call('SET', KEYS[1], string.format('%d', new), 'PX', math.floor((new - now) / 1000) + 1)
+    local ttl = math.floor((new - now) / 1000) + 1
+    redis.call('SET', KEYS[1], string.format('%d', new), 'PX', string.format('%d', ttl))
   else
     redis.call('DEL', KEYS[1])
   end
@@ -41,8 +45,9 @@ return {tat, now}
 ///
 /// Created without waiting for Redis ([`RedisLimiter::new`]): the connection is made on first use
 /// and remade after failures, so keel starts even while Redis is down. Every call is bounded by
-/// the timeout; a call that cannot reach Redis in time is a [`LimitError::Store`]. Cloning is cheap
-/// and clones share the connection.
+/// the timeout; a call that cannot reach Redis in time is a [`LimitError::Store`]. A failed call
+/// starts a new connection attempt, so once Redis is back the next call or two succeed again.
+/// Cloning is cheap and clones share the connection.
 #[derive(Debug, Clone)]
 pub struct RedisLimiter {
     conn: ConnectionManager,
@@ -161,6 +166,6 @@ fn problem(error: &RedisError, timeout: Duration) -> String {
     } else if error.is_io_error() || error.is_connection_dropped() {
         format!("could not be reached ({error})")
     } else {
-        format!("failed the rate-limit script ({error})")
+        format!("answered with an error ({error})")
     }
 }
