@@ -30,19 +30,26 @@ struct Upstream {
 }
 
 impl Upstream {
-    /// Gives back a slot and hands it on (see [`Group::finish`]).
-    fn release(&self, model: &str, tenant: &str, service: Option<Duration>) {
-        let now = Instant::now();
+    /// Gives back a slot at `now` and hands it on (see [`Group::finish`]).
+    fn release(&self, model: &str, tenant: &str, service: Option<Duration>, now: Instant) {
         let mut deliver = |sender: oneshot::Sender<Handoff>| sender.send(Handoff::Granted(now)).is_ok();
         self.group.lock().finish(model, tenant, service, now, &mut deliver);
     }
 }
 
+impl Upstream {
+    fn new(name: Arc<str>, settings: Settings, tally: &Arc<Tally>) -> Arc<Upstream> {
+        Arc::new(Upstream { group: Mutex::new(Group::new(name, settings)), tally: Arc::clone(tally) })
+    }
+}
+
 #[derive(Debug)]
 struct Inner {
+    /// The settings of upstreams created on first use.
     settings: Settings,
-    /// Upstreams by name, created on first use and kept: upstream names come from the config, a
-    /// bounded set (model names come from clients; their buckets go when idle).
+    /// Upstreams by name: those with their own settings from the start, others created on first
+    /// use; all kept, since upstream names come from the config, a bounded set (model names come
+    /// from clients; their buckets go when idle).
     upstreams: RwLock<HashMap<Arc<str>, Arc<Upstream>>>,
     tally: Arc<Tally>,
 }
@@ -53,10 +60,9 @@ impl Inner {
             return Arc::clone(upstream);
         }
         let mut upstreams = self.upstreams.write();
-        let upstream = upstreams.entry(Arc::from(name)).or_insert_with_key(|name| {
-            let group = Mutex::new(Group::new(Arc::clone(name), self.settings));
-            Arc::new(Upstream { group, tally: Arc::clone(&self.tally) })
-        });
+        let upstream = upstreams
+            .entry(Arc::from(name))
+            .or_insert_with_key(|name| Upstream::new(Arc::clone(name), self.settings, &self.tally));
         Arc::clone(upstream)
     }
 }
@@ -77,14 +83,33 @@ enum Entry {
 }
 
 impl Admission {
-    /// Admission with these limits for every bucket.
+    /// Admission with these limits for every upstream.
     pub fn new(settings: Settings) -> Result<Admission, Error> {
+        Admission::with_upstreams(settings, std::iter::empty::<(Arc<str>, Settings)>())
+    }
+
+    /// Admission with limits of their own for some upstreams (a laptop serving one request at a
+    /// time beside a GPU server serving eight) and `settings` for the others.
+    pub fn with_upstreams<N: Into<Arc<str>>>(
+        settings: Settings,
+        upstreams: impl IntoIterator<Item = (N, Settings)>,
+    ) -> Result<Admission, Error> {
         settings.validate()?;
-        let inner = Inner { settings, upstreams: RwLock::default(), tally: Arc::default() };
+        let tally = Arc::default();
+        let mut known = HashMap::new();
+        for (name, own) in upstreams {
+            let name: Arc<str> = name.into();
+            own.validate().map_err(|source| Error::InvalidUpstreamSettings {
+                upstream: name.to_string(),
+                source: Box::new(source),
+            })?;
+            known.insert(Arc::clone(&name), Upstream::new(name, own, &tally));
+        }
+        let inner = Inner { settings, upstreams: RwLock::new(known), tally };
         Ok(Admission { inner: Arc::new(inner) })
     }
 
-    /// The limits in force.
+    /// The limits of upstreams without settings of their own.
     pub fn settings(&self) -> &Settings {
         &self.inner.settings
     }
@@ -222,7 +247,7 @@ impl Drop for Waiting {
             return;
         }
         if let Ok(Handoff::Granted(_)) = self.receiver.try_recv() {
-            self.upstream.release(&self.model, &self.tenant, None);
+            self.upstream.release(&self.model, &self.tenant, None, Instant::now());
         }
     }
 }
@@ -264,7 +289,8 @@ impl Permit {
 
 impl Drop for Permit {
     fn drop(&mut self) {
-        let service = self.started.elapsed();
-        self.upstream.release(&self.model, &self.tenant, Some(service));
+        let now = Instant::now();
+        let service = now.saturating_duration_since(self.started);
+        self.upstream.release(&self.model, &self.tenant, Some(service), now);
     }
 }

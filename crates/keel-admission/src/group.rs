@@ -163,7 +163,11 @@ impl<P> Group<P> {
             return None;
         }
         let max_concurrent = self.settings.max_concurrent;
-        let bucket = self.bucket(model);
+        // One lookup on the way most requests take; `bucket` creates one otherwise.
+        let bucket = match self.buckets.get_mut(model) {
+            Some(bucket) => bucket,
+            None => self.bucket(model),
+        };
         if bucket.running >= max_concurrent {
             return None;
         }
@@ -192,18 +196,11 @@ impl<P> Group<P> {
             tenant_running: bucket.running_of(&ticket.tenant),
         }
         .rank(settings.aging);
-        let refusal = self.deadline_check(model, ticket.deadline, newcomer, now);
-        let displaced = match refusal {
+        let room = match self.deadline_check(model, ticket.deadline, newcomer, now) {
             Some(shed) => Err(shed),
             None => self.make_room(model, newcomer, now),
         };
-        let displaced = match displaced {
-            Ok(displaced) => displaced,
-            Err(shed) => {
-                self.forget_if_idle(model);
-                return Err(shed);
-            }
-        };
+        let displaced = room.inspect_err(|_| self.forget_if_idle(model))?;
         self.arrivals += 1;
         let bucket = self.bucket(model);
         let waiter = Waiter { id: arrival, tenant: ticket.tenant, priority: ticket.priority, since: now, payload };
@@ -329,10 +326,16 @@ impl<P> Group<P> {
 
     /// The bucket of `model`, created on first use.
     fn bucket(&mut self, model: &str) -> &mut Bucket<P> {
-        // The existing key when there is one: a reference count, not an allocation.
-        let key = self.buckets.get_key_value(model).map_or_else(|| Arc::from(model), |(key, _)| Arc::clone(key));
-        let service_times = &mut self.service_times;
-        self.buckets.entry(key).or_insert_with_key(|key| Bucket::new(Arc::clone(key), service_times.remove(key)))
+        // The name already held by the bucket or the service-time memory when there is one: a
+        // reference count, not an allocation.
+        let (key, service) = match self.buckets.get_key_value(model) {
+            Some((key, _)) => (Arc::clone(key), None),
+            None => self
+                .service_times
+                .remove_entry(model)
+                .map_or_else(|| (Arc::from(model), None), |(key, service)| (key, Some(service))),
+        };
+        self.buckets.entry(key).or_insert_with_key(|key| Bucket::new(Arc::clone(key), service))
     }
 
     /// Removes the bucket of `model` if nothing runs or waits there, remembering its service time.

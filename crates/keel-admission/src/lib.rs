@@ -11,8 +11,10 @@
 //!
 //! - A **bucket** per `upstream:model` runs at most [`Settings::max_concurrent`] requests and
 //!   queues at most [`Settings::max_queue`]. An **upstream** (all its models together) may also
-//!   be capped, [`Settings::upstream_max_concurrent`]. Buckets are created on first use and
-//!   forgotten when nothing runs or waits there, so a flood of model names holds no memory.
+//!   be capped, [`Settings::upstream_max_concurrent`]; [`Admission::with_upstreams`] gives
+//!   some upstreams settings of their own. Buckets are created on first use and forgotten when
+//!   nothing runs or waits there, so a flood of model names holds no memory (a bounded number
+//!   of service times is remembered per upstream).
 //! - [`Admission::admit`] returns a [`Permit`] at once when the bucket and its upstream have a
 //!   free slot (no allocation, no await). Otherwise the request queues, or is shed at once:
 //!   [`Shed::QueueFull`], or [`Shed::DeadlineUnmeetable`] when its [`Ticket::deadline`] is sooner
@@ -72,6 +74,10 @@
 //! an `RwLock`, read-locked on the way in. A queued request is woken by a `tokio::sync::oneshot`
 //! that carries its slot (sent under the lock, so "handed over" and "in the channel" are the
 //! same fact). Time is `tokio::time::Instant`, so tests run on a paused clock.
+//!
+//! Cost (`benches/admission.rs`, release build, this project's 2-core machine): admit + drop on
+//! the fast path ≈ 0.23 µs (≈ 0.37 µs when the bucket is created and forgotten each time); a
+//! handover to a queued request ≈ 0.7 µs.
 
 mod admission;
 mod group;

@@ -74,6 +74,14 @@ pub enum Error {
         /// What is wrong and how to fix it.
         problem: String,
     },
+    /// One upstream's own settings do not validate.
+    #[error("admission settings of upstream {upstream:?}: {source}")]
+    InvalidUpstreamSettings {
+        /// The upstream's name.
+        upstream: String,
+        /// What is wrong with its settings.
+        source: Box<Error>,
+    },
 }
 
 #[cfg(test)]

@@ -8,7 +8,7 @@ use std::pin::{Pin, pin};
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
-use keel_admission::{Admission, Permit, Priority, Settings, Shed, ShedReason, Ticket};
+use keel_admission::{Admission, Error, Permit, Priority, Settings, Shed, ShedReason, Ticket};
 use tokio::time::{Instant, sleep};
 
 const SEC: Duration = Duration::from_secs(1);
@@ -240,4 +240,34 @@ async fn a_flood_of_model_names_leaves_nothing_behind() {
         drop(take(&admission, &format!("model-{n}"), "a").await);
     }
     assert!(admission.stats().is_empty());
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_upstream_may_have_limits_of_its_own() {
+    let laptop = Settings { max_concurrent: 1, max_queue: 0, ..Settings::default() };
+    let admission = Admission::with_upstreams(Settings::default(), [("laptop", laptop)]).unwrap();
+    let _one = admission.admit("laptop", "m", ticket("a", Priority::Normal)).await.unwrap();
+    let shed = admission.admit("laptop", "m", ticket("a", Priority::Normal)).await.unwrap_err();
+    assert!(matches!(shed, Shed::QueueFull { .. }), "{shed:?}");
+    let _gpu = [take(&admission, "m", "a").await, take(&admission, "m", "a").await];
+    let limits: Vec<(String, usize)> =
+        admission.stats().iter().map(|s| (s.upstream.to_string(), s.max_concurrent)).collect();
+    assert_eq!(limits, [("laptop".to_owned(), 1), ("local".to_owned(), 4)]);
+    let broken = Settings { max_concurrent: 0, ..Settings::default() };
+    let error = Admission::with_upstreams(Settings::default(), [("laptop", broken)]).unwrap_err();
+    assert!(matches!(&error, Error::InvalidUpstreamSettings { upstream, .. } if upstream == "laptop"));
+    assert!(
+        error.to_string().starts_with("admission settings of upstream \"laptop\": [admission] max_concurrent is 0")
+    );
+}
+
+#[test]
+fn the_admit_future_can_move_between_threads() {
+    fn assert_send<T: Send>(_: &T) {}
+    let admission = one_at_a_time();
+    let admit = admission.admit("local", "m", ticket("a", Priority::Normal));
+    assert_send(&admit);
+    fn assert_send_sync<T: Send + Sync>() {}
+    assert_send_sync::<Admission>();
+    assert_send_sync::<Permit>();
 }
