@@ -30,16 +30,14 @@ struct Upstream {
 }
 
 impl Upstream {
+    fn new(name: Arc<str>, settings: Settings, tally: &Arc<Tally>) -> Arc<Upstream> {
+        Arc::new(Upstream { group: Mutex::new(Group::new(name, settings)), tally: Arc::clone(tally) })
+    }
+
     /// Gives back a slot at `now` and hands it on (see [`Group::finish`]).
     fn release(&self, model: &str, tenant: &str, service: Option<Duration>, now: Instant) {
         let mut deliver = |sender: oneshot::Sender<Handoff>| sender.send(Handoff::Granted(now)).is_ok();
         self.group.lock().finish(model, tenant, service, now, &mut deliver);
-    }
-}
-
-impl Upstream {
-    fn new(name: Arc<str>, settings: Settings, tally: &Arc<Tally>) -> Arc<Upstream> {
-        Arc::new(Upstream { group: Mutex::new(Group::new(name, settings)), tally: Arc::clone(tally) })
     }
 }
 
