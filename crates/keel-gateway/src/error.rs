@@ -116,6 +116,14 @@ pub enum ProxyError {
         /// The limit.
         limit: usize,
     },
+    /// The connection came beyond `[server] max_connections` with none idle to close.
+    #[error(
+        "keel has {max} client connections open, its limit ([server] max_connections), and none is idle; retry shortly, or raise the limit (and the open-file limit)"
+    )]
+    AtConnectionLimit {
+        /// The limit.
+        max: usize,
+    },
     /// keel's shutdown grace ran out before the answer came.
     #[error("keel is shutting down; retry the request")]
     ShuttingDown,
@@ -179,7 +187,7 @@ impl ProxyError {
             ProxyError::AllTargetsUnavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
             ProxyError::Translate(err) => err.status(),
             ProxyError::HeadersTooLarge { .. } => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
-            ProxyError::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
+            ProxyError::ShuttingDown | ProxyError::AtConnectionLimit { .. } => StatusCode::SERVICE_UNAVAILABLE,
             ProxyError::Unauthorized => StatusCode::UNAUTHORIZED,
             ProxyError::Forbidden { .. }
             | ProxyError::ModelManagementClosed { .. }
@@ -194,7 +202,7 @@ impl ProxyError {
         let body = ErrorBody::new(dialect, status, &self.to_string());
         let retry_after = match &self {
             ProxyError::AllTargetsUnavailable { retry_after, .. } => Some(retry_after_secs(*retry_after)),
-            ProxyError::ShuttingDown => Some(1),
+            ProxyError::ShuttingDown | ProxyError::AtConnectionLimit { .. } => Some(1),
             _ => None,
         };
         let mut response = (status, body.body).into_response();

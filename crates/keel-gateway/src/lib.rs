@@ -21,6 +21,7 @@ pub mod config;
 mod admin;
 mod app;
 mod background;
+mod connections;
 mod probes;
 mod server;
 mod shared;

@@ -10,6 +10,7 @@
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use keel_types::Dialect;
 use tokio::net::{TcpListener, TcpStream};
@@ -17,6 +18,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 
 use crate::app::app;
+use crate::connections::{AcceptBackoff, Conn, Connections, Limits, Registration, TrackedIo};
 use crate::error::ProxyError;
 use crate::state::{Gateway, GatewayError};
 
@@ -57,6 +59,8 @@ pub async fn serve(
 ) -> Result<(), ServeError> {
     let grace = gateway.config().server.shutdown_grace;
     let workers = gateway.config().server.workers.max(1);
+    let connections = Connections::new(limits(&gateway));
+    let watcher = tokio::spawn(Arc::clone(&connections).watch());
     let (stop_tx, stop_rx) = watch::channel(false);
     let grace_over = CancellationToken::new();
     let mut finished = Vec::with_capacity(workers);
@@ -81,25 +85,31 @@ pub async fn serve(
     let mut all_done = std::pin::pin!(all_done);
     let mut shutdown = std::pin::pin!(shutdown);
     let mut next = 0;
+    let mut backoff = AcceptBackoff::new();
     loop {
         tokio::select! {
             results = &mut all_done => return first_error(results),
             () = &mut shutdown => break,
             accepted = listener.accept() => match accepted {
-                Ok((stream, peer)) => next = hand_over(stream, peer, &handoff, next),
-                // Out of file descriptors and the like: back off instead of spinning.
+                Ok((stream, peer)) => {
+                    backoff.succeeded();
+                    next = hand_over(stream, peer, connections.register(), &handoff, next);
+                }
+                // Out of file descriptors and the like: free some, back off instead of spinning.
                 Err(err) => {
-                    tracing::warn!(%err, "accept failed");
                     if keel_upstream::is_local_shortage(&err) {
                         gateway.relieve_descriptor_pressure();
+                        connections.close_one_idle();
                     }
-                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    let pause = backoff.failed(&err, connections.open(), std::time::Instant::now());
+                    tokio::time::sleep(pause).await;
                 }
             },
         }
     }
     // Stop accepting: the port closes, new connections are refused.
     drop(listener);
+    watcher.abort();
     drop(background);
     drop(handoff);
     tracing::info!(grace = %keel_types::duration::format(grace), "shutting down: no new connections; waiting for in-flight requests");
@@ -120,12 +130,27 @@ pub async fn serve(
     }
 }
 
+/// The connection limits `[server]` sets (`max_connections = 0` resolved from the open-file
+/// limit).
+fn limits(gateway: &Gateway) -> Limits {
+    let server = &gateway.config().server;
+    let max_connections = match server.max_connections {
+        0 => crate::connections::auto_max_connections(),
+        max => max,
+    };
+    Limits { header_timeout: server.header_timeout, idle_timeout: server.idle_timeout, max_connections }
+}
+
+/// An accepted connection on its way to a serving thread.
+type Handoff = (std::net::TcpStream, SocketAddr, Registration);
+
 /// Hands an accepted connection to serving thread `next` (with `TCP_NODELAY` set); gives the
 /// next thread's index.
 fn hand_over(
     stream: TcpStream,
     peer: SocketAddr,
-    handoff: &[mpsc::UnboundedSender<(std::net::TcpStream, SocketAddr)>],
+    registration: Registration,
+    handoff: &[mpsc::UnboundedSender<Handoff>],
     next: usize,
 ) -> usize {
     // Without this, Nagle's algorithm and delayed ACKs stall small writes by ~40 ms.
@@ -134,7 +159,7 @@ fn hand_over(
     }
     match stream.into_std() {
         Ok(stream) => {
-            let _ = handoff[next].send((stream, peer));
+            let _ = handoff[next].send((stream, peer, registration));
             (next + 1) % handoff.len()
         }
         Err(err) => {
@@ -146,18 +171,20 @@ fn hand_over(
 
 /// The connections handed to one serving thread.
 struct Incoming {
-    connections: mpsc::UnboundedReceiver<(std::net::TcpStream, SocketAddr)>,
+    connections: mpsc::UnboundedReceiver<Handoff>,
 }
 
 impl Incoming {
     /// The next connection; pending forever once the acceptor has stopped (shutdown follows).
-    async fn accept(&mut self) -> TcpStream {
+    async fn accept(&mut self) -> (TcpStream, Registration) {
         loop {
             match self.connections.recv().await {
-                Some((stream, peer)) => match stream.set_nonblocking(true).and_then(|()| TcpStream::from_std(stream)) {
-                    Ok(stream) => return stream,
-                    Err(err) => tracing::debug!(%err, %peer, "could not adopt a handed-over connection"),
-                },
+                Some((stream, peer, registration)) => {
+                    match stream.set_nonblocking(true).and_then(|()| TcpStream::from_std(stream)) {
+                        Ok(stream) => return (stream, registration),
+                        Err(err) => tracing::debug!(%err, %peer, "could not adopt a handed-over connection"),
+                    }
+                }
                 None => std::future::pending::<()>().await,
             }
         }
@@ -176,6 +203,8 @@ struct Dispatch {
     router: axum::Router,
     /// This serving thread's [`crate::shutdown::grace_over`].
     grace_over: CancellationToken,
+    /// The connection served (set per connection).
+    conn: Option<Arc<Conn>>,
 }
 
 impl hyper::service::Service<http::Request<hyper::body::Incoming>> for Dispatch {
@@ -185,12 +214,14 @@ impl hyper::service::Service<http::Request<hyper::body::Incoming>> for Dispatch 
 
     fn call(&self, request: http::Request<hyper::body::Incoming>) -> Self::Future {
         let request = request.map(axum::body::Body::new);
-        if let Some(refused) = headers_too_large(&request) {
+        if let Some(refused) = headers_too_large(&request).or_else(|| self.over_capacity(&request)) {
             return Box::pin(std::future::ready(Ok(refused)));
         }
+        let busy = self.conn.as_ref().map(Conn::begin);
         if crate::endpoint::is_keel_own(request.uri().path()) {
             let router = self.router.clone();
             return Box::pin(async move {
+                let _busy = busy;
                 let (method, path) = (request.method().clone(), request.uri().path().to_owned());
                 let response = tower::ServiceExt::oneshot(router, request).await?;
                 Ok(errors_as_json(response, &method, &path).await)
@@ -199,6 +230,7 @@ impl hyper::service::Service<http::Request<hyper::body::Incoming>> for Dispatch 
         let gateway = self.gateway.clone();
         let grace_over = self.grace_over.clone();
         Box::pin(async move {
+            let _busy = busy;
             let dialect = Dialect::of_path(request.uri().path());
             // (`select!` polls the request's future where it is: it is large, moving it costs.)
             tokio::select! {
@@ -210,6 +242,23 @@ impl hyper::service::Service<http::Request<hyper::body::Incoming>> for Dispatch 
                 }
             }
         })
+    }
+}
+
+impl Dispatch {
+    /// A 503 (and the connection closed after it) for everything but `/keel/health` on a
+    /// connection taken beyond `[server] max_connections`.
+    fn over_capacity<B>(&self, request: &http::Request<B>) -> Option<axum::response::Response> {
+        let conn = self.conn.as_ref()?;
+        if !conn.over_capacity || request.uri().path() == "/keel/health" {
+            return None;
+        }
+        let max = self.gateway.config().server.max_connections;
+        let max = if max == 0 { crate::connections::auto_max_connections() } else { max };
+        let dialect = Dialect::of_path(request.uri().path());
+        let mut response = ProxyError::AtConnectionLimit { max }.into_response_in(dialect);
+        response.headers_mut().insert(http::header::CONNECTION, http::HeaderValue::from_static("close"));
+        Some(response)
     }
 }
 
@@ -268,21 +317,34 @@ async fn errors_as_json(
 }
 
 /// Serves one client connection (HTTP/1.1, keep-alive) until it closes, or until `closing`
-/// asks it to finish its in-flight request and close.
-async fn serve_connection(stream: TcpStream, dispatch: Dispatch, mut closing: watch::Receiver<bool>) {
+/// (shutdown) or the connection watcher asks it to close: at once for a request head that takes
+/// too long, else after the request in hand.
+async fn serve_connection(
+    stream: TcpStream,
+    registration: Registration,
+    mut dispatch: Dispatch,
+    mut closing: watch::Receiver<bool>,
+) {
+    let conn = Arc::clone(registration.conn());
+    dispatch.conn = Some(Arc::clone(&conn));
     let mut builder = hyper::server::conn::http1::Builder::new();
-    let header_timeout = dispatch.gateway.config().server.header_timeout;
-    if !header_timeout.is_zero() {
-        // hyper starts it whenever it waits for a request's headers: slow headers and idle
-        // kept-alive connections end alike.
-        builder.timer(hyper_util::rt::TokioTimer::new()).header_read_timeout(header_timeout);
+    if conn.over_capacity {
+        builder.keep_alive(false);
     }
-    let connection = builder.serve_connection(hyper_util::rt::TokioIo::new(stream), dispatch);
+    let io = hyper_util::rt::TokioIo::new(TrackedIo::new(stream, Arc::clone(&conn)));
+    let connection = builder.serve_connection(io, dispatch);
     let mut connection = std::pin::pin!(connection);
     let result = tokio::select! {
         result = connection.as_mut() => result,
         // (the value `wait_for` returns borrows the channel; it is dropped before awaiting on)
         () = async { drop(closing.wait_for(|closing| *closing).await) } => {
+            connection.as_mut().graceful_shutdown();
+            connection.await
+        }
+        now = conn.close_requested() => {
+            if now {
+                return;
+            }
             connection.as_mut().graceful_shutdown();
             connection.await
         }
@@ -342,15 +404,15 @@ fn run_worker(
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     runtime.block_on(async move {
         tokio::spawn(keep_a_timer_due(gateway.clone()));
-        let dispatch = Dispatch { router: app(gateway.clone()), gateway, grace_over };
+        let dispatch = Dispatch { router: app(gateway.clone()), gateway, grace_over, conn: None };
         // The same signal tells each connection to finish its request and close.
         let closing = stop.clone();
         let mut connections = tokio::task::JoinSet::new();
         loop {
             tokio::select! {
                 _ = stop.wait_for(|stop| *stop) => break,
-                stream = incoming.accept() => {
-                    connections.spawn(serve_connection(stream, dispatch.clone(), closing.clone()));
+                (stream, registration) = incoming.accept() => {
+                    connections.spawn(serve_connection(stream, registration, dispatch.clone(), closing.clone()));
                 }
                 Some(_) = connections.join_next(), if !connections.is_empty() => {}
             }

@@ -13,7 +13,7 @@ use std::path::Path;
 
 /// The layers, top to bottom, and the top-level modules in each.
 const LAYERS: &[(&str, &[&str])] = &[
-    ("serving", &["server", "app", "background", "admin", "probes", "shared"]),
+    ("serving", &["server", "app", "background", "admin", "probes", "shared", "connections"]),
     ("pipeline", &["pipeline"]),
     ("stages", &["stages"]),
     ("attempts", &["attempts"]),

@@ -46,6 +46,11 @@ pub mod names {
     pub const SESSIONS_TIMED_OUT_TOTAL: &str = "keel_sessions_timed_out_total";
     /// Counter: repair fixes applied to structured answers, by `strategy` and `model`.
     pub const REPAIR_FIXES_TOTAL: &str = "keel_repair_fixes_total";
+    /// Gauge: open client connections.
+    pub const CLIENT_CONNECTIONS: &str = "keel_client_connections";
+    /// Counter: client connections keel closed, by `reason` (`header_timeout`, `idle`, `capacity`,
+    /// `descriptors`).
+    pub const CLIENT_CONNECTIONS_CLOSED_TOTAL: &str = "keel_client_connections_closed_total";
 }
 
 /// Latency buckets in seconds: fine below 100 ms (proxy overhead), coarse up to cold model loads.

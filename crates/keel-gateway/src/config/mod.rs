@@ -107,8 +107,12 @@ pub struct ServerConfig {
     pub shutdown_grace: Duration,
     /// Serving threads (at least 1; `workers = 0` in the file means one per CPU core).
     pub workers: usize,
-    /// Longest wait for a request's headers, idle keep-alive included; zero: no limit.
+    /// Longest a request's headers may take from their first byte; zero: no limit.
     pub header_timeout: Duration,
+    /// Longest a kept-alive connection stays open with nothing in hand; zero: no limit.
+    pub idle_timeout: Duration,
+    /// The most client connections kept open; 0: half the open-file limit.
+    pub max_connections: usize,
     /// Longest wait for a body keel reads whole.
     pub body_timeout: Duration,
 }
@@ -387,6 +391,8 @@ impl Config {
                     n => n,
                 },
                 header_timeout: raw.server.header_timeout,
+                idle_timeout: raw.server.idle_timeout,
+                max_connections: raw.server.max_connections,
                 body_timeout: raw.server.body_timeout,
             },
             store_url: raw.store.url,

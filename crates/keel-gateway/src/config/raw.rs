@@ -52,11 +52,16 @@ pub struct RawServer {
     pub allow_remote_without_auth: bool,
     /// Serving threads; 0 means one per CPU core.
     pub workers: usize,
-    /// How long a client connection may take to send a request's headers, counted from when
-    /// keel waits for them — so also the longest an idle kept-alive connection stays open.
-    /// `"0s"` turns it off.
+    /// How long a client connection may take to send a request's headers, counted from their
+    /// first byte. `"0s"` turns it off.
     #[serde(with = "keel_types::duration")]
     pub header_timeout: Duration,
+    /// How long a kept-alive client connection may stay open with no request in hand and no
+    /// bytes moving. `"0s"` turns it off.
+    #[serde(with = "keel_types::duration")]
+    pub idle_timeout: Duration,
+    /// The most client connections kept open; 0 means half the open-file limit.
+    pub max_connections: usize,
     /// How long keel waits for a request body it reads whole (a model request's JSON).
     #[serde(with = "keel_types::duration")]
     pub body_timeout: Duration,
@@ -78,6 +83,8 @@ impl Default for RawServer {
             allow_remote_without_auth: false,
             workers: 0,
             header_timeout: Duration::from_secs(30),
+            idle_timeout: Duration::from_secs(60),
+            max_connections: 0,
             body_timeout: Duration::from_secs(60),
             allowed_hosts: Vec::new(),
             cors_origins: Vec::new(),

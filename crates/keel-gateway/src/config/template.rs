@@ -26,10 +26,17 @@ allow_remote_without_auth = false
 # Serving threads, each with its own event loop (like nginx's worker processes). 0 means one
 # per CPU core.
 workers = 0
-# How long a client may take to send a request's headers, counted from when keel waits for
-# them: a client that dribbles headers (slowloris) or keeps a connection idle between requests
-# for longer is disconnected. "0s" turns it off.
+# How long a client may take to send a request's headers, counted from their first byte: a
+# client that dribbles headers (slowloris) is disconnected. "0s" turns it off.
 header_timeout = "30s"
+# How long a kept-alive client connection may stay open with no request in hand and nothing
+# sent either way; then keel closes it. "0s" turns it off.
+idle_timeout = "60s"
+# The most client connections keel keeps open. When they are all open, the one idle the
+# longest is closed to make room; if none is idle, newcomers get 503 (but /keel/health still
+# answers). 0 means half of keel's open-file limit (each connection may need one to a model
+# server too).
+max_connections = 0
 # How long a model request's body (its JSON, read whole) may take to arrive; a slower one gets
 # 408. Model uploads (streamed through) are not limited by it.
 body_timeout = "60s"
