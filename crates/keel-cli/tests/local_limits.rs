@@ -1,5 +1,6 @@
 //! keel running out of its own open files is keel's fault, never the model server's: such
 //! requests get keel's own 503 saying so, no breaker opens, and keel serves on once files free up.
+//! Idle client connections up to the descriptor limit cannot keep keel from answering.
 
 #![cfg(unix)]
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, reason = "test code")]
@@ -18,39 +19,12 @@ async fn running_out_of_open_files_is_keels_own_503_and_opens_no_breaker() {
     )
     .unwrap();
     let mock = keel_mock::MockServer::start(([127, 0, 0, 1], 0).into(), scenario).await.unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let dir = tempfile::tempdir().unwrap();
-    let log = std::fs::File::create(dir.path().join("keel.log")).unwrap();
-    // 48 open files in all (soft and hard): every stream through keel takes two.
-    let mut keel = Command::new("bash")
-        .args([
-            "-c",
-            &format!(
-                "ulimit -n 48 && exec \"$0\" serve --upstream {} --listen 127.0.0.1:{port} --store sqlite://{}",
-                mock.url(),
-                dir.path().join("keel.db").display()
-            ),
-            KEEL,
-        ])
-        .current_dir(dir.path())
-        .env("KEEL_SERVER_WORKERS", "1")
-        .env_remove("KEEL_CONFIG")
-        .stdout(Stdio::null())
-        .stderr(Stdio::from(log))
-        .spawn()
-        .unwrap();
-    let base = format!("http://127.0.0.1:{port}");
+    // One worker, and no connection cap from the descriptor limit: this test is about keel running
+    // short on its upstream side, which the cap (tested below) would otherwise prevent.
+    let (mut keel, base) = start_keel(&dir, 48, "[server]\nworkers = 1\nmax_connections = 1000\n", &mock.url()).await;
     // No idle keep-alive connections from this client: each would hold one of keel's descriptors.
     let client = reqwest::Client::builder().timeout(Duration::from_secs(60)).pool_max_idle_per_host(0).build().unwrap();
-    let mut up = false;
-    for _ in 0..100 {
-        if client.get(format!("{base}/keel/health")).send().await.is_ok() {
-            up = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    assert!(up, "keel did not start");
 
     let body = json!({"model": "m", "messages": [{"role": "user", "content": "hi"}]});
     let mut streams = tokio::task::JoinSet::new();
@@ -91,4 +65,88 @@ async fn running_out_of_open_files_is_keels_own_503_and_opens_no_breaker() {
     assert!(logs.contains("keel ran out of a local resource"), "no error logged:\n{logs}");
     keel.kill().unwrap();
     keel.wait().unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_connections_at_the_descriptor_limit_leave_health_and_chat_answering() {
+    let scenario = keel_mock::Scenario::from_toml_str("[[model]]\nname = \"m\"\nreply = \"fine\"\n").unwrap();
+    let mock = keel_mock::MockServer::start(([127, 0, 0, 1], 0).into(), scenario).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    // Defaults only: the connection cap comes from the 256-descriptor limit.
+    let (mut keel, base) = start_keel(&dir, 256, "", &mock.url()).await;
+    let address = base.trim_start_matches("http://").to_owned();
+
+    // 300 clients connect, send one complete request each, then sit on their connections.
+    let mut idle = Vec::new();
+    for _ in 0..300 {
+        if let Ok(Ok(mut stream)) =
+            tokio::time::timeout(Duration::from_millis(200), tokio::net::TcpStream::connect(&address)).await
+        {
+            use tokio::io::AsyncWriteExt as _;
+            let request = format!("GET /keel/health HTTP/1.1\r\nHost: {address}\r\n\r\n");
+            let _ = stream.write_all(request.as_bytes()).await;
+            idle.push(stream);
+        }
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    let client = reqwest::Client::builder().timeout(Duration::from_secs(5)).pool_max_idle_per_host(0).build().unwrap();
+    let started = std::time::Instant::now();
+    let health = client.get(format!("{base}/keel/health")).send().await.expect("health must answer");
+    assert_eq!(health.status(), 200);
+    let body = json!({"model": "m", "messages": [{"role": "user", "content": "hi"}], "stream": false});
+    let chat = client.post(format!("{base}/api/chat")).json(&body).send().await.expect("chat must answer");
+    assert_eq!(chat.status(), 200, "{}", chat.text().await.unwrap_or_default());
+    assert!(started.elapsed() < Duration::from_secs(5), "answers took {:?}", started.elapsed());
+
+    let metrics = client.get(format!("{base}/metrics")).send().await.unwrap().text().await.unwrap();
+    let made_room = metrics
+        .lines()
+        .find(|line| line.starts_with("keel_client_connections_closed_total{reason=\"capacity\"}"))
+        .and_then(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+        .unwrap_or(0.0);
+    assert!(made_room > 0.0, "no idle connection was closed to make room:\n{metrics}");
+    drop(idle);
+    keel.kill().unwrap();
+    keel.wait().unwrap();
+    let logs = std::fs::read_to_string(dir.path().join("keel.log")).unwrap();
+    let accept_failures = logs.matches("accepting client connections is failing").count();
+    assert!(accept_failures <= 3, "the accept loop logged {accept_failures} failures:\n{logs}");
+}
+
+/// Starts keel under `ulimit -n open_files` in `dir`, with `config` as its `./keel.toml`, and
+/// waits until it answers; returns the process and its base URL. Its log goes to `keel.log`.
+async fn start_keel(
+    dir: &tempfile::TempDir,
+    open_files: u32,
+    config: &str,
+    upstream: &str,
+) -> (std::process::Child, String) {
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let log = std::fs::File::create(dir.path().join("keel.log")).unwrap();
+    std::fs::write(dir.path().join("keel.toml"), config).unwrap();
+    let keel = Command::new("bash")
+        .args([
+            "-c",
+            &format!(
+                "ulimit -n {open_files} && exec \"$0\" serve --upstream {upstream} --listen 127.0.0.1:{port} --store sqlite://{}",
+                dir.path().join("keel.db").display()
+            ),
+            KEEL,
+        ])
+        .current_dir(dir.path())
+        .env_remove("KEEL_CONFIG")
+        .stdout(Stdio::null())
+        .stderr(Stdio::from(log))
+        .spawn()
+        .unwrap();
+    let base = format!("http://127.0.0.1:{port}");
+    let client = reqwest::Client::builder().pool_max_idle_per_host(0).build().unwrap();
+    for _ in 0..100 {
+        if client.get(format!("{base}/keel/health")).send().await.is_ok() {
+            return (keel, base);
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("keel did not start:\n{}", std::fs::read_to_string(dir.path().join("keel.log")).unwrap_or_default())
 }

@@ -68,6 +68,9 @@ pub(crate) struct Conn {
     reading_head: AtomicBool,
     /// Requests being answered.
     busy: AtomicU32,
+    /// At least one request was taken: a quiet connection is an idle keep-alive one, not one
+    /// whose first request is still on its way.
+    served: AtomicBool,
     /// A [`Close`], set by the watcher.
     close: AtomicU8,
     /// Wakes the connection's task when `close` is set.
@@ -85,6 +88,7 @@ impl Conn {
             moved: AtomicBool::new(false),
             reading_head: AtomicBool::new(false),
             busy: AtomicU32::new(0),
+            served: AtomicBool::new(false),
             close: AtomicU8::new(Close::No as u8),
             wake: Notify::new(),
             ended: AtomicBool::new(false),
@@ -96,6 +100,7 @@ impl Conn {
     pub(crate) fn begin(self: &Arc<Conn>) -> Busy {
         self.reading_head.store(false, Relaxed);
         self.busy.fetch_add(1, Relaxed);
+        self.served.store(true, Relaxed);
         Busy(Arc::clone(self))
     }
 
@@ -195,7 +200,8 @@ impl Connections {
     pub(crate) fn register(self: &Arc<Connections>) -> Registration {
         let mut table = self.table.lock();
         let open = self.open.fetch_add(1, Relaxed);
-        let over_capacity = open >= self.limits.max_connections && !close_longest_idle(&table, "capacity");
+        let over_capacity =
+            open >= self.limits.max_connections && !close_longest_idle(&table, Instant::now(), "capacity");
         if over_capacity {
             tracing::warn!(
                 open,
@@ -212,7 +218,7 @@ impl Connections {
     /// Asks the connection idle the longest to close (when descriptors run out); `false` if
     /// none is idle.
     pub(crate) fn close_one_idle(&self) -> bool {
-        close_longest_idle(&self.table.lock(), "descriptors")
+        close_longest_idle(&self.table.lock(), Instant::now(), "descriptors")
     }
 
     /// Open client connections.
@@ -266,12 +272,19 @@ impl Connections {
     }
 }
 
+/// How long a new connection that has sent nothing yet is spared from making room: its first
+/// request may be in the socket, unread, and closing it would fail a client that did no wrong.
+const FIRST_REQUEST_GRACE: Duration = Duration::from_secs(1);
+
 /// Asks the idle connection quiet the longest to close; `false` when none is idle.
-fn close_longest_idle(table: &[Entry], reason: &'static str) -> bool {
-    let longest = table
-        .iter()
-        .filter(|entry| !entry.conn.ended.load(Relaxed) && entry.conn.is_idle())
-        .min_by_key(|entry| entry.quiet_since);
+fn close_longest_idle(table: &[Entry], now: Instant, reason: &'static str) -> bool {
+    let evictable = |entry: &&Entry| {
+        let conn = &entry.conn;
+        !conn.ended.load(Relaxed)
+            && conn.is_idle()
+            && (conn.served.load(Relaxed) || now.duration_since(entry.quiet_since) >= FIRST_REQUEST_GRACE)
+    };
+    let longest = table.iter().filter(evictable).min_by_key(|entry| entry.quiet_since);
     match longest {
         Some(entry) => {
             closed(&entry.conn, Close::WhenIdle, reason);
@@ -467,6 +480,7 @@ mod tests {
     fn at_the_cap_the_longest_idle_connection_makes_room() {
         let connections = Connections::new(limits(2));
         let first = connections.register();
+        drop(first.conn().begin());
         let second = connections.register();
         let _busy = second.conn().begin();
         let third = connections.register();
@@ -478,6 +492,17 @@ mod tests {
         assert!(fourth.conn().over_capacity);
         drop(first);
         assert_eq!(connections.open(), 3);
+    }
+
+    #[test]
+    fn a_new_connection_is_not_closed_to_make_room_before_its_first_request() {
+        let connections = Connections::new(limits(1));
+        let fresh = connections.register();
+        assert!(!connections.close_one_idle(), "its request may be in the socket, unread");
+        assert_eq!(close_of(fresh.conn()), Close::No as u8);
+        let later = Instant::now() + FIRST_REQUEST_GRACE;
+        assert!(close_longest_idle(&connections.table.lock(), later, "descriptors"), "silent past the grace");
+        assert_eq!(close_of(fresh.conn()), Close::WhenIdle as u8);
     }
 
     #[test]
