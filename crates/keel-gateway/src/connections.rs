@@ -17,6 +17,7 @@
 //! When accepting fails for want of file descriptors, [`AcceptBackoff`] spaces the retries (10 ms
 //! doubling to 1 s) and logs once per ten seconds, and idle connections are closed to free some.
 
+use std::net::IpAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, AtomicUsize, Ordering::Relaxed};
@@ -80,10 +81,12 @@ pub(crate) struct Conn {
     /// Taken beyond `[server] max_connections` with none idle to close: answers only
     /// `/keel/health`.
     pub(crate) over_capacity: bool,
+    /// The client's address.
+    pub(crate) peer: IpAddr,
 }
 
 impl Conn {
-    fn new(over_capacity: bool) -> Conn {
+    fn new(over_capacity: bool, peer: IpAddr) -> Conn {
         Conn {
             moved: AtomicBool::new(false),
             reading_head: AtomicBool::new(false),
@@ -93,6 +96,7 @@ impl Conn {
             wake: Notify::new(),
             ended: AtomicBool::new(false),
             over_capacity,
+            peer,
         }
     }
 
@@ -197,7 +201,7 @@ impl Connections {
 
     /// Enters a newly accepted connection. At `[server] max_connections` the connection idle the
     /// longest is asked to close; with none idle, the newcomer is marked over capacity.
-    pub(crate) fn register(self: &Arc<Connections>) -> Registration {
+    pub(crate) fn register(self: &Arc<Connections>, peer: IpAddr) -> Registration {
         let mut table = self.table.lock();
         let open = self.open.fetch_add(1, Relaxed);
         let over_capacity =
@@ -209,7 +213,7 @@ impl Connections {
                 "client connection limit reached and none is idle; the new connection gets 503 (raise [server] max_connections or the open-file limit)"
             );
         }
-        let conn = Arc::new(Conn::new(over_capacity));
+        let conn = Arc::new(Conn::new(over_capacity, peer));
         table.push(Entry { conn: Arc::clone(&conn), quiet_since: Instant::now(), head_since: None });
         metrics::gauge!(names::CLIENT_CONNECTIONS).increment(1.0);
         Registration { conn, connections: Arc::clone(self) }
@@ -422,6 +426,8 @@ impl AcceptBackoff {
 mod tests {
     use super::*;
 
+    const LOCAL: IpAddr = IpAddr::V4(std::net::Ipv4Addr::LOCALHOST);
+
     fn limits(max_connections: usize) -> Limits {
         Limits { header_timeout: Duration::from_secs(2), idle_timeout: Duration::from_secs(5), max_connections }
     }
@@ -433,7 +439,7 @@ mod tests {
     #[test]
     fn a_connection_sending_its_head_too_long_is_closed_at_once() {
         let connections = Connections::new(limits(10));
-        let registered = connections.register();
+        let registered = connections.register(LOCAL);
         let conn = registered.conn();
         let start = Instant::now();
         conn.reading_head.store(true, Relaxed);
@@ -447,7 +453,7 @@ mod tests {
     #[test]
     fn a_request_in_hand_is_never_idle_or_slow() {
         let connections = Connections::new(limits(10));
-        let registered = connections.register();
+        let registered = connections.register(LOCAL);
         let conn = registered.conn();
         let busy = conn.begin();
         let start = Instant::now();
@@ -466,7 +472,7 @@ mod tests {
     #[test]
     fn bytes_moving_keep_a_connection_open() {
         let connections = Connections::new(limits(10));
-        let registered = connections.register();
+        let registered = connections.register(LOCAL);
         let conn = registered.conn();
         let start = Instant::now();
         for seconds in 0..20 {
@@ -479,16 +485,16 @@ mod tests {
     #[test]
     fn at_the_cap_the_longest_idle_connection_makes_room() {
         let connections = Connections::new(limits(2));
-        let first = connections.register();
+        let first = connections.register(LOCAL);
         drop(first.conn().begin());
-        let second = connections.register();
+        let second = connections.register(LOCAL);
         let _busy = second.conn().begin();
-        let third = connections.register();
+        let third = connections.register(LOCAL);
         assert_eq!(close_of(first.conn()), Close::WhenIdle as u8, "the idle one closes");
         assert!(!third.conn().over_capacity);
         // Nothing idle left: the next is over capacity.
         let _busy_third = third.conn().begin();
-        let fourth = connections.register();
+        let fourth = connections.register(LOCAL);
         assert!(fourth.conn().over_capacity);
         drop(first);
         assert_eq!(connections.open(), 3);
@@ -497,7 +503,7 @@ mod tests {
     #[test]
     fn a_new_connection_is_not_closed_to_make_room_before_its_first_request() {
         let connections = Connections::new(limits(1));
-        let fresh = connections.register();
+        let fresh = connections.register(LOCAL);
         assert!(!connections.close_one_idle(), "its request may be in the socket, unread");
         assert_eq!(close_of(fresh.conn()), Close::No as u8);
         let later = Instant::now() + FIRST_REQUEST_GRACE;
@@ -508,7 +514,7 @@ mod tests {
     #[test]
     fn ended_connections_are_forgotten() {
         let connections = Connections::new(limits(10));
-        let registered = connections.register();
+        let registered = connections.register(LOCAL);
         drop(registered);
         connections.look(Instant::now());
         assert!(connections.table.lock().is_empty());

@@ -93,7 +93,7 @@ pub async fn serve(
             accepted = listener.accept() => match accepted {
                 Ok((stream, peer)) => {
                     backoff.succeeded();
-                    next = hand_over(stream, peer, connections.register(), &handoff, next);
+                    next = hand_over(stream, peer, connections.register(peer.ip()), &handoff, next);
                 }
                 // Out of file descriptors and the like: free some, back off instead of spinning.
                 Err(err) => {
@@ -191,6 +191,11 @@ impl Incoming {
     }
 }
 
+/// The address of the client that sent a request (in its extensions when it came over TCP): who
+/// is limited and queued when there are no keys.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct ClientIp(pub(crate) std::net::IpAddr);
+
 /// Routes a request: keel's own endpoints (`/keel/*`, `/metrics`) to the axum router, everything
 /// else straight to the proxy.
 ///
@@ -217,7 +222,11 @@ impl hyper::service::Service<http::Request<hyper::body::Incoming>> for Dispatch 
         if let Some(refused) = headers_too_large(&request).or_else(|| self.over_capacity(&request)) {
             return Box::pin(std::future::ready(Ok(refused)));
         }
-        let busy = self.conn.as_ref().map(Conn::begin);
+        let mut request = request;
+        let busy = self.conn.as_ref().map(|conn| {
+            request.extensions_mut().insert(ClientIp(conn.peer));
+            conn.begin()
+        });
         if crate::endpoint::is_keel_own(request.uri().path()) {
             let router = self.router.clone();
             return Box::pin(async move {

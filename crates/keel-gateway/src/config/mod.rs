@@ -205,12 +205,30 @@ pub struct ApiKey {
     pub secret: String,
     /// What it may do.
     pub scopes: Vec<Scope>,
+    /// Its own limits and priority, where it has them.
+    pub limits: KeyLimits,
 }
 
 impl std::fmt::Debug for ApiKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ApiKey").field("name", &self.name).field("scopes", &self.scopes).finish_non_exhaustive()
+        f.debug_struct("ApiKey")
+            .field("name", &self.name)
+            .field("scopes", &self.scopes)
+            .field("limits", &self.limits)
+            .finish_non_exhaustive()
     }
+}
+
+/// A key's own rate limits and admission priority; `None` takes the `[limits]` default (or
+/// `normal` priority).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct KeyLimits {
+    /// Requests per minute.
+    pub requests_per_minute: Option<u64>,
+    /// Tokens per minute.
+    pub tokens_per_minute: Option<u64>,
+    /// Place in admission queues.
+    pub priority: Option<keel_admission::Priority>,
 }
 
 /// `[log]`, validated.
@@ -533,7 +551,21 @@ fn resolve_auth(auth: &raw::RawAuth, env: &dyn Fn(&str) -> Option<String>) -> Re
                 }
             });
         }
-        keys.push(ApiKey { name: key.name.clone(), secret, scopes });
+        let priority = match &key.priority {
+            None => None,
+            Some(priority) => Some(priority.parse().map_err(|_| {
+                format!(
+                    "[auth] key {:?}: unknown priority {priority:?} (use \"interactive\", \"normal\" or \"batch\")",
+                    key.name
+                )
+            })?),
+        };
+        let limits = KeyLimits {
+            requests_per_minute: key.requests_per_minute,
+            tokens_per_minute: key.tokens_per_minute,
+            priority,
+        };
+        keys.push(ApiKey { name: key.name.clone(), secret, scopes, limits });
     }
     Ok(AuthConfig { keys })
 }

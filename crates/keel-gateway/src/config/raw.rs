@@ -324,6 +324,15 @@ pub struct RawKey {
     /// `inference` (model endpoints), `admin` (`/keel/*` admin API, `/metrics`, and model
     /// management when it is allowed) and/or `models` (model management only).
     pub scopes: Vec<String>,
+    /// This key's own requests per minute, instead of `[limits] requests_per_minute`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub requests_per_minute: Option<u64>,
+    /// This key's own tokens per minute, instead of `[limits] tokens_per_minute`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tokens_per_minute: Option<u64>,
+    /// `interactive`, `normal` (the default) or `batch`: its place in admission queues.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub priority: Option<String>,
 }
 
 /// `[log]`: log lines on stderr.

@@ -202,8 +202,12 @@ idle_timeout = "30m"
 # without requiring keys, on loopback.)
 # [auth]
 # allow_model_management = false
+# A key may carry its own requests_per_minute and tokens_per_minute (instead of [limits]) and a
+# priority in admission queues: "interactive", "normal" (default) or "batch". Keys can also live
+# in the store: `keel keys create NAME` (see `keel keys --help`).
 # keys = [
-#   { name = "agent", key_env = "KEEL_KEY_AGENT", scopes = ["inference"] },
+#   { name = "agent", key_env = "KEEL_KEY_AGENT", scopes = ["inference"],
+#     requests_per_minute = 60, tokens_per_minute = 20000, priority = "batch" },
 #   { name = "ops",   key_env = "KEEL_KEY_OPS",   scopes = ["inference", "admin"] },
 # ]
 

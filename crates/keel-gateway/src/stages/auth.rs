@@ -1,9 +1,12 @@
 //! Stage: API keys. `Authorization: Bearer <key>` (or `X-API-Key: <key>`) is checked against
 //! `[auth]` with per-key scopes.
 //!
-//! Takes the request head; gives it on without the key (the model server never sees it); answers
-//! by itself 401 (no or unknown key) or 403 (the key lacks the scope), in the path's dialect.
-//! Without `[auth]` everything passes and `Authorization` is left for the upstream.
+//! Takes the request head; gives it on without the key (the model server never sees it) and with
+//! a [`Caller`] in its extensions, naming the key and carrying its limits; answers by itself 401
+//! (no or unknown key) or 403 (the key lacks the scope), in the path's dialect. Without `[auth]`
+//! everything passes, with no [`Caller`], and `Authorization` is left for the upstream.
+
+use std::sync::Arc;
 
 use axum::extract::{Request, State};
 use axum::middleware::Next;
@@ -12,7 +15,7 @@ use http::header;
 use http::request::Parts;
 use keel_types::Dialect;
 
-use crate::config::{ApiKey, Scope};
+use crate::config::{ApiKey, KeyLimits, Scope};
 use crate::error::ProxyError;
 use crate::state::Gateway;
 
@@ -43,10 +46,16 @@ pub(crate) async fn require_key(State(gateway): State<Gateway>, request: Request
 /// The header Anthropic's clients (and many gateways') carry a key in.
 const X_API_KEY: http::HeaderName = http::HeaderName::from_static("x-api-key");
 
-/// Marks a request whose key was checked (by the router's layer), so that the pipeline's stage
-/// does not check it again.
-#[derive(Clone, Copy)]
-struct Admitted;
+/// Who sent a request, as the key that admitted it says: put in the request's extensions by
+/// [`admit`] for the stages after it (rate limits, admission) and for logs and metrics. Its
+/// presence also tells a second [`admit`] (the router's layer ran first) the key was checked.
+#[derive(Clone, Debug)]
+pub(crate) struct Caller {
+    /// The key's name (never the key).
+    pub(crate) name: Arc<str>,
+    /// The key's own limits and priority.
+    pub(crate) limits: KeyLimits,
+}
 
 /// Checks a request's key against `[auth]` (everything passes without it) and removes the key,
 /// which was for keel: the model server never sees it. The refusal is a 401/403 in the path's
@@ -56,7 +65,7 @@ pub(crate) fn admit(gateway: &Gateway, request: &mut Parts) -> Result<(), Respon
     let Some(auth) = &gateway.config().auth else {
         return Ok(());
     };
-    if request.extensions.get::<Admitted>().is_some() {
+    if request.extensions.get::<Caller>().is_some() {
         return Ok(());
     }
     let path = request.uri.path();
@@ -88,7 +97,7 @@ pub(crate) fn admit(gateway: &Gateway, request: &mut Parts) -> Result<(), Respon
         return Err(ProxyError::Forbidden { key: key.name.clone(), scope }.into_response_in(dialect));
     }
     request.headers.remove(carrier);
-    request.extensions.insert(Admitted);
+    request.extensions.insert(Caller { name: Arc::from(key.name.as_str()), limits: key.limits });
     Ok(())
 }
 
@@ -123,7 +132,12 @@ mod tests {
 
     #[test]
     fn keys_match_exactly() {
-        let keys = vec![ApiKey { name: "a".into(), secret: "secret-one".into(), scopes: vec![Scope::Inference] }];
+        let keys = vec![ApiKey {
+            name: "a".into(),
+            secret: "secret-one".into(),
+            scopes: vec![Scope::Inference],
+            limits: KeyLimits::default(),
+        }];
         assert!(find_key(&keys, "secret-one").is_some());
         assert!(find_key(&keys, "secret-on").is_none());
         assert!(find_key(&keys, "secret-onf").is_none());
