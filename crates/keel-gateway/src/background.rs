@@ -1,6 +1,6 @@
 //! The background work of a serving gateway: the breaker event pump (metrics, log lines, idle
 //! model expiry, openings shared with other instances), health probes, breaker sharing through
-//! Redis and the sweep of idle sessions.
+//! Redis, the sweep of idle sessions and of idle rate-limit state.
 
 use crate::state::Gateway;
 
@@ -18,6 +18,7 @@ pub(crate) fn spawn(gateway: &Gateway) -> BackgroundTasks {
         None => None,
     };
     tasks.push(tokio::spawn(pump_breaker_events(gateway.clone(), openings)));
+    tasks.push(tokio::spawn(std::sync::Arc::clone(&gateway.inner.limits).sweep()));
     if gateway.inner.store.is_some() && !gateway.inner.config.sessions.idle_timeout.is_zero() {
         tasks.push(tokio::spawn(crate::stages::session::sweep_idle(gateway.clone())));
     }

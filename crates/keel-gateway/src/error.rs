@@ -124,6 +124,47 @@ pub enum ProxyError {
         /// The limit.
         max: usize,
     },
+    /// A rate limit (`[limits]` or the key's own) is used up for now.
+    #[error(
+        "{who} has used up its {limit} {unit} per minute ({setting}); retry in {}s, or raise {setting} in keel.toml",
+        retry_after_secs(*retry_after)
+    )]
+    RateLimited {
+        /// The key (`key 'agent'`) or client (`client 10.0.0.7`) limited.
+        who: String,
+        /// `requests` or `tokens`.
+        unit: &'static str,
+        /// The limit per minute.
+        limit: u64,
+        /// When the request would fit.
+        retry_after: std::time::Duration,
+        /// When the whole budget is back.
+        reset: std::time::Duration,
+        /// The setting that set the limit.
+        setting: &'static str,
+    },
+    /// The request alone needs more tokens than a whole minute's budget: it can never pass.
+    #[error(
+        "this request needs about {needed} tokens (prompt and answer), more than the {limit} tokens per minute {who} may use ({setting}); it can never pass as it is: send a shorter prompt or a smaller num_predict / max_tokens, or raise {setting} in keel.toml"
+    )]
+    OverTokenBudget {
+        /// The key or client limited.
+        who: String,
+        /// The request's estimated tokens.
+        needed: u64,
+        /// The limit per minute.
+        limit: u64,
+        /// The setting that set the limit.
+        setting: &'static str,
+    },
+    /// The shared rate-limit store cannot be reached and `[limits] on_store_error = "closed"`.
+    #[error(
+        "keel cannot check rate limits because their store cannot be reached ({problem}); with [limits] on_store_error = \"closed\" requests are refused until it answers: start Redis again, or set on_store_error = \"open\""
+    )]
+    LimitStoreDown {
+        /// What went wrong.
+        problem: String,
+    },
     /// keel's shutdown grace ran out before the answer came.
     #[error("keel is shutting down; retry the request")]
     ShuttingDown,
@@ -187,7 +228,10 @@ impl ProxyError {
             ProxyError::AllTargetsUnavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
             ProxyError::Translate(err) => err.status(),
             ProxyError::HeadersTooLarge { .. } => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
-            ProxyError::ShuttingDown | ProxyError::AtConnectionLimit { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            ProxyError::ShuttingDown | ProxyError::AtConnectionLimit { .. } | ProxyError::LimitStoreDown { .. } => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
+            ProxyError::RateLimited { .. } | ProxyError::OverTokenBudget { .. } => StatusCode::TOO_MANY_REQUESTS,
             ProxyError::Unauthorized => StatusCode::UNAUTHORIZED,
             ProxyError::Forbidden { .. }
             | ProxyError::ModelManagementClosed { .. }
@@ -202,7 +246,15 @@ impl ProxyError {
         let body = ErrorBody::new(dialect, status, &self.to_string());
         let retry_after = match &self {
             ProxyError::AllTargetsUnavailable { retry_after, .. } => Some(retry_after_secs(*retry_after)),
-            ProxyError::ShuttingDown | ProxyError::AtConnectionLimit { .. } => Some(1),
+            ProxyError::ShuttingDown | ProxyError::AtConnectionLimit { .. } | ProxyError::LimitStoreDown { .. } => {
+                Some(1)
+            }
+            ProxyError::RateLimited { retry_after, .. } => Some(retry_after_secs(*retry_after)),
+            _ => None,
+        };
+        let rate_limit = match &self {
+            ProxyError::RateLimited { limit, reset, .. } => Some((*limit, 0, Some(*reset))),
+            ProxyError::OverTokenBudget { limit, .. } => Some((*limit, 0, None)),
             _ => None,
         };
         let mut response = (status, body.body).into_response();
@@ -213,6 +265,9 @@ impl ProxyError {
         }
         if let Some(seconds) = retry_after {
             headers.insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+        }
+        if let Some((limit, remaining, reset)) = rate_limit {
+            rate_limit_headers(headers, limit, remaining, reset);
         }
         response
     }
@@ -225,6 +280,25 @@ pub(crate) fn quoted(value: &[u8]) -> String {
     let more = if value.len() > 64 { "..." } else { "" };
     format!("\"{shown}{more}\"")
 }
+
+/// `RateLimit-Limit`, `RateLimit-Remaining` and (when known) `RateLimit-Reset` (whole seconds
+/// until the budget is full again).
+pub(crate) fn rate_limit_headers(
+    headers: &mut http::HeaderMap,
+    limit: u64,
+    remaining: u64,
+    reset: Option<std::time::Duration>,
+) {
+    headers.insert(RATELIMIT_LIMIT, HeaderValue::from(limit));
+    headers.insert(RATELIMIT_REMAINING, HeaderValue::from(remaining));
+    if let Some(reset) = reset {
+        headers.insert(RATELIMIT_RESET, HeaderValue::from(reset.as_secs_f64().ceil() as u64));
+    }
+}
+
+const RATELIMIT_LIMIT: http::HeaderName = http::HeaderName::from_static("ratelimit-limit");
+const RATELIMIT_REMAINING: http::HeaderName = http::HeaderName::from_static("ratelimit-remaining");
+const RATELIMIT_RESET: http::HeaderName = http::HeaderName::from_static("ratelimit-reset");
 
 /// Whole seconds for `Retry-After`, rounded up, at least 1.
 fn retry_after_secs(duration: std::time::Duration) -> u64 {

@@ -36,8 +36,10 @@ mod stages;
 // Foundation, used by every layer.
 mod answer;
 mod bridge;
+mod client;
 mod endpoint;
 mod error;
+mod rate_limits;
 mod request_id;
 mod request_metrics;
 mod retry;

@@ -7,7 +7,9 @@
 //!    [`auth`] (the API key, when `[auth]` has keys), model management closed by default;
 //! 3. keel's request headers: `X-Keel-Deadline` ([`crate::retry::check_deadline`]) and the
 //!    session headers ([`SessionRequest::detect`]);
-//! 4. [`intake`]: the body read, the route's targets found;
+//! 4. [`limit`]: a request charged to the caller's requests per minute; [`intake`]: the body
+//!    read, the route's targets found; [`limit`] again: the tokens it may use reserved (settled
+//!    when its answer ends);
 //! 5. [`session`] attach (with `X-Keel-Session`), else the
 //!    [`guard`] (structured output asked for), else straight on;
 //! 6. [`attempts`](crate::attempts): the route's targets in fallback order, with breakers and
@@ -30,6 +32,7 @@ use crate::endpoint::Endpoint;
 use crate::error::{InDialect, ProxyError};
 use crate::relay::Completion;
 use crate::request_id::{REQUEST_ID, request_id};
+use crate::stages::limit::{self, Grant};
 use crate::stages::session::SessionRequest;
 use crate::stages::{access, auth, guard, intake, session};
 use crate::state::Gateway;
@@ -67,7 +70,8 @@ pub(crate) async fn proxy(State(gateway): State<Gateway>, request: Request) -> R
         route = endpoint.label,
     );
     async move {
-        let mut response = match read_request(&gateway, &parts, endpoint, body).await {
+        let mut grant = None;
+        let mut response = match read_request(&gateway, &parts, endpoint, body, &mut grant).await {
             Ok((forward, session)) => {
                 let call = Call {
                     method: parts.method,
@@ -91,6 +95,9 @@ pub(crate) async fn proxy(State(gateway): State<Gateway>, request: Request) -> R
             }
             Err(err) => rejected(endpoint.dialect, endpoint, err, started),
         };
+        if let Some(grant) = grant {
+            response = grant.meter(&gateway.inner.limits, response);
+        }
         response.headers_mut().insert(REQUEST_ID, id);
         access::allow_origin(&mut response, origin);
         response
@@ -99,17 +106,27 @@ pub(crate) async fn proxy(State(gateway): State<Gateway>, request: Request) -> R
     .await
 }
 
-/// Stages 3 and 4: keel's request headers, then the body and the route's targets. A malformed
-/// request is refused here, before anything is sent upstream.
+/// Stages 3 and 4: keel's request headers, the rate limits, the body and the route's targets. A
+/// malformed or limited request is refused here, before anything is sent upstream; what the
+/// limits granted is left in `grant` for the answer to report and settle.
 async fn read_request(
     gateway: &Gateway,
     parts: &Parts,
     endpoint: Endpoint,
     body: Body,
+    grant: &mut Option<Grant>,
 ) -> Result<(Forward, Option<SessionRequest>), ProxyError> {
     crate::retry::check_deadline(&parts.headers)?;
     let session = SessionRequest::detect(endpoint, &parts.headers).transpose()?;
+    let limits = &gateway.inner.limits;
+    // (Boxed: only limited requests pay for the limiter's future.)
+    if let Some(subject) = limit::subject(limits, parts) {
+        *grant = Some(Box::pin(limit::admit_request(limits, subject)).await?);
+    }
     let forward = intake::intake(gateway, parts, endpoint, body).await?;
+    if let (Some(grant), Some(needed)) = (grant, limit::tokens_needed(&forward)) {
+        Box::pin(limit::reserve_tokens(limits, grant, needed)).await?;
+    }
     Ok((forward, session))
 }
 

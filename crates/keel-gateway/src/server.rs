@@ -191,11 +191,6 @@ impl Incoming {
     }
 }
 
-/// The address of the client that sent a request (in its extensions when it came over TCP): who
-/// is limited and queued when there are no keys.
-#[derive(Clone, Copy, Debug)]
-pub(crate) struct ClientIp(pub(crate) std::net::IpAddr);
-
 /// Routes a request: keel's own endpoints (`/keel/*`, `/metrics`) to the axum router, everything
 /// else straight to the proxy.
 ///
@@ -224,7 +219,7 @@ impl hyper::service::Service<http::Request<hyper::body::Incoming>> for Dispatch 
         }
         let mut request = request;
         let busy = self.conn.as_ref().map(|conn| {
-            request.extensions_mut().insert(ClientIp(conn.peer));
+            request.extensions_mut().insert(crate::client::ClientIp(conn.peer));
             conn.begin()
         });
         if crate::endpoint::is_keel_own(request.uri().path()) {

@@ -22,6 +22,7 @@ const LAYERS: &[(&str, &[&str])] = &[
         "foundation",
         &[
             "state",
+            "client",
             "config",
             "endpoint",
             "error",
@@ -29,6 +30,7 @@ const LAYERS: &[(&str, &[&str])] = &[
             "bridge",
             "routing",
             "retry",
+            "rate_limits",
             "request_id",
             "request_metrics",
             "shutdown",

@@ -51,6 +51,11 @@ pub mod names {
     /// Counter: client connections keel closed, by `reason` (`header_timeout`, `idle`, `capacity`,
     /// `descriptors`).
     pub const CLIENT_CONNECTIONS_CLOSED_TOTAL: &str = "keel_client_connections_closed_total";
+    /// Counter: requests refused by a rate limit, by `limit` (`requests`, `tokens`, `too_large`).
+    pub const RATE_LIMITED_TOTAL: &str = "keel_rate_limited_total";
+    /// Counter: rate-limit checks the shared store (Redis) could not answer, by `outcome`
+    /// (`allowed` with `on_store_error = "open"`, `refused` with `"closed"`).
+    pub const RATE_LIMIT_STORE_ERRORS_TOTAL: &str = "keel_rate_limit_store_errors_total";
 }
 
 /// Latency buckets in seconds: fine below 100 ms (proxy overhead), coarse up to cold model loads.

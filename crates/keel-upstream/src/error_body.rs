@@ -50,6 +50,7 @@ pub fn openai_error_type(status: StatusCode) -> &'static str {
         | StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE => "invalid_request_error",
         StatusCode::NOT_FOUND => "not_found_error",
         StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => "authentication_error",
+        StatusCode::TOO_MANY_REQUESTS => "rate_limit_error",
         _ => "api_error",
     }
 }

@@ -88,6 +88,8 @@ pub struct Config {
     pub sessions: raw::RawSessions,
     /// API keys; `None` means no authentication.
     pub auth: Option<AuthConfig>,
+    /// Rate limits (`[limits]`).
+    pub limits: raw::RawLimits,
     /// Who may reach keel and do what, whatever the key: model management, hosts, origins.
     pub access: AccessConfig,
     /// Log format and filter.
@@ -396,6 +398,14 @@ impl Config {
 
         let format = raw.log.format.parse().map_err(|e: String| invalid(format!("[log] format: {e}")))?;
         validate_store_url(&raw.store.url).map_err(invalid)?;
+        if let Some(url) = &raw.limits.store
+            && !url.starts_with("redis://")
+            && !url.starts_with("rediss://")
+        {
+            return Err(invalid(format!(
+                "[limits] store = {url:?}: limits are shared through Redis only; use redis://HOST:PORT, or remove the setting to keep limits in this keel"
+            )));
+        }
 
         Ok(Config {
             source,
@@ -421,6 +431,7 @@ impl Config {
             guard,
             sessions: raw.sessions,
             auth,
+            limits: raw.limits,
             access,
             log: LogConfig { format, level: raw.log.level },
         })

@@ -30,6 +30,8 @@ pub struct RawConfig {
     pub sessions: RawSessions,
     /// `[auth]`; absent means no keys are required (and keel then only listens on loopback).
     pub auth: Option<RawAuth>,
+    /// `[limits]`: requests and tokens per minute for every key (or client address).
+    pub limits: RawLimits,
     /// `[log]`
     pub log: RawLog,
 }
@@ -333,6 +335,39 @@ pub struct RawKey {
     /// `interactive`, `normal` (the default) or `batch`: its place in admission queues.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub priority: Option<String>,
+}
+
+/// `[limits]`: rate limits for every key (per client address when there are no keys); a key's
+/// own `requests_per_minute` / `tokens_per_minute` replace these.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawLimits {
+    /// Requests per minute per key; 0: no limit.
+    pub requests_per_minute: u64,
+    /// Tokens (prompt and answer) per minute per key; 0: no limit.
+    pub tokens_per_minute: u64,
+    /// `redis://…` to share the limits between keel instances; unset: this keel only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub store: Option<String>,
+    /// When the shared store cannot be reached: `open` lets requests through, `closed` refuses
+    /// them with 503.
+    pub on_store_error: OnStoreError,
+}
+
+impl Default for RawLimits {
+    fn default() -> RawLimits {
+        RawLimits { requests_per_minute: 0, tokens_per_minute: 0, store: None, on_store_error: OnStoreError::Open }
+    }
+}
+
+/// What rate limiting does while its shared store cannot be reached.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OnStoreError {
+    /// Let requests through (and count it).
+    Open,
+    /// Refuse requests with 503 until the store answers.
+    Closed,
 }
 
 /// `[log]`: log lines on stderr.

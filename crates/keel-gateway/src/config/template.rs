@@ -211,6 +211,21 @@ idle_timeout = "30m"
 #   { name = "ops",   key_env = "KEEL_KEY_OPS",   scopes = ["inference", "admin"] },
 # ]
 
+# Rate limits for every key (for every client address when there are no keys); a key's own
+# requests_per_minute / tokens_per_minute replace them. A whole minute's budget may be used at
+# once and comes back steadily. Tokens are reserved from the request's size and num_predict /
+# max_tokens before the call and settled from the counts the model server reports after it.
+# Refused requests get 429 with Retry-After and RateLimit-* headers.
+[limits]
+# 0 means no limit.
+requests_per_minute = 0
+tokens_per_minute = 0
+# Share the limits between keel instances through Redis (its clock decides, so instances with
+# skewed clocks agree). Unset: each keel limits on its own.
+# store = "redis://127.0.0.1:6379"
+# While that store cannot be reached: "open" lets requests through, "closed" answers 503.
+on_store_error = "open"
+
 [log]
 # "text" for people, "json" for log shippers (one JSON object per line on stderr).
 format = "text"

@@ -15,7 +15,8 @@ use http::header;
 use http::request::Parts;
 use keel_types::Dialect;
 
-use crate::config::{ApiKey, KeyLimits, Scope};
+use crate::client::Caller;
+use crate::config::{ApiKey, Scope};
 use crate::error::ProxyError;
 use crate::state::Gateway;
 
@@ -45,17 +46,6 @@ pub(crate) async fn require_key(State(gateway): State<Gateway>, request: Request
 
 /// The header Anthropic's clients (and many gateways') carry a key in.
 const X_API_KEY: http::HeaderName = http::HeaderName::from_static("x-api-key");
-
-/// Who sent a request, as the key that admitted it says: put in the request's extensions by
-/// [`admit`] for the stages after it (rate limits, admission) and for logs and metrics. Its
-/// presence also tells a second [`admit`] (the router's layer ran first) the key was checked.
-#[derive(Clone, Debug)]
-pub(crate) struct Caller {
-    /// The key's name (never the key).
-    pub(crate) name: Arc<str>,
-    /// The key's own limits and priority.
-    pub(crate) limits: KeyLimits,
-}
 
 /// Checks a request's key against `[auth]` (everything passes without it) and removes the key,
 /// which was for keel: the model server never sees it. The refusal is a 401/403 in the path's
@@ -136,7 +126,7 @@ mod tests {
             name: "a".into(),
             secret: "secret-one".into(),
             scopes: vec![Scope::Inference],
-            limits: KeyLimits::default(),
+            limits: crate::config::KeyLimits::default(),
         }];
         assert!(find_key(&keys, "secret-one").is_some());
         assert!(find_key(&keys, "secret-on").is_none());

@@ -3,6 +3,7 @@
 //!
 //! - [`access`]: the host, the browser origin, model management closed by default;
 //! - [`auth`]: the API key;
+//! - [`limit`]: requests and tokens per minute per key (or client);
 //! - [`intake`]: the body read and the route's targets found;
 //! - [`session`]: a durable session's history attached, the answer stored;
 //! - [`guard`]: structured output validated and repaired.
@@ -14,4 +15,5 @@ pub(crate) mod access;
 pub(crate) mod auth;
 pub(crate) mod guard;
 pub(crate) mod intake;
+pub(crate) mod limit;
 pub(crate) mod session;

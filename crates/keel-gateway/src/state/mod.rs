@@ -29,6 +29,9 @@ pub enum GatewayError {
     /// The breaker configuration was rejected.
     #[error("invalid [breaker] configuration: {0}")]
     Breaker(#[from] keel_breaker::Error),
+    /// The rate-limit store could not be set up.
+    #[error("invalid [limits] configuration: {0}")]
+    Limits(#[from] keel_limit::LimitError),
 }
 
 /// One configured upstream with its own connection pool.
@@ -128,6 +131,8 @@ pub(crate) struct Inner {
     pub(crate) calibration: Calibration,
     /// Context lengths the upstreams reported, per model.
     pub(crate) context_lengths: ContextLengths,
+    /// Rate limits (`[limits]` and the keys' own).
+    pub(crate) limits: Arc<crate::rate_limits::RateLimits>,
     /// Bumped when keel runs short of file descriptors; each serving thread that sees it change
     /// closes its idle upstream connections (each holds one).
     pub(crate) descriptor_pressure: std::sync::atomic::AtomicU64,
@@ -166,6 +171,7 @@ impl Gateway {
                 builder.target(u.name.clone(), server.clone())
             })
             .build()?;
+        let limits = Arc::new(crate::rate_limits::RateLimits::from_config(&config)?);
         let routes = RouteTable::new(config.routes.clone());
         crate::request_metrics::label_models(config.routes.iter().map(|r| r.model.as_str()));
         let config_retry = (config.retry.budget_ratio, config.retry.budget_min_per_second);
@@ -191,6 +197,7 @@ impl Gateway {
                 calibration: Default::default(),
                 context_lengths: Default::default(),
                 descriptor_pressure: std::sync::atomic::AtomicU64::new(0),
+                limits,
             }),
             upstreams,
         })

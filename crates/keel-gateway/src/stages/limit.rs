@@ -1,0 +1,336 @@
+//! Stage: rate limits. Requests and tokens per minute per key (per client address without keys),
+//! GCRA in this process or shared between keel instances through Redis ([`keel_limit`]).
+//!
+//! Takes the request head with its [`Caller`] (or [`ClientIp`]): [`admit_request`] charges one
+//! request before the body is read. After the body, [`reserve_tokens`]
+//! reserves the tokens the request may use (its size and `num_predict` / `max_tokens`). The answer
+//! goes out through [`Grant::meter`]: `RateLimit-*` headers, and a body that settles the
+//! reservation from the token counts the model server reported when it ends.
+//!
+//! Answers by itself 429 in the endpoint's dialect with `Retry-After` and `RateLimit-*` when a
+//! limit is used up, 429 without `Retry-After` when one request alone exceeds a whole minute's
+//! tokens, and 503 when the shared store cannot be reached and `on_store_error = "closed"`.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use axum::body::Body;
+use axum::response::Response;
+use bytes::Bytes;
+use http::request::Parts;
+use http_body::{Frame, SizeHint};
+use keel_limit::{Decision, Quota};
+use keel_telemetry::names;
+
+use crate::attempts::{Forward, Payload};
+use crate::client::{Caller, ClientIp};
+use crate::error::ProxyError;
+use crate::rate_limits::RateLimits;
+
+/// Tokens reserved for the answer when the request sets no `num_predict` / `max_tokens`.
+pub(crate) const DEFAULT_ANSWER_RESERVATION: u64 = 512;
+
+/// Bytes of a request body counted as one prompt token (a deliberate over-estimate: JSON syntax
+/// counts too; the reservation is settled from the server's count after the answer).
+const BYTES_PER_TOKEN: u64 = 4;
+
+/// Who a limit applies to, as shown in errors and used in the limiter's keys.
+pub(crate) struct Subject {
+    /// `key 'agent'`, `client 10.0.0.7`.
+    shown: String,
+    /// `key:agent`, `ip:10.0.0.7`.
+    id: String,
+    requests_per_minute: (u64, &'static str),
+    tokens_per_minute: (u64, &'static str),
+}
+
+/// What the stage let through: carried to the answer, which reports and settles it.
+pub(crate) struct Grant {
+    subject: Subject,
+    /// The requests-per-minute decision (for the `RateLimit-*` headers).
+    requests: Option<Decision>,
+    /// Tokens reserved, with their quota.
+    tokens: Option<(Quota, u64, Decision)>,
+}
+
+/// Charges one request to `subject`'s requests per minute (found by [`subject`]).
+pub(crate) async fn admit_request(limits: &RateLimits, subject: Subject) -> Result<Grant, ProxyError> {
+    let (rpm, setting) = subject.requests_per_minute;
+    let mut grant = Grant { subject, requests: None, tokens: None };
+    if rpm > 0 {
+        let key = format!("{}:rpm", grant.subject.id);
+        match limits.check(&key, Quota::per_minute(rpm), 1).await? {
+            Some(decision @ Decision::Allowed { .. }) => grant.requests = Some(decision),
+            Some(decision) => return Err(refusal(&grant.subject, "requests", setting, decision, 1)),
+            None => {}
+        }
+    }
+    Ok(grant)
+}
+
+/// The tokens a request may use, when it is a model call whose body keel read (see
+/// [`estimate_tokens`]); `None` for everything else, which no token limit counts.
+pub(crate) fn tokens_needed(forward: &Forward) -> Option<u64> {
+    match &forward.payload {
+        Payload::Bytes(body) if !forward.requested_model.is_empty() => Some(estimate_tokens(body)),
+        _ => None,
+    }
+}
+
+/// Reserves `needed` tokens (from [`tokens_needed`]) against the caller's tokens per minute; a
+/// refusal gives the request charged by [`admit_request`] back.
+pub(crate) async fn reserve_tokens(limits: &Arc<RateLimits>, grant: &mut Grant, needed: u64) -> Result<(), ProxyError> {
+    let (tpm, setting) = grant.subject.tokens_per_minute;
+    if tpm == 0 {
+        return Ok(());
+    }
+    let quota = Quota::per_minute(tpm);
+    let key = format!("{}:tpm", grant.subject.id);
+    match limits.check(&key, quota, needed).await? {
+        Some(decision @ Decision::Allowed { .. }) => {
+            grant.tokens = Some((quota, needed, decision));
+            Ok(())
+        }
+        Some(decision) => {
+            if let Some(requests) = grant.requests {
+                let key = format!("{}:rpm", grant.subject.id);
+                limits.settle(key, Quota::per_minute(requests.limit()), -1);
+            }
+            Err(refusal(&grant.subject, "tokens", setting, decision, needed))
+        }
+        None => Ok(()),
+    }
+}
+
+/// The limits that apply to the request's caller; `None` when none does.
+pub(crate) fn subject(limits: &RateLimits, parts: &Parts) -> Option<Subject> {
+    let caller = parts.extensions.get::<Caller>();
+    let pick = |own: Option<u64>, default: u64, own_setting, default_setting| match own {
+        Some(own) => (own, own_setting),
+        None => (default, default_setting),
+    };
+    let own = caller.map(|c| c.limits).unwrap_or_default();
+    let requests_per_minute = pick(
+        own.requests_per_minute,
+        limits.requests_per_minute,
+        "the key's requests_per_minute",
+        "[limits] requests_per_minute",
+    );
+    let tokens_per_minute = pick(
+        own.tokens_per_minute,
+        limits.tokens_per_minute,
+        "the key's tokens_per_minute",
+        "[limits] tokens_per_minute",
+    );
+    if requests_per_minute.0 == 0 && tokens_per_minute.0 == 0 {
+        return None;
+    }
+    let (shown, id) = match (caller, parts.extensions.get::<ClientIp>()) {
+        (Some(caller), _) => (format!("key '{}'", caller.name), format!("key:{}", caller.name)),
+        (None, Some(ClientIp(ip))) => (format!("client {ip}"), format!("ip:{ip}")),
+        (None, None) => ("this client".to_owned(), "local".to_owned()),
+    };
+    Some(Subject { shown, id, requests_per_minute, tokens_per_minute })
+}
+
+/// The 429 for a limit `decision` that did not allow `cost`.
+fn refusal(subject: &Subject, unit: &'static str, setting: &'static str, decision: Decision, cost: u64) -> ProxyError {
+    let who = subject.shown.clone();
+    match decision {
+        Decision::TooLarge { limit } => {
+            metrics::counter!(names::RATE_LIMITED_TOTAL, "limit" => "too_large").increment(1);
+            tracing::info!(%who, needed = cost, limit, "request larger than a whole minute's token budget");
+            ProxyError::OverTokenBudget { who, needed: cost, limit, setting }
+        }
+        Decision::Limited { limit, reset, .. } | Decision::Allowed { limit, reset, .. } => {
+            let retry_after = decision.retry_after().unwrap_or_default();
+            metrics::counter!(names::RATE_LIMITED_TOTAL, "limit" => unit).increment(1);
+            tracing::info!(%who, unit, limit, retry_after_ms = retry_after.as_millis() as u64, "rate limited");
+            ProxyError::RateLimited { who, unit, limit, retry_after, reset, setting }
+        }
+    }
+}
+
+impl Grant {
+    /// The answer with `RateLimit-*` headers (the requests limit's, else the tokens limit's); its
+    /// body settles the token reservation from the server's counts when it ends.
+    pub(crate) fn meter(self, limits: &Arc<RateLimits>, mut response: Response) -> Response {
+        let shown = self.requests.or(self.tokens.map(|(_, _, decision)| decision));
+        if let Some(Decision::Allowed { limit, remaining, reset }) = shown {
+            crate::error::rate_limit_headers(response.headers_mut(), limit, remaining, Some(reset));
+        }
+        let Some((quota, reserved, _)) = self.tokens else {
+            return response;
+        };
+        let key = format!("{}:tpm", self.subject.id);
+        let settle = Settle { limits: Arc::clone(limits), key, quota, reserved, tail: Vec::new(), ended: false };
+        response.map(|body| Body::new(Metered { body, settle }))
+    }
+}
+
+/// A request's tokens, estimated before the call: its size, plus the answer's cap.
+pub(crate) fn estimate_tokens(body: &[u8]) -> u64 {
+    let prompt = (body.len() as u64).div_ceil(BYTES_PER_TOKEN);
+    prompt + answer_cap(body).unwrap_or(DEFAULT_ANSWER_RESERVATION)
+}
+
+/// The answer's token cap the request sets: `options.num_predict` (Ollama), `max_tokens` or
+/// `max_completion_tokens` (OpenAI); `None` when unset or unbounded (negative).
+fn answer_cap(body: &[u8]) -> Option<u64> {
+    #[derive(serde::Deserialize)]
+    struct Caps {
+        max_tokens: Option<i64>,
+        max_completion_tokens: Option<i64>,
+        options: Option<Options>,
+    }
+    #[derive(serde::Deserialize)]
+    struct Options {
+        num_predict: Option<i64>,
+    }
+    let caps: Caps = serde_json::from_slice(body).ok()?;
+    let cap = caps.options.and_then(|o| o.num_predict).or(caps.max_completion_tokens).or(caps.max_tokens)?;
+    u64::try_from(cap).ok()
+}
+
+/// Bytes of an answer's end kept to read its token counts from.
+const TAIL_BYTES: usize = 4096;
+
+/// A token reservation waiting for the answer's counts.
+struct Settle {
+    limits: Arc<RateLimits>,
+    key: String,
+    quota: Quota,
+    reserved: u64,
+    /// The answer's last bytes.
+    tail: Vec<u8>,
+    /// The body ended cleanly (counts, if any, are in `tail`).
+    ended: bool,
+}
+
+impl Settle {
+    fn saw(&mut self, data: &[u8]) {
+        if data.len() >= TAIL_BYTES {
+            self.tail.clear();
+            self.tail.extend_from_slice(&data[data.len() - TAIL_BYTES..]);
+            return;
+        }
+        let overflow = (self.tail.len() + data.len()).saturating_sub(TAIL_BYTES);
+        self.tail.drain(..overflow);
+        self.tail.extend_from_slice(data);
+    }
+}
+
+impl Drop for Settle {
+    fn drop(&mut self) {
+        // Without counts (a cut answer, an endpoint that reports none) the reservation stands.
+        let used = if self.ended { used_tokens(&self.tail) } else { None };
+        if let Some(used) = used {
+            let delta = i64::try_from(used).unwrap_or(i64::MAX).saturating_sub(self.reserved as i64);
+            self.limits.settle(std::mem::take(&mut self.key), self.quota, delta);
+        }
+    }
+}
+
+/// The tokens an answer's end reports: `prompt_eval_count` + `eval_count` (Ollama) or
+/// `prompt_tokens` + `completion_tokens` (OpenAI `usage`), the last of each.
+pub(crate) fn used_tokens(tail: &[u8]) -> Option<u64> {
+    let ollama = (last_number(tail, b"\"prompt_eval_count\""), last_number(tail, b"\"eval_count\""));
+    let openai = (last_number(tail, b"\"prompt_tokens\""), last_number(tail, b"\"completion_tokens\""));
+    match (ollama, openai) {
+        ((None, None), (None, None)) => None,
+        ((prompt, answer), (None, None)) | (_, (prompt, answer)) => Some(prompt.unwrap_or(0) + answer.unwrap_or(0)),
+    }
+}
+
+/// The number after the last `"name":` in `text`.
+fn last_number(text: &[u8], name: &[u8]) -> Option<u64> {
+    let at = memchr::memmem::rfind(text, name)?;
+    let rest = &text[at + name.len()..];
+    let rest = rest.iter().position(|b| !matches!(b, b' ' | b':' | b'\t')).map(|i| &rest[i..])?;
+    let digits = rest.iter().take_while(|b| b.is_ascii_digit()).count();
+    std::str::from_utf8(&rest[..digits]).ok()?.parse().ok()
+}
+
+/// An answer body that notes its end for [`Settle`].
+struct Metered {
+    body: Body,
+    settle: Settle,
+}
+
+impl http_body::Body for Metered {
+    type Data = Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, axum::Error>>> {
+        let polled = Pin::new(&mut self.body).poll_frame(cx);
+        match &polled {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(data) = frame.data_ref() {
+                    self.settle.saw(data);
+                }
+                // A whole body says it has ended without being polled again.
+                if self.body.is_end_stream() {
+                    self.settle.ended = true;
+                }
+            }
+            Poll::Ready(None) => self.settle.ended = true,
+            _ => {}
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_estimate_is_the_size_plus_the_answer_cap() {
+        let body = br#"{"model":"m","prompt":"hi","options":{"num_predict":100}}"#;
+        assert_eq!(estimate_tokens(body), (body.len() as u64).div_ceil(4) + 100);
+        let body = br#"{"model":"m","messages":[],"max_tokens":7}"#;
+        assert_eq!(estimate_tokens(body), (body.len() as u64).div_ceil(4) + 7);
+        let body = br#"{"model":"m","options":{"num_predict":-1}}"#;
+        assert_eq!(estimate_tokens(body), (body.len() as u64).div_ceil(4) + DEFAULT_ANSWER_RESERVATION);
+        assert_eq!(estimate_tokens(b"not json"), 2 + DEFAULT_ANSWER_RESERVATION);
+    }
+
+    #[test]
+    fn counts_are_read_from_the_answers_end() {
+        let ollama = br#"{"done":true,"prompt_eval_count": 26,"eval_count":290}"#;
+        assert_eq!(used_tokens(ollama), Some(316));
+        let openai = br#"data: {"usage":{"prompt_tokens":10,"completion_tokens":5,"total_tokens":15}}"#;
+        assert_eq!(used_tokens(openai), Some(15));
+        assert_eq!(used_tokens(br#"{"message":{"content":"eval_count"}}"#), None);
+        assert_eq!(used_tokens(b""), None);
+    }
+
+    #[test]
+    fn the_tail_keeps_the_last_bytes() {
+        let config = crate::config::Config::without_file(&Default::default(), &|_| None).unwrap();
+        let limits = Arc::new(RateLimits::from_config(&config).unwrap());
+        let mut settle = Settle {
+            limits,
+            key: String::new(),
+            quota: Quota::per_minute(1),
+            reserved: 0,
+            tail: Vec::new(),
+            ended: false,
+        };
+        settle.saw(&vec![b'a'; 3000]);
+        settle.saw(&vec![b'b'; 3000]);
+        assert_eq!(settle.tail.len(), TAIL_BYTES);
+        assert!(settle.tail.ends_with(&[b'b'; 3000]));
+        settle.saw(&vec![b'c'; 5000]);
+        assert_eq!(settle.tail, vec![b'c'; TAIL_BYTES]);
+    }
+}
