@@ -8,6 +8,12 @@ cd "$(dirname "$0")/.."
 bash scripts/install-test-clients.sh
 # PostgreSQL and Redis for the backend tests (started if installed and not running).
 bash scripts/start-services.sh
+# faketime runs one keel with its clock shifted (shared rate limits), from Debian's packages.
+if ! command -v faketime >/dev/null && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+  echo "test.sh: installing faketime from Debian's packages" >&2
+  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends faketime; } >/dev/null ||
+    echo "test.sh: could not install faketime; the clock-skew test will say so" >&2
+fi
 
 # Client tests must run, never skip, when this script runs them.
 export KEEL_REQUIRE_CLIENTS=1
