@@ -1,5 +1,5 @@
 //! Any values of the request headers keel reads (`Host`, `Origin` and the CORS preflight
-//! headers, `Authorization`, `X-Keel-Deadline`, `X-Keel-Session*`, `X-Request-Id`, …) on any of
+//! headers, `Authorization`, `X-API-Key`, `X-Keel-Deadline`, `X-Keel-Session*`, `X-Request-Id`, …) on any of
 //! its kinds of paths, through the whole router: keel must not panic, must answer, and must
 //! never blame itself (500) for what a client sent.
 #![no_main]
@@ -11,7 +11,7 @@ use keel_gateway::{Gateway, app};
 use libfuzzer_sys::fuzz_target;
 use tower::ServiceExt as _;
 
-const NAMES: [&str; 14] = [
+const NAMES: [&str; 15] = [
     "host",
     "origin",
     "access-control-request-method",
@@ -26,6 +26,7 @@ const NAMES: [&str; 14] = [
     "content-length",
     "transfer-encoding",
     "x-keel-priority",
+    "x-api-key",
 ];
 const PATHS: [&str; 10] = [
     "/api/chat",
@@ -50,6 +51,7 @@ fn gateway() -> &'static (tokio::runtime::Runtime, Gateway) {
         let toml = format!(
             "[server]\ncors_origins = [\"http://app.example\"]\n[retry]\nattempts = 0\n\
              [[upstream]]\nname = \"default\"\nurl = \"http://127.0.0.1:1\"\nhealth_interval = \"0s\"\n\
+             [limits]\nrequests_per_minute = 1000000\ntokens_per_minute = 100000000\n\
              [auth]\nallow_model_management = true\n\
              keys = [{{ name = \"k\", key_file = \"{}\", scopes = [\"inference\", \"admin\"] }}]\n",
             key.display()
