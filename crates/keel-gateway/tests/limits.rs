@@ -75,12 +75,8 @@ async fn keyed(extra: &str) -> (Stack, tempfile::TempDir) {
         dir.path().join("agent").display(),
         dir.path().join("ops").display()
     );
-    let stack = Stack::start_with(
-        keel_mock::Scenario::single_model("llama3.2", "Hello from keel-mock."),
-        "",
-        &auth,
-    )
-    .await;
+    let stack =
+        Stack::start_with(keel_mock::Scenario::single_model("llama3.2", "Hello from keel-mock."), "", &auth).await;
     (stack, dir)
 }
 
