@@ -4,8 +4,8 @@
 //! does what `on_store_error` says.
 //!
 //! Redis is expected on 127.0.0.1:6379 (or `KEEL_TEST_REDIS_URL`); unreachable, the test prints a
-//! note and passes unless `KEEL_REQUIRE_SERVICES=1`. `faketime` comes from Debian's package
-//! (scripts/test.sh installs it).
+//! note and passes unless `KEEL_REQUIRE_SERVICES=1`. libfaketime comes from Debian's `faketime`
+//! package (scripts/test.sh installs it).
 
 #![cfg(unix)]
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, reason = "test code")]
@@ -43,14 +43,12 @@ impl Keel {
         let config_path = dir.join(format!("{name}.toml"));
         std::fs::write(&config_path, config).unwrap();
         let log = dir.join(format!("{name}.log"));
-        let mut command = match clock {
-            Some(offset) => {
-                let mut command = Command::new("faketime");
-                command.args(["-f", offset, KEEL]);
-                command
-            }
-            None => Command::new(KEEL),
-        };
+        let mut command = Command::new(KEEL);
+        if let Some(offset) = clock {
+            // libfaketime preloaded into keel itself (not the `faketime` wrapper, which would
+            // outlive a kill of its child): every clock keel reads is `offset` ahead.
+            command.env("LD_PRELOAD", libfaketime().unwrap()).env("FAKETIME", offset);
+        }
         let child = command
             .args(["serve", "--config"])
             .arg(&config_path)
@@ -85,6 +83,14 @@ fn config(upstream: &str, key_name: &str, limits: &str) -> String {
          [auth]\nkeys = [{{ name = \"{key_name}\", key_env = \"KEEL_AGENT_KEY\", scopes = [\"inference\"] }}]\n\
          [limits]\n{limits}"
     )
+}
+
+/// libfaketime for multi-threaded programs, where Debian's `faketime` package puts it.
+fn libfaketime() -> Option<std::path::PathBuf> {
+    ["/usr/lib/x86_64-linux-gnu/faketime", "/usr/lib/aarch64-linux-gnu/faketime", "/usr/lib/faketime"]
+        .iter()
+        .map(|dir| std::path::Path::new(dir).join("libfaketimeMT.so.1"))
+        .find(|path| path.exists())
 }
 
 async fn redis_is_up() -> bool {
@@ -124,9 +130,9 @@ async fn two_instances_share_sixty_a_minute(skewed: Option<&str>) {
     if !redis_is_up().await {
         return;
     }
-    if skewed.is_some() && Command::new("faketime").arg("--version").output().is_err() {
-        assert!(!require_services(), "faketime is missing (scripts/test.sh installs it)");
-        eprintln!("SKIP: faketime is missing");
+    if skewed.is_some() && libfaketime().is_none() {
+        assert!(!require_services(), "libfaketime is missing (scripts/test.sh installs Debian's faketime)");
+        eprintln!("SKIP: libfaketime is missing");
         return;
     }
     let scenario = keel_mock::Scenario::from_toml_str("[[model]]\nname = \"m\"\nreply = \"ok\"\n").unwrap();
