@@ -124,7 +124,10 @@ async fn read_request(
         *grant = Some(Box::pin(limit::admit_request(limits, subject)).await?);
     }
     let forward = intake::intake(gateway, parts, endpoint, body).await?;
-    if let (Some(grant), Some(needed)) = (grant, limit::tokens_needed(&forward)) {
+    if let Some(grant) = grant
+        && grant.counts_tokens()
+        && let Some(needed) = limit::tokens_needed(&forward)
+    {
         Box::pin(limit::reserve_tokens(limits, grant, needed)).await?;
     }
     Ok((forward, session))

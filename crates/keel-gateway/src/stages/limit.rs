@@ -153,6 +153,11 @@ fn refusal(subject: &Subject, unit: &'static str, setting: &'static str, decisio
 }
 
 impl Grant {
+    /// Whether a tokens-per-minute limit applies (else the body need not be read for tokens).
+    pub(crate) fn counts_tokens(&self) -> bool {
+        self.subject.tokens_per_minute.0 > 0
+    }
+
     /// The answer with `RateLimit-*` headers (the requests limit's, else the tokens limit's); its
     /// body settles the token reservation from the server's counts when it ends.
     pub(crate) fn meter(self, limits: &Arc<RateLimits>, mut response: Response) -> Response {
