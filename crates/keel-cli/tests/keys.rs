@@ -136,3 +136,70 @@ fn the_store_comes_from_the_config_file() {
     let (table, _) = ok(&keel(dir.path(), &["list"]));
     assert!(table.lines().nth(1).unwrap().starts_with("local "), "{table}");
 }
+
+/// `keel serve` on the store `keel keys` writes: a created key admits requests (and keys are then
+/// required), its name is in the request's log lines, and `keel keys revoke` refuses it within a
+/// second, without a restart.
+#[tokio::test]
+async fn keel_serve_admits_the_stores_keys_and_refuses_revoked_ones_within_a_second() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("keel.db").display());
+    let (stdout, _) = ok(&keel(dir.path(), &["--store", &url, "create", "agent"]));
+    let secret = stdout.trim().to_owned();
+    let mock = keel_mock::MockServer::start(([127, 0, 0, 1], 0).into(), keel_mock::Scenario::single_model("m", "hi"))
+        .await
+        .unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let log = dir.path().join("keel.log");
+    let mut serve = Command::new(KEEL)
+        .args(["serve", "--upstream", &mock.url(), "--listen", &format!("127.0.0.1:{port}"), "--store", &url])
+        .current_dir(dir.path())
+        .env_remove("KEEL_CONFIG")
+        .env_remove("KEEL_STORE")
+        .env_remove("RUST_LOG")
+        .env("KEEL_LOG", "info")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::from(std::fs::File::create(&log).unwrap()))
+        .spawn()
+        .unwrap();
+    let base = format!("http://127.0.0.1:{port}");
+    let client = reqwest::Client::new();
+    let mut started = false;
+    for _ in 0..200 {
+        if client.get(format!("{base}/keel/health")).send().await.is_ok() {
+            started = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(started, "keel did not start:\n{}", std::fs::read_to_string(&log).unwrap_or_default());
+    let chat = |key: Option<&str>| {
+        let mut request = client
+            .post(format!("{base}/api/chat"))
+            .body(r#"{"model":"m","messages":[{"role":"user","content":"hello"}],"stream":false}"#);
+        if let Some(key) = key {
+            request = request.bearer_auth(key);
+        }
+        async move { request.send().await.unwrap().status().as_u16() }
+    };
+    assert_eq!(chat(Some(&secret)).await, 200);
+    assert_eq!(chat(None).await, 401);
+    assert_eq!(chat(Some("keel_not_a_key")).await, 401);
+
+    let revoked = std::time::Instant::now();
+    ok(&keel(dir.path(), &["--store", &url, "revoke", "agent"]));
+    loop {
+        let status = chat(Some(&secret)).await;
+        if status == 401 {
+            break;
+        }
+        assert!(revoked.elapsed() < std::time::Duration::from_millis(1500), "still {status} after the revocation");
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    }
+    serve.kill().unwrap();
+    serve.wait().unwrap();
+    let log = std::fs::read_to_string(&log).unwrap();
+    assert!(log.contains(r#"key="agent""#), "the key's name is logged:\n{log}");
+    assert!(!log.contains(&secret[8..]), "the secret is never logged:\n{log}");
+}

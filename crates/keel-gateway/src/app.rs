@@ -1,5 +1,6 @@
 //! keel's HTTP surface as an axum `Router`: its own endpoints (`/keel/*`, `/metrics`), each behind
-//! the API-key check when `[auth]` is set, and every other path to the [`crate::pipeline`].
+//! the API-key check when keys may exist (`[auth]`, or the store's), and every other path to the
+//! [`crate::pipeline`].
 
 use axum::Router;
 use axum::routing::{any, get};
@@ -28,11 +29,13 @@ pub fn app(gateway: Gateway) -> Router {
         )
         .route("/keel/sessions/{id}/handoff", axum::routing::post(stages::session::admin::handoff))
         .fallback(any(pipeline::proxy));
-    // Without [auth] there is nothing to check: no layer, no per-request cost. (The pipeline checks
-    // keys as one of its stages too; a request admitted here is not checked twice.)
-    let router = match gateway.config().auth {
-        Some(_) => router.layer(axum::middleware::from_fn_with_state(gateway.clone(), stages::auth::require_key)),
-        None => router,
+    // keel's own endpoints check keys here; proxied requests (the fallback) in the pipeline, as
+    // one of its stages, so they pay for no layer. Without [auth] or a key store there is nothing
+    // to check: no layer at all.
+    let router = if gateway.config().auth.is_some() || gateway.inner.keys.from_store() {
+        router.route_layer(axum::middleware::from_fn_with_state(gateway.clone(), stages::auth::require_key))
+    } else {
+        router
     };
     // Outermost: host and origin checks, CORS preflights and headers, with or without keys.
     let router = router.layer(axum::middleware::from_fn_with_state(gateway.clone(), stages::access::layer));

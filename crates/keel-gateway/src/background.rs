@@ -1,6 +1,7 @@
 //! The background work of a serving gateway: the breaker event pump (metrics, log lines, idle
 //! model expiry, openings shared with other instances), health probes, breaker sharing through
-//! Redis, the sweep of idle sessions and of idle rate-limit state.
+//! Redis, the sweep of idle sessions and of idle rate-limit state, the refresh of the store's API
+//! keys.
 
 use crate::state::Gateway;
 
@@ -19,6 +20,9 @@ pub(crate) fn spawn(gateway: &Gateway) -> BackgroundTasks {
     };
     tasks.push(tokio::spawn(pump_breaker_events(gateway.clone(), openings)));
     tasks.push(tokio::spawn(std::sync::Arc::clone(&gateway.inner.limits).sweep()));
+    if gateway.inner.keys.from_store() {
+        tasks.push(tokio::spawn(crate::api_keys::refresh_loop(std::sync::Arc::clone(&gateway.inner.keys))));
+    }
     if gateway.inner.store.is_some() && !gateway.inner.config.sessions.idle_timeout.is_zero() {
         tasks.push(tokio::spawn(crate::stages::session::sweep_idle(gateway.clone())));
     }

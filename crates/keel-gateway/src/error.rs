@@ -170,7 +170,7 @@ pub enum ProxyError {
     ShuttingDown,
     /// No or an unknown API key.
     #[error(
-        "missing or invalid API key: send `Authorization: Bearer <key>` (or `X-API-Key: <key>`) with a key from keel.toml [auth]"
+        "missing or invalid API key: send `Authorization: Bearer <key>` (or `X-API-Key: <key>`) with a key from keel.toml [auth] or `keel keys create`"
     )]
     Unauthorized,
     /// Model management while `[auth] allow_model_management` is off.

@@ -35,6 +35,7 @@ mod stages;
 
 // Foundation, used by every layer.
 mod answer;
+mod api_keys;
 mod bridge;
 mod client;
 mod endpoint;

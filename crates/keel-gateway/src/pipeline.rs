@@ -4,7 +4,7 @@
 //!
 //! 1. classify the endpoint ([`Endpoint::classify`]) and take the request id;
 //! 2. [`access`]: the `Host` and browser `Origin` (a CORS preflight is answered here); after
-//!    [`auth`] (the API key, when `[auth]` has keys), model management closed by default;
+//!    [`auth`] (the API key, when `[auth]` or the store has keys), model management closed by default;
 //! 3. keel's request headers: `X-Keel-Deadline` ([`crate::retry::check_deadline`]) and the
 //!    session headers ([`SessionRequest::detect`]);
 //! 4. [`limit`]: a request charged to the caller's requests per minute; [`intake`]: the body
@@ -28,6 +28,7 @@ use keel_types::Dialect;
 use tracing::Instrument;
 
 use crate::attempts::{Call, Forward, send};
+use crate::client::Caller;
 use crate::endpoint::Endpoint;
 use crate::error::{InDialect, ProxyError};
 use crate::relay::Completion;
@@ -68,6 +69,8 @@ pub(crate) async fn proxy(State(gateway): State<Gateway>, request: Request) -> R
         id = %String::from_utf8_lossy(id.as_bytes()),
         method = %parts.method,
         route = endpoint.label,
+        // The name of the key that admitted it (never the key); empty without keys.
+        key = parts.extensions.get::<Caller>().map_or("", |caller| &caller.name),
     );
     async move {
         let mut grant = None;
@@ -117,7 +120,9 @@ async fn read_request(
     grant: &mut Option<Grant>,
 ) -> Result<(Forward, Option<SessionRequest>), ProxyError> {
     crate::retry::check_deadline(&parts.headers)?;
-    let session = SessionRequest::detect(endpoint, &parts.headers).transpose()?;
+    let session = SessionRequest::detect(endpoint, &parts.headers)
+        .transpose()?
+        .map(|session| session.owned_by(parts.extensions.get::<Caller>()));
     let limits = &gateway.inner.limits;
     // (Boxed: only limited requests pay for the limiter's future.)
     if let Some(subject) = limit::subject(limits, parts) {

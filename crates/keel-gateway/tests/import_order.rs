@@ -22,6 +22,7 @@ const LAYERS: &[(&str, &[&str])] = &[
         "foundation",
         &[
             "state",
+            "api_keys",
             "client",
             "config",
             "endpoint",

@@ -56,6 +56,9 @@ pub mod names {
     /// Counter: rate-limit checks the shared store (Redis) could not answer, by `outcome`
     /// (`allowed` with `on_store_error = "open"`, `refused` with `"closed"`).
     pub const RATE_LIMIT_STORE_ERRORS_TOTAL: &str = "keel_rate_limit_store_errors_total";
+    /// Counter: requests admitted with an API key, by `key` (the key's name, never its secret;
+    /// bounded: keys are made by the operator). The only series labelled by key.
+    pub const REQUESTS_BY_KEY_TOTAL: &str = "keel_requests_by_key_total";
 }
 
 /// Latency buckets in seconds: fine below 100 ms (proxy overhead), coarse up to cold model loads.

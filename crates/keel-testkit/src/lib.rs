@@ -92,11 +92,12 @@ impl TestGateway {
         } else {
             (config.store_url.clone(), None)
         };
-        let store = match keel_session::open(&store_url).await {
-            Ok(store) => store,
+        // Like `keel serve`: the sessions and the API keys of one store.
+        let (store, keys) = match keel_session::open_with_keys(&store_url).await {
+            Ok(opened) => opened,
             Err(err) => panic!("cannot open the test store {store_url}: {err}"),
         };
-        let gateway = match Gateway::with_store(config, store) {
+        let gateway = match Gateway::with_store_and_keys(config, store, keys).await {
             Ok(gateway) => gateway,
             Err(err) => panic!("cannot build gateway: {err}"),
         };

@@ -1,10 +1,12 @@
 //! Stage: API keys. `Authorization: Bearer <key>` (or `X-API-Key: <key>`) is checked against
-//! `[auth]` with per-key scopes.
+//! `[auth]`'s keys and the keys in the store (`keel keys`, see [`crate::api_keys`]), with per-key
+//! scopes.
 //!
 //! Takes the request head; gives it on without the key (the model server never sees it) and with
 //! a [`Caller`] in its extensions, naming the key and carrying its limits; answers by itself 401
-//! (no or unknown key) or 403 (the key lacks the scope), in the path's dialect. Without `[auth]`
-//! everything passes, with no [`Caller`], and `Authorization` is left for the upstream.
+//! (no or unknown key) or 403 (the key lacks the scope), in the path's dialect. Without keys
+//! (none in `[auth]`, none ever in the store) everything passes, with no [`Caller`], and
+//! `Authorization` is left for the upstream.
 
 use std::sync::Arc;
 
@@ -16,7 +18,7 @@ use http::request::Parts;
 use keel_types::Dialect;
 
 use crate::client::Caller;
-use crate::config::{ApiKey, Scope};
+use crate::config::Scope;
 use crate::error::ProxyError;
 use crate::state::Gateway;
 
@@ -33,9 +35,10 @@ fn required_scopes(method: &http::Method, path: &str) -> Option<&'static [Scope]
     }
 }
 
-/// Middleware: passes requests with a key holding the needed scope; answers 401/403 otherwise.
-/// Installed only with `[auth]`; the key is consumed here and not forwarded. Without `[auth]`,
-/// `Authorization` passes through untouched (the upstream may want it).
+/// Middleware for keel's own endpoints: passes requests with a key holding the needed scope;
+/// answers 401/403 otherwise. Installed when keys may exist (`[auth]` or a key store); the key is
+/// consumed here and not forwarded. While no key exists, `Authorization` passes through untouched
+/// (the upstream may want it).
 pub(crate) async fn require_key(State(gateway): State<Gateway>, request: Request, next: Next) -> Response {
     let (mut parts, body) = request.into_parts();
     match admit(&gateway, &mut parts) {
@@ -47,14 +50,15 @@ pub(crate) async fn require_key(State(gateway): State<Gateway>, request: Request
 /// The header Anthropic's clients (and many gateways') carry a key in.
 const X_API_KEY: http::HeaderName = http::HeaderName::from_static("x-api-key");
 
-/// Checks a request's key against `[auth]` (everything passes without it) and removes the key,
-/// which was for keel: the model server never sees it. The refusal is a 401/403 in the path's
-/// dialect.
+/// Checks a request's key against `[auth]` and the store's keys (everything passes while there
+/// are none) and removes the key, which was for keel: the model server never sees it. The refusal
+/// is a 401/403 in the path's dialect.
 #[allow(clippy::result_large_err)] // the refusal is the response itself, built once
 pub(crate) fn admit(gateway: &Gateway, request: &mut Parts) -> Result<(), Response> {
-    let Some(auth) = &gateway.config().auth else {
+    let keys = &gateway.inner.keys;
+    if !keys.required() {
         return Ok(());
-    };
+    }
     if request.extensions.get::<Caller>().is_some() {
         return Ok(());
     }
@@ -74,7 +78,7 @@ pub(crate) fn admit(gateway: &Gateway, request: &mut Parts) -> Result<(), Respon
         Some(bearer) => (header::AUTHORIZATION, Some(bearer)),
         None => (X_API_KEY, request.headers.get(X_API_KEY).and_then(|v| v.to_str().ok()).map(str::trim)),
     };
-    let Some(key) = presented.and_then(|p| find_key(&auth.keys, p)) else {
+    let Some(key) = presented.and_then(|p| keys.find(p)) else {
         return Err(ProxyError::Unauthorized.into_response_in(dialect));
     };
     if !scopes.iter().any(|scope| key.scopes.contains(scope)) {
@@ -84,23 +88,12 @@ pub(crate) fn admit(gateway: &Gateway, request: &mut Parts) -> Result<(), Respon
             Scope::Admin => "admin",
             Scope::Models => "models",
         };
-        return Err(ProxyError::Forbidden { key: key.name.clone(), scope }.into_response_in(dialect));
+        return Err(ProxyError::Forbidden { key: key.name.to_string(), scope }.into_response_in(dialect));
     }
     request.headers.remove(carrier);
-    request.extensions.insert(Caller { name: Arc::from(key.name.as_str()), limits: key.limits });
+    key.requests.increment(1);
+    request.extensions.insert(Caller { name: Arc::clone(&key.name), limits: key.limits });
     Ok(())
-}
-
-/// The key matching `presented`, compared in constant time per key.
-fn find_key<'a>(keys: &'a [ApiKey], presented: &str) -> Option<&'a ApiKey> {
-    keys.iter().find(|k| constant_time_eq(k.secret.as_bytes(), presented.as_bytes()))
-}
-
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    if a.len() != b.len() {
-        return false;
-    }
-    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 #[cfg(test)]
@@ -118,18 +111,5 @@ mod tests {
         assert_eq!(scopes("POST", "/api/pull"), Some(&[Scope::Admin, Scope::Models][..]));
         assert_eq!(scopes("DELETE", "/api/delete"), Some(&[Scope::Admin, Scope::Models][..]));
         assert_eq!(scopes("HEAD", "/api/blobs/sha256:ab"), Some(&[Scope::Admin, Scope::Models][..]));
-    }
-
-    #[test]
-    fn keys_match_exactly() {
-        let keys = vec![ApiKey {
-            name: "a".into(),
-            secret: "secret-one".into(),
-            scopes: vec![Scope::Inference],
-            limits: crate::config::KeyLimits::default(),
-        }];
-        assert!(find_key(&keys, "secret-one").is_some());
-        assert!(find_key(&keys, "secret-on").is_none());
-        assert!(find_key(&keys, "secret-onf").is_none());
     }
 }

@@ -32,6 +32,9 @@ pub enum GatewayError {
     /// The rate-limit store could not be set up.
     #[error("invalid [limits] configuration: {0}")]
     Limits(#[from] keel_limit::LimitError),
+    /// The API keys in the store could not be read at start-up (the store's error).
+    #[error("cannot read the API keys in the store: {0}")]
+    Keys(String),
 }
 
 /// One configured upstream with its own connection pool.
@@ -127,6 +130,8 @@ pub(crate) struct Inner {
     pub(crate) repairer: keel_repair::Repairer,
     /// The durable store of sessions (`X-Keel-Session`); `None` when keel runs without one.
     pub(crate) store: Option<Arc<dyn keel_session::Store>>,
+    /// The API keys accepted: `[auth]`'s and the store's (refreshed in the background).
+    pub(crate) keys: Arc<crate::api_keys::ApiKeys>,
     /// Token estimates calibrated per model from the prompt counts models report.
     pub(crate) calibration: Calibration,
     /// Context lengths the upstreams reported, per model.
@@ -142,19 +147,43 @@ impl Gateway {
     /// Builds the gateway from a validated config, without a session store (requests with
     /// `X-Keel-Session` are refused with 503).
     pub fn new(config: Config) -> Result<Gateway, GatewayError> {
-        Gateway::build(config, None)
+        Gateway::build(config, None, None)
     }
 
     /// Builds the gateway with the durable store for sessions, opened from
     /// `config.store_url` with [`keel_session::open`].
     pub fn with_store(config: Config, store: Arc<dyn keel_session::Store>) -> Result<Gateway, GatewayError> {
-        Gateway::build(config, Some(store))
+        Gateway::build(config, Some(store), None)
     }
 
-    fn build(config: Config, store: Option<Arc<dyn keel_session::Store>>) -> Result<Gateway, GatewayError> {
+    /// Builds the gateway with the store of sessions and the API keys kept in it (`keel keys`;
+    /// both from [`keel_session::open_with_keys`]). The keys are read once here (an error if the
+    /// store cannot be read), then every 500 ms while the gateway serves.
+    pub async fn with_store_and_keys(
+        config: Config,
+        store: Arc<dyn keel_session::Store>,
+        keys: Arc<dyn keel_session::KeyStore>,
+    ) -> Result<Gateway, GatewayError> {
+        // The recorder first: the keys' counters are made as they are read.
+        let _ = keel_telemetry::prometheus();
+        let configured = config.auth.as_ref().map_or(&[][..], |auth| &auth.keys[..]);
+        let keys = crate::api_keys::ApiKeys::with_store(configured, keys)
+            .await
+            .map_err(|err| GatewayError::Keys(err.to_string()))?;
+        Gateway::build(config, Some(store), Some(keys))
+    }
+
+    fn build(
+        config: Config,
+        store: Option<Arc<dyn keel_session::Store>>,
+        keys: Option<crate::api_keys::ApiKeys>,
+    ) -> Result<Gateway, GatewayError> {
         let upstreams = build_upstreams(&config)?;
         // Make sure the recorder exists before the first request so /metrics is never empty.
         let _ = keel_telemetry::prometheus();
+        let keys = Arc::new(keys.unwrap_or_else(|| {
+            crate::api_keys::ApiKeys::configured(config.auth.as_ref().map_or(&[][..], |auth| &auth.keys[..]))
+        }));
         // An upstream's own breaker opens on failures of the server in a row only: a server is up
         // or down, and its rate or slowness is its models' to answer for.
         let server = keel_breaker::BreakerConfig {
@@ -194,6 +223,7 @@ impl Gateway {
                 retry_budget: crate::retry::RetryBudget::new(config_retry.0, config_retry.1),
                 repairer: keel_repair::Repairer::new(),
                 store,
+                keys,
                 calibration: Default::default(),
                 context_lengths: Default::default(),
                 descriptor_pressure: std::sync::atomic::AtomicU64::new(0),

@@ -59,6 +59,8 @@ pub(crate) struct SessionRequest {
     id: String,
     mode: Mode,
     idempotency_key: Option<String>,
+    /// The name of the API key that sent it: the owner of a session it creates.
+    owner: Option<Arc<str>>,
 }
 
 impl SessionRequest {
@@ -120,7 +122,14 @@ impl SessionRequest {
                 ))
             })?),
         };
-        Ok(SessionRequest { id: id.to_owned(), mode, idempotency_key })
+        Ok(SessionRequest { id: id.to_owned(), mode, idempotency_key, owner: None })
+    }
+
+    /// The same request, sent with `caller`'s key: a session it creates is owned by the key's
+    /// name.
+    pub(crate) fn owned_by(mut self, caller: Option<&crate::client::Caller>) -> SessionRequest {
+        self.owner = caller.map(|caller| Arc::clone(&caller.name));
+        self
     }
 
     fn key(&self, suffix: &str) -> Option<String> {
@@ -163,7 +172,9 @@ async fn run(
     let mut turn = Turn::read(endpoint, &forward)?;
     let model = forward.requested_model.clone();
     let id = session.id.as_str();
-    let existing = store.ensure_session(NewSession::new(id).with_model(model.clone())).await.map_err(unavailable)?;
+    let mut new = NewSession::new(id).with_model(model.clone());
+    new.owner = session.owner.as_deref().map(str::to_owned);
+    let existing = store.ensure_session(new).await.map_err(unavailable)?;
     if matches!(existing.status, SessionStatus::TimedOut | SessionStatus::Idle) {
         // A conflict means another request changed it first: it is active again either way.
         let _ = store.update_session(id, existing.version, SessionPatch::status(SessionStatus::Active)).await;
