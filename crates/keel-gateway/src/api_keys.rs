@@ -105,7 +105,7 @@ impl ApiKeys {
 
     /// Whether keys may come from the store (so [`ApiKeys::required`] may turn true while keel
     /// runs).
-    pub(crate) fn from_store(&self) -> bool {
+    pub(crate) fn reads_store(&self) -> bool {
         self.store.is_some()
     }
 
@@ -300,7 +300,7 @@ mod tests {
             .await
             .unwrap();
         let keys = ApiKeys::with_store(&[], Arc::clone(&store) as Arc<dyn KeyStore>).await.unwrap();
-        assert!(keys.required() && keys.from_store());
+        assert!(keys.required() && keys.reads_store());
         let key = keys.find("keel_secret_one").unwrap();
         assert_eq!(&*key.name, "ci");
         assert_eq!(key.scopes, [Scope::Inference, Scope::Admin]);
@@ -351,7 +351,7 @@ mod tests {
             scopes: vec![Scope::Inference],
             limits: KeyLimits::default(),
         }]);
-        assert!(keys.required() && !keys.from_store());
+        assert!(keys.required() && !keys.reads_store());
         assert!(keys.find("secret-one").is_some());
         assert!(keys.find("secret-on").is_none());
         assert!(keys.find("secret-onf").is_none());

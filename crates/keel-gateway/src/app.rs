@@ -32,7 +32,7 @@ pub fn app(gateway: Gateway) -> Router {
     // keel's own endpoints check keys here; proxied requests (the fallback) in the pipeline, as
     // one of its stages, so they pay for no layer. Without [auth] or a key store there is nothing
     // to check: no layer at all.
-    let router = if gateway.config().auth.is_some() || gateway.inner.keys.from_store() {
+    let router = if gateway.config().auth.is_some() || gateway.inner.keys.reads_store() {
         router.route_layer(axum::middleware::from_fn_with_state(gateway.clone(), stages::auth::require_key))
     } else {
         router

@@ -20,7 +20,7 @@ pub(crate) fn spawn(gateway: &Gateway) -> BackgroundTasks {
     };
     tasks.push(tokio::spawn(pump_breaker_events(gateway.clone(), openings)));
     tasks.push(tokio::spawn(std::sync::Arc::clone(&gateway.inner.limits).sweep()));
-    if gateway.inner.keys.from_store() {
+    if gateway.inner.keys.reads_store() {
         tasks.push(tokio::spawn(crate::api_keys::refresh_loop(std::sync::Arc::clone(&gateway.inner.keys))));
     }
     if gateway.inner.store.is_some() && !gateway.inner.config.sessions.idle_timeout.is_zero() {
