@@ -90,6 +90,7 @@ pub(crate) async fn status(State(gateway): State<Gateway>) -> Json<Value> {
         })).collect::<Vec<_>>(),
         "breakers": gateway.breakers().len(),
         "targets": targets,
+        "admission": gateway.inner.admission.as_ref().map_or_else(crate::admission::status_off, |q| q.status()),
     }))
 }
 
@@ -174,7 +175,10 @@ pub(crate) async fn breaker_action(
 }
 
 /// `GET /metrics`: Prometheus text exposition.
-pub(crate) async fn metrics() -> Response {
+pub(crate) async fn metrics(State(gateway): State<Gateway>) -> Response {
+    if let Some(queues) = &gateway.inner.admission {
+        queues.publish();
+    }
     let handle = keel_telemetry::prometheus();
     handle.run_upkeep();
     let mut response = handle.render().into_response();

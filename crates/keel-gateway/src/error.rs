@@ -79,6 +79,26 @@ pub enum ProxyError {
         "{0}: send a positive duration such as \"30s\", \"1500ms\" or \"2.5\" (seconds); it can only shorten [retry] deadline"
     )]
     BadDeadline(String),
+    /// `X-Keel-Priority` is not a priority.
+    #[error(
+        "{0}: send X-Keel-Priority: interactive, normal or batch (it can lower an API key's own priority, never raise it)"
+    )]
+    BadPriority(String),
+    /// Every target the request could go to shed it ([admission]): queue full, the wait would
+    /// pass `max_wait`, or the client's deadline cannot be met.
+    #[error(
+        "every target for model '{model}' is at its admission limit: {}. Retry after {}s; if this is the normal load, raise [admission] max_concurrent (if the server has spare capacity) or max_queue, or add an upstream",
+        .reasons.join("; "),
+        retry_after_secs(*.retry_after)
+    )]
+    Overloaded {
+        /// The requested model.
+        model: String,
+        /// Each target and why it shed the request.
+        reasons: Vec<String>,
+        /// When the queues ahead are expected to have drained.
+        retry_after: std::time::Duration,
+    },
     /// The session headers are malformed or used on an endpoint without sessions.
     #[error("{0}")]
     BadSession(String),
@@ -219,9 +239,11 @@ impl ProxyError {
                 StatusCode::BAD_REQUEST
             }
             ProxyError::InvalidOutput { .. } => StatusCode::UNPROCESSABLE_ENTITY,
-            ProxyError::BadDeadline(_) | ProxyError::BadSession(_) | ProxyError::ContextTooLong { .. } => {
-                StatusCode::BAD_REQUEST
-            }
+            ProxyError::BadDeadline(_)
+            | ProxyError::BadPriority(_)
+            | ProxyError::BadSession(_)
+            | ProxyError::ContextTooLong { .. } => StatusCode::BAD_REQUEST,
+            ProxyError::Overloaded { .. } => StatusCode::SERVICE_UNAVAILABLE,
             ProxyError::NoStore | ProxyError::Store(_) => StatusCode::SERVICE_UNAVAILABLE,
             ProxyError::NoRoute(_) | ProxyError::NoKeelEndpoint { .. } => StatusCode::NOT_FOUND,
             ProxyError::Upstream(err) => err.status(),
@@ -245,7 +267,9 @@ impl ProxyError {
         let status = self.status();
         let body = ErrorBody::new(dialect, status, &self.to_string());
         let retry_after = match &self {
-            ProxyError::AllTargetsUnavailable { retry_after, .. } => Some(retry_after_secs(*retry_after)),
+            ProxyError::AllTargetsUnavailable { retry_after, .. } | ProxyError::Overloaded { retry_after, .. } => {
+                Some(retry_after_secs(*retry_after))
+            }
             ProxyError::ShuttingDown | ProxyError::AtConnectionLimit { .. } | ProxyError::LimitStoreDown { .. } => {
                 Some(1)
             }

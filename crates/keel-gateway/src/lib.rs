@@ -34,6 +34,7 @@ mod relay;
 mod stages;
 
 // Foundation, used by every layer.
+mod admission;
 mod answer;
 mod api_keys;
 mod bridge;

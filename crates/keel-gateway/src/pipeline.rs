@@ -5,15 +5,16 @@
 //! 1. classify the endpoint ([`Endpoint::classify`]) and take the request id;
 //! 2. [`access`]: the `Host` and browser `Origin` (a CORS preflight is answered here); after
 //!    [`auth`] (the API key, when `[auth]` or the store has keys), model management closed by default;
-//! 3. keel's request headers: `X-Keel-Deadline` ([`crate::retry::check_deadline`]) and the
-//!    session headers ([`SessionRequest::detect`]);
+//! 3. keel's request headers: `X-Keel-Deadline` ([`crate::retry::check_deadline`]), with
+//!    `[admission]` `X-Keel-Priority` and who the request queues as ([`crate::admission::ticket`]),
+//!    and the session headers ([`SessionRequest::detect`]);
 //! 4. [`limit`]: a request charged to the caller's requests per minute; [`intake`]: the body
 //!    read, the route's targets found; [`limit`] again: the tokens it may use reserved (settled
 //!    when its answer ends);
 //! 5. [`session`] attach (with `X-Keel-Session`), else the
 //!    [`guard`] (structured output asked for), else straight on;
-//! 6. [`attempts`](crate::attempts): the route's targets in fallback order, with breakers and
-//!    retry rounds, one upstream call each;
+//! 6. [`attempts`](crate::attempts): the route's targets in fallback order, with breakers, the
+//!    target's admission queue (`[admission]`) and retry rounds, one upstream call each;
 //! 7. [`relay`](crate::relay): the answer's body to the client, and its bookkeeping.
 //!
 //! A new stage is one more module under `stages/` and one more line here, in its place.
@@ -73,8 +74,8 @@ pub(crate) async fn proxy(State(gateway): State<Gateway>, request: Request) -> R
         key = parts.extensions.get::<Caller>().map_or("", |caller| &caller.name),
     );
     async move {
-        let mut grant = None;
-        let mut response = match read_request(&gateway, &parts, endpoint, body, &mut grant).await {
+        let (mut grant, mut ticket) = (None, None);
+        let mut response = match read_request(&gateway, &parts, endpoint, body, &mut grant, &mut ticket).await {
             Ok((forward, session)) => {
                 let call = Call {
                     method: parts.method,
@@ -83,6 +84,7 @@ pub(crate) async fn proxy(State(gateway): State<Gateway>, request: Request) -> R
                     started,
                     hold_permit: false,
                     continuing: None,
+                    ticket,
                 };
                 // Stage 5, then 6 and 7 inside each path. The session and guard paths are boxed:
                 // their futures are large, and inline they would make every request's future
@@ -111,15 +113,20 @@ pub(crate) async fn proxy(State(gateway): State<Gateway>, request: Request) -> R
 
 /// Stages 3 and 4: keel's request headers, the rate limits, the body and the route's targets. A
 /// malformed or limited request is refused here, before anything is sent upstream; what the
-/// limits granted is left in `grant` for the answer to report and settle.
+/// limits granted is left in `grant` for the answer to report and settle, and with `[admission]`
+/// who the request queues as (and how urgently) in `ticket`, for the attempts.
 async fn read_request(
     gateway: &Gateway,
     parts: &Parts,
     endpoint: Endpoint,
     body: Body,
     grant: &mut Option<Grant>,
+    ticket: &mut Option<keel_admission::Ticket>,
 ) -> Result<(Forward, Option<SessionRequest>), ProxyError> {
     crate::retry::check_deadline(&parts.headers)?;
+    if gateway.inner.admission.is_some() {
+        *ticket = Some(crate::admission::ticket(parts)?);
+    }
     let session = SessionRequest::detect(endpoint, &parts.headers)
         .transpose()?
         .map(|session| session.owned_by(parts.extensions.get::<Caller>()));

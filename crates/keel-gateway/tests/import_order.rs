@@ -23,6 +23,7 @@ const LAYERS: &[(&str, &[&str])] = &[
         &[
             "state",
             "api_keys",
+            "admission",
             "client",
             "config",
             "endpoint",

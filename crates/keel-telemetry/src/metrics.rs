@@ -56,6 +56,20 @@ pub mod names {
     /// Counter: rate-limit checks the shared store (Redis) could not answer, by `outcome`
     /// (`allowed` with `on_store_error = "open"`, `refused` with `"closed"`).
     pub const RATE_LIMIT_STORE_ERRORS_TOTAL: &str = "keel_rate_limit_store_errors_total";
+    /// Gauge: requests waiting in an admission queue (`[admission]`), by `upstream` and `model`
+    /// (models without a label of their own share `other`); set when `/metrics` is scraped.
+    pub const ADMISSION_QUEUE_DEPTH: &str = "keel_admission_queue_depth";
+    /// Gauge: requests holding an admission slot, by `upstream` and `model` (as
+    /// [`ADMISSION_QUEUE_DEPTH`]).
+    pub const ADMISSION_RUNNING: &str = "keel_admission_running";
+    /// Histogram: how long admitted requests waited for a slot, in seconds (0 for those admitted
+    /// at once).
+    pub const ADMISSION_QUEUE_WAIT_SECONDS: &str = "keel_admission_queue_wait_seconds";
+    /// Counter: requests an admission queue shed (503), by `reason` (`queue_full`, `displaced`,
+    /// `wait_too_long`, `deadline_unmeetable`, `deadline_passed`); every reason from start-up.
+    pub const ADMISSION_SHED_TOTAL: &str = "keel_admission_shed_total";
+    /// Counter: requests given an admission slot, at once or after waiting.
+    pub const ADMISSION_ADMITTED_TOTAL: &str = "keel_admission_admitted_total";
     /// Counter: requests admitted with an API key, by `key` (the key's name, never its secret;
     /// bounded: keys are made by the operator). The only series labelled by key.
     pub const REQUESTS_BY_KEY_TOTAL: &str = "keel_requests_by_key_total";

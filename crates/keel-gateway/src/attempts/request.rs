@@ -75,6 +75,9 @@ pub(crate) struct Call {
     pub(crate) hold_permit: bool,
     /// Set when this call continues a stream that broke on an earlier target.
     pub(crate) continuing: Option<Continuing>,
+    /// Who asks and how urgently, for admission queues (`[admission]`); `None` when admission is
+    /// off. The request's deadline is added per call.
+    pub(crate) ticket: Option<keel_admission::Ticket>,
 }
 
 impl Call {
@@ -88,6 +91,7 @@ impl Call {
             started: self.started,
             hold_permit: false,
             continuing: None,
+            ticket: self.ticket.clone(),
         }
     }
 }

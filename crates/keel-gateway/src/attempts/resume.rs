@@ -31,6 +31,8 @@ pub(super) struct Resume {
     pub(super) original: Bytes,
     /// Assistant text that earlier targets already streamed to the client.
     pub(super) prefix: String,
+    /// The request's admission ticket (see [`Call::ticket`]).
+    pub(super) ticket: Option<keel_admission::Ticket>,
 }
 
 /// The request that continues a broken stream: where it goes and what it sends.
@@ -60,6 +62,7 @@ impl Resume {
             route_model,
             requested_model,
             path_and_query,
+            ticket,
             ..
         } = self;
         let call = Call {
@@ -69,6 +72,7 @@ impl Resume {
             started,
             hold_permit: false,
             continuing: Some(Continuing { original, prefix: text }),
+            ticket,
         };
         let forward = Forward {
             targets,

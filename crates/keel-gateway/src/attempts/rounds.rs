@@ -17,6 +17,7 @@ use super::request::{Call, Forward, Payload, Sent};
 use super::respond::{KEEL_ATTEMPTS, bridge_response, relay_response, whole_response};
 use super::resume::{Continued, Resume};
 use super::tally::{Tally, final_error, next_round};
+use crate::admission::KEEL_QUEUE_WAIT;
 use crate::endpoint::{Endpoint, EndpointKind};
 use crate::error::InDialect;
 use crate::relay::{Answer, Completion, Continuation, Continue, record};
@@ -43,7 +44,20 @@ pub(crate) async fn send(gateway: &Gateway, call: Call, endpoint: Endpoint, forw
                 Err(Tried::Answered(sent)) => return *sent,
             };
             attempted = true;
-            let UpstreamCall { path, body, headers, remaining } = request;
+            let UpstreamCall { path, body, headers, mut remaining } = request;
+            if let Some((queues, ticket)) = attempts.ticket() {
+                // Boxed: only requests that queue pay for the wait's future.
+                match Box::pin(queues.admit(&target.key, ticket)).await {
+                    Ok(slot) => target.slot = Some(slot),
+                    Err(shed) => {
+                        attempts.tally.shed(shed);
+                        continue;
+                    }
+                }
+                // The wait took some of the request's time.
+                let Some(left) = attempts.time_left(&target.key) else { break 'rounds };
+                remaining = left;
+            }
             let (handle, method) = (target.handle, attempts.call.method.clone());
             let head_started = Instant::now();
             let result = handle.client.send_within(&handle.upstream, method, &path, headers, body, remaining).await;
@@ -124,6 +138,8 @@ struct Target<'h> {
     is_last: bool,
     /// Time to the response head, once it came.
     head_latency: Duration,
+    /// Its admission slot (`[admission]`), held until the answer ends.
+    slot: Option<keel_admission::Permit>,
 }
 
 /// The upstream call of one attempt.
@@ -192,14 +208,34 @@ impl<'a> Attempts<'a> {
         let is_last = self.is_last(index);
         // The last attempt takes the client's headers, earlier ones get a copy.
         let headers = if is_last { std::mem::take(&mut self.call.headers) } else { self.call.headers.clone() };
-        let Some(remaining) = self.deadline.checked_duration_since(Instant::now()).filter(|d| !d.is_zero()) else {
-            self.tally.reasons.push(format!("{key}: not tried, the request's deadline passed"));
-            return Err(Tried::Over);
-        };
+        let remaining = self.time_left(&key).ok_or(Tried::Over)?;
         self.tally.calls += 1;
         let head_latency = Duration::ZERO;
-        let target = Target { index, key, handle, permits, bridge, stream_requested, is_last, head_latency };
+        let target =
+            Target { index, key, handle, permits, bridge, stream_requested, is_last, head_latency, slot: None };
         Ok((target, UpstreamCall { path, body, headers, remaining }))
+    }
+
+    /// What is left of the request's deadline for a call to target `key`; `None` (noted in the
+    /// tally) when it has passed.
+    fn time_left(&mut self, key: &str) -> Option<Duration> {
+        let left = self.deadline.checked_duration_since(Instant::now()).filter(|d| !d.is_zero());
+        if left.is_none() {
+            self.tally.reasons.push(format!("{key}: not tried, the request's deadline passed"));
+        }
+        left
+    }
+
+    /// The admission queues and this request's ticket (with its deadline), when the request
+    /// waits for a slot before each call: admission is on and the endpoint runs a model.
+    fn ticket(&self) -> Option<(&'a crate::admission::Queues, keel_admission::Ticket)> {
+        let ticket = self.call.ticket.as_ref()?;
+        let queues = self.gateway.inner.admission.as_ref()?;
+        if !crate::admission::Queues::queues(self.endpoint) {
+            return None;
+        }
+        let deadline = tokio::time::Instant::from_std(self.deadline);
+        Some((queues, ticket.clone().with_deadline(deadline)))
     }
 
     /// The call's result: the response head, or `None` when the target could not be reached (held
@@ -299,6 +335,7 @@ impl<'a> Attempts<'a> {
             if self.call.hold_permit { (None, target.permits.model) } else { (target.permits.model, None) };
         let answering = self.forward.targets[target.index].display_name(self.asked());
         let uses_breakers = self.endpoint.kind != EndpointKind::Passthrough;
+        let queue_wait = target.slot.as_ref().filter(|slot| slot.was_queued()).map(keel_admission::Permit::waited);
         let answer = Answer {
             id: String::from_utf8_lossy(self.call.id.as_bytes()).into_owned(),
             route: self.endpoint.label,
@@ -309,6 +346,7 @@ impl<'a> Attempts<'a> {
             head_failure: failure.0,
             head_detail: failure.1,
             permit,
+            admission: target.slot,
             resume,
             head_latency: target.head_latency,
             started: self.call.started,
@@ -328,6 +366,9 @@ impl<'a> Attempts<'a> {
         };
         if self.tally.calls > 1 {
             response.headers_mut().insert(KEEL_ATTEMPTS, HeaderValue::from(self.tally.calls));
+        }
+        if let Some(waited) = queue_wait {
+            response.headers_mut().insert(KEEL_QUEUE_WAIT, HeaderValue::from(waited.as_millis() as u64));
         }
         Sent { response, answered: Some(target.index), permit: held }
     }
@@ -358,6 +399,7 @@ impl<'a> Attempts<'a> {
             path_and_query: self.forward.path_and_query.clone(),
             original,
             prefix,
+            ticket: self.call.ticket.clone(),
         }))
     }
 

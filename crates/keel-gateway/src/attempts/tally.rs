@@ -28,6 +28,8 @@ pub(super) struct Tally {
     pub(super) spent: Vec<usize>,
     /// Targets refused this round whose failures are partial, with their consecutive failures.
     pub(super) partial: Vec<(usize, u64)>,
+    /// Targets whose admission queue shed the request (each also in `reasons`).
+    pub(super) sheds: usize,
 }
 
 impl Tally {
@@ -37,6 +39,17 @@ impl Tally {
             self.partial.push((index, failures));
         }
         self.reasons.push(refusal.reason);
+    }
+
+    /// A target whose admission queue shed the request (`[admission]`): busy, not at fault, so
+    /// nothing is recorded against its breakers; the next target is tried. No call was made.
+    pub(super) fn shed(&mut self, shed: keel_admission::Shed) {
+        tracing::info!(target = %shed.target(), reason = shed.reason().as_str(), "admission shed the request at this target");
+        let retry_after = shed.retry_after();
+        self.retry_after = Some(self.retry_after.map_or(retry_after, |r| r.min(retry_after)));
+        self.calls = self.calls.saturating_sub(1);
+        self.sheds += 1;
+        self.reasons.push(shed.to_string());
     }
 
     /// A call that produced no response head: held against the server, the model or nobody.
@@ -140,6 +153,13 @@ pub(super) fn next_round(
 pub(super) fn final_error(tally: Tally, targets: usize, requested_model: String, started: Instant) -> ProxyError {
     let elapsed = keel_types::duration::format(Duration::from_millis(started.elapsed().as_millis() as u64));
     let calls = tally.calls;
+    if tally.sheds > 0 && tally.sheds == tally.reasons.len() {
+        return ProxyError::Overloaded {
+            model: if requested_model.is_empty() { "*".to_owned() } else { requested_model },
+            reasons: tally.reasons,
+            retry_after: tally.retry_after.unwrap_or(Duration::from_secs(1)),
+        };
+    }
     match tally.last_transport_error {
         Some(mut err) if targets == 1 && tally.retry_after.is_none() => {
             err.detail = format!("{}; {calls} attempt(s) in {elapsed} in all", err.detail);

@@ -90,6 +90,9 @@ pub struct Config {
     pub auth: Option<AuthConfig>,
     /// Rate limits (`[limits]`).
     pub limits: raw::RawLimits,
+    /// Admission control (`[admission]`): concurrency limits and queues per `upstream:model`;
+    /// `None` (no `[admission]` section): off.
+    pub admission: Option<keel_admission::Settings>,
     /// Who may reach keel and do what, whatever the key: model management, hosts, origins.
     pub access: AccessConfig,
     /// Log format and filter.
@@ -407,6 +410,8 @@ impl Config {
             )));
         }
 
+        let admission = raw.admission.as_ref().map(admission_settings).transpose().map_err(invalid)?;
+
         Ok(Config {
             source,
             server: ServerConfig {
@@ -432,6 +437,7 @@ impl Config {
             sessions: raw.sessions,
             auth,
             limits: raw.limits,
+            admission,
             access,
             log: LogConfig { format, level: raw.log.level },
         })
@@ -579,6 +585,25 @@ fn resolve_auth(auth: &raw::RawAuth, env: &dyn Fn(&str) -> Option<String>) -> Re
         keys.push(ApiKey { name: key.name.clone(), secret, scopes, limits });
     }
     Ok(AuthConfig { keys })
+}
+
+/// `[admission]` as keel-admission's settings, checked: the error names the key and what to write.
+fn admission_settings(raw: &raw::RawAdmission) -> Result<keel_admission::Settings, String> {
+    let settings = keel_admission::Settings {
+        max_concurrent: raw.max_concurrent,
+        max_queue: raw.max_queue,
+        max_wait: raw.max_wait,
+        upstream_max_concurrent: raw.upstream_max_concurrent,
+        aging: raw.aging,
+    };
+    settings.validate().map_err(|e| e.to_string())?;
+    if settings.max_queue > 0 && settings.max_wait.is_zero() {
+        return Err(format!(
+            "[admission] max_wait is 0 while max_queue = {}, so every queued request would be shed at once: write a duration such as \"30s\", or max_queue = 0 for no queue",
+            settings.max_queue
+        ));
+    }
+    Ok(settings)
 }
 
 fn validate_store_url(url: &str) -> Result<(), String> {

@@ -32,6 +32,10 @@ pub struct RawConfig {
     pub auth: Option<RawAuth>,
     /// `[limits]`: requests and tokens per minute for every key (or client address).
     pub limits: RawLimits,
+    /// `[admission]`: how many requests each `upstream:model` serves at once and how many wait;
+    /// absent: no admission control.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub admission: Option<RawAdmission>,
     /// `[log]`
     pub log: RawLog,
 }
@@ -357,6 +361,41 @@ pub struct RawLimits {
 impl Default for RawLimits {
     fn default() -> RawLimits {
         RawLimits { requests_per_minute: 0, tokens_per_minute: 0, store: None, on_store_error: OnStoreError::Open }
+    }
+}
+
+/// `[admission]`: a concurrency limit per `upstream:model` with a bounded queue in front of it
+/// (priorities, fair share between keys, aging), and shedding with 503 + `Retry-After`. Present,
+/// even empty, turns admission on with these defaults.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawAdmission {
+    /// Requests served at once per `upstream:model` (set it to the server's
+    /// `OLLAMA_NUM_PARALLEL`).
+    pub max_concurrent: usize,
+    /// Requests waiting per `upstream:model`; more are shed at once. 0: no queue.
+    pub max_queue: usize,
+    /// The longest a request waits for a slot before it is shed.
+    #[serde(with = "keel_types::duration")]
+    pub max_wait: Duration,
+    /// Requests served at once by all models of one upstream together; unset: no cap.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upstream_max_concurrent: Option<usize>,
+    /// Waiting this long raises a request one priority level (batch → normal → interactive).
+    #[serde(with = "keel_types::duration")]
+    pub aging: Duration,
+}
+
+impl Default for RawAdmission {
+    fn default() -> RawAdmission {
+        let settings = keel_admission::Settings::default();
+        RawAdmission {
+            max_concurrent: settings.max_concurrent,
+            max_queue: settings.max_queue,
+            max_wait: settings.max_wait,
+            upstream_max_concurrent: settings.upstream_max_concurrent,
+            aging: settings.aging,
+        }
     }
 }
 

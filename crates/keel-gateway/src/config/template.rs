@@ -226,6 +226,22 @@ tokens_per_minute = 0
 # While that store cannot be reached: "open" lets requests through, "closed" answers 503.
 on_store_error = "open"
 
+# Admission control: how many requests each model on each upstream ("local:llama3.2") serves at
+# once, with a bounded queue in front of it. Ollama queues without bound (OLLAMA_NUM_PARALLEL at
+# once, the rest wait in memory); with this section keel bounds both: a request gets a slot,
+# waits at most max_wait in a queue of at most max_queue, or gets 503 with Retry-After at once.
+# Queued requests go by priority (a key's priority, or the header X-Keel-Priority: interactive,
+# normal or batch, which may lower a key's priority but never raise it), then fair share between
+# keys (client addresses without keys), then arrival. Answers that waited carry
+# X-Keel-Queue-Wait-Ms. A target that sheds is not held against its breaker: the route's next
+# target is tried. Off while this section is absent; uncomment it to turn it on.
+# [admission]
+# max_concurrent = 4          # per upstream:model; set it to the server's OLLAMA_NUM_PARALLEL
+# max_queue = 64              # waiting per upstream:model; 0 = no queue (shed when all slots run)
+# max_wait = "30s"            # the longest a request waits (a shorter X-Keel-Deadline wins)
+# upstream_max_concurrent = 8 # all models of one upstream together; unset = no cap
+# aging = "5s"                # each wait this long raises a request one priority level
+
 [log]
 # "text" for people, "json" for log shippers (one JSON object per line on stderr).
 format = "text"

@@ -168,3 +168,48 @@ fn a_canned_answer_is_checked_against_the_route_schema_at_load() {
     let err = load_str(&format!("{base}[guard]\nstream = \"maybe\"\n")).unwrap_err().to_string();
     assert!(err.contains("stream"), "{err}");
 }
+
+#[test]
+fn admission_is_off_without_its_section_and_on_with_defaults_with_it() {
+    assert_eq!(load_str("").unwrap().admission, None);
+    let on = load_str("[admission]\n").unwrap().admission.unwrap();
+    assert_eq!(on, keel_admission::Settings::default());
+    assert_eq!((on.max_concurrent, on.max_queue, on.max_wait), (4, 64, Duration::from_secs(30)));
+    let set = load_str(
+        "[admission]\nmax_concurrent = 2\nmax_queue = 8\nmax_wait = \"5s\"\nupstream_max_concurrent = 3\naging = \"1s\"\n",
+    )
+    .unwrap()
+    .admission
+    .unwrap();
+    assert_eq!(set.max_concurrent, 2);
+    assert_eq!(set.max_queue, 8);
+    assert_eq!(set.max_wait, Duration::from_secs(5));
+    assert_eq!(set.upstream_max_concurrent, Some(3));
+    assert_eq!(set.aging, Duration::from_secs(1));
+    // The template's commented section, uncommented, is the defaults (plus its example cap).
+    let section: String = template::DEFAULT_CONFIG
+        .lines()
+        .skip_while(|line| *line != "# [admission]")
+        .take_while(|line| line.starts_with('#'))
+        .map(|line| format!("{}\n", line.trim_start_matches("# ")))
+        .collect();
+    let uncommented = load_str(&section).unwrap().admission.unwrap();
+    assert_eq!(uncommented, keel_admission::Settings { upstream_max_concurrent: Some(8), ..on });
+}
+
+#[test]
+fn bad_admission_values_say_how_to_fix_them() {
+    let err = load_str("[admission]\nmax_concurrent = 0\n").unwrap_err().to_string();
+    assert!(err.contains("[admission] max_concurrent") && err.contains("1 or more"), "{err}");
+    let err = load_str("[admission]\nupstream_max_concurrent = 0\n").unwrap_err().to_string();
+    assert!(err.contains("upstream_max_concurrent"), "{err}");
+    let err = load_str("[admission]\nmax_wait = \"0s\"\n").unwrap_err().to_string();
+    assert!(err.contains("max_wait") && err.contains("max_queue = 0"), "{err}");
+    assert!(load_str("[admission]\nmax_wait = \"0s\"\nmax_queue = 0\n").is_ok(), "no queue at all is valid");
+    let err = load_str("[admission]\naging = \"0s\"\n").unwrap_err().to_string();
+    assert!(err.contains("aging"), "{err}");
+    let err = load_str("[admission]\nmax_concurent = 2\n").unwrap_err().to_string();
+    assert!(err.contains("max_concurent"), "{err}");
+    let err = load_str("[admission]\nmax_wait = \"soon\"\n").unwrap_err().to_string();
+    assert!(err.contains("max_wait"), "{err}");
+}

@@ -35,6 +35,9 @@ pub(crate) struct Answer {
     pub(crate) head_detail: Option<String>,
     /// The breaker permit, recorded when the answer ends.
     pub(crate) permit: Option<Permit>,
+    /// The target's admission slot (`[admission]`), freed when the upstream's answer ends (or the
+    /// client goes away).
+    pub(crate) admission: Option<keel_admission::Permit>,
     /// How to continue the answer on the next target if its stream breaks mid-answer.
     pub(crate) resume: Option<Box<dyn Continue>>,
     /// Time to the response head (what slow-call detection compares).
@@ -87,6 +90,9 @@ impl Completion {
 
     pub(super) fn finish(&mut self, failure: Option<(FailureClass, String)>) {
         self.outcome = Some(failure);
+        // The upstream is done with this answer: its slot goes to the next request now, also when
+        // a broken stream is being continued on another target.
+        self.answer.admission = None;
     }
 }
 

@@ -278,6 +278,7 @@ impl Guarding<'_> {
             started: self.call.started,
             hold_permit: true,
             continuing: None,
+            ticket: self.call.ticket.clone(),
         };
         let forward = Forward {
             targets: targets.to_vec(),

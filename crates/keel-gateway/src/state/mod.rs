@@ -32,6 +32,9 @@ pub enum GatewayError {
     /// The rate-limit store could not be set up.
     #[error("invalid [limits] configuration: {0}")]
     Limits(#[from] keel_limit::LimitError),
+    /// The admission settings were rejected.
+    #[error("invalid configuration: {0}")]
+    Admission(#[from] keel_admission::Error),
     /// The API keys in the store could not be read at start-up (the store's error).
     #[error("cannot read the API keys in the store: {0}")]
     Keys(String),
@@ -138,6 +141,8 @@ pub(crate) struct Inner {
     pub(crate) context_lengths: ContextLengths,
     /// Rate limits (`[limits]` and the keys' own).
     pub(crate) limits: Arc<crate::rate_limits::RateLimits>,
+    /// Admission control (`[admission]`); `None` when it is off.
+    pub(crate) admission: Option<crate::admission::Queues>,
     /// Bumped when keel runs short of file descriptors; each serving thread that sees it change
     /// closes its idle upstream connections (each holds one).
     pub(crate) descriptor_pressure: std::sync::atomic::AtomicU64,
@@ -205,6 +210,7 @@ impl Gateway {
         crate::request_metrics::label_models(config.routes.iter().map(|r| r.model.as_str()));
         let config_retry = (config.retry.budget_ratio, config.retry.budget_min_per_second);
         let upstream_names = config.upstreams.iter().map(|u| u.name.clone());
+        let admission = crate::admission::Queues::from_config(&config, &routes.target_keys())?;
         let breaker_handles = routes
             .target_keys()
             .into_iter()
@@ -228,6 +234,7 @@ impl Gateway {
                 context_lengths: Default::default(),
                 descriptor_pressure: std::sync::atomic::AtomicU64::new(0),
                 limits,
+                admission,
             }),
             upstreams,
         })
