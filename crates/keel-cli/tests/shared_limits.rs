@@ -8,7 +8,7 @@
 //! package (scripts/test.sh installs it).
 
 #![cfg(unix)]
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, reason = "test code")]
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::print_stderr, reason = "test code")]
 
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
