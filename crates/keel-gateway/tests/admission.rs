@@ -521,3 +521,21 @@ async fn status_and_metrics_show_the_queues_from_start_up() {
     let counters = status(&client, &keel).await["admission"]["counters"].clone();
     assert_eq!((&counters["admitted"], &counters["admitted_after_queueing"]), (&json!(2), &json!(1)));
 }
+
+#[tokio::test]
+async fn a_structured_answer_the_guard_checked_reports_its_queue_wait_too() {
+    let stack = stack("400ms", "max_concurrent = 1", "").await;
+    let client = reqwest::Client::new();
+    let url = format!("{}/api/chat", stack.keel.url());
+    let structured = json!({"model": "llama3.2", "messages": [{"role": "user", "content": "hi"}], "format": "json", "stream": false});
+    let first = tokio::spawn(post(&client, url.clone(), &structured, &[]));
+    until_bucket(&client, &stack.keel, 1, 0).await;
+    let second = post(&client, url, &structured, &[]).await;
+    assert_eq!(second.status(), 200);
+    let waited = queue_wait(&second).expect("the guarded answer says it waited");
+    assert!(waited >= 100, "{waited}");
+    assert!(header(&second, "x-keel-repair").is_some());
+    let first = first.await.unwrap();
+    assert_eq!(first.status(), 200);
+    assert_eq!(queue_wait(&first), None);
+}

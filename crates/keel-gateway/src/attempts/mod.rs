@@ -7,6 +7,11 @@
 //! rounds, within the retry budget and the request's deadline. When every target is out, keel
 //! answers 503 with `Retry-After` and names each target and why it is out.
 //!
+//! With `[admission]`, a target admitted by its breakers is called only with a slot of its
+//! `upstream:model` queue ([`crate::admission`]): the request waits for one (boxed, so requests
+//! without admission pay nothing) or is shed there — not the target's fault, so no breaker hears
+//! of it and the next target is tried. The slot is held until the answer's body ends.
+//!
 //! Takes a [`Call`] and a [`Forward`] from the stages; gives a [`Sent`]: the client's response,
 //! its body handed to the [`relay`](crate::relay).
 //!

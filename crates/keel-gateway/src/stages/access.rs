@@ -20,11 +20,12 @@ use crate::error::ProxyError;
 use crate::state::Gateway;
 
 /// Headers a browser page may read from keel's answers.
-const EXPOSED: &str = "x-request-id, x-keel-target, x-keel-attempts, x-keel-repair, retry-after";
+const EXPOSED: &str = "x-request-id, x-keel-target, x-keel-attempts, x-keel-repair, x-keel-queue-wait-ms, retry-after";
 /// Methods named in a preflight answer.
 const METHODS: &str = "GET, POST, PUT, DELETE, HEAD, OPTIONS";
 /// Headers allowed when a preflight names none.
-const HEADERS: &str = "authorization, content-type, x-api-key, x-keel-session, x-keel-session-mode, x-keel-deadline";
+const HEADERS: &str =
+    "authorization, content-type, x-api-key, x-keel-session, x-keel-session-mode, x-keel-deadline, x-keel-priority";
 
 /// Checks the request's `Host` and `Origin`; answers a CORS preflight. `Ok` gives the browser
 /// origin to allow in the response (`None` for requests that are not cross-origin).

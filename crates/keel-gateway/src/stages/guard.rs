@@ -34,6 +34,7 @@ use keel_repair::{CompiledSchema, RepairError};
 use keel_types::{FailureClass, TargetId};
 use serde_json::{Map, Value, json};
 
+use crate::admission::KEEL_QUEUE_WAIT;
 use crate::answer::Kind;
 use crate::attempts::{Call, Forward, KEEL_ATTEMPTS, KEEL_TARGET, Payload, Sent, send};
 use crate::endpoint::Endpoint;
@@ -145,6 +146,8 @@ struct Trail {
     fell_back: bool,
     /// What was wrong with each answer, or why a target gave none.
     problems: Vec<String>,
+    /// Milliseconds the calls waited in admission queues (`[admission]`), when any did.
+    queue_wait_ms: Option<u64>,
 }
 
 impl Trail {
@@ -154,6 +157,14 @@ impl Trail {
             (false, true, _) => "reasked",
             (false, false, true) => "repaired",
             (false, false, false) => "valid",
+        }
+    }
+
+    /// Adds what a call's answer says it waited in an admission queue (`X-Keel-Queue-Wait-Ms`).
+    fn add_queue_wait(&mut self, headers: &http::HeaderMap) {
+        let waited = headers.get(KEEL_QUEUE_WAIT).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+        if let Some(waited) = waited {
+            self.queue_wait_ms = Some(self.queue_wait_ms.unwrap_or(0).saturating_add(waited));
         }
     }
 
@@ -202,11 +213,11 @@ pub(crate) async fn guard(
     loop {
         let (target, verdict) = match guarding.ask(&next_targets, &body).await {
             Asked::Answered(target, verdict) => (target, verdict),
-            Asked::KeelAnswered(response) => return response,
+            Asked::KeelAnswered(response) => return with_queue_wait(guarding.trail.queue_wait_ms, response),
             Asked::NoTarget => break,
         };
         match verdict {
-            Verdict::Done(response) => return response,
+            Verdict::Done(response) => return with_queue_wait(guarding.trail.queue_wait_ms, response),
             Verdict::Invalid(text, err) if asked_again < gateway.config().guard.reasks => {
                 asked_again += 1;
                 guarding.trail.reasked = true;
@@ -227,7 +238,16 @@ pub(crate) async fn guard(
         asked_again = 0;
         body = first_body.clone();
     }
-    guarding.give_up()
+    let waited = guarding.trail.queue_wait_ms;
+    with_queue_wait(waited, guarding.give_up())
+}
+
+/// The final response with `X-Keel-Queue-Wait-Ms` when any call waited (`waited`, in all).
+fn with_queue_wait(waited: Option<u64>, mut response: Response) -> Response {
+    if let Some(waited) = waited {
+        response.headers_mut().insert(KEEL_QUEUE_WAIT, HeaderValue::from(waited));
+    }
+    response
 }
 
 /// One structured-output request being guarded.
@@ -289,6 +309,7 @@ impl Guarding<'_> {
             stream: false,
         };
         let sent = send(self.gateway, call, self.endpoint, forward).await;
+        self.trail.add_queue_wait(sent.response.headers());
         let status = sent.response.status();
         let Some(target) = sent.answered.and_then(|i| targets.get(i).cloned()) else {
             // Keel's own answer (every target out): nothing more to try.
