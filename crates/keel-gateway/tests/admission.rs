@@ -178,6 +178,7 @@ async fn a_wait_past_max_wait_or_the_deadline_is_shed_with_503() {
     assert!(started.elapsed() >= Duration::from_millis(300), "shed before max_wait: {:?}", started.elapsed());
     assert_eq!(shed.status(), 503);
     assert!(header(&shed, "retry-after").unwrap().parse::<u64>().unwrap() >= 1);
+    assert!(queue_wait(&shed).is_some_and(|ms| ms >= 300), "the 503 says how long it waited");
     let message = shed.json::<Value>().await.unwrap()["error"].as_str().unwrap().to_owned();
     assert!(message.contains("max_wait") && message.contains("default:llama3.2"), "{message}");
 

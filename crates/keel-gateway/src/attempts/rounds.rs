@@ -48,7 +48,12 @@ pub(crate) async fn send(gateway: &Gateway, call: Call, endpoint: Endpoint, forw
             if let Some((queues, ticket)) = attempts.ticket() {
                 // Boxed: only requests that queue pay for the wait's future.
                 match Box::pin(queues.admit(&target.key, ticket)).await {
-                    Ok(slot) => target.slot = Some(slot),
+                    Ok(slot) => {
+                        if slot.was_queued() {
+                            attempts.tally.waited(slot.waited());
+                        }
+                        target.slot = Some(slot);
+                    }
                     Err(shed) => {
                         attempts.tally.shed(shed);
                         continue;
@@ -335,7 +340,6 @@ impl<'a> Attempts<'a> {
             if self.call.hold_permit { (None, target.permits.model) } else { (target.permits.model, None) };
         let answering = self.forward.targets[target.index].display_name(self.asked());
         let uses_breakers = self.endpoint.kind != EndpointKind::Passthrough;
-        let queue_wait = target.slot.as_ref().filter(|slot| slot.was_queued()).map(keel_admission::Permit::waited);
         let answer = Answer {
             id: String::from_utf8_lossy(self.call.id.as_bytes()).into_owned(),
             route: self.endpoint.label,
@@ -367,9 +371,7 @@ impl<'a> Attempts<'a> {
         if self.tally.calls > 1 {
             response.headers_mut().insert(KEEL_ATTEMPTS, HeaderValue::from(self.tally.calls));
         }
-        if let Some(waited) = queue_wait {
-            response.headers_mut().insert(KEEL_QUEUE_WAIT, HeaderValue::from(waited.as_millis() as u64));
-        }
+        queue_wait_header(&mut response, self.tally.queue_wait);
         Sent { response, answered: Some(target.index), permit: held }
     }
 
@@ -407,9 +409,20 @@ impl<'a> Attempts<'a> {
     fn give_up(self) -> Sent {
         let Attempts { endpoint, call, forward, tally, .. } = self;
         let model = shortened_model(&forward.requested_model);
+        let queue_wait = tally.queue_wait;
         let error = final_error(tally, forward.targets.len(), forward.requested_model, call.started);
         tracing::warn!(status = error.status().as_u16(), error = %error, "no target answered");
         Completion::finished_now(endpoint.label, &model, error.status(), call.started);
-        Sent::keel(InDialect(endpoint.dialect, error).into_response())
+        let mut response = InDialect(endpoint.dialect, error).into_response();
+        queue_wait_header(&mut response, queue_wait);
+        Sent::keel(response)
+    }
+}
+
+/// `X-Keel-Queue-Wait-Ms` when the request waited in admission queues (`waited`, in all).
+fn queue_wait_header(response: &mut axum::response::Response, waited: Option<Duration>) {
+    if let Some(waited) = waited {
+        let millis = u64::try_from(waited.as_millis()).unwrap_or(u64::MAX);
+        response.headers_mut().insert(KEEL_QUEUE_WAIT, HeaderValue::from(millis));
     }
 }

@@ -30,6 +30,8 @@ pub(super) struct Tally {
     pub(super) partial: Vec<(usize, u64)>,
     /// Targets whose admission queue shed the request (each also in `reasons`).
     pub(super) sheds: usize,
+    /// How long the request waited in admission queues, in all, when it waited in any.
+    pub(super) queue_wait: Option<Duration>,
 }
 
 impl Tally {
@@ -49,7 +51,18 @@ impl Tally {
         self.retry_after = Some(self.retry_after.map_or(retry_after, |r| r.min(retry_after)));
         self.calls = self.calls.saturating_sub(1);
         self.sheds += 1;
+        if let keel_admission::Shed::WaitTooLong { waited, .. }
+        | keel_admission::Shed::Displaced { waited, .. }
+        | keel_admission::Shed::DeadlinePassed { waited, .. } = &shed
+        {
+            self.waited(*waited);
+        }
         self.reasons.push(shed.to_string());
+    }
+
+    /// Time spent in an admission queue, added to the request's.
+    pub(super) fn waited(&mut self, waited: Duration) {
+        self.queue_wait = Some(self.queue_wait.unwrap_or_default() + waited);
     }
 
     /// A call that produced no response head: held against the server, the model or nobody.
