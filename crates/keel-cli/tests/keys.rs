@@ -149,31 +149,18 @@ async fn keel_serve_admits_the_stores_keys_and_refuses_revoked_ones_within_a_sec
     let mock = keel_mock::MockServer::start(([127, 0, 0, 1], 0).into(), keel_mock::Scenario::single_model("m", "hi"))
         .await
         .unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let log = dir.path().join("keel.log");
-    let mut serve = Command::new(KEEL)
+    let port = keel_testkit::process::free_port();
+    let mut command = Command::new(KEEL);
+    command
         .args(["serve", "--upstream", &mock.url(), "--listen", &format!("127.0.0.1:{port}"), "--store", &url])
         .current_dir(dir.path())
         .env_remove("KEEL_CONFIG")
         .env_remove("KEEL_STORE")
         .env_remove("RUST_LOG")
-        .env("KEEL_LOG", "info")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::from(std::fs::File::create(&log).unwrap()))
-        .spawn()
-        .unwrap();
-    let base = format!("http://127.0.0.1:{port}");
+        .env("KEEL_LOG", "info");
+    let serve = keel_testkit::process::KeelProcess::start(command, port, &dir.path().join("keel.log")).await;
+    let base = serve.base.clone();
     let client = reqwest::Client::new();
-    let mut started = false;
-    for _ in 0..200 {
-        if client.get(format!("{base}/keel/health")).send().await.is_ok() {
-            started = true;
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
-    assert!(started, "keel did not start:\n{}", std::fs::read_to_string(&log).unwrap_or_default());
     let chat = |key: Option<&str>| {
         let mut request = client
             .post(format!("{base}/api/chat"))
@@ -197,9 +184,8 @@ async fn keel_serve_admits_the_stores_keys_and_refuses_revoked_ones_within_a_sec
         assert!(revoked.elapsed() < std::time::Duration::from_millis(1500), "still {status} after the revocation");
         tokio::time::sleep(std::time::Duration::from_millis(25)).await;
     }
-    serve.kill().unwrap();
-    serve.wait().unwrap();
-    let log = std::fs::read_to_string(&log).unwrap();
+    let log = serve.logs();
+    drop(serve);
     assert!(log.contains(r#"key="agent""#), "the key's name is logged:\n{log}");
     assert!(!log.contains(&secret[8..]), "the secret is never logged:\n{log}");
 }

@@ -5,9 +5,10 @@
 #![cfg(unix)]
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, reason = "test code")]
 
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
+use keel_testkit::process::{KeelProcess, free_port};
 use serde_json::{Value, json};
 
 const KEEL: &str = env!("CARGO_BIN_EXE_keel");
@@ -22,7 +23,8 @@ async fn running_out_of_open_files_is_keels_own_503_and_opens_no_breaker() {
     let dir = tempfile::tempdir().unwrap();
     // One worker, and no connection cap from the descriptor limit: this test is about keel running
     // short on its upstream side, which the cap (tested below) would otherwise prevent.
-    let (mut keel, base) = start_keel(&dir, 48, "[server]\nworkers = 1\nmax_connections = 1000\n", &mock.url()).await;
+    let keel = start_keel(&dir, 48, "[server]\nworkers = 1\nmax_connections = 1000\n", &mock.url()).await;
+    let base = &keel.base;
     // No idle keep-alive connections from this client: each would hold one of keel's descriptors.
     let client = reqwest::Client::builder().timeout(Duration::from_secs(60)).pool_max_idle_per_host(0).build().unwrap();
 
@@ -44,7 +46,7 @@ async fn running_out_of_open_files_is_keels_own_503_and_opens_no_breaker() {
             200 => answered += 1,
             503 if text.contains("keel itself ran out of a local resource") => keels_own += 1,
             other => {
-                let logs = std::fs::read_to_string(dir.path().join("keel.log")).unwrap_or_default();
+                let logs = keel.logs();
                 let tail: Vec<&str> = logs.lines().rev().take(30).collect();
                 panic!("unexpected answer {other}: {text}\n{}", tail.join("\n"))
             }
@@ -61,10 +63,8 @@ async fn running_out_of_open_files_is_keels_own_503_and_opens_no_breaker() {
     }
     let response = client.post(format!("{base}/api/chat")).json(&body).send().await.unwrap();
     assert_eq!(response.status(), 200);
-    let logs = std::fs::read_to_string(dir.path().join("keel.log")).unwrap();
+    let logs = keel.logs();
     assert!(logs.contains("keel ran out of a local resource"), "no error logged:\n{logs}");
-    keel.kill().unwrap();
-    keel.wait().unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -73,7 +73,8 @@ async fn idle_connections_at_the_descriptor_limit_leave_health_and_chat_answerin
     let mock = keel_mock::MockServer::start(([127, 0, 0, 1], 0).into(), scenario).await.unwrap();
     let dir = tempfile::tempdir().unwrap();
     // Defaults only: the connection cap comes from the 256-descriptor limit.
-    let (mut keel, base) = start_keel(&dir, 256, "", &mock.url()).await;
+    let keel = start_keel(&dir, 256, "", &mock.url()).await;
+    let base = &keel.base;
     let address = base.trim_start_matches("http://").to_owned();
 
     // 300 clients connect, send one complete request each, then sit on their connections.
@@ -107,25 +108,18 @@ async fn idle_connections_at_the_descriptor_limit_leave_health_and_chat_answerin
         .unwrap_or(0.0);
     assert!(made_room > 0.0, "no idle connection was closed to make room:\n{metrics}");
     drop(idle);
-    keel.kill().unwrap();
-    keel.wait().unwrap();
-    let logs = std::fs::read_to_string(dir.path().join("keel.log")).unwrap();
+    let logs = keel.logs();
     let accept_failures = logs.matches("accepting client connections is failing").count();
     assert!(accept_failures <= 3, "the accept loop logged {accept_failures} failures:\n{logs}");
 }
 
-/// Starts keel under `ulimit -n open_files` in `dir`, with `config` as its `./keel.toml`, and
-/// waits until it answers; returns the process and its base URL. Its log goes to `keel.log`.
-async fn start_keel(
-    dir: &tempfile::TempDir,
-    open_files: u32,
-    config: &str,
-    upstream: &str,
-) -> (std::process::Child, String) {
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let log = std::fs::File::create(dir.path().join("keel.log")).unwrap();
+/// Starts keel under `ulimit -n open_files` in `dir`, with `config` as its `./keel.toml`; its log
+/// goes to `keel.log`.
+async fn start_keel(dir: &tempfile::TempDir, open_files: u32, config: &str, upstream: &str) -> KeelProcess {
+    let port = free_port();
     std::fs::write(dir.path().join("keel.toml"), config).unwrap();
-    let keel = Command::new("bash")
+    let mut command = Command::new("bash");
+    command
         .args([
             "-c",
             &format!(
@@ -135,18 +129,6 @@ async fn start_keel(
             KEEL,
         ])
         .current_dir(dir.path())
-        .env_remove("KEEL_CONFIG")
-        .stdout(Stdio::null())
-        .stderr(Stdio::from(log))
-        .spawn()
-        .unwrap();
-    let base = format!("http://127.0.0.1:{port}");
-    let client = reqwest::Client::builder().pool_max_idle_per_host(0).build().unwrap();
-    for _ in 0..100 {
-        if client.get(format!("{base}/keel/health")).send().await.is_ok() {
-            return (keel, base);
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("keel did not start:\n{}", std::fs::read_to_string(dir.path().join("keel.log")).unwrap_or_default())
+        .env_remove("KEEL_CONFIG");
+    KeelProcess::start(command, port, &dir.path().join("keel.log")).await
 }

@@ -10,8 +10,10 @@
 #![cfg(unix)]
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::print_stderr, reason = "test code")]
 
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
+
+use keel_testkit::process::{KeelProcess, free_port};
 
 const KEEL: &str = env!("CARGO_BIN_EXE_keel");
 
@@ -23,56 +25,24 @@ fn redis_url() -> String {
     std::env::var("KEEL_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned())
 }
 
-/// A keel process (under `faketime` when `clock` is given), stopped on drop.
-struct Keel {
-    child: Child,
-    base: String,
-    log: std::path::PathBuf,
-}
-
-impl Drop for Keel {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+/// Starts keel `name` in `dir` with `config` (its clock `clock` ahead when given).
+async fn start(dir: &std::path::Path, name: &str, config: &str, clock: Option<&str>) -> KeelProcess {
+    let port = free_port();
+    let config_path = dir.join(format!("{name}.toml"));
+    std::fs::write(&config_path, config).unwrap();
+    let mut command = Command::new(KEEL);
+    if let Some(offset) = clock {
+        // libfaketime preloaded into keel itself (not the `faketime` wrapper, which would
+        // outlive a kill of its child): every clock keel reads is `offset` ahead.
+        command.env("LD_PRELOAD", libfaketime().unwrap()).env("FAKETIME", offset);
     }
-}
-
-impl Keel {
-    async fn start(dir: &std::path::Path, name: &str, config: &str, clock: Option<&str>) -> Keel {
-        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        let config_path = dir.join(format!("{name}.toml"));
-        std::fs::write(&config_path, config).unwrap();
-        let log = dir.join(format!("{name}.log"));
-        let mut command = Command::new(KEEL);
-        if let Some(offset) = clock {
-            // libfaketime preloaded into keel itself (not the `faketime` wrapper, which would
-            // outlive a kill of its child): every clock keel reads is `offset` ahead.
-            command.env("LD_PRELOAD", libfaketime().unwrap()).env("FAKETIME", offset);
-        }
-        let child = command
-            .args(["serve", "--config"])
-            .arg(&config_path)
-            .args(["--listen", &format!("127.0.0.1:{port}"), "--store"])
-            .arg(format!("sqlite://{}", dir.join(format!("{name}.db")).display()))
-            .env("KEEL_AGENT_KEY", "shared-agent-key")
-            .stdout(Stdio::null())
-            .stderr(Stdio::from(std::fs::File::create(&log).unwrap()))
-            .spawn()
-            .unwrap();
-        let keel = Keel { child, base: format!("http://127.0.0.1:{port}"), log };
-        let client = reqwest::Client::new();
-        for _ in 0..200 {
-            if client.get(format!("{}/keel/health", keel.base)).send().await.is_ok() {
-                return keel;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        panic!("keel {name} did not start:\n{}", std::fs::read_to_string(&keel.log).unwrap_or_default());
-    }
-
-    fn logs(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
+    command
+        .args(["serve", "--config"])
+        .arg(&config_path)
+        .args(["--listen", &format!("127.0.0.1:{port}"), "--store"])
+        .arg(format!("sqlite://{}", dir.join(format!("{name}.db")).display()))
+        .env("KEEL_AGENT_KEY", "shared-agent-key");
+    KeelProcess::start(command, port, &dir.join(format!("{name}.log"))).await
 }
 
 /// keel's config: one upstream, a key named `key_name` (so each test has its own limiter keys in
@@ -103,7 +73,7 @@ async fn redis_is_up() -> bool {
 }
 
 /// Sends `count` requests alternating between `keels`, `pause` apart; gives how many got 200.
-async fn admitted(keels: &[&Keel], count: usize, pause: Duration) -> usize {
+async fn admitted(keels: &[&KeelProcess], count: usize, pause: Duration) -> usize {
     let client = reqwest::Client::new();
     let body = serde_json::json!({"model": "m", "messages": [{"role": "user", "content": "hi"}], "stream": false});
     let mut admitted = 0;
@@ -141,8 +111,8 @@ async fn two_instances_share_sixty_a_minute(skewed: Option<&str>) {
     let key_name = format!("agent-{}", uuid::Uuid::new_v4().simple());
     let limits = format!("requests_per_minute = 60\nstore = \"{}\"\non_store_error = \"closed\"\n", redis_url());
     let text = config(&mock.url(), &key_name, &limits);
-    let first = Keel::start(dir.path(), "first", &text, None).await;
-    let second = Keel::start(dir.path(), "second", &text, skewed).await;
+    let first = start(dir.path(), "first", &text, None).await;
+    let second = start(dir.path(), "second", &text, skewed).await;
     if skewed.is_some() {
         // The skew is real: the second keel's log lines are stamped 30 s ahead.
         let ahead = seconds_of_day(&second.logs()) - seconds_of_day(&first.logs());
@@ -185,14 +155,14 @@ async fn with_the_store_down_keel_logs_it_and_follows_on_store_error() {
     let mock = keel_mock::MockServer::start(([127, 0, 0, 1], 0).into(), scenario).await.unwrap();
     let dir = tempfile::tempdir().unwrap();
     // Nothing listens on port 1: the store is down.
-    let open = Keel::start(
+    let open = start(
         dir.path(),
         "open",
         &config(&mock.url(), "agent", "requests_per_minute = 1\nstore = \"redis://127.0.0.1:1\"\n"),
         None,
     )
     .await;
-    let closed = Keel::start(
+    let closed = start(
         dir.path(),
         "closed",
         &config(
@@ -218,7 +188,7 @@ fn seconds_of_day(log: &str) -> i64 {
     parts[0] * 3600 + parts[1] * 60 + parts[2]
 }
 
-async fn admitted_or_503(keel: &Keel) -> u16 {
+async fn admitted_or_503(keel: &KeelProcess) -> u16 {
     let body = serde_json::json!({"model": "m", "messages": [{"role": "user", "content": "hi"}], "stream": false});
     let response = reqwest::Client::new()
         .post(format!("{}/api/chat", keel.base))

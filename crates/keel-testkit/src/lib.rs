@@ -4,11 +4,14 @@
 //! - [`Stack`]: a fake Ollama ([`keel_mock::MockServer`]) with a keel in front of it;
 //! - [`config_for`]: the default config pointed at one upstream; [`scenario`] for mock scenarios;
 //! - [`post_json`], [`post_json_text`]: one-line requests for tests;
-//! - [`client_tool`]: where the project's test script installed external clients (Python, Node).
+//! - [`client_tool`]: where the project's test script installed external clients (Python, Node);
+//! - [`process`]: a real `keel serve` process, killed on drop.
 //!
 //! Never a dependency of non-test code.
 
 #![allow(clippy::panic, reason = "a test helper that cannot do its job must stop the test loudly")]
+
+pub mod process;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
