@@ -1,36 +1,25 @@
 //! One conformance suite, run against every backend: `sqlite_conformance::*`,
 //! `postgres_conformance::*` and `redis_conformance::*`.
 //!
-//! Each test gets its own store: a SQLite file in a temporary directory, a PostgreSQL schema
-//! with a random name (dropped afterwards) or a Redis key prefix (its keys deleted afterwards).
-//! PostgreSQL and Redis are expected on 127.0.0.1 (5432, database `test`, user `postgres`; 6379),
-//! or at `KEEL_TEST_POSTGRES_URL` / `KEEL_TEST_REDIS_URL`. When a server is unreachable the test
-//! prints a note and passes — unless `KEEL_REQUIRE_SERVICES=1`, which makes it fail.
+//! Each test gets its own store (see `tests/backends/mod.rs`).
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::print_stderr, reason = "test code")]
 
+#[macro_use]
+mod backends;
+
 use std::collections::{BTreeSet, HashMap};
 use std::future::Future;
-use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures_util::FutureExt;
 use keel_session::{
     HANDOFF_ROLE, MessageCompletion, NewMessage, NewParticipant, NewSession, Page, Participant, ParticipantKind,
     Session, SessionFilter, SessionPatch, SessionStatus, Store, StoreError, open,
 };
 use serde_json::json;
 
-const POSTGRES_URL: &str = "postgres://postgres@127.0.0.1:5432/test";
-const REDIS_URL: &str = "redis://127.0.0.1:6379/0";
-
-#[derive(Debug, Clone, Copy)]
-enum Backend {
-    Sqlite,
-    Postgres,
-    Redis,
-}
+use crate::backends::Backend;
 
 /// What a case gets: the store, and its URL to open it again.
 struct Ctx {
@@ -38,145 +27,21 @@ struct Ctx {
     url: String,
 }
 
-/// A test's private place in a backend, removed when the test ends.
-enum Place {
-    Sqlite(#[allow(dead_code, reason = "held for its Drop")] tempfile::TempDir),
-    Postgres { base: String, schema: String },
-    Redis { base: String, prefix: String },
-}
-
-fn services_required() -> bool {
-    std::env::var("KEEL_REQUIRE_SERVICES").is_ok_and(|value| value == "1")
-}
-
-fn postgres_base() -> String {
-    std::env::var("KEEL_TEST_POSTGRES_URL").unwrap_or_else(|_| POSTGRES_URL.to_owned())
-}
-
-fn redis_base() -> String {
-    std::env::var("KEEL_TEST_REDIS_URL").unwrap_or_else(|_| REDIS_URL.to_owned())
-}
-
-fn unique() -> String {
-    uuid::Uuid::now_v7().simple().to_string()
-}
-
-impl Place {
-    fn new(backend: Backend) -> (Place, String) {
-        match backend {
-            Backend::Sqlite => {
-                let dir = tempfile::tempdir().unwrap();
-                let url = format!("sqlite://{}", dir.path().join("sessions.db").display());
-                (Place::Sqlite(dir), url)
-            }
-            Backend::Postgres => {
-                let base = postgres_base();
-                let schema = format!("keel_test_{}", unique());
-                let url = format!("{base}?schema={schema}&pool_size=8");
-                (Place::Postgres { base, schema }, url)
-            }
-            Backend::Redis => {
-                let base = redis_base();
-                let prefix = format!("keeltest:{}:", unique());
-                let url = format!("{base}?prefix={prefix}");
-                (Place::Redis { base, prefix }, url)
-            }
-        }
-    }
-
-    async fn remove(self) {
-        match self {
-            Place::Sqlite(dir) => drop(dir),
-            Place::Postgres { base, schema } => {
-                let (client, connection) = tokio_postgres::connect(&base, tokio_postgres::NoTls).await.unwrap();
-                let task = tokio::spawn(connection);
-                client.batch_execute(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE")).await.unwrap();
-                drop(client);
-                let _ = task.await;
-            }
-            Place::Redis { base, prefix } => {
-                let client = redis::Client::open(base).unwrap();
-                let mut conn = client.get_multiplexed_async_connection().await.unwrap();
-                let mut cursor: u64 = 0;
-                loop {
-                    let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
-                        .arg(cursor)
-                        .arg("MATCH")
-                        .arg(format!("{prefix}*"))
-                        .arg("COUNT")
-                        .arg(1000)
-                        .query_async(&mut conn)
-                        .await
-                        .unwrap();
-                    if !keys.is_empty() {
-                        let _: i64 = redis::cmd("DEL").arg(&keys).query_async(&mut conn).await.unwrap();
-                    }
-                    if next == 0 {
-                        break;
-                    }
-                    cursor = next;
-                }
-                let left: Vec<String> =
-                    redis::cmd("KEYS").arg(format!("{prefix}*")).query_async(&mut conn).await.unwrap();
-                assert!(left.is_empty(), "keys left behind: {left:?}");
-            }
-        }
-    }
-}
-
-/// Runs `case` on a fresh store of `backend`, then removes the store's data (also on failure).
+/// Runs `case` on a fresh store of `backend` (see [`backends::run`]).
 async fn run<F, Fut>(backend: Backend, name: &str, case: F)
 where
     F: FnOnce(Ctx) -> Fut,
     Fut: Future<Output = ()>,
 {
-    let (place, url) = Place::new(backend);
-    let store = match open(&url).await {
-        Ok(store) => store,
-        Err(error @ StoreError::Unavailable { .. }) if !services_required() => {
-            eprintln!("SKIP {name} ({backend:?}): {error} — set KEEL_REQUIRE_SERVICES=1 to fail instead");
-            return;
-        }
-        Err(error) => panic!("cannot open the {backend:?} store: {error}"),
+    let open = |url: String| async move {
+        let store = open(&url).await?;
+        assert_eq!(store.backend(), format!("{backend:?}").to_lowercase());
+        Ok(Ctx { store, url })
     };
-    assert_eq!(store.backend(), format!("{backend:?}").to_lowercase());
-    let outcome = AssertUnwindSafe(case(Ctx { store, url })).catch_unwind().await;
-    place.remove().await;
-    if let Err(panic) = outcome {
-        std::panic::resume_unwind(panic);
-    }
+    backends::run(backend, name, open, case).await;
 }
 
-macro_rules! conformance {
-    ($($case:ident),* $(,)?) => {
-        mod sqlite_conformance {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-                async fn $case() {
-                    crate::run(crate::Backend::Sqlite, stringify!($case), crate::cases::$case).await;
-                }
-            )*
-        }
-        mod postgres_conformance {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-                async fn $case() {
-                    crate::run(crate::Backend::Postgres, stringify!($case), crate::cases::$case).await;
-                }
-            )*
-        }
-        mod redis_conformance {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-                async fn $case() {
-                    crate::run(crate::Backend::Redis, stringify!($case), crate::cases::$case).await;
-                }
-            )*
-        }
-    };
-}
-
-conformance!(
+backend_suite!(sqlite_conformance, postgres_conformance, redis_conformance:
     health_answers,
     create_and_get_round_trip,
     create_with_a_taken_id_fails,

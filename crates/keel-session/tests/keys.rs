@@ -1,34 +1,22 @@
 //! The [`KeyStore`] suite, run against every backend: `sqlite_keys::*`, `postgres_keys::*` and
 //! `redis_keys::*`.
 //!
-//! Each test gets its own store, as in `tests/conformance.rs`: a SQLite file in a temporary
-//! directory, a PostgreSQL schema with a random name (dropped afterwards) or a Redis key prefix
-//! (its keys deleted afterwards). PostgreSQL and Redis are expected on 127.0.0.1 (5432, database
-//! `test`, user `postgres`; 6379), or at `KEEL_TEST_POSTGRES_URL` / `KEEL_TEST_REDIS_URL`. When a
-//! server is unreachable the test prints a note and passes — unless `KEEL_REQUIRE_SERVICES=1`,
-//! which makes it fail.
+//! Each test gets its own store (see `tests/backends/mod.rs`).
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::print_stderr, reason = "test code")]
 
+#[macro_use]
+mod backends;
+
 use std::future::Future;
-use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 
-use futures_util::FutureExt;
 use keel_session::{
     DEFAULT_SCOPE, KeyStore, NewKey, NewSession, PREFIX_LEN, Store, StoreError, StoredKey, generate_secret,
     hash_secret, now_millis, open_key_store, open_with_keys,
 };
 
-const POSTGRES_URL: &str = "postgres://postgres@127.0.0.1:5432/test";
-const REDIS_URL: &str = "redis://127.0.0.1:6379/0";
-
-#[derive(Debug, Clone, Copy)]
-enum Backend {
-    Sqlite,
-    Postgres,
-    Redis,
-}
+use crate::backends::Backend;
 
 /// What a case gets: the key store, the session store of the same backend object, and the URL.
 struct Ctx {
@@ -37,122 +25,21 @@ struct Ctx {
     url: String,
 }
 
-/// A test's private place in a backend, removed when the test ends.
-enum Place {
-    Sqlite(#[allow(dead_code, reason = "held for its Drop")] tempfile::TempDir),
-    Postgres { base: String, schema: String },
-    Redis { base: String, prefix: String },
-}
-
-fn services_required() -> bool {
-    std::env::var("KEEL_REQUIRE_SERVICES").is_ok_and(|value| value == "1")
-}
-
-fn unique() -> String {
-    uuid::Uuid::now_v7().simple().to_string()
-}
-
-impl Place {
-    fn new(backend: Backend) -> (Place, String) {
-        match backend {
-            Backend::Sqlite => {
-                let dir = tempfile::tempdir().unwrap();
-                let url = format!("sqlite://{}", dir.path().join("keys.db").display());
-                (Place::Sqlite(dir), url)
-            }
-            Backend::Postgres => {
-                let base = std::env::var("KEEL_TEST_POSTGRES_URL").unwrap_or_else(|_| POSTGRES_URL.to_owned());
-                let schema = format!("keel_test_{}", unique());
-                let url = format!("{base}?schema={schema}&pool_size=8");
-                (Place::Postgres { base, schema }, url)
-            }
-            Backend::Redis => {
-                let base = std::env::var("KEEL_TEST_REDIS_URL").unwrap_or_else(|_| REDIS_URL.to_owned());
-                let prefix = format!("keeltest:{}:", unique());
-                let url = format!("{base}?prefix={prefix}");
-                (Place::Redis { base, prefix }, url)
-            }
-        }
-    }
-
-    async fn remove(self) {
-        match self {
-            Place::Sqlite(dir) => drop(dir),
-            Place::Postgres { base, schema } => {
-                let (client, connection) = tokio_postgres::connect(&base, tokio_postgres::NoTls).await.unwrap();
-                let task = tokio::spawn(connection);
-                client.batch_execute(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE")).await.unwrap();
-                drop(client);
-                let _ = task.await;
-            }
-            Place::Redis { base, prefix } => {
-                let client = redis::Client::open(base).unwrap();
-                let mut conn = client.get_multiplexed_async_connection().await.unwrap();
-                let keys: Vec<String> =
-                    redis::cmd("KEYS").arg(format!("{prefix}*")).query_async(&mut conn).await.unwrap();
-                if !keys.is_empty() {
-                    let _: i64 = redis::cmd("DEL").arg(&keys).query_async(&mut conn).await.unwrap();
-                }
-                // Every key of the store is under its prefix: nothing else was written.
-                assert!(keys.iter().all(|key| key.starts_with(&prefix)), "{keys:?}");
-            }
-        }
-    }
-}
-
-/// Runs `case` on a fresh store of `backend`, then removes the store's data (also on failure).
+/// Runs `case` on a fresh store of `backend` (see [`backends::run`]).
 async fn run<F, Fut>(backend: Backend, name: &str, case: F)
 where
     F: FnOnce(Ctx) -> Fut,
     Fut: Future<Output = ()>,
 {
-    let (place, url) = Place::new(backend);
-    let (sessions, keys) = match open_with_keys(&url).await {
-        Ok(stores) => stores,
-        Err(error @ StoreError::Unavailable { .. }) if !services_required() => {
-            eprintln!("SKIP {name} ({backend:?}): {error} — set KEEL_REQUIRE_SERVICES=1 to fail instead");
-            return;
-        }
-        Err(error) => panic!("cannot open the {backend:?} store: {error}"),
+    let open = |url: String| async move {
+        let (sessions, keys) = open_with_keys(&url).await?;
+        assert_eq!(sessions.backend(), format!("{backend:?}").to_lowercase());
+        Ok(Ctx { keys, sessions, url })
     };
-    assert_eq!(sessions.backend(), format!("{backend:?}").to_lowercase());
-    let outcome = AssertUnwindSafe(case(Ctx { keys, sessions, url })).catch_unwind().await;
-    place.remove().await;
-    if let Err(panic) = outcome {
-        std::panic::resume_unwind(panic);
-    }
+    backends::run(backend, name, open, case).await;
 }
 
-macro_rules! keys_suite {
-    ($($case:ident),* $(,)?) => {
-        mod sqlite_keys {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-                async fn $case() {
-                    crate::run(crate::Backend::Sqlite, stringify!($case), crate::cases::$case).await;
-                }
-            )*
-        }
-        mod postgres_keys {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-                async fn $case() {
-                    crate::run(crate::Backend::Postgres, stringify!($case), crate::cases::$case).await;
-                }
-            )*
-        }
-        mod redis_keys {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-                async fn $case() {
-                    crate::run(crate::Backend::Redis, stringify!($case), crate::cases::$case).await;
-                }
-            )*
-        }
-    };
-}
-
-keys_suite!(
+backend_suite!(sqlite_keys, postgres_keys, redis_keys:
     created_keys_are_listed_with_their_prefix_and_no_secret,
     a_taken_name_is_refused,
     revoked_keys_leave_the_active_list_and_stay_listed,
