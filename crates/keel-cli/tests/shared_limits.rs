@@ -74,18 +74,9 @@ async fn redis_is_up() -> bool {
 
 /// Sends `count` requests alternating between `keels`, `pause` apart; gives how many got 200.
 async fn admitted(keels: &[&KeelProcess], count: usize, pause: Duration) -> usize {
-    let client = reqwest::Client::new();
-    let body = serde_json::json!({"model": "m", "messages": [{"role": "user", "content": "hi"}], "stream": false});
     let mut admitted = 0;
     for i in 0..count {
-        let keel = keels[i % keels.len()];
-        let response = client
-            .post(format!("{}/api/chat", keel.base))
-            .bearer_auth("shared-agent-key")
-            .json(&body)
-            .send()
-            .await
-            .unwrap();
+        let response = chat(keels[i % keels.len()]).await;
         match response.status().as_u16() {
             200 => admitted += 1,
             429 => {}
@@ -132,9 +123,11 @@ async fn two_instances_share_sixty_a_minute(skewed: Option<&str>) {
         (60.0..=61.0 + refilled_during_burst).contains(&(burst as f64)),
         "burst admitted {burst} in {burst_time:?}"
     );
+    // One a second, give or take the one in flight at each end of the window (a local clock 30 s
+    // off would have let about 30 more through).
     let per_minute = sustained as f64 / sustained_time * 60.0;
     assert!(
-        (57.0..=63.0 + 60.0 / sustained_time).contains(&per_minute),
+        (sustained as f64 - sustained_time).abs() <= 1.5,
         "{sustained} in {sustained_time:.1} s = {per_minute:.1}/min"
     );
 }
@@ -174,7 +167,7 @@ async fn with_the_store_down_keel_logs_it_and_follows_on_store_error() {
     )
     .await;
     assert_eq!(admitted(&[&open], 3, Duration::ZERO).await, 3, "open: everything passes");
-    assert_eq!(admitted_or_503(&closed).await, 503, "closed: refused");
+    assert_eq!(chat(&closed).await.status(), 503, "closed: refused");
     for (keel, says) in [(&open, "requests pass unlimited"), (&closed, "requests get 503")] {
         let logs = keel.logs();
         assert!(logs.contains("rate limits cannot be checked") && logs.contains(says), "{logs}");
@@ -188,14 +181,9 @@ fn seconds_of_day(log: &str) -> i64 {
     parts[0] * 3600 + parts[1] * 60 + parts[2]
 }
 
-async fn admitted_or_503(keel: &KeelProcess) -> u16 {
+/// One chat request with the shared key.
+async fn chat(keel: &KeelProcess) -> reqwest::Response {
     let body = serde_json::json!({"model": "m", "messages": [{"role": "user", "content": "hi"}], "stream": false});
-    let response = reqwest::Client::new()
-        .post(format!("{}/api/chat", keel.base))
-        .bearer_auth("shared-agent-key")
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
-    response.status().as_u16()
+    let request = reqwest::Client::new().post(format!("{}/api/chat", keel.base)).bearer_auth("shared-agent-key");
+    request.json(&body).send().await.unwrap()
 }
