@@ -34,7 +34,7 @@ use crate::endpoint::Endpoint;
 use crate::error::{InDialect, ProxyError};
 use crate::relay::Completion;
 use crate::request_id::{REQUEST_ID, request_id};
-use crate::stages::limit::{self, Grant};
+use crate::stages::limit::{self, Grants};
 use crate::stages::session::SessionRequest;
 use crate::stages::{access, auth, guard, intake, session};
 use crate::state::Gateway;
@@ -74,8 +74,8 @@ pub(crate) async fn proxy(State(gateway): State<Gateway>, request: Request) -> R
         key = parts.extensions.get::<Caller>().map_or("", |caller| &caller.name),
     );
     async move {
-        let (mut grant, mut ticket) = (None, None);
-        let mut response = match read_request(&gateway, &parts, endpoint, body, &mut grant, &mut ticket).await {
+        let (mut grants, mut ticket) = (Grants::default(), None);
+        let mut response = match read_request(&gateway, &parts, endpoint, body, &mut grants, &mut ticket).await {
             Ok((forward, session)) => {
                 let call = Call {
                     method: parts.method,
@@ -100,9 +100,7 @@ pub(crate) async fn proxy(State(gateway): State<Gateway>, request: Request) -> R
             }
             Err(err) => rejected(endpoint.dialect, endpoint, err, started),
         };
-        if let Some(grant) = grant {
-            response = grant.meter(&gateway.inner.limits, response);
-        }
+        response = grants.meter(&gateway.inner.limits, response);
         response.headers_mut().insert(REQUEST_ID, id);
         access::allow_origin(&mut response, origin);
         response
@@ -113,14 +111,14 @@ pub(crate) async fn proxy(State(gateway): State<Gateway>, request: Request) -> R
 
 /// Stages 3 and 4: keel's request headers, the rate limits, the body and the route's targets. A
 /// malformed or limited request is refused here, before anything is sent upstream; what the
-/// limits granted is left in `grant` for the answer to report and settle, and with `[admission]`
+/// limits granted is left in `grants` for the answer to report and settle, and with `[admission]`
 /// who the request queues as (and how urgently) in `ticket`, for the attempts.
 async fn read_request(
     gateway: &Gateway,
     parts: &Parts,
     endpoint: Endpoint,
     body: Body,
-    grant: &mut Option<Grant>,
+    grants: &mut Grants,
     ticket: &mut Option<keel_admission::Ticket>,
 ) -> Result<(Forward, Option<SessionRequest>), ProxyError> {
     crate::retry::check_deadline(&parts.headers)?;
@@ -133,10 +131,19 @@ async fn read_request(
     let limits = &gateway.inner.limits;
     // (Boxed: only limited requests pay for the limiter's future.)
     if let Some(subject) = limit::subject(limits, parts) {
-        *grant = Some(Box::pin(limit::admit_request(limits, subject)).await?);
+        grants.caller = Some(Box::pin(limit::admit_request(limits, subject)).await?);
     }
     let forward = intake::intake(gateway, parts, endpoint, body).await?;
-    if let Some(grant) = grant
+    if let Some(grant) = &mut grants.caller
+        && grant.counts_tokens()
+        && let Some(needed) = limit::tokens_needed(&forward)
+    {
+        Box::pin(limit::reserve_tokens(limits, grant, needed)).await?;
+    }
+    if let Some(subject) = limit::route_subject(limits, gateway.config(), parts, &forward) {
+        grants.route = Some(Box::pin(limit::admit_request(limits, subject)).await?);
+    }
+    if let Some(grant) = &mut grants.route
         && grant.counts_tokens()
         && let Some(needed) = limit::tokens_needed(&forward)
     {

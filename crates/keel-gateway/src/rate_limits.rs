@@ -23,6 +23,8 @@ pub(crate) struct RateLimits {
     pub(crate) requests_per_minute: u64,
     /// `[limits] tokens_per_minute` (0: none).
     pub(crate) tokens_per_minute: u64,
+    /// Some `[[route]]` has limits of its own.
+    pub(crate) routes_limited: bool,
     on_store_error: OnStoreError,
     /// When a store failure was last logged (seconds since the Unix epoch): one line per 10 s.
     last_store_log: AtomicU64,
@@ -56,6 +58,7 @@ impl RateLimits {
             limiter,
             requests_per_minute: limits.requests_per_minute,
             tokens_per_minute: limits.tokens_per_minute,
+            routes_limited: config.routes.iter().any(|r| r.requests_per_minute > 0 || r.tokens_per_minute > 0),
             on_store_error: limits.on_store_error,
             last_store_log: AtomicU64::new(0),
         })

@@ -84,6 +84,8 @@ mod tests {
             prefer_loaded: false,
             schema: None,
             canned: None,
+            requests_per_minute: 0,
+            tokens_per_minute: 0,
         }
     }
 

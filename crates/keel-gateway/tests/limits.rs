@@ -194,3 +194,36 @@ async fn an_unreachable_store_refuses_requests_with_503_when_closed() {
     assert!(message.contains("on_store_error") && message.contains("Redis"), "{message}");
     assert_eq!(stack.mock.requests().len(), 0);
 }
+
+#[tokio::test]
+async fn a_route_with_its_own_limit_is_limited_per_client_and_others_are_not() {
+    let scenario = keel_testkit::scenario(
+        "[[model]]\nname = \"llama3.2\"\nreply = \"hi\"\n[[model]]\nname = \"qwen2.5\"\nreply = \"hi\"\n",
+    );
+    let routes = "[[route]]\nmodel = \"llama3.2\"\ntargets = [\"default\"]\nrequests_per_minute = 2\n\
+                  [[route]]\nmodel = \"*\"\ntargets = [\"default\"]\n";
+    let stack = Stack::start_with(scenario, "", routes).await;
+    let client = reqwest::Client::new();
+    let url = format!("{}/api/chat", stack.keel.url());
+    for _ in 0..2 {
+        let response = post(&client, url.clone(), &chat(None), None).await;
+        assert_eq!(response.status(), 200);
+        assert_eq!(header(&response, "ratelimit-limit").as_deref(), Some("2"));
+    }
+    let limited = post(&client, url.clone(), &chat(None), None).await;
+    assert_eq!(limited.status(), 429);
+    let message = limited.json::<Value>().await.unwrap()["error"].as_str().unwrap().to_owned();
+    assert!(
+        message.contains("on route 'llama3.2'") && message.contains("the route's requests_per_minute"),
+        "{message}"
+    );
+    // Another model, through the "*" route, has no limit.
+    let mut other = chat(None);
+    other["model"] = json!("qwen2.5");
+    for _ in 0..4 {
+        let response = post(&client, url.clone(), &other, None).await;
+        assert_eq!(response.status(), 200);
+        assert!(header(&response, "ratelimit-limit").is_none());
+    }
+    let _mock = &stack.mock;
+}

@@ -154,6 +154,10 @@ pub struct RouteConfig {
     pub schema: Option<Arc<serde_json::Value>>,
     /// The canned answer of last resort for structured requests (valid against `schema`).
     pub canned: Option<Arc<serde_json::Value>>,
+    /// Requests per minute per key on this route (0: none).
+    pub requests_per_minute: u64,
+    /// Tokens per minute per key on this route (0: none).
+    pub tokens_per_minute: u64,
 }
 
 /// `[guard]`, validated.
@@ -351,6 +355,8 @@ impl Config {
                 prefer_loaded: route.prefer_loaded,
                 schema,
                 canned,
+                requests_per_minute: route.requests_per_minute,
+                tokens_per_minute: route.tokens_per_minute,
             });
         }
 

@@ -181,6 +181,17 @@ pub struct RawRoute {
     /// schema when it is used).
     #[serde(default)]
     pub canned: Option<serde_json::Value>,
+    /// Requests per minute on this route, per key (per client address without keys), besides
+    /// the key's own and `[limits]`; 0: none.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub requests_per_minute: u64,
+    /// Tokens per minute on this route, per key (or client address); 0: none.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub tokens_per_minute: u64,
+}
+
+fn is_zero(value: &u64) -> bool {
+    *value == 0
 }
 
 /// `[guard]`: what keel does with answers to structured-output requests (Ollama `format`,

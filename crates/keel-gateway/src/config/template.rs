@@ -91,6 +91,8 @@ targets = ["local"]
 # model = "llama3.2"
 # targets = ["local", "backup", "local:qwen2.5:0.5b"]
 # prefer_loaded = true   # try targets that already have the model in memory first
+# requests_per_minute = 30   # per key (or client) on this route, besides [limits]; 0: none
+# tokens_per_minute = 20000
 #
 # [[route]]                # a route for structured answers (see [guard])
 # model = "classifier"

@@ -25,6 +25,7 @@ use keel_telemetry::names;
 
 use crate::attempts::{Forward, Payload};
 use crate::client::{Caller, ClientIp};
+use crate::config::Config;
 use crate::error::ProxyError;
 use crate::rate_limits::RateLimits;
 
@@ -52,6 +53,23 @@ pub(crate) struct Grant {
     requests: Option<Decision>,
     /// Tokens reserved, with their quota.
     tokens: Option<(Quota, u64, Decision)>,
+}
+
+/// What the limits granted a request: by the caller's own limits, and by its route's.
+#[derive(Default)]
+pub(crate) struct Grants {
+    /// Under the key's own limits or `[limits]`.
+    pub(crate) caller: Option<Grant>,
+    /// Under the route's limits.
+    pub(crate) route: Option<Grant>,
+}
+
+impl Grants {
+    /// The answer metered by each grant (see [`Grant::meter`]); the caller's `RateLimit-*`
+    /// headers win over the route's.
+    pub(crate) fn meter(self, limits: &Arc<RateLimits>, response: Response) -> Response {
+        [self.route, self.caller].into_iter().flatten().fold(response, |response, grant| grant.meter(limits, response))
+    }
 }
 
 /// Charges one request to `subject`'s requests per minute (found by [`subject`]).
@@ -126,12 +144,37 @@ pub(crate) fn subject(limits: &RateLimits, parts: &Parts) -> Option<Subject> {
     if requests_per_minute.0 == 0 && tokens_per_minute.0 == 0 {
         return None;
     }
-    let (shown, id) = match (caller, parts.extensions.get::<ClientIp>()) {
+    let (shown, id) = identity(parts);
+    Some(Subject { shown, id, requests_per_minute, tokens_per_minute })
+}
+
+/// The caller on the request's route, when that `[[route]]` has limits of its own: a budget per
+/// key (or client) and route, besides the caller's own.
+pub(crate) fn route_subject(limits: &RateLimits, config: &Config, parts: &Parts, forward: &Forward) -> Option<Subject> {
+    if !limits.routes_limited {
+        return None;
+    }
+    let route = config.routes.iter().find(|route| route.model == forward.route_model)?;
+    if route.requests_per_minute == 0 && route.tokens_per_minute == 0 {
+        return None;
+    }
+    let (shown, id) = identity(parts);
+    Some(Subject {
+        shown: format!("{shown} on route '{}'", route.model),
+        id: format!("{id}:route:{}", route.model),
+        requests_per_minute: (route.requests_per_minute, "the route's requests_per_minute"),
+        tokens_per_minute: (route.tokens_per_minute, "the route's tokens_per_minute"),
+    })
+}
+
+/// Who the request is from, as shown in errors (`key 'agent'`, `client 10.0.0.7`) and as the
+/// limiter's key (`key:agent`, `ip:10.0.0.7`).
+fn identity(parts: &Parts) -> (String, String) {
+    match (parts.extensions.get::<Caller>(), parts.extensions.get::<ClientIp>()) {
         (Some(caller), _) => (format!("key '{}'", caller.name), format!("key:{}", caller.name)),
         (None, Some(ClientIp(ip))) => (format!("client {ip}"), format!("ip:{ip}")),
         (None, None) => ("this client".to_owned(), "local".to_owned()),
-    };
-    Some(Subject { shown, id, requests_per_minute, tokens_per_minute })
+    }
 }
 
 /// The 429 for a limit `decision` that did not allow `cost`.
