@@ -113,9 +113,78 @@ fn write_status(out: &mut String, body: &Value) -> std::fmt::Result {
     if !about.is_empty() {
         writeln!(out, "{}", about.join(", "))?;
     }
+    write_limits(out, &body["limits"])?;
     write_upstreams(out, items(&body["upstreams"]))?;
     write_routes(out, items(&body["routes"]))?;
-    write_targets(out, items(&body["targets"]))
+    write_targets(out, items(&body["targets"]))?;
+    write_admission(out, &body["admission"])
+}
+
+/// One line on rate limits, when the keel reports them.
+fn write_limits(out: &mut String, limits: &Value) -> std::fmt::Result {
+    if !limits.is_object() {
+        return Ok(());
+    }
+    let per_minute = |field: &str, unit: &str| match limits[field].as_u64() {
+        Some(0) | None => None,
+        Some(n) => Some(format!("{n} {unit}/min")),
+    };
+    let defaults: Vec<String> =
+        [per_minute("requests_per_minute", "requests"), per_minute("tokens_per_minute", "tokens")]
+            .into_iter()
+            .flatten()
+            .collect();
+    let mut line = if defaults.is_empty() {
+        "rate limits: none by default".to_owned()
+    } else {
+        format!("rate limits: {} per key or client", defaults.join(", "))
+    };
+    if limits["routes_limited"].as_bool() == Some(true) {
+        line.push_str(", some routes have their own");
+    }
+    if limits["shared"].as_bool() == Some(true) {
+        line.push_str(&format!(", shared through Redis (if it fails: {})", text(&limits["on_store_error"], "?")));
+    }
+    writeln!(out, "{line}")
+}
+
+/// Queues per model server and model, when admission control is on.
+fn write_admission(out: &mut String, admission: &Value) -> std::fmt::Result {
+    if !admission.is_object() {
+        return Ok(());
+    }
+    writeln!(
+        out,
+        "
+admission:"
+    )?;
+    if admission["enabled"].as_bool() != Some(true) {
+        return writeln!(out, "  off (add an [admission] section to queue requests per model)");
+    }
+    let wait = admission["max_wait_ms"].as_u64().map_or_else(|| "?".to_owned(), |ms| human_duration(ms / 1000));
+    writeln!(
+        out,
+        "  {} at a time per model, up to {} waiting, at most {wait} each",
+        count(&admission["max_concurrent"]),
+        count(&admission["max_queue"]),
+    )?;
+    let counters = &admission["counters"];
+    writeln!(out, "  admitted {}, shed {}", count(&counters["admitted"]), count(&counters["shed_total"]))?;
+    for bucket in items(&admission["buckets"]) {
+        let oldest = bucket["oldest_wait_ms"].as_u64().unwrap_or(0);
+        writeln!(
+            out,
+            "  {}:{}  running {}/{}, waiting {}/{}{}",
+            text(&bucket["upstream"], "?"),
+            text(&bucket["model"], "?"),
+            count(&bucket["running"]),
+            count(&bucket["max_concurrent"]),
+            count(&bucket["queued"]),
+            count(&bucket["max_queue"]),
+            if oldest > 0 { format!(", oldest waiting {:.1} s", oldest as f64 / 1000.0) } else { String::new() },
+        )?;
+    }
+    Ok(())
 }
 
 fn write_upstreams(out: &mut String, upstreams: &[Value]) -> std::fmt::Result {
@@ -441,6 +510,25 @@ mod tests {
             "consecutive_failures": 5, "last_failure": {"class": "refused", "detail": "connection refused"},
             "breaker_detail": {"forced": false, "retry_after": "17s"}});
         insta::assert_snapshot!("fallbacks", render(&body));
+    }
+
+    #[test]
+    fn renders_rate_limits_and_queues() {
+        let mut body = today();
+        body["limits"] = json!({"requests_per_minute": 60, "tokens_per_minute": 0, "routes_limited": true,
+            "shared": true, "on_store_error": "open"});
+        body["admission"] = json!({"enabled": true, "max_concurrent": 4, "max_queue": 64, "max_wait_ms": 30_000,
+            "buckets": [{"upstream": "default", "model": "llama3.2", "running": 4, "queued": 7,
+                "max_concurrent": 4, "max_queue": 64, "oldest_wait_ms": 1_250}],
+            "counters": {"admitted": 120, "shed_total": 3}});
+        insta::assert_snapshot!("queues", render(&body));
+        body["limits"] = json!({"requests_per_minute": 0, "tokens_per_minute": 0, "shared": false});
+        body["admission"] = json!({"enabled": false});
+        let off = render(&body);
+        assert!(
+            off.contains("rate limits: none by default") && off.contains("off (add an [admission] section"),
+            "{off}"
+        );
     }
 
     #[test]

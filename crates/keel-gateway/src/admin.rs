@@ -82,7 +82,7 @@ pub(crate) async fn status(State(gateway): State<Gateway>) -> Json<Value> {
         "listen": config.server.listen.to_string(),
         "store": redact_url(&config.store_url),
         "config_file": config.source.as_ref().map(|p| p.display().to_string()),
-        "auth": config.auth.is_some(),
+        "auth": gateway.inner.keys.required(),
         "upstreams": upstreams,
         "routes": config.routes.iter().map(|r| json!({
             "model": r.model,
@@ -91,6 +91,7 @@ pub(crate) async fn status(State(gateway): State<Gateway>) -> Json<Value> {
         "breakers": gateway.breakers().len(),
         "targets": targets,
         "admission": gateway.inner.admission.as_ref().map_or_else(crate::admission::status_off, |q| q.status()),
+        "limits": gateway.inner.limits.status(),
     }))
 }
 

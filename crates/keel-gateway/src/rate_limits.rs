@@ -64,6 +64,21 @@ impl RateLimits {
         })
     }
 
+    /// The `[limits]` defaults for `/keel/status`: per minute, where the state lives, and what a
+    /// store failure does.
+    pub(crate) fn status(&self) -> serde_json::Value {
+        serde_json::json!({
+            "requests_per_minute": self.requests_per_minute,
+            "tokens_per_minute": self.tokens_per_minute,
+            "routes_limited": self.routes_limited,
+            "shared": matches!(self.limiter, Limiter::Redis(_)),
+            "on_store_error": match self.on_store_error {
+                OnStoreError::Open => "open",
+                OnStoreError::Closed => "closed",
+            },
+        })
+    }
+
     /// Forgets local state idle for a minute, every [`SWEEP_INTERVAL`], until dropped.
     pub(crate) async fn sweep(self: Arc<RateLimits>) {
         let Limiter::Local(local) = &self.limiter else {
