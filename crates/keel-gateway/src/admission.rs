@@ -55,7 +55,10 @@ impl Queues {
         target_keys: &[String],
     ) -> Result<Option<Queues>, keel_admission::Error> {
         let Some(settings) = config.admission else { return Ok(None) };
-        let admission = Admission::new(settings)?;
+        let own = config.upstreams.iter().filter_map(|up| {
+            up.max_concurrent.map(|max_concurrent| (up.name.clone(), Settings { max_concurrent, ..settings }))
+        });
+        let admission = Admission::with_upstreams(settings, own)?;
         let shed =
             ShedReason::ALL.map(|reason| metrics::counter!(names::ADMISSION_SHED_TOTAL, "reason" => reason.as_str()));
         for counter in &shed {

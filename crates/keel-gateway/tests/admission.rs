@@ -540,3 +540,26 @@ async fn a_structured_answer_the_guard_checked_reports_its_queue_wait_too() {
     assert_eq!(first.status(), 200);
     assert_eq!(queue_wait(&first), None);
 }
+
+#[tokio::test]
+async fn an_upstream_may_serve_fewer_at_once_than_admission_max_concurrent() {
+    let scenario = keel_testkit::scenario(
+        "[[model]]\nname = \"llama3.2\"\nreply = \"Hello from keel-mock.\"\nlatency = \"300ms\"\n",
+    );
+    let mock = keel_mock::MockServer::start(([127, 0, 0, 1], 0).into(), scenario).await.unwrap();
+    let keel = TestGateway::start(keel_testkit::config_from_toml(&format!(
+        "[[upstream]]\nname = \"default\"\nurl = \"{}\"\nhealth_interval = \"0s\"\nmax_concurrent = 1\n\
+         [admission]\nmax_concurrent = 4\n",
+        mock.url()
+    )))
+    .await;
+    let client = reqwest::Client::new();
+    let url = format!("{}/api/chat", keel.url());
+    let requests: Vec<_> = (0..3).map(|_| tokio::spawn(post(&client, url.clone(), &chat(), &[]))).collect();
+    until_bucket(&client, &keel, 1, 2).await;
+    for request in requests {
+        assert_eq!(request.await.unwrap().status(), 200);
+    }
+    let status = status(&client, &keel).await;
+    assert_eq!(status["admission"]["max_concurrent"], 4, "{status}");
+}

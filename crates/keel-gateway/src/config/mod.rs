@@ -139,6 +139,8 @@ pub struct UpstreamConfig {
     pub health_interval: Duration,
     /// Pass `format` / `response_format` on to this server.
     pub forward_format: bool,
+    /// Its own `max_concurrent` for admission, if set.
+    pub max_concurrent: Option<usize>,
 }
 
 /// One route, validated: every target names a declared upstream.
@@ -305,6 +307,12 @@ impl Config {
                 .map_err(|e| invalid(format!("[[upstream]] {:?}: url {:?} is not a URL: {e}", up.name, up.url)))?;
             let upstream = keel_upstream::Upstream::new(&up.name, uri, up.dialect)
                 .map_err(|e| invalid(format!("[[upstream]] {:?}: {e}", up.name)))?;
+            if up.max_concurrent == Some(0) {
+                return Err(invalid(format!(
+                    "[[upstream]] {:?}: max_concurrent = 0 would never let a request through; use 1 or more, or remove it",
+                    up.name
+                )));
+            }
             upstreams.push(UpstreamConfig {
                 name: up.name.clone(),
                 upstream,
@@ -313,6 +321,7 @@ impl Config {
                 idle_timeout: up.idle_timeout,
                 health_interval: up.health_interval,
                 forward_format: up.forward_format,
+                max_concurrent: up.max_concurrent,
             });
         }
 
@@ -510,6 +519,7 @@ fn default_upstream(url: &str) -> raw::RawUpstream {
         idle_timeout: raw::default_idle_timeout(),
         health_interval: raw::default_health_interval(),
         forward_format: true,
+        max_concurrent: None,
     }
 }
 

@@ -141,6 +141,10 @@ pub struct RawUpstream {
     /// structured-output guard alone (say the schema in the prompt).
     #[serde(default = "default_true")]
     pub forward_format: bool,
+    /// With `[admission]`: requests one model on this server answers at once (like its
+    /// `OLLAMA_NUM_PARALLEL`), instead of `[admission] max_concurrent`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_concurrent: Option<usize>,
 }
 
 pub(crate) const fn default_true() -> bool {

@@ -74,6 +74,9 @@ health_interval = "10s"
 # Pass a request's `format` / `response_format` on (the server constrains its decoding). Set to
 # false for servers that reject or ignore it; keel's [guard] then validates and repairs alone.
 forward_format = true
+# With [admission]: how many requests one model on this server answers at once (its
+# OLLAMA_NUM_PARALLEL), instead of [admission] max_concurrent.
+# max_concurrent = 1
 
 # A second server to fall back to:
 # [[upstream]]
