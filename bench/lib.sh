@@ -1,6 +1,7 @@
 # Shared set-up of the whole-process benchmarks; sourced from the repository root, not run.
 # Sets WORK (a temporary folder, removed at exit), RESULTS, KEEL (a release build of keel),
 # `pids` (processes killed at exit) and `log`. A script may define `extra_cleanup` to run at exit.
+# `wait_up URL` waits for a server to answer; `vm_kib PID FIELD` and `mib` read a process's memory.
 # Also `need` (installs missing tools) and `nginx_conf` / `canned_upstream` (nginx processes,
 # stopped at exit) for the benchmarks that put nginx in front of or behind keel.
 # KEEL_BIN=/path/to/keel measures another build (e.g. of an earlier commit) instead.
@@ -65,3 +66,17 @@ CONF
 canned_upstream() {
   nginx_conf upstream 1 "server { listen 127.0.0.1:$UPSTREAM_PORT; location / { default_type application/json; return 200 '$CHAT_REPLY'; } }"
 }
+
+# wait_up URL: waits up to 10 s for URL to answer 2xx; fails (with a message) if it never does.
+wait_up() {
+  for _ in $(seq 100); do curl -fs "$1" >/dev/null 2>&1 && return; sleep 0.1; done
+  log "$1 did not answer within 10 s"
+  return 1
+}
+
+# vm_kib PID FIELD: a memory figure of a running process from /proc/PID/status, in KiB
+# (FIELD: VmRSS for the resident set now, VmHWM for its peak so far); 0 once it has exited.
+vm_kib() { awk -v field="$2:" '$1 == field {kib = $2} END {print kib + 0}' "/proc/$1/status" 2>/dev/null || echo 0; }
+
+# mib KIB: KiB as MiB with one decimal.
+mib() { awk -v k="$1" 'BEGIN {printf "%.1f", k / 1024}'; }
