@@ -2,6 +2,7 @@
 # Sets WORK (a temporary folder, removed at exit), RESULTS, KEEL (a release build of keel),
 # `pids` (processes killed at exit) and `log`. A script may define `extra_cleanup` to run at exit.
 # `wait_up URL` waits for a server to answer; `vm_kib PID FIELD` and `mib` read a process's memory.
+# `keel_toml FILE [SERVER_LINES]` writes a keel.toml in front of the mock on $MOCK_PORT.
 # Also `need` (installs missing tools) and `nginx_conf` / `canned_upstream` (nginx processes,
 # stopped at exit) for the benchmarks that put nginx in front of or behind keel.
 # KEEL_BIN=/path/to/keel measures another build (e.g. of an earlier commit) instead.
@@ -80,3 +81,18 @@ vm_kib() { awk -v field="$2:" '$1 == field {kib = $2} END {print kib + 0}' "/pro
 
 # mib KIB: KiB as MiB with one decimal.
 mib() { awk -v k="$1" 'BEGIN {printf "%.1f", k / 1024}'; }
+
+# keel_toml FILE [SERVER_LINES]: a keel.toml listening on $KEEL_PORT (with SERVER_LINES in its
+# [server] table), its store in $WORK, one upstream: the mock on $MOCK_PORT.
+keel_toml() {
+  cat >"$1" <<TOML
+[server]
+listen = "127.0.0.1:$KEEL_PORT"
+${2:-}
+[store]
+url = "sqlite://$WORK/keel.db"
+[[upstream]]
+name = "default"
+url = "http://127.0.0.1:$MOCK_PORT"
+TOML
+}

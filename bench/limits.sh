@@ -30,15 +30,7 @@ TOML
 "$KEEL" mock --listen "127.0.0.1:$MOCK_PORT" --scenario "$WORK/scenario.toml" >/dev/null &
 pids+=($!)
 
-cat >"$WORK/keel.toml" <<TOML
-[server]
-listen = "127.0.0.1:$KEEL_PORT"
-[store]
-url = "sqlite://$WORK/keel.db"
-[[upstream]]
-name = "default"
-url = "http://127.0.0.1:$MOCK_PORT"
-TOML
+keel_toml "$WORK/keel.toml"
 # keel alone gets the usual soft limit of 1,024 open files.
 bash -c "ulimit -Sn 1024; exec $KEEL serve --config $WORK/keel.toml" 2>"$RESULTS/limits-keel.log" &
 KEEL_PID=$!

@@ -53,16 +53,7 @@ WORDS=$((DURATION * 1000 / TOKEN_DELAY_MS)); [ "$WORDS" -lt 1 ] && WORDS=1
 MOCK_PID=$!
 pids+=("$MOCK_PID")
 
-cat >"$WORK/keel.toml" <<TOML
-[server]
-listen = "127.0.0.1:$KEEL_PORT"
-${WORKERS:+workers = $WORKERS}
-[store]
-url = "sqlite://$WORK/keel.db"
-[[upstream]]
-name = "default"
-url = "http://127.0.0.1:$MOCK_PORT"
-TOML
+keel_toml "$WORK/keel.toml" "${WORKERS:+workers = $WORKERS}"
 "$KEEL" serve --config "$WORK/keel.toml" 2>"$RESULTS/streams-keel.log" &
 KEEL_PID=$!
 pids+=("$KEEL_PID")
