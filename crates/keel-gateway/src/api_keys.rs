@@ -142,6 +142,12 @@ impl ApiKeys {
         }
         let by_hash: ByHash = active.iter().map(|key| (key.hash, Arc::new(resolve(key)))).collect();
         tracing::info!(active = by_hash.len(), "API keys from the store in force");
+        for key in active.iter().filter(|key| self.configured.iter().any(|(_, c)| *c.name == *key.name)) {
+            tracing::warn!(
+                name = %key.name,
+                "a key in the store has the name of an [auth] key: they share rate limits, logs and metrics under that name; revoke one and create it again under another name"
+            );
+        }
         *self.stored.write() = Arc::new(by_hash);
         *last_read = active;
         Ok(())
