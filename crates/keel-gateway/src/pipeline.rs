@@ -131,23 +131,16 @@ async fn read_request(
     let limits = &gateway.inner.limits;
     // (Boxed: only limited requests pay for the limiter's future.)
     if let Some(subject) = limit::subject(limits, parts) {
-        grants.caller = Some(Box::pin(limit::admit_request(limits, subject)).await?);
+        Box::pin(grants.admit(limits, subject)).await?;
     }
     let forward = intake::intake(gateway, parts, endpoint, body).await?;
-    if let Some(grant) = &mut grants.caller
-        && grant.counts_tokens()
-        && let Some(needed) = limit::tokens_needed(&forward)
-    {
-        Box::pin(limit::reserve_tokens(limits, grant, needed)).await?;
-    }
     if let Some(subject) = limit::route_subject(limits, gateway.config(), parts, &forward) {
-        grants.route = Some(Box::pin(limit::admit_request(limits, subject)).await?);
+        Box::pin(grants.admit(limits, subject)).await?;
     }
-    if let Some(grant) = &mut grants.route
-        && grant.counts_tokens()
+    if grants.count_tokens()
         && let Some(needed) = limit::tokens_needed(&forward)
     {
-        Box::pin(limit::reserve_tokens(limits, grant, needed)).await?;
+        Box::pin(grants.reserve_tokens(limits, needed)).await?;
     }
     Ok((forward, session))
 }

@@ -49,10 +49,10 @@ impl RateLimits {
             None => Limiter::Local(LocalLimiter::new()),
         };
         for limit in ["requests", "tokens", "too_large"] {
-            metrics::counter!(names::RATE_LIMITED_TOTAL, "limit" => limit).absolute(0);
+            metrics::counter!(names::RATE_LIMITED_TOTAL, "limit" => limit).increment(0);
         }
         for outcome in ["allowed", "refused"] {
-            metrics::counter!(names::RATE_LIMIT_STORE_ERRORS_TOTAL, "outcome" => outcome).absolute(0);
+            metrics::counter!(names::RATE_LIMIT_STORE_ERRORS_TOTAL, "outcome" => outcome).increment(0);
         }
         Ok(RateLimits {
             limiter,

@@ -46,40 +46,84 @@ pub(crate) struct Subject {
     tokens_per_minute: (u64, &'static str),
 }
 
-/// What the stage let through: carried to the answer, which reports and settles it.
-pub(crate) struct Grant {
-    subject: Subject,
-    /// The requests-per-minute decision (for the `RateLimit-*` headers).
-    requests: Option<Decision>,
-    /// Tokens reserved, with their quota.
-    tokens: Option<(Quota, u64, Decision)>,
-}
-
-/// What the limits granted a request: by the caller's own limits, and by its route's.
-#[derive(Default)]
-pub(crate) struct Grants {
-    /// Under the key's own limits or `[limits]`.
-    pub(crate) caller: Option<Grant>,
-    /// Under the route's limits.
-    pub(crate) route: Option<Grant>,
-}
-
-impl Grants {
-    /// The answer metered by each grant (see [`Grant::meter`]); the caller's `RateLimit-*`
-    /// headers win over the route's.
-    pub(crate) fn meter(self, limits: &Arc<RateLimits>, response: Response) -> Response {
-        [self.route, self.caller].into_iter().flatten().fold(response, |response, grant| grant.meter(limits, response))
+impl Subject {
+    /// The limiter's key for `unit` (`rpm`, `tpm`).
+    fn key(&self, unit: &str) -> String {
+        format!("{}:{unit}", self.id)
     }
 }
 
-/// Charges one request to `subject`'s requests per minute (found by [`subject`]).
-pub(crate) async fn admit_request(limits: &RateLimits, subject: Subject) -> Result<Grant, ProxyError> {
+/// What one subject's limits let through: carried to the answer, which reports and settles it.
+pub(crate) struct Grant {
+    subject: Subject,
+    /// The request charged, with its quota and decision (for the `RateLimit-*` headers).
+    requests: Option<(Quota, Decision)>,
+    /// Tokens reserved, with their quota and decision.
+    tokens: Option<(Quota, u64, Decision)>,
+}
+
+/// What the limits granted a request: under the caller's own limits, then under its route's.
+#[derive(Default)]
+pub(crate) struct Grants(Vec<Grant>);
+
+impl Grants {
+    /// Charges one request to `subject`'s requests per minute (found by [`subject`] or
+    /// [`route_subject`]). A refusal gives back what the request was charged so far.
+    pub(crate) async fn admit(&mut self, limits: &Arc<RateLimits>, subject: Subject) -> Result<(), ProxyError> {
+        match admit_request(limits, subject).await {
+            Ok(grant) => {
+                self.0.push(grant);
+                Ok(())
+            }
+            Err(refused) => Err(self.give_back(limits, refused)),
+        }
+    }
+
+    /// Whether a grant counts tokens (so the request's tokens must be estimated).
+    pub(crate) fn count_tokens(&self) -> bool {
+        self.0.iter().any(Grant::counts_tokens)
+    }
+
+    /// Reserves `needed` tokens (from [`tokens_needed`]) under every grant that counts tokens. A
+    /// refusal gives back what the request was charged so far.
+    pub(crate) async fn reserve_tokens(&mut self, limits: &Arc<RateLimits>, needed: u64) -> Result<(), ProxyError> {
+        for index in 0..self.0.len() {
+            if let Err(refused) = reserve_tokens(limits, &mut self.0[index], needed).await {
+                return Err(self.give_back(limits, refused));
+            }
+        }
+        Ok(())
+    }
+
+    /// Gives back the requests and tokens charged to a request that is refused, and passes the
+    /// refusal on; nothing is left to meter.
+    fn give_back(&mut self, limits: &Arc<RateLimits>, refused: ProxyError) -> ProxyError {
+        for grant in self.0.drain(..) {
+            if let Some((quota, _)) = grant.requests {
+                limits.settle(grant.subject.key("rpm"), quota, -1);
+            }
+            if let Some((quota, reserved, _)) = grant.tokens {
+                limits.settle(grant.subject.key("tpm"), quota, -i64::try_from(reserved).unwrap_or(i64::MAX));
+            }
+        }
+        refused
+    }
+
+    /// The answer metered by each grant (see [`Grant::meter`]); the caller's `RateLimit-*`
+    /// headers win over the route's.
+    pub(crate) fn meter(self, limits: &Arc<RateLimits>, response: Response) -> Response {
+        self.0.into_iter().rev().fold(response, |response, grant| grant.meter(limits, response))
+    }
+}
+
+/// Charges one request to `subject`'s requests per minute.
+async fn admit_request(limits: &RateLimits, subject: Subject) -> Result<Grant, ProxyError> {
     let (rpm, setting) = subject.requests_per_minute;
     let mut grant = Grant { subject, requests: None, tokens: None };
     if rpm > 0 {
-        let key = format!("{}:rpm", grant.subject.id);
-        match limits.check(&key, Quota::per_minute(rpm), 1).await? {
-            Some(decision @ Decision::Allowed { .. }) => grant.requests = Some(decision),
+        let quota = Quota::per_minute(rpm);
+        match limits.check(&grant.subject.key("rpm"), quota, 1).await? {
+            Some(decision @ Decision::Allowed { .. }) => grant.requests = Some((quota, decision)),
             Some(decision) => return Err(refusal(&grant.subject, "requests", setting, decision, 1)),
             None => {}
         }
@@ -96,27 +140,19 @@ pub(crate) fn tokens_needed(forward: &Forward) -> Option<u64> {
     }
 }
 
-/// Reserves `needed` tokens (from [`tokens_needed`]) against the caller's tokens per minute; a
-/// refusal gives the request charged by [`admit_request`] back.
-pub(crate) async fn reserve_tokens(limits: &Arc<RateLimits>, grant: &mut Grant, needed: u64) -> Result<(), ProxyError> {
+/// Reserves `needed` tokens against `grant`'s tokens per minute, when it has such a limit.
+async fn reserve_tokens(limits: &RateLimits, grant: &mut Grant, needed: u64) -> Result<(), ProxyError> {
     let (tpm, setting) = grant.subject.tokens_per_minute;
     if tpm == 0 {
         return Ok(());
     }
     let quota = Quota::per_minute(tpm);
-    let key = format!("{}:tpm", grant.subject.id);
-    match limits.check(&key, quota, needed).await? {
+    match limits.check(&grant.subject.key("tpm"), quota, needed).await? {
         Some(decision @ Decision::Allowed { .. }) => {
             grant.tokens = Some((quota, needed, decision));
             Ok(())
         }
-        Some(decision) => {
-            if let Some(requests) = grant.requests {
-                let key = format!("{}:rpm", grant.subject.id);
-                limits.settle(key, Quota::per_minute(requests.limit()), -1);
-            }
-            Err(refusal(&grant.subject, "tokens", setting, decision, needed))
-        }
+        Some(decision) => Err(refusal(&grant.subject, "tokens", setting, decision, needed)),
         None => Ok(()),
     }
 }
@@ -197,22 +233,28 @@ fn refusal(subject: &Subject, unit: &'static str, setting: &'static str, decisio
 
 impl Grant {
     /// Whether a tokens-per-minute limit applies (else the body need not be read for tokens).
-    pub(crate) fn counts_tokens(&self) -> bool {
+    fn counts_tokens(&self) -> bool {
         self.subject.tokens_per_minute.0 > 0
     }
 
     /// The answer with `RateLimit-*` headers (the requests limit's, else the tokens limit's); its
     /// body settles the token reservation from the server's counts when it ends.
-    pub(crate) fn meter(self, limits: &Arc<RateLimits>, mut response: Response) -> Response {
-        let shown = self.requests.or(self.tokens.map(|(_, _, decision)| decision));
+    fn meter(self, limits: &Arc<RateLimits>, mut response: Response) -> Response {
+        let shown = self.requests.map(|(_, decision)| decision).or(self.tokens.map(|(_, _, decision)| decision));
         if let Some(Decision::Allowed { limit, remaining, reset }) = shown {
             crate::error::rate_limit_headers(response.headers_mut(), limit, remaining, Some(reset));
         }
         let Some((quota, reserved, _)) = self.tokens else {
             return response;
         };
-        let key = format!("{}:tpm", self.subject.id);
-        let settle = Settle { limits: Arc::clone(limits), key, quota, reserved, tail: Vec::new(), ended: false };
+        let settle = Settle {
+            limits: Arc::clone(limits),
+            key: self.subject.key("tpm"),
+            quota,
+            reserved,
+            tail: Vec::new(),
+            ended: false,
+        };
         response.map(|body| Body::new(Metered { body, settle }))
     }
 }
