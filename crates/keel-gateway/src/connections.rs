@@ -78,15 +78,15 @@ pub(crate) struct Conn {
     wake: Notify,
     /// Set when the connection's task ends.
     ended: AtomicBool,
-    /// Taken beyond `[server] max_connections` with none idle to close: answers only
-    /// `/keel/health`.
-    pub(crate) over_capacity: bool,
+    /// Taken beyond `[server] max_connections` (the cap, resolved) with none idle to close:
+    /// answers only `/keel/health`.
+    pub(crate) over_capacity: Option<usize>,
     /// The client's address.
     pub(crate) peer: IpAddr,
 }
 
 impl Conn {
-    fn new(over_capacity: bool, peer: IpAddr) -> Conn {
+    fn new(over_capacity: Option<usize>, peer: IpAddr) -> Conn {
         Conn {
             moved: AtomicBool::new(false),
             reading_head: AtomicBool::new(false),
@@ -213,7 +213,7 @@ impl Connections {
                 "client connection limit reached and none is idle; the new connection gets 503 (raise [server] max_connections or the open-file limit)"
             );
         }
-        let conn = Arc::new(Conn::new(over_capacity, peer));
+        let conn = Arc::new(Conn::new(over_capacity.then_some(self.limits.max_connections), peer));
         table.push(Entry { conn: Arc::clone(&conn), quiet_since: Instant::now(), head_since: None });
         metrics::gauge!(names::CLIENT_CONNECTIONS).increment(1.0);
         Registration { conn, connections: Arc::clone(self) }
@@ -491,11 +491,11 @@ mod tests {
         let _busy = second.conn().begin();
         let third = connections.register(LOCAL);
         assert_eq!(close_of(first.conn()), Close::WhenIdle as u8, "the idle one closes");
-        assert!(!third.conn().over_capacity);
+        assert!(third.conn().over_capacity.is_none());
         // Nothing idle left: the next is over capacity.
         let _busy_third = third.conn().begin();
         let fourth = connections.register(LOCAL);
-        assert!(fourth.conn().over_capacity);
+        assert_eq!(fourth.conn().over_capacity, Some(2));
         drop(first);
         assert_eq!(connections.open(), 3);
     }

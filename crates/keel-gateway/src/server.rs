@@ -253,12 +253,10 @@ impl Dispatch {
     /// A 503 (and the connection closed after it) for everything but `/keel/health` on a
     /// connection taken beyond `[server] max_connections`.
     fn over_capacity<B>(&self, request: &http::Request<B>) -> Option<axum::response::Response> {
-        let conn = self.conn.as_ref()?;
-        if !conn.over_capacity || request.uri().path() == "/keel/health" {
+        let max = self.conn.as_ref()?.over_capacity?;
+        if request.uri().path() == "/keel/health" {
             return None;
         }
-        let max = self.gateway.config().server.max_connections;
-        let max = if max == 0 { crate::connections::auto_max_connections() } else { max };
         let dialect = Dialect::of_path(request.uri().path());
         let mut response = ProxyError::AtConnectionLimit { max }.into_response_in(dialect);
         response.headers_mut().insert(http::header::CONNECTION, http::HeaderValue::from_static("close"));
@@ -332,7 +330,7 @@ async fn serve_connection(
     let conn = Arc::clone(registration.conn());
     dispatch.conn = Some(Arc::clone(&conn));
     let mut builder = hyper::server::conn::http1::Builder::new();
-    if conn.over_capacity {
+    if conn.over_capacity.is_some() {
         builder.keep_alive(false);
     }
     let io = hyper_util::rt::TokioIo::new(TrackedIo::new(stream, Arc::clone(&conn)));
