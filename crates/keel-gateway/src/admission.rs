@@ -30,6 +30,14 @@ pub(crate) const KEEL_PRIORITY: http::HeaderName = http::HeaderName::from_static
 /// (only on answers whose request queued).
 pub(crate) const KEEL_QUEUE_WAIT: http::HeaderName = http::HeaderName::from_static("x-keel-queue-wait-ms");
 
+/// Sets [`KEEL_QUEUE_WAIT`] on `response` when the request waited (`waited`, in all).
+pub(crate) fn set_queue_wait(response: &mut axum::response::Response, waited: Option<std::time::Duration>) {
+    if let Some(waited) = waited {
+        let millis = u64::try_from(waited.as_millis()).unwrap_or(u64::MAX);
+        response.headers_mut().insert(KEEL_QUEUE_WAIT, http::HeaderValue::from(millis));
+    }
+}
+
 /// Admission control of a gateway: the queues of every `upstream:model` and their metrics.
 #[derive(Debug)]
 pub(crate) struct Queues {

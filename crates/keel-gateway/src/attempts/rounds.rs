@@ -17,7 +17,7 @@ use super::request::{Call, Forward, Payload, Sent};
 use super::respond::{KEEL_ATTEMPTS, bridge_response, relay_response, whole_response};
 use super::resume::{Continued, Resume};
 use super::tally::{Tally, final_error, next_round};
-use crate::admission::KEEL_QUEUE_WAIT;
+use crate::admission::set_queue_wait;
 use crate::endpoint::{Endpoint, EndpointKind};
 use crate::error::InDialect;
 use crate::relay::{Answer, Completion, Continuation, Continue, record};
@@ -371,7 +371,7 @@ impl<'a> Attempts<'a> {
         if self.tally.calls > 1 {
             response.headers_mut().insert(KEEL_ATTEMPTS, HeaderValue::from(self.tally.calls));
         }
-        queue_wait_header(&mut response, self.tally.queue_wait);
+        set_queue_wait(&mut response, self.tally.queue_wait);
         Sent { response, answered: Some(target.index), permit: held }
     }
 
@@ -414,15 +414,7 @@ impl<'a> Attempts<'a> {
         tracing::warn!(status = error.status().as_u16(), error = %error, "no target answered");
         Completion::finished_now(endpoint.label, &model, error.status(), call.started);
         let mut response = InDialect(endpoint.dialect, error).into_response();
-        queue_wait_header(&mut response, queue_wait);
+        set_queue_wait(&mut response, queue_wait);
         Sent::keel(response)
-    }
-}
-
-/// `X-Keel-Queue-Wait-Ms` when the request waited in admission queues (`waited`, in all).
-fn queue_wait_header(response: &mut axum::response::Response, waited: Option<Duration>) {
-    if let Some(waited) = waited {
-        let millis = u64::try_from(waited.as_millis()).unwrap_or(u64::MAX);
-        response.headers_mut().insert(KEEL_QUEUE_WAIT, HeaderValue::from(millis));
     }
 }

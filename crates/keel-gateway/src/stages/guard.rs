@@ -34,7 +34,7 @@ use keel_repair::{CompiledSchema, RepairError};
 use keel_types::{FailureClass, TargetId};
 use serde_json::{Map, Value, json};
 
-use crate::admission::KEEL_QUEUE_WAIT;
+use crate::admission::{KEEL_QUEUE_WAIT, set_queue_wait};
 use crate::answer::Kind;
 use crate::attempts::{Call, Forward, KEEL_ATTEMPTS, KEEL_TARGET, Payload, Sent, send};
 use crate::endpoint::Endpoint;
@@ -146,8 +146,8 @@ struct Trail {
     fell_back: bool,
     /// What was wrong with each answer, or why a target gave none.
     problems: Vec<String>,
-    /// Milliseconds the calls waited in admission queues (`[admission]`), when any did.
-    queue_wait_ms: Option<u64>,
+    /// How long the calls waited in admission queues (`[admission]`), when any did.
+    queue_wait: Option<std::time::Duration>,
 }
 
 impl Trail {
@@ -164,7 +164,7 @@ impl Trail {
     fn add_queue_wait(&mut self, headers: &http::HeaderMap) {
         let waited = headers.get(KEEL_QUEUE_WAIT).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
         if let Some(waited) = waited {
-            self.queue_wait_ms = Some(self.queue_wait_ms.unwrap_or(0).saturating_add(waited));
+            self.queue_wait = Some(self.queue_wait.unwrap_or_default() + std::time::Duration::from_millis(waited));
         }
     }
 
@@ -213,11 +213,11 @@ pub(crate) async fn guard(
     loop {
         let (target, verdict) = match guarding.ask(&next_targets, &body).await {
             Asked::Answered(target, verdict) => (target, verdict),
-            Asked::KeelAnswered(response) => return with_queue_wait(guarding.trail.queue_wait_ms, response),
+            Asked::KeelAnswered(response) => return with_queue_wait(guarding.trail.queue_wait, response),
             Asked::NoTarget => break,
         };
         match verdict {
-            Verdict::Done(response) => return with_queue_wait(guarding.trail.queue_wait_ms, response),
+            Verdict::Done(response) => return with_queue_wait(guarding.trail.queue_wait, response),
             Verdict::Invalid(text, err) if asked_again < gateway.config().guard.reasks => {
                 asked_again += 1;
                 guarding.trail.reasked = true;
@@ -238,15 +238,13 @@ pub(crate) async fn guard(
         asked_again = 0;
         body = first_body.clone();
     }
-    let waited = guarding.trail.queue_wait_ms;
+    let waited = guarding.trail.queue_wait;
     with_queue_wait(waited, guarding.give_up())
 }
 
 /// The final response with `X-Keel-Queue-Wait-Ms` when any call waited (`waited`, in all).
-fn with_queue_wait(waited: Option<u64>, mut response: Response) -> Response {
-    if let Some(waited) = waited {
-        response.headers_mut().insert(KEEL_QUEUE_WAIT, HeaderValue::from(waited));
-    }
+fn with_queue_wait(waited: Option<std::time::Duration>, mut response: Response) -> Response {
+    set_queue_wait(&mut response, waited);
     response
 }
 
