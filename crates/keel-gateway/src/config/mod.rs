@@ -264,6 +264,11 @@ impl Config {
         Config::from_raw(raw, Some(path.to_owned()), overrides, env)
     }
 
+    /// The `[auth]` keys (none without `[auth]`).
+    pub fn api_keys(&self) -> &[ApiKey] {
+        self.auth.as_ref().map_or(&[], |auth| &auth.keys)
+    }
+
     /// The configuration used when no file is given: defaults plus overrides.
     pub fn without_file(overrides: &Overrides, env: &dyn Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
         Config::from_raw(RawConfig::default(), None, overrides, env)

@@ -171,8 +171,7 @@ impl Gateway {
     ) -> Result<Gateway, GatewayError> {
         // The recorder first: the keys' counters are made as they are read.
         let _ = keel_telemetry::prometheus();
-        let configured = config.auth.as_ref().map_or(&[][..], |auth| &auth.keys[..]);
-        let keys = crate::api_keys::ApiKeys::with_store(configured, keys)
+        let keys = crate::api_keys::ApiKeys::with_store(config.api_keys(), keys)
             .await
             .map_err(|err| GatewayError::Keys(err.to_string()))?;
         Gateway::build(config, Some(store), Some(keys))
@@ -186,9 +185,7 @@ impl Gateway {
         let upstreams = build_upstreams(&config)?;
         // Make sure the recorder exists before the first request so /metrics is never empty.
         let _ = keel_telemetry::prometheus();
-        let keys = Arc::new(keys.unwrap_or_else(|| {
-            crate::api_keys::ApiKeys::configured(config.auth.as_ref().map_or(&[][..], |auth| &auth.keys[..]))
-        }));
+        let keys = Arc::new(keys.unwrap_or_else(|| crate::api_keys::ApiKeys::configured(config.api_keys())));
         // An upstream's own breaker opens on failures of the server in a row only: a server is up
         // or down, and its rate or slowness is its models' to answer for.
         let server = keel_breaker::BreakerConfig {
@@ -210,13 +207,10 @@ impl Gateway {
         crate::request_metrics::label_models(config.routes.iter().map(|r| r.model.as_str()));
         let config_retry = (config.retry.budget_ratio, config.retry.budget_min_per_second);
         let upstream_names = config.upstreams.iter().map(|u| u.name.clone());
-        let admission = crate::admission::Queues::from_config(&config, &routes.target_keys())?;
-        let breaker_handles = routes
-            .target_keys()
-            .into_iter()
-            .chain(upstream_names)
-            .map(|key| (key.clone(), breakers.pinned(&key)))
-            .collect();
+        let target_keys = routes.target_keys();
+        let admission = crate::admission::Queues::from_config(&config, &target_keys)?;
+        let breaker_handles =
+            target_keys.into_iter().chain(upstream_names).map(|key| (key.clone(), breakers.pinned(&key))).collect();
         Ok(Gateway {
             inner: Arc::new(Inner {
                 routes,
