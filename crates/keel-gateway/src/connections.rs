@@ -319,6 +319,15 @@ impl TrackedIo {
     pub(crate) fn new(stream: TcpStream, conn: Arc<Conn>) -> TrackedIo {
         TrackedIo { stream, conn }
     }
+
+    /// Notes bytes written.
+    fn note_written(&self, polled: &Poll<std::io::Result<usize>>) {
+        if let Poll::Ready(Ok(n)) = polled
+            && *n > 0
+        {
+            self.conn.moved.store(true, Relaxed);
+        }
+    }
 }
 
 impl AsyncRead for TrackedIo {
@@ -365,16 +374,6 @@ impl AsyncWrite for TrackedIo {
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
         Pin::new(&mut self.get_mut().stream).poll_shutdown(cx)
-    }
-}
-
-impl TrackedIo {
-    fn note_written(&self, polled: &Poll<std::io::Result<usize>>) {
-        if let Poll::Ready(Ok(n)) = polled
-            && *n > 0
-        {
-            self.conn.moved.store(true, Relaxed);
-        }
     }
 }
 
