@@ -18,7 +18,7 @@ use metrics::{Counter, Histogram};
 use parking_lot::Mutex;
 use serde_json::{Value, json};
 
-use crate::client::{Caller, ClientIp};
+use crate::client::{Caller, Sender};
 use crate::config::Config;
 use crate::endpoint::{Endpoint, EndpointKind};
 use crate::error::ProxyError;
@@ -216,10 +216,10 @@ fn shed_index(reason: ShedReason) -> usize {
 pub(crate) fn ticket(parts: &Parts) -> Result<Ticket, ProxyError> {
     let caller = parts.extensions.get::<Caller>();
     let priority = priority(caller.and_then(|c| c.limits.priority), &parts.headers)?;
-    let tenant: Arc<str> = match (caller, parts.extensions.get::<ClientIp>()) {
-        (Some(caller), _) => Arc::clone(&caller.name),
-        (None, Some(ClientIp(ip))) => Arc::from(ip.to_string()),
-        (None, None) => Arc::from("local"),
+    let tenant: Arc<str> = match Sender::of(&parts.extensions) {
+        Sender::Key(name) => Arc::clone(name),
+        Sender::Address(ip) => Arc::from(ip.to_string()),
+        Sender::Local => Arc::from("local"),
     };
     Ok(Ticket::new(tenant, priority))
 }
@@ -293,7 +293,7 @@ mod tests {
     fn the_tenant_is_the_key_then_the_address_then_local() {
         let mut parts = http::Request::new(()).into_parts().0;
         assert_eq!(&*ticket(&parts).unwrap().tenant, "local");
-        parts.extensions.insert(ClientIp([10, 0, 0, 7].into()));
+        parts.extensions.insert(crate::client::ClientIp([10, 0, 0, 7].into()));
         assert_eq!(&*ticket(&parts).unwrap().tenant, "10.0.0.7");
         let limits = crate::config::KeyLimits { priority: Some(Priority::Batch), ..Default::default() };
         parts.extensions.insert(Caller { name: Arc::from("agent"), limits });

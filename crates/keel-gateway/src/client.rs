@@ -20,3 +20,26 @@ pub(crate) struct Caller {
     /// The key's own limits and priority.
     pub(crate) limits: KeyLimits,
 }
+
+/// Who a request counts as, for rate limits and admission queues: the key that admitted it, else
+/// the client's address, else `Local` (a request that came without TCP, as in tests).
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Sender<'a> {
+    /// The key's name.
+    Key(&'a Arc<str>),
+    /// The client's address (no keys).
+    Address(std::net::IpAddr),
+    /// Neither is known.
+    Local,
+}
+
+impl Sender<'_> {
+    /// The sender of the request whose extensions these are.
+    pub(crate) fn of(extensions: &http::Extensions) -> Sender<'_> {
+        match (extensions.get::<Caller>(), extensions.get::<ClientIp>()) {
+            (Some(caller), _) => Sender::Key(&caller.name),
+            (None, Some(ClientIp(ip))) => Sender::Address(*ip),
+            (None, None) => Sender::Local,
+        }
+    }
+}

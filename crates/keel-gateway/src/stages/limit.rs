@@ -1,7 +1,7 @@
 //! Stage: rate limits. Requests and tokens per minute per key (per client address without keys),
 //! GCRA in this process or shared between keel instances through Redis ([`keel_limit`]).
 //!
-//! Takes the request head with its [`Caller`] (or [`ClientIp`]): [`admit_request`] charges one
+//! Takes the request head with its [`Sender`] (the [`Caller`], else the client's address): [`admit_request`] charges one
 //! request before the body is read. After the body, [`reserve_tokens`]
 //! reserves the tokens the request may use (its size and `num_predict` / `max_tokens`). The answer
 //! goes out through [`Grant::meter`]: `RateLimit-*` headers, and a body that settles the
@@ -24,7 +24,7 @@ use keel_limit::{Decision, Quota};
 use keel_telemetry::names;
 
 use crate::attempts::{Forward, Payload};
-use crate::client::{Caller, ClientIp};
+use crate::client::{Caller, Sender};
 use crate::config::Config;
 use crate::error::ProxyError;
 use crate::rate_limits::RateLimits;
@@ -206,10 +206,10 @@ pub(crate) fn route_subject(limits: &RateLimits, config: &Config, parts: &Parts,
 /// Who the request is from, as shown in errors (`key 'agent'`, `client 10.0.0.7`) and as the
 /// limiter's key (`key:agent`, `ip:10.0.0.7`).
 fn identity(parts: &Parts) -> (String, String) {
-    match (parts.extensions.get::<Caller>(), parts.extensions.get::<ClientIp>()) {
-        (Some(caller), _) => (format!("key '{}'", caller.name), format!("key:{}", caller.name)),
-        (None, Some(ClientIp(ip))) => (format!("client {ip}"), format!("ip:{ip}")),
-        (None, None) => ("this client".to_owned(), "local".to_owned()),
+    match Sender::of(&parts.extensions) {
+        Sender::Key(name) => (format!("key '{name}'"), format!("key:{name}")),
+        Sender::Address(ip) => (format!("client {ip}"), format!("ip:{ip}")),
+        Sender::Local => ("this client".to_owned(), "local".to_owned()),
     }
 }
 
