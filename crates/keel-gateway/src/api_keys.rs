@@ -167,13 +167,11 @@ async fn within_timeout<T>(future: impl Future<Output = Result<T, StoreError>>) 
 fn resolve(key: &StoredKey) -> Key {
     let mut scopes = Vec::with_capacity(key.scopes.len());
     for scope in &key.scopes {
-        match scope.as_str() {
-            "inference" => scopes.push(Scope::Inference),
-            "admin" => scopes.push(Scope::Admin),
-            "models" => scopes.push(Scope::Models),
-            other => tracing::warn!(
+        match Scope::parse(scope) {
+            Some(scope) => scopes.push(scope),
+            None => tracing::warn!(
                 key = %key.name,
-                scope = other,
+                scope = %scope,
                 "API key in the store has a scope keel does not know; ignored (scopes are inference, admin and models: \
                  revoke the key and create it again with `keel keys create NAME --scope …`)"
             ),

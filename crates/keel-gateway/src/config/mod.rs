@@ -207,6 +207,18 @@ pub enum Scope {
     Models,
 }
 
+impl Scope {
+    /// The scope a key's config or store entry names (`inference`, `admin`, `models`).
+    pub fn parse(name: &str) -> Option<Scope> {
+        match name {
+            "inference" => Some(Scope::Inference),
+            "admin" => Some(Scope::Admin),
+            "models" => Some(Scope::Models),
+            _ => None,
+        }
+    }
+}
+
 /// One API key with its secret resolved from the environment or a file.
 #[derive(Clone, PartialEq)]
 pub struct ApiKey {
@@ -577,17 +589,12 @@ fn resolve_auth(auth: &raw::RawAuth, env: &dyn Fn(&str) -> Option<String>) -> Re
         }
         let mut scopes = Vec::new();
         for scope in &key.scopes {
-            scopes.push(match scope.as_str() {
-                "inference" => Scope::Inference,
-                "admin" => Scope::Admin,
-                "models" => Scope::Models,
-                other => {
-                    return Err(format!(
-                        "[auth] key {:?}: unknown scope {other:?} (use \"inference\", \"admin\" and/or \"models\")",
-                        key.name
-                    ));
-                }
-            });
+            scopes.push(Scope::parse(scope).ok_or_else(|| {
+                format!(
+                    "[auth] key {:?}: unknown scope {scope:?} (use \"inference\", \"admin\" and/or \"models\")",
+                    key.name
+                )
+            })?);
         }
         let priority = match &key.priority {
             None => None,
