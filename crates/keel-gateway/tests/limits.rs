@@ -26,6 +26,15 @@ async fn post(client: &reqwest::Client, url: String, body: &Value, key: Option<&
     request.send().await.unwrap()
 }
 
+/// Sends `body` `times` times: each answered, none under a limit (no `RateLimit-*` headers).
+async fn assert_unlimited(client: &reqwest::Client, url: &str, body: &Value, key: Option<&str>, times: usize) {
+    for _ in 0..times {
+        let response = post(client, url.to_owned(), body, key).await;
+        assert_eq!(response.status(), 200);
+        assert!(header(&response, "ratelimit-limit").is_none());
+    }
+}
+
 /// The value of `series` in a `/metrics` text (0 when absent).
 fn counter(metrics: &str, series: &str) -> u64 {
     metrics.lines().find_map(|line| line.strip_prefix(series)?.trim().parse().ok()).unwrap_or(0)
@@ -101,11 +110,7 @@ async fn each_key_has_its_own_budget_and_its_own_limit_wins() {
     assert!(message.contains("key 'agent'") && message.contains("the key's requests_per_minute"), "{message}");
     assert!(!message.contains("agent-secret"), "the secret never shows: {message}");
     // Another key is not affected, and without a limit of its own or in [limits] it has none.
-    for _ in 0..5 {
-        let response = post(&client, url.clone(), &chat(None), Some("ops-secret-22")).await;
-        assert_eq!(response.status(), 200);
-        assert!(header(&response, "ratelimit-limit").is_none());
-    }
+    assert_unlimited(&client, &url, &chat(None), Some("ops-secret-22"), 5).await;
     let _mock = &stack.mock;
 }
 
@@ -227,11 +232,7 @@ async fn a_route_with_its_own_limit_is_limited_per_client_and_others_are_not() {
     // Another model, through the "*" route, has no limit.
     let mut other = chat(None);
     other["model"] = json!("qwen2.5");
-    for _ in 0..4 {
-        let response = post(&client, url.clone(), &other, None).await;
-        assert_eq!(response.status(), 200);
-        assert!(header(&response, "ratelimit-limit").is_none());
-    }
+    assert_unlimited(&client, &url, &other, None, 4).await;
     let _mock = &stack.mock;
 }
 
