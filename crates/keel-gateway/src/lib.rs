@@ -36,6 +36,7 @@ mod stages;
 // Foundation, used by every layer.
 mod admission;
 mod answer;
+mod answer_tail;
 mod api_keys;
 mod bridge;
 mod client;
@@ -48,6 +49,7 @@ mod retry;
 mod routing;
 mod shutdown;
 mod state;
+mod traces;
 
 pub use app::app;
 pub use endpoint::{Endpoint, EndpointKind};

@@ -38,6 +38,7 @@ use crate::stages::limit::{self, Grants};
 use crate::stages::session::SessionRequest;
 use crate::stages::{access, auth, guard, intake, session};
 use crate::state::Gateway;
+use crate::traces::{self, Stage};
 
 /// Handles every request that is not keel's own (`/keel/*`, `/metrics`): runs it through the
 /// stages in order.
@@ -46,24 +47,35 @@ pub(crate) async fn proxy(State(gateway): State<Gateway>, request: Request) -> R
     let (mut parts, body) = request.into_parts();
     let endpoint = Endpoint::classify(&parts.method, parts.uri.path());
     let id = request_id(&parts.headers);
+    let root = traces::request(
+        gateway.tracing(),
+        &parts.method,
+        &parts.headers,
+        endpoint,
+        &String::from_utf8_lossy(id.as_bytes()),
+    );
     let origin = match access::check(&gateway, &parts) {
         Ok(origin) => origin,
-        Err(answer) => return answer,
+        Err(answer) => return traces::finish_request(root, answer),
     };
+    let auth_stage = root.as_ref().and_then(|root| Stage::under(gateway.tracing(), root, "auth"));
     let refused = match auth::admit(&gateway, &mut parts) {
         Ok(()) => access::model_management(&gateway, &parts).err(),
         Err(refused) => Some(refused),
     };
+    drop(auth_stage);
     if let Some(mut refused) = refused {
         access::allow_origin(&mut refused, origin);
-        return refused;
+        return traces::finish_request(root, refused);
     }
+    let caller = parts.extensions.get::<Caller>();
+    traces::set_user(root.as_ref(), caller.map_or("", |caller| &caller.name));
     // keel's own paths reach this handler only as the router's fallback: none of its endpoints.
     if crate::endpoint::is_keel_own(parts.uri.path()) {
         let err = ProxyError::NoKeelEndpoint { method: parts.method.to_string(), path: parts.uri.path().to_owned() };
         let mut response = rejected(Dialect::Ollama, endpoint, err, started);
         response.headers_mut().insert(REQUEST_ID, id);
-        return response;
+        return traces::finish_request(root, response);
     }
     let span = tracing::info_span!(
         "request",
@@ -71,9 +83,10 @@ pub(crate) async fn proxy(State(gateway): State<Gateway>, request: Request) -> R
         method = %parts.method,
         route = endpoint.label,
         // The name of the key that admitted it (never the key); empty without keys.
-        key = parts.extensions.get::<Caller>().map_or("", |caller| &caller.name),
+        key = caller.map_or("", |caller| &caller.name),
     );
-    async move {
+    let in_root = root.clone();
+    let answered = async move {
         let (mut grants, mut ticket) = (Grants::default(), None);
         let mut response = match read_request(&gateway, &parts, endpoint, body, &mut grants, &mut ticket).await {
             Ok((forward, session)) => {
@@ -91,9 +104,17 @@ pub(crate) async fn proxy(State(gateway): State<Gateway>, request: Request) -> R
                 // (moved into a box per request) as large. (Inline, not a function of its own: a
                 // nested future would be moved into place once more per request.)
                 match session {
-                    Some(session) => Box::pin(session::handle(&gateway, call, endpoint, forward, session)).await,
+                    Some(session) => {
+                        let stage = Stage::session(gateway.tracing(), in_root.as_ref(), session.id());
+                        let handled = session::handle(&gateway, call, endpoint, forward, session);
+                        Box::pin(traces::within(traces::context_of(&stage), handled)).await
+                    }
                     None => match guard::Structured::detect(&gateway, endpoint, &forward) {
-                        Some(structured) => Box::pin(guard::guard(&gateway, call, endpoint, forward, structured)).await,
+                        Some(structured) => {
+                            let stage = Stage::start(gateway.tracing(), "guard");
+                            let guarded = guard::guard(&gateway, call, endpoint, forward, structured);
+                            Box::pin(traces::within(traces::context_of(&stage), guarded)).await
+                        }
                         None => send(&gateway, call, endpoint, forward).await.response,
                     },
                 }
@@ -105,8 +126,9 @@ pub(crate) async fn proxy(State(gateway): State<Gateway>, request: Request) -> R
         access::allow_origin(&mut response, origin);
         response
     }
-    .instrument(span)
-    .await
+    .instrument(span);
+    let response = traces::within(root.clone(), answered).await;
+    traces::finish_request(root, response)
 }
 
 /// Stages 3 and 4: keel's request headers, the rate limits, the body and the route's targets. A
@@ -131,15 +153,18 @@ async fn read_request(
     let limits = &gateway.inner.limits;
     // (Boxed: only limited requests pay for the limiter's future.)
     if let Some(subject) = limit::subject(limits, parts) {
+        let _stage = Stage::start(gateway.tracing(), "limit");
         Box::pin(grants.admit(limits, subject)).await?;
     }
     let forward = intake::intake(gateway, parts, endpoint, body).await?;
     if let Some(subject) = limit::route_subject(limits, gateway.config(), parts, &forward) {
+        let _stage = Stage::start(gateway.tracing(), "limit");
         Box::pin(grants.admit(limits, subject)).await?;
     }
     if grants.count_tokens()
         && let Some(needed) = limit::tokens_needed(&forward)
     {
+        let _stage = Stage::start(gateway.tracing(), "limit");
         Box::pin(grants.reserve_tokens(limits, needed)).await?;
     }
     Ok((forward, session))

@@ -57,6 +57,24 @@ pub async fn serve(
     gateway: Gateway,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServeError> {
+    let traces = gateway.inner.traces.clone();
+    let served = serve_until(listener, gateway, shutdown).await;
+    // The spans of the last requests are sent before keel exits.
+    if let Some(traces) = traces {
+        traces.flush(TRACE_FLUSH).await;
+    }
+    served
+}
+
+/// How long the last spans may take to reach their collector at shutdown.
+const TRACE_FLUSH: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// [`serve`] without the final flush of traces.
+async fn serve_until(
+    listener: TcpListener,
+    gateway: Gateway,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ServeError> {
     let grace = gateway.config().server.shutdown_grace;
     let workers = gateway.config().server.workers.max(1);
     let connections = Connections::new(limits(&gateway));

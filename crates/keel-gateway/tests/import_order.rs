@@ -29,6 +29,7 @@ const LAYERS: &[(&str, &[&str])] = &[
             "endpoint",
             "error",
             "answer",
+            "answer_tail",
             "bridge",
             "routing",
             "retry",
@@ -36,6 +37,7 @@ const LAYERS: &[(&str, &[&str])] = &[
             "request_id",
             "request_metrics",
             "shutdown",
+            "traces",
         ],
     ),
 ];

@@ -73,6 +73,11 @@ pub mod names {
     /// Counter: requests admitted with an API key, by `key` (the key's name, never its secret;
     /// bounded: keys are made by the operator). The only series labelled by key.
     pub const REQUESTS_BY_KEY_TOTAL: &str = "keel_requests_by_key_total";
+    /// Counter: spans sent to a trace destination, by `destination` (`otlp`, `langfuse`).
+    pub const TRACE_SPANS_EXPORTED_TOTAL: &str = "keel_trace_spans_exported_total";
+    /// Counter: spans dropped, by `destination` and `reason` (`queue_full`: the collector is too
+    /// slow or down and the queue is full; `export_failed`: the collector refused or did not answer).
+    pub const TRACE_SPANS_DROPPED_TOTAL: &str = "keel_trace_spans_dropped_total";
 }
 
 /// Latency buckets in seconds: fine below 100 ms (proxy overhead), coarse up to cold model loads.

@@ -5,12 +5,14 @@
 //! - [`config_for`]: the default config pointed at one upstream; [`scenario`] for mock scenarios;
 //! - [`post_json`], [`post_json_text`]: one-line requests for tests;
 //! - [`client_tool`]: where the project's test script installed external clients (Python, Node);
-//! - [`process`]: a real `keel serve` process, killed on drop.
+//! - [`process`]: a real `keel serve` process, killed on drop;
+//! - [`otlp`]: a local OTLP/HTTP trace receiver that decodes what it gets.
 //!
 //! Never a dependency of non-test code.
 
 #![allow(clippy::panic, reason = "a test helper that cannot do its job must stop the test loudly")]
 
+pub mod otlp;
 pub mod process;
 
 use std::net::SocketAddr;
@@ -50,12 +52,18 @@ pub const MODEL_MANAGEMENT: &str = "[auth]\nallow_model_management = true\n";
 /// A configuration from TOML text (listen address forced to `127.0.0.1:0`). Panics on invalid
 /// config: tests should fail loudly.
 pub fn config_from_toml(text: &str) -> Config {
+    config_from_toml_with_env(text, &|name| std::env::var(name).ok())
+}
+
+/// [`config_from_toml`] with environment variables from `env` instead of the process's (e.g.
+/// `OTEL_EXPORTER_OTLP_ENDPOINT` for one test's gateway).
+pub fn config_from_toml_with_env(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Config {
     let raw = match RawConfig::parse(text) {
         Ok(raw) => raw,
         Err(err) => panic!("invalid test config: {err}\n{text}"),
     };
     let overrides = Overrides { listen: Some("127.0.0.1:0".into()), ..Overrides::default() };
-    match Config::from_raw(raw, None, &overrides, &|name| std::env::var(name).ok()) {
+    match Config::from_raw(raw, None, &overrides, env) {
         Ok(config) => config,
         Err(err) => panic!("invalid test config: {err}"),
     }

@@ -107,6 +107,11 @@ impl Upstream {
         })
     }
 
+    /// The server's host and port (80 when the URL names none), for traces.
+    pub fn server_address(&self) -> (&str, u16) {
+        (self.authority.host(), self.authority.port_u16().unwrap_or(80))
+    }
+
     /// The base URL as written (`http://host:port[/prefix]`), for messages and status.
     pub fn base_url(&self) -> &str {
         &self.base

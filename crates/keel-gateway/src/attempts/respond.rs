@@ -34,7 +34,8 @@ pub(super) fn whole_response(
         head.headers.insert(KEEL_TARGET, value);
     }
     let status = head.status;
-    let completion = Completion::new(gateway.clone(), answer, status);
+    let mut completion = Completion::new(gateway.clone(), answer, status);
+    completion.saw(&bytes);
     completion.end(None);
     Response::from_parts(head, Body::from(bytes))
 }
@@ -98,7 +99,8 @@ pub(super) async fn bridge_response(
     } else {
         (status, crate::bridge::error_answer(status, upstream_response.into_body()).await, None)
     };
-    let completion = Completion::new(gateway.clone(), answer, status);
+    let mut completion = Completion::new(gateway.clone(), answer, status);
+    completion.saw(&bytes);
     completion.end(failure);
     let mut response = (status, bytes).into_response();
     response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json; charset=utf-8"));

@@ -33,6 +33,9 @@ pub(super) struct Resume {
     pub(super) prefix: String,
     /// The request's admission ticket (see [`Call::ticket`]).
     pub(super) ticket: Option<keel_admission::Ticket>,
+    /// The trace context the broken call ran in (when traces are sent): the continuation's span
+    /// is its child.
+    pub(super) trace: Option<keel_telemetry::traces::Context>,
 }
 
 /// The request that continues a broken stream: where it goes and what it sends.

@@ -24,6 +24,7 @@ use crate::relay::{Answer, Completion, Continuation, Continue, record};
 use crate::request_id::REQUEST_ID;
 use crate::request_metrics::shortened_model;
 use crate::state::{Gateway, UpstreamHandle};
+use crate::traces::{Attempt, CallFacts, Stage, context_of, within};
 
 /// Tries the request's targets in order (with retry rounds) and relays the first usable answer.
 ///
@@ -44,26 +45,35 @@ pub(crate) async fn send(gateway: &Gateway, call: Call, endpoint: Endpoint, forw
                 Err(Tried::Answered(sent)) => return *sent,
             };
             attempted = true;
-            let UpstreamCall { path, body, headers, mut remaining } = request;
+            let UpstreamCall { path, body, mut headers, mut remaining } = request;
             if let Some((queues, ticket)) = attempts.ticket() {
+                let stage = Stage::start(gateway.tracing(), "admission");
                 // Boxed: only requests that queue pay for the wait's future.
                 match Box::pin(queues.admit(&target.key, ticket)).await {
                     Ok(slot) => {
                         if slot.was_queued() {
                             attempts.tally.waited(slot.waited());
                         }
+                        if let Some(stage) = &stage {
+                            stage.set("keel.admission.waited_ms", slot.waited().as_millis() as i64);
+                        }
                         target.slot = Some(slot);
                     }
                     Err(shed) => {
+                        if let Some(stage) = &stage {
+                            stage.failed("shed", shed.to_string());
+                        }
                         attempts.tally.shed(shed);
                         continue;
                     }
                 }
+                drop(stage);
                 // The wait took some of the request's time.
                 let Some(left) = attempts.time_left(&target.key) else { break 'rounds };
                 remaining = left;
             }
             let (handle, method) = (target.handle, attempts.call.method.clone());
+            target.trace = attempts.trace(&target, &method, &mut headers);
             let head_started = Instant::now();
             let result = handle.client.send_within(&handle.upstream, method, &path, headers, body, remaining).await;
             target.head_latency = head_started.elapsed();
@@ -95,9 +105,19 @@ pub(crate) async fn send(gateway: &Gateway, call: Call, endpoint: Endpoint, forw
 impl Continue for Resume {
     /// Asks the next targets to continue after `partial` (the text this stream sent).
     fn start(self: Box<Self>, partial: &str) -> Option<Continuation> {
+        let parent = self.trace.clone();
         let Continued { gateway, endpoint, call, forward } = self.continuation(partial)?;
         tracing::info!(targets = forward.targets.len(), "stream broke mid-answer; continuing on the next target");
-        Some(Box::pin(async move { send(&gateway, call, endpoint, forward).await.response }))
+        let stage = parent.and_then(|parent| Stage::under(gateway.tracing(), &parent, "continuation"));
+        if let Some(stage) = &stage {
+            stage.set("keel.continued_after_chars", partial.chars().count() as i64);
+        }
+        let cx = context_of(&stage);
+        let continued = async move {
+            let _stage = stage;
+            send(&gateway, call, endpoint, forward).await.response
+        };
+        Some(Box::pin(within(cx, continued)))
     }
 }
 
@@ -145,6 +165,8 @@ struct Target<'h> {
     head_latency: Duration,
     /// Its admission slot (`[admission]`), held until the answer ends.
     slot: Option<keel_admission::Permit>,
+    /// The call's span, when traces are sent: ended by the answer's end or the call's failure.
+    trace: Option<Box<Attempt>>,
 }
 
 /// The upstream call of one attempt.
@@ -216,8 +238,18 @@ impl<'a> Attempts<'a> {
         let remaining = self.time_left(&key).ok_or(Tried::Over)?;
         self.tally.calls += 1;
         let head_latency = Duration::ZERO;
-        let target =
-            Target { index, key, handle, permits, bridge, stream_requested, is_last, head_latency, slot: None };
+        let target = Target {
+            index,
+            key,
+            handle,
+            permits,
+            bridge,
+            stream_requested,
+            is_last,
+            head_latency,
+            slot: None,
+            trace: None,
+        };
         Ok((target, UpstreamCall { path, body, headers, remaining }))
     }
 
@@ -258,6 +290,9 @@ impl<'a> Attempts<'a> {
                 Some(response)
             }
             Err(err) => {
+                if let Some(trace) = target.trace.take() {
+                    trace.failed(err.class, &err.detail);
+                }
                 let permits = std::mem::take(&mut target.permits);
                 self.tally.unreachable(self.gateway, &target.key, permits, err, target.head_latency);
                 None
@@ -282,9 +317,30 @@ impl<'a> Attempts<'a> {
             Judged::Failed(failure) => (failure, Tried::Failed),
             Judged::Unusable(failure) => (failure, Tried::Over),
         };
-        let Target { index, key, permits, head_latency, .. } = target;
+        let Target { index, key, permits, head_latency, trace, .. } = target;
+        if let Some(trace) = trace {
+            trace.failed(failure.0, &failure.1);
+        }
         self.tally.failed(self.gateway, index, &key, permits.model, failure, head_latency);
         Err(tried)
+    }
+
+    /// Starts the span of the call to `target` (when traces are sent), its `traceparent` written
+    /// into the call's `headers`.
+    fn trace(&self, target: &Target<'_>, method: &http::Method, headers: &mut HeaderMap) -> Option<Box<Attempt>> {
+        let tracing = self.gateway.tracing()?;
+        let body = match &self.forward.payload {
+            Payload::Bytes(bytes) => Some(&bytes[..]),
+            _ => None,
+        };
+        let facts = CallFacts {
+            endpoint: self.endpoint,
+            method,
+            upstream: &target.handle.upstream,
+            model: self.forward.targets[target.index].model_for(self.asked()),
+            body,
+        };
+        Attempt::start(Some(tracing), facts, headers)
     }
 
     /// The target's breaker permits, or `None` when a breaker refuses (noted in the tally).
@@ -354,6 +410,7 @@ impl<'a> Attempts<'a> {
             resume,
             head_latency: target.head_latency,
             started: self.call.started,
+            trace: target.trace,
         };
         let (gateway, idle_timeout) = (self.gateway, target.handle.idle_timeout);
         let mut response = match (whole, target.bridge) {
@@ -402,6 +459,7 @@ impl<'a> Attempts<'a> {
             original,
             prefix,
             ticket: self.call.ticket.clone(),
+            trace: self.gateway.tracing().map(|_| keel_telemetry::traces::Context::current()),
         }))
     }
 

@@ -97,6 +97,19 @@ pub struct Config {
     pub access: AccessConfig,
     /// Log format and filter.
     pub log: LogConfig,
+    /// Traces: where they go (from the environment) and what they carry (`[tracing]`).
+    pub tracing: TracingConfig,
+}
+
+/// Where traces go and what they carry.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TracingConfig {
+    /// Prompts and answers on model-call spans (`[tracing] content`).
+    pub content: bool,
+    /// Destinations named by `OTEL_*` / `LANGFUSE_*`; empty: tracing is off.
+    pub exports: Vec<keel_telemetry::traces::TraceExport>,
+    /// The `OTEL_BSP_*` batching settings.
+    pub batching: keel_telemetry::traces::Batching,
 }
 
 /// `[server]`, validated.
@@ -443,6 +456,7 @@ impl Config {
         }
 
         let admission = raw.admission.as_ref().map(admission_settings).transpose().map_err(invalid)?;
+        let trace_exports = keel_telemetry::traces::TraceExport::from_env(env).map_err(|e| invalid(e.to_string()))?;
 
         Ok(Config {
             source,
@@ -472,6 +486,11 @@ impl Config {
             admission,
             access,
             log: LogConfig { format, level: raw.log.level },
+            tracing: TracingConfig {
+                content: raw.tracing.content,
+                exports: trace_exports,
+                batching: keel_telemetry::traces::Batching::from_env(env),
+            },
         })
     }
 

@@ -36,8 +36,20 @@ pub struct RawConfig {
     /// absent: no admission control.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub admission: Option<RawAdmission>,
+    /// `[tracing]`: what traces carry (where they go is read from the `OTEL_*` / `LANGFUSE_*`
+    /// environment variables).
+    pub tracing: RawTracing,
     /// `[log]`
     pub log: RawLog,
+}
+
+/// `[tracing]`: what keel's OpenTelemetry spans carry.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawTracing {
+    /// Record prompts and answers on model-call spans (`gen_ai.input.messages`,
+    /// `gen_ai.output.messages`). Off: spans carry sizes, models and token counts only.
+    pub content: bool,
 }
 
 /// `[server]`: where and how keel listens.

@@ -247,6 +247,16 @@ on_store_error = "open"
 # upstream_max_concurrent = 8 # all models of one upstream together; unset = no cap
 # aging = "5s"                # each wait this long raises a request one priority level
 
+# Traces: one OpenTelemetry trace per request, a span per stage, model calls following the GenAI
+# conventions. Where they go comes from the environment: OTEL_EXPORTER_OTLP_ENDPOINT (or
+# OTEL_EXPORTER_OTLP_TRACES_ENDPOINT, OTEL_EXPORTER_OTLP_HEADERS, OTEL_SERVICE_NAME) for a
+# collector, Jaeger or Tempo; LANGFUSE_PUBLIC_KEY, LANGFUSE_SECRET_KEY and LANGFUSE_HOST for
+# Langfuse. Neither set: no traces, no cost.
+[tracing]
+# Put prompts and answers on the model-call spans (gen_ai.input.messages / gen_ai.output.messages).
+# Off by default: traces then hold models, timings and token counts, never what was said.
+content = false
+
 [log]
 # "text" for people, "json" for log shippers (one JSON object per line on stderr).
 format = "text"

@@ -72,7 +72,7 @@ keys = [{ name = "agent", key_env = "KEEL_KEY_AGENT", scopes = ["inference"] },
         { name = "ops",   key_env = "KEEL_KEY_OPS",   scopes = ["inference", "admin"] }]
 "#;
     let raw = RawConfig::parse(text).unwrap();
-    let env = |name: &str| Some(format!("secret-for-{name}"));
+    let env = |name: &str| name.starts_with("KEEL_KEY_").then(|| format!("secret-for-{name}"));
     let config = Config::from_raw(raw, None, &Overrides::default(), &env).unwrap();
     assert_eq!(config.routes[0].targets.len(), 3);
     assert_eq!(config.routes[0].targets[2].model.as_deref(), Some("qwen2.5:0.5b"));

@@ -44,6 +44,8 @@ pub(crate) struct Answer {
     pub(crate) head_latency: Duration,
     /// When the request arrived.
     pub(crate) started: Instant,
+    /// The call's span (when traces are sent), ended with the answer.
+    pub(crate) trace: Option<Box<crate::traces::Attempt>>,
 }
 
 /// Bookkeeping for one relayed response: in-flight gauge, request metrics, the final log line,
@@ -60,6 +62,14 @@ pub(crate) struct Completion {
 }
 
 impl Completion {
+    /// Notes a chunk of the answer for its trace.
+    #[inline]
+    pub(crate) fn saw(&mut self, data: &[u8]) {
+        if let Some(trace) = &mut self.answer.trace {
+            trace.saw(data);
+        }
+    }
+
     /// Starts tracking a relayed response whose head has arrived.
     pub(crate) fn new(gateway: Gateway, answer: Answer, status: StatusCode) -> Completion {
         let in_flight = request_metrics::in_flight(answer.route);
@@ -99,6 +109,7 @@ impl Completion {
 impl Drop for Completion {
     fn drop(&mut self) {
         let permit = self.answer.permit.take();
+        let trace = self.answer.trace.take();
         let Answer { id, model, upstream, key, head_failure, head_detail, head_latency, started, .. } = &self.answer;
         let elapsed = started.elapsed();
         self.in_flight.decrement(1.0);
@@ -106,6 +117,15 @@ impl Drop for Completion {
         self.metrics.whole.record(elapsed.as_secs_f64());
         let duration_ms = elapsed.as_millis() as u64;
         let status = self.status.as_u16();
+        if let Some(trace) = trace {
+            match &self.outcome {
+                None => trace.abandoned(),
+                Some(Some((class, detail))) => trace.ended(status, Some((*class, detail))),
+                Some(None) => {
+                    trace.ended(status, head_failure.map(|class| (class, "the upstream answered with an error")))
+                }
+            }
+        }
         match self.outcome.take() {
             None => {
                 metrics::counter!(names::CLIENT_DISCONNECTS_TOTAL, "route" => self.answer.route).increment(1);

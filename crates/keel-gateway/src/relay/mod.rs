@@ -184,6 +184,7 @@ impl RelayBody {
             return self.convert.is_none().then_some(Poll::Ready(Some(Ok(frame))));
         };
         self.last_data = tokio::time::Instant::now();
+        self.completion.saw(data);
         if let Some(convert) = &mut self.convert {
             self.pending.extend(convert.push(data));
             // With a tap, the error line the converter wrote is the tap's to handle.

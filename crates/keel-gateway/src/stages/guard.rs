@@ -41,6 +41,7 @@ use crate::endpoint::Endpoint;
 use crate::error::{InDialect, ProxyError};
 use crate::relay::record;
 use crate::state::Gateway;
+use crate::traces::{Stage, context_of, within};
 
 /// Response header: what the guard did to the answer.
 const KEEL_REPAIR: http::HeaderName = http::HeaderName::from_static("x-keel-repair");
@@ -211,7 +212,10 @@ pub(crate) async fn guard(
     let mut next_targets = guarding.forward.targets.clone();
     let mut asked_again = 0;
     loop {
-        let (target, verdict) = match guarding.ask(&next_targets, &body).await {
+        let reask = if asked_again > 0 { Stage::start(gateway.tracing(), "reask") } else { None };
+        let asked = within(context_of(&reask), guarding.ask(&next_targets, &body)).await;
+        drop(reask);
+        let (target, verdict) = match asked {
             Asked::Answered(target, verdict) => (target, verdict),
             Asked::KeelAnswered(response) => return with_queue_wait(guarding.trail.queue_wait, response),
             Asked::NoTarget => break,
@@ -349,7 +353,16 @@ impl Guarding<'_> {
             return Verdict::Done(respond(&self.structured, answer, answering, "none".into(), self.trail.attempts));
         }
         let text = text.unwrap_or_default().to_owned();
-        match self.gateway.inner.repairer.repair_compiled(&text, self.schema.as_deref()) {
+        let stage = Stage::start(self.gateway.tracing(), "repair");
+        let repaired = self.gateway.inner.repairer.repair_compiled(&text, self.schema.as_deref());
+        if let Some(stage) = &stage {
+            match &repaired {
+                Ok(repaired) => stage.set("keel.repair", repaired.report().header_value()),
+                Err(err) => stage.failed("invalid_output", err.to_string()),
+            }
+        }
+        drop(stage);
+        match repaired {
             Ok(repaired) => {
                 record(sent.permit, None, started.elapsed());
                 let header = self.repaired(key, repaired.report());

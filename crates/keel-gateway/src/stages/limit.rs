@@ -23,6 +23,7 @@ use http_body::{Frame, SizeHint};
 use keel_limit::{Decision, Quota};
 use keel_telemetry::names;
 
+use crate::answer_tail::{Tail, Usage};
 use crate::attempts::{Forward, Payload};
 use crate::client::{Caller, Sender};
 use crate::config::Config;
@@ -252,7 +253,7 @@ impl Grant {
             key: self.subject.key("tpm"),
             quota,
             reserved,
-            tail: Vec::new(),
+            tail: Tail::default(),
             ended: false,
         };
         response.map(|body| Body::new(Metered { body, settle }))
@@ -283,9 +284,6 @@ fn answer_cap(body: &[u8]) -> Option<u64> {
     u64::try_from(cap).ok()
 }
 
-/// Bytes of an answer's end kept to read its token counts from.
-const TAIL_BYTES: usize = 4096;
-
 /// A token reservation waiting for the answer's counts.
 struct Settle {
     limits: Arc<RateLimits>,
@@ -293,53 +291,20 @@ struct Settle {
     quota: Quota,
     reserved: u64,
     /// The answer's last bytes.
-    tail: Vec<u8>,
+    tail: Tail,
     /// The body ended cleanly (counts, if any, are in `tail`).
     ended: bool,
-}
-
-impl Settle {
-    fn saw(&mut self, data: &[u8]) {
-        if data.len() >= TAIL_BYTES {
-            self.tail.clear();
-            self.tail.extend_from_slice(&data[data.len() - TAIL_BYTES..]);
-            return;
-        }
-        let overflow = (self.tail.len() + data.len()).saturating_sub(TAIL_BYTES);
-        self.tail.drain(..overflow);
-        self.tail.extend_from_slice(data);
-    }
 }
 
 impl Drop for Settle {
     fn drop(&mut self) {
         // Without counts (a cut answer, an endpoint that reports none) the reservation stands.
-        let used = if self.ended { used_tokens(&self.tail) } else { None };
+        let used = if self.ended { self.tail.usage().map(Usage::total) } else { None };
         if let Some(used) = used {
             let delta = i64::try_from(used).unwrap_or(i64::MAX).saturating_sub(self.reserved as i64);
             self.limits.settle(std::mem::take(&mut self.key), self.quota, delta);
         }
     }
-}
-
-/// The tokens an answer's end reports: `prompt_eval_count` + `eval_count` (Ollama) or
-/// `prompt_tokens` + `completion_tokens` (OpenAI `usage`), the last of each.
-pub(crate) fn used_tokens(tail: &[u8]) -> Option<u64> {
-    let ollama = (last_number(tail, b"\"prompt_eval_count\""), last_number(tail, b"\"eval_count\""));
-    let openai = (last_number(tail, b"\"prompt_tokens\""), last_number(tail, b"\"completion_tokens\""));
-    match (ollama, openai) {
-        ((None, None), (None, None)) => None,
-        ((prompt, answer), (None, None)) | (_, (prompt, answer)) => Some(prompt.unwrap_or(0) + answer.unwrap_or(0)),
-    }
-}
-
-/// The number after the last `"name":` in `text`.
-fn last_number(text: &[u8], name: &[u8]) -> Option<u64> {
-    let at = memchr::memmem::rfind(text, name)?;
-    let rest = &text[at + name.len()..];
-    let rest = rest.iter().position(|b| !matches!(b, b' ' | b':' | b'\t')).map(|i| &rest[i..])?;
-    let digits = rest.iter().take_while(|b| b.is_ascii_digit()).count();
-    std::str::from_utf8(&rest[..digits]).ok()?.parse().ok()
 }
 
 /// An answer body that notes its end for [`Settle`].
@@ -357,7 +322,7 @@ impl http_body::Body for Metered {
         match &polled {
             Poll::Ready(Some(Ok(frame))) => {
                 if let Some(data) = frame.data_ref() {
-                    self.settle.saw(data);
+                    self.settle.tail.saw(data);
                 }
                 // A whole body says it has ended without being polled again.
                 if self.body.is_end_stream() {
@@ -392,35 +357,5 @@ mod tests {
         let body = br#"{"model":"m","options":{"num_predict":-1}}"#;
         assert_eq!(estimate_tokens(body), (body.len() as u64).div_ceil(4) + DEFAULT_ANSWER_RESERVATION);
         assert_eq!(estimate_tokens(b"not json"), 2 + DEFAULT_ANSWER_RESERVATION);
-    }
-
-    #[test]
-    fn counts_are_read_from_the_answers_end() {
-        let ollama = br#"{"done":true,"prompt_eval_count": 26,"eval_count":290}"#;
-        assert_eq!(used_tokens(ollama), Some(316));
-        let openai = br#"data: {"usage":{"prompt_tokens":10,"completion_tokens":5,"total_tokens":15}}"#;
-        assert_eq!(used_tokens(openai), Some(15));
-        assert_eq!(used_tokens(br#"{"message":{"content":"eval_count"}}"#), None);
-        assert_eq!(used_tokens(b""), None);
-    }
-
-    #[test]
-    fn the_tail_keeps_the_last_bytes() {
-        let config = crate::config::Config::without_file(&Default::default(), &|_| None).unwrap();
-        let limits = Arc::new(RateLimits::from_config(&config).unwrap());
-        let mut settle = Settle {
-            limits,
-            key: String::new(),
-            quota: Quota::per_minute(1),
-            reserved: 0,
-            tail: Vec::new(),
-            ended: false,
-        };
-        settle.saw(&vec![b'a'; 3000]);
-        settle.saw(&vec![b'b'; 3000]);
-        assert_eq!(settle.tail.len(), TAIL_BYTES);
-        assert!(settle.tail.ends_with(&[b'b'; 3000]));
-        settle.saw(&vec![b'c'; 5000]);
-        assert_eq!(settle.tail, vec![b'c'; TAIL_BYTES]);
     }
 }

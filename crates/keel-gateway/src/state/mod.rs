@@ -38,6 +38,9 @@ pub enum GatewayError {
     /// The API keys in the store could not be read at start-up (the store's error).
     #[error("cannot read the API keys in the store: {0}")]
     Keys(String),
+    /// Traces cannot be sent where the environment says.
+    #[error("{0}")]
+    Traces(#[from] keel_telemetry::traces::TraceError),
 }
 
 /// One configured upstream with its own connection pool.
@@ -146,6 +149,8 @@ pub(crate) struct Inner {
     /// Bumped when keel runs short of file descriptors; each serving thread that sees it change
     /// closes its idle upstream connections (each holds one).
     pub(crate) descriptor_pressure: std::sync::atomic::AtomicU64,
+    /// The tracer and its exporters; `None` when no trace destination is set (no cost then).
+    pub(crate) traces: Option<crate::traces::Tracing>,
 }
 
 impl Gateway {
@@ -211,6 +216,7 @@ impl Gateway {
         let admission = crate::admission::Queues::from_config(&config, &target_keys)?;
         let breaker_handles =
             target_keys.into_iter().chain(upstream_names).map(|key| (key.clone(), breakers.pinned(&key))).collect();
+        let traces = crate::traces::Tracing::start(&config.tracing)?;
         Ok(Gateway {
             inner: Arc::new(Inner {
                 routes,
@@ -229,6 +235,7 @@ impl Gateway {
                 descriptor_pressure: std::sync::atomic::AtomicU64::new(0),
                 limits,
                 admission,
+                traces,
             }),
             upstreams,
         })
@@ -251,6 +258,11 @@ impl Gateway {
         for upstream in self.upstreams.iter() {
             upstream.client.close_idle();
         }
+    }
+
+    /// The tracer, when traces are sent somewhere.
+    pub(crate) fn tracing(&self) -> Option<&crate::traces::Tracing> {
+        self.inner.traces.as_ref()
     }
 
     /// The configuration in force.

@@ -64,6 +64,11 @@ pub(crate) struct SessionRequest {
 }
 
 impl SessionRequest {
+    /// The session's id (`X-Keel-Session`).
+    pub(crate) fn id(&self) -> &str {
+        &self.id
+    }
+
     /// The session headers of a request, when it has them: `Err` when they are malformed or the
     /// endpoint keeps no sessions.
     pub(crate) fn detect(endpoint: Endpoint, headers: &HeaderMap) -> Option<Result<SessionRequest, ProxyError>> {

@@ -1,0 +1,122 @@
+//! The last bytes of an answer as it passes, and what they say once it ends: the token counts
+//! the model server reported (`prompt_eval_count` / `eval_count`, or OpenAI's `usage`) and the
+//! model that answered. Read without parsing the body: rate limits settle their token
+//! reservations from it, traces record usage from it.
+
+/// Bytes of an answer's end kept to read its counts from.
+pub(crate) const TAIL_BYTES: usize = 4096;
+
+/// An answer's last [`TAIL_BYTES`] bytes.
+#[derive(Debug, Default)]
+pub(crate) struct Tail {
+    bytes: Vec<u8>,
+}
+
+/// The tokens an answer's end reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Usage {
+    /// The prompt's tokens (`prompt_eval_count`, `prompt_tokens`).
+    pub(crate) input: Option<u64>,
+    /// The answer's tokens (`eval_count`, `completion_tokens`).
+    pub(crate) output: Option<u64>,
+}
+
+impl Usage {
+    /// Prompt and answer together.
+    pub(crate) fn total(self) -> u64 {
+        self.input.unwrap_or(0) + self.output.unwrap_or(0)
+    }
+}
+
+impl Tail {
+    /// Notes a chunk of the answer.
+    pub(crate) fn saw(&mut self, data: &[u8]) {
+        if data.len() >= TAIL_BYTES {
+            self.bytes.clear();
+            self.bytes.extend_from_slice(&data[data.len() - TAIL_BYTES..]);
+            return;
+        }
+        let overflow = (self.bytes.len() + data.len()).saturating_sub(TAIL_BYTES);
+        self.bytes.drain(..overflow);
+        self.bytes.extend_from_slice(data);
+    }
+
+    /// The counts the answer's end reports, the last of each; `None` when it reports none.
+    pub(crate) fn usage(&self) -> Option<Usage> {
+        let tail = &self.bytes;
+        let ollama =
+            Usage { input: last_number(tail, b"\"prompt_eval_count\""), output: last_number(tail, b"\"eval_count\"") };
+        let openai = Usage {
+            input: last_number(tail, b"\"prompt_tokens\""),
+            output: last_number(tail, b"\"completion_tokens\""),
+        };
+        let none = |u: Usage| u.input.is_none() && u.output.is_none();
+        match (none(ollama), none(openai)) {
+            (true, true) => None,
+            (false, true) => Some(ollama),
+            _ => Some(openai),
+        }
+    }
+
+    /// The model the answer names last (`"model": "…"`), when it names one.
+    pub(crate) fn model(&self) -> Option<String> {
+        let at = memchr::memmem::rfind(&self.bytes, b"\"model\"")?;
+        let rest = &self.bytes[at + 7..];
+        let start = rest.iter().position(|b| !matches!(b, b' ' | b':' | b'\t'))?;
+        let rest = rest[start..].strip_prefix(b"\"")?;
+        let end = memchr::memchr(b'"', rest)?;
+        let name = std::str::from_utf8(&rest[..end]).ok()?;
+        (!name.is_empty() && !name.contains('\\')).then(|| name.to_owned())
+    }
+
+    #[cfg(test)]
+    pub(crate) fn bytes(&self) -> &[u8] {
+        &self.bytes
+    }
+}
+
+/// The number after the last `"name":` in `text`.
+fn last_number(text: &[u8], name: &[u8]) -> Option<u64> {
+    let at = memchr::memmem::rfind(text, name)?;
+    let rest = &text[at + name.len()..];
+    let rest = rest.iter().position(|b| !matches!(b, b' ' | b':' | b'\t')).map(|i| &rest[i..])?;
+    let digits = rest.iter().take_while(|b| b.is_ascii_digit()).count();
+    std::str::from_utf8(&rest[..digits]).ok()?.parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tail(text: &[u8]) -> Tail {
+        let mut tail = Tail::default();
+        tail.saw(text);
+        tail
+    }
+
+    #[test]
+    fn counts_are_read_from_the_answers_end() {
+        let ollama = tail(br#"{"model":"llama3.2","done":true,"prompt_eval_count": 26,"eval_count":290}"#);
+        assert_eq!(ollama.usage(), Some(Usage { input: Some(26), output: Some(290) }));
+        assert_eq!(ollama.usage().unwrap().total(), 316);
+        assert_eq!(ollama.model().as_deref(), Some("llama3.2"));
+        let openai =
+            tail(br#"data: {"model":"qwen","usage":{"prompt_tokens":10,"completion_tokens":5,"total_tokens":15}}"#);
+        assert_eq!(openai.usage().unwrap().total(), 15);
+        assert_eq!(openai.model().as_deref(), Some("qwen"));
+        assert_eq!(tail(br#"{"message":{"content":"eval_count"}}"#).usage(), None);
+        assert_eq!(tail(b"").usage(), None);
+        assert_eq!(tail(br#"{"model": 3}"#).model(), None);
+    }
+
+    #[test]
+    fn the_tail_keeps_the_last_bytes() {
+        let mut tail = Tail::default();
+        tail.saw(&vec![b'a'; 3000]);
+        tail.saw(&vec![b'b'; 3000]);
+        assert_eq!(tail.bytes().len(), TAIL_BYTES);
+        assert!(tail.bytes().ends_with(&[b'b'; 3000]));
+        tail.saw(&vec![b'c'; 5000]);
+        assert_eq!(tail.bytes(), vec![b'c'; TAIL_BYTES]);
+    }
+}
