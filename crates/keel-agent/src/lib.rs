@@ -19,7 +19,8 @@
 //! failure are [`Event`]s delivered to the [`Builder::on_event`] handlers, logged with `tracing`
 //! at warn level (target `keel_agent`), and every parse increments the counter
 //! `keel_agent_structured_tier_total{tier="primary|fallback|canned|failed"}` ([`TIER_METRIC`])
-//! through the `metrics` facade.
+//! through the `metrics` facade; resumed runs count in `keel_checkpoint_resumes_total`
+//! ([`RESUMES_METRIC`]).
 //!
 //! The schema comes from `T`'s [`schemars::JsonSchema`] ([`StructuredOutput::builder`]) or is
 //! given as a [`serde_json::Value`] ([`StructuredOutput::with_schema`]; with
@@ -163,5 +164,5 @@ pub use error::{BuildError, Failure, FallbackOutcome};
 pub use event::Event;
 pub use keel_repair::{RepairError, Report};
 pub use output::{Builder, Parsed, StructuredOutput, TIER_METRIC, Tier, UntypedOutput};
-pub use run::{Agent, AgentRun, DEFAULT_MAX_ITERATIONS, LlmTurn, RunError, RunOutcome, ToolCall};
+pub use run::{Agent, AgentRun, DEFAULT_MAX_ITERATIONS, LlmTurn, RESUMES_METRIC, RunError, RunOutcome, ToolCall};
 pub use step::{LlmError, Phase, StepError, ToolError};

@@ -220,11 +220,16 @@ pub struct AgentRun<A> {
     max_iterations: u32,
 }
 
+/// Counter of agent runs resumed from a checkpoint (in the process that runs the agents).
+pub const RESUMES_METRIC: &str = "keel_checkpoint_resumes_total";
+
 impl<A: Agent> AgentRun<A> {
     /// A loop driving `agent`, checkpointing to `checkpoints`, with at most
     /// [`DEFAULT_MAX_ITERATIONS`] iterations.
     #[must_use]
     pub fn new(agent: A, checkpoints: CheckpointStore) -> Self {
+        // The series exists from the first loop on, so alerts on resumes can be written.
+        metrics::counter!(RESUMES_METRIC).increment(0);
         Self { agent, checkpoints, max_iterations: DEFAULT_MAX_ITERATIONS }
     }
 
@@ -303,6 +308,7 @@ impl<A: Agent> AgentRun<A> {
             iteration = checkpoint.next_iteration(),
             "agent run resumed"
         );
+        metrics::counter!(RESUMES_METRIC).increment(1);
         self.drive(checkpoint).await
     }
 

@@ -23,6 +23,9 @@ pub(crate) fn spawn(gateway: &Gateway) -> BackgroundTasks {
     if gateway.inner.keys.reads_store() {
         tasks.push(tokio::spawn(crate::api_keys::refresh_loop(std::sync::Arc::clone(&gateway.inner.keys))));
     }
+    if gateway.inner.store.is_some() {
+        tasks.push(tokio::spawn(crate::stages::session::sample_active(gateway.clone())));
+    }
     if gateway.inner.store.is_some() && !gateway.inner.config.sessions.idle_timeout.is_zero() {
         tasks.push(tokio::spawn(crate::stages::session::sweep_idle(gateway.clone())));
     }

@@ -48,6 +48,7 @@ mod request_metrics;
 mod retry;
 mod routing;
 mod shutdown;
+mod startup_series;
 mod state;
 mod traces;
 

@@ -70,6 +70,8 @@ pub(crate) struct RequestMetrics {
     pub(crate) head: Histogram,
     /// `keel_response_duration_seconds` (whole response)
     pub(crate) whole: Histogram,
+    /// `keel_time_to_first_chunk_seconds`
+    pub(crate) first_chunk: Histogram,
 }
 
 type ByModel = HashMap<String, Arc<RequestMetrics>>;
@@ -105,6 +107,7 @@ fn build(route: &'static str, model: &str, status: StatusCode) -> RequestMetrics
         requests: metrics::counter!(names::REQUESTS_TOTAL, &labels),
         head: metrics::histogram!(names::REQUEST_DURATION_SECONDS, &labels),
         whole: metrics::histogram!(names::RESPONSE_DURATION_SECONDS, &labels),
+        first_chunk: metrics::histogram!(names::TIME_TO_FIRST_CHUNK_SECONDS, &labels[..2]),
     }
 }
 

@@ -37,6 +37,7 @@ const LAYERS: &[(&str, &[&str])] = &[
             "request_id",
             "request_metrics",
             "shutdown",
+            "startup_series",
             "traces",
         ],
     ),

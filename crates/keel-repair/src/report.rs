@@ -127,6 +127,9 @@ const ALL: [Strategy; 35] = [
 ];
 
 impl Strategy {
+    /// Every strategy, in declaration order.
+    pub const ALL: [Strategy; 35] = ALL;
+
     /// The stable `snake_case` name, as serialized.
     #[must_use]
     pub const fn as_str(self) -> &'static str {

@@ -73,6 +73,24 @@ pub mod names {
     /// Counter: requests admitted with an API key, by `key` (the key's name, never its secret;
     /// bounded: keys are made by the operator). The only series labelled by key.
     pub const REQUESTS_BY_KEY_TOTAL: &str = "keel_requests_by_key_total";
+    /// Histogram: time from request to the first chunk of the answer's body, in seconds. Labels:
+    /// `route`, `model`.
+    pub const TIME_TO_FIRST_CHUNK_SECONDS: &str = "keel_time_to_first_chunk_seconds";
+    /// Counter: calls keel made to an upstream (every attempt, retries and fallbacks included),
+    /// by `upstream`. Failed ones are also in [`UPSTREAM_ERRORS_TOTAL`] by class.
+    pub const UPSTREAM_REQUESTS_TOTAL: &str = "keel_upstream_requests_total";
+    /// Counter: retry rounds (the route's targets tried again after a pause), by `route`.
+    pub const RETRIES_TOTAL: &str = "keel_retries_total";
+    /// Counter: answers that came from a target after an earlier one failed or was skipped, by
+    /// `route`.
+    pub const FALLBACKS_TOTAL: &str = "keel_fallbacks_total";
+    /// Counter: structured-output re-asks (the model asked again with the validation error), by
+    /// `route`.
+    pub const STRUCTURED_REASKS_TOTAL: &str = "keel_structured_reasks_total";
+    /// Gauge: sessions in status `active` with a message in the last hour; sampled every 30 s.
+    pub const SESSIONS_ACTIVE: &str = "keel_sessions_active";
+    /// Counter: messages appended to sessions (the client's and the answers).
+    pub const SESSION_MESSAGES_APPENDED_TOTAL: &str = "keel_session_messages_appended_total";
     /// Counter: spans sent to a trace destination, by `destination` (`otlp`, `langfuse`).
     pub const TRACE_SPANS_EXPORTED_TOTAL: &str = "keel_trace_spans_exported_total";
     /// Counter: spans dropped, by `destination` and `reason` (`queue_full`: the collector is too

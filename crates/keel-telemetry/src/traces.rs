@@ -219,7 +219,7 @@ pub struct Traces {
     provider: SdkTracerProvider,
     tracer: SdkTracer,
     stop: watch::Sender<bool>,
-    tasks: std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>,
+    tasks: parking_lot::Mutex<Vec<tokio::task::JoinHandle<()>>>,
     exports: Vec<TraceExport>,
 }
 
@@ -251,7 +251,7 @@ impl Traces {
         }
         let provider = provider.build();
         let tracer = provider.tracer("keel");
-        Ok(Traces { provider, tracer, stop, tasks: std::sync::Mutex::new(tasks), exports })
+        Ok(Traces { provider, tracer, stop, tasks: parking_lot::Mutex::new(tasks), exports })
     }
 
     /// The tracer spans are started with.
@@ -267,10 +267,7 @@ impl Traces {
     /// Sends what is queued (waiting at most `within`), then stops exporting.
     pub async fn shutdown(&self, within: Duration) {
         let _ = self.stop.send(true);
-        let tasks = match self.tasks.lock() {
-            Ok(mut tasks) => std::mem::take(&mut *tasks),
-            Err(poisoned) => std::mem::take(&mut *poisoned.into_inner()),
-        };
+        let tasks = std::mem::take(&mut *self.tasks.lock());
         let _ = tokio::time::timeout(within, async {
             for task in tasks {
                 let _ = task.await;

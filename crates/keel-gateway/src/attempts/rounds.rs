@@ -74,6 +74,7 @@ pub(crate) async fn send(gateway: &Gateway, call: Call, endpoint: Endpoint, forw
             }
             let (handle, method) = (target.handle, attempts.call.method.clone());
             target.trace = attempts.trace(&target, &method, &mut headers);
+            handle.calls.increment(1);
             let head_started = Instant::now();
             let result = handle.client.send_within(&handle.upstream, method, &path, headers, body, remaining).await;
             target.head_latency = head_started.elapsed();
@@ -95,7 +96,10 @@ pub(crate) async fn send(gateway: &Gateway, call: Call, endpoint: Endpoint, forw
         attempts.round += 1;
         let replayable = matches!(attempts.forward.payload, Payload::Bytes(_));
         match next_round(gateway, &mut attempts.tally, attempts.round, replayable, attempts.deadline) {
-            Some(wait) => tokio::time::sleep(wait).await,
+            Some(wait) => {
+                metrics::counter!(keel_telemetry::names::RETRIES_TOTAL, "route" => endpoint.label).increment(1);
+                tokio::time::sleep(wait).await;
+            }
             None => break,
         }
     }
@@ -391,7 +395,11 @@ impl<'a> Attempts<'a> {
     /// The client's response from a target's answer: read whole, relayed, or translated, with the
     /// bookkeeping that records it when it ends.
     async fn respond(&mut self, whole: Whole, target: Target<'_>, failure: HeadFailure) -> Sent {
+        let target_head_latency = target.head_latency;
         let resume = self.resume_after(target.index, &whole);
+        if target.index > 0 {
+            metrics::counter!(keel_telemetry::names::FALLBACKS_TOTAL, "route" => self.endpoint.label).increment(1);
+        }
         let (permit, held) =
             if self.call.hold_permit { (None, target.permits.model) } else { (target.permits.model, None) };
         let answering = self.forward.targets[target.index].display_name(self.asked());
@@ -428,6 +436,7 @@ impl<'a> Attempts<'a> {
         if self.tally.calls > 1 {
             response.headers_mut().insert(KEEL_ATTEMPTS, HeaderValue::from(self.tally.calls));
         }
+        server_timing(&mut response, self.call.started.elapsed(), Some(target_head_latency));
         set_queue_wait(&mut response, self.tally.queue_wait);
         Sent { response, answered: Some(target.index), permit: held }
     }
@@ -473,6 +482,22 @@ impl<'a> Attempts<'a> {
         Completion::finished_now(endpoint.label, &model, error.status(), call.started);
         let mut response = InDialect(endpoint.dialect, error).into_response();
         set_queue_wait(&mut response, queue_wait);
+        server_timing(&mut response, call.started.elapsed(), None);
         Sent::keel(response)
+    }
+}
+
+/// The `Server-Timing` header: keel's own time to the response head (routing, queueing, failed
+/// attempts, retry pauses) and the answering upstream's time to its head, in milliseconds.
+fn server_timing(response: &mut axum::response::Response, to_head: Duration, upstream: Option<Duration>) {
+    let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+    let value = match upstream {
+        Some(upstream) => {
+            format!("keel;dur={:.1}, upstream;dur={:.1}", ms(to_head.saturating_sub(upstream)), ms(upstream))
+        }
+        None => format!("keel;dur={:.1}", ms(to_head)),
+    };
+    if let Ok(value) = HeaderValue::from_str(&value) {
+        response.headers_mut().insert(http::HeaderName::from_static("server-timing"), value);
     }
 }

@@ -59,12 +59,18 @@ pub(crate) struct Completion {
     status: StatusCode,
     /// `None` until the body ended; then `Some(None)` for a clean end or `Some(Some(..))` for a break.
     outcome: Option<Option<(FailureClass, String)>>,
+    /// The answer's first chunk has been seen (and its time recorded).
+    first_chunk: bool,
 }
 
 impl Completion {
-    /// Notes a chunk of the answer for its trace.
+    /// Notes a chunk of the answer: the first one's time, and for its trace.
     #[inline]
     pub(crate) fn saw(&mut self, data: &[u8]) {
+        if !self.first_chunk && !data.is_empty() {
+            self.first_chunk = true;
+            self.metrics.first_chunk.record(self.answer.started.elapsed().as_secs_f64());
+        }
         if let Some(trace) = &mut self.answer.trace {
             trace.saw(data);
         }
@@ -76,7 +82,7 @@ impl Completion {
         in_flight.increment(1.0);
         let metrics = request_metrics::for_request(answer.route, &answer.model, status);
         metrics.head.record(answer.started.elapsed().as_secs_f64());
-        Completion { gateway, answer, metrics, in_flight, status, outcome: None }
+        Completion { gateway, answer, metrics, in_flight, status, outcome: None, first_chunk: false }
     }
 
     /// Records a request keel answered itself before any upstream call.

@@ -224,6 +224,8 @@ pub(crate) async fn guard(
             Verdict::Done(response) => return with_queue_wait(guarding.trail.queue_wait, response),
             Verdict::Invalid(text, err) if asked_again < gateway.config().guard.reasks => {
                 asked_again += 1;
+                metrics::counter!(keel_telemetry::names::STRUCTURED_REASKS_TOTAL, "route" => endpoint.label)
+                    .increment(1);
                 guarding.trail.reasked = true;
                 body = guarding.structured.reask_body(&text, &err);
                 next_targets = vec![target];
@@ -412,7 +414,8 @@ impl Guarding<'_> {
 }
 
 fn count(model: &str, endpoint: Endpoint, outcome: &'static str) {
-    metrics::counter!(keel_telemetry::names::STRUCTURED_OUTPUTS_TOTAL, "route" => endpoint.label, "model" => model.to_owned(), "outcome" => outcome)
+    let model = crate::request_metrics::model_label(model, true).to_owned();
+    metrics::counter!(keel_telemetry::names::STRUCTURED_OUTPUTS_TOTAL, "route" => endpoint.label, "model" => model, "outcome" => outcome)
         .increment(1);
 }
 

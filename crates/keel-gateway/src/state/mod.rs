@@ -53,6 +53,8 @@ pub(crate) struct UpstreamHandle {
     pub(crate) forward_format: bool,
     /// `keel_upstream_duration_seconds` for this upstream.
     pub(crate) duration: metrics::Histogram,
+    /// `keel_upstream_requests_total` of this upstream.
+    pub(crate) calls: metrics::Counter,
 }
 
 /// How long the breaker and observations of a model asked for through `"*"` are kept after its
@@ -213,6 +215,7 @@ impl Gateway {
         let config_retry = (config.retry.budget_ratio, config.retry.budget_min_per_second);
         let upstream_names = config.upstreams.iter().map(|u| u.name.clone());
         let target_keys = routes.target_keys();
+        crate::startup_series::register(&config, &target_keys);
         let admission = crate::admission::Queues::from_config(&config, &target_keys)?;
         let breaker_handles =
             target_keys.into_iter().chain(upstream_names).map(|key| (key.clone(), breakers.pinned(&key))).collect();
@@ -394,6 +397,7 @@ fn build_upstreams(config: &Config) -> Result<Arc<[UpstreamHandle]>, GatewayErro
             idle_timeout: up.idle_timeout,
             forward_format: up.forward_format,
             duration: metrics::histogram!(keel_telemetry::names::UPSTREAM_DURATION_SECONDS, "upstream" => up.name.clone()),
+            calls: metrics::counter!(keel_telemetry::names::UPSTREAM_REQUESTS_TOTAL, "upstream" => up.name.clone()),
         })
         .collect();
     Ok(upstreams.into())

@@ -291,7 +291,7 @@ impl Answered<'_> {
             return self.store_whole(gateway, parts, response_body, placeholder).await;
         }
         let id = self.session.id.as_str();
-        let pending = self.store.append(id, placeholder).await.map_err(unavailable)?;
+        let pending = append(&*self.store, id, placeholder).await.map_err(unavailable)?;
         let model_label = crate::request_metrics::shortened_model(self.model);
         let calibrate = self.estimated_context.map(|tokens| (gateway.clone(), model_label, tokens));
         let body =
@@ -326,7 +326,7 @@ impl Answered<'_> {
             None => placeholder,
         };
         let id = self.session.id.as_str();
-        let stored = self.store.append(id, placeholder).await.map_err(unavailable)?;
+        let stored = append(&*self.store, id, placeholder).await.map_err(unavailable)?;
         let completion = keel_session::MessageCompletion {
             content: Some(text.unwrap_or_default().to_owned()),
             token_count: Some(tokens),
@@ -409,7 +409,7 @@ async fn summary(
         Some(text) => {
             let message =
                 NewMessage::new("system", text.clone()).with_tokens(estimate_tokens(&text)).with_idempotency_key(key);
-            if let Err(err) = store.append(id, message).await {
+            if let Err(err) = append(store, id, message).await {
                 tracing::warn!(session = id, error = %err, "could not store the session summary; it will be written again");
             }
             text
@@ -443,7 +443,7 @@ async fn append_all(
         if let Some(key) = session.key(&format!("in/{}", offset + i)) {
             new = new.with_idempotency_key(key);
         }
-        store.append(&session.id, new).await.map_err(unavailable)?;
+        append(store, &session.id, new).await.map_err(unavailable)?;
     }
     Ok(())
 }
@@ -483,6 +483,55 @@ pub(crate) async fn sweep_idle(gateway: Gateway) {
             match found.next_cursor {
                 Some(cursor) => page = Page::after(cursor, 500),
                 None => break,
+            }
+        }
+    }
+}
+
+/// Appends a message to a session, counted in `keel_session_messages_appended_total`.
+async fn append(store: &dyn Store, id: &str, message: NewMessage) -> Result<Message, StoreError> {
+    let appended = store.append(id, message).await;
+    if appended.is_ok() {
+        metrics::counter!(keel_telemetry::names::SESSION_MESSAGES_APPENDED_TOTAL).increment(1);
+    }
+    appended
+}
+
+/// How often the active sessions are counted for `keel_sessions_active`.
+const ACTIVE_SAMPLE_INTERVAL: std::time::Duration = std::time::Duration::from_secs(30);
+/// A session counts as active when it is and had a message within this long.
+const ACTIVE_WINDOW: std::time::Duration = std::time::Duration::from_secs(3600);
+
+/// Counts the sessions that are active and had a message in the last hour, every 30 s, into
+/// `keel_sessions_active` (reading only those sessions, a page at a time).
+pub(crate) async fn sample_active(gateway: Gateway) {
+    let Some(store) = gateway.inner.store.clone() else { return };
+    let gauge = metrics::gauge!(keel_telemetry::names::SESSIONS_ACTIVE);
+    let mut tick = tokio::time::interval(ACTIVE_SAMPLE_INTERVAL);
+    loop {
+        tick.tick().await;
+        let since = keel_session::now_millis().saturating_sub(ACTIVE_WINDOW.as_millis() as i64);
+        let filter = SessionFilter {
+            status: Some(SessionStatus::Active),
+            updated_since: Some(since),
+            ..SessionFilter::default()
+        };
+        let mut page = Page::first(500);
+        let mut active = 0usize;
+        loop {
+            match store.list_sessions(filter.clone(), page).await {
+                Ok(found) => {
+                    active += found.sessions.len();
+                    match found.next_cursor {
+                        Some(cursor) => page = Page::after(cursor, 500),
+                        None => {
+                            gauge.set(active as f64);
+                            break;
+                        }
+                    }
+                }
+                // The sweep of idle sessions logs an unavailable store; the gauge keeps its value.
+                Err(_) => break,
             }
         }
     }
