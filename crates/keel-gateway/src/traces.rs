@@ -292,16 +292,16 @@ impl Attempt {
         }
     }
 
-    /// Ends the span of a call that failed: `error.type` is the failure class.
-    pub(crate) fn failed(self: Box<Self>, class: keel_types::FailureClass, detail: &str) {
+    /// Marks the call as failed (`error.type` is the failure class); the span ends when dropped.
+    pub(crate) fn failed(&self, class: keel_types::FailureClass, detail: &str) {
         let span = self.cx.span();
         span.set_attribute(KeyValue::new("error.type", class.as_str()));
         span.set_status(Status::error(detail.to_owned()));
     }
 
-    /// Ends the span of a call whose answer ended: its status, the model that answered, the
+    /// Notes how the call's answer ended (the span ends when dropped): its status, the model that answered, the
     /// token counts, and with `content` the answer's text; `failure` when it broke or was an error.
-    pub(crate) fn ended(self: Box<Self>, status: u16, failure: Option<(keel_types::FailureClass, &str)>) {
+    pub(crate) fn ended(&self, status: u16, failure: Option<(keel_types::FailureClass, &str)>) {
         let span = self.cx.span();
         span.set_attribute(KeyValue::new("http.response.status_code", i64::from(status)));
         if let Some(model) = self.tail.model() {
@@ -326,8 +326,8 @@ impl Attempt {
         }
     }
 
-    /// Ends the span of a call whose client went away before the answer ended.
-    pub(crate) fn abandoned(self: Box<Self>) {
+    /// Notes that the client went away before the answer ended (the span ends when dropped).
+    pub(crate) fn abandoned(&self) {
         self.cx.span().set_attribute(KeyValue::new("keel.client_disconnected", true));
     }
 }

@@ -55,7 +55,7 @@ fn named<'a>(spans: &'a [ReceivedSpan], name: &str) -> Vec<&'a ReceivedSpan> {
 
 fn one<'a>(spans: &'a [ReceivedSpan], name: &str) -> &'a ReceivedSpan {
     let found = named(spans, name);
-    assert_eq!(found.len(), 1, "one span named {name:?} expected; got {:#?}", spans);
+    assert_eq!(found.len(), 1, "one span named {name:?} expected; got {spans:#?}");
     found[0]
 }
 

@@ -518,20 +518,15 @@ pub(crate) async fn sample_active(gateway: Gateway) {
         };
         let mut page = Page::first(500);
         let mut active = 0usize;
-        loop {
-            match store.list_sessions(filter.clone(), page).await {
-                Ok(found) => {
-                    active += found.sessions.len();
-                    match found.next_cursor {
-                        Some(cursor) => page = Page::after(cursor, 500),
-                        None => {
-                            gauge.set(active as f64);
-                            break;
-                        }
-                    }
+        // An unavailable store is logged by the idle sweep; the gauge keeps its last value then.
+        while let Ok(found) = store.list_sessions(filter.clone(), page).await {
+            active += found.sessions.len();
+            match found.next_cursor {
+                Some(cursor) => page = Page::after(cursor, 500),
+                None => {
+                    gauge.set(active as f64);
+                    break;
                 }
-                // The sweep of idle sessions logs an unavailable store; the gauge keeps its value.
-                Err(_) => break,
             }
         }
     }
