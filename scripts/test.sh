@@ -15,6 +15,10 @@ if ! command -v faketime >/dev/null && [ "$(id -u)" = 0 ] && command -v apt-get 
     echo "test.sh: could not install faketime; the clock-skew test will say so" >&2
 fi
 
-# Client tests must run, never skip, when this script runs them.
+# promtool checks deploy/prometheus (from Debian's prometheus package, unpacked, not installed).
+bash scripts/install-promtool.sh
+
+# Client and tool tests must run, never skip, when this script runs them.
 export KEEL_REQUIRE_CLIENTS=1
+export KEEL_REQUIRE_TOOLS=1
 cargo test --workspace --locked "$@"

@@ -1,7 +1,8 @@
 //! Every series dashboards and alerts rely on, registered at zero when keel starts: a counter
 //! that does not exist yet cannot be alerted on (`rate()` of nothing is nothing, not zero). Labels
 //! come from the config (routes' models, upstreams, targets) and from the fixed sets of classes,
-//! reasons and outcomes, so the set stays bounded.
+//! reasons and outcomes, so the set stays bounded. (Rate limits, admission, connections and
+//! traces register their own series where they are set up.)
 
 use keel_telemetry::names;
 use keel_types::FailureClass;
@@ -53,9 +54,6 @@ pub(crate) fn register(config: &Config, target_keys: &[String]) {
     metrics::counter!(names::BREAKER_PANIC_REQUESTS_TOTAL).increment(0);
     structured_outputs(&models);
     sessions();
-    for limit in ["requests", "tokens", "too_large"] {
-        metrics::counter!(names::RATE_LIMITED_TOTAL, "limit" => limit).increment(0);
-    }
 }
 
 /// Requests, latency, time to first chunk, retries, fallbacks and continuations per route and
