@@ -1,13 +1,15 @@
 //! `keel`: keeps local LLM agents running around the clock.
 //!
 //! The binary wires the library crates into commands: `serve` (the proxy), `init` (a commented
-//! config), `mock` (a fake Ollama), `demo` (a guided tour) and `status` (ask a running keel).
+//! config), `mock` (a fake Ollama), `demo` (a guided tour), `status` (ask a running keel) and
+//! `doctor` (check what keel needs).
 //! It is the only crate that uses `anyhow`.
 
 mod chat;
 mod config_file;
 mod connect;
 mod demo;
+mod doctor;
 mod init;
 mod keys;
 mod mock;
@@ -35,7 +37,7 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
     name = "keel",
     version,
     propagate_version = true,
-    after_help = "Examples:\n  keel serve                                  proxy 127.0.0.1:11435 → Ollama on 127.0.0.1:11434\n  keel serve --upstream http://10.0.0.5:11434  proxy to another Ollama\n  keel init                                   write a commented keel.toml\n  keel demo                                   a self-contained tour, no Ollama needed\n  keel status                                 what a running keel sees"
+    after_help = "Examples:\n  keel serve                                  proxy 127.0.0.1:11435 → Ollama on 127.0.0.1:11434\n  keel serve --upstream http://10.0.0.5:11434  proxy to another Ollama\n  keel init                                   write a commented keel.toml\n  keel demo                                   a self-contained tour, no Ollama needed\n  keel status                                 what a running keel sees\n  keel doctor                                 check config, store, upstreams, models, Redis, clock"
 )]
 struct Cli {
     #[command(subcommand)]
@@ -62,6 +64,9 @@ enum Command {
     Sessions(sessions::SessionsArgs),
     /// Create, list or revoke the API keys in keel's store (picked up by running keel instances).
     Keys(keys::KeysArgs),
+    /// Check the config, the store, each upstream and its models, Redis and the clock; print each
+    /// problem with its fix.
+    Doctor(doctor::DoctorArgs),
 }
 
 fn main() -> ExitCode {
@@ -90,6 +95,7 @@ fn main() -> ExitCode {
             Command::Chat(args) => chat::run(args).await,
             Command::Sessions(args) => sessions::run(args).await,
             Command::Keys(args) => keys::run(args).await,
+            Command::Doctor(args) => doctor::run(args).await,
         }
     });
     match result {

@@ -60,7 +60,8 @@ fn metric_names(text: &str) -> BTreeSet<String> {
     while let Some(found) = text[at..].find("keel_") {
         let start = at + found;
         let boundary = start == 0 || !(bytes[start - 1].is_ascii_alphanumeric() || bytes[start - 1] == b'_');
-        let end = text[start..].find(|c: char| !(c.is_ascii_alphanumeric() || c == '_')).map_or(text.len(), |e| start + e);
+        let end =
+            text[start..].find(|c: char| !(c.is_ascii_alphanumeric() || c == '_')).map_or(text.len(), |e| start + e);
         if boundary {
             let name = &text[start..end];
             let base = ["_bucket", "_count", "_sum"].iter().find_map(|s| name.strip_suffix(s)).unwrap_or(name);
@@ -117,6 +118,7 @@ fn the_systemd_unit_passes_systemd_analyze_verify() {
     let output = Command::new(&analyze).args(["verify", path.to_str().unwrap()]).output().unwrap();
     let stderr = String::from_utf8_lossy(&output.stderr);
     // Warnings about units the test machine lacks (ollama.service) are not the unit's fault.
-    let problems: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty() && !l.contains("ollama.service")).collect();
+    let problems: Vec<&str> =
+        stderr.lines().filter(|l| !l.trim().is_empty() && !l.contains("ollama.service")).collect();
     assert!(output.status.success() && problems.is_empty(), "systemd-analyze verify:\n{stderr}");
 }
