@@ -15,6 +15,12 @@ if ! command -v faketime >/dev/null && [ "$(id -u)" = 0 ] && command -v apt-get 
     echo "test.sh: could not install faketime; the clock-skew test will say so" >&2
 fi
 
+# Chromium for the dashboard test (driven by playwright-core, installed with the test clients).
+if ! command -v chromium >/dev/null && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+  echo "test.sh: installing chromium from Debian's packages (once)" >&2
+  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium; } >/dev/null ||
+    echo "test.sh: could not install chromium; the dashboard test will say so" >&2
+fi
 # promtool checks deploy/prometheus (from Debian's prometheus package, unpacked, not installed).
 bash scripts/install-promtool.sh
 

@@ -27,14 +27,19 @@ pub(crate) async fn health(State(gateway): State<Gateway>) -> Json<Value> {
 /// target (configured, or a model asked for through the `"*"` route) with its breaker, why it is
 /// open, and what keel has observed of it. Times are RFC 3339 strings or seconds named so.
 pub(crate) async fn status(State(gateway): State<Gateway>) -> Json<Value> {
+    Json(status_json(&gateway))
+}
+
+/// What `/keel/status` answers (the dashboard's snapshot starts from it).
+pub(crate) fn status_json(gateway: &Gateway) -> Value {
     let config = gateway.config();
     let observed = gateway.inner.targets.lock().clone();
-    let targets: Vec<Value> = target_names(&gateway)
+    let targets: Vec<Value> = target_names(gateway)
         .into_iter()
         .map(|key| {
             let (upstream, model) = key.split_once(':').unwrap_or((key.as_str(), ""));
             let stats = observed.get(&key).cloned().unwrap_or_default();
-            let breaker = breaker_json(&gateway, &key);
+            let breaker = breaker_json(gateway, &key);
             json!({
                 "name": key,
                 "upstream": upstream,
@@ -72,11 +77,11 @@ pub(crate) async fn status(State(gateway): State<Gateway>) -> Json<Value> {
                     value
                 }),
                 "last_error": observed.get(&u.name).and_then(|s| s.last_failure.as_ref()).map(|last| last.to_json()),
-                "breaker": breaker_json(&gateway, &u.name),
+                "breaker": breaker_json(gateway, &u.name),
             })
         })
         .collect();
-    Json(json!({
+    json!({
         "version": env!("CARGO_PKG_VERSION"),
         "uptime_seconds": gateway.inner.started.elapsed().as_secs(),
         "listen": config.server.listen.to_string(),
@@ -92,7 +97,7 @@ pub(crate) async fn status(State(gateway): State<Gateway>) -> Json<Value> {
         "targets": targets,
         "admission": gateway.inner.admission.as_ref().map_or_else(crate::admission::status_off, |q| q.status()),
         "limits": gateway.inner.limits.status(),
-    }))
+    })
 }
 
 /// Every target to show: the configured ones in declaration order, then the models asked for

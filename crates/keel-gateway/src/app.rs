@@ -6,7 +6,7 @@ use axum::Router;
 use axum::routing::{any, get};
 
 use crate::state::Gateway;
-use crate::{admin, pipeline, stages};
+use crate::{admin, pipeline, stages, ui};
 
 /// The whole HTTP surface of keel as a `Router`: the server sends keel's own endpoints here (see
 /// [`crate::serve`]); tests may send anything with `oneshot`.
@@ -28,6 +28,10 @@ pub fn app(gateway: Gateway) -> Router {
             axum::routing::delete(stages::session::admin::remove_participant),
         )
         .route("/keel/sessions/{id}/handoff", axum::routing::post(stages::session::admin::handoff))
+        .route("/keel/ui", get(ui::index))
+        .route("/keel/ui/", get(ui::index))
+        .route("/keel/ui/events", get(ui::events))
+        .route("/keel/ui/{file}", get(ui::file))
         .fallback(any(pipeline::proxy));
     // keel's own endpoints check keys here; proxied requests (the fallback) in the pipeline, as
     // one of its stages, so they pay for no layer. Without [auth] or a key store there is nothing

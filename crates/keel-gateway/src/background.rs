@@ -92,6 +92,7 @@ pub(crate) async fn pump_breaker_events(
             };
             metrics::gauge!(names::BREAKER_STATE, "target" => target.clone()).set(level);
             let why = if event.to == keel_breaker::State::Open { gateway.open_reason(&target) } else { None };
+            gateway.inner.dashboard.breaker_moved(&event, why.as_deref());
             tracing::warn!(
                 target = %target,
                 from = event.from.as_str(),

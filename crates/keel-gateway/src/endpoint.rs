@@ -36,8 +36,9 @@ pub(crate) fn is_model_management(_method: &http::Method, path: &str) -> bool {
 
 /// keel's own endpoints, named in the answer to a `/keel/...` request that is none of them. Keep
 /// in step with the router in `state::app` (`tests/bad_input.rs` checks each one is served).
-pub(crate) const KEEL_ENDPOINTS: [&str; 10] = [
+pub(crate) const KEEL_ENDPOINTS: [&str; 11] = [
     "GET /keel/health",
+    "GET /keel/ui",
     "GET /keel/status",
     "GET /metrics",
     "POST /keel/breakers/{target}/{open|close|reset}",

@@ -25,6 +25,7 @@ mod connections;
 mod probes;
 mod server;
 mod shared;
+mod ui;
 
 // The request path, top to bottom (each layer imports only layers below it; see ARCHITECTURE.md
 // and `tests/import_order.rs`).
@@ -40,6 +41,7 @@ mod answer_tail;
 mod api_keys;
 mod bridge;
 mod client;
+mod dashboard_feed;
 mod endpoint;
 mod error;
 mod rate_limits;

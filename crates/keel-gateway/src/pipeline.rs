@@ -47,13 +47,7 @@ pub(crate) async fn proxy(State(gateway): State<Gateway>, request: Request) -> R
     let (mut parts, body) = request.into_parts();
     let endpoint = Endpoint::classify(&parts.method, parts.uri.path());
     let id = request_id(&parts.headers);
-    let root = traces::request(
-        gateway.tracing(),
-        &parts.method,
-        &parts.headers,
-        endpoint,
-        &String::from_utf8_lossy(id.as_bytes()),
-    );
+    let root = traces::request(gateway.tracing(), &parts.method, &parts.headers, endpoint, &id);
     let origin = match access::check(&gateway, &parts) {
         Ok(origin) => origin,
         Err(answer) => return traces::finish_request(root, answer),
@@ -127,8 +121,14 @@ pub(crate) async fn proxy(State(gateway): State<Gateway>, request: Request) -> R
         response
     }
     .instrument(span);
-    let response = traces::within(root.clone(), answered).await;
-    traces::finish_request(root, response)
+    // Without traces the request's future is awaited as it is (no wrapper to move it into).
+    match root {
+        None => answered.await,
+        Some(root) => {
+            let response = traces::within(Some(root.clone()), answered).await;
+            traces::finish_request(Some(root), response)
+        }
+    }
 }
 
 /// Stages 3 and 4: keel's request headers, the rate limits, the body and the route's targets. A

@@ -74,14 +74,15 @@ pub(crate) fn request(
     method: &Method,
     headers: &HeaderMap,
     endpoint: Endpoint,
-    id: &str,
+    id: &http::HeaderValue,
 ) -> Option<Context> {
     let tracing = tracing?;
+    let id = String::from_utf8_lossy(id.as_bytes()).into_owned();
     let parent = keel_telemetry::traces::remote_context(headers);
     let attributes = vec![
         KeyValue::new("http.request.method", method.to_string()),
         KeyValue::new("http.route", endpoint.label),
-        KeyValue::new("keel.request_id", id.to_owned()),
+        KeyValue::new("keel.request_id", id),
     ];
     Some(tracing.start_span(format!("{method} {}", endpoint.label), SpanKind::Server, &parent, attributes))
 }

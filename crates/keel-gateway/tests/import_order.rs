@@ -13,7 +13,7 @@ use std::path::Path;
 
 /// The layers, top to bottom, and the top-level modules in each.
 const LAYERS: &[(&str, &[&str])] = &[
-    ("serving", &["server", "app", "background", "admin", "probes", "shared", "connections"]),
+    ("serving", &["server", "app", "background", "admin", "probes", "shared", "connections", "ui"]),
     ("pipeline", &["pipeline"]),
     ("stages", &["stages"]),
     ("attempts", &["attempts"]),
@@ -25,6 +25,7 @@ const LAYERS: &[(&str, &[&str])] = &[
             "api_keys",
             "admission",
             "client",
+            "dashboard_feed",
             "config",
             "endpoint",
             "error",

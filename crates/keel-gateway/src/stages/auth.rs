@@ -1,4 +1,5 @@
-//! Stage: API keys. `Authorization: Bearer <key>` (or `X-API-Key: <key>`) is checked against
+//! Stage: API keys. `Authorization: Bearer <key>` (or `X-API-Key: <key>`, or a browser's
+//! `Authorization: Basic` with the key as password) is checked against
 //! `[auth]`'s keys and the keys in the store (`keel keys`, see [`crate::api_keys`]), with per-key
 //! scopes.
 //!
@@ -8,6 +9,7 @@
 //! (none in `[auth]`, none ever in the store) everything passes, with no [`Caller`], and
 //! `Authorization` is left for the upstream.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 
 use axum::extract::{Request, State};
@@ -43,8 +45,29 @@ pub(crate) async fn require_key(State(gateway): State<Gateway>, request: Request
     let (mut parts, body) = request.into_parts();
     match admit(&gateway, &mut parts) {
         Ok(()) => next.run(Request::from_parts(parts, body)).await,
-        Err(refused) => refused,
+        Err(mut refused) => {
+            // A browser opening the dashboard can send no bearer key: it is asked for one as a
+            // password (any user name), which it then sends with every request of the page.
+            if parts.uri.path().starts_with("/keel/ui") && refused.status() == http::StatusCode::UNAUTHORIZED {
+                refused.headers_mut().insert(
+                    header::WWW_AUTHENTICATE,
+                    http::HeaderValue::from_static(
+                        "Basic realm=\"keel: an API key with the admin scope as password\", charset=\"UTF-8\"",
+                    ),
+                );
+            }
+            refused
+        }
     }
+}
+
+/// The password of an `Authorization: Basic` header (browsers send the dashboard's key so).
+fn basic_password(value: &str) -> Option<String> {
+    use base64::Engine as _;
+    let encoded = value.strip_prefix("Basic ").or_else(|| value.strip_prefix("basic "))?;
+    let decoded = base64::engine::general_purpose::STANDARD.decode(encoded.trim()).ok()?;
+    let text = String::from_utf8(decoded).ok()?;
+    text.split_once(':').map(|(_, password)| password.to_owned())
 }
 
 /// The header Anthropic's clients (and many gateways') carry a key in.
@@ -73,12 +96,17 @@ pub(crate) fn admit(gateway: &Gateway, request: &mut Parts) -> Result<(), Respon
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
         .map(str::trim);
-    // `X-API-Key` (Anthropic's clients send it) when there is no bearer key.
+    // `X-API-Key` (Anthropic's clients send it) when there is no bearer key; a Basic password
+    // (a browser on the dashboard) when there is neither.
+    let basic = || request.headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(basic_password);
     let (carrier, presented) = match bearer {
-        Some(bearer) => (header::AUTHORIZATION, Some(bearer)),
-        None => (X_API_KEY, request.headers.get(X_API_KEY).and_then(|v| v.to_str().ok()).map(str::trim)),
+        Some(bearer) => (header::AUTHORIZATION, Some(Cow::Borrowed(bearer))),
+        None => match request.headers.get(X_API_KEY).and_then(|v| v.to_str().ok()) {
+            Some(key) => (X_API_KEY, Some(Cow::Borrowed(key.trim()))),
+            None => (header::AUTHORIZATION, basic().map(Cow::Owned)),
+        },
     };
-    let Some(key) = presented.and_then(|p| keys.find(p)) else {
+    let Some(key) = presented.and_then(|p| keys.find(&p)) else {
         return Err(ProxyError::Unauthorized.into_response_in(dialect));
     };
     if !scopes.iter().any(|scope| key.scopes.contains(scope)) {

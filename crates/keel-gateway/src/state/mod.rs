@@ -153,6 +153,8 @@ pub(crate) struct Inner {
     pub(crate) descriptor_pressure: std::sync::atomic::AtomicU64,
     /// The tracer and its exporters; `None` when no trace destination is set (no cost then).
     pub(crate) traces: Option<crate::traces::Tracing>,
+    /// The dashboard's live feed (`/keel/ui/events`).
+    pub(crate) dashboard: crate::dashboard_feed::Feed,
 }
 
 impl Gateway {
@@ -239,6 +241,7 @@ impl Gateway {
                 limits,
                 admission,
                 traces,
+                dashboard: Default::default(),
             }),
             upstreams,
         })

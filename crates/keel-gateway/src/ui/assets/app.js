@@ -1,0 +1,190 @@
+// keel's dashboard: live from one event stream (/keel/ui/events), sessions read on demand.
+"use strict";
+
+const HISTORY = 600; // seconds of rates kept in this tab
+const history = []; // [{t, totals}]
+const RATES = [
+  ["requests", "requests / s"],
+  ["errors", "5xx answers / s"],
+  ["fallbacks", "fallbacks / s"],
+  ["retries", "retry rounds / s"],
+  ["continuations", "streams continued / s"],
+  ["shed", "shed by queues / s"],
+  ["rate_limited", "rate-limited / s"],
+];
+
+const $ = (selector) => document.querySelector(selector);
+
+function el(tag, attributes, ...children) {
+  const node = document.createElement(tag);
+  for (const [key, value] of Object.entries(attributes || {})) {
+    if (value !== undefined && value !== null) node.setAttribute(key, value);
+  }
+  for (const child of children) {
+    node.append(child instanceof Node ? child : document.createTextNode(child ?? ""));
+  }
+  return node;
+}
+
+function badge(state) {
+  return el("span", { class: "badge " + state }, state.replace("_", "-"));
+}
+
+function duration(seconds) {
+  if (seconds < 60) return Math.round(seconds) + " s";
+  if (seconds < 3600) return Math.round(seconds / 60) + " min";
+  if (seconds < 86400) return (seconds / 3600).toFixed(1) + " h";
+  return (seconds / 86400).toFixed(1) + " days";
+}
+
+function when(value) {
+  if (!value) return "";
+  const date = typeof value === "number" ? new Date(value) : new Date(value);
+  return isNaN(date) ? String(value) : date.toLocaleString();
+}
+
+function failure(last) {
+  if (!last) return "";
+  return `${last.class || ""} ${last.detail || ""} ${last.at ? "(" + when(last.at) + ")" : ""}`.trim();
+}
+
+function fill(table, rows) {
+  const body = $(table + " tbody");
+  body.replaceChildren(...rows);
+}
+
+function render(snapshot) {
+  $("#version").textContent = "v" + snapshot.version;
+  $("#uptime").textContent = "up " + duration(snapshot.uptime_seconds);
+  const problems = [];
+
+  fill("#upstreams", snapshot.upstreams.map((u) => {
+    const breaker = u.breaker.state;
+    if (u.state === "down" || breaker === "open") problems.push(`model server ${u.name} (${u.url}) is ${u.state === "down" ? "down" : "refused: its breaker is open"}`);
+    return el("tr", { "data-upstream": u.name },
+      el("td", {}, u.name), el("td", {}, u.url), el("td", {}, badge(u.state)),
+      el("td", {}, badge(breaker)), el("td", {}, failure(u.last_error)));
+  }));
+
+  fill("#targets", snapshot.targets.map((t) => {
+    if (t.breaker === "open") problems.push(`${t.name}: breaker open — ${t.open_reason || "see keel status"}`);
+    return el("tr", { "data-target": t.name, "data-breaker": t.breaker },
+      el("td", {}, t.name), el("td", {}, badge(t.breaker)), el("td", {}, t.open_reason || ""),
+      el("td", { class: "num" }, String(t.requests)), el("td", { class: "num" }, String(t.failures)),
+      el("td", {}, failure(t.last_failure)));
+  }));
+
+  const structured = (snapshot.totals && snapshot.totals.structured) || {};
+  fill("#structured", ["valid", "repaired", "reasked", "fallback", "canned", "failed"].map((outcome) =>
+    el("tr", {}, el("td", {}, outcome), el("td", { class: "num" }, String(Math.round(structured[outcome] || 0))))));
+
+  const list = $("#problem-list");
+  list.replaceChildren(...problems.map((p) => el("li", {}, p)));
+  $("#problems").hidden = problems.length === 0;
+
+  history.push({ t: Date.now() / 1000, totals: snapshot.totals || {} });
+  while (history.length > 1 && history[history.length - 1].t - history[0].t > HISTORY) history.shift();
+  renderRates();
+}
+
+function sparkline(points) {
+  const svg = document.createElementNS("http://www.w3.org/2000/svg", "svg");
+  svg.setAttribute("viewBox", "0 0 100 28");
+  svg.setAttribute("preserveAspectRatio", "none");
+  if (points.length > 1) {
+    const max = Math.max(...points, 1e-9);
+    const line = document.createElementNS("http://www.w3.org/2000/svg", "polyline");
+    line.setAttribute("points", points.map((v, i) => `${(i / (points.length - 1)) * 100},${27 - (v / max) * 26}`).join(" "));
+    svg.append(line);
+  }
+  return svg;
+}
+
+function renderRates() {
+  const cards = RATES.map(([key, label]) => {
+    const rates = [];
+    for (let i = 1; i < history.length; i++) {
+      const dt = history[i].t - history[i - 1].t;
+      const dv = (history[i].totals[key] || 0) - (history[i - 1].totals[key] || 0);
+      rates.push(dt > 0 ? Math.max(0, dv / dt) : 0);
+    }
+    const now = rates.length ? rates[rates.length - 1] : 0;
+    return el("div", { class: "rate", "data-rate": key },
+      el("div", { class: "label" }, label),
+      el("div", { class: "value" }, now.toFixed(now < 10 ? 2 : 0)),
+      sparkline(rates));
+  });
+  $("#rates").replaceChildren(...cards);
+}
+
+function breakerEvent(event) {
+  const item = el("li", { "data-target": event.target },
+    `${when(event.at)} — ${event.target}: ${event.from} → `, badge(event.to), ` (${event.reason}${event.why ? "; " + event.why : ""})`);
+  $("#events").prepend(item);
+  while ($("#events").children.length > 100) $("#events").lastChild.remove();
+  // Show the new state at once, before the next snapshot.
+  const row = document.querySelector(`#targets tr[data-target="${CSS.escape(event.target)}"]`);
+  if (row) {
+    row.dataset.breaker = event.to;
+    row.children[1].replaceChildren(badge(event.to));
+  }
+}
+
+function connect() {
+  const live = $("#live");
+  const source = new EventSource("/keel/ui/events");
+  source.addEventListener("open", () => { live.className = "badge live"; live.textContent = "live"; });
+  source.addEventListener("snapshot", (message) => {
+    if (message.data) render(JSON.parse(message.data));
+  });
+  source.addEventListener("breaker", (message) => breakerEvent(JSON.parse(message.data)));
+  // EventSource reconnects by itself; say so meanwhile.
+  source.addEventListener("error", () => { live.className = "badge offline"; live.textContent = "reconnecting…"; });
+}
+
+async function getJson(url) {
+  const response = await fetch(url, { credentials: "same-origin" });
+  const body = await response.json();
+  if (!response.ok) throw new Error(body.error && (body.error.message || body.error) || response.statusText);
+  return body;
+}
+
+async function searchSessions(form) {
+  const note = $("#session-note");
+  const query = new URLSearchParams({ limit: "50" });
+  for (const [key, value] of new FormData(form)) if (value) query.set(key, value);
+  try {
+    const page = await getJson("/keel/sessions?" + query);
+    note.textContent = page.sessions.length ? "" : "No session matches.";
+    fill("#sessions", page.sessions.map((s) => {
+      const row = el("tr", { "data-session": s.id },
+        el("td", {}, s.id), el("td", {}, s.owner || ""), el("td", {}, s.model || ""), el("td", {}, s.status),
+        el("td", { class: "num" }, String(s.message_count)), el("td", {}, when(s.updated_at)));
+      row.addEventListener("click", () => openTranscript(s.id, row));
+      return row;
+    }));
+  } catch (error) {
+    note.textContent = "Sessions cannot be read: " + error.message;
+  }
+}
+
+async function openTranscript(id, row) {
+  for (const picked of document.querySelectorAll("#sessions tr.picked")) picked.classList.remove("picked");
+  row.classList.add("picked");
+  const box = $("#transcript");
+  box.replaceChildren(el("p", { class: "note" }, "Loading…"));
+  try {
+    const body = await getJson(`/keel/sessions/${encodeURIComponent(id)}/messages?limit=500`);
+    box.replaceChildren(el("h3", {}, id), ...body.messages.map((m) =>
+      el("div", { class: "message" }, el("span", { class: "role" }, m.role), m.content)));
+  } catch (error) {
+    box.replaceChildren(el("p", { class: "note" }, "The transcript cannot be read: " + error.message));
+  }
+}
+
+document.addEventListener("DOMContentLoaded", () => {
+  connect();
+  const form = $("#session-search");
+  form.addEventListener("submit", (event) => { event.preventDefault(); searchSessions(form); });
+  searchSessions(form);
+});

@@ -1,0 +1,110 @@
+//! The dashboard at `/keel/ui` in a real browser: headless Chromium (Debian's `chromium`,
+//! installed by `scripts/test.sh`) driven by `playwright-core` (`tests/clients/js`). The page
+//! loads with keys on (the key given as the browser's password) without console errors or failed
+//! requests, shows the targets, and shows a breaker opening within 2 s of it happening. The
+//! screenshot is kept in `target/test-artifacts/dashboard.png`.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::print_stderr, reason = "test code")]
+
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use keel_testkit::{TestGateway, client_tool, config_from_toml_with_env, workspace_root};
+use tokio::io::{AsyncBufReadExt, BufReader};
+
+const ADMIN_KEY: &str = "dashboard-admin-key-1";
+
+fn chromium() -> Option<PathBuf> {
+    let path = PathBuf::from(std::env::var("KEEL_CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into()));
+    if path.exists() {
+        return Some(path);
+    }
+    if std::env::var("KEEL_REQUIRE_CLIENTS").is_ok_and(|v| v == "1") {
+        panic!("{} is missing: scripts/test.sh installs Debian's chromium", path.display());
+    }
+    eprintln!("SKIP: {} is not installed (scripts/test.sh installs it)", path.display());
+    None
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_dashboard_loads_clean_and_shows_a_breaker_opening_within_two_seconds() {
+    let Some(modules) = client_tool("target/test-clients/node/node_modules/playwright-core") else {
+        eprintln!("SKIP: playwright-core is not installed; run scripts/install-test-clients.sh");
+        return;
+    };
+    let Some(chromium) = chromium() else { return };
+    let mock = keel_mock::MockServer::start(
+        ([127, 0, 0, 1], 0).into(),
+        keel_testkit::scenario("[[model]]\nname = \"m\"\nreply = \"hi\"\n"),
+    )
+    .await
+    .unwrap();
+    let toml = format!(
+        "[[upstream]]\nname = \"local\"\nurl = \"{}\"\n[[route]]\nmodel = \"m\"\ntargets = [\"local\"]\n\
+         [auth]\nkeys = [{{ name = \"ops\", key_env = \"DASHBOARD_KEY\", scopes = [\"inference\", \"admin\"] }}]\n",
+        mock.url()
+    );
+    let keel = TestGateway::start(config_from_toml_with_env(&toml, &|name| {
+        (name == "DASHBOARD_KEY").then(|| ADMIN_KEY.to_owned())
+    }))
+    .await;
+    let client = reqwest::Client::new();
+    // Without the key the page asks the browser for one.
+    let refused = client.get(format!("{}/keel/ui", keel.url())).send().await.unwrap();
+    assert_eq!(refused.status(), 401);
+    assert!(refused.headers()["www-authenticate"].to_str().unwrap().starts_with("Basic"));
+
+    let artifacts = workspace_root().join("target/test-artifacts");
+    std::fs::create_dir_all(&artifacts).unwrap();
+    let screenshot = artifacts.join("dashboard.png");
+    let _ = std::fs::remove_file(&screenshot);
+    let script = workspace_root().join("tests/clients/js/dashboard_test.cjs");
+    let mut driver = tokio::process::Command::new("node")
+        .arg(&script)
+        .arg(format!("{}/keel/ui", keel.url()))
+        .arg("local:m")
+        .arg(&screenshot)
+        .arg(ADMIN_KEY)
+        .env("KEEL_NODE_MODULES", modules.parent().unwrap())
+        .env("KEEL_CHROMIUM", &chromium)
+        .stdout(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(driver.stdout.take().unwrap()).lines();
+    let mut opened_at = None;
+    let mut errors = None;
+    while let Some(line) = tokio::time::timeout(Duration::from_secs(60), lines.next_line()).await.unwrap().unwrap() {
+        match line.as_str() {
+            "READY" => {
+                let opened = client
+                    .post(format!("{}/keel/breakers/local:m/open", keel.url()))
+                    .bearer_auth(ADMIN_KEY)
+                    .send()
+                    .await
+                    .unwrap();
+                assert_eq!(opened.status(), 200);
+                opened_at = Some(Instant::now());
+            }
+            "OPEN_SEEN" => {
+                let shown_after = opened_at.expect("OPEN_SEEN before the breaker was opened").elapsed();
+                assert!(
+                    shown_after <= Duration::from_secs(2),
+                    "the page showed the open breaker after {shown_after:?}"
+                );
+            }
+            other => {
+                if let Some(json) = other.strip_prefix("ERRORS ") {
+                    errors = Some(serde_json::from_str::<Vec<String>>(json).unwrap());
+                }
+            }
+        }
+    }
+    let status = driver.wait().await.unwrap();
+    let errors = errors.expect("the driver reported nothing");
+    assert!(errors.is_empty(), "the dashboard had errors: {errors:#?}");
+    assert!(status.success());
+    assert!(opened_at.is_some(), "the page never showed the target");
+    assert!(std::fs::metadata(&screenshot).unwrap().len() > 10_000, "no screenshot at {}", screenshot.display());
+}
