@@ -251,7 +251,18 @@ async fn session(store: &dyn Store, id: &str) -> anyhow::Result<Session> {
 }
 
 /// Every message of a session, in order.
-async fn messages(store: &dyn Store, id: &str) -> anyhow::Result<Vec<Message>> {
+/// Every message of session `id` (of which there are about `expected`), a page at a time, with a
+/// progress bar on stderr when it is a terminal and the session is long.
+async fn messages(store: &dyn Store, id: &str, expected: u64) -> anyhow::Result<Vec<Message>> {
+    let progress = if expected > MESSAGE_PAGE as u64 && std::io::stderr().is_terminal() {
+        indicatif::ProgressBar::new(expected)
+    } else {
+        indicatif::ProgressBar::hidden()
+    };
+    progress.set_style(
+        indicatif::ProgressStyle::with_template("reading messages {bar:30} {pos}/{len} ({eta} left)")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
     let mut all = Vec::new();
     loop {
         let after = all.last().map_or(0, |m: &Message| m.seq);
@@ -261,7 +272,9 @@ async fn messages(store: &dyn Store, id: &str) -> anyhow::Result<Vec<Message>> {
             .with_context(|| format!("cannot read the messages of session '{id}'"))?;
         let full = page.len() >= MESSAGE_PAGE;
         all.extend(page);
+        progress.set_position(all.len() as u64);
         if !full {
+            progress.finish_and_clear();
             return Ok(all);
         }
     }
@@ -269,7 +282,7 @@ async fn messages(store: &dyn Store, id: &str) -> anyhow::Result<Vec<Message>> {
 
 async fn show(store: &dyn Store, id: &str, out: &mut impl Write) -> anyhow::Result<()> {
     let session = session(store, id).await?;
-    let messages = messages(store, id).await?;
+    let messages = messages(store, id, session.message_count).await?;
     writeln!(out, "session   {}", session.id)?;
     writeln!(out, "model     {}", session.model.as_deref().unwrap_or("-"))?;
     writeln!(out, "owner     {}", session.owner.as_deref().unwrap_or("-"))?;
@@ -299,7 +312,7 @@ async fn show(store: &dyn Store, id: &str, out: &mut impl Write) -> anyhow::Resu
 
 async fn export(store: &dyn Store, id: &str, format: ExportFormat, out: &mut impl Write) -> anyhow::Result<()> {
     let session = session(store, id).await?;
-    let messages = messages(store, id).await?;
+    let messages = messages(store, id, session.message_count).await?;
     match format {
         ExportFormat::Json => {
             let document = json!({"session": session, "messages": messages});
