@@ -184,15 +184,20 @@ fn clock(others: &[(String, SystemTime)]) -> Finding {
     match worst {
         None => Finding::Ok("no server told its time to compare with".into()),
         Some((who, skew)) if skew > MAX_SKEW => Finding::Problem(
-            format!("this machine's clock is {} off {who}'s", humantime::format_duration(Duration::from_secs(skew.as_secs()))),
+            format!("this machine's clock is {} off {who}'s", whole_seconds(skew)),
             "turn on time sync on both machines (`timedatectl set-ntp true`): sessions' times and shared rate limits depend on it".into(),
         ),
         Some((who, skew)) if skew > NOTICEABLE_SKEW => Finding::Warning(
-            format!("this machine's clock is {} off {who}'s", humantime::format_duration(Duration::from_secs(skew.as_secs()))),
+            format!("this machine's clock is {} off {who}'s", whole_seconds(skew)),
             "turn on time sync (`timedatectl set-ntp true`) before it drifts further".into(),
         ),
         Some(_) => Finding::Ok(format!("agrees with {} server(s) within {}", others.len(), humantime::format_duration(NOTICEABLE_SKEW))),
     }
+}
+
+/// A skew as people say it, to the nearest second (`1m 30s`).
+fn whole_seconds(skew: Duration) -> humantime::FormattedDuration {
+    humantime::format_duration(Duration::from_secs(skew.as_secs_f64().round() as u64))
 }
 
 /// Whether keel can listen where it is configured to: free, or a keel already serving there.
