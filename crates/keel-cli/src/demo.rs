@@ -33,7 +33,7 @@ impl Stage {
         let mock = start_mock("Hello! I am a fake Ollama model answering through keel.").await?;
         let overrides =
             Overrides { listen: Some("127.0.0.1:0".into()), upstream: Some(mock.url()), ..Overrides::default() };
-        let config = Config::without_file(&overrides, &|_| None)?;
+        let config = Config::without_file(&overrides, &trace_env)?;
         Stage::serve(mock, config).await
     }
 
@@ -84,6 +84,17 @@ async fn start_mock(reply: &str) -> anyhow::Result<keel_mock::MockServer> {
         .await?)
 }
 
+/// The demo's environment: only where traces go (`OTEL_*`, `LANGFUSE_*`), so a demo run shows up
+/// in the user's tracing tool when they have one.
+pub(crate) fn trace_env(name: &str) -> Option<String> {
+    (name.starts_with("OTEL_") || name.starts_with("LANGFUSE_")).then(|| std::env::var(name).ok()).flatten()
+}
+
+/// Where to watch a scene while it runs.
+pub(crate) fn where_to_look(keel: &str) -> String {
+    format!("(watch it: dashboard {keel}/keel/ui · metrics {keel}/metrics · status {keel}/keel/status)")
+}
+
 /// Sends one chat through keel; returns the target that answered, the status and the reply text.
 async fn ask(stage: &Stage) -> anyhow::Result<(String, u16, String)> {
     let response = stage
@@ -126,12 +137,13 @@ async fn scene_fallback() -> anyhow::Result<()> {
         backup.url()
     ))
     .map_err(anyhow::Error::msg)?;
-    let config = Config::from_raw(raw, None, &Overrides::default(), &|_| None)?;
+    let config = Config::from_raw(raw, None, &Overrides::default(), &trace_env)?;
     let stage = Stage::serve(primary, config).await?;
     let mut out = std::io::stdout().lock();
     writeln!(out, "\nScene 2 — the primary dies, the backup serves, the primary comes back")?;
     writeln!(out, "----------------------------------------------------------------------")?;
     writeln!(out, "Route: llama3.2 → [primary, backup]; breaker opens after 3 failures, probes after 2 s.")?;
+    writeln!(out, "{}", where_to_look(&stage.keel))?;
     let (target, status, text) = ask(&stage).await?;
     writeln!(out, "healthy:        {status} from {target}: {text:?}")?;
 
@@ -178,7 +190,7 @@ async fn scene_structured() -> anyhow::Result<()> {
         mock.url()
     ))
     .map_err(anyhow::Error::msg)?;
-    let config = Config::from_raw(raw, None, &Overrides::default(), &|_| None)?;
+    let config = Config::from_raw(raw, None, &Overrides::default(), &trace_env)?;
     let stage = Stage::serve(mock, config).await?;
     let schema = json!({
         "type": "object",
@@ -190,6 +202,7 @@ async fn scene_structured() -> anyhow::Result<()> {
     writeln!(out, "\nScene 3 — broken JSON from the model is repaired, or answered from the canned value")?;
     writeln!(out, "------------------------------------------------------------------------------------")?;
     writeln!(out, "The agent asks for {schema} (Ollama `format`).")?;
+    writeln!(out, "{}", where_to_look(&stage.keel))?;
     for (label, model_said) in [("garbled", garbled), ("hopeless", hopeless)] {
         let response = stage
             .http
@@ -225,6 +238,7 @@ async fn scene_pass_through(stage: &Stage) -> anyhow::Result<()> {
     let mut out = std::io::stdout().lock();
     writeln!(out, "Scene 1 — a request passes through")?;
     writeln!(out, "-----------------------------------")?;
+    writeln!(out, "{}", where_to_look(&stage.keel))?;
 
     let version: Value = stage.http.get(format!("{}/api/version", stage.keel)).send().await?.json().await?;
     writeln!(out, "GET  /api/version            → {version}")?;
@@ -238,6 +252,13 @@ async fn scene_pass_through(stage: &Stage) -> anyhow::Result<()> {
         .await?;
     let target = response.headers().get("x-keel-target").and_then(|v| v.to_str().ok()).unwrap_or("?").to_owned();
     let request_id = response.headers().get("x-request-id").and_then(|v| v.to_str().ok()).unwrap_or("?").to_owned();
+    // `traceresponse: 00-<trace id>-<span id>-<flags>` when traces are sent somewhere.
+    let trace = response
+        .headers()
+        .get("traceresponse")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split('-').nth(1))
+        .map(str::to_owned);
     let reply: Value = response.json().await?;
     writeln!(
         out,
@@ -245,6 +266,15 @@ async fn scene_pass_through(stage: &Stage) -> anyhow::Result<()> {
         reply["message"]["content"].as_str().unwrap_or(""),
         started.elapsed().as_millis()
     )?;
+    match trace {
+        Some(trace) => {
+            writeln!(out, "   its trace: {trace} (in your tracing tool; spans per stage and the model call)")?
+        }
+        None => writeln!(
+            out,
+            "   (set OTEL_EXPORTER_OTLP_ENDPOINT, or LANGFUSE_PUBLIC_KEY/SECRET_KEY/HOST, to see each request as a trace)"
+        )?,
+    }
 
     write!(out, "POST /api/chat (streamed)     → ")?;
     out.flush()?;

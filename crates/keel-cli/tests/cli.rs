@@ -21,10 +21,11 @@ fn help_lists_every_command() {
     let out = keel(&["--help"]);
     assert!(out.status.success());
     let text = String::from_utf8(out.stdout).unwrap();
-    for command in ["serve", "init", "mock", "demo", "status", "repair", "chat", "sessions", "keys"] {
+    let commands = ["serve", "init", "mock", "demo", "status", "repair", "chat", "sessions", "keys", "doctor"];
+    for command in commands {
         assert!(text.contains(command), "{command} missing from --help:\n{text}");
     }
-    for command in ["serve", "init", "mock", "demo", "status", "repair", "chat", "sessions", "keys"] {
+    for command in commands {
         assert!(keel(&[command, "--help"]).status.success(), "{command} --help failed");
     }
 }

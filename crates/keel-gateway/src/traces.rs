@@ -97,9 +97,16 @@ pub(crate) fn set_user(cx: Option<&Context>, name: &str) {
 }
 
 /// The client's response with the root span ended when its body ends (or the client leaves):
-/// its status noted, an error status for 5xx.
-pub(crate) fn finish_request(cx: Option<Context>, response: Response) -> Response {
+/// its status noted, an error status for 5xx, and a `traceresponse` header naming the trace.
+pub(crate) fn finish_request(cx: Option<Context>, mut response: Response) -> Response {
     let Some(cx) = cx else { return response };
+    // W3C Trace Context's `traceresponse`: which trace the request is in, for the client to
+    // look up.
+    let span = cx.span().span_context().clone();
+    let traceresponse = format!("00-{}-{}-{:02x}", span.trace_id(), span.span_id(), span.trace_flags().to_u8());
+    if let Ok(value) = http::HeaderValue::from_str(&traceresponse) {
+        response.headers_mut().insert(http::HeaderName::from_static("traceresponse"), value);
+    }
     let status = response.status();
     cx.span().set_attribute(KeyValue::new("http.response.status_code", i64::from(status.as_u16())));
     if status.is_server_error() {

@@ -79,6 +79,9 @@ async fn a_fallback_and_a_repair_arrive_as_one_trace_with_genai_spans() {
         .unwrap();
     assert_eq!(response.status(), 200);
     assert_ne!(response.headers()["x-keel-repair"], "none");
+    // The answer names the trace (W3C `traceresponse`): the client's trace, keel's root span.
+    let traceresponse = response.headers()["traceresponse"].to_str().unwrap().to_owned();
+    assert!(traceresponse.starts_with(&format!("00-{CLIENT_TRACE}-")), "{traceresponse}");
 
     let spans =
         receiver.wait_for("the request's root span", |spans| spans.iter().any(|s| s.name == "POST /api/chat")).await;
@@ -87,6 +90,7 @@ async fn a_fallback_and_a_repair_arrive_as_one_trace_with_genai_spans() {
     assert!(spans.iter().all(|s| s.service == "keel"), "{spans:#?}");
     let root = one(&spans, "POST /api/chat");
     assert_eq!(root.parent_span_id, CLIENT_SPAN, "the root continues the client's span");
+    assert_eq!(traceresponse, format!("00-{CLIENT_TRACE}-{}-01", root.span_id));
     assert_eq!(root.kind, 2, "server");
     assert_eq!(root.attr("user.id"), Some("agent"));
     assert_eq!(root.attr("http.response.status_code"), Some("200"));

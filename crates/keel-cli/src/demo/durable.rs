@@ -34,7 +34,7 @@ async fn start_keel(
         "[server]\nlisten = \"127.0.0.1:0\"\n[store]\nurl = \"{store_url}\"\n[[upstream]]\nname = \"local\"\nurl = \"{upstream}\"\nhealth_interval = \"0s\"\n"
     ))
     .map_err(anyhow::Error::msg)?;
-    let config = Config::from_raw(raw, None, &Overrides::default(), &|_| None)?;
+    let config = Config::from_raw(raw, None, &Overrides::default(), &super::trace_env)?;
     let listener = tokio::net::TcpListener::bind(config.server.listen).await?;
     let url = format!("http://{}", listener.local_addr()?);
     let gateway = Gateway::with_store(config, keel_session::open(&store_url).await?)?;
