@@ -15,7 +15,7 @@ use axum::body::Body;
 use axum::response::Response;
 use futures_util::future::Either;
 use http::{HeaderMap, Method};
-use keel_telemetry::traces::{Context, TraceError, Traces};
+use keel_telemetry::traces::{Context, Traces};
 use opentelemetry::context::{FutureExt as _, WithContext};
 use opentelemetry::trace::{SpanKind, Status, TraceContextExt as _, Tracer as _};
 use opentelemetry::{KeyValue, Value};
@@ -34,15 +34,29 @@ pub(crate) struct Tracing {
 
 impl Tracing {
     /// Starts exporting to the destinations the environment names; `None` when it names none.
-    pub(crate) fn start(config: &TracingConfig) -> Result<Option<Tracing>, TraceError> {
-        if config.exports.is_empty() {
-            return Ok(None);
+    /// A destination keel cannot use is logged as an error and keel serves without traces: they
+    /// are never a reason not to serve.
+    pub(crate) fn start(config: &TracingConfig) -> Option<Tracing> {
+        let not_sent = |problem: &dyn std::fmt::Display| {
+            tracing::error!(problem = %problem, "traces are NOT being sent; keel serves without them until this is fixed (keel doctor checks it)");
+        };
+        if let Some(problem) = &config.problem {
+            not_sent(problem);
         }
-        let traces = Traces::start(config.exports.clone(), config.batching, "keel")?;
+        if config.exports.is_empty() {
+            return None;
+        }
+        let traces = match Traces::start(config.exports.clone(), config.batching, "keel") {
+            Ok(traces) => traces,
+            Err(err) => {
+                not_sent(&err);
+                return None;
+            }
+        };
         for export in traces.exports() {
             tracing::info!(destination = export.destination, endpoint = %export.endpoint, content = config.content, "sending traces");
         }
-        Ok(Some(Tracing { traces: Arc::new(traces), content: config.content }))
+        Some(Tracing { traces: Arc::new(traces), content: config.content })
     }
 
     /// Sends the spans still queued (at most `within`), at shutdown.

@@ -86,6 +86,7 @@ pub(crate) async fn run(args: DoctorArgs) -> anyhow::Result<()> {
         }
     };
     report.add("config", config_summary(&config))?;
+    report.add("traces", traces(&config))?;
     report.add(&format!("store {}", config.store_url), store(&config.store_url, args.timeout).await)?;
     let mut clocks = Vec::new();
     for upstream in &config.upstreams {
@@ -123,6 +124,20 @@ fn config_summary(config: &Config) -> Finding {
     let keys = config.api_keys().len();
     let auth = if keys == 0 { "no [auth] keys".to_owned() } else { format!("{keys} [auth] key(s)") };
     Finding::Ok(format!("{} upstream(s), {} route(s), {auth}", config.upstreams.len(), config.routes.len()))
+}
+
+/// Where traces go, from the environment (`OTEL_*`, `LANGFUSE_*`).
+fn traces(config: &Config) -> Finding {
+    let tracing = &config.tracing;
+    if let Some(problem) = &tracing.problem {
+        let fix = "correct the variable named above; keel serves without traces until then";
+        return Finding::Problem(problem.clone(), fix.into());
+    }
+    if tracing.exports.is_empty() {
+        return Finding::Ok("not sent (set OTEL_EXPORTER_OTLP_ENDPOINT or LANGFUSE_* to send them)".into());
+    }
+    let places: Vec<String> = tracing.exports.iter().map(|e| format!("{} {}", e.destination, e.endpoint)).collect();
+    Finding::Ok(format!("sent to {}", places.join(", ")))
 }
 
 /// Opens the store (which applies its migrations) and writes and deletes a probe session.

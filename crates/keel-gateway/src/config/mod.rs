@@ -110,6 +110,8 @@ pub struct TracingConfig {
     pub exports: Vec<keel_telemetry::traces::TraceExport>,
     /// The `OTEL_BSP_*` batching settings.
     pub batching: keel_telemetry::traces::Batching,
+    /// Why the environment's trace destination cannot be used (keel then serves without traces).
+    pub problem: Option<String>,
 }
 
 /// `[server]`, validated.
@@ -456,7 +458,12 @@ impl Config {
         }
 
         let admission = raw.admission.as_ref().map(admission_settings).transpose().map_err(invalid)?;
-        let trace_exports = keel_telemetry::traces::TraceExport::from_env(env).map_err(|e| invalid(e.to_string()))?;
+        // A trace destination keel cannot use does not stop keel: it serves without traces and
+        // says why at start-up (and `keel doctor` reports it).
+        let (trace_exports, trace_problem) = match keel_telemetry::traces::TraceExport::from_env(env) {
+            Ok(exports) => (exports, None),
+            Err(err) => (Vec::new(), Some(err.to_string())),
+        };
 
         Ok(Config {
             source,
@@ -489,6 +496,7 @@ impl Config {
             tracing: TracingConfig {
                 content: raw.tracing.content,
                 exports: trace_exports,
+                problem: trace_problem,
                 batching: keel_telemetry::traces::Batching::from_env(env),
             },
         })

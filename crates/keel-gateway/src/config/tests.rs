@@ -213,3 +213,15 @@ fn bad_admission_values_say_how_to_fix_them() {
     let err = load_str("[admission]\nmax_wait = \"soon\"\n").unwrap_err().to_string();
     assert!(err.contains("max_wait"), "{err}");
 }
+
+#[test]
+fn a_trace_destination_keel_cannot_use_is_a_problem_not_an_error() {
+    let env = |name: &str| (name == "OTEL_EXPORTER_OTLP_ENDPOINT").then(|| "https://collector.example".to_owned());
+    let config = Config::without_file(&Overrides::default(), &env).unwrap();
+    assert!(config.tracing.exports.is_empty());
+    assert!(config.tracing.problem.as_deref().unwrap().contains("plain HTTP"));
+    let env = |name: &str| (name == "OTEL_EXPORTER_OTLP_ENDPOINT").then(|| "http://127.0.0.1:4318".to_owned());
+    let config = Config::without_file(&Overrides::default(), &env).unwrap();
+    assert_eq!(config.tracing.exports[0].endpoint, "http://127.0.0.1:4318/v1/traces");
+    assert_eq!(config.tracing.problem, None);
+}

@@ -38,9 +38,6 @@ pub enum GatewayError {
     /// The API keys in the store could not be read at start-up (the store's error).
     #[error("cannot read the API keys in the store: {0}")]
     Keys(String),
-    /// Traces cannot be sent where the environment says.
-    #[error("{0}")]
-    Traces(#[from] keel_telemetry::traces::TraceError),
 }
 
 /// One configured upstream with its own connection pool.
@@ -221,7 +218,7 @@ impl Gateway {
         let admission = crate::admission::Queues::from_config(&config, &target_keys)?;
         let breaker_handles =
             target_keys.into_iter().chain(upstream_names).map(|key| (key.clone(), breakers.pinned(&key))).collect();
-        let traces = crate::traces::Tracing::start(&config.tracing)?;
+        let traces = crate::traces::Tracing::start(&config.tracing);
         Ok(Gateway {
             inner: Arc::new(Inner {
                 routes,
