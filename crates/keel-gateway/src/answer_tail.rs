@@ -119,4 +119,34 @@ mod tests {
         tail.saw(&vec![b'c'; 5000]);
         assert_eq!(tail.bytes(), vec![b'c'; TAIL_BYTES]);
     }
+
+    proptest::proptest! {
+        /// Whatever an upstream sends, reading its tail never panics, keeps at most TAIL_BYTES,
+        /// and any count it finds was written in the text.
+        #[test]
+        fn any_bytes_are_read_without_panic(chunks in proptest::collection::vec(proptest::collection::vec(proptest::num::u8::ANY, 0..600), 0..12)) {
+            let mut tail = Tail::default();
+            for chunk in &chunks {
+                tail.saw(chunk);
+            }
+            proptest::prop_assert!(tail.bytes().len() <= TAIL_BYTES);
+            if let Some(usage) = tail.usage() {
+                let text = String::from_utf8_lossy(tail.bytes()).into_owned();
+                for n in [usage.input, usage.output].into_iter().flatten() {
+                    proptest::prop_assert!(text.contains(&n.to_string()));
+                }
+            }
+            let _ = tail.model();
+        }
+
+        /// Counts and model names spliced into noise are found.
+        #[test]
+        fn counts_in_noise_are_found(noise in "[a-z {}:,\"]{0,200}", prompt in 0u32..1_000_000, answer in 0u32..1_000_000) {
+            let mut tail = Tail::default();
+            tail.saw(noise.as_bytes());
+            tail.saw(format!(r#"{{"model":"m1","done":true,"prompt_eval_count":{prompt},"eval_count":{answer}}}"#).as_bytes());
+            proptest::prop_assert_eq!(tail.usage(), Some(Usage { input: Some(u64::from(prompt)), output: Some(u64::from(answer)) }));
+            proptest::prop_assert_eq!(tail.model(), Some("m1".to_owned()));
+        }
+    }
 }

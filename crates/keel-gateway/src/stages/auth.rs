@@ -126,6 +126,23 @@ pub(crate) fn admit(gateway: &Gateway, request: &mut Parts) -> Result<(), Respon
 
 #[cfg(test)]
 mod tests {
+    proptest::proptest! {
+        /// A browser's (or anyone's) Authorization header never panics the Basic parser.
+        #[test]
+        fn basic_headers_never_panic(value in ".{0,200}") {
+            let _ = basic_password(&value);
+        }
+    }
+
+    #[test]
+    fn basic_passwords_are_the_key() {
+        // base64("dashboard:k3y") and base64("k3y") (no colon: not a user:password pair).
+        assert_eq!(basic_password("Basic ZGFzaGJvYXJkOmszeQ==").as_deref(), Some("k3y"));
+        assert_eq!(basic_password("Basic azN5"), None);
+        assert_eq!(basic_password("Bearer x"), None);
+        assert_eq!(basic_password("Basic !!!"), None);
+    }
+
     use super::*;
 
     #[test]
