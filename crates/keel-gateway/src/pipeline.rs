@@ -19,6 +19,7 @@
 //!
 //! A new stage is one more module under `stages/` and one more line here, in its place.
 
+use std::future::Future;
 use std::time::Instant;
 
 use axum::body::Body;
@@ -52,7 +53,11 @@ pub(crate) async fn proxy(State(gateway): State<Gateway>, request: Request) -> R
         Ok(origin) => origin,
         Err(answer) => return traces::finish_request(root, answer),
     };
-    let auth_stage = root.as_ref().and_then(|root| Stage::under(gateway.tracing(), root, "auth"));
+    // A span for the key check only when there are keys to check.
+    let auth_stage = root
+        .as_ref()
+        .filter(|_| gateway.inner.keys.required())
+        .and_then(|root| Stage::under(gateway.tracing(), root, "auth"));
     let refused = match auth::admit(&gateway, &mut parts) {
         Ok(()) => access::model_management(&gateway, &parts).err(),
         Err(refused) => Some(refused),
@@ -153,21 +158,28 @@ async fn read_request(
     let limits = &gateway.inner.limits;
     // (Boxed: only limited requests pay for the limiter's future.)
     if let Some(subject) = limit::subject(limits, parts) {
-        let _stage = Stage::start(gateway.tracing(), "limit");
-        Box::pin(grants.admit(limits, subject)).await?;
+        Box::pin(limit_stage(gateway, grants.admit(limits, subject))).await?;
     }
     let forward = intake::intake(gateway, parts, endpoint, body).await?;
     if let Some(subject) = limit::route_subject(limits, gateway.config(), parts, &forward) {
-        let _stage = Stage::start(gateway.tracing(), "limit");
-        Box::pin(grants.admit(limits, subject)).await?;
+        Box::pin(limit_stage(gateway, grants.admit(limits, subject))).await?;
     }
     if grants.count_tokens()
         && let Some(needed) = limit::tokens_needed(&forward)
     {
-        let _stage = Stage::start(gateway.tracing(), "limit");
-        Box::pin(grants.reserve_tokens(limits, needed)).await?;
+        Box::pin(limit_stage(gateway, grants.reserve_tokens(limits, needed))).await?;
     }
     Ok((forward, session))
+}
+
+/// A rate-limit check in its trace span (`keel.limit`), marked failed when it refuses.
+async fn limit_stage(gateway: &Gateway, check: impl Future<Output = Result<(), ProxyError>>) -> Result<(), ProxyError> {
+    let stage = Stage::start(gateway.tracing(), "limit");
+    let checked = check.await;
+    if let (Some(stage), Err(refused)) = (&stage, &checked) {
+        stage.failed("rate_limited", refused.to_string());
+    }
+    checked
 }
 
 /// keel's answer to a request it refused before any upstream call, logged and counted.

@@ -286,3 +286,29 @@ async fn a_collector_that_hangs_or_fails_costs_requests_nothing_and_spans_are_co
 async fn keel_inner(up: &MockServer, env: &[(&str, String)]) -> TestGateway {
     keel(&up.url(), &up.url(), "", env).await
 }
+
+#[tokio::test]
+async fn a_rate_limited_request_has_a_failed_limit_span_and_a_429_root() {
+    let receiver = OtlpReceiver::start().await;
+    let up = mock("[[model]]\nname = \"m\"\nreply = \"hi\"\n").await;
+    let keel = keel(&up.url(), &up.url(), "[limits]\nrequests_per_minute = 1\n", &otlp_env(&receiver)).await;
+    let body = json!({"model": "m", "messages": [{"role": "user", "content": "hi"}], "stream": false});
+    let first = keel_testkit::post_json(&format!("{}/api/chat", keel.url()), &body).await;
+    assert_eq!(first.status(), 200);
+    let second = keel_testkit::post_json(&format!("{}/api/chat", keel.url()), &body).await;
+    assert_eq!(second.status(), 429);
+    let refused_trace = second.headers()["traceresponse"].to_str().unwrap().split('-').nth(1).unwrap().to_owned();
+    let spans = receiver
+        .wait_for("the refused request's root", |spans| {
+            spans.iter().any(|s| s.trace_id == refused_trace && s.name == "POST /api/chat")
+        })
+        .await;
+    let in_trace: Vec<ReceivedSpan> = spans.into_iter().filter(|s| s.trace_id == refused_trace).collect();
+    let root = one(&in_trace, "POST /api/chat");
+    assert_eq!(root.attr("http.response.status_code"), Some("429"));
+    let limit = one(&in_trace, "keel.limit");
+    assert_eq!(limit.status, 2);
+    assert_eq!(limit.attr("error.type"), Some("rate_limited"));
+    assert!(named(&in_trace, "chat m").is_empty(), "a refused request calls no model");
+    assert!(named(&in_trace, "keel.auth").is_empty(), "no key check without keys");
+}
