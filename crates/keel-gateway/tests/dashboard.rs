@@ -1,7 +1,8 @@
 //! The dashboard at `/keel/ui` in a real browser: headless Chromium (Debian's `chromium`,
 //! installed by `scripts/test.sh`) driven by `playwright-core` (`tests/clients/js`). The page
 //! loads with keys on (the key given as the browser's password) without console errors or failed
-//! requests, shows the targets, and shows a breaker opening within 2 s of it happening. The
+//! requests, shows the targets, shows a breaker opening within 2 s of it happening, and lists a
+//! session whose transcript opens on a click. The
 //! screenshot is kept in `target/test-artifacts/dashboard.png`.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::print_stderr, reason = "test code")]
@@ -55,6 +56,17 @@ async fn the_dashboard_loads_clean_and_shows_a_breaker_opening_within_two_second
     assert_eq!(refused.status(), 401);
     assert!(refused.headers()["www-authenticate"].to_str().unwrap().starts_with("Basic"));
 
+    // A conversation in the store, for the sessions list and its transcript.
+    let chat = client
+        .post(format!("{}/api/chat", keel.url()))
+        .bearer_auth(ADMIN_KEY)
+        .header("x-keel-session", "dashboard-session-1")
+        .json(&serde_json::json!({"model": "m", "stream": false, "messages": [{"role": "user", "content": "Where is my parcel?"}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(chat.status(), 200);
+
     let artifacts = workspace_root().join("target/test-artifacts");
     std::fs::create_dir_all(&artifacts).unwrap();
     let screenshot = artifacts.join("dashboard.png");
@@ -68,6 +80,7 @@ async fn the_dashboard_loads_clean_and_shows_a_breaker_opening_within_two_second
         .arg(ADMIN_KEY)
         .env("KEEL_NODE_MODULES", modules.parent().unwrap())
         .env("KEEL_CHROMIUM", &chromium)
+        .env("KEEL_SESSION", "dashboard-session-1")
         .stdout(Stdio::piped())
         .kill_on_drop(true)
         .spawn()
@@ -75,6 +88,7 @@ async fn the_dashboard_loads_clean_and_shows_a_breaker_opening_within_two_second
     let mut lines = BufReader::new(driver.stdout.take().unwrap()).lines();
     let mut opened_at = None;
     let mut errors = None;
+    let mut transcript = None;
     while let Some(line) = tokio::time::timeout(Duration::from_secs(60), lines.next_line()).await.unwrap().unwrap() {
         match line.as_str() {
             "READY" => {
@@ -95,6 +109,9 @@ async fn the_dashboard_loads_clean_and_shows_a_breaker_opening_within_two_second
                 );
             }
             other => {
+                if let Some(json) = other.strip_prefix("TRANSCRIPT ") {
+                    transcript = Some(serde_json::from_str::<String>(json).unwrap());
+                }
                 if let Some(json) = other.strip_prefix("ERRORS ") {
                     errors = Some(serde_json::from_str::<Vec<String>>(json).unwrap());
                 }
@@ -106,5 +123,7 @@ async fn the_dashboard_loads_clean_and_shows_a_breaker_opening_within_two_second
     assert!(errors.is_empty(), "the dashboard had errors: {errors:#?}");
     assert!(status.success());
     assert!(opened_at.is_some(), "the page never showed the target");
+    let transcript = transcript.expect("the session's transcript was not shown");
+    assert!(transcript.contains("Where is my parcel?") && transcript.contains("assistant"), "{transcript}");
     assert!(std::fs::metadata(&screenshot).unwrap().len() > 10_000, "no screenshot at {}", screenshot.display());
 }

@@ -2,6 +2,7 @@
 // crates/keel-gateway/tests/dashboard.rs. Protocol on stdout, one line each:
 //   READY                  the page shows target TARGET (the test then opens its breaker)
 //   OPEN_SEEN              the page shows TARGET's breaker open
+//   TRANSCRIPT <json>      with KEEL_SESSION set: that session's transcript, opened from the list
 //   ERRORS <json array>    console errors, page errors and failed requests, then exit
 // Usage: node dashboard_test.cjs URL TARGET SCREENSHOT [API_KEY]
 "use strict";
@@ -34,6 +35,16 @@ async function main() {
     await page.waitForSelector(`${row}[data-breaker="open"]`, { timeout: 10000 });
     console.log("OPEN_SEEN");
     await page.waitForSelector(`#events li[data-target="${target}"]`, { timeout: 10000 });
+    // The session the test made is listed; clicking it shows its transcript.
+    if (process.env.KEEL_SESSION) {
+      const session = `#sessions tr[data-session="${process.env.KEEL_SESSION}"]`;
+      await page.waitForSelector(session, { timeout: 10000 });
+      await page.click(session);
+      await page.waitForSelector("#transcript .message[data-seq]", { timeout: 10000 });
+      const transcript = await page.textContent("#transcript");
+      console.log("TRANSCRIPT " + JSON.stringify(transcript));
+    }
+    await page.evaluate(() => window.scrollTo(0, 0));
     await page.screenshot({ path: screenshot, fullPage: true });
   } catch (error) {
     errors.push("driver: " + error.message);

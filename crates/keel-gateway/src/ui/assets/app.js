@@ -152,7 +152,17 @@ async function getJson(url) {
 async function searchSessions(form) {
   const note = $("#session-note");
   const query = new URLSearchParams({ limit: "50" });
-  for (const [key, value] of new FormData(form)) if (value) query.set(key, value);
+  let wanted = "";
+  for (const [key, value] of new FormData(form)) {
+    if (key === "id") wanted = value.trim();
+    else if (value) query.set(key, value);
+  }
+  if (wanted) {
+    // One session by its id: its transcript at once.
+    fill("#sessions", []);
+    note.textContent = "";
+    return openTranscript(wanted, null);
+  }
   try {
     const page = await getJson("/keel/sessions?" + query);
     note.textContent = page.sessions.length ? "" : "No session matches.";
@@ -170,13 +180,13 @@ async function searchSessions(form) {
 
 async function openTranscript(id, row) {
   for (const picked of document.querySelectorAll("#sessions tr.picked")) picked.classList.remove("picked");
-  row.classList.add("picked");
+  if (row) row.classList.add("picked");
   const box = $("#transcript");
   box.replaceChildren(el("p", { class: "note" }, "Loading…"));
   try {
     const body = await getJson(`/keel/sessions/${encodeURIComponent(id)}/messages?limit=500`);
     box.replaceChildren(el("h3", {}, id), ...body.messages.map((m) =>
-      el("div", { class: "message" }, el("span", { class: "role" }, m.role), m.content)));
+      el("div", { class: "message", "data-seq": m.seq }, el("span", { class: "role" }, m.role), m.content)));
   } catch (error) {
     box.replaceChildren(el("p", { class: "note" }, "The transcript cannot be read: " + error.message));
   }
