@@ -114,10 +114,34 @@ fn write_status(out: &mut String, body: &Value) -> std::fmt::Result {
         writeln!(out, "{}", about.join(", "))?;
     }
     write_limits(out, &body["limits"])?;
+    write_traces(out, &body["traces"])?;
+    if let (Some(path), Some(listen)) = (body["dashboard"].as_str(), body["listen"].as_str()) {
+        writeln!(out, "dashboard: http://{listen}{path}")?;
+    }
     write_upstreams(out, items(&body["upstreams"]))?;
     write_routes(out, items(&body["routes"]))?;
     write_targets(out, items(&body["targets"]))?;
     write_admission(out, &body["admission"])
+}
+
+/// One line on traces, when the keel reports them.
+fn write_traces(out: &mut String, traces: &Value) -> std::fmt::Result {
+    if !traces.is_object() {
+        return Ok(());
+    }
+    if let Some(problem) = traces["problem"].as_str() {
+        return writeln!(out, "traces: NOT sent — {problem}");
+    }
+    let destinations: Vec<String> = items(&traces["destinations"])
+        .iter()
+        .map(|d| format!("{} {}", text(&d["kind"], "?"), text(&d["endpoint"], "?")))
+        .collect();
+    if destinations.is_empty() {
+        return writeln!(out, "traces: not sent (set OTEL_EXPORTER_OTLP_ENDPOINT or LANGFUSE_* to send them)");
+    }
+    let content =
+        if traces["content"].as_bool() == Some(true) { "with prompts and answers" } else { "without content" };
+    writeln!(out, "traces: sent to {}, {content}", destinations.join(", "))
 }
 
 /// One line on rate limits, when the keel reports them.
@@ -495,6 +519,20 @@ mod tests {
     #[test]
     fn renders_what_keel_answers_today() {
         insta::assert_snapshot!("today", render(&today()));
+    }
+
+    #[test]
+    fn says_where_traces_go_and_where_the_dashboard_is() {
+        let mut body = today();
+        body["dashboard"] = json!("/keel/ui");
+        body["traces"] = json!({"destinations": [{"kind": "otlp", "endpoint": "http://127.0.0.1:4318/v1/traces"}], "content": false, "problem": null});
+        let text = render(&body);
+        assert!(text.contains("traces: sent to otlp http://127.0.0.1:4318/v1/traces, without content"), "{text}");
+        assert!(text.contains("dashboard: http://"), "{text}");
+        body["traces"] = json!({"destinations": [], "content": false, "problem": null});
+        assert!(render(&body).contains("traces: not sent (set OTEL_EXPORTER_OTLP_ENDPOINT"));
+        body["traces"] = json!({"destinations": [], "content": false, "problem": "LANGFUSE_SECRET_KEY is not set"});
+        assert!(render(&body).contains("traces: NOT sent — LANGFUSE_SECRET_KEY is not set"));
     }
 
     #[test]

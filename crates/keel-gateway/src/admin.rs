@@ -97,6 +97,19 @@ pub(crate) fn status_json(gateway: &Gateway) -> Value {
         "targets": targets,
         "admission": gateway.inner.admission.as_ref().map_or_else(crate::admission::status_off, |q| q.status()),
         "limits": gateway.inner.limits.status(),
+        "traces": traces_json(config),
+        "dashboard": "/keel/ui",
+    })
+}
+
+/// Where traces go (`null` when nowhere), whether they carry content, and why they cannot be sent
+/// when the environment names a destination keel cannot use.
+fn traces_json(config: &crate::config::Config) -> Value {
+    let tracing = &config.tracing;
+    json!({
+        "destinations": tracing.exports.iter().map(|e| json!({"kind": e.destination, "endpoint": e.endpoint})).collect::<Vec<_>>(),
+        "content": tracing.content,
+        "problem": tracing.problem,
     })
 }
 
