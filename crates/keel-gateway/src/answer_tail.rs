@@ -41,17 +41,18 @@ impl Tail {
         self.bytes.extend_from_slice(data);
     }
 
-    /// The counts the answer's end reports, the last of each; `None` when it reports none.
+    /// The counts the answer's end reports, the last of each (Ollama's `prompt_eval_count` /
+    /// `eval_count`, else OpenAI's `usage`); `None` when it reports none.
     pub(crate) fn usage(&self) -> Option<Usage> {
         let tail = &self.bytes;
+        let found = |u: &Usage| u.input.is_some() || u.output.is_some();
+        // Ollama's names first (the usual upstream), OpenAI's only when those are absent.
         let ollama = Usage { input: last_number(tail, &PROMPT_EVAL_COUNT), output: last_number(tail, &EVAL_COUNT) };
-        let openai = Usage { input: last_number(tail, &PROMPT_TOKENS), output: last_number(tail, &COMPLETION_TOKENS) };
-        let none = |u: Usage| u.input.is_none() && u.output.is_none();
-        match (none(ollama), none(openai)) {
-            (true, true) => None,
-            (false, true) => Some(ollama),
-            _ => Some(openai),
+        if found(&ollama) {
+            return Some(ollama);
         }
+        let openai = Usage { input: last_number(tail, &PROMPT_TOKENS), output: last_number(tail, &COMPLETION_TOKENS) };
+        found(&openai).then_some(openai)
     }
 
     /// The model the answer names last (`"model": "…"`), when it names one.
