@@ -202,6 +202,9 @@ mod cases {
         assert_eq!(ctx.keys.active_keys().await.unwrap(), [key]);
         assert!(ctx.keys.revoke_key("shared").await.unwrap());
         assert!(other.active_keys().await.unwrap().is_empty());
+        // Keys are listed by creation time, then name: "kept" must be made a millisecond later
+        // than "shared" for the order below (made in the same millisecond, "kept" sorts first).
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
         assert!(matches!(
             other.create_key(NewKey::new("kept", &generate_secret())).await,
             Ok(StoredKey { revoked_at: None, .. })
