@@ -346,31 +346,32 @@ impl Sender {
                 received = spans.recv_many(&mut batch, batching.max_batch) => received == 0,
                 _ = stop.wait_for(|stop| *stop) => true,
             };
-            if !stopping {
-                // Let the batch fill for a while, unless it is full already.
-                let fill = async {
-                    while batch.len() < batching.max_batch {
-                        let room = batching.max_batch - batch.len();
-                        if spans.recv_many(&mut batch, room).await == 0 {
-                            break;
-                        }
+            if stopping {
+                // What is queued goes out in whole batches (the caller bounds how long), then the
+                // task ends.
+                loop {
+                    while batch.len() < batching.max_batch
+                        && let Ok(span) = spans.try_recv()
+                    {
+                        batch.push(span);
                     }
-                };
-                let _ = tokio::time::timeout(batching.delay, fill).await;
-            } else {
-                while batch.len() < batching.max_batch.max(1) * 4 {
-                    match spans.try_recv() {
-                        Ok(span) => batch.push(span),
-                        Err(_) => break,
+                    if batch.is_empty() {
+                        return;
                     }
+                    self.send(std::mem::take(&mut batch), batching.timeout, &mut last_failure_log).await;
                 }
             }
-            if !batch.is_empty() {
-                self.send(std::mem::take(&mut batch), batching.timeout, &mut last_failure_log).await;
-            }
-            if stopping {
-                return;
-            }
+            // Let the batch fill for a while, unless it is full already.
+            let fill = async {
+                while batch.len() < batching.max_batch {
+                    let room = batching.max_batch - batch.len();
+                    if spans.recv_many(&mut batch, room).await == 0 {
+                        break;
+                    }
+                }
+            };
+            let _ = tokio::time::timeout(batching.delay, fill).await;
+            self.send(std::mem::take(&mut batch), batching.timeout, &mut last_failure_log).await;
         }
     }
 
