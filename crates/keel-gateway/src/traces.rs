@@ -116,9 +116,10 @@ pub(crate) fn finish_request(cx: Option<Context>, mut response: Response) -> Res
     let Some(cx) = cx else { return response };
     // W3C Trace Context's `traceresponse`: which trace the request is in, for the client to
     // look up.
-    let span = cx.span().span_context().clone();
-    let traceresponse = format!("00-{}-{}-{:02x}", span.trace_id(), span.span_id(), span.trace_flags().to_u8());
-    if let Ok(value) = http::HeaderValue::from_str(&traceresponse) {
+    // It has `traceparent`'s format: the propagator writes it.
+    let mut carrier = HeaderMap::new();
+    keel_telemetry::traces::inject_context(&cx, &mut carrier);
+    if let Some(value) = carrier.remove("traceparent") {
         response.headers_mut().insert(http::HeaderName::from_static("traceresponse"), value);
     }
     let status = response.status();
@@ -249,7 +250,6 @@ pub(crate) struct CallFacts<'a> {
 pub(crate) struct Attempt {
     cx: Context,
     sent: Instant,
-    first_chunk: bool,
     tail: Tail,
     /// The answer's bytes, with `[tracing] content = true`.
     content: Option<Vec<u8>>,
@@ -297,13 +297,13 @@ impl Attempt {
         let cx = tracing.start_span(name, SpanKind::Client, &parent, attributes);
         keel_telemetry::traces::inject_context(&cx, headers);
         let content = (tracing.content && operation.is_some()).then(Vec::new);
-        Some(Box::new(Attempt { cx, sent: Instant::now(), first_chunk: false, tail: Tail::default(), content }))
+        Some(Box::new(Attempt { cx, sent: Instant::now(), tail: Tail::default(), content }))
     }
 
-    /// Notes a chunk of the answer (the first one's time, the counts at its end).
-    pub(crate) fn saw(&mut self, data: &[u8]) {
-        if !self.first_chunk && !data.is_empty() {
-            self.first_chunk = true;
+    /// Notes a chunk of the answer (`first`: the first one, whose time is noted) for the counts at
+    /// its end.
+    pub(crate) fn saw(&mut self, data: &[u8], first: bool) {
+        if first {
             let seconds = self.sent.elapsed().as_secs_f64();
             self.cx.span().set_attribute(KeyValue::new("gen_ai.response.time_to_first_chunk", seconds));
         }
@@ -343,8 +343,7 @@ impl Attempt {
             span.set_attribute(KeyValue::new("gen_ai.output.messages", output_messages(content)));
         }
         if let Some((class, detail)) = failure {
-            span.set_attribute(KeyValue::new("error.type", class.as_str()));
-            span.set_status(Status::error(detail.to_owned()));
+            self.failed(class, detail);
         }
     }
 

@@ -67,12 +67,13 @@ impl Completion {
     /// Notes a chunk of the answer: the first one's time, and for its trace.
     #[inline]
     pub(crate) fn saw(&mut self, data: &[u8]) {
-        if !self.first_chunk && !data.is_empty() {
+        let first = !self.first_chunk && !data.is_empty();
+        if first {
             self.first_chunk = true;
             self.metrics.first_chunk.record(self.answer.started.elapsed().as_secs_f64());
         }
         if let Some(trace) = &mut self.answer.trace {
-            trace.saw(data);
+            trace.saw(data, first);
         }
     }
 
