@@ -195,16 +195,21 @@ pub(crate) async fn breaker_action(
 
 /// `GET /metrics`: Prometheus text exposition.
 pub(crate) async fn metrics(State(gateway): State<Gateway>) -> Response {
+    let mut response = metrics_page(&gateway).into_response();
+    response
+        .headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"));
+    response
+}
+
+/// The Prometheus page as of now: the admission gauges set first, histogram samples folded in.
+pub(crate) fn metrics_page(gateway: &Gateway) -> String {
     if let Some(queues) = &gateway.inner.admission {
         queues.publish();
     }
     let handle = keel_telemetry::prometheus();
     handle.run_upkeep();
-    let mut response = handle.render().into_response();
-    response
-        .headers_mut()
-        .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"));
-    response
+    handle.render()
 }
 
 /// Hides a password in a store URL (`postgres://user:secret@host` → `postgres://user:***@host`).

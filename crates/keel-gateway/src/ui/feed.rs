@@ -42,11 +42,7 @@ async fn build_while_watched(gateway: Gateway) {
 /// What the dashboard shows: `/keel/status`, and totals of the counters it turns into rates.
 pub(super) fn snapshot(gateway: &Gateway) -> Value {
     let mut status = crate::admin::status_json(gateway);
-    if let Some(queues) = &gateway.inner.admission {
-        queues.publish();
-    }
-    let totals = totals(&keel_telemetry::prometheus().render());
-    status["totals"] = totals;
+    status["totals"] = totals(&crate::admin::metrics_page(gateway));
     status["at"] = json!(humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string());
     status
 }
