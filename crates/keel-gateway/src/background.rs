@@ -62,9 +62,7 @@ pub(crate) async fn pump_breaker_events(
     openings: Option<tokio::sync::mpsc::UnboundedSender<keel_breaker::Transition>>,
 ) {
     use keel_telemetry::names;
-    for key in gateway.breakers().snapshots() {
-        metrics::gauge!(names::BREAKER_STATE, "target" => key.target).set(0.0);
-    }
+    // (The configured targets' and upstreams' state gauges start at 0 in `startup_series`.)
     let mut tick = tokio::time::interval(EVENT_PUMP_INTERVAL);
     let breakers = metrics::gauge!(names::BREAKERS);
     let mut last_expiry = tokio::time::Instant::now();

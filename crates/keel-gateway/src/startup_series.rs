@@ -62,7 +62,8 @@ fn requests(models: &[String]) {
     for route in MODEL_ROUTES {
         metrics::counter!(names::RETRIES_TOTAL, "route" => route).increment(0);
         metrics::counter!(names::FALLBACKS_TOTAL, "route" => route).increment(0);
-        metrics::gauge!(names::REQUESTS_IN_FLIGHT, "route" => route).set(0.0);
+        // Registered, not set: another gateway in this process may have requests in flight.
+        metrics::gauge!(names::REQUESTS_IN_FLIGHT, "route" => route).increment(0.0);
         metrics::counter!(names::CLIENT_DISCONNECTS_TOTAL, "route" => route).increment(0);
         for model in models {
             let model = model.clone();
