@@ -384,7 +384,7 @@ impl Guarding<'_> {
     fn repaired(&self, key: &str, report: &keel_repair::Report) -> String {
         count(&self.model_label, self.endpoint, self.trail.outcome(!report.is_clean()));
         for (strategy, n) in &report.counts {
-            metrics::counter!(keel_telemetry::names::REPAIR_FIXES_TOTAL, "strategy" => strategy.as_str(), "model" => self.model_label.clone()).increment(*n);
+            metrics::counter!(keel_telemetry::names::REPAIR_FIXES_TOTAL, "strategy" => strategy.as_str(), "model" => metrics_model(&self.model_label)).increment(*n);
         }
         if !report.is_clean() {
             tracing::info!(target = %key, repair = %report.header_value(), fixes = report.total(), "structured answer repaired");
@@ -414,9 +414,14 @@ impl Guarding<'_> {
 }
 
 fn count(model: &str, endpoint: Endpoint, outcome: &'static str) {
-    let model = crate::request_metrics::model_label(model, true).to_owned();
-    metrics::counter!(keel_telemetry::names::STRUCTURED_OUTPUTS_TOTAL, "route" => endpoint.label, "model" => model, "outcome" => outcome)
+    metrics::counter!(keel_telemetry::names::STRUCTURED_OUTPUTS_TOTAL, "route" => endpoint.label, "model" => metrics_model(model), "outcome" => outcome)
         .increment(1);
+}
+
+/// The model's metrics label, bounded like the request metrics' (a name that never got an answer
+/// shares `other`): the structured-output series are labelled by the model the client sent.
+fn metrics_model(model: &str) -> String {
+    crate::request_metrics::model_label(model, false).to_owned()
 }
 
 /// Reads a whole answer (bounded) as JSON; `None` when it broke: unreadable, not JSON, or the
