@@ -4,7 +4,7 @@
 use std::time::{Duration, SystemTime};
 
 use keel_gateway::config::{Config, UpstreamConfig};
-use keel_types::Dialect;
+use keel_types::{Dialect, ModelName};
 use serde_json::{Value, json};
 
 use super::Finding;
@@ -86,9 +86,8 @@ fn routed_models(upstream: &UpstreamConfig, config: &Config) -> Vec<String> {
 
 /// Whether `model` is in the server's list (`llama3.2` matches `llama3.2:latest`).
 fn has_model(models: &[String], model: &str) -> bool {
-    models
-        .iter()
-        .any(|m| m == model || m.strip_suffix(":latest") == Some(model) || model.strip_suffix(":latest") == Some(m))
+    let wanted = ModelName::new(model);
+    models.iter().any(|m| wanted.same_model(m))
 }
 
 fn pull_fix(upstream: &UpstreamConfig, model: &str) -> String {
