@@ -95,6 +95,16 @@ fn describe(err: &serde_json::Error) -> String {
     }
 }
 
+/// The context length an Ollama `/api/show` answer reports (`model_info`'s
+/// `<architecture>.context_length`), when it reports one.
+pub fn context_length(show: &serde_json::Value) -> Option<u64> {
+    show.get("model_info")?
+        .as_object()?
+        .iter()
+        .find(|(key, _)| key.ends_with(".context_length"))
+        .and_then(|(_, value)| value.as_u64())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -167,5 +177,13 @@ mod tests {
         fn never_panics_on_jsonish(body in r#"[{}\[\]":,a-z0-9 \\]{0,64}"#) {
             let _ = RequestPeek::parse(body.as_bytes());
         }
+    }
+
+    #[test]
+    fn context_length_is_read_from_model_info() {
+        let show = serde_json::json!({"model_info": {"general.architecture": "llama", "llama.context_length": 131072}});
+        assert_eq!(context_length(&show), Some(131072));
+        assert_eq!(context_length(&serde_json::json!({"model_info": {}})), None);
+        assert_eq!(context_length(&serde_json::json!({"error": "model not found"})), None);
     }
 }

@@ -119,11 +119,7 @@ async fn context_length(client: &reqwest::Client, base: &str, model: &str, diale
     }
     let response = client.post(format!("{base}/api/show")).json(&json!({"model": model})).send().await.ok()?;
     let body: Value = response.json().await.ok()?;
-    body["model_info"]
-        .as_object()?
-        .iter()
-        .find(|(key, _)| key.ends_with(".context_length"))
-        .and_then(|(_, n)| n.as_u64())
+    keel_upstream::wire::context_length(&body)
 }
 
 /// A request error in a few words: refused, timed out, or what the library says.

@@ -43,12 +43,7 @@ async fn ask_context_length(gateway: &Gateway, call: &Call, route: Forward) -> O
         return None;
     }
     let show = crate::answer::read_json(response, 4 << 20).await?;
-    let length = show
-        .get("model_info")?
-        .as_object()?
-        .iter()
-        .find(|(key, _)| key.ends_with(".context_length"))
-        .and_then(|(_, value)| value.as_u64());
+    let length = keel_upstream::wire::context_length(&show);
     tracing::debug!(%model, ?length, "context length from /api/show");
     length
 }
