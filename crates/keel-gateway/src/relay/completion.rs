@@ -129,7 +129,8 @@ impl Drop for Completion {
                 None => trace.abandoned(),
                 Some(Some((class, detail))) => trace.ended(status, Some((*class, detail))),
                 Some(None) => {
-                    trace.ended(status, head_failure.map(|class| (class, "the upstream answered with an error")))
+                    let detail = head_detail.as_deref().unwrap_or("the upstream answered with an error");
+                    trace.ended(status, head_failure.map(|class| (class, detail)));
                 }
             }
         }
