@@ -117,6 +117,8 @@
 //! ```
 
 mod error;
+mod incidents;
+mod jobs;
 mod keys;
 mod location;
 mod model;
@@ -129,6 +131,11 @@ mod store;
 use std::sync::Arc;
 
 pub use error::StoreError;
+pub use incidents::{
+    Effect, INCIDENT_CHANGED_JOB, Incident, IncidentEvent, IncidentStatus, IncidentStore, MAX_DETAIL_BYTES,
+    MAX_EVENTS_LISTED, MAX_RUNBOOK_BYTES, MAX_TITLE_LEN, NewIncidentEvent, PlaybookEntry, Recorded, Runbook,
+};
+pub use jobs::{Enqueued, Job, JobCounts, JobStatus, JobStore, MAX_ERROR_LEN, MAX_PAYLOAD_BYTES, NewJob};
 pub use keys::{
     DEFAULT_SCOPE, KeyStore, MAX_PREFIX_LEN, NewKey, PREFIX_LEN, SECRET_PREFIX, StoredKey, generate_secret, hash_secret,
 };
@@ -156,19 +163,39 @@ pub async fn open(url: &str) -> Result<Arc<dyn Store>, StoreError> {
     Ok(open_with_keys(url).await?.0)
 }
 
-/// Opens the store at `url` like [`open`], and returns it twice: as the session [`Store`] and as
-/// the [`KeyStore`] of keel's API keys. Both are one backend object: one SQLite writer thread,
-/// one PostgreSQL pool or one Redis connection, kept open while either `Arc` lives.
-pub async fn open_with_keys(url: &str) -> Result<(Arc<dyn Store>, Arc<dyn KeyStore>), StoreError> {
+/// Every trait of one opened store: sessions, API keys, incidents and jobs, all one backend
+/// object (one SQLite writer thread, one PostgreSQL pool or one Redis connection).
+#[derive(Debug, Clone)]
+pub struct Stores {
+    /// Sessions and their messages.
+    pub sessions: Arc<dyn Store>,
+    /// keel's API keys.
+    pub keys: Arc<dyn KeyStore>,
+    /// The incident log, runbooks and playbook.
+    pub incidents: Arc<dyn IncidentStore>,
+    /// Durable jobs.
+    pub jobs: Arc<dyn JobStore>,
+}
+
+/// Opens the store at `url` like [`open`], and returns every trait of it ([`Stores`]).
+pub async fn open_stores(url: &str) -> Result<Stores, StoreError> {
     let scheme = url.split_once(':').map(|(scheme, _)| scheme.to_ascii_lowercase()).unwrap_or_default();
     match scheme.as_str() {
-        "sqlite" => Ok(both(sqlite::open(url).await?)),
-        "postgres" | "postgresql" => Ok(both(postgres::open(url).await?)),
-        "redis" => Ok(both(redis_store::open(url).await?)),
+        "sqlite" => Ok(all(sqlite::open(url).await?)),
+        "postgres" | "postgresql" => Ok(all(postgres::open(url).await?)),
+        "redis" => Ok(all(redis_store::open(url).await?)),
         "rediss" => Err(StoreError::invalid_url("rediss:// (TLS) is not supported by this build; use redis://")),
         "" => Err(StoreError::invalid_url("no scheme")),
         other => Err(StoreError::invalid_url(format!("unknown scheme '{other}'"))),
     }
+}
+
+/// Opens the store at `url` like [`open`], and returns it twice: as the session [`Store`] and as
+/// the [`KeyStore`] of keel's API keys. Both are one backend object: one SQLite writer thread,
+/// one PostgreSQL pool or one Redis connection, kept open while either `Arc` lives.
+pub async fn open_with_keys(url: &str) -> Result<(Arc<dyn Store>, Arc<dyn KeyStore>), StoreError> {
+    let stores = open_stores(url).await?;
+    Ok((stores.sessions, stores.keys))
 }
 
 /// Opens the store at `url` like [`open`] (creating and migrating it as needed) for its API keys
@@ -177,7 +204,12 @@ pub async fn open_key_store(url: &str) -> Result<Arc<dyn KeyStore>, StoreError> 
     Ok(open_with_keys(url).await?.1)
 }
 
-/// One backend object as both traits.
-fn both<S: Store + KeyStore + 'static>(store: Arc<S>) -> (Arc<dyn Store>, Arc<dyn KeyStore>) {
-    (Arc::clone(&store) as Arc<dyn Store>, store)
+/// One backend object as every trait.
+fn all<S: Store + KeyStore + IncidentStore + JobStore + 'static>(store: Arc<S>) -> Stores {
+    Stores {
+        sessions: Arc::clone(&store) as Arc<dyn Store>,
+        keys: Arc::clone(&store) as Arc<dyn KeyStore>,
+        incidents: Arc::clone(&store) as Arc<dyn IncidentStore>,
+        jobs: store,
+    }
 }
