@@ -96,6 +96,21 @@ pub mod names {
     /// Counter: spans dropped, by `destination` and `reason` (`queue_full`: the collector is too
     /// slow or down and the queue is full; `export_failed`: the collector refused or did not answer).
     pub const TRACE_SPANS_DROPPED_TOTAL: &str = "keel_trace_spans_dropped_total";
+    /// Gauge: incidents not resolved, by `kind` and `status` (`open`, `mitigated`).
+    pub const INCIDENTS_OPEN: &str = "keel_incidents_open";
+    /// Counter: incident events recorded, by `kind` and `effect`; `dropped` events the recorder
+    /// could not keep up with are counted with `effect="dropped"`.
+    pub const INCIDENT_EVENTS_TOTAL: &str = "keel_incident_events_total";
+    /// Gauge: durable jobs in the store, by `status` (`queued`, `running`, `done`, `failed`).
+    pub const JOBS: &str = "keel_jobs";
+    /// Counter: job runs by this instance, by `kind` and `outcome` (`done`, `retry`, `failed`).
+    pub const JOB_RUNS_TOTAL: &str = "keel_job_runs_total";
+    /// Counter: webhook deliveries, by `format` and `outcome` (`delivered`, `retry`, `failed`,
+    /// `disabled`: the receiver answered 410 Gone).
+    pub const NOTIFICATIONS_TOTAL: &str = "keel_notifications_total";
+    /// Counter: runbooks written, by `source` (`template`, `model`) and `outcome` (`written`,
+    /// `refused`: the model's answer was not usable and the template's stands).
+    pub const RUNBOOKS_TOTAL: &str = "keel_runbooks_total";
 }
 
 /// Latency buckets in seconds: fine below 100 ms (proxy overhead), coarse up to cold model loads.

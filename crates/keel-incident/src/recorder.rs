@@ -1,0 +1,203 @@
+//! The gateway's side of the incident log: [`Recorder`] takes signals without waiting (a full
+//! queue drops and counts them — keel's serving never waits on its incident log) and one task
+//! records them in order, wakes the worker on a state change, and keeps the open-incidents gauge.
+//!
+//! Answers served by a fallback are counted per unresolved incident in memory and recorded as
+//! one `fallback.served` event (effect mitigate) at once for an incident still `open`, then at
+//! most once a minute with the running count.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use keel_session::{IncidentStatus, IncidentStore, NewIncidentEvent, Recorded};
+use keel_telemetry::names;
+use tokio::sync::mpsc;
+
+use crate::rules;
+use crate::worker::Worker;
+
+/// How many signals may wait for the recording task.
+const QUEUE: usize = 1024;
+
+/// How often a mitigated incident's fallback count is written down.
+const FALLBACK_FLUSH: Duration = Duration::from_secs(60);
+
+/// A signal for the incident log.
+#[derive(Debug)]
+enum Signal {
+    Event(NewIncidentEvent),
+    Fallback { skipped: Vec<(String, Option<String>)>, served_by: String },
+}
+
+/// Sends signals to the incident log; cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Recorder {
+    tx: mpsc::Sender<Signal>,
+}
+
+impl Recorder {
+    /// A recorder writing to `store`, waking `worker` on state changes; the recording task runs
+    /// until every clone of the recorder is dropped.
+    pub fn start(store: Arc<dyn IncidentStore>, worker: Option<Arc<Worker>>) -> (Recorder, tokio::task::JoinHandle<()>) {
+        let (tx, rx) = mpsc::channel(QUEUE);
+        let task = tokio::spawn(Recording { store, worker, open: HashMap::new() }.run(rx));
+        (Recorder { tx }, task)
+    }
+
+    /// Records `event` (dropped and counted if the log is far behind).
+    pub fn event(&self, event: NewIncidentEvent) {
+        let kind = event.kind.clone();
+        if self.tx.try_send(Signal::Event(event)).is_err() {
+            metrics::counter!(names::INCIDENT_EVENTS_TOTAL, "kind" => kind, "effect" => "dropped").increment(1);
+        }
+    }
+
+    /// A request was answered by `served_by` after the targets `skipped` (upstream, model)
+    /// failed or were refused by their breakers.
+    pub fn fallback_served(&self, skipped: Vec<(String, Option<String>)>, served_by: String) {
+        let _ = self.tx.try_send(Signal::Fallback { skipped, served_by });
+    }
+}
+
+/// An unresolved incident as the recording task knows it.
+struct Known {
+    kind: String,
+    status: IncidentStatus,
+    fallback_answers: u64,
+    written_answers: u64,
+    served_by: String,
+    last_flush: tokio::time::Instant,
+}
+
+struct Recording {
+    store: Arc<dyn IncidentStore>,
+    worker: Option<Arc<Worker>>,
+    open: HashMap<String, Known>,
+}
+
+impl Recording {
+    async fn run(mut self, mut rx: mpsc::Receiver<Signal>) {
+        self.load().await;
+        let mut flush = tokio::time::interval(FALLBACK_FLUSH);
+        loop {
+            tokio::select! {
+                signal = rx.recv() => match signal {
+                    Some(Signal::Event(event)) => self.record(event).await,
+                    Some(Signal::Fallback { skipped, served_by }) => self.fallback(skipped, served_by).await,
+                    None => break,
+                },
+                _ = flush.tick() => self.flush_fallbacks(false).await,
+            }
+        }
+        self.flush_fallbacks(true).await;
+    }
+
+    /// Learns the unresolved incidents (another run of keel may have opened them).
+    async fn load(&mut self) {
+        for status in [IncidentStatus::Open, IncidentStatus::Mitigated] {
+            match self.store.list_incidents(Some(status), 1000).await {
+                Ok(incidents) => {
+                    for incident in incidents {
+                        self.open.insert(incident.fingerprint.clone(), known(&incident.kind, incident.status));
+                    }
+                }
+                Err(error) => tracing::warn!(%error, "incidents: cannot read the open incidents"),
+            }
+        }
+        self.publish();
+    }
+
+    async fn record(&mut self, event: NewIncidentEvent) {
+        let (fingerprint, kind, effect) = (event.fingerprint.clone(), event.kind.clone(), event.effect);
+        if effect == keel_session::Effect::Resolve {
+            self.flush_one(&fingerprint, true).await;
+        }
+        match self.store.record_event(event).await {
+            Ok(recorded) => {
+                metrics::counter!(names::INCIDENT_EVENTS_TOTAL, "kind" => kind, "effect" => effect.as_str()).increment(1);
+                self.learn(&fingerprint, &recorded);
+            }
+            Err(error) => {
+                tracing::warn!(%error, fingerprint, "incidents: cannot record an event; it is lost (the store is failing)");
+            }
+        }
+    }
+
+    fn learn(&mut self, fingerprint: &str, recorded: &Recorded) {
+        let Some(incident) = &recorded.incident else { return };
+        if recorded.changed() {
+            tracing::warn!(incident = %incident.id, kind = %incident.kind, status = %incident.status, title = %incident.title, "incident {}", match recorded.previous { None => "opened", Some(_) => incident.status.as_str() });
+            if let Some(worker) = &self.worker {
+                worker.wake();
+            }
+        }
+        if incident.status == IncidentStatus::Resolved {
+            self.open.remove(fingerprint);
+        } else {
+            let entry = self.open.entry(fingerprint.to_owned()).or_insert_with(|| known(&incident.kind, incident.status));
+            entry.status = incident.status;
+        }
+        self.publish();
+    }
+
+    async fn fallback(&mut self, skipped: Vec<(String, Option<String>)>, served_by: String) {
+        for (upstream, model) in skipped {
+            let candidates = [rules::fingerprint(&upstream, None), rules::fingerprint(&upstream, model.as_deref())];
+            for fingerprint in candidates {
+                let Some(known) = self.open.get_mut(&fingerprint) else { continue };
+                known.fallback_answers += 1;
+                known.served_by.clone_from(&served_by);
+                if known.status == IncidentStatus::Open {
+                    self.flush_one(&fingerprint, true).await;
+                }
+                break;
+            }
+        }
+    }
+
+    async fn flush_fallbacks(&mut self, all: bool) {
+        let due: Vec<String> = self.open.keys().cloned().collect();
+        for fingerprint in due {
+            self.flush_one(&fingerprint, all).await;
+        }
+    }
+
+    /// Writes the fallback count of one incident, when it grew (and a minute passed, unless
+    /// `now`).
+    async fn flush_one(&mut self, fingerprint: &str, now: bool) {
+        let Some(known) = self.open.get_mut(fingerprint) else { return };
+        if known.fallback_answers == known.written_answers || (!now && known.last_flush.elapsed() < FALLBACK_FLUSH) {
+            return;
+        }
+        known.written_answers = known.fallback_answers;
+        known.last_flush = tokio::time::Instant::now();
+        let target = fingerprint.split_once(':').map_or(fingerprint, |(_, target)| target).to_owned();
+        let event = rules::fallback_event(&target, &known.served_by, known.fallback_answers);
+        Box::pin(self.record(event)).await;
+    }
+
+    fn publish(&self) {
+        let mut counts: HashMap<(&str, &str), u64> = HashMap::new();
+        for known in self.open.values() {
+            *counts.entry((known.kind.as_str(), known.status.as_str())).or_default() += 1;
+        }
+        for kind in crate::kinds::ALL {
+            for status in [IncidentStatus::Open, IncidentStatus::Mitigated] {
+                let count = counts.get(&(kind, status.as_str())).copied().unwrap_or(0);
+                metrics::gauge!(names::INCIDENTS_OPEN, "kind" => kind, "status" => status.as_str()).set(count as f64);
+            }
+        }
+    }
+}
+
+fn known(kind: &str, status: IncidentStatus) -> Known {
+    Known {
+        kind: kind.to_owned(),
+        status,
+        fallback_answers: 0,
+        written_answers: 0,
+        served_by: String::new(),
+        last_flush: tokio::time::Instant::now(),
+    }
+}
