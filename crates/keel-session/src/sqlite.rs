@@ -13,8 +13,9 @@
 //!   every group commit and survives those too, at the cost of one fsync per group.
 //! - **Participants** live in their own table, one row per name, ordered by an integer primary
 //!   key; adds are upserts run by the writer thread like every write, so none is lost.
-//! - **Other stores on the database** (the API keys of `keys/sqlite.rs`) write through the same
-//!   writer thread with [`SqliteStore::write_with`] and read with the same readers.
+//! - **Other stores on the database** (the API keys of `keys/sqlite.rs`, the incidents of
+//!   `incidents/sqlite.rs`, the jobs of `jobs/sqlite.rs`) write through the same writer thread
+//!   with [`SqliteStore::write_with`] and read with the same readers.
 //! - **Migrations**: embedded SQL files, applied in order; `PRAGMA user_version` records how many.
 //!   A database of an older keel is upgraded in place when opened.
 
@@ -58,6 +59,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/sqlite/001_sessions.sql"),
     include_str!("../migrations/sqlite/002_participants.sql"),
     include_str!("../migrations/sqlite/003_api_keys.sql"),
+    include_str!("../migrations/sqlite/004_incidents_jobs.sql"),
 ];
 
 /// How SQLite syncs commits to disk.

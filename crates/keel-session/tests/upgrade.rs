@@ -1,19 +1,22 @@
-//! Stores created by an older keel (schema version 1: sessions and messages, no participants or
-//! API keys) are upgraded in place when opened: their sessions and messages stay, participants
-//! and API keys work.
+//! Stores created by an older keel (schema version 1: sessions and messages, no participants,
+//! API keys, incidents or jobs) are upgraded in place when opened: their sessions and messages
+//! stay, participants, API keys, incidents and jobs work.
 //!
 //! PostgreSQL is expected where `tests/conformance.rs` expects it (`KEEL_TEST_POSTGRES_URL`,
 //! skipped when unreachable unless `KEEL_REQUIRE_SERVICES=1`).
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::print_stderr, reason = "test code")]
 
-use keel_session::{KeyStore, NewKey, NewMessage, NewParticipant, Store, StoreError, open, open_with_keys};
+use keel_session::{
+    Effect, INCIDENT_CHANGED_JOB, KeyStore, NewIncidentEvent, NewKey, NewMessage, NewParticipant, Store, StoreError,
+    open, open_stores, open_with_keys,
+};
 
 const SQLITE_V1: &str = include_str!("../migrations/sqlite/001_sessions.sql");
 const SQLITE_V2: &str = include_str!("../migrations/sqlite/002_participants.sql");
 const POSTGRES_V1: &str = include_str!("../migrations/postgres/001_sessions.sql");
 /// How many migrations this keel has (what an upgraded store is at).
-const LATEST: i64 = 3;
+const LATEST: i64 = 4;
 
 /// A version-1 session `old` with one message, as keel wrote them before participants.
 const OLD_ROWS: &str = "
@@ -39,6 +42,26 @@ async fn check_upgraded(store: &dyn Store, keys: &dyn KeyStore) {
     assert_eq!(names, ["alice", "bot"]);
 }
 
+/// What every upgraded store must do with incidents and jobs (migration 4).
+async fn check_incidents_and_jobs(url: &str) {
+    let stores = open_stores(url).await.unwrap();
+    let event = NewIncidentEvent {
+        fingerprint: "fp".into(),
+        kind: "upstream_down".into(),
+        title: "down".into(),
+        upstream: None,
+        model: None,
+        event: "breaker.opened".into(),
+        effect: Effect::Open,
+        detail: serde_json::json!({}),
+    };
+    let recorded = stores.incidents.record_event(event).await.unwrap();
+    assert!(recorded.changed());
+    let jobs = stores.jobs.list_jobs(None, 10).await.unwrap();
+    assert_eq!(jobs.len(), 1);
+    assert_eq!(jobs[0].kind, INCIDENT_CHANGED_JOB);
+}
+
 #[tokio::test]
 async fn sqlite_version_1_is_upgraded_in_place() {
     let dir = tempfile::tempdir().unwrap();
@@ -53,6 +76,7 @@ async fn sqlite_version_1_is_upgraded_in_place() {
     let (store, keys) = open_with_keys(&url).await.unwrap();
     check_upgraded(&*store, &*keys).await;
     drop((store, keys));
+    check_incidents_and_jobs(&url).await;
     // Opened again: nothing to apply, everything still there.
     let store = open(&url).await.unwrap();
     assert_eq!(store.participants("old").await.unwrap().len(), 2);
@@ -112,6 +136,7 @@ async fn postgres_version_1_is_upgraded_in_place() {
         let (store, keys) = open_with_keys(&url).await?;
         check_upgraded(&*store, &*keys).await;
         drop((store, keys));
+        check_incidents_and_jobs(&url).await;
         let store = open(&url).await?;
         assert_eq!(store.participants("old").await?.len(), 2);
         Ok::<_, StoreError>(())

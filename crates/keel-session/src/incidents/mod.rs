@@ -6,9 +6,11 @@
 //! incident of that fingerprint that is not resolved yet, or open a new one.
 //!
 //! Each state change of an incident (opened, mitigated, open again, resolved) enqueues, in the
-//! same atomic step, a job of kind [`INCIDENT_CHANGED_JOB`] in the store's [`JobStore`]
-//! (crate::JobStore) whose key is `INCIDENT_ID:SEQ` (the seq of the event that changed it) and
-//! whose payload is `{"incident_id", "from", "to", "at"}` (`from` is `null` for a new incident).
+//! same atomic step, a job of kind [`INCIDENT_CHANGED_JOB`] in the store's
+//! [`JobStore`](crate::JobStore) whose key is `INCIDENT_ID:SEQ` (the seq of the event that
+//! changed it), `run_at` the event's time and 10 attempts, and whose payload is
+//! `{"incident_id", "from", "to", "at"}` (`from` is `null` for a new incident, `at` the event's
+//! time).
 //! Whoever handles that job (notifications, runbooks) therefore sees every change exactly once,
 //! even when keel is killed right after recording.
 //!
@@ -378,6 +380,206 @@ pub(crate) fn change_job_payload(
     serde_json::json!({ "incident_id": incident_id, "from": from.map(IncidentStatus::as_str), "to": to.as_str(), "at": at })
 }
 
+/// The most entries [`IncidentStore::playbook`] returns.
+pub(crate) const MAX_PLAYBOOK_LISTED: usize = 20;
+
+/// The columns of `incidents`, in the order the SQL backends select them.
+pub(crate) const INCIDENT_COLUMNS: &str = "id, fingerprint, kind, title, status, upstream, model, opened_at, \
+     updated_at, mitigated_at, resolved_at, event_count";
+
+/// The columns of `incident_events`, in the order the SQL backends select them.
+pub(crate) const EVENT_COLUMNS: &str = "incident_id, seq, at, event, effect, detail";
+
+/// The columns of `playbook`, in the order the SQL backends select them.
+pub(crate) const PLAYBOOK_COLUMNS: &str = "fingerprint, fix, incident_id, at";
+
+/// The columns of `runbooks`, in the order the SQL backends select them.
+pub(crate) const RUNBOOK_COLUMNS: &str = "incident_id, markdown, source, generated_at";
+
+/// Checks an incident id given to a read or to [`IncidentStore::resolve_incident`].
+pub(crate) fn check_incident_id(id: &str) -> Result<(), StoreError> {
+    check_name("incident id", id)
+}
+
+/// Checks the arguments of [`IncidentStore::resolve_incident`].
+pub(crate) fn check_resolve(id: &str, by: &str, fixed_by: Option<&str>) -> Result<(), StoreError> {
+    check_incident_id(id)?;
+    check_name("resolver", by)?;
+    fixed_by.map_or(Ok(()), check_fix)
+}
+
+/// What recording one event does, computed by [`step`] for the backends to write.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Step {
+    /// The incident after the event (new when `previous` is `None`).
+    pub(crate) incident: Incident,
+    /// The event as stored, at `incident.event_count`.
+    pub(crate) event: IncidentEvent,
+    /// The status before the event; `None` for a new incident.
+    pub(crate) previous: Option<IncidentStatus>,
+    /// The [`INCIDENT_CHANGED_JOB`] to enqueue with it, when the status changed.
+    pub(crate) job: Option<crate::NewJob>,
+}
+
+impl Step {
+    /// What [`IncidentStore::record_event`] answers.
+    pub(crate) fn recorded(&self) -> Recorded {
+        Recorded { incident: Some(self.incident.clone()), event: Some(self.event.clone()), previous: self.previous }
+    }
+}
+
+/// What recording `event` at `now` does to `current`, the unresolved incident of its
+/// fingerprint (`None`: there is none). `None` when the event opens nothing.
+pub(crate) fn step(current: Option<Incident>, event: NewIncidentEvent, now: i64) -> Option<Step> {
+    let (incident, previous) = match current {
+        Some(mut incident) => {
+            let previous = incident.status;
+            let status = event.effect.apply(Some(previous)).unwrap_or(previous);
+            if status != previous {
+                match status {
+                    IncidentStatus::Mitigated => incident.mitigated_at = Some(now),
+                    IncidentStatus::Resolved => incident.resolved_at = Some(now),
+                    IncidentStatus::Open => {}
+                }
+            }
+            incident.status = status;
+            incident.updated_at = incident.updated_at.max(now);
+            incident.event_count += 1;
+            (incident, Some(previous))
+        }
+        None => {
+            let status = event.effect.apply(None)?;
+            let incident = Incident {
+                id: new_incident_id(),
+                fingerprint: event.fingerprint,
+                kind: event.kind,
+                title: event.title,
+                status,
+                upstream: event.upstream,
+                model: event.model,
+                opened_at: now,
+                updated_at: now,
+                mitigated_at: (status == IncidentStatus::Mitigated).then_some(now),
+                resolved_at: (status == IncidentStatus::Resolved).then_some(now),
+                event_count: 1,
+            };
+            (incident, None)
+        }
+    };
+    let seq = incident.event_count;
+    let job = (previous != Some(incident.status)).then(|| crate::NewJob {
+        kind: INCIDENT_CHANGED_JOB.to_owned(),
+        key: change_job_key(&incident.id, seq),
+        payload: change_job_payload(&incident.id, previous, incident.status, now),
+        run_at: now,
+        max_attempts: 10,
+    });
+    let event = IncidentEvent {
+        incident_id: incident.id.clone(),
+        seq,
+        at: now,
+        event: event.event,
+        effect: event.effect,
+        detail: event.detail,
+    };
+    Some(Step { incident, event, previous, job })
+}
+
+/// What resolving `incident` by hand at `now` does ([`IncidentStore::resolve_incident`]);
+/// `None` if it is resolved already.
+pub(crate) fn resolve_step(incident: Incident, by: &str, fixed_by: Option<&str>, now: i64) -> Option<Step> {
+    if incident.status == IncidentStatus::Resolved {
+        return None;
+    }
+    let event = NewIncidentEvent {
+        fingerprint: incident.fingerprint.clone(),
+        kind: incident.kind.clone(),
+        title: incident.title.clone(),
+        upstream: incident.upstream.clone(),
+        model: incident.model.clone(),
+        event: "incident.resolved".to_owned(),
+        effect: Effect::Resolve,
+        detail: serde_json::json!({ "by": by, "fixed_by": fixed_by }),
+    };
+    step(Some(incident), event, now)
+}
+
+/// An `incidents` row as the SQL backends read it.
+#[derive(Debug)]
+pub(crate) struct IncidentRow {
+    pub(crate) id: String,
+    pub(crate) fingerprint: String,
+    pub(crate) kind: String,
+    pub(crate) title: String,
+    pub(crate) status: String,
+    pub(crate) upstream: Option<String>,
+    pub(crate) model: Option<String>,
+    pub(crate) opened_at: i64,
+    pub(crate) updated_at: i64,
+    pub(crate) mitigated_at: Option<i64>,
+    pub(crate) resolved_at: Option<i64>,
+    pub(crate) event_count: i64,
+}
+
+impl IncidentRow {
+    /// The row checked into an [`Incident`].
+    pub(crate) fn into_incident(self, backend: &'static str) -> Result<Incident, StoreError> {
+        let corrupt =
+            |what: String| StoreError::Corrupt { backend, message: format!("incident '{}': {what}", self.id) };
+        let status = self.status.parse().map_err(|_| corrupt(format!("unknown status '{}'", self.status)))?;
+        let event_count = u64::try_from(self.event_count)
+            .map_err(|_| corrupt(format!("negative event count {}", self.event_count)))?;
+        Ok(Incident {
+            id: self.id,
+            fingerprint: self.fingerprint,
+            kind: self.kind,
+            title: self.title,
+            status,
+            upstream: self.upstream,
+            model: self.model,
+            opened_at: self.opened_at,
+            updated_at: self.updated_at,
+            mitigated_at: self.mitigated_at,
+            resolved_at: self.resolved_at,
+            event_count,
+        })
+    }
+}
+
+/// An `incident_events` row as the SQL backends read it (`detail` already parsed).
+#[derive(Debug)]
+pub(crate) struct EventRow {
+    pub(crate) incident_id: String,
+    pub(crate) seq: i64,
+    pub(crate) at: i64,
+    pub(crate) event: String,
+    pub(crate) effect: String,
+    pub(crate) detail: Value,
+}
+
+impl EventRow {
+    /// The row checked into an [`IncidentEvent`].
+    pub(crate) fn into_event(self, backend: &'static str) -> Result<IncidentEvent, StoreError> {
+        let corrupt = |what: String| StoreError::Corrupt {
+            backend,
+            message: format!("event {} of incident '{}': {what}", self.seq, self.incident_id),
+        };
+        let seq = u64::try_from(self.seq).map_err(|_| corrupt("negative seq".to_owned()))?;
+        let effect = self.effect.parse().map_err(|_| corrupt(format!("unknown effect '{}'", self.effect)))?;
+        if !self.detail.is_object() {
+            return Err(corrupt("detail is not a JSON object".to_owned()));
+        }
+        Ok(IncidentEvent {
+            incident_id: self.incident_id,
+            seq,
+            at: self.at,
+            event: self.event,
+            effect,
+            detail: self.detail,
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -393,5 +595,81 @@ mod tests {
         assert_eq!(Effect::Resolve.apply(None), None);
         assert_eq!(Effect::Note.apply(None), None);
         assert_eq!(Effect::Note.apply(Some(Mitigated)), Some(Mitigated));
+    }
+
+    fn event(effect: Effect) -> NewIncidentEvent {
+        NewIncidentEvent {
+            fingerprint: "fp".into(),
+            kind: "upstream_down".into(),
+            title: "down".into(),
+            upstream: None,
+            model: None,
+            event: "e".into(),
+            effect,
+            detail: serde_json::json!({}),
+        }
+    }
+
+    #[test]
+    fn steps_set_timestamps_and_change_jobs() {
+        use IncidentStatus::{Mitigated, Open, Resolved};
+        assert_eq!(step(None, event(Effect::Note), 1), None);
+        assert_eq!(step(None, event(Effect::Resolve), 1), None);
+        let opened = step(None, event(Effect::Mitigate), 10).unwrap();
+        assert_eq!(
+            (opened.previous, opened.incident.status, opened.incident.mitigated_at),
+            (None, Mitigated, Some(10))
+        );
+        assert_eq!((opened.event.seq, opened.incident.event_count, opened.event.at), (1, 1, 10));
+        let job = opened.job.clone().unwrap();
+        assert_eq!((job.kind.as_str(), job.key), (INCIDENT_CHANGED_JOB, format!("{}:1", opened.incident.id)));
+        assert_eq!(job.payload["from"], Value::Null);
+        assert_eq!((job.run_at, job.max_attempts), (10, 10));
+
+        let noted = step(Some(opened.incident.clone()), event(Effect::Note), 5).unwrap();
+        assert_eq!((noted.previous, noted.incident.status, noted.job), (Some(Mitigated), Mitigated, None));
+        assert_eq!(noted.incident.updated_at, 10, "updated_at never goes back");
+        let open = step(Some(noted.incident), event(Effect::Open), 20).unwrap();
+        assert_eq!((open.incident.status, open.incident.mitigated_at, open.event.seq), (Open, Some(10), 3));
+        assert_eq!(open.job.unwrap().payload["to"], "open");
+
+        let resolved = resolve_step(open.incident, "alice", Some("fix"), 30).unwrap();
+        assert_eq!((resolved.incident.status, resolved.incident.resolved_at), (Resolved, Some(30)));
+        assert_eq!(resolved.event.event, "incident.resolved");
+        assert_eq!(resolved.event.detail, serde_json::json!({ "by": "alice", "fixed_by": "fix" }));
+        assert_eq!(resolve_step(resolved.incident, "bob", None, 40), None);
+    }
+
+    #[test]
+    fn corrupt_rows_are_reported() {
+        let row = || IncidentRow {
+            id: "inc_1".into(),
+            fingerprint: "fp".into(),
+            kind: "k".into(),
+            title: "t".into(),
+            status: "open".into(),
+            upstream: None,
+            model: None,
+            opened_at: 1,
+            updated_at: 1,
+            mitigated_at: None,
+            resolved_at: None,
+            event_count: 1,
+        };
+        assert!(row().into_incident("sqlite").is_ok());
+        for bad in [IncidentRow { status: "closed".into(), ..row() }, IncidentRow { event_count: -1, ..row() }] {
+            assert!(matches!(bad.into_incident("sqlite"), Err(StoreError::Corrupt { .. })));
+        }
+        let event = |effect: &str, detail: Value| EventRow {
+            incident_id: "inc_1".into(),
+            seq: 1,
+            at: 1,
+            event: "e".into(),
+            effect: effect.into(),
+            detail,
+        };
+        assert!(event("note", serde_json::json!({})).into_event("sqlite").is_ok());
+        assert!(matches!(event("boom", serde_json::json!({})).into_event("sqlite"), Err(StoreError::Corrupt { .. })));
+        assert!(matches!(event("note", Value::Null).into_event("sqlite"), Err(StoreError::Corrupt { .. })));
     }
 }

@@ -256,3 +256,157 @@ pub(crate) fn cut_error(error: &str) -> String {
     }
     error[..end].to_owned()
 }
+
+/// The columns of `jobs`, in the order the SQL backends select them.
+pub(crate) const JOB_COLUMNS: &str = "id, kind, key, payload, status, attempts, max_attempts, run_at, worker, lease_until, last_error, created_at, updated_at";
+
+/// Checks a worker's name (1 to 255 bytes, no control characters).
+pub(crate) fn check_worker(worker: &str) -> Result<(), StoreError> {
+    check_name("worker", worker)
+}
+
+/// Checks the arguments of [`JobStore::claim`].
+pub(crate) fn check_claim(worker: &str, kinds: &[String]) -> Result<(), StoreError> {
+    check_worker(worker)?;
+    kinds.iter().try_for_each(|kind| check_name("job kind", kind))
+}
+
+/// Checks a job id given to a read or a step of a worker.
+pub(crate) fn check_job_id(id: &str) -> Result<(), StoreError> {
+    check_name("job id", id)
+}
+
+/// The job [`JobStore::enqueue`] stores for `job` at `now` (not yet run, no attempts).
+pub(crate) fn new_job(job: NewJob, now: i64) -> Job {
+    Job {
+        id: new_job_id(),
+        kind: job.kind,
+        key: job.key,
+        payload: job.payload,
+        status: JobStatus::Queued,
+        attempts: 0,
+        max_attempts: job.max_attempts,
+        run_at: job.run_at,
+        worker: None,
+        lease_until: None,
+        last_error: None,
+        created_at: now,
+        updated_at: now,
+    }
+}
+
+/// A `jobs` row as the SQL backends read it (`payload` already parsed).
+#[derive(Debug)]
+pub(crate) struct JobRow {
+    pub(crate) id: String,
+    pub(crate) kind: String,
+    pub(crate) key: String,
+    pub(crate) payload: Value,
+    pub(crate) status: String,
+    pub(crate) attempts: i64,
+    pub(crate) max_attempts: i64,
+    pub(crate) run_at: i64,
+    pub(crate) worker: Option<String>,
+    pub(crate) lease_until: Option<i64>,
+    pub(crate) last_error: Option<String>,
+    pub(crate) created_at: i64,
+    pub(crate) updated_at: i64,
+}
+
+impl JobRow {
+    /// The row checked into a [`Job`].
+    pub(crate) fn into_job(self, backend: &'static str) -> Result<Job, StoreError> {
+        let corrupt = |what: String| StoreError::Corrupt { backend, message: format!("job '{}': {what}", self.id) };
+        let status = self.status.parse().map_err(|_| corrupt(format!("unknown status '{}'", self.status)))?;
+        let count =
+            |what: &str, value: i64| u32::try_from(value).map_err(|_| corrupt(format!("{what} {value} out of range")));
+        Ok(Job {
+            attempts: count("attempts", self.attempts)?,
+            max_attempts: count("max attempts", self.max_attempts)?,
+            id: self.id,
+            kind: self.kind,
+            key: self.key,
+            payload: self.payload,
+            status,
+            run_at: self.run_at,
+            worker: self.worker,
+            lease_until: self.lease_until,
+            last_error: self.last_error,
+            created_at: self.created_at,
+            updated_at: self.updated_at,
+        })
+    }
+}
+
+/// Adds a job of `status` (a stored status string) to `counts`.
+pub(crate) fn add_count(
+    counts: &mut JobCounts,
+    status: &str,
+    count: i64,
+    backend: &'static str,
+) -> Result<(), StoreError> {
+    let count = u64::try_from(count)
+        .map_err(|_| StoreError::Corrupt { backend, message: format!("negative job count {count}") })?;
+    let slot = match status.parse() {
+        Ok(JobStatus::Queued) => &mut counts.queued,
+        Ok(JobStatus::Running) => &mut counts.running,
+        Ok(JobStatus::Done) => &mut counts.done,
+        Ok(JobStatus::Failed) => &mut counts.failed,
+        Err(_) => {
+            return Err(StoreError::Corrupt { backend, message: format!("jobs with unknown status '{status}'") });
+        }
+    };
+    *slot += count;
+    Ok(())
+}
+
+pub(crate) use postgres::insert_job as insert_job_postgres;
+pub(crate) use sqlite::insert_job as insert_job_sqlite;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn errors_are_cut_at_a_character_boundary() {
+        assert_eq!(cut_error("short"), "short");
+        let cut = cut_error(&"é".repeat(MAX_ERROR_LEN));
+        assert_eq!(cut.len(), MAX_ERROR_LEN);
+        let cut = cut_error(&format!("x{}", "é".repeat(MAX_ERROR_LEN)));
+        assert_eq!(cut.len(), MAX_ERROR_LEN - 1);
+    }
+
+    #[test]
+    fn corrupt_rows_and_counts_are_reported() {
+        let row = || JobRow {
+            id: "job_1".into(),
+            kind: "k".into(),
+            key: "1".into(),
+            payload: Value::Null,
+            status: "queued".into(),
+            attempts: 0,
+            max_attempts: 10,
+            run_at: 1,
+            worker: None,
+            lease_until: None,
+            last_error: None,
+            created_at: 1,
+            updated_at: 1,
+        };
+        assert_eq!(row().into_job("sqlite").unwrap().status, JobStatus::Queued);
+        for bad in [
+            JobRow { status: "lost".into(), ..row() },
+            JobRow { attempts: -1, ..row() },
+            JobRow { max_attempts: i64::from(u32::MAX) + 1, ..row() },
+        ] {
+            assert!(matches!(bad.into_job("sqlite"), Err(StoreError::Corrupt { .. })));
+        }
+        let mut counts = JobCounts::default();
+        add_count(&mut counts, "done", 3, "sqlite").unwrap();
+        add_count(&mut counts, "done", 1, "sqlite").unwrap();
+        add_count(&mut counts, "queued", 2, "sqlite").unwrap();
+        assert_eq!(counts, JobCounts { queued: 2, running: 0, done: 4, failed: 0 });
+        assert!(matches!(add_count(&mut counts, "lost", 1, "sqlite"), Err(StoreError::Corrupt { .. })));
+        assert!(matches!(add_count(&mut counts, "done", -1, "sqlite"), Err(StoreError::Corrupt { .. })));
+    }
+}
