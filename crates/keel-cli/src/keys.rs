@@ -95,6 +95,8 @@ enum ScopeArg {
     Admin,
     /// Model management only (pull, push, create, copy, delete), when it is allowed.
     Models,
+    /// Posting events only (POST /keel/events, /keel/events/alertmanager): for monitors.
+    Events,
 }
 
 impl ScopeArg {
@@ -103,6 +105,7 @@ impl ScopeArg {
             ScopeArg::Inference => "inference",
             ScopeArg::Admin => "admin",
             ScopeArg::Models => "models",
+            ScopeArg::Events => "events",
         }
     }
 }

@@ -54,14 +54,14 @@ pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(listen).await.with_context(|| {
         format!("cannot listen on {listen}: is another keel (or anything else) using it? Stop it or pass --listen ADDR")
     })?;
-    let (store, keys) = keel_session::open_with_keys(&config.store_url).await.with_context(|| {
+    let stores = keel_session::open_stores(&config.store_url).await.with_context(|| {
         format!(
             "cannot open the session store {}: check [store] url / --store (sqlite://FILE, postgres://…, redis://…)",
             config.store_url
         )
     })?;
     // The API keys kept in the store (`keel keys`) are read once now, then every 500 ms.
-    let gateway = Gateway::with_store_and_keys(config.clone(), store, keys).await?;
+    let gateway = Gateway::with_stores(config.clone(), stores).await?;
     tracing::info!(
         listen = %listen,
         config = %path.as_ref().map_or_else(|| "built-in defaults".to_owned(), |p| p.display().to_string()),

@@ -6,7 +6,7 @@ use axum::Router;
 use axum::routing::{any, get};
 
 use crate::state::Gateway;
-use crate::{admin, pipeline, stages, ui};
+use crate::{admin, incidents, pipeline, stages, ui};
 
 /// The whole HTTP surface of keel as a `Router`: the server sends keel's own endpoints here (see
 /// [`crate::serve`]); tests may send anything with `oneshot`.
@@ -28,6 +28,13 @@ pub fn app(gateway: Gateway) -> Router {
             axum::routing::delete(stages::session::admin::remove_participant),
         )
         .route("/keel/sessions/{id}/handoff", axum::routing::post(stages::session::admin::handoff))
+        .route("/keel/incidents", get(incidents::list))
+        .route("/keel/incidents/{id}", get(incidents::show))
+        .route("/keel/incidents/{id}/runbook", get(incidents::runbook))
+        .route("/keel/incidents/{id}/resolve", axum::routing::post(incidents::resolve))
+        .route("/keel/jobs", get(incidents::jobs))
+        .route("/keel/events", axum::routing::post(incidents::post_events))
+        .route("/keel/events/alertmanager", axum::routing::post(incidents::post_alertmanager))
         .route("/keel/ui", get(ui::index))
         .route("/keel/ui/", get(ui::index))
         .route("/keel/ui/events", get(ui::events))

@@ -29,6 +29,7 @@ pub(crate) fn spawn(gateway: &Gateway) -> BackgroundTasks {
     if gateway.inner.store.is_some() && !gateway.inner.config.sessions.idle_timeout.is_zero() {
         tasks.push(tokio::spawn(crate::stages::session::sweep_idle(gateway.clone())));
     }
+    tasks.extend(crate::incidents::spawn(gateway));
     for up in &gateway.inner.config.upstreams {
         if !up.health_interval.is_zero() {
             tasks.push(tokio::spawn(crate::probes::probe_loop(
@@ -91,6 +92,7 @@ pub(crate) async fn pump_breaker_events(
             metrics::gauge!(names::BREAKER_STATE, "target" => target.clone()).set(level);
             let why = if event.to == keel_breaker::State::Open { gateway.open_reason(&target) } else { None };
             gateway.inner.dashboard.breaker_moved(&event, why.as_deref());
+            crate::incident_log::breaker_moved(&gateway, &event);
             tracing::warn!(
                 target = %target,
                 from = event.from.as_str(),

@@ -13,7 +13,7 @@ use std::path::Path;
 
 /// The layers, top to bottom, and the top-level modules in each.
 const LAYERS: &[(&str, &[&str])] = &[
-    ("serving", &["server", "app", "background", "admin", "probes", "shared", "connections", "ui"]),
+    ("serving", &["server", "app", "background", "admin", "probes", "shared", "connections", "ui", "incidents"]),
     ("pipeline", &["pipeline"]),
     ("stages", &["stages"]),
     ("attempts", &["attempts"]),
@@ -29,6 +29,7 @@ const LAYERS: &[(&str, &[&str])] = &[
             "config",
             "endpoint",
             "error",
+            "incident_log",
             "answer",
             "answer_tail",
             "bridge",

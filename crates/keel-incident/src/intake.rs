@@ -31,11 +31,21 @@ pub enum IntakeError {
 #[serde(tag = "type", deny_unknown_fields)]
 enum Posted {
     #[serde(rename = "session.timeout")]
-    SessionTimeout { session_id: String, agent: Option<String>, note: Option<String>, detail: Option<Map<String, Value>> },
+    SessionTimeout {
+        session_id: String,
+        agent: Option<String>,
+        note: Option<String>,
+        detail: Option<Map<String, Value>>,
+    },
     #[serde(rename = "session.active")]
     SessionActive { session_id: String, note: Option<String> },
     #[serde(rename = "upstream.down")]
-    UpstreamDown { upstream: String, model: Option<String>, message: Option<String>, detail: Option<Map<String, Value>> },
+    UpstreamDown {
+        upstream: String,
+        model: Option<String>,
+        message: Option<String>,
+        detail: Option<Map<String, Value>>,
+    },
     #[serde(rename = "upstream.up")]
     UpstreamUp { upstream: String, model: Option<String>, message: Option<String> },
     #[serde(rename = "alert.firing")]
@@ -46,8 +56,8 @@ enum Posted {
 
 /// Reads a `POST /keel/events` body: one event object, or an array of them (at most 100).
 pub fn read_events(body: &[u8]) -> Result<Vec<NewIncidentEvent>, IntakeError> {
-    let value: Value = serde_json::from_slice(body)
-        .map_err(|error| IntakeError::Invalid(format!("the body is not JSON: {error}")))?;
+    let value: Value =
+        serde_json::from_slice(body).map_err(|error| IntakeError::Invalid(format!("the body is not JSON: {error}")))?;
     let items = match value {
         Value::Array(items) if items.len() <= 100 => items,
         Value::Array(items) => {
@@ -90,13 +100,27 @@ fn event_of(posted: Posted, event: &str) -> NewIncidentEvent {
                 Some(agent) => format!("session {session_id} of agent {agent} timed out"),
                 None => format!("session {session_id} timed out"),
             };
-            (format!("{}:{session_id}", kinds::SESSION_TIMEOUT), kinds::SESSION_TIMEOUT, title, None, None, Effect::Open)
+            (
+                format!("{}:{session_id}", kinds::SESSION_TIMEOUT),
+                kinds::SESSION_TIMEOUT,
+                title,
+                None,
+                None,
+                Effect::Open,
+            )
         }
         Posted::SessionActive { session_id, note } => {
             put(&mut detail, "session_id", Some(&session_id));
             put(&mut detail, "note", note.as_deref());
             let title = format!("session {session_id} timed out");
-            (format!("{}:{session_id}", kinds::SESSION_TIMEOUT), kinds::SESSION_TIMEOUT, title, None, None, Effect::Resolve)
+            (
+                format!("{}:{session_id}", kinds::SESSION_TIMEOUT),
+                kinds::SESSION_TIMEOUT,
+                title,
+                None,
+                None,
+                Effect::Resolve,
+            )
         }
         Posted::UpstreamDown { upstream, model, message, detail: extra } => {
             detail.extend(extra.unwrap_or_default());
@@ -256,15 +280,18 @@ mod tests {
 
     #[test]
     fn upstream_events_share_the_breakers_fingerprint() {
-        let events = read_events(br#"[{"type": "upstream.down", "upstream": "local"}, {"type": "upstream.up", "upstream": "local"}]"#)
-            .unwrap();
+        let events = read_events(
+            br#"[{"type": "upstream.down", "upstream": "local"}, {"type": "upstream.up", "upstream": "local"}]"#,
+        )
+        .unwrap();
         assert_eq!(events[0].fingerprint, rules::fingerprint("local", None));
         assert_eq!((events[0].effect, events[1].effect), (Effect::Open, Effect::Resolve));
     }
 
     #[test]
     fn alertmanager_alerts_use_their_fingerprint() {
-        let body = br#"{"version": "4", "groupKey": "{}:{}", "truncatedAlerts": 0, "status": "firing", "receiver": "keel",
+        let body =
+            br#"{"version": "4", "groupKey": "{}:{}", "truncatedAlerts": 0, "status": "firing", "receiver": "keel",
             "groupLabels": {}, "commonLabels": {}, "commonAnnotations": {}, "externalURL": "http://am:9093",
             "alerts": [{"status": "firing", "labels": {"alertname": "OllamaDown", "upstream": "local"},
                         "annotations": {"summary": "Ollama is down"}, "startsAt": "2026-12-04T03:00:00Z",

@@ -19,5 +19,5 @@ pub mod runbook;
 pub mod webhook;
 pub mod worker;
 
-pub use recorder::Recorder;
+pub use recorder::{Recorder, Recording};
 pub use worker::{Worker, WorkerConfig};

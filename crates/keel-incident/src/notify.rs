@@ -15,7 +15,7 @@ pub const DELIVERY_TIMEOUT: Duration = Duration::from_secs(10);
 pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(3600);
 
 /// One `[[notify]]` endpoint.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Endpoint {
     /// Where to POST.
     pub url: String,
@@ -77,7 +77,9 @@ pub async fn deliver(
         request = request.header("webhook-signature", secret.sign(&delivery.webhook_id, timestamp, &body));
     }
     match request.body(body).send().await {
-        Ok(response) => judge(response.status().as_u16(), response.headers().get("retry-after").and_then(|v| v.to_str().ok())),
+        Ok(response) => {
+            judge(response.status().as_u16(), response.headers().get("retry-after").and_then(|v| v.to_str().ok()))
+        }
         Err(error) => Attempt::Again(None, describe(&error)),
     }
 }
@@ -90,7 +92,9 @@ pub fn judge(status: u16, retry_after: Option<&str>) -> Attempt {
         408 | 409 | 425 | 429 | 500..=599 => {
             Attempt::Again(retry_after.and_then(parse_retry_after), format!("the receiver answered {status}"))
         }
-        _ => Attempt::Refused(format!("the receiver answered {status}; check the [[notify]] url and the receiver's logs")),
+        _ => Attempt::Refused(format!(
+            "the receiver answered {status}; check the [[notify]] url and the receiver's logs"
+        )),
     }
 }
 
@@ -99,7 +103,9 @@ pub fn parse_retry_after(value: &str) -> Option<Duration> {
     let value = value.trim();
     let wait = match value.parse::<u64>() {
         Ok(seconds) => Duration::from_secs(seconds),
-        Err(_) => httpdate::parse_http_date(value).ok()?.duration_since(std::time::SystemTime::now()).unwrap_or_default(),
+        Err(_) => {
+            httpdate::parse_http_date(value).ok()?.duration_since(std::time::SystemTime::now()).unwrap_or_default()
+        }
     };
     Some(wait.min(MAX_RETRY_AFTER))
 }
@@ -126,7 +132,10 @@ mod tests {
     fn statuses_mean_what_webhook_senders_agree_on() {
         assert_eq!(judge(204, None), Attempt::Delivered);
         assert_eq!(judge(410, None), Attempt::Gone);
-        assert_eq!(judge(429, Some("7")), Attempt::Again(Some(Duration::from_secs(7)), "the receiver answered 429".into()));
+        assert_eq!(
+            judge(429, Some("7")),
+            Attempt::Again(Some(Duration::from_secs(7)), "the receiver answered 429".into())
+        );
         assert!(matches!(judge(503, None), Attempt::Again(None, _)));
         assert!(matches!(judge(404, None), Attempt::Refused(_)));
         assert_eq!(parse_retry_after("999999"), Some(MAX_RETRY_AFTER));

@@ -12,10 +12,9 @@ use std::time::Duration;
 
 use keel_session::{IncidentStatus, IncidentStore, NewIncidentEvent, Recorded};
 use keel_telemetry::names;
-use tokio::sync::mpsc;
+use tokio::sync::{Notify, mpsc};
 
 use crate::rules;
-use crate::worker::Worker;
 
 /// How many signals may wait for the recording task.
 const QUEUE: usize = 1024;
@@ -37,12 +36,11 @@ pub struct Recorder {
 }
 
 impl Recorder {
-    /// A recorder writing to `store`, waking `worker` on state changes; the recording task runs
-    /// until every clone of the recorder is dropped.
-    pub fn start(store: Arc<dyn IncidentStore>, worker: Option<Arc<Worker>>) -> (Recorder, tokio::task::JoinHandle<()>) {
+    /// A recorder writing to `store` and notifying `wake` (the job worker's) on state changes,
+    /// and the [`Recording`] to run (as a task) for it.
+    pub fn channel(store: Arc<dyn IncidentStore>, wake: Arc<Notify>) -> (Recorder, Recording) {
         let (tx, rx) = mpsc::channel(QUEUE);
-        let task = tokio::spawn(Recording { store, worker, open: HashMap::new() }.run(rx));
-        (Recorder { tx }, task)
+        (Recorder { tx }, Recording { store, wake, rx, open: HashMap::new() })
     }
 
     /// Records `event` (dropped and counted if the log is far behind).
@@ -70,15 +68,25 @@ struct Known {
     last_flush: tokio::time::Instant,
 }
 
-struct Recording {
+/// The recording side of a [`Recorder`]: run it as a task; it ends when every recorder is gone.
+pub struct Recording {
     store: Arc<dyn IncidentStore>,
-    worker: Option<Arc<Worker>>,
+    wake: Arc<Notify>,
+    rx: mpsc::Receiver<Signal>,
     open: HashMap<String, Known>,
 }
 
+impl std::fmt::Debug for Recording {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Recording").field("open", &self.open.len()).finish_non_exhaustive()
+    }
+}
+
 impl Recording {
-    async fn run(mut self, mut rx: mpsc::Receiver<Signal>) {
+    /// Records signals in order until every [`Recorder`] is dropped.
+    pub async fn run(mut self) {
         self.load().await;
+        let mut rx = std::mem::replace(&mut self.rx, mpsc::channel(1).1);
         let mut flush = tokio::time::interval(FALLBACK_FLUSH);
         loop {
             tokio::select! {
@@ -115,7 +123,8 @@ impl Recording {
         }
         match self.store.record_event(event).await {
             Ok(recorded) => {
-                metrics::counter!(names::INCIDENT_EVENTS_TOTAL, "kind" => kind, "effect" => effect.as_str()).increment(1);
+                metrics::counter!(names::INCIDENT_EVENTS_TOTAL, "kind" => kind, "effect" => effect.as_str())
+                    .increment(1);
                 self.learn(&fingerprint, &recorded);
             }
             Err(error) => {
@@ -128,14 +137,13 @@ impl Recording {
         let Some(incident) = &recorded.incident else { return };
         if recorded.changed() {
             tracing::warn!(incident = %incident.id, kind = %incident.kind, status = %incident.status, title = %incident.title, "incident {}", match recorded.previous { None => "opened", Some(_) => incident.status.as_str() });
-            if let Some(worker) = &self.worker {
-                worker.wake();
-            }
+            self.wake.notify_one();
         }
         if incident.status == IncidentStatus::Resolved {
             self.open.remove(fingerprint);
         } else {
-            let entry = self.open.entry(fingerprint.to_owned()).or_insert_with(|| known(&incident.kind, incident.status));
+            let entry =
+                self.open.entry(fingerprint.to_owned()).or_insert_with(|| known(&incident.kind, incident.status));
             entry.status = incident.status;
         }
         self.publish();

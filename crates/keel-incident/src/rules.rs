@@ -76,6 +76,50 @@ pub fn fallback_event(target: &str, served_by: &str, answers: u64) -> NewInciden
     }
 }
 
+/// A session went `idle` seconds without a message past its timeout: opens its incident.
+pub fn session_timed_out(
+    session_id: &str,
+    owner: Option<&str>,
+    model: Option<&str>,
+    idle_seconds: i64,
+) -> NewIncidentEvent {
+    let mut detail = json!({ "session_id": session_id, "idle_seconds": idle_seconds, "source": "keel" });
+    if let Some(owner) = owner {
+        detail["agent"] = json!(owner);
+    }
+    if let Some(model) = model {
+        detail["model"] = json!(model);
+    }
+    let title = match owner {
+        Some(owner) => format!("session {session_id} of agent {owner} timed out"),
+        None => format!("session {session_id} timed out"),
+    };
+    NewIncidentEvent {
+        fingerprint: format!("{}:{session_id}", kinds::SESSION_TIMEOUT),
+        kind: kinds::SESSION_TIMEOUT.to_owned(),
+        title,
+        upstream: None,
+        model: None,
+        event: "session.timeout".to_owned(),
+        effect: Effect::Open,
+        detail,
+    }
+}
+
+/// A timed-out session got a message again: resolves its incident.
+pub fn session_active(session_id: &str) -> NewIncidentEvent {
+    NewIncidentEvent {
+        fingerprint: format!("{}:{session_id}", kinds::SESSION_TIMEOUT),
+        kind: kinds::SESSION_TIMEOUT.to_owned(),
+        title: format!("session {session_id} timed out"),
+        upstream: None,
+        model: None,
+        event: "session.active".to_owned(),
+        effect: Effect::Resolve,
+        detail: json!({ "session_id": session_id, "source": "keel" }),
+    }
+}
+
 /// The fingerprint of a breaker target's incident.
 pub fn fingerprint(upstream: &str, model: Option<&str>) -> String {
     match model {
@@ -113,7 +157,14 @@ mod tests {
     use super::*;
 
     fn transition(target: &str, from: State, to: State, reason: Reason) -> Transition {
-        Transition { target: Arc::from(target), from, to, reason, at: keel_breaker::Nanos(0), cooldown: Some(Duration::from_secs(5)) }
+        Transition {
+            target: Arc::from(target),
+            from,
+            to,
+            reason,
+            at: keel_breaker::Nanos(0),
+            cooldown: Some(Duration::from_secs(5)),
+        }
     }
 
     #[test]
@@ -134,9 +185,11 @@ mod tests {
 
     #[test]
     fn a_model_breaker_keeps_the_model_with_its_tag() {
-        let event =
-            breaker_event(&transition("gpu:llama3.2:3b", State::HalfOpen, State::Closed, Reason::ProbeSucceeded), &TargetFacts::default())
-                .unwrap();
+        let event = breaker_event(
+            &transition("gpu:llama3.2:3b", State::HalfOpen, State::Closed, Reason::ProbeSucceeded),
+            &TargetFacts::default(),
+        )
+        .unwrap();
         assert_eq!(event.fingerprint, "model_failing:gpu:llama3.2:3b");
         assert_eq!((event.upstream.as_deref(), event.model.as_deref()), (Some("gpu"), Some("llama3.2:3b")));
         assert_eq!(event.effect, Effect::Resolve);

@@ -14,7 +14,7 @@ use serde_json::json;
 pub const SECRET_PREFIX: &str = "whsec_";
 
 /// A webhook signing secret (the bytes behind `whsec_…`).
-#[derive(Clone)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct Secret(Vec<u8>);
 
 impl std::fmt::Debug for Secret {
@@ -171,8 +171,7 @@ mod tests {
     fn signs_the_spec_example() {
         // The example of the Standard Webhooks spec (and its reference libraries' tests).
         let secret = Secret::parse("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw").unwrap();
-        let signature =
-            secret.sign("msg_p5jXN8AQM9LWM0D4loKWxJek", 1_614_265_330, br#"{"test": 2432232314}"#);
+        let signature = secret.sign("msg_p5jXN8AQM9LWM0D4loKWxJek", 1_614_265_330, br#"{"test": 2432232314}"#);
         assert_eq!(signature, "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE=");
     }
 

@@ -65,7 +65,7 @@ pub struct Worker {
     writer: Option<Arc<dyn ModelWriter>>,
     /// Endpoints that answered 410 Gone, by index (until keel restarts).
     gone: Mutex<HashSet<usize>>,
-    wake: Notify,
+    wake: Arc<Notify>,
 }
 
 impl std::fmt::Debug for Worker {
@@ -86,10 +86,16 @@ pub enum Outcome {
 }
 
 impl Worker {
-    /// A worker over `stores`; `writer` asks models for runbooks (keel's own pipeline).
-    pub fn new(stores: Stores, config: WorkerConfig, writer: Option<Arc<dyn ModelWriter>>) -> Worker {
+    /// A worker over `stores`, woken early through `wake`; `writer` asks models for runbooks
+    /// (keel's own pipeline).
+    pub fn new(
+        stores: Stores,
+        config: WorkerConfig,
+        writer: Option<Arc<dyn ModelWriter>>,
+        wake: Arc<Notify>,
+    ) -> Worker {
         let client = reqwest::Client::builder().no_proxy().build().unwrap_or_default();
-        Worker { stores, config, client, writer, gone: Mutex::new(HashSet::new()), wake: Notify::new() }
+        Worker { stores, config, client, writer, gone: Mutex::new(HashSet::new()), wake }
     }
 
     /// Wakes the worker now (a change was just recorded).
@@ -168,7 +174,8 @@ impl Worker {
                 webhook_id: format!("msg_{}_{index}", job.key.replace(':', "_")),
             };
             let payload = serde_json::to_value(&delivery).unwrap_or(Value::Null);
-            let new = NewJob::new(NOTIFY_JOB, format!("{}:{index}", job.key), payload).with_max_attempts(NOTIFY_ATTEMPTS);
+            let new =
+                NewJob::new(NOTIFY_JOB, format!("{}:{index}", job.key), payload).with_max_attempts(NOTIFY_ATTEMPTS);
             if let Err(error) = self.stores.jobs.enqueue(new).await {
                 return Outcome::Retry(Duration::from_secs(1), error.to_string());
             }
@@ -210,12 +217,20 @@ impl Worker {
         let attempt = notify::deliver(&self.client, endpoint, &delivery, &incident, runbook_url).await;
         let (label, outcome) = match attempt {
             Attempt::Delivered => ("delivered", Outcome::Done),
-            Attempt::Again(after, why) => ("retry", Outcome::Retry(after.unwrap_or_else(|| backoff(job.attempts, Duration::from_secs(1))), why)),
+            Attempt::Again(after, why) => {
+                ("retry", Outcome::Retry(after.unwrap_or_else(|| backoff(job.attempts, Duration::from_secs(1))), why))
+            }
             Attempt::Refused(why) => ("failed", Outcome::Failed(why)),
             Attempt::Gone => {
                 self.gone.lock().insert(delivery.endpoint);
                 self.record_gone(&incident, &endpoint.url).await;
-                ("disabled", Outcome::Failed(format!("{} answered 410 Gone; no more notifications go there until keel restarts", endpoint.url)))
+                (
+                    "disabled",
+                    Outcome::Failed(format!(
+                        "{} answered 410 Gone; no more notifications go there until keel restarts",
+                        endpoint.url
+                    )),
+                )
             }
         };
         metrics::counter!(names::NOTIFICATIONS_TOTAL, "format" => format, "outcome" => label).increment(1);
@@ -224,7 +239,10 @@ impl Worker {
 
     /// Records on the incident that an endpoint stopped taking notifications.
     async fn record_gone(&self, incident: &keel_session::Incident, url: &str) {
-        tracing::error!(url, "webhook receiver answered 410 Gone: keel stops notifying it; remove it from [[notify]] or fix the receiver, then restart keel");
+        tracing::error!(
+            url,
+            "webhook receiver answered 410 Gone: keel stops notifying it; remove it from [[notify]] or fix the receiver, then restart keel"
+        );
         let event = NewIncidentEvent {
             fingerprint: incident.fingerprint.clone(),
             kind: incident.kind.clone(),
@@ -246,11 +264,14 @@ impl Worker {
             return Outcome::Failed("bad payload: no incident_id".to_owned());
         };
         let sessions = Some(self.stores.sessions.as_ref());
-        let evidence = match runbook::gather(self.stores.incidents.as_ref(), sessions, &self.config.deployment, &self.client, id).await {
-            Ok(Some(evidence)) => evidence,
-            Ok(None) => return Outcome::Failed(format!("incident {id} is gone")),
-            Err(error) => return Outcome::Retry(Duration::from_secs(1), error.to_string()),
-        };
+        let evidence =
+            match runbook::gather(self.stores.incidents.as_ref(), sessions, &self.config.deployment, &self.client, id)
+                .await
+            {
+                Ok(Some(evidence)) => evidence,
+                Ok(None) => return Outcome::Failed(format!("incident {id} is gone")),
+                Err(error) => return Outcome::Retry(Duration::from_secs(1), error.to_string()),
+            };
         let current = match self.stores.incidents.runbook(id).await {
             Ok(current) => current,
             Err(error) => return Outcome::Retry(Duration::from_secs(1), error.to_string()),
@@ -264,7 +285,9 @@ impl Worker {
                     }
                 }
                 Ok(_) => {}
-                Err(error) => tracing::error!(%error, "incident worker: the runbook template failed; this is a bug in keel"),
+                Err(error) => {
+                    tracing::error!(%error, "incident worker: the runbook template failed; this is a bug in keel")
+                }
             }
         }
         let (Some(route), Some(writer)) = (&self.config.model_route, &self.writer) else { return Outcome::Done };
@@ -289,14 +312,23 @@ impl Worker {
         {
             tracing::warn!(dir = %dir.display(), %error, "runbook: cannot write the file; it is kept in the store (GET /keel/incidents/ID/runbook)");
         }
-        self.stores.incidents.put_runbook(runbook).await.map_err(|error| Outcome::Retry(Duration::from_secs(1), error.to_string()))?;
+        self.stores
+            .incidents
+            .put_runbook(runbook)
+            .await
+            .map_err(|error| Outcome::Retry(Duration::from_secs(1), error.to_string()))?;
         metrics::counter!(names::RUNBOOKS_TOTAL, "source" => source, "outcome" => "written").increment(1);
         Ok(())
     }
 
     async fn publish_counts(&self) {
         if let Ok(counts) = self.stores.jobs.count_jobs().await {
-            for (status, count) in [("queued", counts.queued), ("running", counts.running), ("done", counts.done), ("failed", counts.failed)] {
+            for (status, count) in [
+                ("queued", counts.queued),
+                ("running", counts.running),
+                ("done", counts.done),
+                ("failed", counts.failed),
+            ] {
                 metrics::gauge!(names::JOBS, "status" => status).set(count as f64);
             }
         }

@@ -20,7 +20,12 @@ fn deployment() -> Deployment {
     }
 }
 
-fn evidence(kind: &str, upstream: Option<&str>, model: Option<&str>, details: Vec<(&str, serde_json::Value)>) -> Evidence {
+fn evidence(
+    kind: &str,
+    upstream: Option<&str>,
+    model: Option<&str>,
+    details: Vec<(&str, serde_json::Value)>,
+) -> Evidence {
     let incident = Incident {
         id: "inc_0192".into(),
         fingerprint: format!("{kind}:x"),
@@ -57,7 +62,12 @@ fn evidence(kind: &str, upstream: Option<&str>, model: Option<&str>, details: Ve
     Evidence {
         incident,
         events,
-        playbook: vec![PlaybookEntry { fingerprint: "f".into(), fix: "sudo systemctl restart ollama".into(), incident_id: "inc_0001".into(), at: 1_796_000_000_000 }],
+        playbook: vec![PlaybookEntry {
+            fingerprint: "f".into(),
+            fix: "sudo systemctl restart ollama".into(),
+            incident_id: "inc_0001".into(),
+            at: 1_796_000_000_000,
+        }],
         deployment: deployment(),
         checks,
         transcript: vec![("user".into(), "where is my order?".into()), ("assistant".into(), "Let me look.".into())],
@@ -66,16 +76,47 @@ fn evidence(kind: &str, upstream: Option<&str>, model: Option<&str>, details: Ve
 
 fn every_kind() -> Vec<Evidence> {
     vec![
-        evidence(kinds::UPSTREAM_DOWN, Some("local"), None, vec![
-            ("breaker.opened", json!({"why": "refused: connection refused", "address": "http://127.0.0.1:11434", "cooldown": "5s", "nothing": null})),
-            ("fallback.served", json!({"served_by": "backup:qwen2.5", "answers": 412})),
-        ]),
-        evidence(kinds::MODEL_FAILING, Some("local"), Some("llama3.2"), vec![("breaker.opened", json!({"why": "model_not_found: model 'llama3.2' not found"}))]),
-        evidence(kinds::SESSION_TIMEOUT, None, None, vec![("session.timeout", json!({"session_id": "chat-7", "agent": "triage"}))]),
-        evidence(kinds::STRUCTURED_OUTPUT, Some("local"), Some("llama3.2"), vec![("structured.failed", json!({"count": 12}))]),
+        evidence(
+            kinds::UPSTREAM_DOWN,
+            Some("local"),
+            None,
+            vec![
+                (
+                    "breaker.opened",
+                    json!({"why": "refused: connection refused", "address": "http://127.0.0.1:11434", "cooldown": "5s", "nothing": null}),
+                ),
+                ("fallback.served", json!({"served_by": "backup:qwen2.5", "answers": 412})),
+            ],
+        ),
+        evidence(
+            kinds::MODEL_FAILING,
+            Some("local"),
+            Some("llama3.2"),
+            vec![("breaker.opened", json!({"why": "model_not_found: model 'llama3.2' not found"}))],
+        ),
+        evidence(
+            kinds::SESSION_TIMEOUT,
+            None,
+            None,
+            vec![("session.timeout", json!({"session_id": "chat-7", "agent": "triage"}))],
+        ),
+        evidence(
+            kinds::STRUCTURED_OUTPUT,
+            Some("local"),
+            Some("llama3.2"),
+            vec![("structured.failed", json!({"count": 12}))],
+        ),
         evidence(kinds::SHEDDING, Some("local"), None, vec![("admission.shed", json!({"count": 40}))]),
         evidence(kinds::RATE_LIMITED, None, None, vec![("limit.refused", json!({"count": 500}))]),
-        evidence(kinds::EXTERNAL, None, None, vec![("alertmanager.firing", json!({"labels": {"alertname": "DiskFull"}, "ends_at": null, "generator_url": "http://prom:9090/graph"}))]),
+        evidence(
+            kinds::EXTERNAL,
+            None,
+            None,
+            vec![(
+                "alertmanager.firing",
+                json!({"labels": {"alertname": "DiskFull"}, "ends_at": null, "generator_url": "http://prom:9090/graph"}),
+            )],
+        ),
     ]
 }
 
@@ -155,4 +196,3 @@ fn model_answers_are_taken_only_whole() {
     let schema = model::schema();
     assert_eq!(schema["required"].as_array().unwrap().len(), 9);
 }
-

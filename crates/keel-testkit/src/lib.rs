@@ -14,6 +14,7 @@
 
 pub mod otlp;
 pub mod process;
+pub mod webhooks;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -104,11 +105,11 @@ impl TestGateway {
             (config.store_url.clone(), None)
         };
         // Like `keel serve`: the sessions and the API keys of one store.
-        let (store, keys) = match keel_session::open_with_keys(&store_url).await {
+        let stores = match keel_session::open_stores(&store_url).await {
             Ok(opened) => opened,
             Err(err) => panic!("cannot open the test store {store_url}: {err}"),
         };
-        let gateway = match Gateway::with_store_and_keys(config, store, keys).await {
+        let gateway = match Gateway::with_stores(config, stores).await {
             Ok(gateway) => gateway,
             Err(err) => panic!("cannot build gateway: {err}"),
         };

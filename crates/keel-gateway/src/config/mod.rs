@@ -99,6 +99,25 @@ pub struct Config {
     pub log: LogConfig,
     /// Traces: where they go (from the environment) and what they carry (`[tracing]`).
     pub tracing: TracingConfig,
+    /// Incidents, runbooks and notifications (`[incidents]`, `[[notify]]`).
+    pub incidents: IncidentsConfig,
+}
+
+/// Incidents, runbooks and notifications, validated.
+#[derive(Debug, Clone, PartialEq)]
+pub struct IncidentsConfig {
+    /// Whether incidents are recorded (and jobs run).
+    pub enabled: bool,
+    /// The model route that writes runbooks; `None`: the template only.
+    pub model: Option<String>,
+    /// Where runbook files go; `None`: the store only.
+    pub runbook_dir: Option<PathBuf>,
+    /// How long a claimed job is held.
+    pub job_lease: Duration,
+    /// The first wait before a model runbook is tried again.
+    pub model_retry: Duration,
+    /// The webhook receivers, in order.
+    pub notify: Vec<keel_incident::notify::Endpoint>,
 }
 
 /// Where traces go and what they carry.
@@ -220,15 +239,18 @@ pub enum Scope {
     Admin,
     /// Model management only (`/api/pull`, `/api/create`, …), when allowed.
     Models,
+    /// Posting events only (`POST /keel/events`, `/keel/events/alertmanager`).
+    Events,
 }
 
 impl Scope {
-    /// The scope a key's config or store entry names (`inference`, `admin`, `models`).
+    /// The scope a key's config or store entry names (`inference`, `admin`, `models`, `events`).
     pub fn parse(name: &str) -> Option<Scope> {
         match name {
             "inference" => Some(Scope::Inference),
             "admin" => Some(Scope::Admin),
             "models" => Some(Scope::Models),
+            "events" => Some(Scope::Events),
             _ => None,
         }
     }
@@ -465,6 +487,8 @@ impl Config {
             Err(err) => (Vec::new(), Some(err.to_string())),
         };
 
+        let incidents = incidents_config(&raw, source.as_deref(), env).map_err(invalid)?;
+
         Ok(Config {
             source,
             server: ServerConfig {
@@ -499,6 +523,7 @@ impl Config {
                 problem: trace_problem,
                 batching: keel_telemetry::traces::Batching::from_env(env),
             },
+            incidents,
         })
     }
 
@@ -506,6 +531,66 @@ impl Config {
     pub fn upstream(&self, name: &str) -> Option<&UpstreamConfig> {
         self.upstreams.iter().find(|u| u.name == name)
     }
+}
+
+/// `[incidents]` and `[[notify]]`, checked: the runbook model has a route, receivers are
+/// `http://` URLs, secrets are set and well formed.
+fn incidents_config(
+    raw: &RawConfig,
+    config_file: Option<&Path>,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<IncidentsConfig, String> {
+    let incidents = &raw.incidents;
+    if let Some(model) = &incidents.model
+        && !raw.route.iter().any(|route| route.model == *model || route.model == "*")
+    {
+        let names: Vec<&str> = raw.route.iter().map(|route| route.model.as_str()).collect();
+        return Err(format!(
+            "[incidents] model = {model:?} has no [[route]] (routes: {}); add a route for it or name one of those",
+            if names.is_empty() { "none".to_owned() } else { names.join(", ") }
+        ));
+    }
+    let runbook_dir = match incidents.runbook_dir.as_str() {
+        "" => None,
+        dir => {
+            let dir = Path::new(dir);
+            Some(match config_file.and_then(Path::parent) {
+                Some(base) if dir.is_relative() => base.join(dir),
+                _ => dir.to_owned(),
+            })
+        }
+    };
+    let mut notify = Vec::with_capacity(raw.notify.len());
+    for (index, receiver) in raw.notify.iter().enumerate() {
+        let which = format!("[[notify]] {} (url = {:?})", index + 1, receiver.url);
+        match receiver.url.parse::<http::Uri>() {
+            Ok(url) if url.scheme_str() == Some("http") && url.host().is_some() => {}
+            Ok(url) if url.scheme_str() == Some("https") => {
+                return Err(format!(
+                    "{which}: https receivers need TLS, which this build of keel does not have yet; \
+                     point it at an http:// receiver (a relay on this machine), or leave it out"
+                ));
+            }
+            _ => return Err(format!("{which}: not an http:// URL")),
+        }
+        let secret = match &receiver.secret_env {
+            None => None,
+            Some(var) => {
+                let value =
+                    env(var).ok_or_else(|| format!("{which}: secret_env = {var:?} is not set in the environment"))?;
+                Some(keel_incident::webhook::Secret::parse(&value).map_err(|e| format!("{which}: {var}: {e}"))?)
+            }
+        };
+        notify.push(keel_incident::notify::Endpoint { url: receiver.url.clone(), format: receiver.format, secret });
+    }
+    Ok(IncidentsConfig {
+        enabled: incidents.enabled,
+        model: incidents.model.clone(),
+        runbook_dir,
+        job_lease: incidents.job_lease,
+        model_retry: incidents.model_retry,
+        notify,
+    })
 }
 
 /// A route's structured-output schema (inline or read from a file beside the config) and canned
@@ -618,7 +703,7 @@ fn resolve_auth(auth: &raw::RawAuth, env: &dyn Fn(&str) -> Option<String>) -> Re
         for scope in &key.scopes {
             scopes.push(Scope::parse(scope).ok_or_else(|| {
                 format!(
-                    "[auth] key {:?}: unknown scope {scope:?} (use \"inference\", \"admin\" and/or \"models\")",
+                    "[auth] key {:?}: unknown scope {scope:?} (use \"inference\", \"admin\", \"models\" and/or \"events\")",
                     key.name
                 )
             })?);

@@ -39,8 +39,62 @@ pub struct RawConfig {
     /// `[tracing]`: what traces carry (where they go is read from the `OTEL_*` / `LANGFUSE_*`
     /// environment variables).
     pub tracing: RawTracing,
+    /// `[incidents]`: the incident log, runbooks and the durable jobs behind them.
+    pub incidents: RawIncidents,
+    /// `[[notify]]`: webhooks told of every incident state change.
+    pub notify: Vec<RawNotify>,
     /// `[log]`
     pub log: RawLog,
+}
+
+/// `[incidents]`: what keel does when something fails.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawIncidents {
+    /// Record incidents (breakers, posted events), notify and write runbooks. Needs the store.
+    pub enabled: bool,
+    /// The model route that writes runbooks (one call through keel's own pipeline, validated
+    /// against the runbook schema). Unset: runbooks come from the template only.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
+    /// Where runbooks are also written as `INCIDENT_ID.md` (beside the config file when
+    /// relative). `""`: in the store only.
+    pub runbook_dir: String,
+    /// How long a claimed job is held before another keel instance (or this one, restarted) may
+    /// take it again.
+    #[serde(with = "keel_types::duration")]
+    pub job_lease: Duration,
+    /// The first wait before the model is asked again for a runbook it could not write (doubles
+    /// each time, 5 tries).
+    #[serde(with = "keel_types::duration")]
+    pub model_retry: Duration,
+}
+
+impl Default for RawIncidents {
+    fn default() -> Self {
+        RawIncidents {
+            enabled: true,
+            model: None,
+            runbook_dir: "runbooks".to_owned(),
+            job_lease: Duration::from_secs(60),
+            model_retry: Duration::from_secs(30),
+        }
+    }
+}
+
+/// `[[notify]]`: one webhook receiver.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawNotify {
+    /// Where keel POSTs (`http://…`).
+    pub url: String,
+    /// The body's shape: `json` (generic), `slack` or `discord`.
+    #[serde(default)]
+    pub format: keel_incident::webhook::Format,
+    /// The environment variable holding the Standard Webhooks secret (`whsec_` + base64); unset:
+    /// deliveries are not signed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_env: Option<String>,
 }
 
 /// `[tracing]`: what keel's OpenTelemetry spans carry.

@@ -200,7 +200,8 @@ idle_timeout = "30m"
 # API keys. Without keys no key is required and keel only listens on loopback.
 # Clients send `Authorization: Bearer <key>` (what the Ollama and OpenAI clients send).
 # Keys are read from environment variables or files, never written here. Scopes: "inference"
-# (model endpoints), "admin" (/keel/* and /metrics), "models" (model management).
+# (model endpoints), "admin" (/keel/* and /metrics), "models" (model management), "events"
+# (POST /keel/events and /keel/events/alertmanager only: for monitors such as Alertmanager).
 # Model management (/api/pull, /api/push, /api/create, /api/copy, /api/delete, /api/blobs/*)
 # is refused for everyone unless allow_model_management = true; then, with keys, only keys with
 # the "admin" or "models" scope may use it. (An [auth] section with only that setting opens it

@@ -28,6 +28,8 @@ use crate::state::Gateway;
 fn required_scopes(method: &http::Method, path: &str) -> Option<&'static [Scope]> {
     if path == "/keel/health" {
         None
+    } else if path == "/keel/events" || path == "/keel/events/alertmanager" {
+        Some(&[Scope::Admin, Scope::Events])
     } else if crate::endpoint::is_keel_own(path) {
         Some(&[Scope::Admin])
     } else if crate::endpoint::is_model_management(method, path) {
@@ -112,9 +114,11 @@ pub(crate) fn admit(gateway: &Gateway, request: &mut Parts) -> Result<(), Respon
     if !scopes.iter().any(|scope| key.scopes.contains(scope)) {
         let scope = match scopes[0] {
             Scope::Inference => "inference",
+            Scope::Admin if scopes.get(1) == Some(&Scope::Events) => "admin' or 'events",
             Scope::Admin if scopes.len() > 1 => "admin' or 'models",
             Scope::Admin => "admin",
             Scope::Models => "models",
+            Scope::Events => "events",
         };
         return Err(ProxyError::Forbidden { key: key.name.to_string(), scope }.into_response_in(dialect));
     }
@@ -154,6 +158,8 @@ mod tests {
         assert_eq!(scopes("POST", "/api/chat"), Some(&[Scope::Inference][..]));
         assert_eq!(scopes("GET", "/"), Some(&[Scope::Inference][..]));
         assert_eq!(scopes("POST", "/api/pull"), Some(&[Scope::Admin, Scope::Models][..]));
+        assert_eq!(scopes("POST", "/keel/events"), Some(&[Scope::Admin, Scope::Events][..]));
+        assert_eq!(scopes("GET", "/keel/incidents"), Some(&[Scope::Admin][..]));
         assert_eq!(scopes("DELETE", "/api/delete"), Some(&[Scope::Admin, Scope::Models][..]));
         assert_eq!(scopes("HEAD", "/api/blobs/sha256:ab"), Some(&[Scope::Admin, Scope::Models][..]));
     }

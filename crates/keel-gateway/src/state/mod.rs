@@ -152,19 +152,21 @@ pub(crate) struct Inner {
     pub(crate) traces: Option<crate::traces::Tracing>,
     /// The dashboard's live feed (`/keel/ui/events`).
     pub(crate) dashboard: crate::dashboard_feed::Feed,
+    /// The incident log (`[incidents]`); `None` without a store or with incidents off.
+    pub(crate) incidents: Option<crate::incident_log::IncidentLog>,
 }
 
 impl Gateway {
     /// Builds the gateway from a validated config, without a session store (requests with
     /// `X-Keel-Session` are refused with 503).
     pub fn new(config: Config) -> Result<Gateway, GatewayError> {
-        Gateway::build(config, None, None)
+        Gateway::build(config, None, None, None)
     }
 
     /// Builds the gateway with the durable store for sessions, opened from
     /// `config.store_url` with [`keel_session::open`].
     pub fn with_store(config: Config, store: Arc<dyn keel_session::Store>) -> Result<Gateway, GatewayError> {
-        Gateway::build(config, Some(store), None)
+        Gateway::build(config, Some(store), None, None)
     }
 
     /// Builds the gateway with the store of sessions and the API keys kept in it (`keel keys`;
@@ -180,13 +182,27 @@ impl Gateway {
         let keys = crate::api_keys::ApiKeys::with_store(config.api_keys(), keys)
             .await
             .map_err(|err| GatewayError::Keys(err.to_string()))?;
-        Gateway::build(config, Some(store), Some(keys))
+        Gateway::build(config, Some(store), Some(keys), None)
+    }
+
+    /// Builds the gateway with every part of the store ([`keel_session::open_stores`]):
+    /// sessions, the API keys kept in it, and — with `[incidents] enabled` — the incident log
+    /// and the durable jobs behind notifications and runbooks.
+    pub async fn with_stores(config: Config, stores: keel_session::Stores) -> Result<Gateway, GatewayError> {
+        let _ = keel_telemetry::prometheus();
+        let keys = crate::api_keys::ApiKeys::with_store(config.api_keys(), Arc::clone(&stores.keys))
+            .await
+            .map_err(|err| GatewayError::Keys(err.to_string()))?;
+        let sessions = Arc::clone(&stores.sessions);
+        let incidents = config.incidents.enabled.then(|| crate::incident_log::IncidentLog::new(stores));
+        Gateway::build(config, Some(sessions), Some(keys), incidents)
     }
 
     fn build(
         config: Config,
         store: Option<Arc<dyn keel_session::Store>>,
         keys: Option<crate::api_keys::ApiKeys>,
+        incidents: Option<crate::incident_log::IncidentLog>,
     ) -> Result<Gateway, GatewayError> {
         let upstreams = build_upstreams(&config)?;
         // Make sure the recorder exists before the first request so /metrics is never empty.
@@ -239,9 +255,17 @@ impl Gateway {
                 admission,
                 traces,
                 dashboard: Default::default(),
+                incidents,
             }),
             upstreams,
         })
+    }
+
+    /// A gateway over shared state `inner` with its own upstream connection pools (for work
+    /// that holds the state weakly, such as the incident worker's model calls).
+    pub(crate) fn from_inner(inner: Arc<Inner>) -> Result<Gateway, GatewayError> {
+        let upstreams = build_upstreams(&inner.config)?;
+        Ok(Gateway { inner, upstreams })
     }
 
     /// The same gateway with its own upstream connection pools, for another serving thread.

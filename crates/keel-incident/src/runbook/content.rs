@@ -123,7 +123,9 @@ impl<'a> Facts<'a> {
             .events
             .iter()
             .filter(|event| event.event == "fallback.served")
-            .filter_map(|event| Some((event.detail["answers"].as_u64()?, event.detail["served_by"].as_str()?.to_owned())))
+            .filter_map(|event| {
+                Some((event.detail["answers"].as_u64()?, event.detail["served_by"].as_str()?.to_owned()))
+            })
             .max_by_key(|(answers, _)| *answers);
         let version_check = evidence
             .checks
@@ -135,7 +137,14 @@ impl<'a> Facts<'a> {
         } else {
             evidence.deployment.keel_url.clone()
         };
-        Facts { evidence, why: first_detail(evidence, "why").unwrap_or_default(), upstream, fallback, version_check, keel_url }
+        Facts {
+            evidence,
+            why: first_detail(evidence, "why").unwrap_or_default(),
+            upstream,
+            fallback,
+            version_check,
+            keel_url,
+        }
     }
 
     fn model(&self) -> &str {
@@ -187,7 +196,10 @@ impl<'a> Facts<'a> {
     }
 
     fn keel_status(&self) -> Step {
-        Step { action: "See what keel sees now: breakers, upstreams, incidents".to_owned(), command: Some(format!("keel status --url {}", self.keel_url)) }
+        Step {
+            action: "See what keel sees now: breakers, upstreams, incidents".to_owned(),
+            command: Some(format!("keel status --url {}", self.keel_url)),
+        }
     }
 }
 
@@ -248,25 +260,63 @@ fn upstream_down(facts: &Facts<'_>) -> Content {
         ],
         cause,
         failure_modes: vec![
-            mode("Server stopped or crashed", "connection refused at the address", &format!("sudo systemctl restart {}", facts.service())),
-            mode("Server hangs on a cold model load", "connections accepted, no answer; `ollama ps` shows the model loading", "wait for the load, or restart the server and pick a smaller model"),
-            mode("Model too large for memory", "the server is killed by the OOM killer (`journalctl -k | grep -i oom`)", "use a smaller model or quantization; add memory"),
-            mode("Disk full", "the server fails to start or to load models; `df -h` shows 100%", "free disk space, then restart the server"),
+            mode(
+                "Server stopped or crashed",
+                "connection refused at the address",
+                &format!("sudo systemctl restart {}", facts.service()),
+            ),
+            mode(
+                "Server hangs on a cold model load",
+                "connections accepted, no answer; `ollama ps` shows the model loading",
+                "wait for the load, or restart the server and pick a smaller model",
+            ),
+            mode(
+                "Model too large for memory",
+                "the server is killed by the OOM killer (`journalctl -k | grep -i oom`)",
+                "use a smaller model or quantization; add memory",
+            ),
+            mode(
+                "Disk full",
+                "the server fails to start or to load models; `df -h` shows 100%",
+                "free disk space, then restart the server",
+            ),
         ],
         alerts: vec![
-            AlertRule { name: "KeelBreakerOpen".to_owned(), when: format!("keel_breaker_state{{target=\"{}\"}} == 2 for 2m", up.name) },
-            AlertRule { name: "KeelServing503".to_owned(), when: "sum(rate(keel_requests_total{status=\"503\"}[5m])) > 0".to_owned() },
+            AlertRule {
+                name: "KeelBreakerOpen".to_owned(),
+                when: format!("keel_breaker_state{{target=\"{}\"}} == 2 for 2m", up.name),
+            },
+            AlertRule {
+                name: "KeelServing503".to_owned(),
+                when: "sum(rate(keel_requests_total{status=\"503\"}[5m])) > 0".to_owned(),
+            },
         ],
         response: vec![
             Step { action: "Check whether the server answers".to_owned(), command: Some(facts.liveness()) },
-            Step { action: "Look at the server's log around the time the incident opened".to_owned(), command: Some(format!("journalctl -u {} --since \"1 hour ago\" | tail -50", facts.service())) },
+            Step {
+                action: "Look at the server's log around the time the incident opened".to_owned(),
+                command: Some(format!("journalctl -u {} --since \"1 hour ago\" | tail -50", facts.service())),
+            },
             Step { action: "See memory and disk".to_owned(), command: Some("free -h && df -h".to_owned()) },
-            Step { action: "Restart the server".to_owned(), command: Some(format!("sudo systemctl restart {}", facts.service())) },
+            Step {
+                action: "Restart the server".to_owned(),
+                command: Some(format!("sudo systemctl restart {}", facts.service())),
+            },
             facts.keel_status(),
         ],
         health_checks: vec![
-            HealthCheck { command: facts.liveness(), expect: if facts.ollama() { "{\"version\":\"…\"}".to_owned() } else { "{\"status\":\"ok\"}".to_owned() } },
-            HealthCheck { command: format!("keel status --url {}", facts.keel_url), expect: format!("upstream {} healthy, its breaker closed", up.name) },
+            HealthCheck {
+                command: facts.liveness(),
+                expect: if facts.ollama() {
+                    "{\"version\":\"…\"}".to_owned()
+                } else {
+                    "{\"status\":\"ok\"}".to_owned()
+                },
+            },
+            HealthCheck {
+                command: format!("keel status --url {}", facts.keel_url),
+                expect: format!("upstream {} healthy, its breaker closed", up.name),
+            },
         ],
     }
 }
@@ -274,15 +324,30 @@ fn upstream_down(facts: &Facts<'_>) -> Content {
 fn model_failing(facts: &Facts<'_>) -> Content {
     let (up, model) = (&facts.upstream, facts.model());
     let why = facts.why.to_lowercase();
-    let pull = if facts.ollama() { format!("ollama pull {model}") } else { format!("start {} with the model file of {model}", facts.service()) };
+    let pull = if facts.ollama() {
+        format!("ollama pull {model}")
+    } else {
+        format!("start {} with the model file of {model}", facts.service())
+    };
     let cause = if why.contains("not found") || why.contains("model_not_found") {
-        Cause { known: true, text: format!("The model {model} is not on {}: it was never pulled, or it was deleted.", up.name), tell_apart: None }
+        Cause {
+            known: true,
+            text: format!("The model {model} is not on {}: it was never pulled, or it was deleted.", up.name),
+            tell_apart: None,
+        }
     } else if why.contains("load") || why.contains("memory") {
-        Cause { known: true, text: format!("{} cannot load {model}: it is most likely too large for the memory left.", up.name), tell_apart: None }
+        Cause {
+            known: true,
+            text: format!("{} cannot load {model}: it is most likely too large for the memory left.", up.name),
+            tell_apart: None,
+        }
     } else {
         Cause {
             known: false,
-            text: format!("{model} on {} fails, and the evidence does not decide why: not pulled, too large for memory, or giving answers keel cannot use.", up.name),
+            text: format!(
+                "{model} on {} fails, and the evidence does not decide why: not pulled, too large for memory, or giving answers keel cannot use.",
+                up.name
+            ),
             tell_apart: Some(format!(
                 "`curl -sS {}/api/show -d '{{\"model\": \"{model}\"}}'`: 404 means not pulled; an answer means it is there, so look at memory with `{}`.",
                 up.address.trim_end_matches('/'),
@@ -291,27 +356,73 @@ fn model_failing(facts: &Facts<'_>) -> Content {
         }
     };
     Content {
-        what_broke: format!("The model {model} on {} ({}) failed repeatedly.{}", up.name, up.address, if facts.why.is_empty() { String::new() } else { format!(" The last failure: {}.", facts.why) }),
+        what_broke: format!(
+            "The model {model} on {} ({}) failed repeatedly.{}",
+            up.name,
+            up.address,
+            if facts.why.is_empty() { String::new() } else { format!(" The last failure: {}.", facts.why) }
+        ),
         affected: format!("Agents asking for {model}; other models on {} were not refused.", up.name),
-        keel_did: facts.keel_did(&format!("keel opened the breaker of {}:{model} only, and probes it until it answers.", up.name)),
-        todo: vec![format!("Check the model is there: `{}`.", if facts.ollama() { "ollama list".to_owned() } else { format!("curl -sS {}/v1/models", up.address) }), format!("If it is missing: `{pull}`.")],
+        keel_did: facts
+            .keel_did(&format!("keel opened the breaker of {}:{model} only, and probes it until it answers.", up.name)),
+        todo: vec![
+            format!(
+                "Check the model is there: `{}`.",
+                if facts.ollama() { "ollama list".to_owned() } else { format!("curl -sS {}/v1/models", up.address) }
+            ),
+            format!("If it is missing: `{pull}`."),
+        ],
         cause,
         failure_modes: vec![
             mode("Model not pulled", "404 model not found", &pull),
-            mode("Model too large for memory", "load errors, OOM kills, very slow first tokens", "a smaller model or quantization, or fewer models loaded at once"),
-            mode("Context overflow", "answers cut off, or errors on long conversations", "shorter prompts, or a model with a larger context"),
-            mode("Malformed structured output", "keel_structured_outputs_total{outcome=\"failed\"} rises", "a larger model for structured output, or a route fallback that handles it"),
+            mode(
+                "Model too large for memory",
+                "load errors, OOM kills, very slow first tokens",
+                "a smaller model or quantization, or fewer models loaded at once",
+            ),
+            mode(
+                "Context overflow",
+                "answers cut off, or errors on long conversations",
+                "shorter prompts, or a model with a larger context",
+            ),
+            mode(
+                "Malformed structured output",
+                "keel_structured_outputs_total{outcome=\"failed\"} rises",
+                "a larger model for structured output, or a route fallback that handles it",
+            ),
         ],
-        alerts: vec![AlertRule { name: "KeelModelBreakerOpen".to_owned(), when: format!("keel_breaker_state{{target=\"{}:{model}\"}} == 2 for 5m", up.name) }],
+        alerts: vec![AlertRule {
+            name: "KeelModelBreakerOpen".to_owned(),
+            when: format!("keel_breaker_state{{target=\"{}:{model}\"}} == 2 for 5m", up.name),
+        }],
         response: vec![
-            Step { action: "List the models the server has".to_owned(), command: Some(if facts.ollama() { "ollama list".to_owned() } else { format!("curl -sS {}/v1/models", up.address) }) },
-            Step { action: "See what is loaded and how much memory it takes".to_owned(), command: Some(facts.loaded_models()) },
+            Step {
+                action: "List the models the server has".to_owned(),
+                command: Some(if facts.ollama() {
+                    "ollama list".to_owned()
+                } else {
+                    format!("curl -sS {}/v1/models", up.address)
+                }),
+            },
+            Step {
+                action: "See what is loaded and how much memory it takes".to_owned(),
+                command: Some(facts.loaded_models()),
+            },
             Step { action: "Pull the model if it is missing".to_owned(), command: Some(pull.clone()) },
-            Step { action: "Try the model directly".to_owned(), command: Some(format!("curl -sS {}/api/generate -d '{{\"model\": \"{model}\", \"prompt\": \"hi\", \"stream\": false}}'", up.address.trim_end_matches('/'))) },
+            Step {
+                action: "Try the model directly".to_owned(),
+                command: Some(format!(
+                    "curl -sS {}/api/generate -d '{{\"model\": \"{model}\", \"prompt\": \"hi\", \"stream\": false}}'",
+                    up.address.trim_end_matches('/')
+                )),
+            },
             facts.keel_status(),
         ],
         health_checks: vec![HealthCheck {
-            command: format!("curl -sS {}/api/chat -d '{{\"model\": \"{model}\", \"messages\": [{{\"role\": \"user\", \"content\": \"hi\"}}], \"stream\": false}}'", facts.keel_url),
+            command: format!(
+                "curl -sS {}/api/chat -d '{{\"model\": \"{model}\", \"messages\": [{{\"role\": \"user\", \"content\": \"hi\"}}], \"stream\": false}}'",
+                facts.keel_url
+            ),
             expect: "an answer with \"done\": true".to_owned(),
         }],
     }
@@ -324,24 +435,44 @@ fn session_timeout(facts: &Facts<'_>) -> Content {
         what_broke: format!("The session {session}{agent} got no activity within its timeout."),
         affected: format!("The work of session {session}; it is kept and can be resumed by its id."),
         keel_did: "keel kept the session's transcript and recorded the timeout; nothing was lost.".to_owned(),
-        todo: vec![format!("Read the transcript: `keel sessions show {session}`."), "Check that the agent's process still runs.".to_owned()],
+        todo: vec![
+            format!("Read the transcript: `keel sessions show {session}`."),
+            "Check that the agent's process still runs.".to_owned(),
+        ],
         cause: Cause {
             known: false,
-            text: "The agent stopped (crashed, was killed, or waits on something), or the model stopped answering it.".to_owned(),
-            tell_apart: Some(format!("`keel status --url {}`: open breakers mean the model side; all closed means the agent side.", facts.keel_url)),
+            text: "The agent stopped (crashed, was killed, or waits on something), or the model stopped answering it."
+                .to_owned(),
+            tell_apart: Some(format!(
+                "`keel status --url {}`: open breakers mean the model side; all closed means the agent side.",
+                facts.keel_url
+            )),
         },
         failure_modes: vec![
             mode("Agent crashed", "its process is gone", "restart it; it resumes from the session by id"),
-            mode("Agent loop", "many near-identical messages at the end of the transcript", "cap the agent's steps; fix its stop condition"),
+            mode(
+                "Agent loop",
+                "many near-identical messages at the end of the transcript",
+                "cap the agent's steps; fix its stop condition",
+            ),
             mode("Model stopped answering", "open breakers, 503 answers", "see the upstream incident's runbook"),
         ],
-        alerts: vec![AlertRule { name: "KeelSessionTimeouts".to_owned(), when: "increase(keel_sessions_timed_out_total[15m]) > 0".to_owned() }],
+        alerts: vec![AlertRule {
+            name: "KeelSessionTimeouts".to_owned(),
+            when: "increase(keel_sessions_timed_out_total[15m]) > 0".to_owned(),
+        }],
         response: vec![
-            Step { action: "Read the end of the transcript".to_owned(), command: Some(format!("keel sessions show {session}")) },
+            Step {
+                action: "Read the end of the transcript".to_owned(),
+                command: Some(format!("keel sessions show {session}")),
+            },
             facts.keel_status(),
             Step { action: "Restart the agent; it continues the session by its id".to_owned(), command: None },
         ],
-        health_checks: vec![HealthCheck { command: format!("keel sessions show {session}"), expect: "new messages after the restart".to_owned() }],
+        health_checks: vec![HealthCheck {
+            command: format!("keel sessions show {session}"),
+            expect: "new messages after the restart".to_owned(),
+        }],
     }
 }
 
@@ -356,12 +487,16 @@ fn generic(facts: &Facts<'_>) -> Content {
         cause: Cause {
             known: false,
             text: "The events do not say why.".to_owned(),
-            tell_apart: first_detail(facts.evidence, "generator_url").map(|url| format!("Open {url} to see the rule that fired.")),
+            tell_apart: first_detail(facts.evidence, "generator_url")
+                .map(|url| format!("Open {url} to see the rule that fired.")),
         },
         failure_modes: vec![mode(&incident.title, "the events below", "see the source's own runbook")],
         alerts: vec![AlertRule { name: "KeelIncidentOpen".to_owned(), when: "keel_incidents_open > 0".to_owned() }],
         response: vec![facts.keel_status()],
-        health_checks: vec![HealthCheck { command: format!("keel incidents show {} --url {}", incident.id, facts.keel_url), expect: "status resolved".to_owned() }],
+        health_checks: vec![HealthCheck {
+            command: format!("keel incidents show {} --url {}", incident.id, facts.keel_url),
+            expect: "status resolved".to_owned(),
+        }],
     }
 }
 

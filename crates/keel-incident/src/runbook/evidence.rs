@@ -55,7 +55,10 @@ impl Deployment {
         self.routes
             .iter()
             .filter(|route| {
-                route.targets.iter().any(|target| target == name || target.split_once(':').is_some_and(|(up, _)| up == name))
+                route
+                    .targets
+                    .iter()
+                    .any(|target| target == name || target.split_once(':').is_some_and(|(up, _)| up == name))
             })
             .collect()
     }

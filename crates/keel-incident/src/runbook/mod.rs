@@ -62,7 +62,12 @@ async fn transcript(sessions: &dyn Store, id: &str) -> Result<Vec<(String, Strin
 pub fn write_template(evidence: &Evidence) -> Result<Runbook, String> {
     let now = now_millis();
     let markdown = render::render(evidence, &template_content(evidence), TEMPLATE_SOURCE, now)?;
-    Ok(Runbook { incident_id: evidence.incident.id.clone(), markdown, source: TEMPLATE_SOURCE.to_owned(), generated_at: now })
+    Ok(Runbook {
+        incident_id: evidence.incident.id.clone(),
+        markdown,
+        source: TEMPLATE_SOURCE.to_owned(),
+        generated_at: now,
+    })
 }
 
 /// The runbook written by the model route `route` through `writer`; `Err` (why) when the model

@@ -18,7 +18,13 @@ pub const MAX_PROMPT_BYTES: usize = 7_000;
 pub trait ModelWriter: Send + Sync {
     /// Asks the model route `route` to answer `prompt` (after `system`) with JSON matching
     /// `schema`; the parsed JSON, or why there is none.
-    fn ask<'a>(&'a self, route: &'a str, system: &'a str, prompt: String, schema: Value) -> BoxFuture<'a, Result<Value, String>>;
+    fn ask<'a>(
+        &'a self,
+        route: &'a str,
+        system: &'a str,
+        prompt: String,
+        schema: Value,
+    ) -> BoxFuture<'a, Result<Value, String>>;
 }
 
 /// What the model is told it is.
@@ -30,10 +36,9 @@ Write for a shop owner reading it in the morning: short, plain sentences.";
 /// The JSON schema the model's answer must meet.
 pub fn schema() -> Value {
     let text = json!({"type": "string", "minLength": 1});
-    let list_of = |item: Value, min: u64, max: u64| json!({"type": "array", "items": item, "minItems": min, "maxItems": max});
-    let object = |properties: Value, required: &[&str]| {
-        json!({"type": "object", "properties": properties, "required": required, "additionalProperties": false})
-    };
+    let list_of =
+        |item: Value, min: u64, max: u64| json!({"type": "array", "items": item, "minItems": min, "maxItems": max});
+    let object = |properties: Value, required: &[&str]| json!({"type": "object", "properties": properties, "required": required, "additionalProperties": false});
     object(
         json!({
             "what_broke": text,
@@ -46,17 +51,25 @@ pub fn schema() -> Value {
             "response": list_of(object(json!({"action": text, "command": {"type": ["string", "null"]}}), &["action"]), 1, 8),
             "health_checks": list_of(object(json!({"command": text, "expect": text}), &["command", "expect"]), 1, 4),
         }),
-        &["what_broke", "affected", "keel_did", "todo", "cause", "failure_modes", "alerts", "response", "health_checks"],
+        &[
+            "what_broke",
+            "affected",
+            "keel_did",
+            "todo",
+            "cause",
+            "failure_modes",
+            "alerts",
+            "response",
+            "health_checks",
+        ],
     )
 }
 
 /// The prompt: the evidence, at most [`MAX_PROMPT_BYTES`].
 pub fn prompt(evidence: &Evidence) -> String {
     let incident = &evidence.incident;
-    let mut lines = vec![format!(
-        "Incident {} ({}), status {}: {}",
-        incident.id, incident.kind, incident.status, incident.title
-    )];
+    let mut lines =
+        vec![format!("Incident {} ({}), status {}: {}", incident.id, incident.kind, incident.status, incident.title)];
     if let Some(name) = &incident.upstream {
         match evidence.deployment.upstream(name) {
             Some(upstream) => lines.push(format!("Upstream {name}: {} server at {}", upstream.kind, upstream.address)),
@@ -74,7 +87,12 @@ pub fn prompt(evidence: &Evidence) -> String {
         lines.push(format!("A person fixed this before with: {}", cut(&entry.fix, 200)));
     }
     for check in &evidence.checks {
-        lines.push(format!("Check `{}` ({}): {}", check.command, if check.ok { "ok" } else { "failing" }, cut(&check.output, 300)));
+        lines.push(format!(
+            "Check `{}` ({}): {}",
+            check.command,
+            if check.ok { "ok" } else { "failing" },
+            cut(&check.output, 300)
+        ));
     }
     let recent = evidence.events.len().saturating_sub(12);
     for event in &evidence.events[recent..] {
@@ -97,8 +115,8 @@ pub fn prompt(evidence: &Evidence) -> String {
 /// The model's answer as [`Content`], if it is usable: it has the schema's shape, no field is
 /// blank and nothing reads like a placeholder.
 pub fn accept(answer: Value) -> Result<Content, String> {
-    let content: Content =
-        serde_json::from_value(answer).map_err(|error| format!("the answer does not have the runbook's shape: {error}"))?;
+    let content: Content = serde_json::from_value(answer)
+        .map_err(|error| format!("the answer does not have the runbook's shape: {error}"))?;
     if content.todo.len() > 3 {
         return Err(format!("the answer lists {} things to do; at most 3", content.todo.len()));
     }

@@ -79,7 +79,11 @@ pub fn render(evidence: &Evidence, content: &Content, source: &str, written_at: 
         playbook: evidence
             .playbook
             .iter()
-            .map(|entry| PlaybookLine { fix: one_line(&entry.fix), incident_id: entry.incident_id.clone(), at: rfc3339(entry.at) })
+            .map(|entry| PlaybookLine {
+                fix: one_line(&entry.fix),
+                incident_id: entry.incident_id.clone(),
+                at: rfc3339(entry.at),
+            })
             .collect(),
         checks: &evidence.checks,
         events: timeline(evidence),
@@ -108,14 +112,23 @@ pub fn render(evidence: &Evidence, content: &Content, source: &str, written_at: 
 /// The timeline rows: all events when few, else the first ones and the last five.
 fn timeline(evidence: &Evidence) -> Vec<EventLine> {
     let events = &evidence.events;
-    let keep = |index: usize| events.len() <= MAX_EVENTS_SHOWN || index < MAX_EVENTS_SHOWN - 5 || index >= events.len() - 5;
+    let keep =
+        |index: usize| events.len() <= MAX_EVENTS_SHOWN || index < MAX_EVENTS_SHOWN - 5 || index >= events.len() - 5;
     let mut lines = Vec::new();
     for (index, event) in events.iter().enumerate() {
         if keep(index) {
-            lines.push(EventLine { at: rfc3339(event.at), event: event.event.clone(), detail: detail_line(&event.detail) });
+            lines.push(EventLine {
+                at: rfc3339(event.at),
+                event: event.event.clone(),
+                detail: detail_line(&event.detail),
+            });
         } else if index == MAX_EVENTS_SHOWN - 5 {
             let skipped = events.len() - MAX_EVENTS_SHOWN;
-            lines.push(EventLine { at: "…".to_owned(), event: format!("{skipped} more events"), detail: String::new() });
+            lines.push(EventLine {
+                at: "…".to_owned(),
+                event: format!("{skipped} more events"),
+                detail: String::new(),
+            });
         }
     }
     lines

@@ -183,6 +183,9 @@ async fn run(
     if matches!(existing.status, SessionStatus::TimedOut | SessionStatus::Idle) {
         // A conflict means another request changed it first: it is active again either way.
         let _ = store.update_session(id, existing.version, SessionPatch::status(SessionStatus::Active)).await;
+        if existing.status == SessionStatus::TimedOut {
+            crate::incident_log::session_active(gateway, id);
+        }
     }
     if let Some(key) = session.key("answer")
         && let Some(stored) = store.message_by_key(id, &key).await.map_err(unavailable)?
@@ -476,7 +479,9 @@ pub(crate) async fn sweep_idle(gateway: Gateway) {
                     .await
                     .is_ok()
                 {
-                    tracing::info!(session = %session.id, idle_seconds = (keel_session::now_millis() - session.updated_at) / 1000, "session timed out");
+                    let idle_seconds = (keel_session::now_millis() - session.updated_at) / 1000;
+                    tracing::info!(session = %session.id, idle_seconds, "session timed out");
+                    crate::incident_log::session_timed_out(&gateway, session, idle_seconds);
                     metrics::counter!(keel_telemetry::names::SESSIONS_TIMED_OUT_TOTAL).increment(1);
                 }
             }

@@ -1,0 +1,92 @@
+//! The gateway's incident log: the store's incident and job traits, the [`Recorder`] that
+//! serving code sends signals to without waiting, and the pieces the background work takes once
+//! (the recording task, the worker's wake-up).
+//!
+//! What a signal means is `keel_incident`'s business (`rules`); this module only feeds it what
+//! the gateway knows: a breaker's transition with the target's address and last failure, and
+//! answers served by a fallback.
+
+use std::sync::Arc;
+
+use keel_incident::rules::{self, TargetFacts};
+use keel_incident::{Recorder, Recording};
+use keel_session::Stores;
+use parking_lot::Mutex;
+use tokio::sync::Notify;
+
+use crate::state::Gateway;
+
+/// The incident log of a gateway with a store and `[incidents] enabled`.
+pub(crate) struct IncidentLog {
+    /// The store, as every trait (incidents, jobs, sessions).
+    pub(crate) stores: Stores,
+    /// Where signals go.
+    pub(crate) recorder: Recorder,
+    /// Wakes the job worker when a state change was recorded.
+    pub(crate) wake: Arc<Notify>,
+    /// The recording task, until the background work takes it.
+    recording: Mutex<Option<Recording>>,
+}
+
+impl std::fmt::Debug for IncidentLog {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("IncidentLog").field("stores", &self.stores).finish_non_exhaustive()
+    }
+}
+
+impl IncidentLog {
+    /// The log over `stores`.
+    pub(crate) fn new(stores: Stores) -> IncidentLog {
+        let wake = Arc::new(Notify::new());
+        let (recorder, recording) = Recorder::channel(Arc::clone(&stores.incidents), Arc::clone(&wake));
+        IncidentLog { stores, recorder, wake, recording: Mutex::new(Some(recording)) }
+    }
+
+    /// The recording task to run; `None` once taken.
+    pub(crate) fn take_recording(&self) -> Option<Recording> {
+        self.recording.lock().take()
+    }
+}
+
+/// Records a breaker transition as an incident event (when it is one).
+pub(crate) fn breaker_moved(gateway: &Gateway, transition: &keel_breaker::Transition) {
+    let Some(log) = &gateway.inner.incidents else { return };
+    let target = transition.target.as_ref();
+    let (upstream, _) = rules::split_target(target);
+    let facts = TargetFacts {
+        address: gateway.config().upstream(upstream).map(|up| up.upstream.base_url().to_owned()),
+        why: gateway
+            .inner
+            .targets
+            .lock()
+            .get(target)
+            .and_then(|stats| stats.last_failure.as_ref().map(|last| format!("{}: {}", last.class, last.detail))),
+    };
+    if let Some(event) = rules::breaker_event(transition, &facts) {
+        log.recorder.event(event);
+    }
+}
+
+/// A request was answered by `served_by` after the targets before it (`skipped`, as
+/// `(upstream, model)`) did not answer.
+pub(crate) fn fallback_served(gateway: &Gateway, skipped: Vec<(String, Option<String>)>, served_by: String) {
+    if let Some(log) = &gateway.inner.incidents {
+        log.recorder.fallback_served(skipped, served_by);
+    }
+}
+
+/// Records a session's timeout (`idle_seconds` without a message) as an incident event.
+pub(crate) fn session_timed_out(gateway: &Gateway, session: &keel_session::Session, idle_seconds: i64) {
+    if let Some(log) = &gateway.inner.incidents {
+        let event =
+            rules::session_timed_out(&session.id, session.owner.as_deref(), session.model.as_deref(), idle_seconds);
+        log.recorder.event(event);
+    }
+}
+
+/// Records that a timed-out session is active again (its incident resolves).
+pub(crate) fn session_active(gateway: &Gateway, session_id: &str) {
+    if let Some(log) = &gateway.inner.incidents {
+        log.recorder.event(rules::session_active(session_id));
+    }
+}
