@@ -26,7 +26,6 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use tower::ServiceExt as _;
 
-use crate::incident_log::IncidentLog;
 use crate::state::{Gateway, Inner};
 
 /// Most incidents or jobs one call returns.
@@ -156,15 +155,14 @@ fn error(status: StatusCode, message: String) -> Response {
     (status, Json(json!({ "error": message }))).into_response()
 }
 
-fn log(gateway: &Gateway) -> Result<&IncidentLog, Response> {
-    gateway.inner.incidents.as_ref().ok_or_else(|| {
-        let why = if gateway.inner.store.is_none() {
-            "this keel runs without a store, which incidents are kept in (see [store] url)"
-        } else {
-            "incidents are off in this keel ([incidents] enabled = false)"
-        };
-        error(StatusCode::SERVICE_UNAVAILABLE, why.to_owned())
-    })
+/// The answer when this keel keeps no incident log, saying why.
+fn off(gateway: &Gateway) -> Response {
+    let why = if gateway.inner.store.is_none() {
+        "this keel runs without a store, which incidents are kept in (see [store] url)"
+    } else {
+        "incidents are off in this keel ([incidents] enabled = false)"
+    };
+    error(StatusCode::SERVICE_UNAVAILABLE, why.to_owned())
 }
 
 fn failed(err: &keel_session::StoreError) -> Response {
@@ -185,10 +183,7 @@ pub(crate) struct ListQuery {
 
 /// `GET /keel/incidents`.
 pub(crate) async fn list(State(gateway): State<Gateway>, Query(query): Query<ListQuery>) -> Response {
-    let log = match log(&gateway) {
-        Ok(log) => log,
-        Err(refused) => return refused,
-    };
+    let Some(log) = gateway.inner.incidents.as_ref() else { return off(&gateway) };
     let status = match query.status.as_deref().map(str::parse::<IncidentStatus>).transpose() {
         Ok(status) => status,
         Err(err) => return error(StatusCode::BAD_REQUEST, err.to_string()),
@@ -201,10 +196,7 @@ pub(crate) async fn list(State(gateway): State<Gateway>, Query(query): Query<Lis
 
 /// `GET /keel/incidents/{id}`: the incident, its timeline and its runbook's source.
 pub(crate) async fn show(State(gateway): State<Gateway>, Path(id): Path<String>) -> Response {
-    let log = match log(&gateway) {
-        Ok(log) => log,
-        Err(refused) => return refused,
-    };
+    let Some(log) = gateway.inner.incidents.as_ref() else { return off(&gateway) };
     let store = &log.stores.incidents;
     let incident = match store.incident(&id).await {
         Ok(Some(incident)) => incident,
@@ -225,10 +217,7 @@ fn not_found(id: &str) -> Response {
 
 /// `GET /keel/incidents/{id}/runbook`: `text/markdown`.
 pub(crate) async fn runbook(State(gateway): State<Gateway>, Path(id): Path<String>) -> Response {
-    let log = match log(&gateway) {
-        Ok(log) => log,
-        Err(refused) => return refused,
-    };
+    let Some(log) = gateway.inner.incidents.as_ref() else { return off(&gateway) };
     match log.stores.incidents.runbook(&id).await {
         Ok(Some(runbook)) => {
             ([(http::header::CONTENT_TYPE, "text/markdown; charset=utf-8")], runbook.markdown).into_response()
@@ -259,10 +248,7 @@ struct ResolveBody {
 
 /// `POST /keel/incidents/{id}/resolve`: resolves by hand; `fixed_by` goes to the playbook.
 pub(crate) async fn resolve(State(gateway): State<Gateway>, Path(id): Path<String>, body: Bytes) -> Response {
-    let log = match log(&gateway) {
-        Ok(log) => log,
-        Err(refused) => return refused,
-    };
+    let Some(log) = gateway.inner.incidents.as_ref() else { return off(&gateway) };
     let body: ResolveBody = if body.iter().all(u8::is_ascii_whitespace) {
         ResolveBody::default()
     } else {
@@ -289,10 +275,7 @@ pub(crate) async fn resolve(State(gateway): State<Gateway>, Path(id): Path<Strin
 
 /// `GET /keel/jobs`.
 pub(crate) async fn jobs(State(gateway): State<Gateway>, Query(query): Query<ListQuery>) -> Response {
-    let log = match log(&gateway) {
-        Ok(log) => log,
-        Err(refused) => return refused,
-    };
+    let Some(log) = gateway.inner.incidents.as_ref() else { return off(&gateway) };
     let status = match query.status.as_deref().map(str::parse::<JobStatus>).transpose() {
         Ok(status) => status,
         Err(err) => return error(StatusCode::BAD_REQUEST, err.to_string()),
@@ -317,10 +300,7 @@ pub(crate) async fn post_alertmanager(State(gateway): State<Gateway>, body: Byte
 /// Records posted events (at once, not through the recorder's queue, so a 202 means stored)
 /// and answers `{"accepted": N, "incidents": [ids]}`.
 async fn take_events(gateway: &Gateway, events: Result<Vec<NewIncidentEvent>, intake::IntakeError>) -> Response {
-    let log = match log(gateway) {
-        Ok(log) => log,
-        Err(refused) => return refused,
-    };
+    let Some(log) = gateway.inner.incidents.as_ref() else { return off(gateway) };
     let events = match events {
         Ok(events) => events,
         Err(err) => return error(StatusCode::BAD_REQUEST, err.to_string()),
