@@ -10,11 +10,13 @@ mod config_file;
 mod connect;
 mod demo;
 mod doctor;
+mod incidents;
 mod init;
 mod keys;
 mod mock;
 mod open_files;
 mod repair;
+mod runbook;
 mod serve;
 mod sessions;
 mod status;
@@ -64,6 +66,10 @@ enum Command {
     Sessions(sessions::SessionsArgs),
     /// Create, list or revoke the API keys in keel's store (picked up by running keel instances).
     Keys(keys::KeysArgs),
+    /// List, show or resolve incidents (failures keel recorded, and events posted to it).
+    Incidents(incidents::IncidentsArgs),
+    /// Write an incident's runbook now, from the evidence (and a model, when one answers).
+    Runbook(runbook::RunbookArgs),
     /// Check the config, the store, each upstream and its models, Redis and the clock; print each
     /// problem with its fix.
     Doctor(doctor::DoctorArgs),
@@ -96,6 +102,8 @@ fn main() -> ExitCode {
             Command::Sessions(args) => sessions::run(args).await,
             Command::Keys(args) => keys::run(args).await,
             Command::Doctor(args) => doctor::run(args).await,
+            Command::Incidents(args) => incidents::run(args).await,
+            Command::Runbook(args) => runbook::run(args).await,
         }
     });
     match result {

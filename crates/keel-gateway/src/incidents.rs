@@ -19,7 +19,7 @@ use axum::extract::{Path, Query, State};
 use axum::response::{IntoResponse, Response};
 use futures_util::future::BoxFuture;
 use http::StatusCode;
-use keel_incident::runbook::{Deployment, ModelWriter, RouteFacts, UpstreamFacts};
+use keel_incident::runbook::ModelWriter;
 use keel_incident::{Worker, WorkerConfig, intake};
 use keel_session::{IncidentStatus, JobStatus, NewIncidentEvent};
 use serde::Deserialize;
@@ -47,7 +47,7 @@ pub(crate) fn spawn(gateway: &Gateway) -> Vec<tokio::task::JoinHandle<()>> {
     });
     let worker_config = WorkerConfig {
         worker_id: format!("{}-{}", hostname(), uuid::Uuid::now_v7().simple()),
-        deployment: deployment(gateway),
+        deployment: gateway.config().deployment(),
         endpoints: config.notify.clone(),
         model_route: config.model.clone(),
         runbook_dir: config.runbook_dir.clone(),
@@ -64,34 +64,6 @@ fn hostname() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|name| name.trim().to_owned())
         .unwrap_or_else(|_| "keel".to_owned())
-}
-
-/// The deployment as runbooks describe it: keel's address, the upstreams and routes.
-pub(crate) fn deployment(gateway: &Gateway) -> Deployment {
-    let config = gateway.config();
-    let listen = config.server.listen;
-    let host = if listen.ip().is_unspecified() { "127.0.0.1".to_owned() } else { listen.ip().to_string() };
-    let host = if listen.is_ipv6() && !listen.ip().is_unspecified() { format!("[{host}]") } else { host };
-    Deployment {
-        keel_url: format!("http://{host}:{}", listen.port()),
-        upstreams: config
-            .upstreams
-            .iter()
-            .map(|up| UpstreamFacts {
-                name: up.name.clone(),
-                address: up.upstream.base_url().to_owned(),
-                kind: up.upstream.dialect.as_str().to_owned(),
-            })
-            .collect(),
-        routes: config
-            .routes
-            .iter()
-            .map(|route| RouteFacts {
-                model: route.model.clone(),
-                targets: route.targets.iter().map(ToString::to_string).collect(),
-            })
-            .collect(),
-    }
 }
 
 /// Asks a model route for JSON through keel's own pipeline: a `/api/chat` request with the
@@ -114,13 +86,7 @@ impl ModelWriter for PipelineWriter {
         Box::pin(async move {
             let gateway = Gateway::from_inner(self.gateway.upgrade().ok_or("keel is shutting down")?)
                 .map_err(|error| error.to_string())?;
-            let body = json!({
-                "model": route,
-                "messages": [{"role": "system", "content": system}, {"role": "user", "content": prompt}],
-                "format": schema,
-                "stream": false,
-                "options": {"temperature": 0},
-            });
+            let body = keel_incident::runbook::model::chat_request(route, system, &prompt, schema);
             let mut request = http::Request::post("/api/chat")
                 .header(http::header::HOST, "127.0.0.1")
                 .header(http::header::CONTENT_TYPE, "application/json")

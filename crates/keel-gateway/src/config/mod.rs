@@ -531,6 +531,37 @@ impl Config {
     pub fn upstream(&self, name: &str) -> Option<&UpstreamConfig> {
         self.upstreams.iter().find(|u| u.name == name)
     }
+
+    /// The deployment as runbooks describe it: keel's address, the upstreams and the routes.
+    pub fn deployment(&self) -> keel_incident::runbook::Deployment {
+        use keel_incident::runbook::{Deployment, RouteFacts, UpstreamFacts};
+        let listen = self.server.listen;
+        let host = match listen.ip() {
+            ip if ip.is_unspecified() => "127.0.0.1".to_owned(),
+            ip if ip.is_ipv6() => format!("[{ip}]"),
+            ip => ip.to_string(),
+        };
+        Deployment {
+            keel_url: format!("http://{host}:{}", listen.port()),
+            upstreams: self
+                .upstreams
+                .iter()
+                .map(|up| UpstreamFacts {
+                    name: up.name.clone(),
+                    address: up.upstream.base_url().to_owned(),
+                    kind: up.upstream.dialect.as_str().to_owned(),
+                })
+                .collect(),
+            routes: self
+                .routes
+                .iter()
+                .map(|route| RouteFacts {
+                    model: route.model.clone(),
+                    targets: route.targets.iter().map(ToString::to_string).collect(),
+                })
+                .collect(),
+        }
+    }
 }
 
 /// `[incidents]` and `[[notify]]`, checked: the runbook model has a route, receivers are

@@ -65,6 +65,25 @@ pub fn schema() -> Value {
     )
 }
 
+/// The Ollama `/api/chat` body that asks `route` for the runbook: the schema as `format`, so
+/// keel's structured-output guard repairs and validates the answer; not streamed, temperature 0.
+pub fn chat_request(route: &str, system: &str, prompt: &str, schema: Value) -> Value {
+    json!({
+        "model": route,
+        "messages": [{"role": "system", "content": system}, {"role": "user", "content": prompt}],
+        "format": schema,
+        "stream": false,
+        "options": {"temperature": 0},
+    })
+}
+
+/// The JSON a `/api/chat` answer carries in its message content.
+pub fn answer_content(body: &[u8]) -> Result<Value, String> {
+    let answer: Value = serde_json::from_slice(body).map_err(|error| format!("the answer is not JSON: {error}"))?;
+    let content = answer["message"]["content"].as_str().ok_or("the answer has no message content")?;
+    serde_json::from_str(content).map_err(|error| format!("the model's content is not JSON: {error}"))
+}
+
 /// The prompt: the evidence, at most [`MAX_PROMPT_BYTES`].
 pub fn prompt(evidence: &Evidence) -> String {
     let incident = &evidence.incident;
