@@ -4,6 +4,7 @@
 //! keel and prints what happened in plain words. Later capabilities add their scenes here.
 
 mod durable;
+mod incident;
 
 use std::io::Write as _;
 use std::time::Instant;
@@ -75,6 +76,7 @@ pub(crate) async fn run(_args: DemoArgs) -> anyhow::Result<()> {
     scene_fallback().await?;
     scene_structured().await?;
     durable::scene().await?;
+    incident::scene().await?;
     writeln!(std::io::stdout().lock(), "\nDone. Run `keel serve` in front of your own Ollama to do this for real.")?;
     Ok(())
 }

@@ -29,7 +29,7 @@ pub(crate) fn spawn(gateway: &Gateway) -> BackgroundTasks {
     if gateway.inner.store.is_some() && !gateway.inner.config.sessions.idle_timeout.is_zero() {
         tasks.push(tokio::spawn(crate::stages::session::sweep_idle(gateway.clone())));
     }
-    tasks.extend(crate::incidents::spawn(gateway));
+    tasks.extend(crate::incident_worker::spawn(gateway));
     for up in &gateway.inner.config.upstreams {
         if !up.health_interval.is_zero() {
             tasks.push(tokio::spawn(crate::probes::probe_loop(
@@ -92,7 +92,9 @@ pub(crate) async fn pump_breaker_events(
             metrics::gauge!(names::BREAKER_STATE, "target" => target.clone()).set(level);
             let why = if event.to == keel_breaker::State::Open { gateway.open_reason(&target) } else { None };
             gateway.inner.dashboard.breaker_moved(&event, why.as_deref());
-            crate::incident_log::breaker_moved(&gateway, &event);
+            if let Some(log) = &gateway.inner.incidents {
+                log.breaker_moved(&event, &target_facts(&gateway, &target));
+            }
             tracing::warn!(
                 target = %target,
                 from = event.from.as_str(),
@@ -104,5 +106,19 @@ pub(crate) async fn pump_breaker_events(
                 event.to.as_str()
             );
         }
+    }
+}
+
+/// What an incident says of a breaker's target: its upstream's address and its last failure.
+fn target_facts(gateway: &Gateway, target: &str) -> keel_incident::rules::TargetFacts {
+    let (upstream, _) = keel_incident::rules::split_target(target);
+    keel_incident::rules::TargetFacts {
+        address: gateway.config().upstream(upstream).map(|up| up.upstream.base_url().to_owned()),
+        why: gateway
+            .inner
+            .targets
+            .lock()
+            .get(target)
+            .and_then(|stats| stats.last_failure.as_ref().map(|last| format!("{}: {}", last.class, last.detail))),
     }
 }

@@ -3,8 +3,8 @@
 //! (the recording task, the worker's wake-up).
 //!
 //! What a signal means is `keel_incident`'s business (`rules`); this module only feeds it what
-//! the gateway knows: a breaker's transition with the target's address and last failure, and
-//! answers served by a fallback.
+//! the gateway knows: a breaker's transition with the target's address and last failure,
+//! answers served by a fallback, sessions timing out and coming back.
 
 use std::sync::Arc;
 
@@ -13,8 +13,6 @@ use keel_incident::{Recorder, Recording};
 use keel_session::Stores;
 use parking_lot::Mutex;
 use tokio::sync::Notify;
-
-use crate::state::Gateway;
 
 /// The incident log of a gateway with a store and `[incidents] enabled`.
 pub(crate) struct IncidentLog {
@@ -48,45 +46,30 @@ impl IncidentLog {
     }
 }
 
-/// Records a breaker transition as an incident event (when it is one).
-pub(crate) fn breaker_moved(gateway: &Gateway, transition: &keel_breaker::Transition) {
-    let Some(log) = &gateway.inner.incidents else { return };
-    let target = transition.target.as_ref();
-    let (upstream, _) = rules::split_target(target);
-    let facts = TargetFacts {
-        address: gateway.config().upstream(upstream).map(|up| up.upstream.base_url().to_owned()),
-        why: gateway
-            .inner
-            .targets
-            .lock()
-            .get(target)
-            .and_then(|stats| stats.last_failure.as_ref().map(|last| format!("{}: {}", last.class, last.detail))),
-    };
-    if let Some(event) = rules::breaker_event(transition, &facts) {
-        log.recorder.event(event);
+impl IncidentLog {
+    /// Records a breaker transition as an incident event (when it is one); `facts` are the
+    /// target's address and last failure.
+    pub(crate) fn breaker_moved(&self, transition: &keel_breaker::Transition, facts: &TargetFacts) {
+        if let Some(event) = rules::breaker_event(transition, facts) {
+            self.recorder.event(event);
+        }
     }
-}
 
-/// A request was answered by `served_by` after the targets before it (`skipped`, as
-/// `(upstream, model)`) did not answer.
-pub(crate) fn fallback_served(gateway: &Gateway, skipped: Vec<(String, Option<String>)>, served_by: String) {
-    if let Some(log) = &gateway.inner.incidents {
-        log.recorder.fallback_served(skipped, served_by);
+    /// A request was answered by `served_by` after the targets before it (`skipped`, as
+    /// `(upstream, model)`) did not answer.
+    pub(crate) fn fallback_served(&self, skipped: Vec<(String, Option<String>)>, served_by: String) {
+        self.recorder.fallback_served(skipped, served_by);
     }
-}
 
-/// Records a session's timeout (`idle_seconds` without a message) as an incident event.
-pub(crate) fn session_timed_out(gateway: &Gateway, session: &keel_session::Session, idle_seconds: i64) {
-    if let Some(log) = &gateway.inner.incidents {
+    /// Records a session's timeout (`idle_seconds` without a message).
+    pub(crate) fn session_timed_out(&self, session: &keel_session::Session, idle_seconds: i64) {
         let event =
             rules::session_timed_out(&session.id, session.owner.as_deref(), session.model.as_deref(), idle_seconds);
-        log.recorder.event(event);
+        self.recorder.event(event);
     }
-}
 
-/// Records that a timed-out session is active again (its incident resolves).
-pub(crate) fn session_active(gateway: &Gateway, session_id: &str) {
-    if let Some(log) = &gateway.inner.incidents {
-        log.recorder.event(rules::session_active(session_id));
+    /// Records that a timed-out session is active again (its incident resolves).
+    pub(crate) fn session_active(&self, session_id: &str) {
+        self.recorder.event(rules::session_active(session_id));
     }
 }

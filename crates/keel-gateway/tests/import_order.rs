@@ -13,7 +13,21 @@ use std::path::Path;
 
 /// The layers, top to bottom, and the top-level modules in each.
 const LAYERS: &[(&str, &[&str])] = &[
-    ("serving", &["server", "app", "background", "admin", "probes", "shared", "connections", "ui", "incidents"]),
+    (
+        "serving",
+        &[
+            "server",
+            "app",
+            "background",
+            "admin",
+            "probes",
+            "shared",
+            "connections",
+            "ui",
+            "incidents",
+            "incident_worker",
+        ],
+    ),
     ("pipeline", &["pipeline"]),
     ("stages", &["stages"]),
     ("attempts", &["attempts"]),

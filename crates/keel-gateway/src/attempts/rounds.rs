@@ -399,13 +399,14 @@ impl<'a> Attempts<'a> {
         let resume = self.resume_after(target.index, &whole);
         if target.index > 0 {
             metrics::counter!(keel_telemetry::names::FALLBACKS_TOTAL, "route" => self.endpoint.label).increment(1);
-            let asked = self.asked();
-            let skipped = self.forward.targets[..target.index]
-                .iter()
-                .map(|skipped| (skipped.upstream.clone(), Some(skipped.model_for(asked).to_owned())))
-                .collect();
-            let served_by = self.forward.targets[target.index].display_name(asked);
-            crate::incident_log::fallback_served(self.gateway, skipped, served_by);
+            if let Some(log) = &self.gateway.inner.incidents {
+                let asked = self.asked();
+                let skipped = self.forward.targets[..target.index]
+                    .iter()
+                    .map(|skipped| (skipped.upstream.clone(), Some(skipped.model_for(asked).to_owned())))
+                    .collect();
+                log.fallback_served(skipped, self.forward.targets[target.index].display_name(asked));
+            }
         }
         let (permit, held) =
             if self.call.hold_permit { (None, target.permits.model) } else { (target.permits.model, None) };

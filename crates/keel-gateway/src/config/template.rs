@@ -258,6 +258,37 @@ on_store_error = "open"
 # Off by default: traces then hold models, timings and token counts, never what was said.
 content = false
 
+[incidents]
+# Record incidents: a breaker opening (the upstream or a model failing), answers served from a
+# fallback (the incident is then "mitigated"), sessions timing out, and events posted to
+# POST /keel/events or Alertmanager's webhook (POST /keel/events/alertmanager). Each incident
+# gets a runbook at once (from a template, by incident kind) and its state changes go to the
+# [[notify]] webhooks. They are kept in the store: GET /keel/incidents, `keel incidents list`.
+enabled = true
+# The route (a model name of a [[route]]) that writes runbooks from the evidence, asked through
+# keel itself (its answer repaired and validated). Usually unset: a local model is often what
+# failed, and the template's runbook is written either way; the model's replaces it when it
+# answers. E.g. model = "llama3.2"
+# model = ""
+# Runbooks are also written here as INCIDENT_ID.md (beside this file when relative; "" for the
+# store only).
+runbook_dir = "runbooks"
+# How long one keel holds a claimed job (a webhook delivery, a runbook) before another keel
+# sharing the store, or this one after a restart, may run it again.
+job_lease = "1m"
+# When the model's runbook is not usable, it is asked again after this long (doubling, 5 tries).
+model_retry = "30s"
+
+# Webhooks told of every incident state change (opened, mitigated, open again, resolved), never
+# of single events. Signed per the Standard Webhooks spec (webhook-id, webhook-timestamp,
+# webhook-signature) when a secret is set; retried with backoff (the same webhook-id each time),
+# 429 Retry-After honoured; a receiver answering 410 Gone gets no more until keel restarts.
+# Receivers are http:// for now (https needs TLS, not in this build).
+# [[notify]]
+# url = "http://127.0.0.1:9000/hook"
+# format = "json"                    # "json", "slack" or "discord"
+# secret_env = "KEEL_WEBHOOK_SECRET" # the variable holding "whsec_" + base64 (openssl rand -base64 32)
+
 [log]
 # "text" for people, "json" for log shippers (one JSON object per line on stderr).
 format = "text"

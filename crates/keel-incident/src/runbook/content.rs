@@ -181,6 +181,9 @@ impl<'a> Facts<'a> {
         if routes.is_empty() {
             return format!("requests routed to upstream {}", self.upstream.name);
         }
+        if routes.iter().any(|route| route.model == "*") {
+            return format!("requests for any model routed to upstream {}", self.upstream.name);
+        }
         let names: Vec<String> = routes.iter().map(|route| format!("`{}`", route.model)).collect();
         format!("requests for {} (routed to upstream {})", names.join(", "), self.upstream.name)
     }

@@ -183,8 +183,10 @@ async fn run(
     if matches!(existing.status, SessionStatus::TimedOut | SessionStatus::Idle) {
         // A conflict means another request changed it first: it is active again either way.
         let _ = store.update_session(id, existing.version, SessionPatch::status(SessionStatus::Active)).await;
-        if existing.status == SessionStatus::TimedOut {
-            crate::incident_log::session_active(gateway, id);
+        if existing.status == SessionStatus::TimedOut
+            && let Some(log) = &gateway.inner.incidents
+        {
+            log.session_active(id);
         }
     }
     if let Some(key) = session.key("answer")
@@ -481,7 +483,9 @@ pub(crate) async fn sweep_idle(gateway: Gateway) {
                 {
                     let idle_seconds = (keel_session::now_millis() - session.updated_at) / 1000;
                     tracing::info!(session = %session.id, idle_seconds, "session timed out");
-                    crate::incident_log::session_timed_out(&gateway, session, idle_seconds);
+                    if let Some(log) = &gateway.inner.incidents {
+                        log.session_timed_out(session, idle_seconds);
+                    }
                     metrics::counter!(keel_telemetry::names::SESSIONS_TIMED_OUT_TOTAL).increment(1);
                 }
             }
