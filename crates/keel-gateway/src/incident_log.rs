@@ -33,10 +33,10 @@ impl std::fmt::Debug for IncidentLog {
 }
 
 impl IncidentLog {
-    /// The log over `stores`.
-    pub(crate) fn new(stores: Stores) -> IncidentLog {
+    /// The log over `stores`; bursts of failures open incidents under `rule`.
+    pub(crate) fn new(stores: Stores, rule: keel_incident::bursts::BurstRule) -> IncidentLog {
         let wake = Arc::new(Notify::new());
-        let (recorder, recording) = Recorder::channel(Arc::clone(&stores.incidents), Arc::clone(&wake));
+        let (recorder, recording) = Recorder::channel(Arc::clone(&stores.incidents), Arc::clone(&wake), rule);
         IncidentLog { stores, recorder, wake, recording: Mutex::new(Some(recording)) }
     }
 
@@ -66,6 +66,21 @@ impl IncidentLog {
         let event =
             rules::session_timed_out(&session.id, session.owner.as_deref(), session.model.as_deref(), idle_seconds);
         self.recorder.event(event);
+    }
+
+    /// A structured-output request got no valid answer (`outcome` `failed`, or `canned`).
+    pub(crate) fn structured_failed(&self, model: &str, outcome: &str, problem: &str) {
+        self.recorder.failure(rules::structured_failed(model, outcome, problem));
+    }
+
+    /// A request for `target` was shed by admission control.
+    pub(crate) fn shed(&self, target: &str, reason: &str) {
+        self.recorder.failure(rules::shed(target, reason));
+    }
+
+    /// `who` was refused by a rate limit of `unit`.
+    pub(crate) fn rate_limited(&self, who: &str, unit: &str) {
+        self.recorder.failure(rules::rate_limited(who, unit));
     }
 
     /// Records that a timed-out session is active again (its incident resolves).

@@ -179,6 +179,9 @@ async fn limit_stage(gateway: &Gateway, check: impl Future<Output = Result<(), P
     if let (Some(stage), Err(refused)) = (&stage, &checked) {
         stage.failed("rate_limited", refused.to_string());
     }
+    if let (Some(log), Err(ProxyError::RateLimited { who, unit, .. })) = (&gateway.inner.incidents, &checked) {
+        log.rate_limited(who, unit);
+    }
     checked
 }
 

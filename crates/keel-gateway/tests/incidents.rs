@@ -308,3 +308,53 @@ async fn a_model_that_answers_garbage_leaves_the_template_standing() {
     .await;
     keel.shutdown().await;
 }
+
+#[tokio::test]
+async fn structured_answers_that_keep_failing_open_an_incident_that_ends_when_quiet() {
+    let mock = MockServer::start(
+        ([127, 0, 0, 1], 0).into(),
+        scenario("[[model]]\nname = \"tiny\"\njson_reply = 'I cannot do JSON'\n"),
+    )
+    .await
+    .unwrap();
+    let receiver = WebhookReceiver::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let keel = TestGateway::start(keel_config(
+        &mock.url(),
+        &receiver,
+        dir.path(),
+        "burst_threshold = 3\nburst_quiet = \"1s\"",
+    ))
+    .await;
+    let url = format!("{}/api/chat", keel.url());
+    let ask = json!({"model": "tiny", "messages": [{"role": "user", "content": "a ticket"}], "stream": false,
+                     "format": {"type": "object", "properties": {"label": {"type": "string"}}, "required": ["label"]}});
+    for _ in 0..2 {
+        assert_eq!(post_json(&url, &ask).await.status(), 422);
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(incidents(&keel).await.is_empty(), "two failures are not a burst");
+    assert_eq!(post_json(&url, &ask).await.status(), 422);
+    let incident = eventually("structured output incident", Duration::from_secs(10), || async {
+        incidents(&keel).await.into_iter().find(|incident| incident["kind"] == "structured_output")
+    })
+    .await;
+    assert_eq!(incident["model"], "tiny");
+    assert_eq!(incident["status"], "open");
+    let id = incident["id"].as_str().unwrap().to_owned();
+    eventually("the burst to end", Duration::from_secs(10), || async {
+        let shown = get_json(&format!("{}/keel/incidents/{id}", keel.url())).await;
+        (shown["incident"]["status"] == "resolved").then_some(())
+    })
+    .await;
+    let runbook = eventually("runbook", Duration::from_secs(10), || async {
+        let response = reqwest::get(format!("{}/keel/incidents/{id}/runbook", keel.url())).await.unwrap();
+        (response.status() == 200).then_some(response)
+    })
+    .await
+    .text()
+    .await
+    .unwrap();
+    assert!(runbook.contains("structured answers a minute from tiny could not be made valid"), "{runbook}");
+    keel.shutdown().await;
+}

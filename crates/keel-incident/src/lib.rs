@@ -3,13 +3,15 @@
 //! The store (`keel-session`'s `IncidentStore` and `JobStore`) keeps the log and the jobs; this
 //! crate decides and acts:
 //!
-//! - [`rules`]: breaker transitions and fallback answers as incident events (fingerprints,
-//!   effects); [`intake`]: bodies of `POST /keel/events` and Alertmanager's webhook.
+//! - [`rules`]: breaker transitions, fallback answers and session timeouts as incident events
+//!   (fingerprints, effects); [`bursts`]: failures that are an incident only when they keep
+//!   coming; [`intake`]: bodies of `POST /keel/events` and Alertmanager's webhook.
 //! - [`recorder`]: the gateway's side: signals sent without waiting, recorded in order by one task.
 //! - [`worker`]: the durable job worker: fan-out of state changes, webhook deliveries
 //!   ([`notify`], signed per Standard Webhooks by [`webhook`]) and runbooks.
 //! - [`runbook`]: evidence, the template's words by incident kind, the model's words, Markdown.
 
+pub mod bursts;
 pub mod intake;
 pub mod kinds;
 pub mod notify;

@@ -4,7 +4,8 @@
 //!
 //! Answers served by a fallback are counted per unresolved incident in memory and recorded as
 //! one `fallback.served` event (effect mitigate) at once for an incident still `open`, then at
-//! most once a minute with the running count.
+//! most once a minute with the running count. Failures that matter only in numbers go through
+//! [`Bursts`].
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -14,6 +15,7 @@ use keel_session::{IncidentStatus, IncidentStore, NewIncidentEvent, Recorded};
 use keel_telemetry::names;
 use tokio::sync::{Notify, mpsc};
 
+use crate::bursts::{BurstRule, Bursts, Failure};
 use crate::rules;
 
 /// How many signals may wait for the recording task.
@@ -22,11 +24,15 @@ const QUEUE: usize = 1024;
 /// How often a mitigated incident's fallback count is written down.
 const FALLBACK_FLUSH: Duration = Duration::from_secs(60);
 
+/// How often quiet bursts are looked for (and fallback counts flushed when due).
+const TICK: Duration = Duration::from_secs(1);
+
 /// A signal for the incident log.
 #[derive(Debug)]
 enum Signal {
     Event(NewIncidentEvent),
     Fallback { skipped: Vec<(String, Option<String>)>, served_by: String },
+    Failure(Failure),
 }
 
 /// Sends signals to the incident log; cheap to clone.
@@ -38,9 +44,15 @@ pub struct Recorder {
 impl Recorder {
     /// A recorder writing to `store` and notifying `wake` (the job worker's) on state changes,
     /// and the [`Recording`] to run (as a task) for it.
-    pub fn channel(store: Arc<dyn IncidentStore>, wake: Arc<Notify>) -> (Recorder, Recording) {
+    /// Bursts of failures open incidents under `rule`.
+    pub fn channel(store: Arc<dyn IncidentStore>, wake: Arc<Notify>, rule: BurstRule) -> (Recorder, Recording) {
         let (tx, rx) = mpsc::channel(QUEUE);
-        (Recorder { tx }, Recording { store, wake, rx, open: HashMap::new() })
+        (Recorder { tx }, Recording { store, wake, rx, open: HashMap::new(), bursts: Bursts::new(rule) })
+    }
+
+    /// One failure that counts toward a burst of its cause.
+    pub fn failure(&self, failure: Failure) {
+        let _ = self.tx.try_send(Signal::Failure(failure));
     }
 
     /// Records `event` (dropped and counted if the log is far behind).
@@ -74,6 +86,7 @@ pub struct Recording {
     wake: Arc<Notify>,
     rx: mpsc::Receiver<Signal>,
     open: HashMap<String, Known>,
+    bursts: Bursts,
 }
 
 impl std::fmt::Debug for Recording {
@@ -87,15 +100,25 @@ impl Recording {
     pub async fn run(mut self) {
         self.load().await;
         let mut rx = std::mem::replace(&mut self.rx, mpsc::channel(1).1);
-        let mut flush = tokio::time::interval(FALLBACK_FLUSH);
+        let mut tick = tokio::time::interval(TICK);
         loop {
             tokio::select! {
                 signal = rx.recv() => match signal {
                     Some(Signal::Event(event)) => self.record(event).await,
                     Some(Signal::Fallback { skipped, served_by }) => self.fallback(skipped, served_by).await,
+                    Some(Signal::Failure(failure)) => {
+                        if let Some(event) = self.bursts.observe(failure, std::time::Instant::now()) {
+                            self.record(event).await;
+                        }
+                    }
                     None => break,
                 },
-                _ = flush.tick() => self.flush_fallbacks(false).await,
+                _ = tick.tick() => {
+                    self.flush_fallbacks(false).await;
+                    for event in self.bursts.sweep(std::time::Instant::now()) {
+                        self.record(event).await;
+                    }
+                }
             }
         }
         self.flush_fallbacks(true).await;

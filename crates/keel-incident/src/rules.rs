@@ -9,6 +9,7 @@ use keel_breaker::{Reason, State, Transition};
 use keel_session::{Effect, NewIncidentEvent};
 use serde_json::json;
 
+use crate::bursts::Failure;
 use crate::kinds;
 
 /// What keel knows of a breaker's target besides its transition.
@@ -117,6 +118,43 @@ pub fn session_active(session_id: &str) -> NewIncidentEvent {
         event: "session.active".to_owned(),
         effect: Effect::Resolve,
         detail: json!({ "session_id": session_id, "source": "keel" }),
+    }
+}
+
+/// A structured-output request that got no valid answer (422) or only the route's canned one.
+pub fn structured_failed(model: &str, outcome: &str, problem: &str) -> Failure {
+    Failure {
+        kind: kinds::STRUCTURED_OUTPUT,
+        key: model.to_owned(),
+        title: format!("structured output from {model} keeps failing validation"),
+        upstream: None,
+        model: Some(model.to_owned()),
+        detail: json!({ "outcome": outcome, "problem": problem }),
+    }
+}
+
+/// A request shed by admission control for `target` (`upstream:model`), for `reason`.
+pub fn shed(target: &str, reason: &str) -> Failure {
+    let (upstream, model) = split_target(target);
+    Failure {
+        kind: kinds::SHEDDING,
+        key: target.to_owned(),
+        title: format!("requests for {target} are shed: its queue is full"),
+        upstream: Some(upstream.to_owned()),
+        model: model.map(str::to_owned),
+        detail: json!({ "reason": reason }),
+    }
+}
+
+/// A request refused by a rate limit of `who` (`key 'agent'`, `client 10.0.0.7`) in `unit`.
+pub fn rate_limited(who: &str, unit: &str) -> Failure {
+    Failure {
+        kind: kinds::RATE_LIMITED,
+        key: who.to_owned(),
+        title: format!("{who} keeps hitting its rate limit"),
+        upstream: None,
+        model: None,
+        detail: json!({ "limit": unit }),
     }
 }
 

@@ -63,6 +63,9 @@ pub(crate) async fn send(gateway: &Gateway, call: Call, endpoint: Endpoint, forw
                         if let Some(stage) = &stage {
                             stage.failed("shed", shed.to_string());
                         }
+                        if let Some(log) = &gateway.inner.incidents {
+                            log.shed(&target.key, shed.reason().as_str());
+                        }
                         attempts.tally.shed(shed);
                         continue;
                     }

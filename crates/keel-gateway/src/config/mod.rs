@@ -118,6 +118,8 @@ pub struct IncidentsConfig {
     pub model_retry: Duration,
     /// The webhook receivers, in order.
     pub notify: Vec<keel_incident::notify::Endpoint>,
+    /// When bursts of failures open and end incidents.
+    pub bursts: keel_incident::bursts::BurstRule,
 }
 
 /// Where traces go and what they carry.
@@ -621,6 +623,10 @@ fn incidents_config(
         job_lease: incidents.job_lease,
         model_retry: incidents.model_retry,
         notify,
+        bursts: keel_incident::bursts::BurstRule {
+            threshold: incidents.burst_threshold.max(1),
+            quiet: incidents.burst_quiet,
+        },
     })
 }
 

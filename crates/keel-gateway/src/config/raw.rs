@@ -68,6 +68,13 @@ pub struct RawIncidents {
     /// each time, 5 tries).
     #[serde(with = "keel_types::duration")]
     pub model_retry: Duration,
+    /// Failures of one cause within a minute that open an incident: structured answers that
+    /// could not be made valid (per model), requests shed (per target), rate-limit refusals (per
+    /// key or client).
+    pub burst_threshold: u32,
+    /// How long without such a failure before its incident resolves.
+    #[serde(with = "keel_types::duration")]
+    pub burst_quiet: Duration,
 }
 
 impl Default for RawIncidents {
@@ -78,6 +85,8 @@ impl Default for RawIncidents {
             runbook_dir: "runbooks".to_owned(),
             job_lease: Duration::from_secs(60),
             model_retry: Duration::from_secs(30),
+            burst_threshold: 10,
+            burst_quiet: Duration::from_secs(300),
         }
     }
 }

@@ -278,6 +278,11 @@ runbook_dir = "runbooks"
 job_lease = "1m"
 # When the model's runbook is not usable, it is asked again after this long (doubling, 5 tries).
 model_retry = "30s"
+# Some failures are an incident only when they keep coming: structured answers that could not be
+# made valid (per model), requests shed by [admission] (per target), rate-limit refusals (per
+# key or client). This many within a minute open one; burst_quiet without any resolves it.
+burst_threshold = 10
+burst_quiet = "5m"
 
 # Webhooks told of every incident state change (opened, mitigated, open again, resolved), never
 # of single events. Signed per the Standard Webhooks spec (webhook-id, webhook-timestamp,

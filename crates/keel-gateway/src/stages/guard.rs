@@ -394,13 +394,20 @@ impl Guarding<'_> {
 
     /// No target gave a usable answer: the route's canned value, else 422 naming what was wrong.
     fn give_up(self) -> Response {
-        let Guarding { endpoint, model_label, forward, structured, schema, trail, .. } = self;
+        let Guarding { gateway, endpoint, model_label, forward, structured, schema, trail, .. } = self;
+        let problems = trail.problems.join("; ");
         if let Some(response) = canned(&structured, schema.as_deref(), &forward.requested_model, &trail) {
-            tracing::warn!(model = %model_label, problems = %trail.problems.join("; "), "answered from the canned value");
+            tracing::warn!(model = %model_label, problems = %problems, "answered from the canned value");
             count(&model_label, endpoint, "canned");
+            if let Some(log) = &gateway.inner.incidents {
+                log.structured_failed(&model_label, "canned", &problems);
+            }
             return response;
         }
         count(&model_label, endpoint, "failed");
+        if let Some(log) = &gateway.inner.incidents {
+            log.structured_failed(&model_label, "failed", &problems);
+        }
         let error = ProxyError::InvalidOutput {
             model: forward.requested_model,
             attempts: trail.attempts,

@@ -194,7 +194,8 @@ impl Gateway {
             .await
             .map_err(|err| GatewayError::Keys(err.to_string()))?;
         let sessions = Arc::clone(&stores.sessions);
-        let incidents = config.incidents.enabled.then(|| crate::incident_log::IncidentLog::new(stores));
+        let rule = config.incidents.bursts;
+        let incidents = config.incidents.enabled.then(|| crate::incident_log::IncidentLog::new(stores, rule));
         Gateway::build(config, Some(sessions), Some(keys), incidents)
     }
 

@@ -94,6 +94,9 @@ pub fn template_content(evidence: &Evidence) -> Content {
         kinds::UPSTREAM_DOWN => upstream_down(&facts),
         kinds::MODEL_FAILING => model_failing(&facts),
         kinds::SESSION_TIMEOUT => session_timeout(&facts),
+        kinds::STRUCTURED_OUTPUT => structured_output(&facts),
+        kinds::SHEDDING => shedding(&facts),
+        kinds::RATE_LIMITED => rate_limited(&facts),
         _ => generic(&facts),
     }
 }
@@ -476,6 +479,110 @@ fn session_timeout(facts: &Facts<'_>) -> Content {
             command: format!("keel sessions show {session}"),
             expect: "new messages after the restart".to_owned(),
         }],
+    }
+}
+
+/// The last sample of a burst's failures, as text ("" when none).
+fn sample(facts: &Facts<'_>, key: &str) -> String {
+    facts
+        .evidence
+        .events
+        .iter()
+        .rev()
+        .find_map(|event| event.detail.get("sample")?.get(key)?.as_str().map(str::to_owned))
+        .unwrap_or_default()
+}
+
+fn burst_size(facts: &Facts<'_>) -> String {
+    let most =
+        facts.evidence.events.iter().filter_map(|event| event.detail.get("failures_last_minute")?.as_u64()).max();
+    most.map_or_else(|| "many".to_owned(), |count| count.to_string())
+}
+
+fn structured_output(facts: &Facts<'_>) -> Content {
+    let model = facts.model();
+    let problem = sample(facts, "problem");
+    let problem_line = if problem.is_empty() { String::new() } else { format!(" The last problem: {problem}.") };
+    Content {
+        what_broke: format!("{} structured answers a minute from {model} could not be made valid, even after repair and re-asking.{problem_line}", burst_size(facts)),
+        affected: format!("Agents asking {model} for JSON: they got 422 answers, or the route's canned value where one is set."),
+        keel_did: "keel repaired what could be repaired, re-asked the model with the validation error, tried the route's other targets, and answered from the canned value where the route has one. It never passed broken JSON on.".to_owned(),
+        todo: vec![
+            format!("Try the schema by hand: `keel chat --model {model}` with the same prompt, or `keel repair --schema schema.json` on a saved answer."),
+            "If the model is small, route structured requests to a larger one (a [[route]] with a fallback target).".to_owned(),
+        ],
+        cause: Cause {
+            known: false,
+            text: format!("{model} does not follow the schema: it is too small for it, the prompt does not ask for JSON, or the schema is stricter than the agent needs."),
+            tell_apart: Some(format!("`keel_repair_fixes_total{{model=\"{model}\"}}` in {}/metrics: many repairs mean output close to valid (a larger model or a looser schema helps); none mean it answers something else entirely (the prompt).", facts.keel_url)),
+        },
+        failure_modes: vec![
+            mode("Malformed structured output", "keel_structured_outputs_total{outcome=\"failed\"} rises", "a larger model, or a route fallback for structured requests"),
+            mode("Tool-call JSON errors", "tool arguments that are not JSON, or miss required fields", "describe the tool's parameters more simply; fewer tools per request"),
+            mode("Context overflow", "answers cut off mid-JSON", "shorter prompts, or a model with a larger context"),
+        ],
+        alerts: vec![AlertRule { name: "KeelStructuredOutputFailing".to_owned(), when: format!("sum(rate(keel_structured_outputs_total{{model=\"{model}\",outcome=\"failed\"}}[15m])) > 0") }],
+        response: vec![
+            Step { action: "See how structured answers end, by outcome".to_owned(), command: Some(format!("curl -s {}/metrics | grep keel_structured_outputs_total", facts.keel_url)) },
+            Step { action: "Repair a saved answer by hand to see what is wrong with it".to_owned(), command: Some("keel repair --schema schema.json < answer.txt".to_owned()) },
+            facts.keel_status(),
+        ],
+        health_checks: vec![HealthCheck { command: format!("curl -s {}/metrics | grep 'keel_structured_outputs_total.*outcome=\"failed\"'", facts.keel_url), expect: "a count that no longer grows".to_owned() }],
+    }
+}
+
+fn shedding(facts: &Facts<'_>) -> Content {
+    let target =
+        facts.evidence.incident.fingerprint.split_once(':').map_or("the target", |(_, target)| target).to_owned();
+    let reason = sample(facts, "reason");
+    Content {
+        what_broke: format!("{} requests a minute for {target} were shed by admission control ({}).", burst_size(facts), if reason.is_empty() { "queue full" } else { reason.as_str() }),
+        affected: format!("Agents asking {target}: they got 503 with Retry-After, or a fallback target answered."),
+        keel_did: "keel kept the number of requests the model server runs at once within [admission], queued what fit and shed the rest at once instead of letting the server fill its memory.".to_owned(),
+        todo: vec![
+            "See the queue and what runs: `keel status`.".to_owned(),
+            "If the load is real, add a fallback target or raise [admission] max_concurrent if the server has the memory for it.".to_owned(),
+        ],
+        cause: Cause {
+            known: false,
+            text: "More requests arrive than the server answers: a burst of agent traffic, an agent stuck in a loop, or a server that became slower (a larger model, a cold load, swapping).".to_owned(),
+            tell_apart: Some(format!("`curl -s {}/metrics | grep keel_time_to_first_chunk_seconds`: a slower first chunk means the server slowed down; the same speed means more traffic.", facts.keel_url)),
+        },
+        failure_modes: vec![
+            mode("Queue full", "keel_admission_shed_total{reason=\"queue_full\"} rises", "more capacity, a fallback target, or fewer agents at once"),
+            mode("Slow first token under load", "keel_time_to_first_chunk_seconds p95 rises", "fewer requests at once; a smaller model"),
+            mode("Agent loops", "one key sends most requests", "cap the agent's steps; give it its own rate limit"),
+        ],
+        alerts: vec![AlertRule { name: "KeelShedding".to_owned(), when: "sum(rate(keel_admission_shed_total[5m])) > 0".to_owned() }],
+        response: vec![
+            facts.keel_status(),
+            Step { action: "See who sends the most requests".to_owned(), command: Some(format!("curl -s {}/metrics | grep keel_requests_total", facts.keel_url)) },
+            Step { action: "See what the model server runs now".to_owned(), command: Some(facts.loaded_models()) },
+        ],
+        health_checks: vec![HealthCheck { command: format!("curl -s {}/metrics | grep keel_admission_shed_total", facts.keel_url), expect: "counts that no longer grow".to_owned() }],
+    }
+}
+
+fn rate_limited(facts: &Facts<'_>) -> Content {
+    let who = facts.evidence.incident.fingerprint.split_once(':').map_or("a client", |(_, who)| who).to_owned();
+    Content {
+        what_broke: format!("{who} was refused by its rate limit {} times a minute.", burst_size(facts)),
+        affected: format!("The agent behind {who}: it got 429 answers with Retry-After; other keys were not affected."),
+        keel_did: "keel refused the requests over the limit at once (429 with Retry-After and RateLimit headers), so one busy agent could not starve the others.".to_owned(),
+        todo: vec![format!("Find out why {who} sends so much: a loop, a retry storm, or real growth."), "If it is real growth, raise its limit: `keel keys` or [limits] in keel.toml.".to_owned()],
+        cause: Cause {
+            known: false,
+            text: "The agent sends more than its limit: it loops, retries without waiting for Retry-After, or its work grew.".to_owned(),
+            tell_apart: Some("The agent's own log: the same request again and again means a loop or a retry storm; different requests mean growth.".to_owned()),
+        },
+        failure_modes: vec![
+            mode("Agent loops", "the same prompt repeated", "cap the agent's steps; fix its stop condition"),
+            mode("Retry storm", "requests right after each 429", "make the client honour Retry-After"),
+            mode("Limit too low for the work", "steady load just over the limit", "raise requests_per_minute or tokens_per_minute"),
+        ],
+        alerts: vec![AlertRule { name: "KeelRateLimited".to_owned(), when: "sum(rate(keel_rate_limited_total[5m])) > 1".to_owned() }],
+        response: vec![facts.keel_status(), Step { action: "See the limits refused, by kind".to_owned(), command: Some(format!("curl -s {}/metrics | grep keel_rate_limited_total", facts.keel_url)) }],
+        health_checks: vec![HealthCheck { command: format!("curl -s {}/metrics | grep keel_rate_limited_total", facts.keel_url), expect: "counts that no longer grow".to_owned() }],
     }
 }
 
