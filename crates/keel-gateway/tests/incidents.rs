@@ -358,3 +358,44 @@ async fn structured_answers_that_keep_failing_open_an_incident_that_ends_when_qu
     assert!(runbook.contains("structured answers a minute from tiny could not be made valid"), "{runbook}");
     keel.shutdown().await;
 }
+
+#[tokio::test]
+async fn retry_after_is_honoured_and_a_gone_receiver_is_not_called_again() {
+    let mock =
+        MockServer::start(([127, 0, 0, 1], 0).into(), scenario("[[model]]\nname = \"llama3.2\"\n")).await.unwrap();
+    let busy = WebhookReceiver::start().await;
+    busy.answer_next(&[(429, Some(1))]);
+    let gone = WebhookReceiver::start().await;
+    gone.answer_next(&[(410, None)]);
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = keel_config(&mock.url(), &busy, dir.path(), "");
+    let second =
+        config_from_toml_with_env(&format!("[[notify]]\nurl = \"{}\"\nformat = \"slack\"\n", gone.url()), &|_| None);
+    config.incidents.notify.extend(second.incidents.notify);
+    let keel = TestGateway::start(config).await;
+    let events = format!("{}/keel/events", keel.url());
+    let started = Instant::now();
+    let body: Value =
+        post_json(&events, &json!({"type": "upstream.down", "upstream": "local"})).await.json().await.unwrap();
+    let id = body["incidents"][0].as_str().unwrap().to_owned();
+
+    let busy_got =
+        busy.wait_for("delivery after 429", Duration::from_secs(10), |d| d.iter().any(|d| d.answered == 204)).await;
+    assert_eq!(busy_got.iter().map(|d| d.answered).collect::<Vec<_>>(), [429, 204]);
+    assert!(started.elapsed() >= Duration::from_secs(1), "Retry-After: 1 was waited out");
+    assert_eq!(busy_got[0].header("webhook-id"), busy_got[1].header("webhook-id"));
+    let gone_got = gone.wait_for("the 410", Duration::from_secs(10), |d| !d.is_empty()).await;
+    assert_eq!(gone_got[0].json()["text"].as_str().unwrap().starts_with("[keel] "), true, "a Slack body");
+    eventually("the disabled receiver on the timeline", Duration::from_secs(10), || async {
+        let shown = get_json(&format!("{}/keel/incidents/{id}", keel.url())).await;
+        shown["events"].as_array().unwrap().iter().find(|e| e["event"] == "notify.endpoint_disabled").cloned()
+    })
+    .await;
+
+    // The next state change reaches the busy receiver only.
+    post_json(&events, &json!({"type": "upstream.up", "upstream": "local"})).await;
+    busy.wait_for("resolved", Duration::from_secs(10), |d| d.iter().filter(|d| d.answered == 204).count() == 2).await;
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    assert_eq!(gone.deliveries().len(), 1, "410 Gone: no more deliveries");
+    keel.shutdown().await;
+}
