@@ -46,6 +46,7 @@ backend_suite!(sqlite_jobs, postgres_jobs, redis_jobs:
     claims_take_due_jobs_oldest_first,
     claims_filter_by_kind,
     a_lease_keeps_a_job_until_it_ends,
+    a_job_whose_leases_end_with_no_attempt_left_fails,
     only_the_holder_completes_retries_or_fails,
     retries_run_again_until_attempts_run_out,
     fail_gives_up_for_good,
@@ -169,6 +170,51 @@ mod cases {
         // Done is done: no claim, no second completion.
         assert_eq!(ctx.jobs.claim("w3", &[], t + 100_000, 1_000).await.unwrap(), None);
         assert!(!ctx.jobs.complete(&job.id, "w2", t + 1_300).await.unwrap());
+    }
+
+    pub(crate) async fn a_job_whose_leases_end_with_no_attempt_left_fails(ctx: Ctx) {
+        // A handler that crashes keel (or hangs past its lease) every time: the lease ends twice.
+        let t = now_millis();
+        let job = ctx.jobs.enqueue(NewJob::new("k", "crash", json!({})).at(t).with_max_attempts(2)).await.unwrap().job;
+        let behind = ctx.jobs.enqueue(NewJob::new("k", "behind", json!({})).at(t + 10)).await.unwrap().job;
+        let first = ctx.jobs.claim("w1", &[], t, 1_000).await.unwrap().unwrap();
+        assert_eq!((first.id.as_str(), first.attempts), (job.id.as_str(), 1));
+        let second = ctx.jobs.claim("w2", &[], t + 1_001, 1_000).await.unwrap().unwrap();
+        assert_eq!((second.id.as_str(), second.attempts), (job.id.as_str(), 2), "the lease ended: claimed again");
+        // Its last lease ends: a claim of other kinds leaves it alone.
+        let later = t + 2_002;
+        assert_eq!(ctx.jobs.claim("w3", &kinds(&["other"]), later, 1_000).await.unwrap(), None);
+        assert_eq!(ctx.jobs.job(&job.id).await.unwrap().unwrap(), second);
+        // A claim of its kind gives up on it and takes the job behind it instead.
+        let claimed = ctx.jobs.claim("w3", &kinds(&["k"]), later, 1_000).await.unwrap().expect("the job behind");
+        assert_eq!(
+            (claimed.id.as_str(), claimed.attempts, claimed.worker.as_deref()),
+            (behind.id.as_str(), 1, Some("w3"))
+        );
+        let failed = ctx.jobs.job(&job.id).await.unwrap().unwrap();
+        assert_eq!((failed.status, failed.attempts, failed.max_attempts), (JobStatus::Failed, 2, 2));
+        assert_eq!(
+            failed.last_error.as_deref(),
+            Some("gave up: its lease ended 2 times without the job finishing (keel stopped or the handler hung)")
+        );
+        assert_eq!((failed.updated_at, failed.lease_until, failed.run_at), (later, None, t));
+        assert_eq!(failed.worker.as_deref(), Some("w2"), "the last worker is kept");
+        assert_eq!(ctx.jobs.count_jobs().await.unwrap(), JobCounts { running: 1, failed: 1, ..JobCounts::default() });
+        let listed = ctx.jobs.list_jobs(Some(JobStatus::Failed), 10).await.unwrap();
+        assert_eq!(listed, std::slice::from_ref(&failed));
+        // It is not claimed a third time, however late; the holder of its last lease is too late.
+        assert_eq!(ctx.jobs.claim("w4", &[], later + 500, 1_000).await.unwrap(), None);
+        let again = ctx.jobs.claim("w4", &[], t + 100_000, 1_000).await.unwrap().expect("the other lease ended");
+        assert_eq!((again.id.as_str(), again.attempts), (behind.id.as_str(), 2), "it had attempts left");
+        assert_eq!(ctx.jobs.claim("w4", &[], t + 100_000, 1_000).await.unwrap(), None);
+        assert!(!ctx.jobs.complete(&job.id, "w2", t + 100_000).await.unwrap());
+        assert!(!ctx.jobs.retry(&job.id, "w2", "late", t + 100_000, t + 100_000).await.unwrap());
+        assert_eq!(ctx.jobs.job(&job.id).await.unwrap().unwrap(), failed);
+        // A failed job like any other: pruned once old.
+        assert_eq!(ctx.jobs.prune_jobs(later).await.unwrap(), 0);
+        assert_eq!(ctx.jobs.prune_jobs(later + 1).await.unwrap(), 1);
+        assert_eq!(ctx.jobs.job(&job.id).await.unwrap(), None);
+        assert_eq!(ctx.jobs.count_jobs().await.unwrap(), JobCounts { running: 1, ..JobCounts::default() });
     }
 
     pub(crate) async fn only_the_holder_completes_retries_or_fails(ctx: Ctx) {

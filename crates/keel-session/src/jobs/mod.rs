@@ -3,9 +3,10 @@
 //!
 //! A job is a kind, a key, a JSON payload and a time to run. Delivery is at least once: a worker
 //! claims a due job with a lease ([`JobStore::claim`]); if it neither completes nor retries the
-//! job before the lease ends (keel was killed), the job is claimed again. Handlers must therefore
-//! be idempotent. `(kind, key)` is unique: enqueueing a job whose kind and key exist returns the
-//! stored one, so a job is made once however often its cause is seen.
+//! job before the lease ends (keel was killed), the job is claimed again, while it has attempts
+//! left (then the claim fails it instead). Handlers must therefore be idempotent. `(kind, key)`
+//! is unique: enqueueing a job whose kind and key exist returns the stored one, so a job is
+//! made once however often its cause is seen.
 //!
 //! Why a table of keel's own instead of a queue crate: apalis, the maintained Rust queue, keeps
 //! its SQLite and PostgreSQL jobs through sqlx, whose `libsqlite3-sys` cannot be linked beside
@@ -51,6 +52,13 @@ pub trait JobStore: Send + Sync + fmt::Debug {
     /// lease ended before `now`), of one of `kinds` (any kind when empty): sets it `running`
     /// for `worker` until `now + lease_ms` and counts the attempt. `None` when nothing is due.
     /// Two claims never get the same job while its lease lasts.
+    ///
+    /// A `running` job whose lease ended and which has used its `max_attempts` is not claimed
+    /// again: in the same step it becomes `failed` (`last_error` "gave up: its lease ended N
+    /// times without the job finishing (keel stopped or the handler hung)", N its attempts;
+    /// `updated_at` `now`; no lease; `worker` kept), and the claim goes on to the next job. So
+    /// a job whose handler crashes keel, or hangs past its lease, every time is not run forever.
+    /// Queued jobs are never given up here ([`JobStore::retry`] fails those out of attempts).
     fn claim<'a>(
         &'a self,
         worker: &'a str,
@@ -256,6 +264,15 @@ pub(crate) fn cut_error(error: &str) -> String {
     }
     error[..end].to_owned()
 }
+
+/// The `last_error` of a running job [`JobStore::claim`] gives up on (its lease ended and its
+/// attempts are used up) is `GAVE_UP_BEFORE`, its attempts, `GAVE_UP_AFTER`. The backends join
+/// them in the claim's own step (SQL `||`, Lua `..`), where [`cut_error`] cannot run; the
+/// assertion below shows that it would never cut (an attempt count has at most 20 digits).
+pub(crate) const GAVE_UP_BEFORE: &str = "gave up: its lease ended ";
+/// See [`GAVE_UP_BEFORE`].
+pub(crate) const GAVE_UP_AFTER: &str = " times without the job finishing (keel stopped or the handler hung)";
+const _: () = assert!(GAVE_UP_BEFORE.len() + 20 + GAVE_UP_AFTER.len() <= MAX_ERROR_LEN);
 
 /// The columns of `jobs`, in the order the SQL backends select them.
 pub(crate) const JOB_COLUMNS: &str = "id, kind, key, payload, status, attempts, max_attempts, run_at, worker, lease_until, last_error, created_at, updated_at";

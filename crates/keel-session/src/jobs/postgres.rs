@@ -1,13 +1,14 @@
 //! [`JobStore`] on the PostgreSQL store: one statement per call on its pool. A claim is one
 //! `UPDATE … WHERE id = (SELECT … FOR UPDATE SKIP LOCKED) RETURNING …`: concurrent claimers
-//! (tasks or keel instances) take different jobs without waiting on each other.
+//! (tasks or keel instances) take different jobs without waiting on each other. Its `WITH`
+//! first fails, in the same statement, the running jobs whose lease ended with no attempt left.
 
 use deadpool_postgres::GenericClient;
 use tokio_postgres::Row;
 
 use super::{
-    Enqueued, JOB_COLUMNS, Job, JobCounts, JobRow, JobStatus, JobStore, NewJob, add_count, check_claim, check_job_id,
-    check_new_job, check_worker, cut_error, new_job,
+    Enqueued, GAVE_UP_AFTER, GAVE_UP_BEFORE, JOB_COLUMNS, Job, JobCounts, JobRow, JobStatus, JobStore, NewJob,
+    add_count, check_claim, check_job_id, check_new_job, check_worker, cut_error, new_job,
 };
 use crate::StoreError;
 use crate::postgres::{PostgresStore, column_error, execute, query};
@@ -35,19 +36,32 @@ impl JobStore for PostgresStore {
         Box::pin(async move {
             check_claim(worker, kinds)?;
             let client = self.client().await?;
+            // `gave_up` fails the running jobs of these kinds whose lease ended with no attempt
+            // left; it and the claim see the same snapshot, so the claim leaves those out itself.
             let sql = format!(
-                "UPDATE jobs SET status = 'running', worker = $1, lease_until = $2, attempts = attempts + 1,
+                "WITH gave_up AS (
+                     UPDATE jobs SET status = 'failed', last_error = $5::text || attempts || $6::text,
+                            lease_until = NULL, updated_at = $3
+                     WHERE id IN (
+                         SELECT id FROM jobs
+                         WHERE status = 'running' AND lease_until < $3 AND attempts >= max_attempts
+                           AND (cardinality($4::text[]) = 0 OR kind = ANY($4::text[]))
+                         FOR UPDATE SKIP LOCKED))
+                 UPDATE jobs SET status = 'running', worker = $1, lease_until = $2, attempts = attempts + 1,
                         updated_at = $3
                  WHERE id = (
                      SELECT id FROM jobs
-                     WHERE ((status = 'queued' AND run_at <= $3) OR (status = 'running' AND lease_until < $3))
+                     WHERE ((status = 'queued' AND run_at <= $3)
+                            OR (status = 'running' AND lease_until < $3 AND attempts < max_attempts))
                        AND (cardinality($4::text[]) = 0 OR kind = ANY($4::text[]))
                      ORDER BY run_at, id
                      LIMIT 1
                      FOR UPDATE SKIP LOCKED)
                  RETURNING {JOB_COLUMNS}"
             );
-            let rows = query(&client, &sql, &[&worker, &now.saturating_add(lease_ms), &now, &kinds]).await?;
+            let lease_until = now.saturating_add(lease_ms);
+            let rows =
+                query(&client, &sql, &[&worker, &lease_until, &now, &kinds, &GAVE_UP_BEFORE, &GAVE_UP_AFTER]).await?;
             rows.first().map(job_row).transpose()
         })
     }

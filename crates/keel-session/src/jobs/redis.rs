@@ -16,8 +16,11 @@
 //! first job of `jobs:leased:KIND` (lease ended) and then of `jobs:due:KIND` (due) of each kind
 //! asked for (of each kind of `jobs:kinds` when none is), and takes the one due first, ties
 //! going to the older id; so a claim costs a few sorted-set reads per kind however many jobs
-//! wait. Ids are UUID v7, so they sort by creation. The incident scripts (`incidents/redis.rs`)
-//! enqueue their change jobs with the same Lua function, [`RedisStore::JOB_LUA`].
+//! wait. Ids are UUID v7, so they sort by creation. A lease-ended job that has used its
+//! attempts is failed instead (moved to `jobs:status:failed` and `jobs:finished`) and the claim
+//! looks again; one claim drops or gives up at most 100 jobs (then it returns none, and the
+//! next claim goes on). The incident scripts (`incidents/redis.rs`) enqueue their change jobs
+//! with the same Lua function, [`RedisStore::JOB_LUA`].
 //!
 //! [`JobStore::prune_jobs`] deletes in scripts of [`PRUNE_BATCH`] jobs, so a large prune does not
 //! hold the server for long; each job is deleted with its index entries in one step.
@@ -28,8 +31,8 @@ use std::sync::LazyLock;
 use redis::Script;
 
 use super::{
-    Enqueued, Job, JobCounts, JobStatus, JobStore, NewJob, check_claim, check_job_id, check_new_job, check_worker,
-    cut_error, new_job_id,
+    Enqueued, GAVE_UP_AFTER, GAVE_UP_BEFORE, Job, JobCounts, JobStatus, JobStore, NewJob, check_claim, check_job_id,
+    check_new_job, check_worker, cut_error, new_job_id,
 };
 use crate::StoreError;
 use crate::redis_store::{RedisStore, corrupt, redis_error};
@@ -140,17 +143,19 @@ return {created, redis.call('HGETALL', P .. 'job:' .. id)}
     ))
 });
 
-/// `ARGV` P, worker, now, lease_until, then the kinds (none: any). Returns the claimed job's
-/// hash, or an empty array.
+/// `ARGV` P, worker, now, lease_until, the two parts of the error of a job given up on
+/// ([`GAVE_UP_BEFORE`], [`GAVE_UP_AFTER`]), then the kinds (none: any). Returns the claimed
+/// job's hash, or an empty array.
 static CLAIM: LazyLock<Script> = LazyLock::new(|| {
     Script::new(&format!(
         "{}{}",
         RedisStore::JOB_LUA,
         r"
 local P, worker, now, lease_until = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
+local gave_up_before, gave_up_after = ARGV[5], ARGV[6]
 local kinds = {}
-if #ARGV > 4 then
-  for i = 5, #ARGV do kinds[#kinds + 1] = ARGV[i] end
+if #ARGV > 6 then
+  for i = 7, #ARGV do kinds[#kinds + 1] = ARGV[i] end
 else
   kinds = redis.call('SMEMBERS', P .. 'jobs:kinds')
   for _, kind in ipairs(kinds) do
@@ -174,7 +179,8 @@ local function first(set, max)
   return best, best_kind
 end
 
--- An id left in an index by a job whose hash is gone is dropped and the next one looked at.
+-- An id left in an index by a job whose hash is gone is dropped, and a running job whose lease
+-- ended with no attempt left is failed; then the next one is looked at.
 for _ = 1, 100 do
   local from = 'running'
   local id, kind = first('jobs:leased:', '(' .. now)
@@ -184,13 +190,21 @@ for _ = 1, 100 do
   end
   if not id then return {} end
   local key = P .. 'job:' .. id
-  local created_at = redis.call('HGET', key, 'created_at')
+  local job = redis.call('HMGET', key, 'created_at', 'attempts', 'max_attempts')
+  local created_at, attempts, max_attempts = job[1], tonumber(job[2]), tonumber(job[3])
   unindex_job(P, id, kind, from)
   if created_at then
-    redis.call('HINCRBY', key, 'attempts', 1)
-    redis.call('HSET', key, 'status', 'running', 'worker', worker, 'lease_until', lease_until, 'updated_at', now)
-    index_job(P, id, kind, 'running', created_at, lease_until)
-    return redis.call('HGETALL', key)
+    if from == 'running' and attempts and max_attempts and attempts >= max_attempts then
+      redis.call('HDEL', key, 'lease_until')
+      redis.call('HSET', key, 'status', 'failed', 'last_error', gave_up_before .. job[2] .. gave_up_after,
+        'updated_at', now)
+      index_job(P, id, kind, 'failed', created_at, now)
+    else
+      redis.call('HINCRBY', key, 'attempts', 1)
+      redis.call('HSET', key, 'status', 'running', 'worker', worker, 'lease_until', lease_until, 'updated_at', now)
+      index_job(P, id, kind, 'running', created_at, lease_until)
+      return redis.call('HGETALL', key)
+    end
   end
 end
 return {}
@@ -356,7 +370,13 @@ impl JobStore for RedisStore {
         Box::pin(async move {
             check_claim(worker, kinds)?;
             let mut invocation = CLAIM.prepare_invoke();
-            invocation.arg(&self.prefix).arg(worker).arg(now).arg(now.saturating_add(lease_ms.max(0)));
+            invocation
+                .arg(&self.prefix)
+                .arg(worker)
+                .arg(now)
+                .arg(now.saturating_add(lease_ms.max(0)))
+                .arg(GAVE_UP_BEFORE)
+                .arg(GAVE_UP_AFTER);
             for kind in kinds {
                 invocation.arg(kind);
             }

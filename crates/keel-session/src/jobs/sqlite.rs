@@ -1,12 +1,13 @@
 //! [`JobStore`] on the SQLite store: writes go through its writer thread
 //! ([`SqliteStore::write_with`]: one writer, so a claim is atomic without locks), reads through
-//! its readers.
+//! its readers. A claim is two statements in the writer's transaction: the running jobs of its
+//! kinds whose lease ended with no attempt left are failed, then the due job first is taken.
 
 use rusqlite::{Connection, OptionalExtension, Row, params};
 
 use super::{
-    Enqueued, JOB_COLUMNS, Job, JobCounts, JobRow, JobStatus, JobStore, NewJob, add_count, check_claim, check_job_id,
-    check_new_job, check_worker, cut_error, new_job,
+    Enqueued, GAVE_UP_AFTER, GAVE_UP_BEFORE, JOB_COLUMNS, Job, JobCounts, JobRow, JobStatus, JobStore, NewJob,
+    add_count, check_claim, check_job_id, check_new_job, check_worker, cut_error, new_job,
 };
 use crate::StoreError;
 use crate::rows::clamp_i64;
@@ -38,13 +39,25 @@ impl JobStore for SqliteStore {
                 .then(|| serde_json::to_string(kinds))
                 .transpose()
                 .map_err(|e| StoreError::InvalidInput(format!("job kinds cannot be stored: {e}")))?;
+            // Both statements run in the writer's transaction: one atomic step.
             self.write_with(move |conn, _| {
+                // Running jobs of these kinds whose lease ended with no attempt left: given up,
+                // so the claim below goes on to the next job.
+                conn.prepare_cached(
+                    "UPDATE jobs SET status = 'failed', last_error = ?3 || attempts || ?4, lease_until = NULL,
+                            updated_at = ?1
+                     WHERE status = 'running' AND lease_until < ?1 AND attempts >= max_attempts
+                       AND (?2 IS NULL OR kind IN (SELECT value FROM json_each(?2)))",
+                )
+                .and_then(|mut give_up| give_up.execute(params![now, kinds, GAVE_UP_BEFORE, GAVE_UP_AFTER]))
+                .map_err(db_error)?;
                 let sql = format!(
                     "UPDATE jobs SET status = 'running', worker = ?1, lease_until = ?2, attempts = attempts + 1,
                             updated_at = ?3
                      WHERE id = (
                          SELECT id FROM jobs
-                         WHERE ((status = 'queued' AND run_at <= ?3) OR (status = 'running' AND lease_until < ?3))
+                         WHERE ((status = 'queued' AND run_at <= ?3)
+                                OR (status = 'running' AND lease_until < ?3 AND attempts < max_attempts))
                            AND (?4 IS NULL OR kind IN (SELECT value FROM json_each(?4)))
                          ORDER BY run_at, id
                          LIMIT 1)
