@@ -98,6 +98,10 @@ pub(crate) fn status_json(gateway: &Gateway) -> Value {
         "admission": gateway.inner.admission.as_ref().map_or_else(crate::admission::status_off, |q| q.status()),
         "limits": gateway.inner.limits.status(),
         "traces": traces_json(config),
+        "incidents": match &gateway.inner.incidents {
+            Some(log) => json!({ "enabled": true, "open": log.recorder.open_incidents() }),
+            None => json!({ "enabled": false, "open": [] }),
+        },
         "dashboard": "/keel/ui",
     })
 }

@@ -137,7 +137,13 @@ pub(crate) async fn resolve(State(gateway): State<Gateway>, Path(id): Path<Strin
     let by = body.by.unwrap_or_else(|| "api".to_owned());
     match log.stores.incidents.resolve_incident(&id, &by, body.fixed_by).await {
         Ok(Some(incident)) => {
-            log.wake.notify_one();
+            // What the recorder shows as open learns it now, not at its next read of the store.
+            let recorded = keel_session::Recorded {
+                incident: Some(incident.clone()),
+                event: None,
+                previous: Some(IncidentStatus::Open),
+            };
+            log.recorder.learned(&incident.fingerprint, &recorded);
             Json(json!({ "incident": incident })).into_response()
         }
         Ok(None) => not_found(&id),
@@ -179,11 +185,10 @@ async fn take_events(gateway: &Gateway, events: Result<Vec<NewIncidentEvent>, in
     };
     let mut incidents = Vec::with_capacity(events.len());
     for event in events {
+        let fingerprint = event.fingerprint.clone();
         match log.stores.incidents.record_event(event).await {
             Ok(recorded) => {
-                if recorded.changed() {
-                    log.wake.notify_one();
-                }
+                log.recorder.learned(&fingerprint, &recorded);
                 incidents.push(recorded.incident.map(|incident| incident.id));
             }
             Err(err) => return failed(&err),

@@ -73,6 +73,7 @@ async fn the_dashboard_loads_clean_and_shows_a_breaker_opening_within_two_second
         .env("KEEL_NODE_MODULES", modules.parent().unwrap())
         .env("KEEL_CHROMIUM", &chromium)
         .env("KEEL_SESSION", "dashboard-session-1")
+        .env("KEEL_EXPECT_INCIDENT", "1")
         .stdout(Stdio::piped())
         .kill_on_drop(true)
         .spawn()
@@ -81,6 +82,7 @@ async fn the_dashboard_loads_clean_and_shows_a_breaker_opening_within_two_second
     let mut opened_at = None;
     let mut errors = None;
     let mut transcript = None;
+    let mut runbook = None;
     while let Some(line) = tokio::time::timeout(Duration::from_secs(60), lines.next_line()).await.unwrap().unwrap() {
         match line.as_str() {
             "READY" => {
@@ -92,6 +94,15 @@ async fn the_dashboard_loads_clean_and_shows_a_breaker_opening_within_two_second
                     .unwrap();
                 assert_eq!(opened.status(), 200);
                 opened_at = Some(Instant::now());
+                // An incident for the incidents table (a forced breaker is an operator's act, not one).
+                let posted = client
+                    .post(format!("{}/keel/events", keel.url()))
+                    .bearer_auth(ADMIN_KEY)
+                    .json(&serde_json::json!({"type": "upstream.down", "upstream": "local", "message": "drill"}))
+                    .send()
+                    .await
+                    .unwrap();
+                assert_eq!(posted.status(), 202);
             }
             "OPEN_SEEN" => {
                 let shown_after = opened_at.expect("OPEN_SEEN before the breaker was opened").elapsed();
@@ -103,6 +114,9 @@ async fn the_dashboard_loads_clean_and_shows_a_breaker_opening_within_two_second
             other => {
                 if let Some(json) = other.strip_prefix("TRANSCRIPT ") {
                     transcript = Some(serde_json::from_str::<String>(json).unwrap());
+                }
+                if let Some(json) = other.strip_prefix("RUNBOOK ") {
+                    runbook = Some(serde_json::from_str::<String>(json).unwrap());
                 }
                 if let Some(json) = other.strip_prefix("ERRORS ") {
                     errors = Some(serde_json::from_str::<Vec<String>>(json).unwrap());
@@ -117,5 +131,7 @@ async fn the_dashboard_loads_clean_and_shows_a_breaker_opening_within_two_second
     assert!(opened_at.is_some(), "the page never showed the target");
     let transcript = transcript.expect("the session's transcript was not shown");
     assert!(transcript.contains("Where is my parcel?") && transcript.contains("assistant"), "{transcript}");
+    let runbook = runbook.expect("the incident's runbook was not shown");
+    assert!(runbook.contains("# Incident inc_") && runbook.contains("upstream local"), "{runbook}");
     assert!(std::fs::metadata(&screenshot).unwrap().len() > 10_000, "no screenshot at {}", screenshot.display());
 }

@@ -355,7 +355,7 @@ async fn structured_answers_that_keep_failing_open_an_incident_that_ends_when_qu
     .text()
     .await
     .unwrap();
-    assert!(runbook.contains("structured answers a minute from tiny could not be made valid"), "{runbook}");
+    assert!(runbook.contains("Structured answers from tiny could not be made valid"), "{runbook}");
     keel.shutdown().await;
 }
 

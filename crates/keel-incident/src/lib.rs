@@ -21,5 +21,5 @@ pub mod runbook;
 pub mod webhook;
 pub mod worker;
 
-pub use recorder::{Recorder, Recording};
+pub use recorder::{OpenIncident, Recorder, Recording};
 pub use worker::{Worker, WorkerConfig};

@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use keel_session::{IncidentStatus, IncidentStore, NewIncidentEvent, Recorded};
 use keel_telemetry::names;
+use parking_lot::Mutex;
 use tokio::sync::{Notify, mpsc};
 
 use crate::bursts::{BurstRule, Bursts, Failure};
@@ -27,18 +28,23 @@ const FALLBACK_FLUSH: Duration = Duration::from_secs(60);
 /// How often quiet bursts are looked for (and fallback counts flushed when due).
 const TICK: Duration = Duration::from_secs(1);
 
+/// How often the unresolved incidents are read again from the store.
+const RELOAD: Duration = Duration::from_secs(5);
+
 /// A signal for the incident log.
 #[derive(Debug)]
 enum Signal {
     Event(NewIncidentEvent),
     Fallback { skipped: Vec<(String, Option<String>)>, served_by: String },
     Failure(Failure),
+    Learned(String, Box<Recorded>),
 }
 
 /// Sends signals to the incident log; cheap to clone.
 #[derive(Debug, Clone)]
 pub struct Recorder {
     tx: mpsc::Sender<Signal>,
+    shown: Arc<Mutex<Vec<OpenIncident>>>,
 }
 
 impl Recorder {
@@ -47,7 +53,21 @@ impl Recorder {
     /// Bursts of failures open incidents under `rule`.
     pub fn channel(store: Arc<dyn IncidentStore>, wake: Arc<Notify>, rule: BurstRule) -> (Recorder, Recording) {
         let (tx, rx) = mpsc::channel(QUEUE);
-        (Recorder { tx }, Recording { store, wake, rx, open: HashMap::new(), bursts: Bursts::new(rule) })
+        let shown = Arc::new(Mutex::new(Vec::new()));
+        let recording =
+            Recording { store, wake, rx, open: HashMap::new(), bursts: Bursts::new(rule), shown: Arc::clone(&shown) };
+        (Recorder { tx, shown }, recording)
+    }
+
+    /// The unresolved incidents as of the last recorded event, newest first (kept in memory:
+    /// free to read once a second).
+    pub fn open_incidents(&self) -> Vec<OpenIncident> {
+        self.shown.lock().clone()
+    }
+
+    /// An event was recorded elsewhere (an event posted through the API): learn what it did.
+    pub fn learned(&self, fingerprint: &str, recorded: &Recorded) {
+        let _ = self.tx.try_send(Signal::Learned(fingerprint.to_owned(), Box::new(recorded.clone())));
     }
 
     /// One failure that counts toward a burst of its cause.
@@ -70,10 +90,24 @@ impl Recorder {
     }
 }
 
+/// An unresolved incident, as `/keel/status` and the dashboard show it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct OpenIncident {
+    /// Its id.
+    pub id: String,
+    /// Its kind.
+    pub kind: String,
+    /// `open` or `mitigated`.
+    pub status: IncidentStatus,
+    /// What broke.
+    pub title: String,
+    /// When it opened (Unix milliseconds).
+    pub opened_at: i64,
+}
+
 /// An unresolved incident as the recording task knows it.
 struct Known {
-    kind: String,
-    status: IncidentStatus,
+    summary: OpenIncident,
     fallback_answers: u64,
     written_answers: u64,
     served_by: String,
@@ -87,6 +121,7 @@ pub struct Recording {
     rx: mpsc::Receiver<Signal>,
     open: HashMap<String, Known>,
     bursts: Bursts,
+    shown: Arc<Mutex<Vec<OpenIncident>>>,
 }
 
 impl std::fmt::Debug for Recording {
@@ -101,11 +136,14 @@ impl Recording {
         self.load().await;
         let mut rx = std::mem::replace(&mut self.rx, mpsc::channel(1).1);
         let mut tick = tokio::time::interval(TICK);
+        let mut reload = tokio::time::interval(RELOAD);
+        reload.tick().await;
         loop {
             tokio::select! {
                 signal = rx.recv() => match signal {
                     Some(Signal::Event(event)) => self.record(event).await,
                     Some(Signal::Fallback { skipped, served_by }) => self.fallback(skipped, served_by).await,
+                    Some(Signal::Learned(fingerprint, recorded)) => self.learn(&fingerprint, &recorded),
                     Some(Signal::Failure(failure)) => {
                         if let Some(event) = self.bursts.observe(failure, std::time::Instant::now()) {
                             self.record(event).await;
@@ -113,6 +151,7 @@ impl Recording {
                     }
                     None => break,
                 },
+                _ = reload.tick() => self.load().await,
                 _ = tick.tick() => {
                     self.flush_fallbacks(false).await;
                     for event in self.bursts.sweep(std::time::Instant::now()) {
@@ -124,18 +163,27 @@ impl Recording {
         self.flush_fallbacks(true).await;
     }
 
-    /// Learns the unresolved incidents (another run of keel may have opened them).
+    /// Learns the unresolved incidents from the store (another keel, an event posted through
+    /// the API or a person with `keel incidents resolve` may have changed them), keeping the
+    /// fallback counts of those it knew.
     async fn load(&mut self) {
+        let mut fresh = HashMap::new();
         for status in [IncidentStatus::Open, IncidentStatus::Mitigated] {
             match self.store.list_incidents(Some(status), 1000).await {
                 Ok(incidents) => {
                     for incident in incidents {
-                        self.open.insert(incident.fingerprint.clone(), known(&incident.kind, incident.status));
+                        let mut entry = self.open.remove(&incident.fingerprint).unwrap_or_else(|| known(&incident));
+                        entry.summary = known(&incident).summary;
+                        fresh.insert(incident.fingerprint.clone(), entry);
                     }
                 }
-                Err(error) => tracing::warn!(%error, "incidents: cannot read the open incidents"),
+                Err(error) => {
+                    tracing::warn!(%error, "incidents: cannot read the open incidents");
+                    return;
+                }
             }
         }
+        self.open = fresh;
         self.publish();
     }
 
@@ -165,9 +213,8 @@ impl Recording {
         if incident.status == IncidentStatus::Resolved {
             self.open.remove(fingerprint);
         } else {
-            let entry =
-                self.open.entry(fingerprint.to_owned()).or_insert_with(|| known(&incident.kind, incident.status));
-            entry.status = incident.status;
+            let entry = self.open.entry(fingerprint.to_owned()).or_insert_with(|| known(incident));
+            entry.summary.status = incident.status;
         }
         self.publish();
     }
@@ -179,7 +226,7 @@ impl Recording {
                 let Some(known) = self.open.get_mut(&fingerprint) else { continue };
                 known.fallback_answers += 1;
                 known.served_by.clone_from(&served_by);
-                if known.status == IncidentStatus::Open {
+                if known.summary.status == IncidentStatus::Open {
                     self.flush_one(&fingerprint, true).await;
                 }
                 break;
@@ -211,8 +258,11 @@ impl Recording {
     fn publish(&self) {
         let mut counts: HashMap<(&str, &str), u64> = HashMap::new();
         for known in self.open.values() {
-            *counts.entry((known.kind.as_str(), known.status.as_str())).or_default() += 1;
+            *counts.entry((known.summary.kind.as_str(), known.summary.status.as_str())).or_default() += 1;
         }
+        let mut shown: Vec<OpenIncident> = self.open.values().map(|known| known.summary.clone()).collect();
+        shown.sort_by_key(|incident| std::cmp::Reverse(incident.opened_at));
+        *self.shown.lock() = shown;
         for kind in crate::kinds::ALL {
             for status in [IncidentStatus::Open, IncidentStatus::Mitigated] {
                 let count = counts.get(&(kind, status.as_str())).copied().unwrap_or(0);
@@ -222,10 +272,15 @@ impl Recording {
     }
 }
 
-fn known(kind: &str, status: IncidentStatus) -> Known {
+fn known(incident: &keel_session::Incident) -> Known {
     Known {
-        kind: kind.to_owned(),
-        status,
+        summary: OpenIncident {
+            id: incident.id.clone(),
+            kind: incident.kind.clone(),
+            status: incident.status,
+            title: incident.title.clone(),
+            opened_at: incident.opened_at,
+        },
         fallback_answers: 0,
         written_answers: 0,
         served_by: String::new(),

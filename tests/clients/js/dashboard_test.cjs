@@ -3,6 +3,8 @@
 //   READY                  the page shows target TARGET (the test then opens its breaker)
 //   OPEN_SEEN              the page shows TARGET's breaker open
 //   TRANSCRIPT <json>      with KEEL_SESSION set: that session's transcript, opened from the list
+//   RUNBOOK <json>         with KEEL_EXPECT_INCIDENT set: the runbook of the open incident, opened
+//                          from the incidents table
 //   ERRORS <json array>    console errors, page errors and failed requests, then exit
 // Usage: node dashboard_test.cjs URL TARGET SCREENSHOT [API_KEY]
 "use strict";
@@ -43,6 +45,13 @@ async function main() {
       await page.waitForSelector("#transcript .message[data-seq]", { timeout: 10000 });
       const transcript = await page.textContent("#transcript");
       console.log("TRANSCRIPT " + JSON.stringify(transcript));
+    }
+    if (process.env.KEEL_EXPECT_INCIDENT) {
+      const incident = "#incidents tr[data-incident]";
+      await page.waitForSelector(incident, { timeout: 10000 });
+      await page.click(incident);
+      await page.waitForFunction(() => document.querySelector("#runbook").textContent.includes("## Incident response"), null, { timeout: 15000 });
+      console.log("RUNBOOK " + JSON.stringify(await page.textContent("#runbook")));
     }
     await page.evaluate(() => window.scrollTo(0, 0));
     await page.screenshot({ path: screenshot, fullPage: true });

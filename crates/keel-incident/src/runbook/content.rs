@@ -150,6 +150,11 @@ impl<'a> Facts<'a> {
         }
     }
 
+    /// Whether the timeline holds an event named `name`.
+    fn saw(&self, name: &str) -> bool {
+        self.evidence.events.iter().any(|event| event.event == name)
+    }
+
     fn model(&self) -> &str {
         self.evidence.incident.model.as_deref().unwrap_or("the model")
     }
@@ -255,10 +260,14 @@ fn upstream_down(facts: &Facts<'_>) -> Content {
     Content {
         what_broke: format!("The model server {} at {} stopped answering.{why}", up.name, up.address),
         affected: format!("Every agent sending {}.", facts.routes()),
-        keel_did: facts.keel_did(&format!(
-            "keel opened the circuit breaker of {} so requests stopped waiting on it, and probes it until it answers.",
-            up.name
-        )),
+        keel_did: facts.keel_did(&if facts.saw("breaker.opened") {
+            format!(
+                "keel opened the circuit breaker of {} so requests stopped waiting on it, and probes it until it answers.",
+                up.name
+            )
+        } else {
+            format!("keel recorded the report that {} is down (its own breaker had not opened).", up.name)
+        }),
         todo: vec![
             format!("Check the server: `{}`.", facts.liveness()),
             format!("If it does not answer, restart it: `sudo systemctl restart {}`.", facts.service()),
@@ -504,7 +513,7 @@ fn structured_output(facts: &Facts<'_>) -> Content {
     let problem = sample(facts, "problem");
     let problem_line = if problem.is_empty() { String::new() } else { format!(" The last problem: {problem}.") };
     Content {
-        what_broke: format!("{} structured answers a minute from {model} could not be made valid, even after repair and re-asking.{problem_line}", burst_size(facts)),
+        what_broke: format!("Structured answers from {model} could not be made valid, even after repair and re-asking ({} a minute).{problem_line}", burst_size(facts)),
         affected: format!("Agents asking {model} for JSON: they got 422 answers, or the route's canned value where one is set."),
         keel_did: "keel repaired what could be repaired, re-asked the model with the validation error, tried the route's other targets, and answered from the canned value where the route has one. It never passed broken JSON on.".to_owned(),
         todo: vec![
@@ -514,7 +523,7 @@ fn structured_output(facts: &Facts<'_>) -> Content {
         cause: Cause {
             known: false,
             text: format!("{model} does not follow the schema: it is too small for it, the prompt does not ask for JSON, or the schema is stricter than the agent needs."),
-            tell_apart: Some(format!("`keel_repair_fixes_total{{model=\"{model}\"}}` in {}/metrics: many repairs mean output close to valid (a larger model or a looser schema helps); none mean it answers something else entirely (the prompt).", facts.keel_url)),
+            tell_apart: Some(format!("`keel_repair_fixes_total{{model=\"{model}\"}}` in {}/metrics: many repairs mean output close to valid (a larger model or a looser schema helps); no repairs mean it answers something else entirely (the prompt).", facts.keel_url)),
         },
         failure_modes: vec![
             mode("Malformed structured output", "keel_structured_outputs_total{outcome=\"failed\"} rises", "a larger model, or a route fallback for structured requests"),
@@ -536,7 +545,7 @@ fn shedding(facts: &Facts<'_>) -> Content {
         facts.evidence.incident.fingerprint.split_once(':').map_or("the target", |(_, target)| target).to_owned();
     let reason = sample(facts, "reason");
     Content {
-        what_broke: format!("{} requests a minute for {target} were shed by admission control ({}).", burst_size(facts), if reason.is_empty() { "queue full" } else { reason.as_str() }),
+        what_broke: format!("Requests for {target} were shed by admission control ({} a minute; {}).", burst_size(facts), if reason.is_empty() { "queue full" } else { reason.as_str() }),
         affected: format!("Agents asking {target}: they got 503 with Retry-After, or a fallback target answered."),
         keel_did: "keel kept the number of requests the model server runs at once within [admission], queued what fit and shed the rest at once instead of letting the server fill its memory.".to_owned(),
         todo: vec![

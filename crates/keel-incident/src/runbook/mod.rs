@@ -5,6 +5,7 @@
 //! caller keeps the template's runbook then.
 
 pub mod content;
+pub mod deployment;
 pub mod evidence;
 pub mod model;
 pub mod placeholders;

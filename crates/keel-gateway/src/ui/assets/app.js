@@ -74,6 +74,8 @@ function render(snapshot) {
       el("td", {}, failure(t.last_failure)));
   }));
 
+  renderIncidents(snapshot.incidents || { enabled: false, open: [] }, problems);
+
   const structured = (snapshot.totals && snapshot.totals.structured) || {};
   fill("#structured", ["valid", "repaired", "reasked", "fallback", "canned", "failed"].map((outcome) =>
     el("tr", {}, el("td", {}, outcome), el("td", { class: "num" }, String(Math.round(structured[outcome] || 0))))));
@@ -85,6 +87,42 @@ function render(snapshot) {
   history.push({ t: Date.now() / 1000, totals: snapshot.totals || {} });
   while (history.length > 1 && history[history.length - 1].t - history[0].t > HISTORY) history.shift();
   renderRates();
+}
+
+function renderIncidents(incidents, problems) {
+  const open = incidents.open || [];
+  $("#incidents").hidden = open.length === 0;
+  $("#incidents-note").textContent = !incidents.enabled
+    ? "Incidents are off in this keel (no store, or [incidents] enabled = false)."
+    : open.length ? "Click an incident to read its runbook." : "No incident is open.";
+  for (const incident of open) problems.push(`incident ${incident.status}: ${incident.title}`);
+  fill("#incidents", open.map((incident) => {
+    const row = el("tr", { "data-incident": incident.id, "data-status": incident.status },
+      el("td", {}, incident.id), el("td", {}, incident.kind), el("td", {}, badge(incident.status)),
+      el("td", {}, when(incident.opened_at)), el("td", {}, incident.title));
+    row.addEventListener("click", () => openRunbook(incident.id));
+    return row;
+  }));
+}
+
+async function openRunbook(id, tries = 15) {
+  const box = $("#runbook");
+  box.hidden = false;
+  box.dataset.incident = id;
+  box.textContent = "Loading the runbook…";
+  try {
+    // The runbook is written a moment after the incident opens: wait for it without a 404.
+    const shown = await getJson(`/keel/incidents/${encodeURIComponent(id)}`);
+    if (!shown.runbook) {
+      box.textContent = "The runbook is being written…";
+      if (tries > 0) setTimeout(() => { if (box.dataset.incident === id) openRunbook(id, tries - 1); }, 1000);
+      return;
+    }
+    const response = await fetch(shown.runbook.url, { credentials: "same-origin" });
+    box.textContent = await response.text();
+  } catch (error) {
+    box.textContent = "The runbook cannot be read: " + error.message;
+  }
 }
 
 function sparkline(points) {
