@@ -81,6 +81,13 @@
 //! # }).unwrap();
 //! ```
 //!
+//! # Metric history
+//!
+//! [`HistoryStore`] ([`Stores::history`] of [`open_stores`]) keeps one JSON sample of keel's
+//! counters per keel instance and minute, for the dashboard's timeline across restarts: a put
+//! replaces the sample of its source and minute, a read returns a source's samples from a minute
+//! on (at most [`MAX_SAMPLES`], a week), a prune deletes the old ones of every source.
+//!
 //! # Example
 //!
 //! ```
@@ -117,6 +124,7 @@
 //! ```
 
 mod error;
+mod history;
 mod incidents;
 mod jobs;
 mod keys;
@@ -131,6 +139,7 @@ mod store;
 use std::sync::Arc;
 
 pub use error::StoreError;
+pub use history::{HistoryStore, MAX_SAMPLE_BYTES, MAX_SAMPLES, Sample};
 pub use incidents::{
     Effect, INCIDENT_CHANGED_JOB, Incident, IncidentEvent, IncidentStatus, IncidentStore, MAX_DETAIL_BYTES,
     MAX_EVENTS_LISTED, MAX_RUNBOOK_BYTES, MAX_TITLE_LEN, NewIncidentEvent, PlaybookEntry, Recorded, Runbook,
@@ -163,8 +172,8 @@ pub async fn open(url: &str) -> Result<Arc<dyn Store>, StoreError> {
     Ok(open_with_keys(url).await?.0)
 }
 
-/// Every trait of one opened store: sessions, API keys, incidents and jobs, all one backend
-/// object (one SQLite writer thread, one PostgreSQL pool or one Redis connection).
+/// Every trait of one opened store: sessions, API keys, incidents, jobs and metric history, all
+/// one backend object (one SQLite writer thread, one PostgreSQL pool or one Redis connection).
 #[derive(Debug, Clone)]
 pub struct Stores {
     /// Sessions and their messages.
@@ -175,6 +184,8 @@ pub struct Stores {
     pub incidents: Arc<dyn IncidentStore>,
     /// Durable jobs.
     pub jobs: Arc<dyn JobStore>,
+    /// Per-minute samples of keel's counters, for the dashboard's timeline.
+    pub history: Arc<dyn HistoryStore>,
 }
 
 /// Opens the store at `url` like [`open`], and returns every trait of it ([`Stores`]).
@@ -205,11 +216,12 @@ pub async fn open_key_store(url: &str) -> Result<Arc<dyn KeyStore>, StoreError> 
 }
 
 /// One backend object as every trait.
-fn all<S: Store + KeyStore + IncidentStore + JobStore + 'static>(store: Arc<S>) -> Stores {
+fn all<S: Store + KeyStore + IncidentStore + JobStore + HistoryStore + 'static>(store: Arc<S>) -> Stores {
     Stores {
         sessions: Arc::clone(&store) as Arc<dyn Store>,
         keys: Arc::clone(&store) as Arc<dyn KeyStore>,
         incidents: Arc::clone(&store) as Arc<dyn IncidentStore>,
-        jobs: store,
+        jobs: Arc::clone(&store) as Arc<dyn JobStore>,
+        history: store,
     }
 }

@@ -48,6 +48,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/postgres/002_participants.sql"),
     include_str!("../migrations/postgres/003_api_keys.sql"),
     include_str!("../migrations/postgres/004_incidents_jobs.sql"),
+    include_str!("../migrations/postgres/005_history.sql"),
 ];
 
 /// What `postgres://…` says.

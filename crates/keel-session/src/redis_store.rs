@@ -10,6 +10,7 @@
 //! | `P p:ID` | hash | participant name → `POSITION ADDED_AT {"kind":…,"role":…}` |
 //! | `P index` | sorted set | session ids scored by `updated_at`, for listing |
 //! | `P apikeys`, `P apikeys:revoked` | hash, list | API keys ([`KeyStore`](crate::KeyStore), in `keys/redis.rs`) |
+//! | `P history:SOURCE`, `P history-sources` | sorted set, set | per-minute samples ([`HistoryStore`](crate::HistoryStore), in `history/redis.rs`) |
 //!
 //! A participant's position (its place in the order added) comes from the counter
 //! `participant_seq` in the session hash; re-adding a name keeps its position and `added_at` and

@@ -60,6 +60,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/sqlite/002_participants.sql"),
     include_str!("../migrations/sqlite/003_api_keys.sql"),
     include_str!("../migrations/sqlite/004_incidents_jobs.sql"),
+    include_str!("../migrations/sqlite/005_history.sql"),
 ];
 
 /// How SQLite syncs commits to disk.

@@ -1,6 +1,6 @@
 //! Stores created by an older keel (schema version 1: sessions and messages, no participants,
-//! API keys, incidents or jobs) are upgraded in place when opened: their sessions and messages
-//! stay, participants, API keys, incidents and jobs work.
+//! API keys, incidents, jobs or metric history) are upgraded in place when opened: their sessions
+//! and messages stay, participants, API keys, incidents, jobs and metric history work.
 //!
 //! PostgreSQL is expected where `tests/conformance.rs` expects it (`KEEL_TEST_POSTGRES_URL`,
 //! skipped when unreachable unless `KEEL_REQUIRE_SERVICES=1`).
@@ -16,7 +16,7 @@ const SQLITE_V1: &str = include_str!("../migrations/sqlite/001_sessions.sql");
 const SQLITE_V2: &str = include_str!("../migrations/sqlite/002_participants.sql");
 const POSTGRES_V1: &str = include_str!("../migrations/postgres/001_sessions.sql");
 /// How many migrations this keel has (what an upgraded store is at).
-const LATEST: i64 = 4;
+const LATEST: i64 = 5;
 
 /// A version-1 session `old` with one message, as keel wrote them before participants.
 const OLD_ROWS: &str = "
@@ -42,7 +42,8 @@ async fn check_upgraded(store: &dyn Store, keys: &dyn KeyStore) {
     assert_eq!(names, ["alice", "bot"]);
 }
 
-/// What every upgraded store must do with incidents and jobs (migration 4).
+/// What every upgraded store must do with incidents and jobs (migration 4) and metric history
+/// (migration 5).
 async fn check_incidents_and_jobs(url: &str) {
     let stores = open_stores(url).await.unwrap();
     let event = NewIncidentEvent {
@@ -60,6 +61,8 @@ async fn check_incidents_and_jobs(url: &str) {
     let jobs = stores.jobs.list_jobs(None, 10).await.unwrap();
     assert_eq!(jobs.len(), 1);
     assert_eq!(jobs[0].kind, INCIDENT_CHANGED_JOB);
+    stores.history.put_sample("gw", 7, serde_json::json!({"requests": 1})).await.unwrap();
+    assert_eq!(stores.history.samples("gw", 0).await.unwrap().len(), 1);
 }
 
 #[tokio::test]

@@ -1,0 +1,13 @@
+-- Per-minute samples of keel's counters (keel_session::HistoryStore), for the dashboard's
+-- timeline: one row per source (a keel instance) and Unix minute; a put for the same source and
+-- minute replaces the row. `sample` is a JSON object as text (keys in their order, as in the
+-- other backends). Sources compare bytewise (COLLATE "C").
+-- IF NOT EXISTS: applying it to a schema that already has the table changes nothing.
+CREATE TABLE IF NOT EXISTS metric_minutes (
+    source TEXT COLLATE "C" NOT NULL,
+    minute BIGINT NOT NULL,
+    sample TEXT   NOT NULL,
+    PRIMARY KEY (source, minute)
+);
+-- Prunes delete by minute across sources.
+CREATE INDEX IF NOT EXISTS metric_minutes_by_minute ON metric_minutes (minute);
