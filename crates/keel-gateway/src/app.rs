@@ -38,6 +38,7 @@ pub fn app(gateway: Gateway) -> Router {
         .route("/keel/ui", get(ui::index))
         .route("/keel/ui/", get(ui::index))
         .route("/keel/ui/events", get(ui::events))
+        .route("/keel/ui/timeline", get(ui::timeline))
         .route("/keel/ui/{file}", get(ui::file))
         .fallback(any(pipeline::proxy));
     // keel's own endpoints check keys here; proxied requests (the fallback) in the pipeline, as

@@ -30,6 +30,9 @@ pub(crate) fn spawn(gateway: &Gateway) -> BackgroundTasks {
         tasks.push(tokio::spawn(crate::stages::session::sweep_idle(gateway.clone())));
     }
     tasks.extend(crate::incident_worker::spawn(gateway));
+    if gateway.inner.history.is_some() {
+        tasks.push(tokio::spawn(crate::ui::record_loop(gateway.clone())));
+    }
     for up in &gateway.inner.config.upstreams {
         if !up.health_interval.is_zero() {
             tasks.push(tokio::spawn(crate::probes::probe_loop(

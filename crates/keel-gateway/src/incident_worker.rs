@@ -28,7 +28,7 @@ pub(crate) fn spawn(gateway: &Gateway) -> Vec<tokio::task::JoinHandle<()>> {
         Arc::new(PipelineWriter { gateway: Arc::downgrade(&gateway.inner), timeout: config.job_lease * 3 / 4 }) as _
     });
     let worker_config = WorkerConfig {
-        worker_id: format!("{}-{}", hostname(), uuid::Uuid::now_v7().simple()),
+        worker_id: format!("{}-{}", gateway.instance_name(), uuid::Uuid::now_v7().simple()),
         deployment: gateway.config().deployment(),
         endpoints: config.notify.clone(),
         model_route: config.model.clone(),
@@ -40,12 +40,6 @@ pub(crate) fn spawn(gateway: &Gateway) -> Vec<tokio::task::JoinHandle<()>> {
     let worker = Arc::new(Worker::new(log.stores.clone(), worker_config, writer, Arc::clone(&log.wake)));
     tasks.push(tokio::spawn(worker.run()));
     tasks
-}
-
-fn hostname() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|name| name.trim().to_owned())
-        .unwrap_or_else(|_| "keel".to_owned())
 }
 
 /// Asks a model route for JSON through keel's own pipeline: a `/api/chat` request with the

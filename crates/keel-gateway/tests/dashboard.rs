@@ -33,8 +33,19 @@ async fn the_dashboard_loads_clean_and_shows_a_breaker_opening_within_two_second
     )
     .await
     .unwrap();
+    // A store with two hours of this instance's timeline in it (an instance is HOSTNAME:PORT of
+    // its listen address; the test gateway's port is 0).
+    let dir = tempfile::tempdir().unwrap();
+    let store_url = format!("sqlite://{}", dir.path().join("keel.db").display());
+    let stores = keel_session::open_stores(&store_url).await.unwrap();
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").map(|h| h.trim().to_owned()).unwrap();
+    let now = keel_session::now_millis() / 60_000;
+    for minute in 0..120 {
+        let sample = serde_json::json!({"requests": minute * minute, "errors": minute});
+        stores.history.put_sample(&format!("{host}:0"), now - 120 + minute, sample).await.unwrap();
+    }
     let toml = format!(
-        "[[upstream]]\nname = \"local\"\nurl = \"{}\"\n[[route]]\nmodel = \"m\"\ntargets = [\"local\"]\n\
+        "[store]\nurl = \"{store_url}\"\n[[upstream]]\nname = \"local\"\nurl = \"{}\"\n[[route]]\nmodel = \"m\"\ntargets = [\"local\"]\n\
          [auth]\nkeys = [{{ name = \"ops\", key_env = \"DASHBOARD_KEY\", scopes = [\"inference\", \"admin\"] }}]\n",
         mock.url()
     );

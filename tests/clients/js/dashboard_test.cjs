@@ -33,6 +33,8 @@ async function main() {
     const row = `#targets tr[data-target="${target}"]`;
     await page.waitForSelector(row, { timeout: 10000 });
     await page.waitForSelector("#live.live", { timeout: 10000 });
+    // The last hours, drawn from the store's per-minute samples.
+    await page.waitForSelector('#timeline .rate[data-timeline="requests"] polyline', { timeout: 10000 });
     console.log("READY");
     await page.waitForSelector(`${row}[data-breaker="open"]`, { timeout: 10000 });
     console.log("OPEN_SEEN");

@@ -154,19 +154,21 @@ pub(crate) struct Inner {
     pub(crate) dashboard: crate::dashboard_feed::Feed,
     /// The incident log (`[incidents]`); `None` without a store or with incidents off.
     pub(crate) incidents: Option<crate::incident_log::IncidentLog>,
+    /// Where the dashboard's per-minute samples are kept; `None` without a store.
+    pub(crate) history: Option<Arc<dyn keel_session::HistoryStore>>,
 }
 
 impl Gateway {
     /// Builds the gateway from a validated config, without a session store (requests with
     /// `X-Keel-Session` are refused with 503).
     pub fn new(config: Config) -> Result<Gateway, GatewayError> {
-        Gateway::build(config, None, None, None)
+        Gateway::build(config, None, None, (None, None))
     }
 
     /// Builds the gateway with the durable store for sessions, opened from
     /// `config.store_url` with [`keel_session::open`].
     pub fn with_store(config: Config, store: Arc<dyn keel_session::Store>) -> Result<Gateway, GatewayError> {
-        Gateway::build(config, Some(store), None, None)
+        Gateway::build(config, Some(store), None, (None, None))
     }
 
     /// Builds the gateway with the store of sessions and the API keys kept in it (`keel keys`;
@@ -182,7 +184,7 @@ impl Gateway {
         let keys = crate::api_keys::ApiKeys::with_store(config.api_keys(), keys)
             .await
             .map_err(|err| GatewayError::Keys(err.to_string()))?;
-        Gateway::build(config, Some(store), Some(keys), None)
+        Gateway::build(config, Some(store), Some(keys), (None, None))
     }
 
     /// Builds the gateway with every part of the store ([`keel_session::open_stores`]):
@@ -194,16 +196,17 @@ impl Gateway {
             .await
             .map_err(|err| GatewayError::Keys(err.to_string()))?;
         let sessions = Arc::clone(&stores.sessions);
+        let history = Arc::clone(&stores.history);
         let rule = config.incidents.bursts;
         let incidents = config.incidents.enabled.then(|| crate::incident_log::IncidentLog::new(stores, rule));
-        Gateway::build(config, Some(sessions), Some(keys), incidents)
+        Gateway::build(config, Some(sessions), Some(keys), (incidents, Some(history)))
     }
 
     fn build(
         config: Config,
         store: Option<Arc<dyn keel_session::Store>>,
         keys: Option<crate::api_keys::ApiKeys>,
-        incidents: Option<crate::incident_log::IncidentLog>,
+        (incidents, history): (Option<crate::incident_log::IncidentLog>, Option<Arc<dyn keel_session::HistoryStore>>),
     ) -> Result<Gateway, GatewayError> {
         let upstreams = build_upstreams(&config)?;
         // Make sure the recorder exists before the first request so /metrics is never empty.
@@ -257,9 +260,18 @@ impl Gateway {
                 traces,
                 dashboard: Default::default(),
                 incidents,
+                history,
             }),
             upstreams,
         })
+    }
+
+    /// This keel's name among instances sharing a store: `HOSTNAME:PORT`.
+    pub(crate) fn instance_name(&self) -> String {
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .map(|name| name.trim().to_owned())
+            .unwrap_or_else(|_| "keel".to_owned());
+        format!("{host}:{}", self.config().server.listen.port())
     }
 
     /// A gateway over shared state `inner` with its own upstream connection pools (for work

@@ -50,7 +50,7 @@ pub(super) fn snapshot(gateway: &Gateway) -> Value {
 /// Sums of the series the dashboard shows, from the Prometheus page: requests (and 5xx among
 /// them), fallbacks, retries, continuations, sheds, rate-limit refusals, structured outcomes by
 /// outcome, active sessions, trace spans dropped.
-fn totals(page: &str) -> Value {
+pub(super) fn totals(page: &str) -> Value {
     let mut sums: Map<String, Value> = Map::new();
     let mut structured: Map<String, Value> = Map::new();
     let add = |map: &mut Map<String, Value>, key: &str, value: f64| {

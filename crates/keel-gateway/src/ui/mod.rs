@@ -2,10 +2,14 @@
 //! CDN) that shows upstreams and targets with their breakers and why they opened, request,
 //! error and fallback rates, structured-output outcomes, breaker transitions as they happen, and
 //! the sessions in the store with their transcripts. It is live over one SSE stream per tab
-//! (`/keel/ui/events`, see [`feed`]); sessions are read on demand from `/keel/sessions`. Behind
+//! (`/keel/ui/events`, see [`feed`]); sessions are read on demand from `/keel/sessions`; the
+//! last hours come from the store ([`timeline`]). Behind
 //! the `admin` scope when keys are on (a browser is asked for the key as a password).
 
 mod feed;
+mod timeline;
+
+pub(crate) use timeline::{record_loop, timeline};
 
 use std::convert::Infallible;
 use std::time::Duration;

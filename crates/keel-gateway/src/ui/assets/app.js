@@ -155,6 +155,37 @@ function renderRates() {
   $("#rates").replaceChildren(...cards);
 }
 
+// The per-minute samples of the last hours, from the store: totals turned into rates.
+async function loadTimeline() {
+  const note = $("#timeline-note");
+  try {
+    const body = await getJson("/keel/ui/timeline?hours=6");
+    const minutes = body.minutes || [];
+    if (minutes.length < 2) {
+      note.textContent = body.note || "The timeline fills in a minute at a time (one sample a minute is kept for 48 hours).";
+      $("#timeline").replaceChildren();
+      return;
+    }
+    note.textContent = `${minutes.length} minutes, ${when(minutes[0].minute * 60000)} to ${when(minutes[minutes.length - 1].minute * 60000)}`;
+    $("#timeline").replaceChildren(...RATES.map(([key, label]) => {
+      const rates = [];
+      for (let i = 1; i < minutes.length; i++) {
+        const dt = (minutes[i].minute - minutes[i - 1].minute) * 60;
+        const dv = (minutes[i].sample[key] || 0) - (minutes[i - 1].sample[key] || 0);
+        // A restart resets the counters: a drop is no negative rate.
+        rates.push(dt > 0 && dv >= 0 ? dv / dt : 0);
+      }
+      const peak = Math.max(...rates, 0);
+      return el("div", { class: "rate", "data-timeline": key },
+        el("div", { class: "label" }, label),
+        el("div", { class: "value" }, "peak " + peak.toFixed(peak < 10 ? 2 : 0)),
+        sparkline(rates));
+    }));
+  } catch (error) {
+    note.textContent = "The timeline cannot be read: " + error.message;
+  }
+}
+
 function breakerEvent(event) {
   const item = el("li", { "data-target": event.target },
     `${when(event.at)} — ${event.target}: ${event.from} → `, badge(event.to), ` (${event.reason}${event.why ? "; " + event.why : ""})`);
@@ -232,6 +263,8 @@ async function openTranscript(id, row) {
 
 document.addEventListener("DOMContentLoaded", () => {
   connect();
+  loadTimeline();
+  setInterval(loadTimeline, 60000);
   const form = $("#session-search");
   form.addEventListener("submit", (event) => { event.preventDefault(); searchSessions(form); });
   searchSessions(form);
