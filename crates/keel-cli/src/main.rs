@@ -68,7 +68,8 @@ enum Command {
     Keys(keys::KeysArgs),
     /// List, show or resolve incidents (failures keel recorded, and events posted to it).
     Incidents(incidents::IncidentsArgs),
-    /// Write an incident's runbook now, from the evidence (and a model, when one answers).
+    /// Write an incident's runbook now, from the evidence (and a model, when one answers), or the
+    /// deployment's runbook and its Prometheus alerts.
     Runbook(runbook::RunbookArgs),
     /// Check the config, the store, each upstream and its models, Redis and the clock; print each
     /// problem with its fix.

@@ -2,13 +2,19 @@
 //! timed out) now, from the store and the config: the read-only checks run at once, the
 //! template's words, and — when a model route is set and keel answers — the model's words,
 //! asked through the running keel so the guard validates them.
+//!
+//! `keel runbook deployment`: writes the runbook of the whole deployment (its upstreams, routes,
+//! the failures local agents meet, daily checks) and Prometheus alerting rules for it, from the
+//! config and — when keel runs — what its health probes learned.
 
 use std::io::Write as _;
+use std::path::{Path, PathBuf};
 
 use anyhow::{Context as _, bail};
 use clap::{Args, Subcommand};
 use futures_util::future::BoxFuture;
 use keel_gateway::config::{Config, Overrides};
+use keel_incident::runbook::deployment::{self, AdmissionFacts, BreakerFacts, DeploymentFacts, RunningKeel};
 use keel_incident::runbook::{self, Evidence, ModelWriter, model};
 use keel_session::{Effect, Incident, IncidentEvent, IncidentStatus, Runbook, Stores, now_millis};
 use serde_json::Value;
@@ -44,6 +50,24 @@ Examples:
   keel runbook generate --incident inc_0193… --model llama3.2
   keel runbook generate --session chat-42 --no-model")]
     Generate(GenerateArgs),
+    /// Write the deployment's runbook and Prometheus alerting rules for it.
+    #[command(after_help = "\
+Writes DIR/deployment-runbook.md (what this deployment is; each upstream, how to check and restart
+it; each route's fallback chain; the failures local LLM agents meet, with the sign keel shows and
+the fix; the alerts; the daily checks) and DIR/keel-alerts.yml (Prometheus alerting rules: each
+upstream's breaker, 503s per routed model, open incidents, failed jobs and notifications,
+structured output, shedding). DIR is --output, else [incidents] runbook_dir, else ./runbooks.
+
+The upstreams, routes and store come from the config (--config, KEEL_CONFIG, or ./keel.toml if it
+exists). When keel runs (--url, else the config's [server] listen), its health probes add each
+server's version and loaded models; when it does not answer, the runbook says so.
+
+Examples:
+  keel runbook deployment
+  keel runbook deployment --config /etc/keel/keel.toml --output /etc/keel/runbooks
+  keel runbook deployment --url http://10.0.0.7:11435 --key \"$KEEL_KEY_OPS\"
+  promtool check rules runbooks/keel-alerts.yml")]
+    Deployment(DeploymentArgs),
 }
 
 /// Flags of `keel runbook generate`.
@@ -69,14 +93,91 @@ struct GenerateArgs {
     connect: ConnectArgs,
 }
 
+/// Flags of `keel runbook deployment`.
+#[derive(Debug, Args)]
+struct DeploymentArgs {
+    /// Where to write the runbook and the rules [default: [incidents] runbook_dir, else ./runbooks].
+    #[arg(long, short, value_name = "DIR")]
+    output: Option<PathBuf>,
+    /// The config file, where the running keel is (for its probe results), and its key.
+    #[command(flatten)]
+    connect: ConnectArgs,
+}
+
 /// Runs `keel runbook`.
 pub(crate) async fn run(args: RunbookArgs) -> anyhow::Result<()> {
-    let RunbookCommand::Generate(args) = args.command;
+    match args.command {
+        RunbookCommand::Generate(args) => generate(args).await,
+        RunbookCommand::Deployment(args) => write_deployment(args).await,
+    }
+}
+
+/// The config of `--config` (else `./keel.toml`, else the built-in defaults).
+fn load_config(explicit: Option<PathBuf>) -> anyhow::Result<Config> {
     let env = |name: &str| std::env::var(name).ok();
-    let config = match crate::config_file::locate(args.connect.config.clone()) {
+    Ok(match crate::config_file::locate(explicit) {
         Some(path) => Config::load(&path, &Overrides::default(), &env)?,
         None => Config::without_file(&Overrides::default(), &env)?,
+    })
+}
+
+/// Runs `keel runbook deployment`.
+async fn write_deployment(args: DeploymentArgs) -> anyhow::Result<()> {
+    let config = load_config(args.connect.config.clone())?;
+    let keel = args.connect.resolve()?;
+    let running = match crate::status::fetch(&keel).await {
+        Ok(status) => {
+            note!("Read the probe results of the running keel at {}.", keel.url);
+            Some(RunningKeel::from_status(&status))
+        }
+        Err(why) => {
+            note!("No probe results in the runbook (keel's health probes add them): {why:#}");
+            None
+        }
     };
+    let facts = DeploymentFacts {
+        deployment: config.deployment(),
+        config_file: config
+            .source
+            .as_ref()
+            .map(|path| std::fs::canonicalize(path).unwrap_or_else(|_| path.clone()).display().to_string()),
+        store_url: deployment::without_password(&config.store_url),
+        breaker: BreakerFacts {
+            failure_threshold: config.breaker.failure_threshold,
+            cooldown: keel_types::duration::format(config.breaker.cooldown),
+        },
+        admission: config.admission.as_ref().map(|admission| AdmissionFacts {
+            max_concurrent: admission.max_concurrent,
+            max_queue: admission.max_queue,
+            max_wait: keel_types::duration::format(admission.max_wait),
+        }),
+        notify_count: config.incidents.notify.len(),
+        running,
+        generated_at: now_millis(),
+    };
+    let markdown = deployment::render(&facts).map_err(anyhow::Error::msg)?;
+    let rules = deployment::alerts_yaml(&facts);
+    let dir = args.output.or_else(|| config.incidents.runbook_dir.clone()).unwrap_or_else(|| PathBuf::from("runbooks"));
+    std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let mut out = std::io::stdout().lock();
+    for (file, text) in [(deployment::RUNBOOK_FILE, &markdown), (deployment::RULES_FILE, &rules)] {
+        let path = dir.join(file);
+        write_file(&path, text)?;
+        writeln!(out, "{}", path.display())?;
+    }
+    Ok(())
+}
+
+/// Writes `text` to `path` through a temporary file beside it, so a reader never sees half.
+fn write_file(path: &Path, text: &str) -> anyhow::Result<()> {
+    let partial = path.with_extension("partial");
+    std::fs::write(&partial, text).with_context(|| format!("cannot write {}", partial.display()))?;
+    std::fs::rename(&partial, path).with_context(|| format!("cannot write {}", path.display()))
+}
+
+/// Runs `keel runbook generate`.
+async fn generate(args: GenerateArgs) -> anyhow::Result<()> {
+    let config = load_config(args.connect.config.clone())?;
     let stores = crate::incidents::open_stores(args.store.clone(), args.connect.config.clone()).await?;
     let client = reqwest::Client::builder().no_proxy().build().context("cannot build the HTTP client")?;
     let deployment = config.deployment();

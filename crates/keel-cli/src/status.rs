@@ -46,7 +46,7 @@ pub(crate) async fn run(args: StatusArgs) -> anyhow::Result<()> {
 }
 
 /// `GET /keel/status` of `keel`; errors say what to do.
-async fn fetch(keel: &Keel) -> anyhow::Result<Value> {
+pub(crate) async fn fetch(keel: &Keel) -> anyhow::Result<Value> {
     let url = crate::connect::join(&keel.url, &["keel", "status"])?;
     let client = reqwest::Client::builder()
         .connect_timeout(std::time::Duration::from_secs(5))

@@ -1101,14 +1101,6 @@ mod tests {
     }
 
     #[test]
-    fn dump_for_review() {
-        #![allow(clippy::print_stdout, reason = "review")]
-        let mut facts = with_probes();
-        facts.deployment.routes.push(RouteFacts { model: "*".to_owned(), targets: vec!["gpu".to_owned()] });
-        println!("{}\n=====\n{}", render(&facts).unwrap(), alerts_yaml(&facts));
-    }
-
-    #[test]
     fn passwords_are_removed() {
         assert_eq!(without_password("postgres://u:pw@h/db"), "postgres://u:***@h/db");
         assert_eq!(without_password("redis://:pw@h:6379/0"), "redis://:***@h:6379/0");
