@@ -399,3 +399,44 @@ async fn retry_after_is_honoured_and_a_gone_receiver_is_not_called_again() {
     assert_eq!(gone.deliveries().len(), 1, "410 Gone: no more deliveries");
     keel.shutdown().await;
 }
+
+#[tokio::test]
+async fn an_https_receiver_is_trusted_through_its_ca_file_and_refused_without_it() {
+    let mock =
+        MockServer::start(([127, 0, 0, 1], 0).into(), scenario("[[model]]\nname = \"llama3.2\"\n")).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let trusted = WebhookReceiver::start_tls(&dir.path().join("trusted-ca.pem")).await;
+    let stranger = WebhookReceiver::start_tls(&dir.path().join("stranger-ca.pem")).await;
+    let toml = format!(
+        "[[upstream]]\nname = \"local\"\nurl = \"{}\"\nhealth_interval = \"0s\"\n\
+         [incidents]\nrunbook_dir = \"\"\n\
+         [[notify]]\nurl = \"{}\"\nsecret_env = \"KEEL_WEBHOOK_SECRET\"\nca_file = \"{}\"\n\
+         [[notify]]\nurl = \"{}\"\n",
+        mock.url(),
+        trusted.url(),
+        dir.path().join("trusted-ca.pem").display(),
+        stranger.url()
+    );
+    let config = config_from_toml_with_env(&toml, &|name| (name == "KEEL_WEBHOOK_SECRET").then(|| SECRET.to_owned()));
+    let keel = TestGateway::start(config).await;
+    post_json(&format!("{}/keel/events", keel.url()), &json!({"type": "upstream.down", "upstream": "local"})).await;
+
+    let got = trusted.wait_for("an https delivery", Duration::from_secs(10), |d| !d.is_empty()).await;
+    assert!(trusted.url().starts_with("https://localhost:"));
+    standardwebhooks::Webhook::new(SECRET).unwrap().verify(&got[0].body, &got[0].headers).unwrap();
+    assert_eq!(got[0].json()["type"], "incident.opened");
+    // The other receiver's certificate is from a CA keel was not told to trust: never delivered,
+    // and the job says why.
+    let why = eventually("the refused TLS handshake", Duration::from_secs(10), || async {
+        let jobs = get_json(&format!("{}/keel/jobs", keel.url())).await;
+        jobs["jobs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find_map(|job| job["last_error"].as_str().filter(|e| e.contains("TLS")).map(str::to_owned))
+    })
+    .await;
+    assert!(why.contains("certificate"), "{why}");
+    assert!(stranger.deliveries().is_empty());
+    keel.shutdown().await;
+}

@@ -6,6 +6,9 @@ use std::time::Duration;
 use keel_session::{Incident, IncidentStatus, now_millis};
 use serde::{Deserialize, Serialize};
 
+use http::{HeaderMap, HeaderValue};
+
+use crate::post::Poster;
 use crate::webhook::{Change, Format, Secret};
 
 /// How long one delivery may take.
@@ -23,6 +26,8 @@ pub struct Endpoint {
     pub format: Format,
     /// The signing secret, if one is set.
     pub secret: Option<Secret>,
+    /// CA certificates (DER) trusted for this receiver besides the system's (`ca_file`).
+    pub ca: Vec<Vec<u8>>,
 }
 
 /// A delivery to make: what a `notify` job's payload holds.
@@ -55,9 +60,9 @@ pub enum Attempt {
     Refused(String),
 }
 
-/// POSTs the change to the endpoint, signed when it has a secret.
+/// POSTs the change to the endpoint through `poster`, signed when it has a secret.
 pub async fn deliver(
-    client: &reqwest::Client,
+    poster: &Poster,
     endpoint: &Endpoint,
     delivery: &Delivery,
     incident: &Incident,
@@ -66,21 +71,22 @@ pub async fn deliver(
     let change = Change { incident, from: delivery.from, to: delivery.to, at: delivery.at, runbook_url };
     let body = change.body(endpoint.format);
     let timestamp = now_millis() / 1000;
-    let mut request = client
-        .post(&endpoint.url)
-        .timeout(DELIVERY_TIMEOUT)
-        .header("content-type", "application/json")
-        .header("user-agent", concat!("keel/", env!("CARGO_PKG_VERSION")))
-        .header("webhook-id", &delivery.webhook_id)
-        .header("webhook-timestamp", timestamp.to_string());
-    if let Some(secret) = &endpoint.secret {
-        request = request.header("webhook-signature", secret.sign(&delivery.webhook_id, timestamp, &body));
-    }
-    match request.body(body).send().await {
-        Ok(response) => {
-            judge(response.status().as_u16(), response.headers().get("retry-after").and_then(|v| v.to_str().ok()))
+    let mut headers = HeaderMap::new();
+    headers.insert(http::header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    headers.insert(http::header::USER_AGENT, HeaderValue::from_static(concat!("keel/", env!("CARGO_PKG_VERSION"))));
+    let signature = endpoint.secret.as_ref().map(|secret| secret.sign(&delivery.webhook_id, timestamp, &body));
+    for (name, value) in [
+        ("webhook-id", Some(delivery.webhook_id.clone())),
+        ("webhook-timestamp", Some(timestamp.to_string())),
+        ("webhook-signature", signature),
+    ] {
+        if let Some(value) = value.and_then(|value| HeaderValue::from_str(&value).ok()) {
+            headers.insert(name, value);
         }
-        Err(error) => Attempt::Again(None, describe(&error)),
+    }
+    match poster.post(&endpoint.url, headers, body, DELIVERY_TIMEOUT).await {
+        Ok(answer) => judge(answer.status, answer.headers.get(http::header::RETRY_AFTER).and_then(|v| v.to_str().ok())),
+        Err(why) => Attempt::Again(None, why),
     }
 }
 
@@ -108,20 +114,6 @@ pub fn parse_retry_after(value: &str) -> Option<Duration> {
         }
     };
     Some(wait.min(MAX_RETRY_AFTER))
-}
-
-fn describe(error: &reqwest::Error) -> String {
-    let what = if error.is_timeout() {
-        format!("no answer within {}s", DELIVERY_TIMEOUT.as_secs())
-    } else if error.is_connect() {
-        "could not connect to the receiver".to_owned()
-    } else {
-        "the request failed".to_owned()
-    };
-    match std::error::Error::source(error) {
-        Some(cause) => format!("{what}: {cause}"),
-        None => what,
-    }
 }
 
 #[cfg(test)]

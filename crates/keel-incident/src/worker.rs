@@ -63,6 +63,8 @@ pub struct Worker {
     config: WorkerConfig,
     client: reqwest::Client,
     writer: Option<Arc<dyn ModelWriter>>,
+    /// A POST client per endpoint (its own CA certificates), or why there is none.
+    posters: Vec<Result<crate::post::Poster, String>>,
     /// Endpoints that answered 410 Gone, by index (until keel restarts).
     gone: Mutex<HashSet<usize>>,
     wake: Arc<Notify>,
@@ -95,7 +97,16 @@ impl Worker {
         wake: Arc<Notify>,
     ) -> Worker {
         let client = reqwest::Client::builder().no_proxy().build().unwrap_or_default();
-        Worker { stores, config, client, writer, gone: Mutex::new(HashSet::new()), wake }
+        let posters = config
+            .endpoints
+            .iter()
+            .map(|endpoint| {
+                crate::post::Poster::new(&endpoint.ca).inspect_err(|error| {
+                    tracing::error!(url = %endpoint.url, %error, "webhook receiver cannot be reached: its TLS set-up failed; fix its ca_file");
+                })
+            })
+            .collect();
+        Worker { stores, config, client, writer, posters, gone: Mutex::new(HashSet::new()), wake }
     }
 
     /// Wakes the worker now (a change was just recorded).
@@ -214,7 +225,12 @@ impl Worker {
         let runbook_url = (!self.config.deployment.keel_url.is_empty()).then(|| {
             format!("{}/keel/incidents/{}/runbook", self.config.deployment.keel_url.trim_end_matches('/'), incident.id)
         });
-        let attempt = notify::deliver(&self.client, endpoint, &delivery, &incident, runbook_url).await;
+        let poster = match self.posters.get(delivery.endpoint) {
+            Some(Ok(poster)) => poster,
+            Some(Err(why)) => return Outcome::Failed(format!("{}: {why}", endpoint.url)),
+            None => return Outcome::Failed(format!("{}: no client for it", endpoint.url)),
+        };
+        let attempt = notify::deliver(poster, endpoint, &delivery, &incident, runbook_url).await;
         let (label, outcome) = match attempt {
             Attempt::Delivered => ("delivered", Outcome::Done),
             Attempt::Again(after, why) => {

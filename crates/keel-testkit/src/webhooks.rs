@@ -1,5 +1,7 @@
 //! A local webhook receiver for tests of keel's notifications: it keeps every delivery (headers
 //! and body) and answers from a script — e.g. 500 twice, then 204 — so retries can be watched.
+//! [`WebhookReceiver::start_tls`] serves it over HTTPS with a certificate of a test CA of its
+//! own (for `localhost` and `127.0.0.1`), whose PEM it writes for keel's `ca_file`.
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
@@ -48,6 +50,7 @@ struct Inbox {
 /// A running receiver on `127.0.0.1`, stopped when dropped.
 pub struct WebhookReceiver {
     addr: SocketAddr,
+    scheme: &'static str,
     inbox: Arc<Inbox>,
     task: tokio::task::JoinHandle<()>,
 }
@@ -74,12 +77,47 @@ impl WebhookReceiver {
         let task = tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;
         });
-        WebhookReceiver { addr, inbox, task }
+        WebhookReceiver { addr, scheme: "http", inbox, task }
     }
 
-    /// `http://127.0.0.1:port/hook`.
+    /// Starts a receiver answering over HTTPS, its certificate (for `localhost` and
+    /// `127.0.0.1`) signed by a new test CA whose certificate is written to `ca_pem`.
+    pub async fn start_tls(ca_pem: &std::path::Path) -> WebhookReceiver {
+        let acceptor = match test_tls(ca_pem) {
+            Ok(acceptor) => acceptor,
+            Err(err) => panic!("cannot make the test certificates: {err}"),
+        };
+        let inbox = Arc::new(Inbox::default());
+        let app = axum::Router::new().fallback(receive).with_state(Arc::clone(&inbox));
+        let listener = match tokio::net::TcpListener::bind("127.0.0.1:0").await {
+            Ok(listener) => listener,
+            Err(err) => panic!("cannot bind the webhook receiver: {err}"),
+        };
+        let addr = match listener.local_addr() {
+            Ok(addr) => addr,
+            Err(err) => panic!("no local addr: {err}"),
+        };
+        let task = tokio::spawn(async move {
+            while let Ok((tcp, _)) = listener.accept().await {
+                let (acceptor, app) = (acceptor.clone(), app.clone());
+                tokio::spawn(async move {
+                    let Ok(tls) = acceptor.accept(tcp).await else { return };
+                    let service = hyper_util::service::TowerToHyperService::new(app);
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(hyper_util::rt::TokioIo::new(tls), service)
+                        .await;
+                });
+            }
+        });
+        WebhookReceiver { addr, scheme: "https", inbox, task }
+    }
+
+    /// `http://127.0.0.1:port/hook` (`https://localhost:port/hook` for a TLS receiver).
     pub fn url(&self) -> String {
-        format!("http://{}/hook", self.addr)
+        match self.scheme {
+            "https" => format!("https://localhost:{}/hook", self.addr.port()),
+            _ => format!("http://{}/hook", self.addr),
+        }
     }
 
     /// Answers the next deliveries with these statuses (and `Retry-After` seconds), in order.
@@ -123,4 +161,27 @@ async fn receive(State(inbox): State<Arc<Inbox>>, headers: HeaderMap, body: Byte
         response.headers_mut().insert("retry-after", HeaderValue::from(seconds));
     }
     response
+}
+
+/// A TLS acceptor with a certificate for `localhost`/`127.0.0.1` signed by a new CA, whose
+/// certificate is written to `ca_pem`.
+fn test_tls(ca_pem: &std::path::Path) -> Result<tokio_rustls::TlsAcceptor, Box<dyn std::error::Error>> {
+    use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
+    use tokio_rustls::rustls;
+    let ca_key = KeyPair::generate()?;
+    let mut ca_params = CertificateParams::new(Vec::<String>::new())?;
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca_params.distinguished_name.push(rcgen::DnType::CommonName, "keel test CA");
+    let ca_cert = ca_params.self_signed(&ca_key)?;
+    std::fs::write(ca_pem, ca_cert.pem())?;
+    let issuer = Issuer::new(ca_params, ca_key);
+    let leaf_key = KeyPair::generate()?;
+    let leaf =
+        CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()])?.signed_by(&leaf_key, &issuer)?;
+    let key = rustls::pki_types::PrivateKeyDer::try_from(leaf_key.serialize_der())?;
+    let config = rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()?
+        .with_no_client_auth()
+        .with_single_cert(vec![leaf.der().clone()], key)?;
+    Ok(tokio_rustls::TlsAcceptor::from(Arc::new(config)))
 }

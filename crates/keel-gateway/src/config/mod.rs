@@ -597,15 +597,20 @@ fn incidents_config(
     for (index, receiver) in raw.notify.iter().enumerate() {
         let which = format!("[[notify]] {} (url = {:?})", index + 1, receiver.url);
         match receiver.url.parse::<http::Uri>() {
-            Ok(url) if url.scheme_str() == Some("http") && url.host().is_some() => {}
-            Ok(url) if url.scheme_str() == Some("https") => {
-                return Err(format!(
-                    "{which}: https receivers need TLS, which this build of keel does not have yet; \
-                     point it at an http:// receiver (a relay on this machine), or leave it out"
-                ));
-            }
-            _ => return Err(format!("{which}: not an http:// URL")),
+            Ok(url) if matches!(url.scheme_str(), Some("http" | "https")) && url.host().is_some() => {}
+            _ => return Err(format!("{which}: not an http:// or https:// URL")),
         }
+        let ca = match &receiver.ca_file {
+            None => Vec::new(),
+            Some(file) => {
+                let path = Path::new(file);
+                let path = match config_file.and_then(Path::parent) {
+                    Some(base) if path.is_relative() => base.join(path),
+                    _ => path.to_owned(),
+                };
+                read_certificates(&path).map_err(|e| format!("{which}: ca_file {}: {e}", path.display()))?
+            }
+        };
         let secret = match &receiver.secret_env {
             None => None,
             Some(var) => {
@@ -614,7 +619,7 @@ fn incidents_config(
                 Some(keel_incident::webhook::Secret::parse(&value).map_err(|e| format!("{which}: {var}: {e}"))?)
             }
         };
-        notify.push(keel_incident::notify::Endpoint { url: receiver.url.clone(), format: receiver.format, secret });
+        notify.push(keel_incident::notify::Endpoint { url: receiver.url.clone(), format: receiver.format, secret, ca });
     }
     Ok(IncidentsConfig {
         enabled: incidents.enabled,
@@ -628,6 +633,20 @@ fn incidents_config(
             quiet: incidents.burst_quiet,
         },
     })
+}
+
+/// The certificates (DER) of a PEM file; an error if it holds none.
+fn read_certificates(path: &Path) -> Result<Vec<Vec<u8>>, String> {
+    use tokio_rustls::rustls::pki_types::CertificateDer;
+    use tokio_rustls::rustls::pki_types::pem::PemObject as _;
+    let certificates: Vec<Vec<u8>> = CertificateDer::pem_file_iter(path)
+        .map_err(|e| format!("cannot read it ({e})"))?
+        .map(|cert| cert.map(|cert| cert.to_vec()).map_err(|e| format!("not PEM certificates ({e})")))
+        .collect::<Result<_, _>>()?;
+    if certificates.is_empty() {
+        return Err("it holds no PEM certificate (-----BEGIN CERTIFICATE-----)".to_owned());
+    }
+    Ok(certificates)
 }
 
 /// A route's structured-output schema (inline or read from a file beside the config) and canned

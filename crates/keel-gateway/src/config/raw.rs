@@ -104,6 +104,10 @@ pub struct RawNotify {
     /// deliveries are not signed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub secret_env: Option<String>,
+    /// A PEM file of CA certificates to trust for an `https://` receiver besides the system's
+    /// (a receiver with its own certificate authority); beside the config file when relative.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_file: Option<String>,
 }
 
 /// `[tracing]`: what keel's OpenTelemetry spans carry.

@@ -288,11 +288,13 @@ burst_quiet = "5m"
 # of single events. Signed per the Standard Webhooks spec (webhook-id, webhook-timestamp,
 # webhook-signature) when a secret is set; retried with backoff (the same webhook-id each time),
 # 429 Retry-After honoured; a receiver answering 410 Gone gets no more until keel restarts.
-# Receivers are http:// for now (https needs TLS, not in this build).
+# Receivers may be http:// or https:// (the system's and Mozilla's certificate authorities are
+# trusted; ca_file adds a PEM file of your own CA's certificates).
 # [[notify]]
 # url = "http://127.0.0.1:9000/hook"
 # format = "json"                    # "json", "slack" or "discord"
 # secret_env = "KEEL_WEBHOOK_SECRET" # the variable holding "whsec_" + base64 (openssl rand -base64 32)
+# ca_file = "receiver-ca.pem"        # only for an https receiver with a private CA
 
 [log]
 # "text" for people, "json" for log shippers (one JSON object per line on stderr).
