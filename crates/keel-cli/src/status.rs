@@ -118,10 +118,36 @@ fn write_status(out: &mut String, body: &Value) -> std::fmt::Result {
     if let (Some(path), Some(listen)) = (body["dashboard"].as_str(), body["listen"].as_str()) {
         writeln!(out, "dashboard: http://{listen}{path}")?;
     }
+    write_incidents(out, &body["incidents"])?;
     write_upstreams(out, items(&body["upstreams"]))?;
     write_routes(out, items(&body["routes"]))?;
     write_targets(out, items(&body["targets"]))?;
     write_admission(out, &body["admission"])
+}
+
+/// The incidents not resolved, when the keel reports them: one line each, newest first.
+fn write_incidents(out: &mut String, incidents: &Value) -> std::fmt::Result {
+    if !incidents.is_object() {
+        return Ok(());
+    }
+    if incidents["enabled"].as_bool() == Some(false) {
+        return writeln!(out, "incidents: off");
+    }
+    let open = items(&incidents["open"]);
+    if open.is_empty() {
+        return writeln!(out, "incidents: none open");
+    }
+    writeln!(out, "\nincidents ({} not resolved; `keel incidents show ID --runbook`):", open.len())?;
+    for incident in open {
+        writeln!(
+            out,
+            "  {}  {:<9}  {}",
+            text(&incident["id"], "?"),
+            text(&incident["status"], "?"),
+            text(&incident["title"], "?")
+        )?;
+    }
+    Ok(())
 }
 
 /// One line on traces, when the keel reports them.
@@ -533,6 +559,20 @@ mod tests {
         assert!(render(&body).contains("traces: not sent (set OTEL_EXPORTER_OTLP_ENDPOINT"));
         body["traces"] = json!({"destinations": [], "content": false, "problem": "LANGFUSE_SECRET_KEY is not set"});
         assert!(render(&body).contains("traces: NOT sent — LANGFUSE_SECRET_KEY is not set"));
+    }
+
+    #[test]
+    fn lists_the_incidents_not_resolved() {
+        let mut body = today();
+        body["incidents"] = json!({"enabled": true, "open": []});
+        assert!(render(&body).contains("incidents: none open"));
+        body["incidents"] = json!({"enabled": true, "open": [
+            {"id": "inc_01", "kind": "upstream_down", "status": "mitigated", "title": "upstream local is not answering", "opened_at": 1}]});
+        let text = render(&body);
+        assert!(text.contains("incidents (1 not resolved; `keel incidents show ID --runbook`):"), "{text}");
+        assert!(text.contains("  inc_01  mitigated  upstream local is not answering"), "{text}");
+        body["incidents"] = json!({"enabled": false, "open": []});
+        assert!(render(&body).contains("incidents: off"));
     }
 
     #[test]
