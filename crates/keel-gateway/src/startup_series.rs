@@ -54,6 +54,38 @@ pub(crate) fn register(config: &Config, target_keys: &[String]) {
     metrics::counter!(names::BREAKER_PANIC_REQUESTS_TOTAL).increment(0);
     structured_outputs(&models);
     sessions();
+    if config.incidents.enabled {
+        incidents(config);
+    }
+}
+
+/// The incident log's series: open incidents by kind and status, jobs by status, job runs,
+/// webhook deliveries per configured format and runbooks written.
+fn incidents(config: &Config) {
+    for kind in keel_incident::kinds::ALL {
+        for status in ["open", "mitigated"] {
+            metrics::gauge!(names::INCIDENTS_OPEN, "kind" => kind, "status" => status).set(0.0);
+        }
+    }
+    for status in ["queued", "running", "done", "failed"] {
+        metrics::gauge!(names::JOBS, "status" => status).set(0.0);
+    }
+    for kind in
+        [keel_session::INCIDENT_CHANGED_JOB, keel_incident::worker::NOTIFY_JOB, keel_incident::worker::RUNBOOK_JOB]
+    {
+        for outcome in ["done", "retry", "failed"] {
+            metrics::counter!(names::JOB_RUNS_TOTAL, "kind" => kind, "outcome" => outcome).increment(0);
+        }
+    }
+    for endpoint in &config.incidents.notify {
+        for outcome in ["delivered", "retry", "failed", "disabled"] {
+            metrics::counter!(names::NOTIFICATIONS_TOTAL, "format" => endpoint.format.as_str(), "outcome" => outcome)
+                .increment(0);
+        }
+    }
+    for (source, outcome) in [("template", "written"), ("model", "written"), ("model", "refused")] {
+        metrics::counter!(names::RUNBOOKS_TOTAL, "source" => source, "outcome" => outcome).increment(0);
+    }
 }
 
 /// Requests, latency, time to first chunk, retries, fallbacks and continuations per route and

@@ -86,6 +86,10 @@ async fn every_series_exists_right_after_start_up() {
         "keel_session_messages_appended_total 0",
         r#"keel_rate_limited_total{limit="requests"} 0"#,
         "keel_client_connections ",
+        r#"keel_incidents_open{kind="upstream_down",status="open"} 0"#,
+        r#"keel_jobs{status="queued"} 0"#,
+        r#"keel_job_runs_total{kind="notify",outcome="failed"} 0"#,
+        r#"keel_runbooks_total{source="template",outcome="written"} 0"#,
     ];
     let missing: Vec<&str> = expected.iter().copied().filter(|series| !text.contains(series)).collect();
     assert!(missing.is_empty(), "missing right after start-up: {missing:#?}\n{text}");

@@ -70,6 +70,17 @@ pub enum Format {
     Discord,
 }
 
+impl Format {
+    /// `json`, `slack` or `discord` (as written in `[[notify]] format`, and as a metric label).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Format::Json => "json",
+            Format::Slack => "slack",
+            Format::Discord => "discord",
+        }
+    }
+}
+
 /// One state change of an incident, as a webhook tells it.
 #[derive(Debug, Clone)]
 pub struct Change<'a> {

@@ -213,7 +213,7 @@ impl Worker {
         let Some(endpoint) = self.config.endpoints.get(delivery.endpoint) else {
             return Outcome::Failed(format!("[[notify]] endpoint {} is no longer configured", delivery.endpoint + 1));
         };
-        let format = format!("{:?}", endpoint.format).to_lowercase();
+        let format = endpoint.format.as_str();
         if self.gone.lock().contains(&delivery.endpoint) {
             return Outcome::Failed(format!("{} answered 410 Gone before; not sent", endpoint.url));
         }
