@@ -194,9 +194,11 @@ async fn generate(args: GenerateArgs) -> anyhow::Result<()> {
     let mut written = runbook::write_template(&evidence).map_err(anyhow::Error::msg)?;
     let route = if args.no_model { None } else { args.model.clone().or_else(|| config.incidents.model.clone()) };
     if let Some(route) = route {
-        note!("Asking the model route '{route}' through keel…");
         let writer = HttpWriter { keel: args.connect.resolve()?, client: client.clone() };
-        match runbook::write_with_model(&evidence, &writer, &route).await {
+        let waiting = spinner(&format!("asking the model route '{route}' through keel"));
+        let written_by_model = runbook::write_with_model(&evidence, &writer, &route).await;
+        waiting.finish_and_clear();
+        match written_by_model {
             Ok(runbook) => written = runbook,
             Err(why) => note!("The model's runbook is not usable ({why}); printing the template's."),
         }
@@ -206,6 +208,23 @@ async fn generate(args: GenerateArgs) -> anyhow::Result<()> {
     }
     std::io::stdout().lock().write_all(written.markdown.as_bytes())?;
     Ok(())
+}
+
+/// A spinner with the time waited on stderr when it is a terminal (a local model may take a
+/// minute); a plain line otherwise.
+fn spinner(what: &str) -> indicatif::ProgressBar {
+    use std::io::IsTerminal as _;
+    if !std::io::stderr().is_terminal() {
+        note!("{what}…");
+        return indicatif::ProgressBar::hidden();
+    }
+    let spinner = indicatif::ProgressBar::new_spinner().with_message(what.to_owned());
+    spinner.set_style(
+        indicatif::ProgressStyle::with_template("{spinner} {msg} ({elapsed})")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner()),
+    );
+    spinner.enable_steady_tick(std::time::Duration::from_millis(120));
+    spinner
 }
 
 /// Stores the runbook and writes its file under `runbook_dir`.
