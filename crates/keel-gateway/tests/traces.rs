@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use keel_mock::MockServer;
 use keel_testkit::otlp::{OtlpReceiver, ReceivedSpan};
-use keel_testkit::{TestGateway, config_from_toml_with_env, scenario};
+use keel_testkit::{TestGateway, config_from_toml_with_env, post_json, scenario};
 use serde_json::{Value, json};
 
 const CLIENT_TRACE: &str = "0af7651916cd43dd8448eb211c80319c";
@@ -311,4 +311,21 @@ async fn a_rate_limited_request_has_a_failed_limit_span_and_a_429_root() {
     assert_eq!(limit.attr("error.type"), Some("rate_limited"));
     assert!(named(&in_trace, "chat m").is_empty(), "a refused request calls no model");
     assert!(named(&in_trace, "keel.auth").is_empty(), "no key check without keys");
+}
+
+#[tokio::test]
+async fn traces_reach_an_https_collector_whose_ca_is_named_by_the_standard_variable() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = dir.path().join("collector-ca.pem");
+    let receiver = OtlpReceiver::start_tls(&ca).await;
+    assert!(receiver.url().starts_with("https://"));
+    let up = mock("[[model]]\nname = \"m\"\nreply = \"hi\"\n").await;
+    let mut env = otlp_env(&receiver);
+    env.push(("OTEL_EXPORTER_OTLP_CERTIFICATE", ca.display().to_string()));
+    let keel = keel(&up.url(), &up.url(), "", &env).await;
+    let body = json!({"model": "m", "messages": [{"role": "user", "content": "hi"}], "stream": false});
+    assert_eq!(post_json(&format!("{}/api/chat", keel.url()), &body).await.status(), 200);
+    let spans = receiver.wait_for("a span over https", |spans| spans.iter().any(|s| s.name == "chat m")).await;
+    assert_eq!(one(&spans, "chat m").attr("gen_ai.request.model"), Some("m"));
+    assert_eq!(receiver.exports()[0].path, "/v1/traces");
 }

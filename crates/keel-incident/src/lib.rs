@@ -8,15 +8,14 @@
 //!   coming; [`intake`]: bodies of `POST /keel/events` and Alertmanager's webhook.
 //! - [`recorder`]: the gateway's side: signals sent without waiting, recorded in order by one task.
 //! - [`worker`]: the durable job worker: fan-out of state changes, webhook deliveries
-//!   ([`notify`] over [`post`], http or https; signed per Standard Webhooks by [`webhook`]) and
-//!   runbooks.
+//!   ([`notify`], http or https through `keel-outbound`; signed per Standard Webhooks by
+//!   [`webhook`]) and runbooks.
 //! - [`runbook`]: evidence, the template's words by incident kind, the model's words, Markdown.
 
 pub mod bursts;
 pub mod intake;
 pub mod kinds;
 pub mod notify;
-pub mod post;
 pub mod recorder;
 pub mod rules;
 pub mod runbook;

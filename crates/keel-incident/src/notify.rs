@@ -8,7 +8,6 @@ use serde::{Deserialize, Serialize};
 
 use http::{HeaderMap, HeaderValue};
 
-use crate::post::Poster;
 use crate::webhook::{Change, Format, Secret};
 
 /// How long one delivery may take.
@@ -60,9 +59,9 @@ pub enum Attempt {
     Refused(String),
 }
 
-/// POSTs the change to the endpoint through `poster`, signed when it has a secret.
+/// POSTs the change to the endpoint through `client`, signed when it has a secret.
 pub async fn deliver(
-    poster: &Poster,
+    client: &keel_outbound::Client,
     endpoint: &Endpoint,
     delivery: &Delivery,
     incident: &Incident,
@@ -84,8 +83,11 @@ pub async fn deliver(
             headers.insert(name, value);
         }
     }
-    match poster.post(&endpoint.url, headers, body, DELIVERY_TIMEOUT).await {
-        Ok(answer) => judge(answer.status, answer.headers.get(http::header::RETRY_AFTER).and_then(|v| v.to_str().ok())),
+    match client.post(&endpoint.url, headers, body, DELIVERY_TIMEOUT).await {
+        Ok(answer) => judge(
+            answer.status().as_u16(),
+            answer.headers().get(http::header::RETRY_AFTER).and_then(|v| v.to_str().ok()),
+        ),
         Err(why) => Attempt::Again(None, why),
     }
 }

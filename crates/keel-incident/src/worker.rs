@@ -64,7 +64,7 @@ pub struct Worker {
     client: reqwest::Client,
     writer: Option<Arc<dyn ModelWriter>>,
     /// A POST client per endpoint (its own CA certificates), or why there is none.
-    posters: Vec<Result<crate::post::Poster, String>>,
+    posters: Vec<Result<keel_outbound::Client, String>>,
     /// Endpoints that answered 410 Gone, by index (until keel restarts).
     gone: Mutex<HashSet<usize>>,
     wake: Arc<Notify>,
@@ -101,7 +101,7 @@ impl Worker {
             .endpoints
             .iter()
             .map(|endpoint| {
-                crate::post::Poster::new(&endpoint.ca).inspect_err(|error| {
+                keel_outbound::Client::new(&endpoint.ca).inspect_err(|error| {
                     tracing::error!(url = %endpoint.url, %error, "webhook receiver cannot be reached: its TLS set-up failed; fix its ca_file");
                 })
             })

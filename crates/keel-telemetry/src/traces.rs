@@ -89,12 +89,21 @@ pub struct TraceExport {
     pub headers: Vec<(String, String)>,
     /// Send OTLP as JSON (`OTEL_EXPORTER_OTLP_PROTOCOL=http/json`) instead of protobuf.
     pub json: bool,
+    /// A PEM file of CA certificates to trust for an `https://` endpoint besides the system's
+    /// (`OTEL_EXPORTER_OTLP_TRACES_CERTIFICATE` / `OTEL_EXPORTER_OTLP_CERTIFICATE`).
+    pub certificate: Option<String>,
 }
 
 impl TraceExport {
     /// An OTLP/HTTP destination at `endpoint` (the full `/v1/traces` URL).
     pub fn otlp(endpoint: impl Into<String>) -> TraceExport {
-        TraceExport { destination: "otlp", endpoint: endpoint.into(), headers: Vec::new(), json: false }
+        TraceExport {
+            destination: "otlp",
+            endpoint: endpoint.into(),
+            headers: Vec::new(),
+            json: false,
+            certificate: None,
+        }
     }
 
     /// Langfuse at `host` (e.g. `http://127.0.0.1:3000`), with its project's keys.
@@ -108,6 +117,7 @@ impl TraceExport {
                 ("x-langfuse-ingestion-version".into(), "4".into()),
             ],
             json: false,
+            certificate: None,
         }
     }
 
@@ -129,7 +139,9 @@ impl TraceExport {
             };
             if let Some(endpoint) = endpoint {
                 let json = json_protocol(&set)?;
-                exports.push(TraceExport { json, ..TraceExport::otlp(endpoint) });
+                let certificate =
+                    set("OTEL_EXPORTER_OTLP_TRACES_CERTIFICATE").or_else(|| set("OTEL_EXPORTER_OTLP_CERTIFICATE"));
+                exports.push(TraceExport { json, certificate, ..TraceExport::otlp(endpoint) });
             }
         }
         match (set("LANGFUSE_PUBLIC_KEY"), set("LANGFUSE_SECRET_KEY")) {
@@ -165,14 +177,30 @@ fn json_protocol(set: &dyn Fn(&str) -> Option<String>) -> Result<bool, TraceErro
     }
 }
 
-/// The endpoint when keel can send to it: this build speaks plain HTTP only.
+/// The endpoint when keel can send to it: an `http://` or `https://` URL with a host.
 fn checked(variable: &'static str, endpoint: String) -> Result<String, TraceError> {
     let bad = |reason: &str| TraceError::BadEndpoint { variable, endpoint: endpoint.clone(), reason: reason.into() };
     let uri: http::Uri = endpoint.parse().map_err(|err: http::uri::InvalidUri| bad(&err.to_string()))?;
     match uri.scheme_str() {
-        Some("http") if uri.host().is_some() => Ok(endpoint),
-        Some("https") => Err(bad("this keel build sends traces over plain HTTP only")),
-        _ => Err(bad("not an http:// URL")),
+        Some("http" | "https") if uri.host().is_some() => Ok(endpoint),
+        _ => Err(bad("not an http:// or https:// URL")),
+    }
+}
+
+/// keel's own HTTP(S) client (`keel-outbound`: rustls with ring) as the OTLP exporter's.
+#[derive(Debug)]
+struct Outbound {
+    client: keel_outbound::Client,
+    timeout: Duration,
+}
+
+#[async_trait::async_trait]
+impl opentelemetry_http::HttpClient for Outbound {
+    async fn send_bytes(
+        &self,
+        request: http::Request<bytes::Bytes>,
+    ) -> Result<http::Response<bytes::Bytes>, opentelemetry_http::HttpError> {
+        self.client.send(request, self.timeout).await.map_err(opentelemetry_http::HttpError::from)
     }
 }
 
@@ -288,17 +316,25 @@ fn register(destination: &'static str) {
 }
 
 fn build_exporter(export: &TraceExport, timeout: Duration) -> Result<opentelemetry_otlp::SpanExporter, TraceError> {
+    let failed = |reason: String| TraceError::Exporter { endpoint: export.endpoint.clone(), reason };
+    let extra = match &export.certificate {
+        Some(file) => keel_outbound::pem_certificates(std::path::Path::new(file))
+            .map_err(|e| failed(format!("OTEL_EXPORTER_OTLP_CERTIFICATE {file}: {e}")))?,
+        None => Vec::new(),
+    };
+    let client = keel_outbound::Client::new(&extra).map_err(failed)?;
     let headers: HashMap<String, String> = export.headers.iter().cloned().collect();
     let protocol =
         if export.json { opentelemetry_otlp::Protocol::HttpJson } else { opentelemetry_otlp::Protocol::HttpBinary };
     opentelemetry_otlp::SpanExporter::builder()
         .with_http()
+        .with_http_client(Outbound { client, timeout })
         .with_protocol(protocol)
         .with_endpoint(export.endpoint.clone())
         .with_headers(headers)
         .with_timeout(timeout)
         .build()
-        .map_err(|err| TraceError::Exporter { endpoint: export.endpoint.clone(), reason: err.to_string() })
+        .map_err(|err| failed(err.to_string()))
 }
 
 /// The span processor: hands finished spans to the destination's queue, never waiting.
@@ -467,16 +503,29 @@ mod tests {
     }
 
     #[test]
-    fn half_a_langfuse_setup_and_tls_endpoints_are_refused_with_the_fix() {
+    fn https_endpoints_and_their_certificate_are_taken() {
+        let exports = TraceExport::from_env(&env(&[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", "https://collector.example:4318"),
+            ("OTEL_EXPORTER_OTLP_CERTIFICATE", "/etc/keel/collector-ca.pem"),
+            ("LANGFUSE_PUBLIC_KEY", "pk"),
+            ("LANGFUSE_SECRET_KEY", "sk"),
+        ]))
+        .unwrap();
+        assert_eq!(exports[0].endpoint, "https://collector.example:4318/v1/traces");
+        assert_eq!(exports[0].certificate.as_deref(), Some("/etc/keel/collector-ca.pem"));
+        assert_eq!(
+            exports[1].endpoint, "https://cloud.langfuse.com/api/public/otel/v1/traces",
+            "Langfuse Cloud by default"
+        );
+    }
+
+    #[test]
+    fn half_a_langfuse_setup_and_bad_endpoints_are_refused_with_the_fix() {
         let err = TraceExport::from_env(&env(&[("LANGFUSE_PUBLIC_KEY", "pk")])).unwrap_err().to_string();
         assert!(err.contains("LANGFUSE_SECRET_KEY is not set"), "{err}");
-        let err = TraceExport::from_env(&env(&[("OTEL_EXPORTER_OTLP_ENDPOINT", "https://collector.example")]))
-            .unwrap_err()
-            .to_string();
-        assert!(err.contains("plain HTTP") && err.contains("OTEL_EXPORTER_OTLP_ENDPOINT"), "{err}");
         let err =
             TraceExport::from_env(&env(&[("OTEL_EXPORTER_OTLP_ENDPOINT", "collector:4318")])).unwrap_err().to_string();
-        assert!(err.contains("not an http:// URL"), "{err}");
+        assert!(err.contains("not an http:// or https:// URL") && err.contains("OTEL_EXPORTER_OTLP_ENDPOINT"), "{err}");
         const GRPC: &[(&str, &str)] =
             &[("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:4317"), ("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc")];
         let err = TraceExport::from_env(&env(GRPC)).unwrap_err().to_string();

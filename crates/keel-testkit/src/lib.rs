@@ -14,6 +14,7 @@
 
 pub mod otlp;
 pub mod process;
+pub mod tls;
 pub mod webhooks;
 
 use std::net::SocketAddr;

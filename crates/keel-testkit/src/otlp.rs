@@ -65,6 +65,7 @@ struct Inbox {
 /// A running receiver on `127.0.0.1`, stopped when dropped.
 pub struct OtlpReceiver {
     addr: SocketAddr,
+    https: bool,
     inbox: Arc<Inbox>,
     task: tokio::task::JoinHandle<()>,
 }
@@ -91,12 +92,21 @@ impl OtlpReceiver {
         let task = tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;
         });
-        OtlpReceiver { addr, inbox, task }
+        OtlpReceiver { addr, https: false, inbox, task }
     }
 
-    /// `http://127.0.0.1:port`.
+    /// Starts a receiver over HTTPS, its certificate signed by a new test CA written to `ca_pem`
+    /// (see [`crate::tls`]).
+    pub async fn start_tls(ca_pem: &std::path::Path) -> OtlpReceiver {
+        let inbox = Arc::new(Inbox::default());
+        let app = axum::Router::new().fallback(receive).with_state(Arc::clone(&inbox));
+        let (addr, task) = crate::tls::serve(app, ca_pem).await;
+        OtlpReceiver { addr, https: true, inbox, task }
+    }
+
+    /// `http://127.0.0.1:port` (`https://localhost:port` over TLS).
     pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
+        if self.https { format!("https://localhost:{}", self.addr.port()) } else { format!("http://{}", self.addr) }
     }
 
     /// From now on, answer every export with 503 (or accept them again).

@@ -83,32 +83,9 @@ impl WebhookReceiver {
     /// Starts a receiver answering over HTTPS, its certificate (for `localhost` and
     /// `127.0.0.1`) signed by a new test CA whose certificate is written to `ca_pem`.
     pub async fn start_tls(ca_pem: &std::path::Path) -> WebhookReceiver {
-        let acceptor = match test_tls(ca_pem) {
-            Ok(acceptor) => acceptor,
-            Err(err) => panic!("cannot make the test certificates: {err}"),
-        };
         let inbox = Arc::new(Inbox::default());
         let app = axum::Router::new().fallback(receive).with_state(Arc::clone(&inbox));
-        let listener = match tokio::net::TcpListener::bind("127.0.0.1:0").await {
-            Ok(listener) => listener,
-            Err(err) => panic!("cannot bind the webhook receiver: {err}"),
-        };
-        let addr = match listener.local_addr() {
-            Ok(addr) => addr,
-            Err(err) => panic!("no local addr: {err}"),
-        };
-        let task = tokio::spawn(async move {
-            while let Ok((tcp, _)) = listener.accept().await {
-                let (acceptor, app) = (acceptor.clone(), app.clone());
-                tokio::spawn(async move {
-                    let Ok(tls) = acceptor.accept(tcp).await else { return };
-                    let service = hyper_util::service::TowerToHyperService::new(app);
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(hyper_util::rt::TokioIo::new(tls), service)
-                        .await;
-                });
-            }
-        });
+        let (addr, task) = crate::tls::serve(app, ca_pem).await;
         WebhookReceiver { addr, scheme: "https", inbox, task }
     }
 
@@ -161,27 +138,4 @@ async fn receive(State(inbox): State<Arc<Inbox>>, headers: HeaderMap, body: Byte
         response.headers_mut().insert("retry-after", HeaderValue::from(seconds));
     }
     response
-}
-
-/// A TLS acceptor with a certificate for `localhost`/`127.0.0.1` signed by a new CA, whose
-/// certificate is written to `ca_pem`.
-fn test_tls(ca_pem: &std::path::Path) -> Result<tokio_rustls::TlsAcceptor, Box<dyn std::error::Error>> {
-    use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
-    use tokio_rustls::rustls;
-    let ca_key = KeyPair::generate()?;
-    let mut ca_params = CertificateParams::new(Vec::<String>::new())?;
-    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    ca_params.distinguished_name.push(rcgen::DnType::CommonName, "keel test CA");
-    let ca_cert = ca_params.self_signed(&ca_key)?;
-    std::fs::write(ca_pem, ca_cert.pem())?;
-    let issuer = Issuer::new(ca_params, ca_key);
-    let leaf_key = KeyPair::generate()?;
-    let leaf =
-        CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()])?.signed_by(&leaf_key, &issuer)?;
-    let key = rustls::pki_types::PrivateKeyDer::try_from(leaf_key.serialize_der())?;
-    let config = rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-        .with_safe_default_protocol_versions()?
-        .with_no_client_auth()
-        .with_single_cert(vec![leaf.der().clone()], key)?;
-    Ok(tokio_rustls::TlsAcceptor::from(Arc::new(config)))
 }

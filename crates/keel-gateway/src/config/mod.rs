@@ -608,7 +608,8 @@ fn incidents_config(
                     Some(base) if path.is_relative() => base.join(path),
                     _ => path.to_owned(),
                 };
-                read_certificates(&path).map_err(|e| format!("{which}: ca_file {}: {e}", path.display()))?
+                keel_outbound::pem_certificates(&path)
+                    .map_err(|e| format!("{which}: ca_file {}: {e}", path.display()))?
             }
         };
         let secret = match &receiver.secret_env {
@@ -633,20 +634,6 @@ fn incidents_config(
             quiet: incidents.burst_quiet,
         },
     })
-}
-
-/// The certificates (DER) of a PEM file; an error if it holds none.
-fn read_certificates(path: &Path) -> Result<Vec<Vec<u8>>, String> {
-    use tokio_rustls::rustls::pki_types::CertificateDer;
-    use tokio_rustls::rustls::pki_types::pem::PemObject as _;
-    let certificates: Vec<Vec<u8>> = CertificateDer::pem_file_iter(path)
-        .map_err(|e| format!("cannot read it ({e})"))?
-        .map(|cert| cert.map(|cert| cert.to_vec()).map_err(|e| format!("not PEM certificates ({e})")))
-        .collect::<Result<_, _>>()?;
-    if certificates.is_empty() {
-        return Err("it holds no PEM certificate (-----BEGIN CERTIFICATE-----)".to_owned());
-    }
-    Ok(certificates)
 }
 
 /// A route's structured-output schema (inline or read from a file beside the config) and canned

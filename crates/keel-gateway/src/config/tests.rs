@@ -216,10 +216,10 @@ fn bad_admission_values_say_how_to_fix_them() {
 
 #[test]
 fn a_trace_destination_keel_cannot_use_is_a_problem_not_an_error() {
-    let env = |name: &str| (name == "OTEL_EXPORTER_OTLP_ENDPOINT").then(|| "https://collector.example".to_owned());
+    let env = |name: &str| (name == "OTEL_EXPORTER_OTLP_ENDPOINT").then(|| "collector.example:4318".to_owned());
     let config = Config::without_file(&Overrides::default(), &env).unwrap();
     assert!(config.tracing.exports.is_empty());
-    assert!(config.tracing.problem.as_deref().unwrap().contains("plain HTTP"));
+    assert!(config.tracing.problem.as_deref().unwrap().contains("not an http:// or https:// URL"));
     let env = |name: &str| (name == "OTEL_EXPORTER_OTLP_ENDPOINT").then(|| "http://127.0.0.1:4318".to_owned());
     let config = Config::without_file(&Overrides::default(), &env).unwrap();
     assert_eq!(config.tracing.exports[0].endpoint, "http://127.0.0.1:4318/v1/traces");
