@@ -11,6 +11,7 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use keel_testkit::{TestGateway, client_tool, config_from_toml_with_env, workspace_root};
+use serde_json::Value;
 use tokio::io::{AsyncBufReadExt, BufReader};
 
 const ADMIN_KEY: &str = "dashboard-admin-key-1";
@@ -127,7 +128,7 @@ async fn the_dashboard_loads_clean_and_shows_a_breaker_opening_within_two_second
                     transcript = Some(serde_json::from_str::<String>(json).unwrap());
                 }
                 if let Some(json) = other.strip_prefix("RUNBOOK ") {
-                    runbook = Some(serde_json::from_str::<String>(json).unwrap());
+                    runbook = Some(serde_json::from_str::<Value>(json).unwrap());
                 }
                 if let Some(json) = other.strip_prefix("ERRORS ") {
                     errors = Some(serde_json::from_str::<Vec<String>>(json).unwrap());
@@ -143,6 +144,19 @@ async fn the_dashboard_loads_clean_and_shows_a_breaker_opening_within_two_second
     let transcript = transcript.expect("the session's transcript was not shown");
     assert!(transcript.contains("Where is my parcel?") && transcript.contains("assistant"), "{transcript}");
     let runbook = runbook.expect("the incident's runbook was not shown");
-    assert!(runbook.contains("# Incident inc_") && runbook.contains("upstream local"), "{runbook}");
+    let headings: Vec<&str> = runbook["headings"].as_array().unwrap().iter().map(|h| h.as_str().unwrap()).collect();
+    for section in ["Failure modes", "Alerts", "Incident response", "Health checks", "Evidence"] {
+        assert!(headings.contains(&section), "{section} is not a heading: {runbook}");
+    }
+    let commands = runbook["commands"].as_array().unwrap();
+    assert!(
+        commands.iter().any(|c| c.as_str().unwrap().contains("/api/version")),
+        "steps' commands as code: {runbook}"
+    );
+    let text = runbook["text"].as_str().unwrap();
+    assert!(
+        text.contains("upstream local") && !text.contains("## ") && !text.contains("**"),
+        "rendered, not raw: {text}"
+    );
     assert!(std::fs::metadata(&screenshot).unwrap().len() > 10_000, "no screenshot at {}", screenshot.display());
 }

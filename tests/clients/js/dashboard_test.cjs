@@ -52,8 +52,14 @@ async function main() {
       const incident = "#incidents tr[data-incident]";
       await page.waitForSelector(incident, { timeout: 10000 });
       await page.click(incident);
-      await page.waitForFunction(() => document.querySelector("#runbook").textContent.includes("## Incident response"), null, { timeout: 15000 });
-      console.log("RUNBOOK " + JSON.stringify(await page.textContent("#runbook")));
+      // Rendered: headings and the steps' commands as code blocks, not Markdown text.
+      await page.waitForSelector("#runbook h3", { timeout: 15000 });
+      const rendered = await page.evaluate(() => ({
+        headings: [...document.querySelectorAll("#runbook h3, #runbook h4")].map((h) => h.textContent),
+        commands: [...document.querySelectorAll("#runbook ol pre code")].map((c) => c.textContent),
+        text: document.querySelector("#runbook").textContent,
+      }));
+      console.log("RUNBOOK " + JSON.stringify(rendered));
     }
     await page.evaluate(() => window.scrollTo(0, 0));
     await page.screenshot({ path: screenshot, fullPage: true });

@@ -119,10 +119,78 @@ async function openRunbook(id, tries = 15) {
       return;
     }
     const response = await fetch(shown.runbook.url, { credentials: "same-origin" });
-    box.textContent = await response.text();
+    box.replaceChildren(...markdown(await response.text()));
   } catch (error) {
     box.textContent = "The runbook cannot be read: " + error.message;
   }
+}
+
+// The runbook's Markdown as page elements: headings, paragraphs, lists, code blocks, tables,
+// **bold** and `code`. Built with DOM nodes, never innerHTML: the text stays text.
+function markdown(text) {
+  const blocks = [];
+  const lines = text.split("\n");
+  const inline = (line) => {
+    const parts = [];
+    const pattern = /(\*\*[^*]+\*\*|`[^`]+`)/g;
+    let last = 0;
+    for (const match of line.matchAll(pattern)) {
+      parts.push(line.slice(last, match.index));
+      const token = match[0];
+      parts.push(token.startsWith("**") ? el("strong", {}, token.slice(2, -2)) : el("code", {}, token.slice(1, -1)));
+      last = match.index + token.length;
+    }
+    parts.push(line.slice(last));
+    return parts;
+  };
+  let i = 0;
+  while (i < lines.length) {
+    const line = lines[i];
+    const trimmed = line.trim();
+    if (trimmed.startsWith("```")) {
+      const code = [];
+      for (i++; i < lines.length && !lines[i].trim().startsWith("```"); i++) code.push(lines[i].replace(/^ {0,3}/, ""));
+      blocks.push(el("pre", {}, el("code", {}, code.join("\n"))));
+      i++;
+    } else if (/^#{1,4} /.test(trimmed)) {
+      const level = trimmed.indexOf(" ");
+      blocks.push(el("h" + Math.min(level + 2, 6), {}, ...inline(trimmed.slice(level + 1))));
+      i++;
+    } else if (/^(- |\d+\. )/.test(trimmed)) {
+      const ordered = /^\d/.test(trimmed);
+      const list = el(ordered ? "ol" : "ul", {});
+      while (i < lines.length && /^(- |\d+\. )/.test(lines[i].trim())) {
+        const item = el("li", {}, ...inline(lines[i].trim().replace(/^(- |\d+\. )/, "")));
+        // What belongs to the item (a code block indented under a step) follows it.
+        for (i++; i < lines.length && /^ {2,}\S/.test(lines[i]) && !lines[i].trim().startsWith("```"); i++) item.append(" ", ...inline(lines[i].trim()));
+        while (i < lines.length && lines[i].trim() === "" && i + 1 < lines.length && lines[i + 1].trim().startsWith("```")) {
+          const code = [];
+          for (i += 2; i < lines.length && !lines[i].trim().startsWith("```"); i++) code.push(lines[i].trim());
+          item.append(el("pre", {}, el("code", {}, code.join("\n"))));
+          i++;
+        }
+        list.append(item);
+        while (i < lines.length && lines[i].trim() === "" && i + 1 < lines.length && /^(- |\d+\. )/.test(lines[i + 1].trim())) i++;
+      }
+      blocks.push(list);
+    } else if (trimmed.startsWith("|")) {
+      const table = el("table", {});
+      for (; i < lines.length && lines[i].trim().startsWith("|"); i++) {
+        if (/^\|[-| ]+\|$/.test(lines[i].trim())) continue;
+        const cells = lines[i].trim().slice(1, -1).split(" | ");
+        table.append(el("tr", {}, ...cells.map((cell) => el("td", {}, ...inline(cell.trim())))));
+      }
+      blocks.push(table);
+    } else if (trimmed === "") {
+      i++;
+    } else {
+      const paragraph = [];
+      for (; i < lines.length && lines[i].trim() !== "" && !/^(#|- |\d+\. |\||```)/.test(lines[i].trim()); i++) paragraph.push(lines[i].trim());
+      if (paragraph.length === 0) { blocks.push(el("p", {}, ...inline(trimmed))); i++; continue; }
+      blocks.push(el("p", {}, ...inline(paragraph.join(" "))));
+    }
+  }
+  return blocks;
 }
 
 function sparkline(points) {
