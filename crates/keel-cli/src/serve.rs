@@ -61,6 +61,12 @@ pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<()> {
         )
     })?;
     // The API keys kept in the store (`keel keys`) are read once now, then every 500 ms.
+    if config.server.needs_stored_keys {
+        let keys = stores.keys.active_keys().await.context("cannot read the API keys in the store")?;
+        if keys.is_empty() {
+            anyhow::bail!(config.unprotected_listen());
+        }
+    }
     let gateway = Gateway::with_stores(config.clone(), stores).await?;
     tracing::info!(
         listen = %listen,

@@ -189,3 +189,46 @@ async fn keel_serve_admits_the_stores_keys_and_refuses_revoked_ones_within_a_sec
     assert!(log.contains(r#"key="agent""#), "the key's name is logged:\n{log}");
     assert!(!log.contains(&secret[8..]), "the secret is never logged:\n{log}");
 }
+
+/// Off loopback without `[auth]`, keel serves only once the store holds a key (`keel keys`): the
+/// refusal says how, and a key created afterwards lets the same command start.
+#[tokio::test]
+async fn serving_off_loopback_needs_a_key_in_the_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("keel.db").display());
+    let port = keel_testkit::process::free_port();
+    let serve = || {
+        let mut command = Command::new(KEEL);
+        command
+            .args([
+                "serve",
+                "--store",
+                &url,
+                "--listen",
+                &format!("0.0.0.0:{port}"),
+                "--upstream",
+                "http://127.0.0.1:9",
+            ])
+            .current_dir(dir.path())
+            .env_remove("KEEL_CONFIG")
+            .env_remove("RUST_LOG");
+        command
+    };
+    let refused = serve().stdin(Stdio::null()).output().unwrap();
+    let error = failed(&refused);
+    assert!(
+        error.contains("with no API keys would let anyone on the network") && error.contains("keel keys create"),
+        "{error}"
+    );
+
+    ok(&keel(dir.path(), &["--store", &url, "create", "office-agent"]));
+    let log = dir.path().join("serve.log");
+    let keel = keel_testkit::process::KeelProcess::start(serve(), port, &log).await;
+    let refused_without_key = reqwest::Client::new()
+        .post(format!("{}/api/chat", keel.base))
+        .json(&serde_json::json!({"model": "m", "messages": []}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused_without_key.status(), 401);
+}

@@ -156,6 +156,10 @@ pub struct ServerConfig {
     pub max_connections: usize,
     /// Longest wait for a body keel reads whole.
     pub body_timeout: Duration,
+    /// keel listens off loopback with no `[auth]` keys and without `allow_remote_without_auth`:
+    /// it may serve only when its store holds API keys (`keel keys create`), which `keel serve`
+    /// checks once the store is open ([`Config::unprotected_listen`] says why it refuses).
+    pub needs_stored_keys: bool,
 }
 
 /// One upstream, validated.
@@ -452,12 +456,9 @@ impl Config {
             cors_origins: lowercase(&raw.server.cors_origins),
             listen_authority: listen.to_string(),
         };
-        if auth.is_none() && !listen.ip().is_loopback() && !raw.server.allow_remote_without_auth {
-            return Err(invalid(format!(
-                "listening on {listen} without [auth] keys would let anyone on the network use your models. \
-                 Add an [auth] section with keys, listen on 127.0.0.1, or set [server] allow_remote_without_auth = true"
-            )));
-        }
+        // Off loopback without [auth] keys, keys kept in the store (`keel keys`) must exist: checked
+        // by `keel serve` once the store is open.
+        let needs_stored_keys = auth.is_none() && !listen.ip().is_loopback() && !raw.server.allow_remote_without_auth;
 
         let guard = GuardConfig {
             enabled: raw.guard.enabled,
@@ -506,6 +507,7 @@ impl Config {
                 idle_timeout: raw.server.idle_timeout,
                 max_connections: raw.server.max_connections,
                 body_timeout: raw.server.body_timeout,
+                needs_stored_keys,
             },
             store_url: raw.store.url,
             upstreams,
@@ -532,6 +534,17 @@ impl Config {
     /// The upstream with this name.
     pub fn upstream(&self, name: &str) -> Option<&UpstreamConfig> {
         self.upstreams.iter().find(|u| u.name == name)
+    }
+
+    /// Why keel refuses to serve when [`ServerConfig::needs_stored_keys`] holds and the store has
+    /// no API keys either: what it would expose and the three ways out.
+    pub fn unprotected_listen(&self) -> String {
+        format!(
+            "listening on {} with no API keys would let anyone on the network use your models. \
+             Create a key (`keel keys create NAME`, kept in the store {}) or add an [auth] section with keys, \
+             listen on 127.0.0.1, or set [server] allow_remote_without_auth = true",
+            self.server.listen, self.store_url
+        )
     }
 
     /// The deployment as runbooks describe it: keel's address, the upstreams and the routes.

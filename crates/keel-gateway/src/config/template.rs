@@ -20,8 +20,9 @@ max_buffered_answer = "64MiB"
 # On SIGTERM or Ctrl+C keel stops accepting and lets in-flight requests and streams finish,
 # for at most this long; then what is still open ends with an error saying to retry.
 shutdown_grace = "30s"
-# keel refuses to listen on a non-loopback address without [auth] keys. Set to true only on a
-# network where everyone may use your models.
+# keel refuses to listen on a non-loopback address without API keys ([auth] keys, or keys made
+# with `keel keys create` in the store). Set to true only on a network where everyone may use
+# your models.
 allow_remote_without_auth = false
 # Serving threads, each with its own event loop (like nginx's worker processes). 0 means one
 # per CPU core.

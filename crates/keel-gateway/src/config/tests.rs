@@ -102,8 +102,12 @@ fn bad_values_say_how_to_fix_them() {
             .unwrap_err()
             .to_string();
     assert!(err.contains("not declared") && err.contains("declared: a"), "{err}");
-    let err = load_str("[server]\nlisten = \"0.0.0.0:11435\"\n").unwrap_err().to_string();
-    assert!(err.contains("[auth]"), "{err}");
+    // Off loopback without [auth]: allowed only if the store holds keys (checked by `keel serve`).
+    let open = load_str("[server]\nlisten = \"0.0.0.0:11435\"\n").unwrap();
+    assert!(open.server.needs_stored_keys);
+    assert!(open.unprotected_listen().contains("keel keys create"), "{}", open.unprotected_listen());
+    let allowed = load_str("[server]\nlisten = \"0.0.0.0:11435\"\nallow_remote_without_auth = true\n").unwrap();
+    assert!(!allowed.server.needs_stored_keys);
     let err = load_str("[store]\nurl = \"mysql://x\"\n").unwrap_err().to_string();
     assert!(err.contains("sqlite://"), "{err}");
     let err = load_str("[[upstream]]\nname = \"a\"\nurl = \"ftp://x\"\n").unwrap_err().to_string();
