@@ -83,7 +83,7 @@ pub struct TestGateway {
 
 impl TestGateway {
     /// Starts serving `config` (its listen address is used; use `127.0.0.1:0`).
-    pub async fn start(config: Config) -> TestGateway {
+    pub async fn start(mut config: Config) -> TestGateway {
         trace_init();
         let listener = match tokio::net::TcpListener::bind(config.server.listen).await {
             Ok(listener) => listener,
@@ -105,6 +105,11 @@ impl TestGateway {
         } else {
             (config.store_url.clone(), None)
         };
+        // A relative runbook_dir would be the crate's folder: runbooks go to a temporary one.
+        if config.incidents.runbook_dir.as_ref().is_some_and(|dir| dir.is_relative()) {
+            let dir = store_dir.clone().unwrap_or_else(std::env::temp_dir).join("runbooks");
+            config.incidents.runbook_dir = Some(dir);
+        }
         // Like `keel serve`: the sessions and the API keys of one store.
         let stores = match keel_session::open_stores(&store_url).await {
             Ok(opened) => opened,
