@@ -158,7 +158,9 @@ async fn open(url: &str, create: bool) -> anyhow::Result<Arc<dyn KeyStore>> {
             path.display()
         );
     }
-    keel_session::open_key_store(url).await.with_context(|| format!("cannot open the key store {}", redact(url)))
+    keel_session::open_key_store(url)
+        .await
+        .with_context(|| format!("cannot open the key store {}", keel_session::redact_url(url)))
 }
 
 async fn create(
@@ -189,7 +191,7 @@ async fn create(
         err,
         "Created API key '{}' in {} — scopes {}, {}, priority {}. Its secret:",
         key.name,
-        redact(url),
+        keel_session::redact_url(url),
         key.scopes.join(","),
         limits(&key),
         key.priority.as_deref().unwrap_or("normal (default)"),
@@ -297,22 +299,6 @@ fn timestamp(millis: i64) -> String {
     }
 }
 
-/// The URL without a password (`postgres://keel:***@db/keel`), for messages.
-fn redact(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return url.to_owned();
-    };
-    let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
-    let (authority, path) = rest.split_at(authority_end);
-    match authority.rsplit_once('@') {
-        Some((user_info, host)) => match user_info.split_once(':') {
-            Some((user, _password)) => format!("{scheme}://{user}:***@{host}{path}"),
-            None => url.to_owned(),
-        },
-        None => url.to_owned(),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -321,15 +307,6 @@ mod tests {
     fn timestamps_are_readable() {
         assert_eq!(timestamp(1_700_000_000_123), "2023-11-14 22:13 UTC");
         assert_eq!(timestamp(-5), "-5");
-    }
-
-    #[test]
-    fn passwords_are_not_shown() {
-        assert_eq!(redact("postgres://keel:s3cret@db:5432/keel?schema=k"), "postgres://keel:***@db:5432/keel?schema=k");
-        assert_eq!(redact("redis://:pw@127.0.0.1:6379/0"), "redis://:***@127.0.0.1:6379/0");
-        assert_eq!(redact("postgres://keel@db/keel"), "postgres://keel@db/keel");
-        assert_eq!(redact("sqlite://keel.db"), "sqlite://keel.db");
-        assert_eq!(redact("sqlite:///a@b/keel.db"), "sqlite:///a@b/keel.db");
     }
 
     #[test]

@@ -141,7 +141,7 @@ async fn write_deployment(args: DeploymentArgs) -> anyhow::Result<()> {
             .source
             .as_ref()
             .map(|path| std::fs::canonicalize(path).unwrap_or_else(|_| path.clone()).display().to_string()),
-        store_url: deployment::without_password(&config.store_url),
+        store_url: keel_session::redact_url(&config.store_url),
         breaker: BreakerFacts {
             failure_threshold: config.breaker.failure_threshold,
             cooldown: keel_types::duration::format(config.breaker.cooldown),

@@ -85,7 +85,7 @@ pub(crate) fn status_json(gateway: &Gateway) -> Value {
         "version": env!("CARGO_PKG_VERSION"),
         "uptime_seconds": gateway.inner.started.elapsed().as_secs(),
         "listen": config.server.listen.to_string(),
-        "store": redact_url(&config.store_url),
+        "store": keel_session::redact_url(&config.store_url),
         "config_file": config.source.as_ref().map(|p| p.display().to_string()),
         "auth": gateway.inner.keys.required(),
         "upstreams": upstreams,
@@ -214,30 +214,4 @@ pub(crate) fn metrics_page(gateway: &Gateway) -> String {
     let handle = keel_telemetry::prometheus();
     handle.run_upkeep();
     handle.render()
-}
-
-/// Hides a password in a store URL (`postgres://user:secret@host` → `postgres://user:***@host`).
-fn redact_url(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(scheme_end), Some(at)) if at > scheme_end => {
-            let userinfo = &url[scheme_end + 3..at];
-            match userinfo.split_once(':') {
-                Some((user, _)) => format!("{}{user}:***{}", &url[..scheme_end + 3], &url[at..]),
-                None => url.to_owned(),
-            }
-        }
-        _ => url.to_owned(),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn passwords_are_redacted() {
-        assert_eq!(redact_url("postgres://u:pw@h/db"), "postgres://u:***@h/db");
-        assert_eq!(redact_url("sqlite://keel.db"), "sqlite://keel.db");
-        assert_eq!(redact_url("redis://h:6379"), "redis://h:6379");
-    }
 }

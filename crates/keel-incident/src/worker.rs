@@ -12,9 +12,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use keel_session::{
-    Effect, INCIDENT_CHANGED_JOB, IncidentStatus, Job, NewIncidentEvent, NewJob, Runbook, Stores, now_millis,
-};
+use keel_session::{Effect, INCIDENT_CHANGED_JOB, IncidentStatus, Job, NewJob, Runbook, Stores, now_millis};
 use keel_telemetry::names;
 use parking_lot::Mutex;
 use serde::Deserialize;
@@ -259,16 +257,7 @@ impl Worker {
             url,
             "webhook receiver answered 410 Gone: keel stops notifying it; remove it from [[notify]] or fix the receiver, then restart keel"
         );
-        let event = NewIncidentEvent {
-            fingerprint: incident.fingerprint.clone(),
-            kind: incident.kind.clone(),
-            title: incident.title.clone(),
-            upstream: incident.upstream.clone(),
-            model: incident.model.clone(),
-            event: "notify.endpoint_disabled".to_owned(),
-            effect: Effect::Note,
-            detail: json!({ "url": url, "status": 410 }),
-        };
+        let event = incident.event("notify.endpoint_disabled", Effect::Note, json!({ "url": url, "status": 410 }));
         if let Err(error) = self.stores.incidents.record_event(event).await {
             tracing::warn!(%error, "incident worker: could not record the disabled endpoint");
         }

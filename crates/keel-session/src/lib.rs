@@ -148,6 +148,7 @@ pub use jobs::{Enqueued, Job, JobCounts, JobStatus, JobStore, MAX_ERROR_LEN, MAX
 pub use keys::{
     DEFAULT_SCOPE, KeyStore, MAX_PREFIX_LEN, NewKey, PREFIX_LEN, SECRET_PREFIX, StoredKey, generate_secret, hash_secret,
 };
+pub use location::redact_url;
 pub use model::{
     HANDOFF_ROLE, Message, MessageCompletion, NewMessage, NewParticipant, NewSession, Page, Participant,
     ParticipantKind, Session, SessionFilter, SessionPage, SessionPatch, SessionStatus,

@@ -3,6 +3,23 @@
 
 use crate::StoreError;
 
+/// A store URL without its password (`postgres://keel:***@db/keel`), for logs, messages and
+/// status pages; URLs without one come back unchanged.
+pub fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
+    let (authority, path) = rest.split_at(authority_end);
+    match authority.rsplit_once('@') {
+        Some((user_info, host)) => match user_info.split_once(':') {
+            Some((user, _password)) => format!("{scheme}://{user}:***@{host}{path}"),
+            None => url.to_owned(),
+        },
+        None => url.to_owned(),
+    }
+}
+
 /// A store URL cut into the part before `?` and its query parameters (raw, not decoded).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Location {
@@ -87,6 +104,21 @@ fn percent_decode(text: &str) -> Result<String, StoreError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn passwords_are_not_shown() {
+        assert_eq!(
+            redact_url("postgres://keel:s3cret@db:5432/keel?schema=k"),
+            "postgres://keel:***@db:5432/keel?schema=k"
+        );
+        assert_eq!(redact_url("postgres://u:pw@h/db"), "postgres://u:***@h/db");
+        assert_eq!(redact_url("redis://:pw@127.0.0.1:6379/0"), "redis://:***@127.0.0.1:6379/0");
+        assert_eq!(redact_url("redis://:pw@h:6379/0"), "redis://:***@h:6379/0");
+        assert_eq!(redact_url("postgres://keel@db/keel"), "postgres://keel@db/keel");
+        assert_eq!(redact_url("sqlite://keel.db"), "sqlite://keel.db");
+        assert_eq!(redact_url("sqlite:///a@b/keel.db"), "sqlite:///a@b/keel.db");
+        assert_eq!(redact_url("redis://h:6379"), "redis://h:6379");
+    }
 
     #[test]
     fn takes_keel_parameters_and_keeps_the_rest() {

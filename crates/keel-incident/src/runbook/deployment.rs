@@ -53,7 +53,7 @@ pub struct DeploymentFacts {
     pub deployment: Deployment,
     /// The config file they come from (`None`: keel's built-in defaults).
     pub config_file: Option<String>,
-    /// The store URL, password removed (see [`without_password`]; [`render`] removes it again).
+    /// The store URL, password removed (see [`keel_session::redact_url`]; [`render`] removes it again).
     pub store_url: String,
     /// When breakers open and how long they stay open.
     pub breaker: BreakerFacts,
@@ -154,20 +154,6 @@ impl RunningKeel {
 
     fn probe(&self, upstream: &str) -> Option<&ProbeFacts> {
         self.probes.iter().find(|probe| probe.upstream == upstream)
-    }
-}
-
-/// `url` with the password of its user info replaced by `***` (`postgres://keel:***@db/keel`).
-pub fn without_password(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(scheme_end), Some(at)) if at > scheme_end + 3 => {
-            let userinfo = &url[scheme_end + 3..at];
-            match userinfo.split_once(':') {
-                Some((user, _)) => format!("{}{user}:***{}", &url[..scheme_end + 3], &url[at..]),
-                None => url.to_owned(),
-            }
-        }
-        _ => url.to_owned(),
     }
 }
 
@@ -394,7 +380,7 @@ fn view(facts: &DeploymentFacts) -> View {
             .as_ref()
             .map_or_else(|| "keel's built-in defaults (no config file)".to_owned(), |path| format!("`{path}`")),
         regenerate: format!("keel runbook deployment{}", config_flag(facts)),
-        store_url: without_password(&facts.store_url),
+        store_url: keel_session::redact_url(&facts.store_url),
         upstream_list: and_list(&upstream_list),
         route_list: if route_list.is_empty() { "no routes".to_owned() } else { route_list.join("; ") },
         breaker,
@@ -662,7 +648,7 @@ fn catalogue(facts: &DeploymentFacts) -> Vec<FailureView> {
             fix: format!(
                 "free space: models are usually the largest files (`{}` removes one you no longer route to, `du -sh ~/.ollama/models /usr/share/ollama/.ollama/models`); delete old sessions with `keel sessions delete ID`; move the store ({}) to a larger disk. Then `keel doctor{}`.",
                 ollama.map_or_else(|| "ollama rm NAME".to_owned(), |s| s.ollama_command("rm NAME")),
-                without_password(&facts.store_url),
+                keel_session::redact_url(&facts.store_url),
                 config_flag(facts)
             ),
         },
@@ -1098,14 +1084,6 @@ mod tests {
         assert_eq!(running.probes[0].reachable, None);
         assert!(running.probes[0].models.is_empty() && running.probes[0].available.is_none());
         assert!(RunningKeel::from_status(&json!("not a status")).probes.is_empty());
-    }
-
-    #[test]
-    fn passwords_are_removed() {
-        assert_eq!(without_password("postgres://u:pw@h/db"), "postgres://u:***@h/db");
-        assert_eq!(without_password("redis://:pw@h:6379/0"), "redis://:***@h:6379/0");
-        assert_eq!(without_password("sqlite://keel.db"), "sqlite://keel.db");
-        assert_eq!(without_password("redis://h:6379"), "redis://h:6379");
     }
 
     #[test]

@@ -262,6 +262,23 @@ pub struct Incident {
     pub event_count: u64,
 }
 
+impl Incident {
+    /// An event named `event` about this incident (its fingerprint, kind, title, upstream and
+    /// model), with `effect` and `detail`.
+    pub fn event(&self, event: &str, effect: Effect, detail: Value) -> NewIncidentEvent {
+        NewIncidentEvent {
+            fingerprint: self.fingerprint.clone(),
+            kind: self.kind.clone(),
+            title: self.title.clone(),
+            upstream: self.upstream.clone(),
+            model: self.model.clone(),
+            event: event.to_owned(),
+            effect,
+            detail,
+        }
+    }
+}
+
 /// One entry of an incident's timeline.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct IncidentEvent {
@@ -491,16 +508,8 @@ pub(crate) fn resolve_step(incident: Incident, by: &str, fixed_by: Option<&str>,
     if incident.status == IncidentStatus::Resolved {
         return None;
     }
-    let event = NewIncidentEvent {
-        fingerprint: incident.fingerprint.clone(),
-        kind: incident.kind.clone(),
-        title: incident.title.clone(),
-        upstream: incident.upstream.clone(),
-        model: incident.model.clone(),
-        event: "incident.resolved".to_owned(),
-        effect: Effect::Resolve,
-        detail: serde_json::json!({ "by": by, "fixed_by": fixed_by }),
-    };
+    let event =
+        incident.event("incident.resolved", Effect::Resolve, serde_json::json!({ "by": by, "fixed_by": fixed_by }));
     step(Some(incident), event, now)
 }
 
