@@ -131,6 +131,7 @@ async fn probe(client: &UpstreamClient, upstream: &Upstream) -> UpstreamHealth {
             Ok(_) => Ok(()),
             Err(_) => get_json(client, upstream, "/v1/models").await.map(|_| ()),
         },
+        Dialect::Anthropic => get_json(client, upstream, "/v1/models").await.map(|_| ()),
     };
     health.ok = result.is_ok();
     health.error = result.err();

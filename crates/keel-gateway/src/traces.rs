@@ -276,6 +276,7 @@ impl Attempt {
                 let provider = match facts.upstream.dialect {
                     keel_types::Dialect::Ollama => "ollama",
                     keel_types::Dialect::OpenAi => "openai",
+                    keel_types::Dialect::Anthropic => "anthropic",
                 };
                 attributes.extend([
                     KeyValue::new("gen_ai.operation.name", operation),

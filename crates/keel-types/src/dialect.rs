@@ -14,12 +14,24 @@ pub enum Dialect {
     /// errors as `{"error": {"message", "type", "param", "code"}}`, `stream` defaults to `false`.
     #[serde(rename = "openai")]
     OpenAi,
+    /// The Anthropic Messages API (`/v1/messages`): SSE streams of named events
+    /// (`message_start` … `message_stop`), errors as `{"type": "error", "error": {"type",
+    /// "message"}}`, `stream` defaults to `false`. As an upstream dialect: the Anthropic API
+    /// itself (`x-api-key`, `anthropic-version`).
+    Anthropic,
 }
 
 impl Dialect {
-    /// The dialect of a request path: `/v1/...` is OpenAI, everything else Ollama.
+    /// The dialect of a request path: `/v1/messages...` is Anthropic, every other `/v1/...`
+    /// OpenAI, everything else Ollama.
     pub fn of_path(path: &str) -> Dialect {
-        if path == "/v1" || path.starts_with("/v1/") { Dialect::OpenAi } else { Dialect::Ollama }
+        if path == "/v1/messages" || path.starts_with("/v1/messages/") {
+            Dialect::Anthropic
+        } else if path == "/v1" || path.starts_with("/v1/") {
+            Dialect::OpenAi
+        } else {
+            Dialect::Ollama
+        }
     }
 
     /// Whether a request that does not say `stream` is streamed in this dialect.
@@ -32,6 +44,7 @@ impl Dialect {
         match self {
             Dialect::Ollama => "ollama",
             Dialect::OpenAi => "openai",
+            Dialect::Anthropic => "anthropic",
         }
     }
 }
@@ -50,6 +63,10 @@ mod tests {
     fn path_decides_dialect() {
         assert_eq!(Dialect::of_path("/v1/chat/completions"), Dialect::OpenAi);
         assert_eq!(Dialect::of_path("/v1"), Dialect::OpenAi);
+        assert_eq!(Dialect::of_path("/v1/messages"), Dialect::Anthropic);
+        assert_eq!(Dialect::of_path("/v1/messages/count_tokens"), Dialect::Anthropic);
+        assert_eq!(Dialect::of_path("/v1/messagesx"), Dialect::OpenAi);
+        assert_eq!(Dialect::of_path("/v1/responses"), Dialect::OpenAi);
         assert_eq!(Dialect::of_path("/api/chat"), Dialect::Ollama);
         assert_eq!(Dialect::of_path("/v10/x"), Dialect::Ollama);
         assert_eq!(Dialect::of_path("/"), Dialect::Ollama);

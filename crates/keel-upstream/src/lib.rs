@@ -25,6 +25,6 @@ pub use client::{
     BoxError, ClientConfig, RequestBody, Upstream, UpstreamClient, UpstreamError, UpstreamUrlError, empty_body,
     full_body, strip_hop_headers,
 };
-pub use error_body::ErrorBody;
+pub use error_body::{ErrorBody, anthropic_error_type, openai_error_type};
 pub use pool::ResponseBody;
 pub use wire::{RequestPeek, WireError};

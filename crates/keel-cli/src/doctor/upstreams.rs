@@ -22,7 +22,7 @@ pub(super) async fn check(upstream: &UpstreamConfig, config: &Config, timeout: D
     let subject = format!("upstream {:?} ({base})", upstream.name);
     let (listing, version_path) = match upstream.upstream.dialect {
         Dialect::Ollama => ("/api/tags", "/api/version"),
-        Dialect::OpenAi => ("/v1/models", "/v1/models"),
+        Dialect::OpenAi | Dialect::Anthropic => ("/v1/models", "/v1/models"),
     };
     let head = match client.get(format!("{base}{version_path}")).send().await {
         Ok(response) => response,
@@ -32,6 +32,7 @@ pub(super) async fn check(upstream: &UpstreamConfig, config: &Config, timeout: D
                     "start Ollama (`ollama serve` or `sudo systemctl start ollama`) or correct this [[upstream]] url"
                 }
                 Dialect::OpenAi => "start the server (llama-server, vLLM, LM Studio) or correct this [[upstream]] url",
+                Dialect::Anthropic => "check this machine's internet connection, or correct this [[upstream]] url",
             };
             let what = format!("not reachable: {}", describe(&err));
             return Checked { findings: vec![(subject, Finding::Problem(what, fix.into()))], clock: None };
@@ -53,6 +54,7 @@ pub(super) async fn check(upstream: &UpstreamConfig, config: &Config, timeout: D
     let server = match upstream.upstream.dialect {
         Dialect::Ollama => format!("Ollama {}", body["version"].as_str().unwrap_or("(version unknown)")),
         Dialect::OpenAi => "an OpenAI-compatible server".to_owned(),
+        Dialect::Anthropic => "the Anthropic API".to_owned(),
     };
     let models = available_models(&client, &base, listing, upstream.upstream.dialect).await;
     let mut findings = vec![(subject, Finding::Ok(format!("{server}, {} model(s)", models.len())))];
@@ -99,6 +101,9 @@ fn pull_fix(upstream: &UpstreamConfig, model: &str) -> String {
         Dialect::OpenAi => format!(
             "load it in the server under that name (llama-server `--alias {model}`), or change the route's target to the name the server lists"
         ),
+        Dialect::Anthropic => {
+            format!("change the route's target {model:?} to a model name the API lists at /v1/models")
+        }
     }
 }
 
@@ -107,7 +112,7 @@ async fn available_models(client: &reqwest::Client, base: &str, listing: &str, d
     let body: Value = response.json().await.unwrap_or(Value::Null);
     let (list, field) = match dialect {
         Dialect::Ollama => (&body["models"], "name"),
-        Dialect::OpenAi => (&body["data"], "id"),
+        Dialect::OpenAi | Dialect::Anthropic => (&body["data"], "id"),
     };
     list.as_array().into_iter().flatten().filter_map(|m| m[field].as_str().map(str::to_owned)).collect()
 }

@@ -21,9 +21,11 @@
 
 mod request;
 mod response;
+pub mod sse;
 mod stream;
 mod time;
 
+use bytes::Bytes;
 use http::StatusCode;
 use keel_types::FailureClass;
 
@@ -37,6 +39,92 @@ pub use response::{
 };
 pub use stream::SseToNdjson;
 pub use time::now_rfc3339;
+
+/// An incremental stream translation: the upstream's body in one framing, the client's in
+/// another, whatever the split of the input (the same bytes out for any split). Translations
+/// through chat completions chain two of these with [`Chain`].
+pub trait StreamTranslator: Send {
+    /// Feeds raw upstream bytes; returns the complete lines or events they produced.
+    fn push(&mut self, bytes: &[u8]) -> Vec<Bytes>;
+    /// At the upstream's EOF: the last lines or events, `Ok(None)` when the stream was already
+    /// over, or [`TranslateError::StreamEndedEarly`] when the upstream never finished its answer.
+    fn finish(&mut self) -> Result<Option<Bytes>, TranslateError>;
+    /// Whether the stream is over (its final event or an error event was produced).
+    fn is_finished(&self) -> bool;
+    /// The error that ended the stream, if any.
+    fn error(&self) -> Option<&str>;
+    /// The translated error event for a failure keel noticed itself (`None` where the framing has
+    /// none).
+    fn error_event(&self, message: &str) -> Option<Bytes>;
+}
+
+impl StreamTranslator for SseToNdjson {
+    fn push(&mut self, bytes: &[u8]) -> Vec<Bytes> {
+        SseToNdjson::push(self, bytes)
+    }
+    fn finish(&mut self) -> Result<Option<Bytes>, TranslateError> {
+        SseToNdjson::finish(self)
+    }
+    fn is_finished(&self) -> bool {
+        SseToNdjson::is_finished(self)
+    }
+    fn error(&self) -> Option<&str> {
+        SseToNdjson::error(self)
+    }
+    fn error_event(&self, message: &str) -> Option<Bytes> {
+        Some(ollama_error_line(message))
+    }
+}
+
+/// Two translations one after the other (the upstream's framing → chat completions → the
+/// client's).
+pub struct Chain<A, B> {
+    first: A,
+    second: B,
+}
+
+impl<A: StreamTranslator, B: StreamTranslator> Chain<A, B> {
+    /// `first`'s output is fed to `second`.
+    pub fn new(first: A, second: B) -> Chain<A, B> {
+        Chain { first, second }
+    }
+}
+
+impl<A: StreamTranslator, B: StreamTranslator> StreamTranslator for Chain<A, B> {
+    fn push(&mut self, bytes: &[u8]) -> Vec<Bytes> {
+        let mut out = Vec::new();
+        for piece in self.first.push(bytes) {
+            out.extend(self.second.push(&piece));
+        }
+        out
+    }
+    fn finish(&mut self) -> Result<Option<Bytes>, TranslateError> {
+        let mut out = match self.first.finish()? {
+            Some(last) => self.second.push(&last),
+            None => Vec::new(),
+        };
+        out.extend(self.second.finish()?);
+        Ok(join(out))
+    }
+    fn is_finished(&self) -> bool {
+        self.second.is_finished()
+    }
+    fn error(&self) -> Option<&str> {
+        self.first.error().or_else(|| self.second.error())
+    }
+    fn error_event(&self, message: &str) -> Option<Bytes> {
+        self.second.error_event(message)
+    }
+}
+
+/// Several pieces as one (`None` when there are none).
+fn join(pieces: Vec<Bytes>) -> Option<Bytes> {
+    match pieces.len() {
+        0 => None,
+        1 => pieces.into_iter().next(),
+        _ => Some(Bytes::from(pieces.concat())),
+    }
+}
 
 /// Which Ollama endpoint the client called; decides the shape of the answer (`message` for chat,
 /// `response` for generate).
