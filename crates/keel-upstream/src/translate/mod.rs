@@ -19,6 +19,7 @@
 //! `GenerateResponse`, `Metrics`) on the Ollama side and the OpenAI chat-completions API (as
 //! `llama-server` and vLLM implement it) on the other.
 
+pub mod anthropic;
 mod request;
 mod response;
 pub mod sse;
