@@ -21,6 +21,7 @@
 
 mod request;
 mod response;
+pub mod responses;
 pub mod sse;
 mod stream;
 mod time;
