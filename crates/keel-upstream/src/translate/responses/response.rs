@@ -196,3 +196,105 @@ pub(super) fn response_object(
     out.insert("metadata".into(), echo("metadata").unwrap_or_else(|| Value::Object(Map::new())));
     Value::Object(out)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn identity() -> ResponseIdentity {
+        ResponseIdentity::fixed("resp_t", 1_700_000_000)
+    }
+
+    fn completion(message: Value, finish: &str) -> Value {
+        json!({
+            "id": "chatcmpl-1", "object": "chat.completion", "created": 1, "model": "upstream",
+            "choices": [{"index": 0, "message": message, "finish_reason": finish}],
+            "usage": {"prompt_tokens": 10, "completion_tokens": 5, "total_tokens": 15,
+                      "prompt_tokens_details": {"cached_tokens": 4}},
+        })
+    }
+
+    #[test]
+    fn text_answer() {
+        let request = json!({"model": "m", "input": "hi", "instructions": "be brief", "temperature": 0.5});
+        let chat = completion(json!({"role": "assistant", "content": "hello"}), "stop");
+        let resp = chat_to_responses_response_with(&chat, &request, "m", &identity()).unwrap();
+        assert_eq!(resp["id"], "resp_t");
+        assert_eq!(resp["object"], "response");
+        assert_eq!(resp["created_at"], 1_700_000_000);
+        assert_eq!(resp["status"], "completed");
+        assert_eq!(resp["incomplete_details"], Value::Null);
+        assert_eq!(resp["model"], "m");
+        assert_eq!(
+            resp["output"],
+            json!([{"id": "msg_t", "type": "message", "status": "completed", "role": "assistant",
+                    "content": [{"type": "output_text", "text": "hello", "annotations": [], "logprobs": []}]}])
+        );
+        assert_eq!(
+            resp["usage"],
+            json!({"input_tokens": 10, "input_tokens_details": {"cached_tokens": 4, "cache_write_tokens": 0},
+                   "output_tokens": 5, "output_tokens_details": {"reasoning_tokens": 0}, "total_tokens": 15})
+        );
+        assert_eq!(resp["instructions"], "be brief");
+        assert_eq!(resp["temperature"], 0.5);
+        assert_eq!(resp["tools"], json!([]));
+        assert_eq!(resp["tool_choice"], "auto");
+        assert_eq!(resp["parallel_tool_calls"], true);
+        assert_eq!(resp["text"], json!({"format": {"type": "text"}}));
+        assert_eq!(resp["error"], Value::Null);
+        assert_eq!(super::super::response_output_text(&resp).as_deref(), Some("hello"));
+    }
+
+    #[test]
+    fn tool_calls_and_length() {
+        let tools = json!([{"type": "function", "name": "f", "parameters": {"type": "object"}}]);
+        let request = json!({"model": "m", "input": "x", "tools": tools, "max_output_tokens": 9});
+        let chat = completion(
+            json!({"role": "assistant", "content": null, "tool_calls": [
+                {"id": "call_a", "type": "function", "function": {"name": "f", "arguments": "{\"x\":1}"}},
+                {"type": "function", "function": {"name": "g", "arguments": {"y": 2}}},
+            ]}),
+            "length",
+        );
+        let resp = chat_to_responses_response_with(&chat, &request, "m", &identity()).unwrap();
+        assert_eq!(resp["status"], "incomplete");
+        assert_eq!(resp["incomplete_details"], json!({"reason": "max_output_tokens"}));
+        assert_eq!(
+            resp["output"],
+            json!([
+                {"id": "fc_t_0", "type": "function_call", "status": "completed", "call_id": "call_a", "name": "f", "arguments": "{\"x\":1}"},
+                {"id": "fc_t_1", "type": "function_call", "status": "completed", "call_id": "call_1", "name": "g", "arguments": "{\"y\":2}"},
+            ])
+        );
+        assert_eq!(resp["tools"], tools);
+        assert_eq!(resp["max_output_tokens"], 9);
+        assert_eq!(super::super::response_output_text(&resp), None);
+    }
+
+    #[test]
+    fn json_schema_text_is_echoed() {
+        let text = json!({"format": {"type": "json_schema", "name": "s", "schema": {"type": "object"}, "strict": true}});
+        let request = json!({"model": "m", "input": "x", "text": text});
+        let chat = completion(json!({"role": "assistant", "content": "{\"a\":1}"}), "stop");
+        let resp = chat_to_responses_response(&chat, &request, "m").unwrap();
+        assert_eq!(resp["text"], text);
+        assert!(resp["id"].as_str().unwrap().starts_with("resp_"));
+        assert!(resp["output"][0]["id"].as_str().unwrap().starts_with("msg_"));
+    }
+
+    #[test]
+    fn errors() {
+        let request = json!({"model": "m", "input": "x"});
+        let upstream = chat_to_responses_response(&json!({"error": {"message": "boom"}}), &request, "m");
+        assert_eq!(upstream, Err(TranslateError::Upstream("boom".into())));
+        for body in [json!([]), json!({"choices": []}), json!({"x": 1}), json!({"choices": [{"index": 0}]})] {
+            let result = chat_to_responses_response(&body, &request, "m");
+            assert!(matches!(result, Err(TranslateError::InvalidResponse(_))), "{body}: {result:?}");
+        }
+        let no_usage = json!({"choices": [{"message": {"content": ""}, "finish_reason": "content_filter"}]});
+        let resp = chat_to_responses_response(&no_usage, &request, "m").unwrap();
+        assert_eq!(resp["usage"], Value::Null);
+        assert_eq!(resp["incomplete_details"], json!({"reason": "content_filter"}));
+        assert_eq!(resp["output"][0]["status"], "incomplete");
+    }
+}

@@ -521,3 +521,295 @@ impl StreamTranslator for ChatSseToResponsesSse {
         Some(ChatSseToResponsesSse::error_event(self, message))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::translate::Chain;
+
+    const TEXT_STREAM: &str = concat!(
+        "data: {\"id\":\"c\",\"object\":\"chat.completion.chunk\",\"choices\":[{\"index\":0,\"delta\":{\"role\":\"assistant\",\"content\":\"\"}}]}\n\n",
+        "data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"Hel\"}}]}\n\n",
+        ": keep-alive\n\n",
+        "data: {\"choices\":[{\"index\":0,\"delta\":{\"reasoning_content\":\"hmm\",\"content\":\"lo \\u00e9\"}}]}\r\n\r\n",
+        "data: {\"choices\":[{\"index\":0,\"delta\":{},\"finish_reason\":\"stop\"}]}\n\n",
+        "data: {\"choices\":[],\"usage\":{\"prompt_tokens\":3,\"completion_tokens\":2,\"total_tokens\":5}}\n\n",
+        "data: [DONE]\n\n",
+    );
+
+    const TOOL_STREAM: &str = concat!(
+        "data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"Let me check.\"}}]}\n\n",
+        "data: {\"choices\":[{\"index\":0,\"delta\":{\"tool_calls\":[{\"index\":0,\"id\":\"call_a\",\"type\":\"function\",\"function\":{\"name\":\"get_weather\",\"arguments\":\"\"}}]}}]}\n\n",
+        "data: {\"choices\":[{\"index\":0,\"delta\":{\"tool_calls\":[{\"index\":0,\"function\":{\"arguments\":\"{\\\"city\\\":\"}}]}}]}\n\n",
+        "data: {\"choices\":[{\"index\":0,\"delta\":{\"tool_calls\":[{\"index\":0,\"function\":{\"arguments\":\"\\\"Paris\\\"}\"}}]}}]}\n\n",
+        "data: {\"choices\":[{\"index\":0,\"delta\":{\"tool_calls\":[{\"index\":1,\"function\":{\"arguments\":\"{}\"}}]}}]}\n\n",
+        "data: {\"choices\":[{\"index\":0,\"delta\":{\"tool_calls\":[{\"index\":1,\"id\":\"call_b\",\"function\":{\"name\":\"now\"}}]}}]}\n\n",
+        "data: {\"choices\":[{\"index\":0,\"delta\":{},\"finish_reason\":\"tool_calls\"}]}\n\n",
+        "data: [DONE]\n\n",
+    );
+
+    fn converter() -> ChatSseToResponsesSse {
+        let request = json!({"model": "m", "input": "x", "tools": [{"type": "function", "name": "get_weather"}]});
+        ChatSseToResponsesSse::new(&request, "m").with_identity(ResponseIdentity::fixed("resp_t", 7))
+    }
+
+    /// Everything a client gets for `chunks`, and `finish`'s result.
+    fn run(chunks: &[&[u8]]) -> (Vec<u8>, Result<(), TranslateError>) {
+        let mut conv = converter();
+        let mut out = Vec::new();
+        for chunk in chunks {
+            out.extend(conv.push(chunk).concat());
+        }
+        let end = conv.finish().map(|last| out.extend(last.unwrap_or_default()));
+        (out, end)
+    }
+
+    /// The events of `bytes`, checked: named after their `type`, numbered from 0.
+    fn events(bytes: &[u8]) -> Vec<Value> {
+        let mut reader = SseReader::new();
+        let mut raw = Vec::new();
+        reader.push(bytes, &mut raw).unwrap();
+        assert!(reader.finish().is_none());
+        let mut out = Vec::new();
+        for (n, event) in raw.iter().enumerate() {
+            let value: Value = serde_json::from_str(&event.data).unwrap();
+            assert_eq!(event.event.as_deref(), value["type"].as_str(), "{value}");
+            assert_eq!(value["sequence_number"], n, "{value}");
+            out.push(value);
+        }
+        out
+    }
+
+    fn types(events: &[Value]) -> Vec<&str> {
+        events.iter().map(|e| e["type"].as_str().unwrap()).collect()
+    }
+
+    #[test]
+    fn text_stream() {
+        let (out, end) = run(&[TEXT_STREAM.as_bytes()]);
+        end.unwrap();
+        let events = events(&out);
+        assert_eq!(
+            types(&events),
+            [
+                "response.created",
+                "response.in_progress",
+                "response.output_item.added",
+                "response.content_part.added",
+                "response.output_text.delta",
+                "response.output_text.delta",
+                "response.output_text.done",
+                "response.content_part.done",
+                "response.output_item.done",
+                "response.completed",
+            ]
+        );
+        assert_eq!(events[0]["response"]["status"], "in_progress");
+        assert_eq!(events[0]["response"]["output"], json!([]));
+        assert_eq!(events[2]["item"]["content"], json!([]));
+        assert_eq!(
+            events[5],
+            json!({"type": "response.output_text.delta", "item_id": "msg_t", "output_index": 0, "content_index": 0,
+                   "delta": "lo é", "logprobs": [], "sequence_number": 5})
+        );
+        assert_eq!(events[6]["text"], "Hello é");
+        let done = &events[9]["response"];
+        assert_eq!(done["status"], "completed");
+        assert_eq!(done["usage"]["total_tokens"], 5);
+        assert_eq!(done["output"], json!([events[8]["item"]]));
+        assert_eq!(super::super::response_output_text(done).as_deref(), Some("Hello é"));
+    }
+
+    #[test]
+    fn tool_call_stream() {
+        let (out, end) = run(&[TOOL_STREAM.as_bytes()]);
+        end.unwrap();
+        let events = events(&out);
+        assert_eq!(
+            types(&events),
+            [
+                "response.created",
+                "response.in_progress",
+                "response.output_item.added",
+                "response.content_part.added",
+                "response.output_text.delta",
+                "response.output_item.added",
+                "response.function_call_arguments.delta",
+                "response.function_call_arguments.delta",
+                "response.output_item.added",
+                "response.function_call_arguments.delta",
+                "response.output_text.done",
+                "response.content_part.done",
+                "response.output_item.done",
+                "response.function_call_arguments.done",
+                "response.output_item.done",
+                "response.function_call_arguments.done",
+                "response.output_item.done",
+                "response.completed",
+            ]
+        );
+        assert_eq!(
+            events[5]["item"],
+            json!({"id": "fc_t_0", "type": "function_call", "status": "in_progress", "call_id": "call_a",
+                   "name": "get_weather", "arguments": ""})
+        );
+        assert_eq!(events[8]["output_index"], 2);
+        assert_eq!(events[9]["delta"], "{}");
+        assert_eq!(events[13]["arguments"], "{\"city\":\"Paris\"}");
+        let output = &events[17]["response"]["output"];
+        assert_eq!(output[1]["arguments"], "{\"city\":\"Paris\"}");
+        assert_eq!(output[2], json!({"id": "fc_t_1", "type": "function_call", "status": "completed",
+                                     "call_id": "call_b", "name": "now", "arguments": "{}"}));
+        assert_eq!(events[17]["response"]["tools"][0]["name"], "get_weather");
+    }
+
+    #[test]
+    fn length_is_incomplete_and_eof_after_finish_completes() {
+        let input = "data: {\"choices\":[{\"delta\":{\"content\":\"a\"},\"finish_reason\":\"length\"}]}\n\n";
+        let (out, end) = run(&[input.as_bytes()]);
+        end.unwrap();
+        let events = events(&out);
+        let last = events.last().unwrap();
+        assert_eq!(last["type"], "response.incomplete");
+        assert_eq!(last["response"]["incomplete_details"], json!({"reason": "max_output_tokens"}));
+        assert_eq!(last["response"]["output"][0]["status"], "incomplete");
+    }
+
+    #[test]
+    fn done_without_anything_gives_an_empty_message() {
+        let (out, end) = run(&[b"data: [DONE]\n\n"]);
+        end.unwrap();
+        let events = events(&out);
+        assert_eq!(events.last().unwrap()["type"], "response.completed");
+        assert_eq!(super::super::response_output_text(&events.last().unwrap()["response"]).as_deref(), Some(""));
+    }
+
+    #[test]
+    fn early_eof_fails() {
+        let mut conv = converter();
+        let out = conv.push(b"data: {\"choices\":[{\"delta\":{\"content\":\"a\"}}]}\n\ndata: {\"choi");
+        assert_eq!(events(&out.concat()).len(), 5);
+        assert_eq!(conv.finish(), Err(TranslateError::StreamEndedEarly));
+        assert!(conv.is_finished());
+        assert!(conv.error().unwrap().contains("ended early"));
+        let error = events(&[out.concat(), conv.error_event("gone").to_vec()].concat());
+        assert_eq!(
+            error.last().unwrap(),
+            &json!({"type": "error", "code": "server_error", "message": "gone", "param": null, "sequence_number": 5})
+        );
+        assert_eq!(conv.finish(), Ok(None));
+        assert!(conv.push(b"data: [DONE]\n\n").is_empty());
+    }
+
+    #[test]
+    fn upstream_errors_end_the_stream() {
+        let inputs: [&[u8]; 3] = [
+            b"data: {\"error\":{\"message\":\"out of memory\",\"type\":\"server_error\",\"code\":\"oom\"}}\n\n",
+            b"event: error\ndata: {\"message\":\"out of memory\"}\n\n",
+            b"data: {\"object\":\"error\",\"message\":\"out of memory\",\"type\":\"BadRequestError\"}\n\n",
+        ];
+        for input in inputs {
+            let mut conv = converter();
+            let events = events(&conv.push(input).concat());
+            assert_eq!(types(&events), ["response.created", "response.in_progress", "error"]);
+            assert_eq!(events[2]["message"], "out of memory");
+            assert!(events[2]["code"].is_string());
+            assert_eq!(conv.error(), Some("out of memory"));
+            assert_eq!(conv.finish(), Ok(None));
+        }
+        let (out, _) = run(&[b"data: {nope}\n\n"]);
+        assert!(events(&out)[2]["message"].as_str().unwrap().contains("unreadable"));
+    }
+
+    #[test]
+    fn limits() {
+        let calls: Vec<String> = (0..=MAX_TOOL_CALLS)
+            .map(|i| format!("{{\"index\":{i},\"id\":\"c{i}\",\"function\":{{\"name\":\"f\",\"arguments\":\"{{}}\"}}}}"))
+            .collect();
+        let input = format!("data: {{\"choices\":[{{\"delta\":{{\"tool_calls\":[{}]}}}}]}}\n\n", calls.join(","));
+        let (out, _) = run(&[input.as_bytes()]);
+        assert_eq!(events(&out).last().unwrap()["message"], "upstream sent more than 1024 tool calls");
+
+        let mut conv = converter();
+        let piece = format!("data: {{\"choices\":[{{\"delta\":{{\"content\":\"{}\"}}}}]}}\n\n", "x".repeat(1 << 20));
+        let mut out = Vec::new();
+        for _ in 0..17 {
+            out.extend(conv.push(piece.as_bytes()));
+        }
+        assert!(conv.error().unwrap().contains("exceeds 16 MiB"), "{:?}", conv.error());
+        assert_eq!(events(&out.concat()).last().unwrap()["type"], "error");
+    }
+
+    /// Passes chat SSE through unchanged: stands for a translation into chat completions.
+    struct Passthrough;
+
+    impl StreamTranslator for Passthrough {
+        fn push(&mut self, bytes: &[u8]) -> Vec<Bytes> {
+            vec![Bytes::copy_from_slice(bytes)]
+        }
+        fn finish(&mut self) -> Result<Option<Bytes>, TranslateError> {
+            Ok(None)
+        }
+        fn is_finished(&self) -> bool {
+            false
+        }
+        fn error(&self) -> Option<&str> {
+            None
+        }
+        fn error_event(&self, _message: &str) -> Option<Bytes> {
+            None
+        }
+    }
+
+    #[test]
+    fn chained() {
+        let mut chain = Chain::new(Passthrough, converter());
+        let mut out = Vec::new();
+        for piece in TOOL_STREAM.as_bytes().chunks(7) {
+            out.extend(chain.push(piece));
+        }
+        out.extend(chain.finish().unwrap());
+        assert!(chain.is_finished());
+        let events = events(&out.concat());
+        assert_eq!(events.last().unwrap()["type"], "response.completed");
+        assert_eq!(out.concat(), run(&[TOOL_STREAM.as_bytes()]).0);
+    }
+
+    proptest! {
+        #[test]
+        fn any_split_gives_the_same_output(which in 0usize..2, cut in any::<prop::sample::Index>(), cut2 in any::<prop::sample::Index>()) {
+            let input = [TEXT_STREAM, TOOL_STREAM][which].as_bytes();
+            let (a, b) = {
+                let (x, y) = (cut.index(input.len() + 1), cut2.index(input.len() + 1));
+                (x.min(y), x.max(y))
+            };
+            let whole = run(&[input]);
+            prop_assert_eq!(&whole, &run(&[&input[..a], &input[a..b], &input[b..]]));
+            let bytewise: Vec<&[u8]> = input.chunks(1).collect();
+            prop_assert_eq!(&whole, &run(&bytewise));
+            // Cut short: never panics, always ends (completed or an early end).
+            let _ = run(&[&input[..a]]);
+        }
+
+        #[test]
+        fn arbitrary_bytes_never_panic(bytes in prop::collection::vec(any::<u8>(), 0..512), cut in any::<prop::sample::Index>()) {
+            let at = cut.index(bytes.len() + 1);
+            prop_assert_eq!(run(&[&bytes]), run(&[&bytes[..at], &bytes[at..]]));
+        }
+
+        #[test]
+        fn arbitrary_chunks_never_panic(text in "(data: (\\{\"choices\":\\[\\{\"delta\":\\{(\"content\":\"[a-z]{0,3}\"|\"tool_calls\":\\[\\{\"index\":[0-2],\"function\":\\{\"name\":\"[a-c]?\",\"arguments\":\"[{}]?\"\\}\\}\\])\\}(,\"finish_reason\":\"(stop|length)\")?\\}\\]\\}|\\[DONE\\])\n\n){0,8}", cut in any::<prop::sample::Index>()) {
+            let bytes = text.as_bytes();
+            let at = cut.index(bytes.len() + 1);
+            let whole = run(&[bytes]);
+            prop_assert_eq!(&whole, &run(&[&bytes[..at], &bytes[at..]]));
+            if whole.1.is_ok() {
+                let events = events(&whole.0);
+                let last = events.last().unwrap()["type"].as_str().unwrap();
+                prop_assert!(last == "response.completed" || last == "response.incomplete", "{}", last);
+            }
+        }
+    }
+}
