@@ -22,6 +22,7 @@
 pub mod anthropic;
 mod request;
 mod response;
+pub mod responses;
 pub mod sse;
 mod stream;
 mod time;
