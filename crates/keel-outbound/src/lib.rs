@@ -4,6 +4,8 @@
 //! provider (no process-wide provider to install, no C toolchain beyond ring's). The roots
 //! trusted are the system's (`/etc/ssl/certs`, or `SSL_CERT_FILE`), Mozilla's (webpki-roots)
 //! and the caller's own CA certificates (a `[[notify]] ca_file`, `OTEL_EXPORTER_OTLP_CERTIFICATE`).
+//! Those TLS settings are made by [`tls_config`], which `keel-upstream` uses for HTTPS model
+//! servers too.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -36,23 +38,7 @@ impl std::fmt::Debug for Client {
 impl Client {
     /// A client trusting the system's roots, Mozilla's, and `extra` (DER certificates).
     pub fn new(extra: &[Vec<u8>]) -> Result<Client, String> {
-        let mut roots = RootCertStore::empty();
-        roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
-        for cert in rustls_native_certs::load_native_certs().certs {
-            let _ = roots.add(cert);
-        }
-        for (index, der) in extra.iter().enumerate() {
-            roots
-                .add(CertificateDer::from(der.clone()))
-                .map_err(|error| format!("CA certificate {} is not usable: {error}", index + 1))?;
-        }
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let tls = ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .map_err(|error| format!("TLS set-up: {error}"))?
-            .with_root_certificates(roots)
-            .with_no_client_auth();
-        Ok(Client { tls: Arc::new(tls) })
+        Ok(Client { tls: tls_config(extra)? })
     }
 
     /// POSTs `body` with `headers` to `url` (`http://` or `https://`), within `timeout`.
@@ -112,6 +98,31 @@ impl Client {
             one_request(TokioIo::new(tcp), request).await
         }
     }
+}
+
+/// The TLS client settings keel uses for every outbound HTTPS connection (these requests and
+/// the model calls of `keel-upstream`): rustls with the ring provider, the safe default protocol
+/// versions, ALPN `http/1.1` only, and as roots the system's, Mozilla's (webpki-roots) and `extra`
+/// (DER certificates, e.g. from [`pem_certificates`]). An error names the unusable certificate.
+pub fn tls_config(extra: &[Vec<u8>]) -> Result<Arc<ClientConfig>, String> {
+    let mut roots = RootCertStore::empty();
+    roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+    for cert in rustls_native_certs::load_native_certs().certs {
+        let _ = roots.add(cert);
+    }
+    for (index, der) in extra.iter().enumerate() {
+        roots
+            .add(CertificateDer::from(der.clone()))
+            .map_err(|error| format!("CA certificate {} is not usable: {error}", index + 1))?;
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut tls = ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|error| format!("TLS set-up: {error}"))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    tls.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(Arc::new(tls))
 }
 
 /// One request on a fresh HTTP/1.1 connection over `io`.

@@ -17,6 +17,37 @@ pub fn classify_connect_error(err: &io::Error) -> FailureClass {
     classify_chain(err, true)
 }
 
+/// What went wrong in a failed TLS handshake with an upstream, for the client's message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TlsFailure {
+    /// keel does not accept the server's certificate: signed by a CA it does not trust, expired,
+    /// or issued for another name. The fix is keel's configuration (`ca_file`, the url's host) or
+    /// the server's certificate.
+    Certificate,
+    /// The handshake failed otherwise: no HTTPS server on that port (plain HTTP), no protocol
+    /// version or cipher in common, or the connection closed during the handshake.
+    Handshake,
+}
+
+/// Classifies an error from the TLS handshake with an upstream. A handshake that failed is the
+/// server's (or its configuration's) fault like any failure while connecting:
+/// [`FailureClass::Refused`], never [`FailureClass::Local`] (so it is held against the server,
+/// not keel), together with what went wrong. A handshake that ran out of time, or failed for
+/// lack of keel's own resources, is classified as a connect error and carries no [`TlsFailure`].
+pub fn classify_tls_error(err: &io::Error) -> (FailureClass, Option<TlsFailure>) {
+    use tokio_rustls::rustls::Error as Tls;
+    match err.get_ref().and_then(|inner| inner.downcast_ref::<Tls>()) {
+        Some(Tls::InvalidCertificate(_) | Tls::NoCertificatesPresented) => {
+            (FailureClass::Refused, Some(TlsFailure::Certificate))
+        }
+        Some(_) => (FailureClass::Refused, Some(TlsFailure::Handshake)),
+        None => match classify_connect_error(err) {
+            FailureClass::Refused => (FailureClass::Refused, Some(TlsFailure::Handshake)),
+            class => (class, None),
+        },
+    }
+}
+
 /// Classifies an error while reading a response body that had started.
 pub fn classify_body_error(err: &hyper::Error) -> FailureClass {
     if err.is_timeout() { FailureClass::Timeout } else { FailureClass::StreamBroken }
@@ -94,6 +125,22 @@ fn classify_chain(err: &(dyn StdError + 'static), connecting: bool) -> FailureCl
 #[cfg(test)]
 mod shortage_tests {
     use super::*;
+
+    #[test]
+    fn tls_failures_are_the_servers() {
+        use tokio_rustls::rustls::{CertificateError, Error as Tls};
+        let untrusted =
+            io::Error::new(io::ErrorKind::InvalidData, Tls::InvalidCertificate(CertificateError::UnknownIssuer));
+        assert_eq!(classify_tls_error(&untrusted), (FailureClass::Refused, Some(TlsFailure::Certificate)));
+        let plain = io::Error::new(io::ErrorKind::InvalidData, Tls::General("corrupt".to_owned()));
+        assert_eq!(classify_tls_error(&plain), (FailureClass::Refused, Some(TlsFailure::Handshake)));
+        let closed = io::Error::from(io::ErrorKind::UnexpectedEof);
+        assert_eq!(classify_tls_error(&closed), (FailureClass::Refused, Some(TlsFailure::Handshake)));
+        let emfile = io::Error::from_raw_os_error(EMFILE);
+        assert_eq!(classify_tls_error(&emfile), (FailureClass::Local, None));
+        let slow = io::Error::from(io::ErrorKind::TimedOut);
+        assert_eq!(classify_tls_error(&slow), (FailureClass::Timeout, None));
+    }
 
     #[test]
     fn running_out_of_files_is_keels_own_fault() {

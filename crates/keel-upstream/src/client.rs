@@ -1,10 +1,20 @@
-//! The pooled HTTP/1.1 client keel uses for every upstream call.
+//! The pooled HTTP/1.1 client keel uses for every upstream call, over plain TCP (`http://`) or
+//! TLS (`https://`).
 //!
 //! Built directly on hyper's HTTP/1.1 connections and keel's own [pool](crate::pool) rather than a
 //! general-purpose client: the request path needs no redirects, cookies, proxies, URL re-parsing
 //! or cross-thread pool, and callgrind counted those layers (hashing the pool key, its lock, the
 //! `Host` header formatted per request) at about a tenth of keel's instructions per request.
+//!
+//! An `https://` upstream (a cloud API, or a model server behind a TLS proxy) is verified against
+//! the system's and Mozilla's root certificates and its own `ca_file` (see
+//! [`keel_outbound::tls_config`]), with ALPN `http/1.1`; the handshake is part of opening the
+//! connection, so it counts against the connect timeout and a connection is pooled with its TLS
+//! session. An untrusted certificate is a [`TlsFailure::Certificate`] whose message says to set
+//! `ca_file`. An upstream may carry credentials ([`Upstream::with_headers`]) set on every request
+//! to it; plain upstreams without any pay nothing for either.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -14,8 +24,9 @@ use http_body_util::{BodyExt, Empty, Full, combinators::UnsyncBoxBody};
 use hyper_util::rt::TokioIo;
 use keel_types::{Blame, Dialect, FailureClass};
 
-use crate::classify::{classify_connect_error, classify_send_error};
-use crate::pool::{Pool, ResponseBody, Sender};
+use crate::classify::{TlsFailure, classify_connect_error, classify_send_error, classify_tls_error};
+use crate::pool::{Origin, Pool, ResponseBody, Sender};
+use crate::tls;
 
 /// Any error a request body may fail with.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -59,62 +70,148 @@ impl Default for ClientConfig {
 }
 
 /// One model server keel forwards to.
-#[derive(Debug, Clone, PartialEq, Eq)]
+///
+/// Its `Debug` shows the names of the headers it sets, never their values (credentials).
+#[derive(Clone)]
 pub struct Upstream {
     /// The `[[upstream]]` name, used in routes, logs and metrics.
     pub name: String,
     /// Which API the server speaks.
     pub dialect: Dialect,
-    /// `http://host:port` with no trailing slash, for messages.
+    /// `http(s)://host:port` with no trailing slash, for messages.
     base: String,
-    pub(crate) authority: uri::Authority,
+    /// Where connections go, and the key of its pooled connections.
+    pub(crate) origin: Origin,
     /// The `Host` header every request to it carries (Ollama answers 403 to foreign hosts).
     host: HeaderValue,
     /// A path prefix such as `/ollama` (empty for none).
     prefix: String,
+    /// CA certificates (DER) trusted for it besides the system's and Mozilla's.
+    ca_certificates: Vec<Vec<u8>>,
+    /// Headers set on every request (credentials: values marked sensitive). Empty for most.
+    headers: HeaderMap,
 }
 
-/// A base URL keel cannot send to.
+impl PartialEq for Upstream {
+    fn eq(&self, other: &Upstream) -> bool {
+        // The TLS settings follow from the scheme (in `base`) and the CA certificates.
+        self.name == other.name
+            && self.dialect == other.dialect
+            && self.base == other.base
+            && self.ca_certificates == other.ca_certificates
+            && self.headers == other.headers
+    }
+}
+
+impl Eq for Upstream {}
+
+impl std::fmt::Debug for Upstream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let header_names: Vec<&str> = self.headers.keys().map(HeaderName::as_str).collect();
+        f.debug_struct("Upstream")
+            .field("name", &self.name)
+            .field("dialect", &self.dialect)
+            .field("base", &self.base)
+            .field("ca_certificates", &self.ca_certificates.len())
+            .field("headers", &header_names)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A base URL (or its TLS settings) keel cannot send to.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("upstream url {url:?} {reason}")]
 pub struct UpstreamUrlError {
     url: String,
-    reason: &'static str,
+    reason: Cow<'static, str>,
 }
 
 impl Upstream {
-    /// An upstream at `base` (`http://host:port`, optionally with a path prefix).
+    /// An upstream at `base` (`http://host[:port]` or `https://host[:port]`, optionally with a
+    /// path prefix). An `https://` upstream trusts the system's and Mozilla's root certificates;
+    /// add a private CA with [`Upstream::with_ca_certificates`].
     pub fn new(name: &str, base: Uri, dialect: Dialect) -> Result<Upstream, UpstreamUrlError> {
-        let error = |reason| UpstreamUrlError { url: base.to_string(), reason };
-        if base.scheme() != Some(&uri::Scheme::HTTP) {
-            return Err(error(
-                "must start with http:// (keel talks plain HTTP to model servers on this machine or network)",
-            ));
-        }
-        let authority = base.authority().cloned().ok_or_else(|| error("has no host"))?;
+        let error = |reason: Cow<'static, str>| UpstreamUrlError { url: base.to_string(), reason };
+        let https = match base.scheme_str() {
+            Some("http") => false,
+            Some("https") => true,
+            _ => return Err(error("must start with http:// or https://".into())),
+        };
+        let authority = base.authority().cloned().ok_or_else(|| error("has no host".into()))?;
         if base.query().is_some() {
-            return Err(error("must not have a query string"));
+            return Err(error("must not have a query string".into()));
         }
         let prefix = base.path().trim_end_matches('/').to_owned();
-        let host = HeaderValue::from_str(authority.as_str()).map_err(|_| error("has an invalid host"))?;
+        let host = HeaderValue::from_str(authority.as_str()).map_err(|_| error("has an invalid host".into()))?;
+        let tls = if https {
+            tls::server_name(bare_host(&authority))
+                .map_err(|_| error("has a host that cannot be checked against a TLS certificate".into()))?;
+            Some(tls::system_config().map_err(|e| error(e.into()))?)
+        } else {
+            None
+        };
+        let scheme = if https { "https" } else { "http" };
         Ok(Upstream {
             name: name.to_owned(),
             dialect,
-            base: format!("http://{authority}{prefix}"),
-            authority,
+            base: format!("{scheme}://{authority}{prefix}"),
+            origin: Origin { authority, tls },
             host,
             prefix,
+            ca_certificates: Vec::new(),
+            headers: HeaderMap::new(),
         })
     }
 
-    /// The server's host and port (80 when the URL names none), for traces.
-    pub fn server_address(&self) -> (&str, u16) {
-        (self.authority.host(), self.authority.port_u16().unwrap_or(80))
+    /// This `https://` upstream, also trusting the CA certificates `ders` (DER, e.g. the
+    /// `ca_file` of its `[[upstream]]` read by `keel_outbound::pem_certificates`). An error for a
+    /// plain `http://` upstream or a certificate rustls cannot use.
+    pub fn with_ca_certificates(mut self, ders: &[Vec<u8>]) -> Result<Upstream, UpstreamUrlError> {
+        let error = |reason: String| UpstreamUrlError { url: self.base.clone(), reason: reason.into() };
+        if self.origin.tls.is_none() {
+            return Err(error(
+                "is plain http://: CA certificates (ca_file) apply to https:// upstreams only".to_owned(),
+            ));
+        }
+        let config = tls::config_with(ders).map_err(|e| error(format!("cannot trust its ca_file: {e}")))?;
+        self.origin.tls = Some(config);
+        self.ca_certificates = ders.to_vec();
+        Ok(self)
     }
 
-    /// The base URL as written (`http://host:port[/prefix]`), for messages and status.
+    /// This upstream, setting `headers` on every request to it and replacing any header of the
+    /// same name the client sent: credentials such as `Authorization: Bearer …` or `x-api-key`.
+    /// Their values are marked sensitive and never shown (not in `Debug`, logs or errors).
+    /// Hop-by-hop headers and `Host` among them are ignored.
+    pub fn with_headers(mut self, mut headers: HeaderMap) -> Upstream {
+        strip_hop_headers(&mut headers);
+        for value in headers.values_mut() {
+            value.set_sensitive(true);
+        }
+        self.headers = headers;
+        self
+    }
+
+    /// The server's host and port (80 or 443 when the URL names none), for traces.
+    pub fn server_address(&self) -> (&str, u16) {
+        (self.origin.authority.host(), self.port())
+    }
+
+    /// The base URL as written (`http(s)://host[:port][/prefix]`), for messages and status.
     pub fn base_url(&self) -> &str {
         &self.base
+    }
+
+    /// Whether keel talks to it over TLS (`https://`).
+    pub fn is_https(&self) -> bool {
+        self.origin.tls.is_some()
+    }
+
+    /// Whether the server is outside loopback and private networks (see
+    /// [`is_remote_host`](crate::address::is_remote_host)): a cloud API rather than a model
+    /// server on this machine or network.
+    pub fn is_remote(&self) -> bool {
+        crate::address::is_remote_host(self.origin.authority.host())
     }
 
     /// The request target sent upstream for a path (which starts with `/`) and optional query:
@@ -130,10 +227,30 @@ impl Upstream {
 
     /// The host and port to connect to (IPv6 literals without their brackets).
     fn host_and_port(&self) -> (&str, u16) {
-        let host = self.authority.host();
-        let host = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')).unwrap_or(host);
-        (host, self.authority.port_u16().unwrap_or(80))
+        (bare_host(&self.origin.authority), self.port())
     }
+
+    /// The port in the URL, or the scheme's default.
+    fn port(&self) -> u16 {
+        let default = if self.is_https() { 443 } else { 80 };
+        self.origin.authority.port_u16().unwrap_or(default)
+    }
+
+    /// Sets this upstream's own headers on a request's, replacing those of the same name.
+    fn set_headers(&self, headers: &mut HeaderMap) {
+        for name in self.headers.keys() {
+            headers.remove(name);
+        }
+        for (name, value) in &self.headers {
+            headers.append(name.clone(), value.clone());
+        }
+    }
+}
+
+/// The host of `authority`, IPv6 literals without their brackets.
+fn bare_host(authority: &uri::Authority) -> &str {
+    let host = authority.host();
+    host.strip_prefix('[').and_then(|h| h.strip_suffix(']')).unwrap_or(host)
 }
 
 /// An upstream call that produced no usable response head.
@@ -150,6 +267,9 @@ pub struct UpstreamError {
     pub detail: String,
     /// The call failed while opening the connection (nothing reached the server).
     pub connecting: bool,
+    /// For a failed TLS handshake, what went wrong (the class is then
+    /// [`FailureClass::Refused`]).
+    pub tls: Option<TlsFailure>,
 }
 
 impl UpstreamError {
@@ -167,6 +287,25 @@ impl UpstreamError {
     /// A message for the client: what happened and what to do about it.
     pub fn client_message(&self) -> String {
         let Self { upstream, url, .. } = self;
+        match self.tls {
+            Some(TlsFailure::Certificate) => {
+                return format!(
+                    "upstream '{upstream}' at {url}: the server's TLS certificate is not trusted ({}). \
+                     If it is signed by your own CA, set ca_file for this [[upstream]] in keel.toml; \
+                     if it was issued for another name, use that name in the upstream url",
+                    self.detail
+                );
+            }
+            Some(TlsFailure::Handshake) => {
+                return format!(
+                    "keel could not open a TLS connection to upstream '{upstream}' at {url} ({}). \
+                     Does the server speak HTTPS on that port? For a plain-HTTP server, write http:// \
+                     in the upstream url in keel.toml",
+                    self.detail
+                );
+            }
+            None => {}
+        }
         match self.class {
             FailureClass::Local => format!(
                 "keel could not call upstream '{upstream}' at {url} because keel itself ran out of a local \
@@ -248,6 +387,7 @@ pub struct UpstreamClient {
 /// Why no response head arrived.
 enum SendError {
     Connect(std::io::Error),
+    Tls(std::io::Error),
     Http(hyper::Error),
 }
 
@@ -308,11 +448,15 @@ impl UpstreamClient {
             class,
             detail,
             connecting,
+            tls: None,
         };
         strip_hop_headers(&mut headers);
         // hyper sets Content-Length from the body itself (keel may have rewritten it).
         headers.remove(header::CONTENT_LENGTH);
         headers.insert(header::HOST, upstream.host.clone());
+        if !upstream.headers.is_empty() {
+            upstream.set_headers(&mut headers);
+        }
         let uri = upstream.uri_for(path_and_query).map_err(|e| {
             error(FailureClass::BadRequest, format!("invalid request path {path_and_query:?}: {e}"), false)
         })?;
@@ -324,6 +468,10 @@ impl UpstreamClient {
             Ok(Ok(response)) => Ok(response),
             Ok(Err(SendError::Connect(err))) => {
                 Err(error(classify_connect_error(&err), format!("tcp connect error: {}", describe(&err)), true))
+            }
+            Ok(Err(SendError::Tls(err))) => {
+                let (class, tls) = classify_tls_error(&err);
+                Err(UpstreamError { tls, ..error(class, format!("tls handshake error: {}", describe(&err)), true) })
             }
             Ok(Err(SendError::Http(err))) => Err(error(classify_send_error(&err), describe(&err), false)),
             Err(_) => Err(error(
@@ -342,7 +490,7 @@ impl UpstreamClient {
         mut request: http::Request<RequestBody>,
     ) -> Result<http::Response<ResponseBody>, SendError> {
         loop {
-            let (mut sender, pooled) = match self.pool.checkout(&upstream.authority) {
+            let (mut sender, pooled) = match self.pool.checkout(&upstream.origin) {
                 Some(sender) => (sender, true),
                 None => (self.connect(upstream).await?, false),
             };
@@ -352,8 +500,8 @@ impl UpstreamClient {
             match sender.try_send_request(request).await {
                 Ok(response) => {
                     let pool = Arc::clone(&self.pool);
-                    let authority = upstream.authority.clone();
-                    return Ok(response.map(|body| ResponseBody::new(body, pool, authority, sender)));
+                    let origin = upstream.origin.clone();
+                    return Ok(response.map(|body| ResponseBody::new(body, pool, origin, sender)));
                 }
                 Err(mut failed) => match failed.take_message() {
                     Some(unsent) if pooled => request = unsent,
@@ -363,28 +511,51 @@ impl UpstreamClient {
         }
     }
 
-    /// Opens a connection (`TCP_NODELAY`, within the connect timeout) and starts driving it.
+    /// Opens a connection (`TCP_NODELAY`; for `https://` the TLS handshake too, all within the
+    /// connect timeout) and starts driving it.
     async fn connect(&self, upstream: &Upstream) -> Result<Sender, SendError> {
-        let timed_out = || {
-            let waited = keel_types::duration::format(self.config.connect_timeout);
-            std::io::Error::new(std::io::ErrorKind::TimedOut, format!("no connection within {waited}"))
-        };
-        let stream =
-            tokio::time::timeout(self.config.connect_timeout, tokio::net::TcpStream::connect(upstream.host_and_port()))
-                .await
-                .map_err(|_| SendError::Connect(timed_out()))?
-                .map_err(SendError::Connect)?;
+        let deadline = tokio::time::Instant::now() + self.config.connect_timeout;
+        let (host, port) = upstream.host_and_port();
+        let tcp = self.by(deadline, tokio::net::TcpStream::connect((host, port)), SendError::Connect).await?;
         // Without this, Nagle's algorithm and delayed ACKs stall small writes by ~40 ms.
-        stream.set_nodelay(true).map_err(SendError::Connect)?;
-        let (sender, connection) =
-            hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.map_err(SendError::Http)?;
-        tokio::spawn(async move {
-            if let Err(err) = connection.await {
-                tracing::debug!(%err, "upstream connection closed with an error");
-            }
-        });
-        Ok(sender)
+        tcp.set_nodelay(true).map_err(SendError::Connect)?;
+        match &upstream.origin.tls {
+            None => drive(tcp).await,
+            Some(config) => drive(self.by(deadline, tls::handshake(config, host, tcp), SendError::Tls).await?).await,
+        }
     }
+
+    /// Awaits one step of opening a connection until `deadline`; its error wrapped by `wrap`.
+    async fn by<T>(
+        &self,
+        deadline: tokio::time::Instant,
+        step: impl Future<Output = std::io::Result<T>>,
+        wrap: fn(std::io::Error) -> SendError,
+    ) -> Result<T, SendError> {
+        match tokio::time::timeout_at(deadline, step).await {
+            Ok(done) => done.map_err(wrap),
+            Err(_) => {
+                let waited = keel_types::duration::format(self.config.connect_timeout);
+                let message = format!("no connection within {waited}");
+                Err(SendError::Connect(std::io::Error::new(std::io::ErrorKind::TimedOut, message)))
+            }
+        }
+    }
+}
+
+/// The HTTP/1.1 handshake over an open connection (TCP or TLS); a task drives the connection.
+async fn drive<T>(io: T) -> Result<Sender, SendError>
+where
+    T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let (sender, connection) =
+        hyper::client::conn::http1::handshake(TokioIo::new(io)).await.map_err(SendError::Http)?;
+    tokio::spawn(async move {
+        if let Err(err) = connection.await {
+            tracing::debug!(%err, "upstream connection closed with an error");
+        }
+    });
+    Ok(sender)
 }
 
 /// The error with its source chain, e.g. "client error (Connect): tcp connect error: Connection refused".
@@ -426,9 +597,88 @@ mod tests {
     }
 
     #[test]
-    fn only_plain_http_bases() {
-        assert!(Upstream::new("a", "https://h:1".parse().unwrap(), Dialect::Ollama).is_err());
-        assert!(Upstream::new("a", "http://h:1/?q".parse().unwrap(), Dialect::Ollama).is_err());
+    fn http_and_https_bases_with_their_default_ports() {
+        let plain = upstream("http://ollama");
+        assert_eq!(
+            (plain.server_address(), plain.host_and_port(), plain.is_https()),
+            (("ollama", 80), ("ollama", 80), false)
+        );
+        assert_eq!(plain.host, "ollama");
+        let cloud = upstream("https://api.openai.com/v1/");
+        assert_eq!(cloud.server_address(), ("api.openai.com", 443));
+        assert_eq!(cloud.host_and_port(), ("api.openai.com", 443));
+        assert!(cloud.is_https());
+        assert_eq!(cloud.host, "api.openai.com");
+        assert_eq!(cloud.base_url(), "https://api.openai.com/v1");
+        assert_eq!(cloud.uri_for("/chat/completions").unwrap(), "/v1/chat/completions");
+        let v6 = upstream("https://[::1]:8443");
+        assert_eq!((v6.host_and_port(), v6.server_address()), (("::1", 8443), ("[::1]", 8443)));
+        assert_eq!(v6.host, "[::1]:8443");
+        assert_ne!(plain.origin, upstream("https://ollama:80").origin, "never pooled together");
+        assert_eq!(cloud.origin, upstream("https://api.openai.com").origin, "same settings, same pool");
+    }
+
+    #[test]
+    fn other_bases_are_refused() {
+        for base in ["ftp://h:1", "http://h:1/?q", "/relative"] {
+            let error = Upstream::new("a", base.parse().unwrap(), Dialect::Ollama).unwrap_err().to_string();
+            assert!(error.contains(base.trim_start_matches('/')), "{error}");
+        }
+        let error = Upstream::new("a", "ftp://h".parse().unwrap(), Dialect::Ollama).unwrap_err();
+        assert!(error.to_string().contains("http:// or https://"), "{error}");
+    }
+
+    #[test]
+    fn ca_certificates_are_for_https_and_must_be_certificates() {
+        let error = upstream("http://h:1").with_ca_certificates(&[]).unwrap_err();
+        assert!(error.to_string().contains("https:// upstreams only"), "{error}");
+        let error = upstream("https://h:1").with_ca_certificates(&[b"not DER".to_vec()]).unwrap_err();
+        assert!(error.to_string().contains("ca_file"), "{error}");
+        assert!(upstream("https://h").with_ca_certificates(&[]).is_ok());
+    }
+
+    #[test]
+    fn remote_or_local_follows_the_host() {
+        assert!(!upstream("http://127.0.0.1:11434").is_remote());
+        assert!(!upstream("http://ollama:11434").is_remote());
+        assert!(!upstream("http://[::1]:11434").is_remote());
+        assert!(upstream("https://api.anthropic.com").is_remote());
+    }
+
+    #[test]
+    fn credentials_replace_the_clients_and_are_never_shown() {
+        let mut credentials = HeaderMap::new();
+        credentials.insert(header::AUTHORIZATION, "Bearer sk-secret-123".parse().unwrap());
+        credentials.append("x-extra", "one".parse().unwrap());
+        credentials.append("x-extra", "two".parse().unwrap());
+        credentials.insert(header::HOST, "elsewhere".parse().unwrap());
+        let up = upstream("https://api.example.com").with_headers(credentials);
+        let mut request = HeaderMap::new();
+        request.insert(header::AUTHORIZATION, "Bearer client".parse().unwrap());
+        request.insert("x-extra", "client".parse().unwrap());
+        request.insert(header::HOST, "api.example.com".parse().unwrap());
+        up.set_headers(&mut request);
+        assert_eq!(request.get(header::AUTHORIZATION).unwrap(), "Bearer sk-secret-123");
+        assert!(request.get(header::AUTHORIZATION).unwrap().is_sensitive());
+        assert_eq!(request.get_all("x-extra").iter().collect::<Vec<_>>(), ["one", "two"]);
+        assert_eq!(request.get(header::HOST).unwrap(), "api.example.com", "Host is never a credential");
+
+        let shown = format!("{up:?} {:#?}", up.clone());
+        assert!(!shown.contains("sk-secret-123"), "{shown}");
+        assert!(shown.contains("authorization"), "{shown}");
+        let error = UpstreamError {
+            upstream: up.name.clone(),
+            url: up.base_url().to_owned(),
+            class: FailureClass::Refused,
+            detail: "tls handshake error".to_owned(),
+            connecting: true,
+            tls: Some(TlsFailure::Certificate),
+        };
+        let shown = format!("{error:?} {error} {}", error.client_message());
+        assert!(!shown.contains("sk-secret-123"), "{shown}");
+        assert!(error.client_message().contains("ca_file"));
+        assert_eq!(error.blame(), Blame::Server);
+        assert_ne!(up, upstream("https://api.example.com"), "credentials make a different upstream");
     }
 
     #[test]

@@ -11,15 +11,19 @@
 //! **Invariant:** request and response bodies are forwarded as bytes; keel never re-serializes a
 //! body it does not need to change, so fields it does not know pass through untouched.
 
+pub mod address;
 pub mod classify;
 pub mod client;
 pub mod error_body;
 pub mod pool;
+mod tls;
 pub mod translate;
 pub mod wire;
 
+pub use address::is_remote_host;
 pub use classify::{
-    classify_body_error, classify_connect_error, classify_error_answer, classify_send_error, is_local_shortage,
+    TlsFailure, classify_body_error, classify_connect_error, classify_error_answer, classify_send_error,
+    classify_tls_error, is_local_shortage,
 };
 pub use client::{
     BoxError, ClientConfig, RequestBody, Upstream, UpstreamClient, UpstreamError, UpstreamUrlError, empty_body,

@@ -10,6 +10,11 @@
 //! idle for `pool_idle_timeout`, checked whenever the pool is used and by
 //! [`UpstreamClient::close_expired`](crate::UpstreamClient::close_expired), which the gateway
 //! calls on a timer.
+//!
+//! Connections are pooled by [`Origin`]: the upstream's authority and, for HTTPS, the TLS
+//! settings the connection was verified with, so a plain connection never carries an `https://`
+//! request (nor a TLS one an `http://` request), and a connection verified trusting one
+//! upstream's `ca_file` never serves an upstream that does not trust it.
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -22,11 +27,39 @@ use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 use hyper::client::conn::http1::SendRequest;
 use parking_lot::Mutex;
+use tokio_rustls::rustls::ClientConfig;
 
 use crate::client::RequestBody;
 
 /// The sending half of one open HTTP/1.1 connection to an upstream.
 pub(crate) type Sender = SendRequest<RequestBody>;
+
+/// Which pooled connections may carry a request: the same authority, and the same TLS settings
+/// (compared by identity: upstreams built alike share them) or none for both.
+#[derive(Clone)]
+pub(crate) struct Origin {
+    /// `host:port` as written in the upstream's URL.
+    pub(crate) authority: Authority,
+    /// For `https://`, the TLS settings its connections are made with.
+    pub(crate) tls: Option<Arc<ClientConfig>>,
+}
+
+impl PartialEq for Origin {
+    fn eq(&self, other: &Origin) -> bool {
+        let same_tls = match (&self.tls, &other.tls) {
+            (None, None) => true,
+            (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+            _ => false,
+        };
+        same_tls && self.authority == other.authority
+    }
+}
+
+impl std::fmt::Debug for Origin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Origin").field("authority", &self.authority).field("tls", &self.tls.is_some()).finish()
+    }
+}
 
 /// One connection waiting for its next request.
 struct Idle {
@@ -34,10 +67,10 @@ struct Idle {
     since: Instant,
 }
 
-/// Idle connections by upstream address.
+/// Idle connections by upstream origin.
 pub(crate) struct Pool {
     /// A handful of upstreams at most: a list compares faster than a map hashes.
-    idle: Mutex<Vec<(Authority, Vec<Idle>)>>,
+    idle: Mutex<Vec<(Origin, Vec<Idle>)>>,
     max_idle: usize,
     idle_timeout: Duration,
 }
@@ -55,10 +88,10 @@ impl Pool {
         Pool { idle: Mutex::new(Vec::new()), max_idle, idle_timeout }
     }
 
-    /// The most recently used open connection to `authority`, if one is idle.
-    pub(crate) fn checkout(&self, authority: &Authority) -> Option<Sender> {
+    /// The most recently used open connection to `origin`, if one is idle.
+    pub(crate) fn checkout(&self, origin: &Origin) -> Option<Sender> {
         let mut idle = self.idle.lock();
-        let (_, connections) = idle.iter_mut().find(|(a, _)| a == authority)?;
+        let (_, connections) = idle.iter_mut().find(|(o, _)| o == origin)?;
         self.evict_expired(connections);
         while let Some(connection) = connections.pop() {
             if !connection.sender.is_closed() {
@@ -69,15 +102,15 @@ impl Pool {
     }
 
     /// Puts a connection whose last answer was read to the end back for the next request.
-    pub(crate) fn checkin(&self, authority: &Authority, sender: Sender) {
+    pub(crate) fn checkin(&self, origin: &Origin, sender: Sender) {
         if sender.is_closed() {
             return;
         }
         let mut idle = self.idle.lock();
-        let index = match idle.iter().position(|(a, _)| a == authority) {
+        let index = match idle.iter().position(|(o, _)| o == origin) {
             Some(index) => index,
             None => {
-                idle.push((authority.clone(), Vec::new()));
+                idle.push((origin.clone(), Vec::new()));
                 idle.len() - 1
             }
         };
@@ -107,17 +140,17 @@ impl Pool {
         connections.drain(..fresh);
     }
 
-    /// How many connections to `authority` are idle (for tests).
+    /// How many connections to `origin` are idle (for tests).
     #[cfg(test)]
-    pub(crate) fn idle_count(&self, authority: &Authority) -> usize {
-        self.idle.lock().iter().find(|(a, _)| a == authority).map_or(0, |(_, c)| c.len())
+    pub(crate) fn idle_count(&self, origin: &Origin) -> usize {
+        self.idle.lock().iter().find(|(o, _)| o == origin).map_or(0, |(_, c)| c.len())
     }
 }
 
 /// Where a connection goes back to when its answer has been read.
 struct Return {
     pool: Arc<Pool>,
-    authority: Authority,
+    origin: Origin,
     sender: Sender,
 }
 
@@ -135,8 +168,8 @@ impl std::fmt::Debug for ResponseBody {
 
 impl ResponseBody {
     /// Wraps `inner`, whose connection is `sender`, to return it to `pool` at the body's end.
-    pub(crate) fn new(inner: Incoming, pool: Arc<Pool>, authority: Authority, sender: Sender) -> ResponseBody {
-        let mut body = ResponseBody { inner, give_back: Some(Return { pool, authority, sender }) };
+    pub(crate) fn new(inner: Incoming, pool: Arc<Pool>, origin: Origin, sender: Sender) -> ResponseBody {
+        let mut body = ResponseBody { inner, give_back: Some(Return { pool, origin, sender }) };
         // An answer with no body (204, HEAD, Content-Length: 0) is over before anyone reads it.
         if body.inner.is_end_stream() {
             body.release();
@@ -145,8 +178,8 @@ impl ResponseBody {
     }
 
     fn release(&mut self) {
-        if let Some(Return { pool, authority, sender }) = self.give_back.take() {
-            pool.checkin(&authority, sender);
+        if let Some(Return { pool, origin, sender }) = self.give_back.take() {
+            pool.checkin(&origin, sender);
         }
     }
 }
@@ -239,7 +272,7 @@ mod tests {
             assert_eq!(&body[..], b"hello");
         }
         assert_eq!(connections.load(Ordering::SeqCst), 1);
-        assert_eq!(client.pool.idle_count(&upstream.authority), 1);
+        assert_eq!(client.pool.idle_count(&upstream.origin), 1);
     }
 
     #[tokio::test]
@@ -247,7 +280,7 @@ mod tests {
         let (upstream, connections) = server("hello", false).await;
         let client = UpstreamClient::new(ClientConfig::default());
         let unread = get(&client, &upstream).await;
-        assert_eq!(client.pool.idle_count(&upstream.authority), 0, "not back before its body is read");
+        assert_eq!(client.pool.idle_count(&upstream.origin), 0, "not back before its body is read");
         drop(unread);
         get(&client, &upstream).await.into_body().collect().await.unwrap();
         assert_eq!(connections.load(Ordering::SeqCst), 2);
@@ -261,7 +294,7 @@ mod tests {
         a.into_body().collect().await.unwrap();
         b.into_body().collect().await.unwrap();
         assert_eq!(connections.load(Ordering::SeqCst), 2);
-        assert_eq!(client.pool.idle_count(&upstream.authority), 2);
+        assert_eq!(client.pool.idle_count(&upstream.origin), 2);
     }
 
     #[tokio::test]
@@ -282,7 +315,7 @@ mod tests {
         let client = UpstreamClient::new(ClientConfig::default());
         for _ in 0..3 {
             let response = get(&client, &upstream).await;
-            assert_eq!(client.pool.idle_count(&upstream.authority), 1);
+            assert_eq!(client.pool.idle_count(&upstream.origin), 1);
             drop(response);
         }
         assert_eq!(connections.load(Ordering::SeqCst), 1);
@@ -305,12 +338,12 @@ mod tests {
         let config = ClientConfig { pool_idle_timeout: Duration::from_millis(50), ..ClientConfig::default() };
         let client = UpstreamClient::new(config);
         get(&client, &upstream).await.into_body().collect().await.unwrap();
-        assert_eq!(client.pool.idle_count(&upstream.authority), 1);
+        assert_eq!(client.pool.idle_count(&upstream.origin), 1);
         client.close_expired();
-        assert_eq!(client.pool.idle_count(&upstream.authority), 1, "not yet expired");
+        assert_eq!(client.pool.idle_count(&upstream.origin), 1, "not yet expired");
         tokio::time::sleep(Duration::from_millis(120)).await;
         client.close_expired();
-        assert_eq!(client.pool.idle_count(&upstream.authority), 0);
+        assert_eq!(client.pool.idle_count(&upstream.origin), 0);
     }
 
     #[tokio::test]
@@ -318,9 +351,9 @@ mod tests {
         let (upstream, _) = server("hello", false).await;
         let client = UpstreamClient::new(ClientConfig::default());
         get(&client, &upstream).await.into_body().collect().await.unwrap();
-        assert_eq!(client.pool.idle_count(&upstream.authority), 1);
+        assert_eq!(client.pool.idle_count(&upstream.origin), 1);
         client.close_idle();
-        assert_eq!(client.pool.idle_count(&upstream.authority), 0);
+        assert_eq!(client.pool.idle_count(&upstream.origin), 0);
     }
 
     #[tokio::test]
@@ -331,6 +364,6 @@ mod tests {
         let (a, b) = tokio::join!(get(&client, &upstream), get(&client, &upstream));
         a.into_body().collect().await.unwrap();
         b.into_body().collect().await.unwrap();
-        assert_eq!(client.pool.idle_count(&upstream.authority), 1);
+        assert_eq!(client.pool.idle_count(&upstream.origin), 1);
     }
 }
