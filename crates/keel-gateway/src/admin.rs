@@ -69,6 +69,11 @@ pub(crate) fn status_json(gateway: &Gateway) -> Value {
                 "name": u.name,
                 "url": u.upstream.base_url(),
                 "dialect": u.upstream.dialect,
+                "remote": u.remote,
+                "tokens_per_day": gateway.upstream(&u.name).and_then(|h| h.budget.as_ref()).map(|budget| json!({
+                    "limit": budget.limit(),
+                    "spent_today": budget.spent_today(),
+                })),
                 "state": state,
                 "health": health.map(|h| {
                     let age = h.age_seconds();
@@ -92,6 +97,7 @@ pub(crate) fn status_json(gateway: &Gateway) -> Value {
         "routes": config.routes.iter().map(|r| json!({
             "model": r.model,
             "targets": r.targets.iter().map(ToString::to_string).collect::<Vec<_>>(),
+            "allow_remote": r.allow_remote,
         })).collect::<Vec<_>>(),
         "breakers": gateway.breakers().len(),
         "targets": targets,

@@ -99,13 +99,21 @@ impl Kind {
 /// Tokens the server counted for an answer (Ollama `eval_count`, OpenAI `usage.completion_tokens`)
 /// in a whole answer or a stream's chunk.
 pub(crate) fn answer_tokens(value: &Value) -> Option<u64> {
-    value.get("eval_count").or_else(|| value.pointer("/usage/completion_tokens")).and_then(Value::as_u64)
+    value
+        .get("eval_count")
+        .or_else(|| value.pointer("/usage/completion_tokens"))
+        .or_else(|| value.pointer("/usage/output_tokens"))
+        .and_then(Value::as_u64)
 }
 
 /// Tokens the server counted for the prompt (Ollama `prompt_eval_count`, OpenAI
 /// `usage.prompt_tokens`).
 pub(crate) fn prompt_tokens(value: &Value) -> Option<u64> {
-    value.get("prompt_eval_count").or_else(|| value.pointer("/usage/prompt_tokens")).and_then(Value::as_u64)
+    value
+        .get("prompt_eval_count")
+        .or_else(|| value.pointer("/usage/prompt_tokens"))
+        .or_else(|| value.pointer("/usage/input_tokens"))
+        .and_then(Value::as_u64)
 }
 
 /// A whole (non-streamed) answer body as JSON, read up to `limit` bytes; `None` when it could not

@@ -52,7 +52,12 @@ impl Tail {
             return Some(ollama);
         }
         let openai = Usage { input: last_number(tail, &PROMPT_TOKENS), output: last_number(tail, &COMPLETION_TOKENS) };
-        found(&openai).then_some(openai)
+        if found(&openai) {
+            return Some(openai);
+        }
+        // Anthropic's Messages API and OpenAI's Responses API.
+        let named = Usage { input: last_number(tail, &INPUT_TOKENS), output: last_number(tail, &OUTPUT_TOKENS) };
+        found(&named).then_some(named)
     }
 
     /// The model the answer names last (`"model": "…"`), when it names one.
@@ -80,6 +85,8 @@ static PROMPT_EVAL_COUNT: Field = Field::new(|| memchr::memmem::FinderRev::new(b
 static EVAL_COUNT: Field = Field::new(|| memchr::memmem::FinderRev::new(b"\"eval_count\""));
 static PROMPT_TOKENS: Field = Field::new(|| memchr::memmem::FinderRev::new(b"\"prompt_tokens\""));
 static COMPLETION_TOKENS: Field = Field::new(|| memchr::memmem::FinderRev::new(b"\"completion_tokens\""));
+static INPUT_TOKENS: Field = Field::new(|| memchr::memmem::FinderRev::new(b"\"input_tokens\""));
+static OUTPUT_TOKENS: Field = Field::new(|| memchr::memmem::FinderRev::new(b"\"output_tokens\""));
 static MODEL: Field = Field::new(|| memchr::memmem::FinderRev::new(b"\"model\""));
 
 /// The number after the last `"name":` in `text` (`name` quoted).
@@ -112,6 +119,11 @@ mod tests {
         assert_eq!(openai.usage().unwrap().total(), 15);
         assert_eq!(openai.model().as_deref(), Some("qwen"));
         assert_eq!(tail(br#"{"message":{"content":"eval_count"}}"#).usage(), None);
+        let anthropic = tail(
+            br#"event: message_delta
+data: {"type":"message_delta","usage":{"input_tokens":12,"output_tokens":40}}"#,
+        );
+        assert_eq!(anthropic.usage(), Some(Usage { input: Some(12), output: Some(40) }));
         assert_eq!(tail(b"").usage(), None);
         assert_eq!(tail(br#"{"model": 3}"#).model(), None);
     }

@@ -264,7 +264,11 @@ impl ProxyError {
 
     /// The response in the given dialect.
     pub fn into_response_in(self, dialect: Dialect) -> Response {
-        let status = self.status();
+        let status = match self.status() {
+            // Anthropic answers "overloaded" with its own 529, which its SDKs retry.
+            StatusCode::SERVICE_UNAVAILABLE if dialect == Dialect::Anthropic => OVERLOADED,
+            status => status,
+        };
         let body = ErrorBody::new(dialect, status, &self.to_string());
         let retry_after = match &self {
             ProxyError::AllTargetsUnavailable { retry_after, .. } | ProxyError::Overloaded { retry_after, .. } => {
@@ -296,6 +300,12 @@ impl ProxyError {
         response
     }
 }
+
+/// Anthropic's "overloaded" status.
+const OVERLOADED: StatusCode = match StatusCode::from_u16(529) {
+    Ok(status) => status,
+    Err(_) => StatusCode::SERVICE_UNAVAILABLE,
+};
 
 /// A header value for an error message: quoted, bytes that are not printable ASCII escaped,
 /// at most 64 bytes of it.

@@ -48,6 +48,7 @@ mod endpoint;
 mod error;
 mod incident_log;
 mod rate_limits;
+mod remote;
 mod request_id;
 mod request_metrics;
 mod retry;

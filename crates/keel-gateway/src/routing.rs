@@ -86,6 +86,7 @@ mod tests {
             canned: None,
             requests_per_minute: 0,
             tokens_per_minute: 0,
+            allow_remote: false,
         }
     }
 

@@ -37,6 +37,9 @@ pub(crate) fn register(config: &Config, target_keys: &[String]) {
         let name = upstream.name.clone();
         metrics::counter!(names::UPSTREAM_REQUESTS_TOTAL, "upstream" => name.clone()).increment(0);
         let _ = metrics::histogram!(names::UPSTREAM_DURATION_SECONDS, "upstream" => name.clone());
+        if upstream.tokens_per_day > 0 {
+            metrics::counter!(names::UPSTREAM_BUDGET_TOKENS_TOTAL, "upstream" => name.clone()).increment(0);
+        }
         for class in FailureClass::ALL {
             metrics::counter!(names::UPSTREAM_ERRORS_TOTAL, "upstream" => name.clone(), "class" => class.as_str())
                 .increment(0);

@@ -50,6 +50,7 @@ const LAYERS: &[(&str, &[&str])] = &[
             "routing",
             "retry",
             "rate_limits",
+            "remote",
             "request_id",
             "request_metrics",
             "shutdown",

@@ -79,6 +79,11 @@ pub mod names {
     /// Counter: calls keel made to an upstream (every attempt, retries and fallbacks included),
     /// by `upstream`. Failed ones are also in [`UPSTREAM_ERRORS_TOTAL`] by class.
     pub const UPSTREAM_REQUESTS_TOTAL: &str = "keel_upstream_requests_total";
+    /// Counter: calls keel made to a remote upstream (one outside this network: the request left
+    /// the premises), by `upstream` and `route`.
+    pub const REMOTE_REQUESTS_TOTAL: &str = "keel_remote_requests_total";
+    /// Counter: tokens charged to an upstream's daily budget (`tokens_per_day`), by `upstream`.
+    pub const UPSTREAM_BUDGET_TOKENS_TOTAL: &str = "keel_upstream_budget_tokens_total";
     /// Counter: retry rounds (the route's targets tried again after a pause), by `route`.
     pub const RETRIES_TOTAL: &str = "keel_retries_total";
     /// Counter: answers that came from a target after an earlier one failed or was skipped, by

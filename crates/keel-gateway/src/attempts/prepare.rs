@@ -1,6 +1,7 @@
 //! One target's request: the model renamed where the target serves the route under another name,
 //! `format` / `response_format` dropped for an upstream that must not get them, or the request
-//! translated for an OpenAI-dialect upstream (the bridge) — every other field kept as sent.
+//! translated for an upstream that does not speak the client's API (the bridge) — every other
+//! field kept as sent.
 
 use axum::response::IntoResponse;
 use bytes::Bytes;
@@ -12,15 +13,17 @@ use crate::endpoint::{Endpoint, EndpointKind};
 use crate::error::{InDialect, ProxyError};
 use crate::state::UpstreamHandle;
 
-/// One target's request: its body and path, and whether a bridged call asked for a stream.
+/// One target's request: its body and path, and for a bridged call whether it asked for a stream
+/// and the client's request as JSON.
 pub(super) struct Prepared {
     pub(super) body: RequestBody,
     pub(super) path: String,
     pub(super) stream_requested: bool,
+    pub(super) request: Option<std::sync::Arc<serde_json::Value>>,
 }
 
 /// Prepares the request for one target: the model renamed and `format` dropped where the target
-/// needs it, or translated for an OpenAI-dialect upstream (`bridge`). `Err(Some(_))` when keel
+/// needs it, or translated for an upstream of another API (`bridge`). `Err(Some(_))` when keel
 /// answers itself (a translation error, or an answer the bridge gives without a call);
 /// `Err(None)` when a body streamed through was already sent and cannot be sent again.
 pub(super) fn prepare_target(
@@ -30,7 +33,7 @@ pub(super) fn prepare_target(
     path_and_query: &str,
     payload: &mut Payload,
     handle: &UpstreamHandle,
-    bridge: Option<keel_upstream::translate::OllamaEndpoint>,
+    bridge: Option<crate::bridge::Bridge>,
 ) -> Result<Prepared, Option<Box<Sent>>> {
     let keel_answer = |err: ProxyError| Some(Box::new(Sent::keel(InDialect(endpoint.dialect, err).into_response())));
     let drop_format = !handle.forward_format
@@ -41,9 +44,12 @@ pub(super) fn prepare_target(
             let stripped = if drop_format { Some(rewrite_body(bytes, None, true).map_err(keel_answer)?) } else { None };
             let bytes = stripped.as_ref().unwrap_or(bytes);
             match crate::bridge::request(kind, bytes, target.model_for(requested_model)) {
-                Ok(crate::bridge::Bridged::Call { path, body, stream }) => {
-                    Ok(Prepared { body: full_body(body), path: path.to_owned(), stream_requested: stream })
-                }
+                Ok(crate::bridge::Bridged::Call { path, body, stream, request }) => Ok(Prepared {
+                    body: full_body(body),
+                    path: path.to_owned(),
+                    stream_requested: stream,
+                    request: Some(request),
+                }),
                 Ok(crate::bridge::Bridged::Answer(value)) => {
                     Err(Some(Box::new(Sent::keel((http::StatusCode::OK, axum::Json(value)).into_response()))))
                 }
@@ -66,10 +72,12 @@ pub(super) fn prepare_target(
                 (Some(renamed), EndpointKind::ModelInPath) => format!("/v1/models/{renamed}"),
                 _ => path_and_query.to_owned(),
             };
-            Ok(Prepared { body, path, stream_requested: false })
+            Ok(Prepared { body, path, stream_requested: false, request: None })
         }
         (Payload::Stream(body), _) => match body.take() {
-            Some(body) => Ok(Prepared { body, path: path_and_query.to_owned(), stream_requested: false }),
+            Some(body) => {
+                Ok(Prepared { body, path: path_and_query.to_owned(), stream_requested: false, request: None })
+            }
             None => Err(None),
         },
     }

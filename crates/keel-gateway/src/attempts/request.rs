@@ -30,6 +30,8 @@ pub(crate) struct Forward {
     pub(crate) payload: Payload,
     /// The client asked for a streamed answer (else a 2xx answer is read whole before it is sent).
     pub(crate) stream: bool,
+    /// The route's targets not asked, and why (remote upstreams the route does not allow).
+    pub(crate) withheld: Vec<String>,
 }
 
 impl Forward {
@@ -43,6 +45,7 @@ impl Forward {
             path_and_query: path_and_query.to_owned(),
             payload: Payload::Bytes(body),
             stream: false,
+            withheld: Vec::new(),
         }
     }
 }

@@ -1,6 +1,6 @@
 //! The client's response from a target's answer: hop-by-hop headers stripped, `X-Keel-Target`
-//! added, the body read whole, relayed as it arrives, or translated for an Ollama-API client of an
-//! OpenAI-dialect upstream; each with its bookkeeping ([`Completion`]).
+//! added, the body read whole, relayed as it arrives, or translated for a client of another API
+//! than the upstream's; each with its bookkeeping ([`Completion`]).
 
 use std::time::Duration;
 
@@ -8,7 +8,6 @@ use axum::body::Body;
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use http::{HeaderValue, header};
-use keel_types::Dialect;
 use keel_upstream::strip_hop_headers;
 
 use crate::relay::{Answer, Completion, relay};
@@ -48,7 +47,7 @@ pub(super) fn relay_response(
     answering: &str,
     idle_timeout: Duration,
     head_request: bool,
-    convert: Option<keel_upstream::translate::SseToNdjson>,
+    convert: Option<Box<dyn keel_upstream::translate::StreamTranslator>>,
 ) -> Response {
     let (mut head, upstream_body) = upstream_response.into_parts();
     let status = head.status;
@@ -66,38 +65,51 @@ pub(super) fn relay_response(
     response
 }
 
-/// Answers an Ollama-API client from an OpenAI-dialect upstream: streams translated line by line,
-/// whole answers and errors translated at once.
+/// A bridged call's answer: how it was translated, whether it was asked as a stream, and the
+/// client's request.
+pub(super) struct Bridged {
+    pub(super) bridge: crate::bridge::Bridge,
+    pub(super) stream: bool,
+    pub(super) request: Option<std::sync::Arc<serde_json::Value>>,
+}
+
+/// Answers a client from an upstream of another API: streams translated event by event, whole
+/// answers and errors translated at once.
 pub(super) async fn bridge_response(
     gateway: &Gateway,
     upstream_response: http::Response<keel_upstream::ResponseBody>,
     mut answer: Answer,
     answering: &str,
     idle_timeout: Duration,
-    kind: keel_upstream::translate::OllamaEndpoint,
-    stream: bool,
+    bridged: Bridged,
 ) -> Response {
     let status = upstream_response.status();
-    if status.is_success() && stream {
+    let request = bridged.request.unwrap_or_default();
+    if status.is_success()
+        && bridged.stream
+        && let Some((convert, content_type)) =
+            crate::bridge::stream_translator(bridged.bridge, &request, &answer.model, answer.started)
+    {
         let (mut head, body) = upstream_response.into_parts();
         head.headers.remove(header::CONTENT_LENGTH);
-        head.headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/x-ndjson"));
-        let convert = keel_upstream::translate::SseToNdjson::new(kind, answer.model.clone()).with_start(answer.started);
+        head.headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
         let response = http::Response::from_parts(head, body);
         return relay_response(gateway, response, answer, answering, idle_timeout, false, Some(convert));
     }
+    let dialect = answer.dialect;
     let (status, bytes, failure) = if status.is_success() {
-        match crate::bridge::whole_answer(kind, upstream_response.into_body(), &answer.model, answer.started).await {
+        let body = upstream_response.into_body();
+        match crate::bridge::whole_answer(bridged.bridge, &request, body, &answer.model, answer.started).await {
             Ok(bytes) => (status, bytes, None),
             Err((class, err)) => {
                 let status = err.status();
-                let body = keel_upstream::ErrorBody::new(Dialect::Ollama, status, &err.to_string()).body;
+                let body = keel_upstream::ErrorBody::new(dialect, status, &err.to_string()).body;
                 answer.head_failure = Some(class);
                 (status, body, Some((class, err.to_string())))
             }
         }
     } else {
-        (status, crate::bridge::error_answer(status, upstream_response.into_body()).await, None)
+        (status, crate::bridge::error_answer(dialect, status, upstream_response.into_body()).await, None)
     };
     let mut completion = Completion::new(gateway.clone(), answer, status);
     completion.saw(&bytes);

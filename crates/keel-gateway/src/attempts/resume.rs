@@ -84,6 +84,7 @@ impl Resume {
             path_and_query,
             payload: Payload::Bytes(body),
             stream: true,
+            withheld: Vec::new(),
         };
         Some(Continued { gateway, endpoint, call, forward })
     }

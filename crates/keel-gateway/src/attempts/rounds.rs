@@ -7,17 +7,17 @@ use std::time::{Duration, Instant};
 use axum::response::IntoResponse;
 use http::{HeaderMap, HeaderValue};
 use keel_types::FailureClass;
-use keel_upstream::translate::OllamaEndpoint;
 use keel_upstream::{RequestBody, ResponseBody, UpstreamError};
 
-use super::admit::{Permits, admit};
+use super::admit::{Permits, Refusal, admit};
 use super::judge::{Judged, Place, Whole, judge};
 use super::prepare::{Prepared, prepare_target};
 use super::request::{Call, Forward, Payload, Sent};
-use super::respond::{KEEL_ATTEMPTS, bridge_response, relay_response, whole_response};
+use super::respond::{Bridged, KEEL_ATTEMPTS, bridge_response, relay_response, whole_response};
 use super::resume::{Continued, Resume};
 use super::tally::{Tally, final_error, next_round};
 use crate::admission::set_queue_wait;
+use crate::bridge::Bridge;
 use crate::endpoint::{Endpoint, EndpointKind};
 use crate::error::InDialect;
 use crate::relay::{Answer, Completion, Continuation, Continue, record};
@@ -78,6 +78,11 @@ pub(crate) async fn send(gateway: &Gateway, call: Call, endpoint: Endpoint, forw
             let (handle, method) = (target.handle, attempts.call.method.clone());
             target.trace = attempts.trace(&target, &method, &mut headers);
             handle.calls.increment(1);
+            if handle.remote {
+                let (upstream, route) = (handle.upstream.name.clone(), endpoint.label);
+                metrics::counter!(keel_telemetry::names::REMOTE_REQUESTS_TOTAL, "upstream" => upstream, "route" => route)
+                    .increment(1);
+            }
             let head_started = Instant::now();
             let result = handle.client.send_within(&handle.upstream, method, &path, headers, body, remaining).await;
             target.head_latency = head_started.elapsed();
@@ -163,9 +168,11 @@ struct Target<'h> {
     key: String,
     handle: &'h UpstreamHandle,
     permits: Permits,
-    bridge: Option<OllamaEndpoint>,
+    bridge: Option<Bridge>,
     /// A bridged call asks the upstream for a stream.
     stream_requested: bool,
+    /// A bridged call's request as the client sent it.
+    request: Option<std::sync::Arc<serde_json::Value>>,
     /// No attempt may follow this one.
     is_last: bool,
     /// Time to the response head, once it came.
@@ -190,10 +197,11 @@ struct UpstreamCall {
 type HeadFailure = (Option<FailureClass>, Option<String>);
 
 impl<'a> Attempts<'a> {
-    fn new(gateway: &'a Gateway, mut call: Call, endpoint: Endpoint, forward: Forward) -> Attempts<'a> {
+    fn new(gateway: &'a Gateway, mut call: Call, endpoint: Endpoint, mut forward: Forward) -> Attempts<'a> {
         let deadline = crate::retry::deadline(&call.headers, gateway.config().retry.deadline, call.started);
         call.headers.insert(REQUEST_ID, call.id.clone());
-        Attempts { gateway, endpoint, call, forward, deadline, tally: Tally::default(), round: 0, panic: None }
+        let tally = Tally { reasons: std::mem::take(&mut forward.withheld), ..Tally::default() };
+        Attempts { gateway, endpoint, call, forward, deadline, tally, round: 0, panic: None }
     }
 
     /// After a round in which no target was called: when targets were refused for partial
@@ -223,10 +231,14 @@ impl<'a> Attempts<'a> {
         let target = &self.forward.targets[index];
         let key = crate::routing::breaker_key(target, &self.forward.route_model, &self.forward.requested_model);
         let handle = gateway.upstream(&target.upstream).ok_or(Tried::Skipped)?;
+        if let Some((reason, retry_after)) = handle.budget.as_ref().and_then(|budget| budget.refusal()) {
+            self.tally.refused(index, Refusal { reason, retry_after, partial: None });
+            return Err(Tried::Skipped);
+        }
         let permits = self.permits(index, &handle.upstream.name, &key).ok_or(Tried::Skipped)?;
         let bridge = crate::bridge::bridge_for(self.endpoint, handle.upstream.dialect);
         let Forward { targets, requested_model, path_and_query, payload, .. } = &mut self.forward;
-        let Prepared { body, path, stream_requested } = match prepare_target(
+        let Prepared { body, path, stream_requested, request } = match prepare_target(
             self.endpoint,
             &targets[index],
             requested_model,
@@ -252,6 +264,7 @@ impl<'a> Attempts<'a> {
             permits,
             bridge,
             stream_requested,
+            request,
             is_last,
             head_latency,
             slot: None,
@@ -382,7 +395,7 @@ impl<'a> Attempts<'a> {
     /// Whether a successful answer is read whole before it is passed on: a non-streamed answer to
     /// a model request (so that one cut short fails its target like a 5xx), unless the caller
     /// judges the answer itself or the bridge translates it.
-    fn buffers(&self, bridge: Option<OllamaEndpoint>) -> bool {
+    fn buffers(&self, bridge: Option<Bridge>) -> bool {
         !self.forward.stream
             && !self.call.hold_permit
             && bridge.is_none()
@@ -435,9 +448,9 @@ impl<'a> Attempts<'a> {
         let mut response = match (whole, target.bridge) {
             (Whole::Read(head, bytes), _) => whole_response(gateway, head, bytes, answer, &answering),
             // Boxed: a rare path whose large future would otherwise grow every request's.
-            (Whole::Streaming(upstream), Some(kind)) => {
-                let stream = target.stream_requested;
-                Box::pin(bridge_response(gateway, upstream, answer, &answering, idle_timeout, kind, stream)).await
+            (Whole::Streaming(upstream), Some(bridge)) => {
+                let bridged = Bridged { bridge, stream: target.stream_requested, request: target.request };
+                Box::pin(bridge_response(gateway, upstream, answer, &answering, idle_timeout, bridged)).await
             }
             (Whole::Streaming(upstream), None) => {
                 let head_request = self.call.method == http::Method::HEAD;
@@ -446,6 +459,14 @@ impl<'a> Attempts<'a> {
         };
         if self.tally.calls > 1 {
             response.headers_mut().insert(KEEL_ATTEMPTS, HeaderValue::from(self.tally.calls));
+        }
+        if let Some(budget) = &target.handle.budget {
+            let sent = match &self.forward.payload {
+                Payload::Bytes(bytes) => bytes.len() as u64,
+                Payload::Stream(_) => 0,
+            };
+            let budget = std::sync::Arc::clone(budget);
+            response = response.map(|body| crate::remote::charged(budget, sent.div_ceil(4), body));
         }
         server_timing(&mut response, self.call.started.elapsed(), Some(target_head_latency));
         set_queue_wait(&mut response, self.tally.queue_wait);
@@ -456,7 +477,7 @@ impl<'a> Attempts<'a> {
     /// mid-answer: for a successful chat stream with targets left.
     fn resume_after(&self, index: usize, whole: &Whole) -> Option<Box<dyn Continue>> {
         let (Payload::Bytes(bytes), Whole::Streaming(response)) = (&self.forward.payload, whole) else { return None };
-        let chat = matches!(self.endpoint.label, "/api/chat" | "/v1/chat/completions");
+        let chat = matches!(self.endpoint.label, "/api/chat" | "/v1/chat/completions" | "/v1/messages");
         if !response.status().is_success() || self.call.hold_permit || !chat || index + 1 >= self.forward.targets.len()
         {
             return None;

@@ -6,6 +6,7 @@
 
 pub mod raw;
 pub mod template;
+mod upstream;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -181,6 +182,10 @@ pub struct UpstreamConfig {
     pub forward_format: bool,
     /// Its own `max_concurrent` for admission, if set.
     pub max_concurrent: Option<usize>,
+    /// Requests to it leave the premises (used only by routes with `allow_remote`).
+    pub remote: bool,
+    /// Tokens it may spend per day (UTC); 0: no cap.
+    pub tokens_per_day: u64,
 }
 
 /// One route, validated: every target names a declared upstream.
@@ -200,6 +205,8 @@ pub struct RouteConfig {
     pub requests_per_minute: u64,
     /// Tokens per minute per key on this route (0: none).
     pub tokens_per_minute: u64,
+    /// Remote upstreams may answer this route's requests (after its local targets).
+    pub allow_remote: bool,
 }
 
 /// `[guard]`, validated.
@@ -361,28 +368,7 @@ impl Config {
             if upstreams.iter().any(|u: &UpstreamConfig| u.name == up.name) {
                 return Err(invalid(format!("[[upstream]] name {:?} is declared twice", up.name)));
             }
-            let uri: http::Uri = up
-                .url
-                .parse()
-                .map_err(|e| invalid(format!("[[upstream]] {:?}: url {:?} is not a URL: {e}", up.name, up.url)))?;
-            let upstream = keel_upstream::Upstream::new(&up.name, uri, up.dialect)
-                .map_err(|e| invalid(format!("[[upstream]] {:?}: {e}", up.name)))?;
-            if up.max_concurrent == Some(0) {
-                return Err(invalid(format!(
-                    "[[upstream]] {:?}: max_concurrent = 0 would never let a request through; use 1 or more, or remove it",
-                    up.name
-                )));
-            }
-            upstreams.push(UpstreamConfig {
-                name: up.name.clone(),
-                upstream,
-                connect_timeout: up.connect_timeout,
-                response_timeout: up.response_timeout,
-                idle_timeout: up.idle_timeout,
-                health_interval: up.health_interval,
-                forward_format: up.forward_format,
-                max_concurrent: up.max_concurrent,
-            });
+            upstreams.push(upstream::resolve(up, source.as_deref(), env).map_err(invalid)?);
         }
 
         if raw.route.is_empty() {
@@ -426,6 +412,7 @@ impl Config {
                 canned,
                 requests_per_minute: route.requests_per_minute,
                 tokens_per_minute: route.tokens_per_minute,
+                allow_remote: route.allow_remote,
             });
         }
 
@@ -598,13 +585,7 @@ fn incidents_config(
     }
     let runbook_dir = match incidents.runbook_dir.as_str() {
         "" => None,
-        dir => {
-            let dir = Path::new(dir);
-            Some(match config_file.and_then(Path::parent) {
-                Some(base) if dir.is_relative() => base.join(dir),
-                _ => dir.to_owned(),
-            })
-        }
+        dir => Some(beside_config(config_file, dir)),
     };
     let mut notify = Vec::with_capacity(raw.notify.len());
     for (index, receiver) in raw.notify.iter().enumerate() {
@@ -616,11 +597,7 @@ fn incidents_config(
         let ca = match &receiver.ca_file {
             None => Vec::new(),
             Some(file) => {
-                let path = Path::new(file);
-                let path = match config_file.and_then(Path::parent) {
-                    Some(base) if path.is_relative() => base.join(path),
-                    _ => path.to_owned(),
-                };
+                let path = beside_config(config_file, file);
                 keel_outbound::pem_certificates(&path)
                     .map_err(|e| format!("{which}: ca_file {}: {e}", path.display()))?
             }
@@ -658,10 +635,7 @@ fn structured_route(route: &raw::RawRoute, config_file: Option<&Path>) -> Result
     let schema = match &route.schema {
         None => None,
         Some(serde_json::Value::String(path)) => {
-            let path = match config_file.and_then(Path::parent) {
-                Some(dir) if Path::new(path).is_relative() => dir.join(path),
-                _ => PathBuf::from(path),
-            };
+            let path = beside_config(config_file, path);
             let text = std::fs::read_to_string(&path)
                 .map_err(|e| format!("[[route]] {name:?}: cannot read schema file {}: {e}", path.display()))?;
             let value = serde_json::from_str(&text)
@@ -694,6 +668,15 @@ impl RawConfig {
     }
 }
 
+/// A path from the config file: relative ones are relative to the file's folder.
+pub(crate) fn beside_config(config_file: Option<&Path>, path: &str) -> PathBuf {
+    let path = Path::new(path);
+    match config_file.and_then(Path::parent) {
+        Some(base) if path.is_relative() => base.join(path),
+        _ => path.to_owned(),
+    }
+}
+
 fn default_upstream(url: &str) -> raw::RawUpstream {
     raw::RawUpstream {
         name: "default".into(),
@@ -705,6 +688,13 @@ fn default_upstream(url: &str) -> raw::RawUpstream {
         health_interval: raw::default_health_interval(),
         forward_format: true,
         max_concurrent: None,
+        api_key_env: None,
+        api_key_file: None,
+        headers: Default::default(),
+        headers_env: Default::default(),
+        ca_file: None,
+        remote: None,
+        tokens_per_day: 0,
     }
 }
 

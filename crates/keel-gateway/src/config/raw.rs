@@ -3,6 +3,7 @@
 //! Unknown keys are rejected (`deny_unknown_fields`) so a typo fails loudly instead of being
 //! ignored. [`super::Config::from_raw`] turns this into validated runtime values.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use keel_types::Dialect;
@@ -224,6 +225,30 @@ pub struct RawUpstream {
     /// `OLLAMA_NUM_PARALLEL`), instead of `[admission] max_concurrent`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_concurrent: Option<usize>,
+    /// The environment variable holding this server's API key, sent as `Authorization: Bearer`
+    /// (`x-api-key` for `dialect = "anthropic"`) in place of whatever the client sent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_key_env: Option<String>,
+    /// A file whose first line is this server's API key (instead of `api_key_env`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_key_file: Option<String>,
+    /// Headers sent with every request to this server, e.g. `{ "OpenAI-Organization" = "org-1" }`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub headers: BTreeMap<String, String>,
+    /// Headers whose values come from environment variables: `{ "X-Secret" = "VAR_NAME" }`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub headers_env: BTreeMap<String, String>,
+    /// A PEM file of CA certificates trusted for this `https://` upstream, besides the system's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_file: Option<String>,
+    /// Whether requests to this server leave the premises. Unset: decided from the address
+    /// (outside loopback and private networks is remote). Routes use a remote upstream only with
+    /// `allow_remote = true`, and only after their local targets.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub remote: Option<bool>,
+    /// Tokens (prompt and answer) this upstream may spend per day (UTC); 0: no cap.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub tokens_per_day: u64,
 }
 
 pub(crate) const fn default_true() -> bool {
@@ -271,6 +296,10 @@ pub struct RawRoute {
     /// Tokens per minute on this route, per key (or client address); 0: none.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub tokens_per_minute: u64,
+    /// Let this route's requests go to remote upstreams (data leaves the premises), after its
+    /// local targets are out.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub allow_remote: bool,
 }
 
 fn is_zero(value: &u64) -> bool {

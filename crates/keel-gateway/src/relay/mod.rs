@@ -21,16 +21,18 @@ use http_body::Frame;
 use keel_telemetry::names;
 use keel_types::{Dialect, FailureClass};
 use keel_upstream::ResponseBody;
-use keel_upstream::translate::SseToNdjson;
+use keel_upstream::translate::{StreamTranslator, sse};
 use keel_upstream::{ErrorBody, classify_body_error};
 use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 
 pub(crate) use completion::{Answer, Completion, record};
 pub(crate) use hook::{Continuation, Continue};
+use splice::Splice;
 use tap::{Tap, TapFraming};
 
 mod completion;
 mod hook;
+mod splice;
 pub(crate) mod tap;
 
 /// How the body is framed, which decides how a mid-body failure is reported.
@@ -59,11 +61,20 @@ impl Framing {
         }
     }
 
-    /// The final chunk that tells the client the stream broke, if this framing can carry one.
-    fn error_chunk(self, dialect: Dialect, message: &str) -> Option<Bytes> {
+    /// The final chunk that tells the client the stream broke, if this framing can carry one: an
+    /// NDJSON error line, an SSE `data:` error event, or the named `error` event of Anthropic's
+    /// and the Responses API's streams.
+    fn error_chunk(self, dialect: Dialect, route: &str, message: &str) -> Option<Bytes> {
         let json = ErrorBody::json(dialect, StatusCode::BAD_GATEWAY, message);
         match self {
             Framing::NdJson => Some(Bytes::from(format!("{json}\n"))),
+            Framing::Sse if dialect == Dialect::Anthropic => Some(sse::write_event(Some("error"), &json.to_string())),
+            Framing::Sse if route == "/v1/responses" => {
+                let event = serde_json::json!({
+                    "type": "error", "code": "server_error", "message": message, "param": null, "sequence_number": 0,
+                });
+                Some(sse::write_event(Some("error"), &event.to_string()))
+            }
             Framing::Sse => Some(Bytes::from(format!("data: {json}\n\n"))),
             Framing::Opaque => None,
         }
@@ -105,8 +116,8 @@ struct RelayBody {
     dialect: Dialect,
     completion: Completion,
     done: bool,
-    /// Translates an OpenAI SSE stream into Ollama NDJSON lines (OpenAI-dialect upstreams).
-    convert: Option<Box<SseToNdjson>>,
+    /// Translates the upstream's stream into the client's API (a bridged call).
+    convert: Option<Box<dyn StreamTranslator>>,
     /// Translated lines not yet handed to the client.
     pending: VecDeque<Bytes>,
     /// Bytes still expected when the upstream declared a Content-Length. The server stops polling
@@ -116,6 +127,8 @@ struct RelayBody {
     tap: Option<Tap>,
     /// How to continue on the next target when the stream breaks mid-answer.
     resume: Option<Box<dyn Continue>>,
+    /// Fits a continuation's Anthropic stream into this one.
+    splice: Option<Splice>,
     /// Cancelled when keel's shutdown grace is over: the body then ends with an error line.
     grace_over: Option<CancellationToken>,
     /// Waits for `grace_over`; made the first time the body has to wait for data.
@@ -126,8 +139,8 @@ struct RelayBody {
 const SHUTTING_DOWN: &str = "keel is shutting down; retry the request";
 
 /// Wraps an upstream response body for the client. `bodyless` marks answers that carry no body
-/// whatever their headers say (to `HEAD`, or 204/304); `convert` translates an OpenAI stream
-/// into Ollama's NDJSON on the way.
+/// whatever their headers say (to `HEAD`, or 204/304); `convert` translates the upstream's stream
+/// into the client's API on the way.
 pub(crate) fn relay(
     upstream: ResponseBody,
     headers: &HeaderMap,
@@ -135,7 +148,7 @@ pub(crate) fn relay(
     idle_timeout: Duration,
     mut completion: Completion,
     bodyless: bool,
-    convert: Option<SseToNdjson>,
+    convert: Option<Box<dyn StreamTranslator>>,
 ) -> Body {
     let resume = completion.answer.resume.take();
     let remaining = headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse().ok());
@@ -147,6 +160,7 @@ pub(crate) fn relay(
     let framing = Framing::of(headers);
     let tap_framing = match framing {
         Framing::NdJson => Some(TapFraming::NdJson),
+        Framing::Sse if dialect == Dialect::Anthropic => Some(TapFraming::Anthropic),
         Framing::Sse => Some(TapFraming::Sse),
         Framing::Opaque => None,
     };
@@ -164,11 +178,12 @@ pub(crate) fn relay(
         dialect,
         completion,
         done,
-        convert: convert.map(Box::new),
+        convert,
         pending: VecDeque::new(),
         remaining,
         tap,
         resume,
+        splice: None,
         grace_over,
         grace_wait: None,
     })
@@ -249,7 +264,7 @@ impl RelayBody {
             return None;
         }
         let message = format!("keel: {detail}; the answer is incomplete, retry the request");
-        let chunk = self.framing.error_chunk(self.dialect, &message);
+        let chunk = self.framing.error_chunk(self.dialect, self.completion.answer.route, &message);
         self.completion.finish(Some((class, detail)));
         // Lines not yet passed on are dropped: the error line says the answer is incomplete.
         self.tap = None;
@@ -292,7 +307,7 @@ impl RelayBody {
         // Neither the target's failure nor its success: its breaker records nothing.
         drop(self.completion.answer.permit.take());
         self.completion.finish(None);
-        match self.framing.error_chunk(self.dialect, SHUTTING_DOWN) {
+        match self.framing.error_chunk(self.dialect, self.completion.answer.route, SHUTTING_DOWN) {
             Some(chunk) => {
                 self.pending.push_back(chunk);
                 None
@@ -322,12 +337,14 @@ impl RelayBody {
     fn take_continuation(&mut self, response: Response) {
         let status = response.status();
         if status.is_success() {
+            self.splice =
+                self.tap.as_ref().filter(|tap| tap.framing == TapFraming::Anthropic).map(|tap| Splice::new(tap.blocks));
             self.source = Source::Continued(response.into_body());
             return;
         }
         self.done = true;
         let message = format!("keel: the upstream broke mid-answer and no other target could continue it ({status})");
-        if let Some(chunk) = self.framing.error_chunk(self.dialect, &message) {
+        if let Some(chunk) = self.framing.error_chunk(self.dialect, self.completion.answer.route, &message) {
             self.pending.push_back(chunk);
         }
     }
@@ -344,7 +361,7 @@ impl RelayBody {
                 self.pending.clear();
                 self.completion.finish(Some((FailureClass::StreamBroken, detail)));
                 let message = format!("keel: the upstream reported an error mid-stream: {error}");
-                if let Some(chunk) = self.framing.error_chunk(self.dialect, &message) {
+                if let Some(chunk) = self.framing.error_chunk(self.dialect, self.completion.answer.route, &message) {
                     self.pending.push_back(chunk);
                 }
                 // The tap's job is done: the error line goes out as is.
@@ -368,6 +385,10 @@ impl RelayBody {
             Source::Continued(body) => match http_body::Body::poll_frame(Pin::new(body), cx) {
                 Poll::Ready(Some(Ok(frame))) => {
                     if let Ok(data) = frame.into_data() {
+                        let data = match &mut self.splice {
+                            Some(splice) => splice.feed(&data),
+                            None => data,
+                        };
                         self.pending.push_back(data);
                     }
                     Some(Step::Continue)
@@ -379,6 +400,9 @@ impl RelayBody {
                         if !rest.is_empty() {
                             self.pending.push_back(rest);
                         }
+                    }
+                    if let Some(mut splice) = self.splice.take() {
+                        self.pending.push_back(splice.finish());
                     }
                     self.done = true;
                     Some(Step::Continue)
@@ -455,11 +479,11 @@ mod tests {
 
     #[test]
     fn error_chunks_follow_framing() {
-        let nd = Framing::NdJson.error_chunk(Dialect::Ollama, "boom").unwrap();
+        let nd = Framing::NdJson.error_chunk(Dialect::Ollama, "/api/chat", "boom").unwrap();
         assert_eq!(&nd[..], b"{\"error\":\"boom\"}\n");
-        let sse = Framing::Sse.error_chunk(Dialect::OpenAi, "boom").unwrap();
+        let sse = Framing::Sse.error_chunk(Dialect::OpenAi, "/v1/chat/completions", "boom").unwrap();
         assert!(sse.starts_with(b"data: {\"error\":{\"message\":\"boom\""));
         assert!(sse.ends_with(b"\n\n"));
-        assert!(Framing::Opaque.error_chunk(Dialect::Ollama, "boom").is_none());
+        assert!(Framing::Opaque.error_chunk(Dialect::Ollama, "/api/chat", "boom").is_none());
     }
 }

@@ -1,4 +1,5 @@
-//! Reading a relayed chat stream line by line (Ollama NDJSON or OpenAI SSE): the assistant text
+//! Reading a relayed chat stream line by line (Ollama NDJSON, OpenAI SSE or Anthropic's named
+//! SSE events): the assistant text
 //! sent so far, the final chunk, the token counts, and an upstream error line. The relay uses it
 //! to notice a stream that broke mid-answer (and to continue it elsewhere); the session stage uses
 //! it to store the answer of a streamed session turn.
@@ -13,6 +14,9 @@ pub(crate) enum TapFraming {
     NdJson,
     /// OpenAI SSE: `data: {"choices": [{"delta": {"content": …}}]}` events, then `data: [DONE]`.
     Sse,
+    /// Anthropic's Messages stream: `content_block_delta` events with `text_delta`s, then
+    /// `message_stop`.
+    Anthropic,
 }
 
 /// What one chunk fed to the [`Tap`] gave.
@@ -25,7 +29,7 @@ pub(crate) struct Fed {
 
 /// Reads a relayed stream line by line: the assistant text so far, the end, error lines.
 pub(crate) struct Tap {
-    framing: TapFraming,
+    pub(crate) framing: TapFraming,
     /// The start of a line whose end has not arrived yet.
     partial_line: Vec<u8>,
     /// Assistant text passed on so far.
@@ -36,6 +40,18 @@ pub(crate) struct Tap {
     pub(crate) answer_tokens: Option<u64>,
     /// Tokens the server reported for the prompt (`prompt_eval_count`, or `usage.prompt_tokens`).
     pub(crate) prompt_tokens: Option<u64>,
+    /// Anthropic streams: the content blocks seen, for splicing a continuation in.
+    pub(crate) blocks: Blocks,
+}
+
+/// The content blocks of an Anthropic stream so far: the one still open (a continuation writes
+/// into it) and the index the next one gets.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct Blocks {
+    /// The index of the text block started and not yet stopped.
+    pub(crate) open_text: Option<u64>,
+    /// One past the highest block index seen.
+    pub(crate) next: u64,
 }
 
 impl Tap {
@@ -47,6 +63,7 @@ impl Tap {
             finished: false,
             answer_tokens: None,
             prompt_tokens: None,
+            blocks: Blocks::default(),
         }
     }
 
@@ -79,7 +96,7 @@ impl Tap {
     fn read_line(&mut self, line: &[u8]) -> Option<String> {
         let json = match self.framing {
             TapFraming::NdJson => line,
-            TapFraming::Sse => {
+            TapFraming::Sse | TapFraming::Anthropic => {
                 let data = line.strip_prefix(b"data:")?;
                 let data = data.trim_ascii();
                 if data == b"[DONE]" {
@@ -108,11 +125,41 @@ impl Tap {
                 value.pointer("/message/content")
             }
             TapFraming::Sse => value.pointer("/choices/0/delta/content"),
+            TapFraming::Anthropic => self.anthropic_event(&value),
         };
         if let Some(content) = content.and_then(Value::as_str) {
             self.text.push_str(content);
         }
         None
+    }
+}
+
+impl Tap {
+    /// Notes an Anthropic stream event: blocks opened and closed, the end; the text of a text
+    /// delta.
+    fn anthropic_event<'v>(&mut self, value: &'v Value) -> Option<&'v Value> {
+        let index = value.get("index").and_then(Value::as_u64);
+        match value.get("type").and_then(Value::as_str)? {
+            "content_block_start" => {
+                let index = index?;
+                self.blocks.next = self.blocks.next.max(index + 1);
+                let is_text = value.pointer("/content_block/type").and_then(Value::as_str) == Some("text");
+                self.blocks.open_text = is_text.then_some(index);
+                None
+            }
+            "content_block_stop" => {
+                if index == self.blocks.open_text {
+                    self.blocks.open_text = None;
+                }
+                None
+            }
+            "content_block_delta" => value.pointer("/delta/text"),
+            "message_stop" => {
+                self.finished = true;
+                None
+            }
+            _ => None,
+        }
     }
 }
 
@@ -144,5 +191,25 @@ mod tests {
         let mut tap = Tap::new(TapFraming::Sse);
         let fed = tap.feed(b"data: {\"error\":{\"message\":\"overloaded\"}}\n\n");
         assert_eq!(fed.error.as_deref(), Some("overloaded"));
+    }
+
+    #[test]
+    fn anthropic_text_blocks_and_end() {
+        let mut tap = Tap::new(TapFraming::Anthropic);
+        let stream = concat!(
+            "event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"id\":\"m\"}}\n\n",
+            "event: content_block_start\ndata: {\"type\":\"content_block_start\",\"index\":0,\"content_block\":{\"type\":\"text\",\"text\":\"\"}}\n\n",
+            "event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"text_delta\",\"text\":\"Once \"}}\n\n",
+        );
+        tap.feed(stream.as_bytes());
+        assert_eq!(tap.text, "Once ");
+        assert_eq!(tap.blocks, Blocks { open_text: Some(0), next: 1 });
+        let end = "event: content_block_stop\ndata: {\"type\":\"content_block_stop\",\"index\":0}\n\nevent: message_stop\ndata: {\"type\":\"message_stop\"}\n\n";
+        tap.feed(end.as_bytes());
+        assert_eq!(tap.blocks.open_text, None);
+        assert!(tap.finished);
+        let mut tap = Tap::new(TapFraming::Anthropic);
+        let fed = tap.feed(b"event: error\ndata: {\"type\":\"error\",\"error\":{\"type\":\"overloaded_error\",\"message\":\"Overloaded\"}}\n\n");
+        assert_eq!(fed.error.as_deref(), Some("Overloaded"));
     }
 }

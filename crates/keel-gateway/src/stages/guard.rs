@@ -311,6 +311,7 @@ impl Guarding<'_> {
             path_and_query: self.forward.path_and_query.clone(),
             payload: Payload::Bytes(body.clone()),
             stream: false,
+            withheld: Vec::new(),
         };
         let sent = send(self.gateway, call, self.endpoint, forward).await;
         self.trail.add_queue_wait(sent.response.headers());

@@ -43,8 +43,8 @@ pub(crate) async fn intake(
         }
         EndpointKind::Passthrough => return passthrough(gateway, parts, endpoint, body, path_and_query),
     };
-    let (route_model, targets) = route(gateway, &model)?;
-    Ok(Forward { targets, route_model, requested_model: model, path_and_query, payload, stream })
+    let (route_model, targets, withheld) = route(gateway, &model)?;
+    Ok(Forward { targets, route_model, requested_model: model, path_and_query, payload, stream, withheld })
 }
 
 /// A request that names no model: a read goes to the default upstream, then the others
@@ -71,6 +71,7 @@ fn passthrough(
         path_and_query,
         payload,
         stream: true,
+        withheld: Vec::new(),
     })
 }
 
@@ -98,16 +99,22 @@ fn read_targets(gateway: &Gateway, default: &str, dialect: Dialect) -> Vec<Targe
     targets.into_iter().map(|(_, target)| target).collect()
 }
 
-/// The route's model name and its targets in fallback order (targets with the model already
-/// loaded first, when the route prefers them).
-fn route(gateway: &Gateway, model: &str) -> Result<(String, Vec<TargetId>), ProxyError> {
+/// The route's model name, its targets in fallback order (targets with the model already loaded
+/// first, when the route prefers them; remote ones last, when the route allows them at all), and
+/// the remote targets withheld with why.
+fn route(gateway: &Gateway, model: &str) -> Result<(String, Vec<TargetId>, Vec<String>), ProxyError> {
     let route = gateway.inner.routes.resolve(model).ok_or_else(|| ProxyError::NoRoute(model.to_owned()))?;
     let mut targets = route.targets.clone();
     if route.prefer_loaded {
         // Stable: among loaded (and among not loaded) targets the configured order holds.
         targets.sort_by_key(|t| !gateway.has_loaded(&t.upstream, t.model_for(model)));
     }
-    Ok((route.model.clone(), targets))
+    if !gateway.upstreams.iter().any(|u| u.remote) {
+        return Ok((route.model.clone(), targets, Vec::new()));
+    }
+    let (targets, withheld) =
+        crate::remote::order_targets(route, targets, |name| gateway.upstream(name).is_some_and(|u| u.remote));
+    Ok((route.model.clone(), targets, withheld))
 }
 
 /// Reads a whole body, refusing more than the configured limit (up front when Content-Length

@@ -52,6 +52,10 @@ pub(crate) struct UpstreamHandle {
     pub(crate) duration: metrics::Histogram,
     /// `keel_upstream_requests_total` of this upstream.
     pub(crate) calls: metrics::Counter,
+    /// Requests to it leave the premises.
+    pub(crate) remote: bool,
+    /// Its daily token budget (`tokens_per_day`), if it has one.
+    pub(crate) budget: Option<Arc<crate::remote::DayBudget>>,
 }
 
 /// How long the breaker and observations of a model asked for through `"*"` are kept after its
@@ -435,6 +439,9 @@ fn build_upstreams(config: &Config) -> Result<Arc<[UpstreamHandle]>, GatewayErro
             forward_format: up.forward_format,
             duration: metrics::histogram!(keel_telemetry::names::UPSTREAM_DURATION_SECONDS, "upstream" => up.name.clone()),
             calls: metrics::counter!(keel_telemetry::names::UPSTREAM_REQUESTS_TOTAL, "upstream" => up.name.clone()),
+            remote: up.remote,
+            budget: (up.tokens_per_day > 0)
+                .then(|| Arc::new(crate::remote::DayBudget::new(&up.name, up.tokens_per_day))),
         })
         .collect();
     Ok(upstreams.into())

@@ -78,6 +78,24 @@ impl StreamTranslator for SseToNdjson {
     }
 }
 
+impl<T: StreamTranslator + ?Sized> StreamTranslator for Box<T> {
+    fn push(&mut self, bytes: &[u8]) -> Vec<Bytes> {
+        (**self).push(bytes)
+    }
+    fn finish(&mut self) -> Result<Option<Bytes>, TranslateError> {
+        (**self).finish()
+    }
+    fn is_finished(&self) -> bool {
+        (**self).is_finished()
+    }
+    fn error(&self) -> Option<&str> {
+        (**self).error()
+    }
+    fn error_event(&self, message: &str) -> Option<Bytes> {
+        (**self).error_event(message)
+    }
+}
+
 /// Two translations one after the other (the upstream's framing → chat completions → the
 /// client's).
 pub struct Chain<A, B> {

@@ -108,17 +108,16 @@ impl SessionBody {
     /// What the client gets instead of the final chunk when the answer could not be stored.
     fn store_failed(&self, error: &str) -> Bytes {
         let message = format!("keel: the answer could not be stored in the session ({error}); retry the request");
-        let json = keel_upstream::ErrorBody::json(
-            match self.framing {
-                TapFraming::NdJson => keel_types::Dialect::Ollama,
-                TapFraming::Sse => keel_types::Dialect::OpenAi,
-            },
-            http::StatusCode::SERVICE_UNAVAILABLE,
-            &message,
-        );
+        let dialect = match self.framing {
+            TapFraming::NdJson => keel_types::Dialect::Ollama,
+            TapFraming::Sse => keel_types::Dialect::OpenAi,
+            TapFraming::Anthropic => keel_types::Dialect::Anthropic,
+        };
+        let json = keel_upstream::ErrorBody::json(dialect, http::StatusCode::SERVICE_UNAVAILABLE, &message);
         match self.framing {
             TapFraming::NdJson => Bytes::from(format!("{json}\n")),
             TapFraming::Sse => Bytes::from(format!("data: {json}\n\n")),
+            TapFraming::Anthropic => keel_upstream::translate::sse::write_event(Some("error"), &json.to_string()),
         }
     }
 }
