@@ -46,7 +46,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 pub use body::Stats;
-pub use scenario::{Fault, FaultKind, GarbleKind, ModelSpec, Scenario, ToolCall};
+pub use scenario::{ApiSurface, Fault, FaultKind, GarbleKind, ModelSpec, Scenario, ToolCall};
 pub use server::{MockServer, serve};
 pub use state::RecordedRequest;
 
