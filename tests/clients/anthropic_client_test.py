@@ -15,12 +15,13 @@ with the venv from scripts/install-test-clients.sh.
 
 import asyncio
 import importlib.metadata
+import json
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import harness  # noqa: E402
-from harness import check  # noqa: E402
+from harness import CheckFailed, check  # noqa: E402
 
 import anthropic
 import httpx
@@ -45,6 +46,13 @@ WEATHER_TOOL = {
         "properties": {"city": {"type": "string"}},
         "required": ["city"],
     },
+}
+
+SCHEMA = {
+    "type": "object",
+    "properties": {"city": {"type": "string"}, "temperature": {"type": "number"}},
+    "required": ["city", "temperature"],
+    "additionalProperties": False,
 }
 
 
@@ -90,9 +98,8 @@ def check_messages_create_system_and_params():
         max_tokens=MAX_TOKENS,
         system="Be terse.",
         messages=USER,
-        temperature=0,
-        top_p=0.9,
         stop_sequences=["\n\n"],
+        metadata={"user_id": "keel-test"},
     )
     check_reply_text(text_of(msg), "messages.create with system and params")
 
@@ -164,6 +171,21 @@ def check_tool_use_stream():
     check(isinstance(uses[0].input.get("city"), str), f"streamed tool input {uses[0].input!r}")
 
 
+def check_structured_output():
+    msg = client.messages.create(
+        model=MODEL,
+        max_tokens=MAX_TOKENS,
+        messages=[{"role": "user", "content": "Weather in Paris as JSON."}],
+        output_config={"format": {"type": "json_schema", "schema": SCHEMA}},
+    )
+    try:
+        value = json.loads(text_of(msg))
+    except json.JSONDecodeError as e:
+        raise CheckFailed(f"text is not JSON ({e}): {text_of(msg)!r}")
+    check(isinstance(value, dict) and isinstance(value.get("city"), str), f"not the schema's shape: {value!r}")
+    check(isinstance(value.get("temperature"), (int, float)), f"temperature not a number: {value!r}")
+
+
 def check_count_tokens():
     count = client.messages.count_tokens(model=MODEL, messages=USER)
     check(isinstance(count.input_tokens, int) and count.input_tokens > 0, f"input_tokens {count.input_tokens!r}")
@@ -206,6 +228,7 @@ CHECKS = [
     check_messages_create_stream_events,
     check_tool_use_round_trip,
     check_tool_use_stream,
+    check_structured_output,
     check_count_tokens,
     check_unknown_model_not_found,
     check_missing_max_tokens_400,
