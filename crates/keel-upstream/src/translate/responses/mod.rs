@@ -50,9 +50,8 @@ pub struct ResponseIdentity {
 impl ResponseIdentity {
     /// A fresh random id, created now.
     pub fn new() -> ResponseIdentity {
-        let created_at = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
+        let created_at =
+            SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
         ResponseIdentity { id: format!("resp_{}", random_hex()), created_at }
     }
 
@@ -257,7 +256,10 @@ mod tests {
             text_format_schema(&req),
             Some(TextFormat::JsonSchema { name: "s".into(), schema: json!({"type": "object"}), strict: true })
         );
-        assert_eq!(text_format_schema(&json!({"text": {"format": {"type": "json_object"}}})), Some(TextFormat::JsonObject));
+        assert_eq!(
+            text_format_schema(&json!({"text": {"format": {"type": "json_object"}}})),
+            Some(TextFormat::JsonObject)
+        );
         assert_eq!(text_format_schema(&json!({"text": {"format": {"type": "text"}}})), None);
         assert_eq!(text_format_schema(&json!({})), None);
     }

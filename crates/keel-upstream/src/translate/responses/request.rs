@@ -85,9 +85,8 @@ fn refuse_state(req: &Map<String, Value>) -> Result<(), TranslateError> {
 /// Appends the chat messages for the input items.
 fn convert_items(items: &[Value], messages: &mut Vec<Value>) -> Result<(), TranslateError> {
     for (index, item) in items.iter().enumerate() {
-        let obj = item
-            .as_object()
-            .ok_or_else(|| invalid(format!("invalid input item {index}: expected a JSON object")))?;
+        let obj =
+            item.as_object().ok_or_else(|| invalid(format!("invalid input item {index}: expected a JSON object")))?;
         let kind = match obj.get("type") {
             None | Some(Value::Null) if obj.contains_key("role") => "message",
             Some(Value::String(kind)) => kind.as_str(),
@@ -308,7 +307,9 @@ fn apply_sampling(out: &mut Map<String, Value>, req: &Map<String, Value>) -> Res
             None | Some(Value::Null) => {}
             Some(n @ Value::Number(_)) => {
                 if from == "max_output_tokens" && n.as_u64().is_none() {
-                    return Err(invalid("invalid request body: field \"max_output_tokens\" must be a positive integer"));
+                    return Err(invalid(
+                        "invalid request body: field \"max_output_tokens\" must be a positive integer",
+                    ));
                 }
                 out.insert(to.into(), n.clone());
             }
@@ -336,7 +337,9 @@ fn response_format(text: Option<&Value>) -> Result<Option<Value>, TranslateError
                 return Err(invalid("invalid request body: \"text.format\" of type json_schema needs a \"name\""));
             };
             let Some(schema @ Value::Object(_)) = format.get("schema") else {
-                return Err(invalid("invalid request body: \"text.format\" of type json_schema needs a \"schema\" object"));
+                return Err(invalid(
+                    "invalid request body: \"text.format\" of type json_schema needs a \"schema\" object",
+                ));
             };
             let mut out = Map::new();
             out.insert("name".into(), Value::String(name.to_owned()));
@@ -457,7 +460,9 @@ mod tests {
         assert!(err(json!({"model": "m", "input": "x", "previous_response_id": "resp_1"})).contains("statelessly"));
         assert!(err(json!({"model": "m", "input": "x", "conversation": "conv_1"})).contains("X-Keel-Session"));
         assert!(err(json!({"model": "m", "input": "x", "tools": [{"type": "web_search"}]})).contains("\"web_search\""));
-        assert!(err(json!({"model": "m", "input": [{"type": "item_reference", "id": "x"}]})).contains("item_reference"));
+        assert!(
+            err(json!({"model": "m", "input": [{"type": "item_reference", "id": "x"}]})).contains("item_reference")
+        );
         assert!(err(json!({"model": "m", "input": [{"type": "file_search_call"}]})).contains("file_search_call"));
         assert!(err(json!({"input": "x"})).contains("model is required"));
         assert!(err(json!({"model": "m"})).contains("\"input\" is required"));
@@ -465,8 +470,13 @@ mod tests {
         assert!(err(json!({"model": "m", "input": [3]})).contains("item 0"));
         assert!(err(json!({"model": "m", "input": [{"role": "tool", "content": "x"}]})).contains("role"));
         assert!(err(json!({"model": "m", "input": [{"type": "function_call", "name": "f"}]})).contains("call_id"));
-        assert!(err(json!({"model": "m", "input": [{"role": "user", "content": [{"type": "input_file"}]}]})).contains("input_file"));
-        assert!(err(json!({"model": "m", "input": "x", "tool_choice": {"type": "allowed_tools"}})).contains("tool_choice"));
+        assert!(
+            err(json!({"model": "m", "input": [{"role": "user", "content": [{"type": "input_file"}]}]}))
+                .contains("input_file")
+        );
+        assert!(
+            err(json!({"model": "m", "input": "x", "tool_choice": {"type": "allowed_tools"}})).contains("tool_choice")
+        );
         assert!(err(json!({"model": "m", "input": "x", "max_output_tokens": -1})).contains("max_output_tokens"));
         assert!(err(json!({"model": "m", "input": "x", "stream": "yes"})).contains("stream"));
         assert!(err(json!([])).contains("JSON object"));

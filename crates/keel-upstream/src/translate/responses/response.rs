@@ -273,7 +273,8 @@ mod tests {
 
     #[test]
     fn json_schema_text_is_echoed() {
-        let text = json!({"format": {"type": "json_schema", "name": "s", "schema": {"type": "object"}, "strict": true}});
+        let text =
+            json!({"format": {"type": "json_schema", "name": "s", "schema": {"type": "object"}, "strict": true}});
         let request = json!({"model": "m", "input": "x", "text": text});
         let chat = completion(json!({"role": "assistant", "content": "{\"a\":1}"}), "stop");
         let resp = chat_to_responses_response(&chat, &request, "m").unwrap();

@@ -222,13 +222,15 @@ impl ChatSseToResponsesSse {
             return;
         }
         for kind in ["response.created", "response.in_progress"] {
-            let response = response_object(&self.request, &self.model, &self.identity, Finish::InProgress, vec![], None);
+            let response =
+                response_object(&self.request, &self.model, &self.identity, Finish::InProgress, vec![], None);
             self.emit(out, json!({"type": kind, "response": response}));
         }
     }
 
     fn on_chunk(&mut self, chunk: &Value, out: &mut Vec<Bytes>) {
-        if chunk.get("error").is_some_and(|e| !e.is_null()) || chunk.get("object").and_then(Value::as_str) == Some("error")
+        if chunk.get("error").is_some_and(|e| !e.is_null())
+            || chunk.get("object").and_then(Value::as_str) == Some("error")
         {
             self.fail_upstream(out, chunk);
             return;
@@ -660,8 +662,11 @@ mod tests {
         assert_eq!(events[13]["arguments"], "{\"city\":\"Paris\"}");
         let output = &events[17]["response"]["output"];
         assert_eq!(output[1]["arguments"], "{\"city\":\"Paris\"}");
-        assert_eq!(output[2], json!({"id": "fc_t_1", "type": "function_call", "status": "completed",
-                                     "call_id": "call_b", "name": "now", "arguments": "{}"}));
+        assert_eq!(
+            output[2],
+            json!({"id": "fc_t_1", "type": "function_call", "status": "completed",
+                                     "call_id": "call_b", "name": "now", "arguments": "{}"})
+        );
         assert_eq!(events[17]["response"]["tools"][0]["name"], "get_weather");
     }
 
@@ -726,7 +731,9 @@ mod tests {
     #[test]
     fn limits() {
         let calls: Vec<String> = (0..=MAX_TOOL_CALLS)
-            .map(|i| format!("{{\"index\":{i},\"id\":\"c{i}\",\"function\":{{\"name\":\"f\",\"arguments\":\"{{}}\"}}}}"))
+            .map(|i| {
+                format!("{{\"index\":{i},\"id\":\"c{i}\",\"function\":{{\"name\":\"f\",\"arguments\":\"{{}}\"}}}}")
+            })
             .collect();
         let input = format!("data: {{\"choices\":[{{\"delta\":{{\"tool_calls\":[{}]}}}}]}}\n\n", calls.join(","));
         let (out, _) = run(&[input.as_bytes()]);
