@@ -27,7 +27,7 @@ pub fn chat_to_responses_response(
 /// `requested_model`.
 ///
 /// Errors: an `error` in the body ([`TranslateError::Upstream`]), a body that is not a chat
-/// completion ([`TranslateError::InvalidResponse`]).
+/// completion ([`TranslateError::InvalidResponse`]). Reasoning (`reasoning_content`) is dropped.
 pub fn chat_to_responses_response_with(
     response: &Value,
     request: &Value,
@@ -156,6 +156,33 @@ pub(super) fn usage_value(usage: &Value) -> Option<Value> {
         "output_tokens_details": {"reasoning_tokens": reasoning},
         "total_tokens": total,
     }))
+}
+
+/// The request fields a `response` object echoes (the rest, `input` above all, is not kept).
+const ECHOED: [&str; 12] = [
+    "instructions",
+    "max_output_tokens",
+    "parallel_tool_calls",
+    "reasoning",
+    "temperature",
+    "text",
+    "tool_choice",
+    "tools",
+    "top_p",
+    "truncation",
+    "user",
+    "metadata",
+];
+
+/// The request fields a `response` object echoes, without the rest (`input` above all).
+pub(super) fn echoed(request: &Value) -> Value {
+    let mut echoed = Map::new();
+    for field in ECHOED {
+        if let Some(value) = request.get(field) {
+            echoed.insert(field.into(), value.clone());
+        }
+    }
+    Value::Object(echoed)
 }
 
 /// A whole `response` object: identity, status, output, usage, and the request parameters the API

@@ -1,9 +1,9 @@
 //! A chat-completions SSE stream to the Responses API's SSE events, incrementally.
 
 use bytes::Bytes;
-use serde_json::{Map, Value, json};
+use serde_json::{Value, json};
 
-use super::response::{Finish, response_object, usage_value};
+use super::response::{Finish, echoed, response_object, usage_value};
 use super::{ResponseIdentity, function_call_item, message_item, output_text_part};
 use crate::translate::response::message_of;
 use crate::translate::sse::{MAX_EVENT_BYTES, SseEvent, SseReader, write_event};
@@ -11,21 +11,6 @@ use crate::translate::{StreamTranslator, TranslateError, join};
 
 /// The most tool calls one answer may carry.
 const MAX_TOOL_CALLS: usize = 1024;
-/// The request fields a `response` object echoes (the rest, `input` above all, is not kept).
-const ECHOED: [&str; 12] = [
-    "instructions",
-    "max_output_tokens",
-    "parallel_tool_calls",
-    "reasoning",
-    "temperature",
-    "text",
-    "tool_choice",
-    "tools",
-    "top_p",
-    "truncation",
-    "user",
-    "metadata",
-];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum State {
@@ -96,14 +81,8 @@ impl ChatSseToResponsesSse {
     /// A converter for the answer to `request` (the client's Responses request, whose parameters
     /// the response echoes), reporting `requested_model`; a fresh id, created now.
     pub fn new(request: &Value, requested_model: &str) -> ChatSseToResponsesSse {
-        let mut echoed = Map::new();
-        for field in ECHOED {
-            if let Some(value) = request.get(field) {
-                echoed.insert(field.into(), value.clone());
-            }
-        }
         ChatSseToResponsesSse {
-            request: Value::Object(echoed),
+            request: echoed(request),
             model: requested_model.to_owned(),
             identity: ResponseIdentity::new(),
             reader: SseReader::new(),
