@@ -56,9 +56,11 @@ impl DayBudget {
         DayBudget { upstream: upstream.to_owned(), limit, spent: Mutex::new((0, 0)) }
     }
 
-    /// `Some((why, until the next day))` when today's budget is spent.
+    /// `Some((why, when to ask again))` when today's budget is spent. The retry time is short:
+    /// the route's other targets may be back before the budget is.
     pub(crate) fn refusal(&self) -> Option<(String, Duration)> {
         let (day, left) = today();
+        let left = left.min(RETRY_AFTER_SPENT);
         let spent = self.spent_on(day);
         (spent >= self.limit).then(|| {
             let why = format!(
@@ -98,6 +100,9 @@ impl DayBudget {
     }
 }
 
+/// How soon a client is told to retry when a budget is spent.
+const RETRY_AFTER_SPENT: Duration = Duration::from_secs(60);
+
 /// Today's number (days since the epoch, UTC) and the time left until tomorrow.
 fn today() -> (u64, Duration) {
     let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_secs();
@@ -107,19 +112,30 @@ fn today() -> (u64, Duration) {
 /// An answer body that charges its upstream's budget when it ends: the tokens the answer reports,
 /// else `estimate` (a body that reports none, or one cut short, still cost something).
 pub(crate) fn charged(budget: Arc<DayBudget>, estimate: u64, body: Body) -> Body {
-    Body::new(Charged { body, charge: Charge { budget, estimate, tail: Tail::default() } })
+    Body::new(Charged { body, charge: Charge { budget, estimate, tail: Tail::default(), charged: false } })
 }
 
 struct Charge {
     budget: Arc<DayBudget>,
     estimate: u64,
     tail: Tail,
+    charged: bool,
+}
+
+impl Charge {
+    /// Charges the answer once: as its end is read (before the client has it, so its next
+    /// request sees the spending), or when it is dropped unfinished.
+    fn now(&mut self) {
+        if !std::mem::replace(&mut self.charged, true) {
+            let used = self.tail.usage().map_or(self.estimate, |usage| usage.total());
+            self.budget.charge(used);
+        }
+    }
 }
 
 impl Drop for Charge {
     fn drop(&mut self) {
-        let used = self.tail.usage().map_or(self.estimate, |usage| usage.total());
-        self.budget.charge(used);
+        self.now();
     }
 }
 
@@ -134,10 +150,17 @@ impl http_body::Body for Charged {
 
     fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, axum::Error>>> {
         let polled = Pin::new(&mut self.body).poll_frame(cx);
-        if let Poll::Ready(Some(Ok(frame))) = &polled
-            && let Some(data) = frame.data_ref()
-        {
-            self.charge.tail.saw(data);
+        match &polled {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(data) = frame.data_ref() {
+                    self.charge.tail.saw(data);
+                }
+                if self.body.is_end_stream() {
+                    self.charge.now();
+                }
+            }
+            Poll::Ready(None) => self.charge.now(),
+            _ => {}
         }
         polled
     }
@@ -193,11 +216,17 @@ mod tests {
         let answer = Body::from(r#"{"usage":{"prompt_tokens":30,"completion_tokens":20}}"#);
         charged(Arc::clone(&budget), 7, answer).collect().await.unwrap();
         assert_eq!(budget.spent_today(), 50);
+        // Charged as the end is read, before the body is dropped.
+        let mut body = charged(Arc::clone(&budget), 0, Body::from(r#"{"eval_count":1}"#));
+        body.frame().await.unwrap().unwrap();
+        assert_eq!(budget.spent_today(), 51);
+        drop(body);
+        assert_eq!(budget.spent_today(), 51);
         // An answer that reports nothing costs the estimate.
         charged(Arc::clone(&budget), 60, Body::from("{}")).collect().await.unwrap();
-        assert_eq!(budget.spent_today(), 110);
+        assert_eq!(budget.spent_today(), 111);
         let (why, until) = budget.refusal().unwrap();
         assert!(why.contains("tokens_per_day = 100"), "{why}");
-        assert!(until <= Duration::from_secs(86_400));
+        assert!(until <= RETRY_AFTER_SPENT);
     }
 }

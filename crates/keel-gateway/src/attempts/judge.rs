@@ -24,6 +24,7 @@ pub(super) struct Place {
 }
 
 /// What became of an answer whose head arrived.
+#[allow(clippy::large_enum_variant, reason = "one per attempt, moved once; a box would allocate on every request")]
 pub(super) enum Judged {
     /// Unusable, and another target or round may do better.
     Failed((FailureClass, String)),

@@ -200,7 +200,8 @@ impl<'a> Attempts<'a> {
     fn new(gateway: &'a Gateway, mut call: Call, endpoint: Endpoint, mut forward: Forward) -> Attempts<'a> {
         let deadline = crate::retry::deadline(&call.headers, gateway.config().retry.deadline, call.started);
         call.headers.insert(REQUEST_ID, call.id.clone());
-        let tally = Tally { reasons: std::mem::take(&mut forward.withheld), ..Tally::default() };
+        let withheld = std::mem::take(&mut forward.withheld);
+        let tally = Tally { withheld: withheld.len(), reasons: withheld, ..Tally::default() };
         Attempts { gateway, endpoint, call, forward, deadline, tally, round: 0, panic: None }
     }
 

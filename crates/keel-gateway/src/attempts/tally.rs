@@ -32,6 +32,9 @@ pub(super) struct Tally {
     pub(super) sheds: usize,
     /// How long the request waited in admission queues, in all, when it waited in any.
     pub(super) queue_wait: Option<Duration>,
+    /// The route's targets not asked at all (remote ones the route does not allow; each in
+    /// `reasons`).
+    pub(super) withheld: usize,
 }
 
 impl Tally {
@@ -174,7 +177,7 @@ pub(super) fn final_error(tally: Tally, targets: usize, requested_model: String,
         };
     }
     match tally.last_transport_error {
-        Some(mut err) if targets == 1 && tally.retry_after.is_none() => {
+        Some(mut err) if targets + tally.withheld == 1 && tally.retry_after.is_none() => {
             err.detail = format!("{}; {calls} attempt(s) in {elapsed} in all", err.detail);
             ProxyError::Upstream(err)
         }

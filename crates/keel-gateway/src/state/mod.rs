@@ -54,7 +54,8 @@ pub(crate) struct UpstreamHandle {
     pub(crate) calls: metrics::Counter,
     /// Requests to it leave the premises.
     pub(crate) remote: bool,
-    /// Its daily token budget (`tokens_per_day`), if it has one.
+    /// Its daily token budget (`tokens_per_day`), if it has one: shared by every serving
+    /// thread's handle.
     pub(crate) budget: Option<Arc<crate::remote::DayBudget>>,
 }
 
@@ -133,6 +134,8 @@ pub(crate) struct Inner {
     pub(crate) breaker_handles: BTreeMap<String, keel_breaker::BreakerHandle>,
     /// Retries allowed across all requests.
     pub(crate) retry_budget: crate::retry::RetryBudget,
+    /// The upstreams' daily token budgets (`tokens_per_day`), by upstream name.
+    pub(crate) budgets: Budgets,
     /// The last health probe of each upstream, by name.
     pub(crate) health: Mutex<BTreeMap<String, UpstreamHealth>>,
     /// The structured-output repair engine (its compiled-schema cache is shared by all threads).
@@ -212,7 +215,13 @@ impl Gateway {
         keys: Option<crate::api_keys::ApiKeys>,
         (incidents, history): (Option<crate::incident_log::IncidentLog>, Option<Arc<dyn keel_session::HistoryStore>>),
     ) -> Result<Gateway, GatewayError> {
-        let upstreams = build_upstreams(&config)?;
+        let budgets: Budgets = config
+            .upstreams
+            .iter()
+            .filter(|up| up.tokens_per_day > 0)
+            .map(|up| (up.name.clone(), Arc::new(crate::remote::DayBudget::new(&up.name, up.tokens_per_day))))
+            .collect();
+        let upstreams = build_upstreams(&config, &budgets)?;
         // Make sure the recorder exists before the first request so /metrics is never empty.
         let _ = keel_telemetry::prometheus();
         let keys = Arc::new(keys.unwrap_or_else(|| crate::api_keys::ApiKeys::configured(config.api_keys())));
@@ -253,6 +262,7 @@ impl Gateway {
                 breaker_handles,
                 health: Mutex::new(BTreeMap::new()),
                 retry_budget: crate::retry::RetryBudget::new(config_retry.0, config_retry.1),
+                budgets,
                 repairer: keel_repair::Repairer::new(),
                 store,
                 keys,
@@ -281,13 +291,16 @@ impl Gateway {
     /// A gateway over shared state `inner` with its own upstream connection pools (for work
     /// that holds the state weakly, such as the incident worker's model calls).
     pub(crate) fn from_inner(inner: Arc<Inner>) -> Result<Gateway, GatewayError> {
-        let upstreams = build_upstreams(&inner.config)?;
+        let upstreams = build_upstreams(&inner.config, &inner.budgets)?;
         Ok(Gateway { inner, upstreams })
     }
 
     /// The same gateway with its own upstream connection pools, for another serving thread.
     pub fn with_own_clients(&self) -> Result<Gateway, GatewayError> {
-        Ok(Gateway { inner: Arc::clone(&self.inner), upstreams: build_upstreams(&self.inner.config)? })
+        Ok(Gateway {
+            inner: Arc::clone(&self.inner),
+            upstreams: build_upstreams(&self.inner.config, &self.inner.budgets)?,
+        })
     }
 
     /// keel is short of file descriptors: every serving thread closes its idle upstream
@@ -424,7 +437,10 @@ impl Gateway {
     }
 }
 
-fn build_upstreams(config: &Config) -> Result<Arc<[UpstreamHandle]>, GatewayError> {
+/// Daily token budgets by upstream name.
+pub(crate) type Budgets = BTreeMap<String, Arc<crate::remote::DayBudget>>;
+
+fn build_upstreams(config: &Config, budgets: &Budgets) -> Result<Arc<[UpstreamHandle]>, GatewayError> {
     let upstreams: Vec<UpstreamHandle> = config
         .upstreams
         .iter()
@@ -440,8 +456,7 @@ fn build_upstreams(config: &Config) -> Result<Arc<[UpstreamHandle]>, GatewayErro
             duration: metrics::histogram!(keel_telemetry::names::UPSTREAM_DURATION_SECONDS, "upstream" => up.name.clone()),
             calls: metrics::counter!(keel_telemetry::names::UPSTREAM_REQUESTS_TOTAL, "upstream" => up.name.clone()),
             remote: up.remote,
-            budget: (up.tokens_per_day > 0)
-                .then(|| Arc::new(crate::remote::DayBudget::new(&up.name, up.tokens_per_day))),
+            budget: budgets.get(&up.name).cloned(),
         })
         .collect();
     Ok(upstreams.into())
