@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs the real clients that keel's compatibility tests drive (crates/keel-gateway/tests/clients.rs):
-#   - target/test-clients/venv          Python venv with the official `ollama` client and the
-#                                        OpenAI SDK, versions pinned in tests/clients/requirements.txt
+#   - target/test-clients/venv          Python venv with the official `ollama` client, the
+#                                        OpenAI SDK and the Anthropic SDK, versions pinned in tests/clients/requirements.txt
 #   - target/test-clients/node          the official `ollama` npm package, pinned by
 #                                        tests/clients/js/package.json + package-lock.json (npm ci)
 # Idempotent: each part is skipped when its stamp file matches the hash of its pin files.
@@ -59,7 +59,7 @@ if [[ "$do_python" == 1 ]]; then
         log "pip install -r ${req#"$root"/}"
         "$venv/bin/python" -m pip install --quiet --disable-pip-version-check --no-input \
             --require-virtualenv -r "$req" >&2
-        "$venv/bin/python" -c 'import ollama, openai; print("install-test-clients: python: openai", openai.__version__)' >&2
+        "$venv/bin/python" -c 'import anthropic, ollama, openai; print("install-test-clients: python: openai", openai.__version__, "anthropic", anthropic.__version__)' >&2
         echo "$want" > "$stamp"
         log "python clients installed"
     fi

@@ -1,5 +1,6 @@
-//! Real-client compatibility: the official Ollama Python and JavaScript clients and the OpenAI
-//! Python SDK, unchanged, pointed at keel (and, as a control, straight at keel-mock).
+//! Real-client compatibility: the official Ollama Python and JavaScript clients, the OpenAI
+//! Python SDK (chat completions and the Responses API) and the Anthropic Python SDK, unchanged,
+//! pointed at keel (and, as a control, straight at keel-mock).
 //!
 //! The clients are installed (pinned) by `scripts/install-test-clients.sh` into
 //! `target/test-clients/`; the driver scripts live in `tests/clients/`. A missing install skips
@@ -89,6 +90,9 @@ async fn run_driver(label: &str, program: &Path, args: &[&Path], url: &str) {
         "OPENAI_BASE_URL",
         "OPENAI_ORG_ID",
         "OPENAI_PROJECT_ID",
+        "ANTHROPIC_API_KEY",
+        "ANTHROPIC_AUTH_TOKEN",
+        "ANTHROPIC_BASE_URL",
         "HTTP_PROXY",
         "HTTPS_PROXY",
         "ALL_PROXY",
@@ -246,6 +250,20 @@ async fn ollama_python_client_directly_against_mock() {
 #[tokio::test(flavor = "multi_thread")]
 async fn openai_python_sdk_directly_against_mock() {
     python_driver("tests/clients/openai_client_test.py", Via::MockDirectly).await;
+}
+
+/// Control for the Anthropic SDK driver (`/v1/messages`; see
+/// [`ollama_python_client_directly_against_mock`]).
+#[tokio::test(flavor = "multi_thread")]
+async fn anthropic_python_sdk_directly_against_mock() {
+    python_driver("tests/clients/anthropic_client_test.py", Via::MockDirectly).await;
+}
+
+/// Control for the OpenAI SDK's Responses API driver (`/v1/responses`; see
+/// [`ollama_python_client_directly_against_mock`]).
+#[tokio::test(flavor = "multi_thread")]
+async fn openai_responses_python_sdk_directly_against_mock() {
+    python_driver("tests/clients/openai_responses_test.py", Via::MockDirectly).await;
 }
 
 /// Control for the JavaScript driver (see [`ollama_python_client_directly_against_mock`]).

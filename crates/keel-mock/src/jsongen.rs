@@ -27,12 +27,21 @@ impl JsonMode {
 
     /// From OpenAI's `response_format` field.
     pub(crate) fn from_openai(format: Option<&Value>) -> JsonMode {
-        let Some(f) = format else {
-            return JsonMode::Text;
-        };
-        match f.get("type").and_then(Value::as_str) {
+        let schema = format.and_then(|f| f.get("json_schema")).and_then(|j| j.get("schema"));
+        JsonMode::from_typed(format, schema)
+    }
+
+    /// From the Responses API's `text` field (`{"format": {"type": "json_schema", "schema"}}`)
+    /// or Anthropic's `output_format` (`{"type": "json_schema", "schema"}`).
+    pub(crate) fn from_format(format: Option<&Value>) -> JsonMode {
+        JsonMode::from_typed(format, format.and_then(|f| f.get("schema")))
+    }
+
+    /// `json_object` → any JSON, `json_schema` → `schema` (any JSON without one), else text.
+    fn from_typed(format: Option<&Value>, schema: Option<&Value>) -> JsonMode {
+        match format.and_then(|f| f.get("type")).and_then(Value::as_str) {
             Some("json_object") => JsonMode::Json,
-            Some("json_schema") => match f.get("json_schema").and_then(|j| j.get("schema")) {
+            Some("json_schema") => match schema {
                 Some(s) if s.is_object() => JsonMode::Schema(s.clone()),
                 _ => JsonMode::Json,
             },

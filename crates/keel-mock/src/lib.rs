@@ -1,7 +1,10 @@
 //! keel-mock: a deterministic, fault-injecting fake Ollama server.
 //!
-//! It speaks Ollama's native API (`/api/*`) and the OpenAI-compatible endpoints Ollama serves
-//! (`/v1/*`) closely enough for clients and for keel's proxy, and injects the failures keel is
+//! It speaks Ollama's native API (`/api/*`), the OpenAI-compatible endpoints Ollama serves
+//! (`/v1/*`), the Anthropic Messages API (`/v1/messages`) and the OpenAI Responses API
+//! (`/v1/responses`) closely enough for clients and for keel's proxy — or, with the scenario's
+//! `api`, only what llama.cpp's `llama-server` or Anthropic's API serve — optionally over HTTPS
+//! ([`MockServer::start_tls`]) and behind an API key, and injects the failures keel is
 //! built to absorb: "server busy", 404s, 500s, arbitrary statuses, hangs, TCP resets, streams
 //! cut mid-body, error lines mid-stream, garbled JSON and slow first bytes. Every random choice
 //! comes from one seeded generator, so the same scenario and the same sequence of requests give
@@ -46,8 +49,8 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 pub use body::Stats;
-pub use scenario::{Fault, FaultKind, GarbleKind, ModelSpec, Scenario, ToolCall};
-pub use server::{MockServer, serve};
+pub use scenario::{ApiSurface, Fault, FaultKind, GarbleKind, ModelSpec, Scenario, ToolCall};
+pub use server::{MockServer, TlsIdentity, serve, serve_tls};
 pub use state::RecordedRequest;
 
 /// Errors of keel-mock: scenario parsing and binding the listen address.
@@ -80,6 +83,9 @@ pub enum Error {
         /// Why.
         source: std::io::Error,
     },
+    /// The TLS certificate or key is unusable.
+    #[error("TLS: {0}")]
+    Tls(String),
     /// Any other I/O error of the server.
     #[error("mock server I/O error: {0}")]
     Io(#[from] std::io::Error),

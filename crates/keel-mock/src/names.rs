@@ -5,7 +5,7 @@ use std::ops::Range;
 use std::time::{Duration, SystemTime};
 
 /// The endpoints faults apply to.
-pub(crate) const INFERENCE_ENDPOINTS: [&str; 7] = [
+pub(crate) const INFERENCE_ENDPOINTS: [&str; 9] = [
     "/api/chat",
     "/api/generate",
     "/api/embed",
@@ -13,6 +13,8 @@ pub(crate) const INFERENCE_ENDPOINTS: [&str; 7] = [
     "/v1/chat/completions",
     "/v1/completions",
     "/v1/embeddings",
+    "/v1/messages",
+    "/v1/responses",
 ];
 
 /// 2026-01-01T00:00:00Z: the mock's fixed epoch for every timestamp.

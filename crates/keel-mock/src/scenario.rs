@@ -22,6 +22,12 @@ pub struct Scenario {
     pub record_requests: bool,
     /// How many recorded requests are kept; the oldest are dropped first.
     pub max_recorded: usize,
+    /// Which server the mock impersonates: which endpoints exist and how errors look.
+    pub api: ApiSurface,
+    /// When set, every request must carry this key (`Authorization: Bearer KEY`, or
+    /// `x-api-key: KEY` with `api = "anthropic"`); others get 401 in the endpoint's dialect.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub api_key: Option<String>,
     /// The models served, in listing order (`[[model]]` tables in TOML).
     #[serde(rename = "model")]
     pub models: Vec<ModelSpec>,
@@ -34,6 +40,8 @@ impl Default for Scenario {
             version: "0.12.6".to_owned(),
             record_requests: true,
             max_recorded: 10_000,
+            api: ApiSurface::Ollama,
+            api_key: None,
             models: vec![ModelSpec::default()],
         }
     }
@@ -97,8 +105,25 @@ impl Scenario {
         self.models.iter_mut().find(|m| crate::names::full_name(&m.name).eq_ignore_ascii_case(&wanted))
     }
 
+    /// Sets the API surface (builder style).
+    #[must_use]
+    pub fn with_api(mut self, api: ApiSurface) -> Scenario {
+        self.api = api;
+        self
+    }
+
+    /// Requires an API key on every request (builder style).
+    #[must_use]
+    pub fn with_api_key(mut self, key: &str) -> Scenario {
+        self.api_key = Some(key.to_owned());
+        self
+    }
+
     /// Checks values that parse but make no sense (rates outside 0..1, empty names, …).
     pub fn validate(&self) -> Result<(), Error> {
+        if self.api_key.as_deref().is_some_and(|k| k.trim().is_empty()) {
+            return Err(Error::Scenario("`api_key` must not be empty (leave it out to accept any request)".to_owned()));
+        }
         let mut seen: Vec<String> = Vec::with_capacity(self.models.len());
         for (i, m) in self.models.iter().enumerate() {
             if m.name.trim().is_empty() {
@@ -138,6 +163,22 @@ impl Scenario {
         }
         Ok(())
     }
+}
+
+/// The server the mock impersonates (`api` in a scenario).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ApiSurface {
+    /// Ollama: its native `/api/*`, the OpenAI-compatible `/v1/*`, the Anthropic Messages API
+    /// (`/v1/messages`) and the OpenAI Responses API (`/v1/responses`).
+    #[default]
+    Ollama,
+    /// llama.cpp's `llama-server`: `/v1/chat/completions`, `/v1/completions`, `/v1/embeddings`,
+    /// `/v1/models` and `/health` only.
+    Openai,
+    /// Anthropic's API: `/v1/messages`, `/v1/messages/count_tokens` and `/v1/models`, with a
+    /// required `anthropic-version` header and Anthropic's error shape everywhere.
+    Anthropic,
 }
 
 /// One model served by the mock (`[[model]]` in TOML).

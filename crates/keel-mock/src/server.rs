@@ -1,5 +1,5 @@
-//! The TCP side: accepting connections, serving HTTP/1.1 with hyper, graceful shutdown, and the
-//! per-connection kill switch behind the `reset` fault.
+//! The TCP side: accepting connections (plain or TLS), serving HTTP/1.1 with hyper, graceful
+//! shutdown, and the per-connection kill switch behind the `reset` fault.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -18,6 +18,10 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Notify, mpsc, oneshot};
 use tokio::task::JoinHandle;
+use tokio_rustls::TlsAcceptor;
+use tokio_rustls::rustls;
+use tokio_rustls::rustls::pki_types::pem::PemObject;
+use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
 use crate::body::Stats;
 use crate::state::{RecordedRequest, State};
@@ -25,6 +29,41 @@ use crate::{Error, Scenario};
 
 /// How long in-flight responses may run after shutdown starts.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+/// How long a client may take to finish the TLS handshake.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A certificate and key for serving HTTPS (see [`MockServer::start_tls`] and [`serve_tls`]).
+#[derive(Clone)]
+pub struct TlsIdentity {
+    acceptor: TlsAcceptor,
+}
+
+impl std::fmt::Debug for TlsIdentity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TlsIdentity").finish_non_exhaustive()
+    }
+}
+
+impl TlsIdentity {
+    /// From PEM: the certificate chain (leaf first) and its private key (PKCS#8, PKCS#1 or SEC1).
+    pub fn from_pem(cert_chain_pem: &[u8], key_pem: &[u8]) -> Result<TlsIdentity, Error> {
+        let tls = |what: &str, e: &dyn std::fmt::Display| Error::Tls(format!("{what}: {e}"));
+        let chain = CertificateDer::pem_slice_iter(cert_chain_pem)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| tls("invalid certificate PEM", &e))?;
+        if chain.is_empty() {
+            return Err(Error::Tls("no certificate in the certificate PEM".to_owned()));
+        }
+        let key = PrivateKeyDer::from_pem_slice(key_pem).map_err(|e| tls("invalid private key PEM", &e))?;
+        let config = rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+            .with_safe_default_protocol_versions()
+            .map_err(|e| tls("TLS setup", &e))?
+            .with_no_client_auth()
+            .with_single_cert(chain, key)
+            .map_err(|e| tls("certificate and key do not work together", &e))?;
+        Ok(TlsIdentity { acceptor: TlsAcceptor::from(Arc::new(config)) })
+    }
+}
 
 /// Lets a handler abort its connection with a TCP reset.
 pub(crate) struct ConnKill {
@@ -97,12 +136,23 @@ pub async fn serve(
     scenario: Scenario,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), Error> {
-    run(listener, Arc::new(State::new(scenario)), shutdown).await
+    run(listener, Arc::new(State::new(scenario)), None, shutdown).await
+}
+
+/// [`serve`] over HTTPS with `tls`'s certificate (`keel mock --tls-cert --tls-key`).
+pub async fn serve_tls(
+    listener: TcpListener,
+    scenario: Scenario,
+    tls: TlsIdentity,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), Error> {
+    run(listener, Arc::new(State::new(scenario)), Some(tls.acceptor), shutdown).await
 }
 
 async fn run(
     listener: TcpListener,
     state: Arc<State>,
+    tls: Option<TlsAcceptor>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), Error> {
     let mut shutdown = std::pin::pin!(shutdown);
@@ -116,7 +166,7 @@ async fn run(
                 Ok((stream, _peer)) => {
                     state.counters.connections.fetch_add(1, Ordering::Relaxed);
                     let _ = stream.set_nodelay(true);
-                    tokio::spawn(serve_connection(stream, Arc::clone(&state), alive_tx.clone()));
+                    tokio::spawn(accept(stream, tls.clone(), Arc::clone(&state), alive_tx.clone()));
                 }
                 Err(e) => {
                     // Out of file descriptors and similar: back off briefly, keep serving.
@@ -134,9 +184,25 @@ async fn run(
     Ok(())
 }
 
-async fn serve_connection(stream: TcpStream, state: Arc<State>, _alive: mpsc::Sender<()>) {
+/// Serves one accepted connection, after the TLS handshake when serving HTTPS.
+async fn accept(stream: TcpStream, tls: Option<TlsAcceptor>, state: Arc<State>, alive: mpsc::Sender<()>) {
     let kill = Arc::new(ConnKill::new());
-    let io = TokioIo::new(ConnIo { inner: stream, kill: Arc::clone(&kill) });
+    let io = ConnIo { inner: stream, kill: Arc::clone(&kill) };
+    let Some(acceptor) = tls else {
+        return serve_connection(io, kill, state, alive).await;
+    };
+    match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(io)).await {
+        Ok(Ok(tls_io)) => serve_connection(tls_io, kill, state, alive).await,
+        Ok(Err(e)) => tracing::debug!(error = %e, "keel-mock: TLS handshake failed"),
+        Err(_) => tracing::debug!("keel-mock: TLS handshake timed out"),
+    }
+}
+
+async fn serve_connection<I>(io: I, kill: Arc<ConnKill>, state: Arc<State>, _alive: mpsc::Sender<()>)
+where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let io = TokioIo::new(io);
     let svc_state = Arc::clone(&state);
     let svc_kill = Arc::clone(&kill);
     let svc = service_fn(move |req| {
@@ -170,6 +236,7 @@ async fn serve_connection(stream: TcpStream, state: Arc<State>, _alive: mpsc::Se
 /// A running mock server on its own task; dropping it stops the server.
 pub struct MockServer {
     addr: SocketAddr,
+    scheme: &'static str,
     state: Arc<State>,
     stop: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<Result<(), Error>>>,
@@ -184,14 +251,31 @@ impl std::fmt::Debug for MockServer {
 impl MockServer {
     /// Binds `addr` (`127.0.0.1:0` picks a free port) and starts serving `scenario`.
     pub async fn start(addr: SocketAddr, scenario: Scenario) -> Result<MockServer, Error> {
+        MockServer::spawn(addr, scenario, None).await
+    }
+
+    /// Like [`MockServer::start`], serving HTTPS with the PEM certificate chain (leaf first) and
+    /// private key; [`MockServer::url`] then starts with `https://`.
+    pub async fn start_tls(
+        addr: SocketAddr,
+        scenario: Scenario,
+        cert_chain_pem: &[u8],
+        key_pem: &[u8],
+    ) -> Result<MockServer, Error> {
+        let tls = TlsIdentity::from_pem(cert_chain_pem, key_pem)?;
+        MockServer::spawn(addr, scenario, Some(tls.acceptor)).await
+    }
+
+    async fn spawn(addr: SocketAddr, scenario: Scenario, tls: Option<TlsAcceptor>) -> Result<MockServer, Error> {
         let listener = TcpListener::bind(addr).await.map_err(|source| Error::Bind { addr, source })?;
         let local = listener.local_addr().map_err(|source| Error::Bind { addr, source })?;
         let state = Arc::new(State::new(scenario));
+        let scheme = if tls.is_some() { "https" } else { "http" };
         let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(run(listener, Arc::clone(&state), async move {
+        let task = tokio::spawn(run(listener, Arc::clone(&state), tls, async move {
             let _ = stopped.await;
         }));
-        Ok(MockServer { addr: local, state, stop: Some(stop), task: Some(task) })
+        Ok(MockServer { addr: local, scheme, state, stop: Some(stop), task: Some(task) })
     }
 
     /// The bound address.
@@ -199,9 +283,9 @@ impl MockServer {
         self.addr
     }
 
-    /// Base URL, e.g. `http://127.0.0.1:PORT`.
+    /// Base URL, e.g. `http://127.0.0.1:PORT` (`https://` when started with TLS).
     pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
+        format!("{}://{}", self.scheme, self.addr)
     }
 
     /// Replaces the scenario (and reseeds the RNG); requests already running keep the old one.

@@ -14,7 +14,7 @@ use tokio::sync::watch;
 
 use crate::body::Counters;
 use crate::names;
-use crate::scenario::{FaultKind, GarbleKind, ModelSpec, Scenario};
+use crate::scenario::{ApiSurface, FaultKind, GarbleKind, ModelSpec, Scenario};
 
 /// One request the mock received.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -94,6 +94,8 @@ pub(crate) struct Compiled {
     pub(crate) version: String,
     pub(crate) record_requests: bool,
     pub(crate) max_recorded: usize,
+    pub(crate) api: ApiSurface,
+    pub(crate) api_key: Option<String>,
     pub(crate) models: Vec<Arc<CModel>>,
 }
 
@@ -104,6 +106,8 @@ impl Compiled {
             version: s.version,
             record_requests: s.record_requests,
             max_recorded: s.max_recorded,
+            api: s.api,
+            api_key: s.api_key,
             models: s.models.into_iter().map(|m| Arc::new(CModel::new(m))).collect(),
         }
     }
@@ -118,6 +122,8 @@ impl Compiled {
             version: self.version.clone(),
             record_requests: self.record_requests,
             max_recorded: self.max_recorded,
+            api: self.api,
+            api_key: self.api_key.clone(),
             models: self.models.iter().map(|m| m.spec.clone()).collect(),
         }
     }
@@ -129,6 +135,8 @@ impl Compiled {
             version: self.version.clone(),
             record_requests: self.record_requests,
             max_recorded: self.max_recorded,
+            api: self.api,
+            api_key: self.api_key.clone(),
             models,
         }
     }

@@ -6,7 +6,8 @@
 //! - [`post_json`], [`post_json_text`]: one-line requests for tests;
 //! - [`client_tool`]: where the project's test script installed external clients (Python, Node);
 //! - [`process`]: a real `keel serve` process, killed on drop;
-//! - [`otlp`]: a local OTLP/HTTP trace receiver that decodes what it gets.
+//! - [`otlp`]: a local OTLP/HTTP trace receiver that decodes what it gets;
+//! - [`test_ca`]: a new CA and a `localhost` certificate signed by it, as PEM (HTTPS mocks).
 //!
 //! Never a dependency of non-test code.
 
@@ -16,6 +17,8 @@ pub mod otlp;
 pub mod process;
 pub mod tls;
 pub mod webhooks;
+
+pub use tls::{TestCa, test_ca};
 
 use std::net::SocketAddr;
 use std::path::PathBuf;

@@ -1,14 +1,17 @@
-//! Request dispatch: routing, body collection, recording, fault pre-processing and response
-//! helpers shared by the Ollama, OpenAI, model-management and admin handlers.
+//! Request dispatch: routing (per API surface), credentials, body collection, recording, fault
+//! pre-processing and response helpers shared by the Ollama, OpenAI, Anthropic, Responses,
+//! model-management and admin handlers.
 //!
 //! Helpers return `Result<_, Resp>` so an early error is already the response to send; the
 //! response is large but built at most once per request.
 #![allow(clippy::result_large_err)]
 
 mod admin;
+mod anthropic;
 mod manage;
 mod ollama;
 mod openai;
+mod responses;
 
 use std::borrow::Cow;
 use std::collections::VecDeque;
@@ -18,16 +21,18 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::header::{CONTENT_LENGTH, CONTENT_TYPE};
-use http::{HeaderValue, Method, Request, Response, StatusCode};
+use http::header::{AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE};
+use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use serde::Serialize;
 use serde::de::{Deserialize, DeserializeOwned, Deserializer};
+use serde_json::Value;
 
 use crate::body::{Guard, MockBody, Streamer};
 use crate::jsongen::{self, JsonMode};
-use crate::names;
+use crate::names::{self, word_count};
+use crate::scenario::{ApiSurface, ToolCall};
 use crate::server::ConnKill;
 use crate::state::{Action, CModel, Compiled, RecordedRequest, State};
 
@@ -48,6 +53,8 @@ pub(crate) enum Dialect {
     Api,
     /// `{"error": {"message", "type", "param", "code"}}`
     V1,
+    /// `{"type": "error", "error": {"type", "message"}}`
+    Anthropic,
 }
 
 /// The extra field every inference response carries (proxies must pass unknown fields through).
@@ -80,11 +87,28 @@ pub(crate) fn ndjson_line<T: Serialize>(v: &T) -> Bytes {
 
 /// One SSE event (`data: JSON\n\n`).
 pub(crate) fn sse_event<T: Serialize>(v: &T) -> Bytes {
+    sse_named(None, v)
+}
+
+/// One SSE event, named when `name` is given (`event: NAME\ndata: JSON\n\n`).
+pub(crate) fn sse_named<T: Serialize>(name: Option<&str>, v: &T) -> Bytes {
     let mut b = Vec::with_capacity(128);
+    if let Some(name) = name {
+        b.extend_from_slice(b"event: ");
+        b.extend_from_slice(name.as_bytes());
+        b.push(b'\n');
+    }
     b.extend_from_slice(b"data: ");
     b.extend_from_slice(&to_bytes(v));
     b.extend_from_slice(b"\n\n");
     Bytes::from(b)
+}
+
+/// One SSE event named after its own `type` field (Anthropic's and the Responses API's streams).
+pub(crate) fn sse_typed<T: Serialize>(v: &T) -> Bytes {
+    let value = serde_json::to_value(v).unwrap_or(Value::Null);
+    let name = value.get("type").and_then(Value::as_str).map(str::to_owned);
+    sse_named(name.as_deref(), &value)
 }
 
 #[derive(Serialize)]
@@ -108,7 +132,7 @@ pub(crate) struct V1ErrorBody<'a> {
 
 pub(crate) fn v1_error_type(status: StatusCode) -> &'static str {
     match status.as_u16() {
-        400 => "invalid_request_error",
+        400 | 401 => "invalid_request_error",
         404 => "not_found_error",
         _ => "api_error",
     }
@@ -121,6 +145,7 @@ pub(crate) fn error(dialect: Dialect, status: StatusCode, message: &str) -> Resp
             status,
             &V1Error { error: V1ErrorBody { message, kind: v1_error_type(status), param: None, code: None } },
         ),
+        Dialect::Anthropic => json(status, &anthropic::error_body(status, message)),
     }
 }
 
@@ -130,6 +155,22 @@ pub(crate) fn api_error_line(message: &str) -> Bytes {
 
 pub(crate) fn sse_error_event(message: &str) -> Bytes {
     sse_event(&V1Error { error: V1ErrorBody { message, kind: "api_error", param: None, code: None } })
+}
+
+/// Words in the text of a message's content: a string, parts or blocks carrying `text` (or a
+/// nested `content` / `output`, as tool results do), or arrays of those.
+pub(crate) fn text_words(v: &Value) -> u64 {
+    match v {
+        Value::String(s) => word_count(s),
+        Value::Array(items) => items.iter().map(text_words).sum(),
+        Value::Object(o) => ["text", "content", "output"].iter().filter_map(|k| o.get(*k)).map(text_words).sum(),
+        _ => 0,
+    }
+}
+
+/// Whether a request's `tools` is a non-empty array.
+pub(crate) fn offers_tools(tools: Option<&Value>) -> bool {
+    tools.and_then(Value::as_array).is_some_and(|a| !a.is_empty())
 }
 
 pub(crate) fn model_not_found(name: &str) -> String {
@@ -195,6 +236,21 @@ pub(crate) fn content<'a>(model: &'a CModel, mode: &JsonMode, action: &Action) -
     Content { text: Cow::Owned(s), chunks: Cow::Owned(chunks) }
 }
 
+/// The "server busy" status: 503, or Anthropic's 529 `overloaded_error`.
+fn busy_status(dialect: Dialect) -> StatusCode {
+    match dialect {
+        Dialect::Anthropic => StatusCode::from_u16(529).unwrap_or(StatusCode::SERVICE_UNAVAILABLE),
+        Dialect::Api | Dialect::V1 => StatusCode::SERVICE_UNAVAILABLE,
+    }
+}
+
+/// The tool call the model answers a conversation with: its `tool_call` when the request offers
+/// tools, unless the conversation ends with a tool result (then it answers in text, as a model
+/// does once it has the tool's output).
+pub(crate) fn tool_answer(model: &CModel, offers_tools: bool, after_tool_result: bool) -> Option<&ToolCall> {
+    if offers_tools && !after_tool_result { model.spec.tool_call.as_ref() } else { None }
+}
+
 /// How many content chunks to send before a `cut` / `error_line` fault strikes.
 pub(crate) fn chunk_limit(action: &Action, total: usize) -> usize {
     match action {
@@ -238,7 +294,7 @@ impl Ctx {
                 tokio::time::sleep(*d).await;
                 None
             }
-            Action::Busy => Some(error(dialect, StatusCode::SERVICE_UNAVAILABLE, BUSY)),
+            Action::Busy => Some(error(dialect, busy_status(dialect), BUSY)),
             Action::NotFound => Some(error(dialect, StatusCode::NOT_FOUND, &model_not_found(requested))),
             Action::ServerError(m) => Some(error(dialect, StatusCode::INTERNAL_SERVER_ERROR, m)),
             Action::Status(code, body) => {
@@ -279,6 +335,42 @@ impl Ctx {
     ) -> Resp {
         let body = Streamer::new(frames, delay, abort, self.guard.take());
         response(StatusCode::OK, content_type, MockBody::Stream(Box::new(body)))
+    }
+
+    /// A whole (non-streamed) JSON reply after the faults that act on the body: `error_line`
+    /// answers 500, `cut` cuts it halfway.
+    pub(crate) fn whole(&mut self, action: &Action, dialect: Dialect, bytes: Vec<u8>) -> Resp {
+        match action {
+            Action::ErrorLine(_, msg) => error(dialect, StatusCode::INTERNAL_SERVER_ERROR, msg),
+            Action::Cut(_) => self.cut_full(bytes),
+            _ => response(StatusCode::OK, JSON, MockBody::full(bytes)),
+        }
+    }
+
+    /// A streamed reply whose `frames` hold the content chunks sent before any fault: a `cut`
+    /// aborts after them, an `error_line` appends `error_frame(message)`, otherwise `finish`
+    /// appends the closing frames.
+    pub(crate) fn stream_tail(
+        &mut self,
+        content_type: &'static str,
+        mut frames: VecDeque<Bytes>,
+        model: &CModel,
+        action: &Action,
+        error_frame: impl FnOnce(&str) -> Bytes,
+        finish: impl FnOnce(&mut VecDeque<Bytes>),
+    ) -> Resp {
+        let abort = match action {
+            Action::Cut(_) => true,
+            Action::ErrorLine(_, msg) => {
+                frames.push_back(error_frame(msg));
+                false
+            }
+            _ => {
+                finish(&mut frames);
+                false
+            }
+        };
+        self.stream(content_type, frames, model.spec.token_delay, abort)
     }
 
     /// A whole JSON body announced with its full length but cut halfway (the `cut` fault on
@@ -322,6 +414,37 @@ enum Endpoint<'a> {
     V1Embeddings,
     V1Models,
     V1Model(&'a str),
+    Messages,
+    CountTokens,
+    Responses,
+    Health,
+}
+
+impl Endpoint<'_> {
+    /// Whether the impersonated server has this endpoint.
+    fn served_by(&self, api: ApiSurface) -> bool {
+        use Endpoint as E;
+        match api {
+            ApiSurface::Ollama => !matches!(self, E::Health),
+            ApiSurface::Openai => {
+                matches!(self, E::V1Chat | E::V1Completions | E::V1Embeddings | E::V1Models | E::Health)
+            }
+            ApiSurface::Anthropic => matches!(self, E::Messages | E::CountTokens | E::V1Models | E::V1Model(_)),
+        }
+    }
+
+    /// The error shape of this endpoint on the impersonated server.
+    fn dialect(&self, api: ApiSurface) -> Dialect {
+        use Endpoint as E;
+        match self {
+            _ if api == ApiSurface::Anthropic => Dialect::Anthropic,
+            E::Messages | E::CountTokens => Dialect::Anthropic,
+            E::V1Chat | E::V1Completions | E::V1Embeddings | E::V1Models | E::V1Model(_) | E::Responses | E::Health => {
+                Dialect::V1
+            }
+            _ => Dialect::Api,
+        }
+    }
 }
 
 enum Route<'a> {
@@ -330,7 +453,7 @@ enum Route<'a> {
     MethodNotAllowed,
 }
 
-fn route<'a>(method: &Method, path: &'a str) -> Route<'a> {
+fn route<'a>(api: ApiSurface, method: &Method, path: &'a str) -> Route<'a> {
     const GET: &[&str] = &["GET"];
     const GET_HEAD: &[&str] = &["GET", "HEAD"];
     const POST: &[&str] = &["POST"];
@@ -353,6 +476,10 @@ fn route<'a>(method: &Method, path: &'a str) -> Route<'a> {
         "/v1/completions" => (Endpoint::V1Completions, POST),
         "/v1/embeddings" => (Endpoint::V1Embeddings, POST),
         "/v1/models" => (Endpoint::V1Models, GET),
+        "/v1/messages" => (Endpoint::Messages, POST),
+        "/v1/messages/count_tokens" => (Endpoint::CountTokens, POST),
+        "/v1/responses" => (Endpoint::Responses, POST),
+        "/health" => (Endpoint::Health, GET),
         p => {
             if let Some(d) = p.strip_prefix("/api/blobs/").filter(|d| valid_segment(d)) {
                 (Endpoint::Blob(d), &["HEAD", "POST"][..])
@@ -363,11 +490,57 @@ fn route<'a>(method: &Method, path: &'a str) -> Route<'a> {
             }
         }
     };
-    if allowed.contains(&method.as_str()) { Route::Found(ep) } else { Route::MethodNotAllowed }
+    if !ep.served_by(api) {
+        Route::NotFound
+    } else if allowed.contains(&method.as_str()) {
+        Route::Found(ep)
+    } else {
+        Route::MethodNotAllowed
+    }
 }
 
 fn valid_segment(s: &str) -> bool {
     !s.is_empty() && !s.contains('/')
+}
+
+/// 404 / 405 for paths the impersonated server does not serve, in its shape.
+fn no_route(api: ApiSurface, status: StatusCode) -> Resp {
+    let not_found = status == StatusCode::NOT_FOUND;
+    match api {
+        ApiSurface::Ollama if not_found => text(status, "404 page not found"),
+        ApiSurface::Ollama => text(status, "405 method not allowed"),
+        ApiSurface::Openai => {
+            error(Dialect::V1, status, if not_found { "File Not Found" } else { "Method Not Allowed" })
+        }
+        ApiSurface::Anthropic => {
+            error(Dialect::Anthropic, status, if not_found { "Not Found" } else { "Method Not Allowed" })
+        }
+    }
+}
+
+fn header<'h>(headers: &'h HeaderMap, name: impl http::header::AsHeaderName) -> Option<&'h str> {
+    headers.get(name).and_then(|v| v.to_str().ok())
+}
+
+/// The credential and header checks of the impersonated server: 401 without the scenario's
+/// `api_key`, and (Anthropic) 400 without `anthropic-version`.
+fn gate(snap: &Compiled, headers: &HeaderMap, dialect: Dialect) -> Option<Resp> {
+    if let Some(key) = &snap.api_key {
+        let (given, message) = match snap.api {
+            ApiSurface::Anthropic => (header(headers, "x-api-key"), "invalid x-api-key"),
+            ApiSurface::Ollama | ApiSurface::Openai => (
+                header(headers, AUTHORIZATION).and_then(|v| v.strip_prefix("Bearer ")),
+                if dialect == Dialect::Api { "unauthorized" } else { "Incorrect API key provided" },
+            ),
+        };
+        if given != Some(key.as_str()) {
+            return Some(error(dialect, StatusCode::UNAUTHORIZED, message));
+        }
+    }
+    if snap.api == ApiSurface::Anthropic && header(headers, "anthropic-version").is_none() {
+        return Some(error(dialect, StatusCode::BAD_REQUEST, "anthropic-version: header is required"));
+    }
+    None
 }
 
 /// Handles one request. Requests under `/mock/` are the admin API: not counted, not recorded.
@@ -380,7 +553,8 @@ pub(crate) async fn dispatch(state: Arc<State>, kill: Arc<ConnKill>, req: Reques
     let seq = state.counters.requests.fetch_add(1, Ordering::Relaxed);
     let guard = Guard::new(Arc::clone(&state.counters));
     let mut ctx = Ctx { state, kill, seq, guard: Some(guard) };
-    let route = route(&parts.method, path);
+    let snap = ctx.state.snapshot();
+    let route = route(snap.api, &parts.method, path);
     let is_upload = matches!(route, Route::Found(Endpoint::Blob(_))) && parts.method == Method::POST;
     let (body, incoming) = if is_upload {
         (Bytes::new(), Some(incoming))
@@ -394,7 +568,6 @@ pub(crate) async fn dispatch(state: Arc<State>, kill: Arc<ConnKill>, req: Reques
             }
         }
     };
-    let snap = ctx.state.snapshot();
     if snap.record_requests {
         let path_q = parts.uri.path_and_query().map_or(path, |pq| pq.as_str()).to_owned();
         let headers = parts
@@ -408,34 +581,48 @@ pub(crate) async fn dispatch(state: Arc<State>, kill: Arc<ConnKill>, req: Reques
         );
     }
     let resp = match route {
-        Route::NotFound => text(StatusCode::NOT_FOUND, "404 page not found"),
-        Route::MethodNotAllowed => text(StatusCode::METHOD_NOT_ALLOWED, "405 method not allowed"),
-        Route::Found(ep) => match ep {
-            Endpoint::Root => text(StatusCode::OK, "Ollama is running"),
-            Endpoint::Version => ollama::version(&snap),
-            Endpoint::Tags => ollama::tags(&snap),
-            Endpoint::Ps => ollama::ps(&snap),
-            Endpoint::Show => ollama::show(&snap, &body),
-            Endpoint::Chat => ollama::chat(&mut ctx, &snap, &body).await,
-            Endpoint::Generate => ollama::generate(&mut ctx, &snap, &body).await,
-            Endpoint::Embed => ollama::embed(&mut ctx, &snap, &body).await,
-            Endpoint::Embeddings => ollama::embeddings(&mut ctx, &snap, &body).await,
-            Endpoint::Pull => manage::pull(&mut ctx, &body),
-            Endpoint::Push => manage::push(&mut ctx, &snap, &body),
-            Endpoint::Create => manage::create(&mut ctx, &body),
-            Endpoint::Copy => manage::copy(&ctx, &body),
-            Endpoint::Delete => manage::delete(&ctx, &body),
-            Endpoint::Blob(digest) => match incoming {
-                Some(incoming) => manage::upload_blob(&ctx, digest, incoming).await,
-                None => manage::head_blob(&ctx, digest),
-            },
-            Endpoint::V1Chat => openai::chat(&mut ctx, &snap, &body).await,
-            Endpoint::V1Completions => openai::completions(&mut ctx, &snap, &body).await,
-            Endpoint::V1Embeddings => openai::embeddings(&mut ctx, &snap, &body).await,
-            Endpoint::V1Models => openai::models(&snap),
-            Endpoint::V1Model(name) => openai::model(&snap, name),
+        Route::NotFound => no_route(snap.api, StatusCode::NOT_FOUND),
+        Route::MethodNotAllowed => no_route(snap.api, StatusCode::METHOD_NOT_ALLOWED),
+        Route::Found(ep) => match gate(&snap, &parts.headers, ep.dialect(snap.api)) {
+            Some(refused) => refused,
+            None => serve(&mut ctx, &snap, ep, &body, incoming).await,
         },
     };
     ctx.finish();
     resp
+}
+
+/// Runs the handler of a routed, admitted request.
+async fn serve(ctx: &mut Ctx, snap: &Compiled, ep: Endpoint<'_>, body: &[u8], incoming: Option<Incoming>) -> Resp {
+    match ep {
+        Endpoint::Root => text(StatusCode::OK, "Ollama is running"),
+        Endpoint::Version => ollama::version(snap),
+        Endpoint::Tags => ollama::tags(snap),
+        Endpoint::Ps => ollama::ps(snap),
+        Endpoint::Show => ollama::show(snap, body),
+        Endpoint::Chat => ollama::chat(ctx, snap, body).await,
+        Endpoint::Generate => ollama::generate(ctx, snap, body).await,
+        Endpoint::Embed => ollama::embed(ctx, snap, body).await,
+        Endpoint::Embeddings => ollama::embeddings(ctx, snap, body).await,
+        Endpoint::Pull => manage::pull(ctx, body),
+        Endpoint::Push => manage::push(ctx, snap, body),
+        Endpoint::Create => manage::create(ctx, body),
+        Endpoint::Copy => manage::copy(ctx, body),
+        Endpoint::Delete => manage::delete(ctx, body),
+        Endpoint::Blob(digest) => match incoming {
+            Some(incoming) => manage::upload_blob(ctx, digest, incoming).await,
+            None => manage::head_blob(ctx, digest),
+        },
+        Endpoint::V1Chat => openai::chat(ctx, snap, body).await,
+        Endpoint::V1Completions => openai::completions(ctx, snap, body).await,
+        Endpoint::V1Embeddings => openai::embeddings(ctx, snap, body).await,
+        Endpoint::V1Models if snap.api == ApiSurface::Anthropic => anthropic::models(snap),
+        Endpoint::V1Models => openai::models(snap),
+        Endpoint::V1Model(name) if snap.api == ApiSurface::Anthropic => anthropic::model(snap, name),
+        Endpoint::V1Model(name) => openai::model(snap, name),
+        Endpoint::Messages => anthropic::messages(ctx, snap, body).await,
+        Endpoint::CountTokens => anthropic::count_tokens(snap, body),
+        Endpoint::Responses => responses::create(ctx, snap, body).await,
+        Endpoint::Health => json(StatusCode::OK, &serde_json::json!({"status": "ok"})),
+    }
 }

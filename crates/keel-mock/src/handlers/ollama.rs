@@ -8,14 +8,13 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use super::{
-    Ctx, Dialect, JSON, NDJSON, Resp, XMock, api_error_line, chunk_limit, content, error, find_model, json,
-    ndjson_line, nullable, parse, response, to_bytes,
+    Ctx, Dialect, NDJSON, Resp, XMock, api_error_line, chunk_limit, content, error, find_model, json, ndjson_line,
+    nullable, offers_tools, parse, to_bytes,
 };
-use crate::body::MockBody;
 use crate::jsongen::JsonMode;
 use crate::names::word_count;
 use crate::scenario::ToolCall;
-use crate::state::{Action, CModel, Compiled};
+use crate::state::{CModel, Compiled};
 
 /// `modified_at` of every model.
 pub(crate) const MODIFIED_AT: &str = "2026-01-01T00:00:00Z";
@@ -328,10 +327,6 @@ fn is_zero_keep_alive(v: Option<&Value>) -> bool {
     }
 }
 
-fn offers_tools(tools: Option<&Value>) -> bool {
-    tools.and_then(Value::as_array).is_some_and(|a| !a.is_empty())
-}
-
 struct Input<'a> {
     kind: Kind,
     model: &'a str,
@@ -408,17 +403,10 @@ async fn infer(ctx: &mut Ctx, snap: &Compiled, inp: Input<'_>) -> Resp {
     let metrics = Metrics::new(inp.prompt_tokens.max(1), eval_count);
 
     if !inp.stream {
-        if let Action::ErrorLine(_, msg) = &action {
-            return error(Dialect::Api, StatusCode::INTERNAL_SERVER_ERROR, msg);
-        }
         let text = if tool.is_some() { "" } else { &*content.text };
         let mut l = line(inp.kind, inp.model, &created, text, tool);
         finish_line(&mut l, inp.kind, metrics, x_mock);
-        let bytes = to_bytes(&l);
-        if matches!(action, Action::Cut(_)) {
-            return ctx.cut_full(bytes);
-        }
-        return response(StatusCode::OK, JSON, MockBody::full(bytes));
+        return ctx.whole(&action, Dialect::Api, to_bytes(&l));
     }
 
     let mut frames = VecDeque::with_capacity(content.chunks.len() + 2);
@@ -433,21 +421,12 @@ async fn infer(ctx: &mut Ctx, snap: &Compiled, inp: Input<'_>) -> Resp {
             frames.push_back(ndjson_line(&line(inp.kind, inp.model, &ts, piece, None)));
         }
     }
-    let abort = match &action {
-        Action::Cut(_) => true,
-        Action::ErrorLine(_, msg) => {
-            frames.push_back(api_error_line(msg));
-            false
-        }
-        _ => {
-            let ts = ctx.created_at(eval_count);
-            let mut l = line(inp.kind, inp.model, &ts, "", None);
-            finish_line(&mut l, inp.kind, metrics, x_mock);
-            frames.push_back(ndjson_line(&l));
-            false
-        }
-    };
-    ctx.stream(NDJSON, frames, model.spec.token_delay, abort)
+    let ts = ctx.created_at(eval_count);
+    ctx.stream_tail(NDJSON, frames, model, &action, api_error_line, |frames| {
+        let mut l = line(inp.kind, inp.model, &ts, "", None);
+        finish_line(&mut l, inp.kind, metrics, x_mock);
+        frames.push_back(ndjson_line(&l));
+    })
 }
 
 #[derive(Deserialize, Default)]
@@ -467,15 +446,6 @@ struct EmbedResp<'a> {
     load_duration: u64,
     prompt_eval_count: u64,
     x_mock: XMock,
-}
-
-/// Shared tail of the embedding endpoints: non-stream faults and the response.
-pub(crate) fn finish_embedding(ctx: &mut Ctx, action: &Action, dialect: Dialect, bytes: Vec<u8>) -> Resp {
-    match action {
-        Action::ErrorLine(_, msg) => error(dialect, StatusCode::INTERNAL_SERVER_ERROR, msg),
-        Action::Cut(_) => ctx.cut_full(bytes),
-        _ => response(StatusCode::OK, JSON, MockBody::full(bytes)),
-    }
 }
 
 pub(crate) fn embedding_dim(model: &CModel, requested: Option<usize>) -> usize {
@@ -528,7 +498,7 @@ pub(crate) async fn embed(ctx: &mut Ctx, snap: &Compiled, body: &[u8]) -> Resp {
         prompt_eval_count,
         x_mock: XMock { seed: snap.seed },
     };
-    finish_embedding(ctx, &action, Dialect::Api, to_bytes(&resp))
+    ctx.whole(&action, Dialect::Api, to_bytes(&resp))
 }
 
 #[derive(Deserialize, Default)]
@@ -560,7 +530,7 @@ pub(crate) async fn embeddings(ctx: &mut Ctx, snap: &Compiled, body: &[u8]) -> R
     }
     let embedding =
         if req.prompt.is_empty() { Vec::new() } else { crate::names::embedding(&req.prompt, model.spec.embedding_dim) };
-    finish_embedding(ctx, &action, Dialect::Api, to_bytes(&EmbeddingsResp { embedding }))
+    ctx.whole(&action, Dialect::Api, to_bytes(&EmbeddingsResp { embedding }))
 }
 
 #[cfg(test)]

@@ -8,14 +8,13 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::{
-    Content, Ctx, Dialect, JSON, Resp, SSE, XMock, chunk_limit, content, error, find_model, json, model_not_found,
-    nullable, parse, response, sse_error_event, sse_event, to_bytes,
+    Content, Ctx, Dialect, Resp, SSE, XMock, chunk_limit, content, error, find_model, json, model_not_found, nullable,
+    offers_tools, parse, sse_error_event, sse_event, text_words, to_bytes,
 };
-use crate::body::MockBody;
 use crate::jsongen::JsonMode;
 use crate::names::{self, word_count};
 use crate::scenario::ToolCall;
-use crate::state::{Action, Compiled};
+use crate::state::Compiled;
 
 const FINGERPRINT: &str = "fp_ollama";
 
@@ -62,15 +61,6 @@ struct EmbeddingsReq {
     model: String,
     input: Value,
     dimensions: Option<usize>,
-}
-
-/// Words in a message's content (a string, or an array of `{"type":"text","text":..}` parts).
-fn content_words(v: &Value) -> u64 {
-    match v {
-        Value::String(s) => word_count(s),
-        Value::Array(parts) => parts.iter().filter_map(|p| p.get("text").and_then(Value::as_str)).map(word_count).sum(),
-        _ => 0,
-    }
 }
 
 #[derive(Serialize, Clone, Copy)]
@@ -194,12 +184,8 @@ pub(crate) async fn chat(ctx: &mut Ctx, snap: &Compiled, body: &[u8]) -> Resp {
     if let Some(r) = ctx.pre_response(model, &action, Dialect::V1, &req.model).await {
         return r;
     }
-    let prompt_tokens = req.messages.iter().map(|m| content_words(&m.content)).sum::<u64>().max(1);
-    let tool = if req.tools.as_ref().and_then(Value::as_array).is_some_and(|a| !a.is_empty()) {
-        model.spec.tool_call.as_ref()
-    } else {
-        None
-    };
+    let prompt_tokens = req.messages.iter().map(|m| text_words(&m.content)).sum::<u64>().max(1);
+    let tool = if offers_tools(req.tools.as_ref()) { model.spec.tool_call.as_ref() } else { None };
     let content = content(model, &mode, &action);
     let completion_tokens = if tool.is_some() { 1 } else { content.eval_count() };
     let usage = Usage::new(prompt_tokens, completion_tokens);
@@ -209,9 +195,6 @@ pub(crate) async fn chat(ctx: &mut Ctx, snap: &Compiled, body: &[u8]) -> Resp {
     let x_mock = XMock { seed: snap.seed };
 
     if !req.stream.unwrap_or(false) {
-        if let Action::ErrorLine(_, msg) = &action {
-            return error(Dialect::V1, StatusCode::INTERNAL_SERVER_ERROR, msg);
-        }
         let body = ChatCompletion {
             id: &id,
             object: "chat.completion",
@@ -230,11 +213,7 @@ pub(crate) async fn chat(ctx: &mut Ctx, snap: &Compiled, body: &[u8]) -> Resp {
             usage,
             x_mock,
         };
-        let bytes = to_bytes(&body);
-        if matches!(action, Action::Cut(_)) {
-            return ctx.cut_full(bytes);
-        }
-        return response(StatusCode::OK, JSON, MockBody::full(bytes));
+        return ctx.whole(&action, Dialect::V1, to_bytes(&body));
     }
 
     let chunk = |choices: Vec<DeltaChoice<'_>>, usage: Option<Usage>, x: Option<XMock>| {
@@ -260,22 +239,13 @@ pub(crate) async fn chat(ctx: &mut Ctx, snap: &Compiled, body: &[u8]) -> Resp {
             frames.push_back(chunk(delta(piece, None, None), None, None));
         }
     }
-    let abort = match &action {
-        Action::Cut(_) => true,
-        Action::ErrorLine(_, msg) => {
-            frames.push_back(sse_error_event(msg));
-            false
+    ctx.stream_tail(SSE, frames, model, &action, sse_error_event, |frames| {
+        frames.push_back(chunk(delta("", None, Some(finish_reason)), None, Some(x_mock)));
+        if req.stream_options.as_ref().is_some_and(|o| o.include_usage) {
+            frames.push_back(chunk(Vec::new(), Some(usage), None));
         }
-        _ => {
-            frames.push_back(chunk(delta("", None, Some(finish_reason)), None, Some(x_mock)));
-            if req.stream_options.as_ref().is_some_and(|o| o.include_usage) {
-                frames.push_back(chunk(Vec::new(), Some(usage), None));
-            }
-            frames.push_back(done_event());
-            false
-        }
-    };
-    ctx.stream(SSE, frames, model.spec.token_delay, abort)
+        frames.push_back(done_event());
+    })
 }
 
 #[derive(Serialize)]
@@ -350,14 +320,7 @@ pub(crate) async fn completions(ctx: &mut Ctx, snap: &Compiled, body: &[u8]) -> 
     };
 
     if !req.stream.unwrap_or(false) {
-        if let Action::ErrorLine(_, msg) = &action {
-            return error(Dialect::V1, StatusCode::INTERNAL_SERVER_ERROR, msg);
-        }
-        let bytes = build(Some(&content.text), Some("stop"), Some(usage), Some(x_mock));
-        if matches!(action, Action::Cut(_)) {
-            return ctx.cut_full(bytes);
-        }
-        return response(StatusCode::OK, JSON, MockBody::full(bytes));
+        return ctx.whole(&action, Dialect::V1, build(Some(&content.text), Some("stop"), Some(usage), Some(x_mock)));
     }
 
     let mut frames = VecDeque::with_capacity(content.chunks.len() + 4);
@@ -365,22 +328,13 @@ pub(crate) async fn completions(ctx: &mut Ctx, snap: &Compiled, body: &[u8]) -> 
     for piece in content.pieces().take(limit) {
         frames.push_back(sse_data(build(Some(piece), None, None, None)));
     }
-    let abort = match &action {
-        Action::Cut(_) => true,
-        Action::ErrorLine(_, msg) => {
-            frames.push_back(sse_error_event(msg));
-            false
+    ctx.stream_tail(SSE, frames, model, &action, sse_error_event, |frames| {
+        frames.push_back(sse_data(build(Some(""), Some("stop"), None, Some(x_mock))));
+        if req.stream_options.as_ref().is_some_and(|o| o.include_usage) {
+            frames.push_back(sse_data(build(None, None, Some(usage), None)));
         }
-        _ => {
-            frames.push_back(sse_data(build(Some(""), Some("stop"), None, Some(x_mock))));
-            if req.stream_options.as_ref().is_some_and(|o| o.include_usage) {
-                frames.push_back(sse_data(build(None, None, Some(usage), None)));
-            }
-            frames.push_back(done_event());
-            false
-        }
-    };
-    ctx.stream(SSE, frames, model.spec.token_delay, abort)
+        frames.push_back(done_event());
+    })
 }
 
 #[derive(Serialize)]
@@ -456,7 +410,7 @@ pub(crate) async fn embeddings(ctx: &mut Ctx, snap: &Compiled, body: &[u8]) -> R
         usage: EmbeddingUsage { prompt_tokens: tokens, total_tokens: tokens },
         x_mock: XMock { seed: snap.seed },
     };
-    super::ollama::finish_embedding(ctx, &action, Dialect::V1, to_bytes(&list))
+    ctx.whole(&action, Dialect::V1, to_bytes(&list))
 }
 
 #[derive(Serialize)]

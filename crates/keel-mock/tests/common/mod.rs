@@ -69,3 +69,35 @@ pub async fn eventually(mut f: impl FnMut() -> bool) -> bool {
     }
     f()
 }
+
+/// The named events of an SSE body (`event: NAME\ndata: JSON`), in order.
+pub fn sse_named(text: &str) -> Vec<(String, Value)> {
+    assert!(text.ends_with("\n\n"), "SSE ends with a blank line: {text:?}");
+    text.split("\n\n")
+        .filter(|e| !e.is_empty())
+        .map(|e| {
+            let (name, data) = e.split_once('\n').unwrap_or_else(|| panic!("not a named event: {e:?}"));
+            let name = name.strip_prefix("event: ").unwrap_or_else(|| panic!("no event name: {e:?}"));
+            let data = data.strip_prefix("data: ").unwrap_or_else(|| panic!("no data: {e:?}"));
+            (name.to_owned(), json(data))
+        })
+        .collect()
+}
+
+/// Status, content type and body of a request with extra headers.
+pub async fn send(
+    server: &MockServer,
+    method: reqwest::Method,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: Option<Value>,
+) -> (u16, String, String) {
+    let mut req = client().request(method, format!("{}{path}", server.url()));
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    if let Some(body) = body {
+        req = req.json(&body);
+    }
+    parts(req.send().await.expect("request")).await
+}
