@@ -97,7 +97,9 @@ impl Kind {
         let text = match self {
             Kind::OllamaGenerate => answer.get("response"),
             Kind::OllamaChat | Kind::OpenAiChat => self.message(answer)?.get("content"),
-            Kind::Responses => return keel_upstream::translate::responses::response_output_text(answer).map(Cow::Owned),
+            Kind::Responses => {
+                return keel_upstream::translate::responses::response_output_text(answer).map(Cow::Owned);
+            }
             Kind::Messages => return via_chat::message_text(answer).map(Cow::Owned),
         };
         text.and_then(Value::as_str).map(Cow::Borrowed)
@@ -200,7 +202,9 @@ pub(crate) fn synthetic(kind: Kind, request: &Map<String, Value>, model: &str, t
             "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}],
             "usage": {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0},
         }),
-        Kind::Responses => via_chat::responses_answer(&synthetic(Kind::OpenAiChat, request, model, text), request, model),
+        Kind::Responses => {
+            via_chat::responses_answer(&synthetic(Kind::OpenAiChat, request, model, text), request, model)
+        }
         Kind::Messages => via_chat::messages_answer(&synthetic(Kind::OpenAiChat, request, model, text), model),
     }
 }

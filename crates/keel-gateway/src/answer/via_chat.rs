@@ -181,7 +181,10 @@ mod tests {
         let schema = json!({"type": "object"});
         let responses = |format: Value| Kind::Responses.requested_schema(&body(json!({"text": {"format": format}})));
         assert_eq!(responses(json!({"type": "json_object"})), Some(None));
-        assert_eq!(responses(json!({"type": "json_schema", "name": "x", "schema": schema})), Some(Some(schema.clone())));
+        assert_eq!(
+            responses(json!({"type": "json_schema", "name": "x", "schema": schema})),
+            Some(Some(schema.clone()))
+        );
         assert_eq!(responses(json!({"type": "text"})), None);
         let messages = |body_: Value| Kind::Messages.requested_schema(&body(body_));
         assert_eq!(
@@ -211,7 +214,8 @@ mod tests {
         let (text, tools) = Kind::Messages.content(&message);
         assert_eq!((text.as_deref(), tools), (Some("ab"), true));
         Kind::Messages.set_content(&mut message, "{}");
-        let types: Vec<&str> = message["content"].as_array().unwrap().iter().map(|b| b["type"].as_str().unwrap()).collect();
+        let types: Vec<&str> =
+            message["content"].as_array().unwrap().iter().map(|b| b["type"].as_str().unwrap()).collect();
         assert_eq!(types, ["thinking", "text", "tool_use"]);
         assert_eq!(message["content"][1]["text"], "{}");
         let mut empty = json!({"content": []});
@@ -228,7 +232,10 @@ mod tests {
         assert_eq!(Kind::Responses.content(&answer), (Some("{\"a\":1}".into()), false));
         Kind::Responses.set_content(&mut answer, "[]");
         assert_eq!(responses::response_output_text(&answer).as_deref(), Some("[]"));
-        answer["output"].as_array_mut().unwrap().push(json!({"type": "function_call", "call_id": "c", "name": "f", "arguments": "{}"}));
+        answer["output"]
+            .as_array_mut()
+            .unwrap()
+            .push(json!({"type": "function_call", "call_id": "c", "name": "f", "arguments": "{}"}));
         assert!(Kind::Responses.content(&answer).1);
     }
 
