@@ -1,4 +1,5 @@
 //! The Anthropic Messages API (`/v1/messages`, `/v1/messages/count_tokens`).
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, reason = "test code")]
 
 mod common;
 

@@ -1,4 +1,5 @@
 //! API surfaces (`api = "ollama" | "openai" | "anthropic"`) and credentials (`api_key`).
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, reason = "test code")]
 
 mod common;
 

@@ -1,4 +1,5 @@
 //! The OpenAI Responses API (`/v1/responses`).
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, reason = "test code")]
 
 mod common;
 

@@ -1,4 +1,5 @@
 //! HTTPS: `MockServer::start_tls` with a certificate the client trusts.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, reason = "test code")]
 
 mod common;
 

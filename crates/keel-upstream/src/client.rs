@@ -492,7 +492,9 @@ impl UpstreamClient {
         loop {
             let (mut sender, pooled) = match self.pool.checkout(&upstream.origin) {
                 Some(sender) => (sender, true),
-                None => (self.connect(upstream).await?, false),
+                // Boxed: opening a connection (a TLS session is kilobytes) is rare, and every
+                // request's future would otherwise carry its state.
+                None => (Box::pin(self.connect(upstream)).await?, false),
             };
             if pooled && sender.ready().await.is_err() {
                 continue;
@@ -515,31 +517,39 @@ impl UpstreamClient {
     /// connect timeout) and starts driving it.
     async fn connect(&self, upstream: &Upstream) -> Result<Sender, SendError> {
         let deadline = tokio::time::Instant::now() + self.config.connect_timeout;
-        let (host, port) = upstream.host_and_port();
-        let tcp = self.by(deadline, tokio::net::TcpStream::connect((host, port)), SendError::Connect).await?;
+        let tcp = tokio::time::timeout_at(deadline, tokio::net::TcpStream::connect(upstream.host_and_port()))
+            .await
+            .map_err(|_| self.timed_out())?
+            .map_err(SendError::Connect)?;
         // Without this, Nagle's algorithm and delayed ACKs stall small writes by ~40 ms.
         tcp.set_nodelay(true).map_err(SendError::Connect)?;
         match &upstream.origin.tls {
             None => drive(tcp).await,
-            Some(config) => drive(self.by(deadline, tls::handshake(config, host, tcp), SendError::Tls).await?).await,
+            Some(config) => self.secure(config, upstream, tcp, deadline).await,
         }
     }
 
-    /// Awaits one step of opening a connection until `deadline`; its error wrapped by `wrap`.
-    async fn by<T>(
+    /// The TLS handshake with the upstream's host over `tcp` (by `deadline`), then HTTP/1.1 over it.
+    async fn secure(
         &self,
+        config: &Arc<tokio_rustls::rustls::ClientConfig>,
+        upstream: &Upstream,
+        tcp: tokio::net::TcpStream,
         deadline: tokio::time::Instant,
-        step: impl Future<Output = std::io::Result<T>>,
-        wrap: fn(std::io::Error) -> SendError,
-    ) -> Result<T, SendError> {
-        match tokio::time::timeout_at(deadline, step).await {
-            Ok(done) => done.map_err(wrap),
-            Err(_) => {
-                let waited = keel_types::duration::format(self.config.connect_timeout);
-                let message = format!("no connection within {waited}");
-                Err(SendError::Connect(std::io::Error::new(std::io::ErrorKind::TimedOut, message)))
-            }
-        }
+    ) -> Result<Sender, SendError> {
+        let (host, _) = upstream.host_and_port();
+        let stream = tokio::time::timeout_at(deadline, tls::handshake(config, host, tcp))
+            .await
+            .map_err(|_| self.timed_out())?
+            .map_err(SendError::Tls)?;
+        drive(stream).await
+    }
+
+    /// The error of a connection not open within the connect timeout.
+    fn timed_out(&self) -> SendError {
+        let waited = keel_types::duration::format(self.config.connect_timeout);
+        let message = format!("no connection within {waited}");
+        SendError::Connect(std::io::Error::new(std::io::ErrorKind::TimedOut, message))
     }
 }
 

@@ -1,10 +1,15 @@
 //! Talking to model servers.
 //!
 //! - [`client`]: the pooled HTTP/1.1 client keel uses for every upstream call (keep-alive,
-//!   `TCP_NODELAY`, a short connect timeout and a long time-to-first-byte for cold model loads);
-//! - [`pool`]: the idle upstream connections of one client, and the response body that hands its
-//!   connection back when read to the end;
-//! - [`classify`]: every failed call becomes exactly one [`keel_types::FailureClass`];
+//!   `TCP_NODELAY`, a short connect timeout and a long time-to-first-byte for cold model loads),
+//!   to `http://` model servers and `https://` ones (rustls, the TLS settings of
+//!   [`keel_outbound::tls_config`] plus an upstream's own CA certificates), with per-upstream
+//!   credential headers;
+//! - [`pool`]: the idle upstream connections of one client (by scheme, authority and TLS
+//!   settings), and the response body that hands its connection back when read to the end;
+//! - [`classify`]: every failed call becomes exactly one [`keel_types::FailureClass`] (an
+//!   untrusted TLS certificate too, with a [`TlsFailure`] saying what to fix);
+//! - [`address`]: whether an upstream is on this machine or network, or remote;
 //! - [`error_body`]: error bodies in the dialect of the endpoint (Ollama or OpenAI);
 //! - [`wire`]: the few request fields keel reads (`model`, `stream`) without touching the rest.
 //!

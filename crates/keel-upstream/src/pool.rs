@@ -11,7 +11,7 @@
 //! [`UpstreamClient::close_expired`](crate::UpstreamClient::close_expired), which the gateway
 //! calls on a timer.
 //!
-//! Connections are pooled by [`Origin`]: the upstream's authority and, for HTTPS, the TLS
+//! Connections are pooled by origin: the upstream's authority and, for HTTPS, the TLS
 //! settings the connection was verified with, so a plain connection never carries an `https://`
 //! request (nor a TLS one an `http://` request), and a connection verified trusting one
 //! upstream's `ca_file` never serves an upstream that does not trust it.

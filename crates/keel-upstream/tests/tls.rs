@@ -168,3 +168,22 @@ async fn https_to_a_plain_server_is_a_handshake_failure() {
     assert_eq!((error.class, error.tls), (FailureClass::Refused, Some(TlsFailure::Handshake)), "{error}");
     assert!(error.client_message().contains("http://"), "{}", error.client_message());
 }
+
+#[tokio::test]
+async fn a_handshake_that_never_ends_times_out_within_the_connect_timeout() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        let mut open = Vec::new();
+        while let Ok((tcp, _)) = listener.accept().await {
+            open.push(tcp);
+        }
+    });
+    let config = ClientConfig { connect_timeout: std::time::Duration::from_millis(150), ..ClientConfig::default() };
+    let client = UpstreamClient::new(config);
+    let started = std::time::Instant::now();
+    let error =
+        get(&client, &upstream("silent", &format!("https://127.0.0.1:{port}")), HeaderMap::new()).await.unwrap_err();
+    assert_eq!((error.class, error.connecting, error.tls), (FailureClass::Timeout, true, None), "{error}");
+    assert!(started.elapsed() < std::time::Duration::from_secs(5));
+}

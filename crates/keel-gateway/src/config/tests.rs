@@ -112,8 +112,8 @@ fn bad_values_say_how_to_fix_them() {
     assert!(err.contains("sqlite://"), "{err}");
     let err = load_str("[[upstream]]\nname = \"a\"\nurl = \"ftp://x\"\n").unwrap_err().to_string();
     assert!(err.contains("http://"), "{err}");
-    let err = load_str("[[upstream]]\nname = \"a\"\nurl = \"https://x:1\"\n").unwrap_err().to_string();
-    assert!(err.contains("http://"), "{err}");
+    let https = load_str("[[upstream]]\nname = \"a\"\nurl = \"https://x:1\"\n").unwrap();
+    assert!(https.upstreams[0].upstream.is_https());
     let err = load_str(
         "[[upstream]]\nname = \"a\"\nurl = \"http://x:1\"\n[[upstream]]\nname = \"a\"\nurl = \"http://y:1\"\n",
     )

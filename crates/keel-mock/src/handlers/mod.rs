@@ -518,7 +518,7 @@ fn no_route(api: ApiSurface, status: StatusCode) -> Resp {
     }
 }
 
-fn header<'h>(headers: &'h HeaderMap, name: impl http::header::AsHeaderName) -> Option<&'h str> {
+fn header(headers: &HeaderMap, name: impl http::header::AsHeaderName) -> Option<&str> {
     headers.get(name).and_then(|v| v.to_str().ok())
 }
 
