@@ -24,6 +24,10 @@ pub(super) struct Place {
 }
 
 /// What became of an answer whose head arrived.
+#[allow(
+    clippy::large_enum_variant,
+    reason = "a short-lived return value, mostly the large variant; boxing it would cost an allocation per answer"
+)]
 pub(super) enum Judged {
     /// Unusable, and another target or round may do better.
     Failed((FailureClass, String)),
