@@ -19,8 +19,9 @@
 //!    schema), else 422 in the endpoint's dialect naming what was wrong with each answer.
 //!
 //! A client that asked for a stream gets the validated answer re-streamed in well-formed chunks
-//! (NDJSON for Ollama, SSE for OpenAI, the named events of the Responses and Messages APIs). Response headers say what happened: `X-Keel-Repair`
-//! (`none`, `fixed-syntax,coerced-types`, `reasked`, `canned`, …) and `X-Keel-Attempts`.
+//! (NDJSON for Ollama, SSE for OpenAI, the named events of the Responses and Messages APIs).
+//! Response headers say what happened: `X-Keel-Repair` (`none`, `fixed-syntax,coerced-types`,
+//! `reasked`, `canned`, …) and `X-Keel-Attempts`.
 //!
 //! Takes a request that asks for JSON and its [`Forward`]; sends it through the attempts (holding
 //! each answering target's breaker permit until the answer is judged); answers by itself with the
