@@ -1,6 +1,11 @@
 //! Answers of the chat-like endpoints as values: where the assistant text is, a complete answer
 //! keel writes itself (canned or stored), and a whole answer turned into the stream a client asked
-//! for (Ollama NDJSON or OpenAI SSE ending in `[DONE]`).
+//! for (Ollama NDJSON, OpenAI SSE ending in `[DONE]`, or the named events of the Responses and
+//! Anthropic Messages APIs).
+
+mod via_chat;
+
+use std::borrow::Cow;
 
 use axum::response::Response;
 use bytes::Bytes;
@@ -18,16 +23,31 @@ pub(crate) enum Kind {
     OllamaGenerate,
     /// `/v1/chat/completions`: the text is `choices[0].message.content`.
     OpenAiChat,
+    /// `/v1/responses` (OpenAI Responses API): the text is the response's `output_text` (its
+    /// message items' `output_text` parts); tool calls are `function_call` output items.
+    Responses,
+    /// `/v1/messages` (Anthropic Messages API): the text is the `content`'s text blocks joined;
+    /// tool calls are `tool_use` blocks.
+    Messages,
 }
 
 impl Kind {
+    /// The kind of an endpoint, when keel reads its answers.
     pub(crate) fn of(endpoint: Endpoint) -> Option<Kind> {
         match endpoint.label {
             "/api/chat" => Some(Kind::OllamaChat),
             "/api/generate" => Some(Kind::OllamaGenerate),
             "/v1/chat/completions" => Some(Kind::OpenAiChat),
+            "/v1/responses" => Some(Kind::Responses),
+            "/v1/messages" => Some(Kind::Messages),
             _ => None,
         }
+    }
+
+    /// Whether a request that does not say `stream` is streamed: Ollama's endpoints stream by
+    /// default, the OpenAI and Anthropic APIs do not.
+    pub(crate) fn streams_by_default(self) -> bool {
+        matches!(self, Kind::OllamaChat | Kind::OllamaGenerate)
     }
 
     /// The JSON Schema the request asks for: `Some(None)` for "any JSON", `None` when the request
@@ -47,38 +67,66 @@ impl Kind {
                     _ => None,
                 }
             }
+            Kind::Responses => via_chat::responses_schema(body),
+            Kind::Messages => via_chat::messages_schema(body),
         }
     }
 
     /// True for a request that only loads or unloads a model (no prompt): nothing to validate.
     pub(crate) fn is_load_only(self, body: &Map<String, Value>) -> bool {
         match self {
-            Kind::OllamaChat | Kind::OpenAiChat => {
+            Kind::OllamaChat | Kind::OpenAiChat | Kind::Messages => {
                 body.get("messages").and_then(Value::as_array).is_none_or(|messages| messages.is_empty())
             }
             Kind::OllamaGenerate => body.get("prompt").and_then(Value::as_str).is_none_or(str::is_empty),
+            Kind::Responses => match body.get("input") {
+                Some(Value::String(text)) => text.is_empty(),
+                Some(Value::Array(items)) => items.is_empty(),
+                _ => true,
+            },
         }
     }
 
     /// The answer's text and whether it called tools instead of answering in text.
-    pub(crate) fn content(self, answer: &Value) -> (Option<&str>, bool) {
-        if self == Kind::OllamaGenerate {
-            return (answer.get("response").and_then(Value::as_str), false);
-        }
-        let Some(message) = self.message(answer) else { return (None, false) };
-        (message.get("content").and_then(Value::as_str), self.tool_calls(answer).is_some())
+    pub(crate) fn content(self, answer: &Value) -> (Option<Cow<'_, str>>, bool) {
+        (self.text(answer), self.called_tools(answer))
     }
 
-    /// The assistant message of a chat answer (`None` for `/api/generate`).
+    /// The answer's text (`None` when it has none).
+    fn text(self, answer: &Value) -> Option<Cow<'_, str>> {
+        let text = match self {
+            Kind::OllamaGenerate => answer.get("response"),
+            Kind::OllamaChat | Kind::OpenAiChat => self.message(answer)?.get("content"),
+            Kind::Responses => {
+                return keel_upstream::translate::responses::response_output_text(answer).map(Cow::Owned);
+            }
+            Kind::Messages => return via_chat::message_text(answer).map(Cow::Owned),
+        };
+        text.and_then(Value::as_str).map(Cow::Borrowed)
+    }
+
+    /// Whether the answer called tools (chat `tool_calls`, Responses `function_call` items,
+    /// Anthropic `tool_use` blocks).
+    fn called_tools(self, answer: &Value) -> bool {
+        match self {
+            Kind::Responses => via_chat::items(answer, "output", "function_call").next().is_some(),
+            Kind::Messages => via_chat::items(answer, "content", "tool_use").next().is_some(),
+            Kind::OllamaChat | Kind::OllamaGenerate | Kind::OpenAiChat => self.tool_calls(answer).is_some(),
+        }
+    }
+
+    /// The assistant message of a chat answer (`None` for `/api/generate` and the APIs whose
+    /// answers are not one chat message).
     pub(crate) fn message(self, answer: &Value) -> Option<&Value> {
         match self {
             Kind::OllamaChat => answer.get("message"),
             Kind::OpenAiChat => answer.pointer("/choices/0/message"),
-            Kind::OllamaGenerate => None,
+            Kind::OllamaGenerate | Kind::Responses | Kind::Messages => None,
         }
     }
 
-    /// The tool calls of a chat answer, when it made any.
+    /// The chat-shaped `tool_calls` of a chat answer, when it made any (`None` for the kinds
+    /// without a chat message; sessions, their reader, run on chat endpoints only).
     pub(crate) fn tool_calls(self, answer: &Value) -> Option<&Value> {
         self.message(answer)?.get("tool_calls").filter(|calls| calls.as_array().is_some_and(|c| !c.is_empty()))
     }
@@ -89,6 +137,11 @@ impl Kind {
             Kind::OllamaChat => answer.pointer_mut("/message/content"),
             Kind::OpenAiChat => answer.pointer_mut("/choices/0/message/content"),
             Kind::OllamaGenerate => answer.get_mut("response"),
+            Kind::Responses => {
+                *answer = keel_upstream::translate::responses::with_output_text(answer, text);
+                return;
+            }
+            Kind::Messages => return via_chat::set_message_text(answer, text),
         };
         if let Some(slot) = slot {
             *slot = Value::String(text.to_owned());
@@ -123,8 +176,9 @@ pub(crate) async fn read_json(response: Response, limit: usize) -> Option<Value>
     serde_json::from_slice(&bytes).ok()
 }
 
-/// A complete non-streamed answer in the client's dialect, for text keel supplies itself.
-pub(crate) fn synthetic(kind: Kind, model: &str, text: &str) -> Value {
+/// A complete non-streamed answer in the client's dialect, for text keel supplies itself, to the
+/// client's `request` (a Responses `response` echoes its parameters).
+pub(crate) fn synthetic(kind: Kind, request: &Map<String, Value>, model: &str, text: &str) -> Value {
     match kind {
         Kind::OllamaChat => json!({
             "model": model,
@@ -148,6 +202,10 @@ pub(crate) fn synthetic(kind: Kind, model: &str, text: &str) -> Value {
             "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}],
             "usage": {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0},
         }),
+        Kind::Responses => {
+            via_chat::responses_answer(&synthetic(Kind::OpenAiChat, request, model, text), request, model)
+        }
+        Kind::Messages => via_chat::messages_answer(&synthetic(Kind::OpenAiChat, request, model, text), model),
     }
 }
 
@@ -156,71 +214,93 @@ fn unix_now() -> u64 {
 }
 
 /// A validated whole answer as the stream the client asked for: the text in one chunk, then the
-/// final chunk with the statistics (Ollama NDJSON), or OpenAI SSE ending in `[DONE]`.
+/// final chunk with the statistics (Ollama NDJSON); OpenAI SSE ending in `[DONE]`; or the named
+/// SSE events of the Responses and Messages APIs.
 pub(crate) fn stream_chunks(kind: Kind, include_usage: bool, answer: Value) -> (&'static str, Bytes) {
-    let (text, _) = kind.content(&answer);
-    let text = text.unwrap_or_default().to_owned();
-    let mut out = Vec::with_capacity(text.len() * 2 + 512);
     match kind {
-        Kind::OllamaChat | Kind::OllamaGenerate => {
-            let mut first = Map::new();
-            for key in ["model", "created_at"] {
-                if let Some(value) = answer.get(key) {
-                    first.insert(key.into(), value.clone());
-                }
-            }
-            let mut last = answer;
-            if kind == Kind::OllamaChat {
-                let role = last.pointer("/message/role").cloned().unwrap_or_else(|| json!("assistant"));
-                let mut message = json!({"role": role, "content": text});
-                if let Some(thinking) = last.pointer("/message/thinking") {
-                    message["thinking"] = thinking.clone();
-                }
-                first.insert("message".into(), message);
-                if let Some(Value::Object(message)) = last.get_mut("message") {
-                    message.insert("content".into(), json!(""));
-                    message.remove("thinking");
-                }
-            } else {
-                first.insert("response".into(), json!(text));
-                last["response"] = json!("");
-            }
-            first.insert("done".into(), json!(false));
-            push_line(&mut out, &Value::Object(first));
-            push_line(&mut out, &last);
-            ("application/x-ndjson", Bytes::from(out))
-        }
-        Kind::OpenAiChat => {
-            let finish = answer.pointer("/choices/0/finish_reason").cloned().unwrap_or_else(|| json!("stop"));
-            let mut chunk = Map::new();
-            for key in ["id", "created", "model", "system_fingerprint"] {
-                if let Some(value) = answer.get(key) {
-                    chunk.insert(key.into(), value.clone());
-                }
-            }
-            chunk.insert("object".into(), json!("chat.completion.chunk"));
-            if include_usage {
-                chunk.insert("usage".into(), Value::Null);
-            }
-            let mut first = chunk.clone();
-            first.insert(
-                "choices".into(),
-                json!([{"index": 0, "delta": {"role": "assistant", "content": text}, "finish_reason": null}]),
-            );
-            push_event(&mut out, &Value::Object(first));
-            let mut last = chunk.clone();
-            last.insert("choices".into(), json!([{"index": 0, "delta": {}, "finish_reason": finish}]));
-            push_event(&mut out, &Value::Object(last));
-            if include_usage {
-                let mut usage = chunk;
-                usage.insert("choices".into(), json!([]));
-                usage.insert("usage".into(), answer.get("usage").cloned().unwrap_or(Value::Null));
-                push_event(&mut out, &Value::Object(usage));
-            }
-            out.extend_from_slice(b"data: [DONE]\n\n");
-            ("text/event-stream", Bytes::from(out))
+        Kind::OllamaChat | Kind::OllamaGenerate => ("application/x-ndjson", ollama_stream(kind, answer)),
+        Kind::OpenAiChat => ("text/event-stream", Bytes::from(chat_sse(&answer, include_usage))),
+        Kind::Responses => ("text/event-stream", via_chat::responses_stream(&answer)),
+        Kind::Messages => ("text/event-stream", via_chat::messages_stream(&answer)),
+    }
+}
+
+/// A whole Ollama answer as NDJSON: the text (and thinking) in one line, then the final line with
+/// the statistics.
+fn ollama_stream(kind: Kind, answer: Value) -> Bytes {
+    let text = kind.text(&answer).unwrap_or_default().into_owned();
+    let mut out = Vec::with_capacity(text.len() * 2 + 512);
+    let mut first = Map::new();
+    for key in ["model", "created_at"] {
+        if let Some(value) = answer.get(key) {
+            first.insert(key.into(), value.clone());
         }
     }
+    let mut last = answer;
+    if kind == Kind::OllamaChat {
+        let role = last.pointer("/message/role").cloned().unwrap_or_else(|| json!("assistant"));
+        let mut message = json!({"role": role, "content": text});
+        if let Some(thinking) = last.pointer("/message/thinking") {
+            message["thinking"] = thinking.clone();
+        }
+        first.insert("message".into(), message);
+        if let Some(Value::Object(message)) = last.get_mut("message") {
+            message.insert("content".into(), json!(""));
+            message.remove("thinking");
+        }
+    } else {
+        first.insert("response".into(), json!(text));
+        last["response"] = json!("");
+    }
+    first.insert("done".into(), json!(false));
+    push_line(&mut out, &Value::Object(first));
+    push_line(&mut out, &last);
+    Bytes::from(out)
+}
+
+/// A whole chat completion as chat-completions SSE: the text and tool calls in one chunk, the
+/// `finish_reason` in the next, the usage (with `include_usage`), then `[DONE]`.
+fn chat_sse(answer: &Value, include_usage: bool) -> Vec<u8> {
+    let text = Kind::OpenAiChat.text(answer).unwrap_or_default();
+    let mut out = Vec::with_capacity(text.len() * 2 + 512);
+    let finish = answer.pointer("/choices/0/finish_reason").cloned().unwrap_or_else(|| json!("stop"));
+    let mut chunk = Map::new();
+    for key in ["id", "created", "model", "system_fingerprint"] {
+        if let Some(value) = answer.get(key) {
+            chunk.insert(key.into(), value.clone());
+        }
+    }
+    chunk.insert("object".into(), json!("chat.completion.chunk"));
+    if include_usage {
+        chunk.insert("usage".into(), Value::Null);
+    }
+    let mut delta = json!({"role": "assistant", "content": text});
+    if let Some(Value::Array(calls)) = Kind::OpenAiChat.tool_calls(answer) {
+        delta["tool_calls"] = calls.iter().enumerate().map(|(i, call)| indexed(call, i)).collect();
+    }
+    let mut first = chunk.clone();
+    first.insert("choices".into(), json!([{"index": 0, "delta": delta, "finish_reason": null}]));
+    push_event(&mut out, &Value::Object(first));
+    let mut last = chunk.clone();
+    last.insert("choices".into(), json!([{"index": 0, "delta": {}, "finish_reason": finish}]));
+    push_event(&mut out, &Value::Object(last));
+    if include_usage {
+        let mut usage = chunk;
+        usage.insert("choices".into(), json!([]));
+        usage.insert("usage".into(), answer.get("usage").cloned().unwrap_or(Value::Null));
+        push_event(&mut out, &Value::Object(usage));
+    }
+    out.extend_from_slice(b"data: [DONE]\n\n");
+    out
+}
+
+/// A tool call of a whole answer as a stream's tool-call delta: the same call with its `index`.
+fn indexed(call: &Value, index: usize) -> Value {
+    let mut call = call.clone();
+    if let Some(object) = call.as_object_mut() {
+        object.insert("index".into(), Value::from(index));
+    }
+    call
 }
 
 fn push_line(out: &mut Vec<u8>, value: &Value) {
@@ -262,9 +342,9 @@ mod tests {
     #[test]
     fn content_and_tool_calls() {
         let chat = json!({"message": {"role": "assistant", "content": "{}", "tool_calls": [{"function": {}}]}});
-        assert_eq!(Kind::OllamaChat.content(&chat), (Some("{}"), true));
+        assert_eq!(Kind::OllamaChat.content(&chat), (Some("{}".into()), true));
         let openai = json!({"choices": [{"message": {"content": "[1]"}}]});
-        assert_eq!(Kind::OpenAiChat.content(&openai), (Some("[1]"), false));
+        assert_eq!(Kind::OpenAiChat.content(&openai), (Some("[1]".into()), false));
         let mut generate = json!({"response": "x"});
         Kind::OllamaGenerate.set_content(&mut generate, "{\"a\":1}");
         assert_eq!(generate["response"], "{\"a\":1}");
@@ -287,8 +367,20 @@ mod tests {
     }
 
     #[test]
+    fn openai_stream_keeps_tool_calls() {
+        let answer = json!({"id": "c", "model": "m", "choices": [{"index": 0, "finish_reason": "tool_calls",
+            "message": {"role": "assistant", "content": null, "tool_calls": [{"id": "call_1", "type": "function",
+            "function": {"name": "f", "arguments": "{}"}}]}}]});
+        let (_, body) = stream_chunks(Kind::OpenAiChat, false, answer);
+        let first = std::str::from_utf8(&body).unwrap().split("\n\n").next().unwrap().strip_prefix("data: ").unwrap();
+        let first: Value = serde_json::from_str(first).unwrap();
+        assert_eq!(first["choices"][0]["delta"]["tool_calls"][0]["index"], 0);
+        assert_eq!(first["choices"][0]["delta"]["tool_calls"][0]["id"], "call_1");
+    }
+
+    #[test]
     fn openai_stream_ends_with_usage_and_done() {
-        let answer = synthetic(Kind::OpenAiChat, "m", "{\"ok\":true}");
+        let answer = synthetic(Kind::OpenAiChat, &Map::new(), "m", "{\"ok\":true}");
         let (content_type, body) = stream_chunks(Kind::OpenAiChat, true, answer);
         assert_eq!(content_type, "text/event-stream");
         let text = std::str::from_utf8(&body).unwrap();

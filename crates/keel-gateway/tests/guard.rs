@@ -323,3 +323,269 @@ async fn deep_answers_pass_as_written_or_are_refused_naming_the_depth() {
         assert_eq!(chats(&up).len(), 2, "asked, then re-asked with the reason");
     }
 }
+
+/// The two client APIs the guard reads through their own shapes: the OpenAI Responses API and
+/// Anthropic's Messages API.
+#[derive(Debug, Clone, Copy)]
+enum Api {
+    Responses,
+    Messages,
+}
+
+const APIS: [Api; 2] = [Api::Responses, Api::Messages];
+
+impl Api {
+    fn path(self) -> &'static str {
+        match self {
+            Api::Responses => "/v1/responses",
+            Api::Messages => "/v1/messages",
+        }
+    }
+
+    /// A request for `schema()` in this API's structured-output field.
+    fn request(self, stream: bool) -> Value {
+        match self {
+            Api::Responses => json!({
+                "model": "m",
+                "input": "classify",
+                "text": {"format": {"type": "json_schema", "name": "ticket", "schema": schema(), "strict": true}},
+                "stream": stream
+            }),
+            Api::Messages => json!({
+                "model": "m",
+                "max_tokens": 256,
+                "messages": [{"role": "user", "content": "classify"}],
+                "output_format": {"type": "json_schema", "schema": schema()},
+                "stream": stream
+            }),
+        }
+    }
+
+    /// The answer's text: the Responses `output_text`, or the message's text blocks.
+    fn text(self, answer: &Value) -> String {
+        let (list, part) = match self {
+            Api::Responses => ("output", "output_text"),
+            Api::Messages => ("content", "text"),
+        };
+        let mut parts: Vec<&Value> = answer[list].as_array().unwrap().iter().collect();
+        if let Api::Responses = self {
+            parts = parts.iter().filter_map(|item| item["content"].as_array()).flatten().collect();
+        }
+        parts.iter().filter(|p| p["type"] == part).map(|p| p["text"].as_str().unwrap()).collect()
+    }
+
+    /// The structured-output field of a request as sent upstream.
+    fn format(self, sent: &Value) -> &Value {
+        match self {
+            Api::Responses => &sent["text"]["format"],
+            Api::Messages => &sent["output_format"],
+        }
+    }
+
+    /// The conversation of a request as sent upstream (`input`, `messages`).
+    fn conversation(self, sent: &Value) -> Vec<Value> {
+        let key = match self {
+            Api::Responses => "input",
+            Api::Messages => "messages",
+        };
+        sent[key].as_array().unwrap_or_else(|| panic!("{sent}")).clone()
+    }
+
+    /// The text of a stream's deltas, and the name of its last event.
+    fn streamed(self, events: &[Value]) -> (String, &'static str) {
+        match self {
+            Api::Responses => (
+                events
+                    .iter()
+                    .filter(|e| e["type"] == "response.output_text.delta")
+                    .map(|e| e["delta"].as_str().unwrap())
+                    .collect(),
+                "response.completed",
+            ),
+            Api::Messages => (
+                events
+                    .iter()
+                    .filter(|e| e["type"] == "content_block_delta")
+                    .filter_map(|e| e["delta"]["text"].as_str())
+                    .collect(),
+                "message_stop",
+            ),
+        }
+    }
+}
+
+/// The JSON bodies `mock` got on `path`.
+fn sent(mock: &MockServer, path: &str) -> Vec<Value> {
+    mock.requests().iter().filter(|r| r.path == path).map(|r| serde_json::from_slice(&r.body).unwrap()).collect()
+}
+
+/// The data of each named SSE event, checking each `event:` name against the data's `type`.
+fn named_events(text: &str) -> Vec<Value> {
+    text.split("\n\n")
+        .filter(|event| !event.trim().is_empty())
+        .map(|event| {
+            let name = event.lines().find_map(|l| l.strip_prefix("event: ")).unwrap_or_else(|| panic!("{event}"));
+            let data: Value =
+                serde_json::from_str(event.lines().find_map(|l| l.strip_prefix("data: ")).unwrap()).unwrap();
+            assert_eq!(data["type"], name, "{event}");
+            data
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn responses_and_messages_answers_are_repaired() {
+    for api in APIS {
+        let up = model_answering(&["```json\n{\"label\": \"bug\", \"confidence\": 0.7,}\n```"]).await;
+        let keel = keel(&[&up], "").await;
+        let response = post_json(&format!("{}{}", keel.url(), api.path()), &api.request(false)).await;
+        assert_eq!(response.status(), 200, "{api:?}");
+        let repair = response.headers()["x-keel-repair"].to_str().unwrap().to_owned();
+        assert!(repair.contains("fixed-syntax"), "{api:?}: {repair}");
+        let body: Value = response.json().await.unwrap();
+        let text: Value = serde_json::from_str(&api.text(&body)).unwrap();
+        assert_eq!(text, json!({"label": "bug", "confidence": 0.7}), "{api:?}: {body}");
+        // Asked once, without streaming, with the structured-output field passed on.
+        let sent = sent(&up, api.path());
+        assert_eq!(sent.len(), 1, "{api:?}");
+        assert_eq!(sent[0]["stream"], false);
+        assert_eq!(api.format(&sent[0])["type"], "json_schema", "{api:?}");
+    }
+}
+
+#[tokio::test]
+async fn responses_and_messages_invalid_answers_are_reasked() {
+    for api in APIS {
+        let up = model_answering(&[r#"{"label": "bug"}"#, r#"{"label": "bug", "confidence": 1}"#]).await;
+        let keel = keel(&[&up], "").await;
+        let response = post_json(&format!("{}{}", keel.url(), api.path()), &api.request(false)).await;
+        assert_eq!(response.status(), 200, "{api:?}");
+        assert_eq!(response.headers()["x-keel-repair"], "reasked");
+        assert_eq!(response.headers()["x-keel-attempts"], "2");
+        let body: Value = response.json().await.unwrap();
+        assert_eq!(api.text(&body), r#"{"label": "bug", "confidence": 1}"#, "{api:?}");
+        let sent = sent(&up, api.path());
+        assert_eq!(sent.len(), 2, "{api:?}");
+        let conversation = api.conversation(&sent[1]);
+        assert_eq!(conversation.len(), 3, "{api:?}: {conversation:?}");
+        assert_eq!(conversation[0], json!({"role": "user", "content": "classify"}));
+        assert_eq!(conversation[1], json!({"role": "assistant", "content": r#"{"label": "bug"}"#}));
+        let feedback = conversation[2]["content"].as_str().unwrap();
+        assert!(feedback.contains("missing required field \"confidence\""), "{api:?}: {feedback}");
+    }
+}
+
+#[tokio::test]
+async fn responses_and_messages_fall_back_to_the_canned_value() {
+    for api in APIS {
+        let bad = model_answering(&["{customer_name}"]).await;
+        let keel = keel(&[&bad], "canned = { label = \"bug\", confidence = 0 }\n[guard]\nreasks = 0\n").await;
+        let response = post_json(&format!("{}{}", keel.url(), api.path()), &api.request(false)).await;
+        assert_eq!(response.status(), 200, "{api:?}");
+        assert_eq!(response.headers()["x-keel-repair"], "canned");
+        assert_eq!(response.headers()["x-keel-target"], "keel:canned");
+        let body: Value = response.json().await.unwrap();
+        let text: Value = serde_json::from_str(&api.text(&body)).unwrap();
+        assert_eq!(text, json!({"label": "bug", "confidence": 0}), "{api:?}: {body}");
+        assert_eq!(body["model"], "m");
+        match api {
+            Api::Responses => {
+                assert_eq!(body["object"], "response");
+                assert_eq!(body["status"], "completed");
+                assert_eq!(body["text"]["format"]["name"], "ticket", "the request's parameters are echoed");
+            }
+            Api::Messages => {
+                assert_eq!(body["type"], "message");
+                assert_eq!(body["stop_reason"], "end_turn");
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn responses_and_messages_streams_carry_the_validated_answer() {
+    for api in APIS {
+        let up = model_answering(&["Sure: {'label': 'billing', 'confidence': '0.5'}"]).await;
+        let keel = keel(&[&up], "").await;
+        let response = post_json(&format!("{}{}", keel.url(), api.path()), &api.request(true)).await;
+        assert_eq!(response.status(), 200, "{api:?}");
+        assert_eq!(response.headers()["content-type"], "text/event-stream");
+        let text = response.text().await.unwrap();
+        let events = named_events(&text);
+        let (streamed, last) = api.streamed(&events);
+        assert_eq!(events.last().unwrap()["type"], last, "{api:?}: {text}");
+        let expected = json!({"label": "billing", "confidence": 0.5});
+        assert_eq!(serde_json::from_str::<Value>(&streamed).unwrap(), expected, "{api:?}: {text}");
+        match api {
+            Api::Responses => {
+                assert_eq!(events[0]["type"], "response.created");
+                let numbers: Vec<u64> = events.iter().map(|e| e["sequence_number"].as_u64().unwrap()).collect();
+                assert_eq!(numbers, (0..events.len() as u64).collect::<Vec<_>>(), "{text}");
+                let completed = &events.last().unwrap()["response"];
+                assert_eq!(api.text(completed), streamed);
+            }
+            Api::Messages => assert_eq!(events[0]["type"], "message_start"),
+        }
+        assert_eq!(sent(&up, api.path())[0]["stream"], false, "the upstream is asked without streaming");
+    }
+}
+
+#[tokio::test]
+async fn responses_through_an_openai_upstream_are_translated_and_guarded() {
+    let up = model_answering(&[
+        "{'label': 'bug', 'confidence': 1,}",
+        r#"{"label": "spam"}"#,
+        r#"{"label": "bug", "confidence": 0.1}"#,
+    ])
+    .await;
+    let toml = format!(
+        "[[upstream]]\nname = \"u0\"\nurl = \"{}\"\ndialect = \"openai\"\nhealth_interval = \"0s\"\n\
+         [[route]]\nmodel = \"m\"\ntargets = [\"u0\"]\n",
+        up.url()
+    );
+    let keel = TestGateway::start(config_from_toml(&toml)).await;
+    let url = format!("{}/v1/responses", keel.url());
+    // Repaired.
+    let response = post_json(&url, &Api::Responses.request(false)).await;
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.headers()["x-keel-repair"], "fixed-syntax");
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["object"], "response", "{body}");
+    assert_eq!(Api::Responses.text(&body), r#"{"label":"bug","confidence":1}"#);
+    // Re-asked, with the feedback as the last chat message.
+    let response = post_json(&url, &Api::Responses.request(false)).await;
+    assert_eq!(response.headers()["x-keel-repair"], "reasked");
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(Api::Responses.text(&body), r#"{"label": "bug", "confidence": 0.1}"#);
+    assert!(sent(&up, "/v1/responses").is_empty(), "an OpenAI upstream gets chat completions");
+    let chats = sent(&up, "/v1/chat/completions");
+    assert_eq!(chats.len(), 3);
+    assert_eq!(
+        chats[0]["response_format"],
+        json!({"type": "json_schema", "json_schema": {"name": "ticket", "schema": schema(), "strict": true}})
+    );
+    assert_eq!(chats[0]["stream"], false);
+    let messages = chats[2]["messages"].as_array().unwrap();
+    assert_eq!(messages.len(), 3, "{messages:?}");
+    assert_eq!(messages[1]["content"], r#"{"label": "spam"}"#);
+    assert!(messages[2]["content"].as_str().unwrap().contains("Your previous answer could not be used"));
+}
+
+#[tokio::test]
+async fn responses_and_messages_formats_are_dropped_for_an_upstream_that_must_not_get_them() {
+    for api in APIS {
+        let up = mock("[[model]]\nname = \"m\"\nreply = \"Here: {'label': 'bug', 'confidence': 1}\"\n").await;
+        let toml = format!(
+            "[[upstream]]\nname = \"u0\"\nurl = \"{}\"\nforward_format = false\n[[route]]\nmodel = \"m\"\ntargets = [\"u0\"]\n",
+            up.url()
+        );
+        let keel = TestGateway::start(config_from_toml(&toml)).await;
+        let response = post_json(&format!("{}{}", keel.url(), api.path()), &api.request(false)).await;
+        assert_eq!(response.status(), 200, "{api:?}");
+        let body: Value = response.json().await.unwrap();
+        assert_eq!(api.text(&body), r#"{"label":"bug","confidence":1}"#, "{api:?}");
+        let sent = sent(&up, api.path());
+        assert_eq!(sent.len(), 1, "{api:?}: the free-text answer was repaired, not re-asked");
+        assert!(api.format(&sent[0]).is_null(), "{api:?}: {}", sent[0]);
+    }
+}

@@ -1,5 +1,5 @@
 //! One target's request: the model renamed where the target serves the route under another name,
-//! `format` / `response_format` dropped for an upstream that must not get them, or the request
+//! the structured-output fields (`format`, `response_format`, `text.format`, `output_format`) dropped for an upstream that must not get them, or the request
 //! translated for an upstream that does not speak the client's API (the bridge) — every other
 //! field kept as sent.
 
@@ -94,15 +94,32 @@ fn rewrite_body(body: &[u8], model: Option<&str>, drop_format: bool) -> Result<B
         value.remove("name");
     }
     if drop_format {
-        value.remove("format");
-        value.remove("response_format");
+        drop_formats(&mut value);
     }
     serde_json::to_vec(&value)
         .map(Bytes::from)
         .map_err(|e| ProxyError::BadBody(keel_upstream::WireError::Malformed(e.to_string())))
 }
 
-/// True when the body may carry `format` / `response_format` (a cheap byte search first).
+/// Removes every structured-output field: Ollama `format`, OpenAI `response_format`, Anthropic
+/// `output_format` and `output_config.format`, Responses `text.format` (a `text` or
+/// `output_config` left empty goes too).
+fn drop_formats(body: &mut serde_json::Map<String, serde_json::Value>) {
+    for field in ["format", "response_format", "output_format"] {
+        body.remove(field);
+    }
+    for parent in ["text", "output_config"] {
+        if let Some(serde_json::Value::Object(inner)) = body.get_mut(parent) {
+            inner.remove("format");
+            if inner.is_empty() {
+                body.remove(parent);
+            }
+        }
+    }
+}
+
+/// True when the body may carry a structured-output field (`format`, `response_format`,
+/// `text.format`, `output_format`, `output_config.format`): a cheap byte search.
 pub(crate) fn mentions_format(body: &[u8]) -> bool {
     memchr::memmem::find(body, b"format\"").is_some()
 }
@@ -116,6 +133,13 @@ mod tests {
         let out = rewrite_body(br#"{"model":"a","z":1,"messages":[{"role":"user"}],"x_new":true}"#, Some("b"), false)
             .unwrap();
         assert_eq!(&out[..], br#"{"model":"b","z":1,"messages":[{"role":"user"}],"x_new":true}"#);
+    }
+
+    #[test]
+    fn formats_of_the_responses_and_messages_apis_are_dropped() {
+        let body = br#"{"model":"a","text":{"format":{"type":"json_object"},"verbosity":"low"},"output_format":{"type":"json_schema"},"output_config":{"format":{}}}"#;
+        assert!(mentions_format(body));
+        assert_eq!(&rewrite_body(body, None, true).unwrap()[..], br#"{"model":"a","text":{"verbosity":"low"}}"#);
     }
 
     #[test]

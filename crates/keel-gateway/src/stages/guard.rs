@@ -1,6 +1,8 @@
 //! Stage: the structured-output guard. Answers to requests that ask for JSON (Ollama `format`, OpenAI
-//! `response_format`) are validated, repaired, re-asked, sent to the next target, or answered from
-//! the route's canned value — never passed on broken, never invented.
+//! `response_format`, Responses `text.format`, Anthropic `output_format`) are validated, repaired,
+//! re-asked, sent to the next target, or answered from the route's canned value — never passed on
+//! broken, never invented. The guard reads answers in the client's API: a request an upstream
+//! does not speak is translated by the attempts (the bridge) before the guard sees its answer.
 //!
 //! The order for one request:
 //!
@@ -17,8 +19,9 @@
 //!    schema), else 422 in the endpoint's dialect naming what was wrong with each answer.
 //!
 //! A client that asked for a stream gets the validated answer re-streamed in well-formed chunks
-//! (NDJSON for Ollama, SSE for OpenAI). Response headers say what happened: `X-Keel-Repair`
-//! (`none`, `fixed-syntax,coerced-types`, `reasked`, `canned`, …) and `X-Keel-Attempts`.
+//! (NDJSON for Ollama, SSE for OpenAI, the named events of the Responses and Messages APIs).
+//! Response headers say what happened: `X-Keel-Repair` (`none`, `fixed-syntax,coerced-types`,
+//! `reasked`, `canned`, …) and `X-Keel-Attempts`.
 //!
 //! Takes a request that asks for JSON and its [`Forward`]; sends it through the attempts (holding
 //! each answering target's breaker permit until the answer is judged); answers by itself with the
@@ -80,7 +83,7 @@ impl Structured {
         if kind.is_load_only(&body) {
             return None;
         }
-        let stream = body.get("stream").and_then(Value::as_bool).unwrap_or(kind != Kind::OpenAiChat);
+        let stream = body.get("stream").and_then(Value::as_bool).unwrap_or(kind.streams_by_default());
         if stream && !config.buffer_streams {
             return None;
         }
@@ -97,15 +100,14 @@ impl Structured {
 
     /// The request body as sent upstream: never streamed.
     fn upstream_body(&self) -> Bytes {
-        let mut body = self.body.clone();
-        body.insert("stream".into(), Value::Bool(false));
-        body.remove("stream_options");
-        Bytes::from(serde_json::to_vec(&body).unwrap_or_default())
+        unstreamed(self.body.clone())
     }
 
     /// The request asked again, with the bad answer and what was wrong with it.
     fn reask_body(&self, answer: &str, error: &RepairError) -> Bytes {
         let quoted: String = answer.chars().take(QUOTED_ANSWER_CHARS).collect();
+        // An empty assistant turn is refused by some APIs (Anthropic's).
+        let quoted = if quoted.is_empty() { "(an empty answer)".to_owned() } else { quoted };
         let shape = match &self.schema {
             Some(schema) => format!("JSON that matches this JSON Schema: {schema}"),
             None => "a JSON object".to_owned(),
@@ -115,24 +117,44 @@ impl Structured {
              No prose, no code fences, no comments."
         );
         let mut body = self.body.clone();
-        match self.kind {
-            Kind::OllamaChat | Kind::OpenAiChat => {
-                if let Some(Value::Array(messages)) = body.get_mut("messages") {
-                    messages.push(json!({"role": "assistant", "content": quoted}));
-                    messages.push(json!({"role": "user", "content": feedback}));
-                }
-            }
-            Kind::OllamaGenerate => {
-                let prompt = body.get("prompt").and_then(Value::as_str).unwrap_or_default();
-                let prompt = format!("{prompt}\n\nYour previous answer was:\n{quoted}\n\n{feedback}");
-                body.insert("prompt".into(), Value::String(prompt));
-                // The previous context would make the model continue its old answer.
-                body.remove("context");
+        append_reask(self.kind, &mut body, &quoted, &feedback);
+        unstreamed(body)
+    }
+}
+
+/// A request body as sent upstream: `stream: false`, no `stream_options`.
+fn unstreamed(mut body: Map<String, Value>) -> Bytes {
+    body.insert("stream".into(), Value::Bool(false));
+    body.remove("stream_options");
+    Bytes::from(serde_json::to_vec(&body).unwrap_or_default())
+}
+
+/// Adds the bad answer (`quoted`) and the `feedback` to a request, as the next turns of its
+/// conversation (`messages`, Responses `input`) or, for `/api/generate`, to its prompt.
+fn append_reask(kind: Kind, body: &mut Map<String, Value>, quoted: &str, feedback: &str) {
+    let exchange = [json!({"role": "assistant", "content": quoted}), json!({"role": "user", "content": feedback})];
+    match kind {
+        Kind::OllamaChat | Kind::OpenAiChat | Kind::Messages => {
+            if let Some(Value::Array(messages)) = body.get_mut("messages") {
+                messages.extend(exchange);
             }
         }
-        body.insert("stream".into(), Value::Bool(false));
-        body.remove("stream_options");
-        Bytes::from(serde_json::to_vec(&body).unwrap_or_default())
+        Kind::Responses => {
+            let mut input = match body.remove("input") {
+                Some(Value::Array(items)) => items,
+                Some(Value::String(text)) => vec![json!({"role": "user", "content": text})],
+                _ => Vec::new(),
+            };
+            input.extend(exchange);
+            body.insert("input".into(), Value::Array(input));
+        }
+        Kind::OllamaGenerate => {
+            let prompt = body.get("prompt").and_then(Value::as_str).unwrap_or_default();
+            let prompt = format!("{prompt}\n\nYour previous answer was:\n{quoted}\n\n{feedback}");
+            body.insert("prompt".into(), Value::String(prompt));
+            // The previous context would make the model continue its old answer.
+            body.remove("context");
+        }
     }
 }
 
@@ -355,7 +377,7 @@ impl Guarding<'_> {
             record(sent.permit, None, started.elapsed());
             return Verdict::Done(respond(&self.structured, answer, answering, "none".into(), self.trail.attempts));
         }
-        let text = text.unwrap_or_default().to_owned();
+        let text = text.unwrap_or_default().into_owned();
         let stage = Stage::start(self.gateway.tracing(), "repair");
         let repaired = self.gateway.inner.repairer.repair_compiled(&text, self.schema.as_deref());
         if let Some(stage) = &stage {
@@ -451,7 +473,7 @@ fn canned(structured: &Structured, schema: Option<&CompiledSchema>, model: &str,
         }
     }
     let text = value.to_string();
-    let answer = crate::answer::synthetic(structured.kind, model, &text);
+    let answer = crate::answer::synthetic(structured.kind, &structured.body, model, &text);
     Some(respond(structured, answer, Some(HeaderValue::from_static("keel:canned")), "canned".into(), trail.attempts))
 }
 

@@ -17,6 +17,7 @@ mod body;
 pub(crate) mod budget;
 mod context;
 
+use std::borrow::Cow;
 use std::sync::Arc;
 
 use axum::response::{IntoResponse, Response};
@@ -194,7 +195,7 @@ async fn run(
         && stored.complete
     {
         tracing::info!(session = id, seq = stored.seq, "idempotent retry: answering from the store");
-        return Ok(replay(turn.kind, turn.stream, turn.include_usage, &model, &stored));
+        return Ok(replay(&turn, &model, &stored));
     }
     // The summarizer asks the same targets (an owned copy: the request body is not `Sync`).
     let route = forward.same_targets(&forward.path_and_query, Bytes::new());
@@ -235,7 +236,7 @@ impl Turn {
             Some(Value::Array(messages)) => messages.clone(),
             _ => return Err(ProxyError::BadSession("a session request needs a \"messages\" array".into())),
         };
-        let stream = body.get("stream").and_then(Value::as_bool).unwrap_or(kind != Kind::OpenAiChat);
+        let stream = body.get("stream").and_then(Value::as_bool).unwrap_or(kind.streams_by_default());
         let include_usage =
             body.get("stream_options").and_then(|o| o.get("include_usage")).and_then(Value::as_bool).unwrap_or(false);
         Ok(Turn { kind, body, messages, stream, include_usage })
@@ -319,8 +320,8 @@ impl Answered<'_> {
             .map_err(|e| ProxyError::BodyRead(format!("the model's answer could not be read: {e}")))?
             .to_bytes();
         let answer: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
-        let (text, _) = self.kind.content(&answer);
-        let tokens = crate::answer::answer_tokens(&answer).unwrap_or_else(|| estimate_tokens(text.unwrap_or_default()));
+        let text = self.kind.content(&answer).0.unwrap_or_default().into_owned();
+        let tokens = crate::answer::answer_tokens(&answer).unwrap_or_else(|| estimate_tokens(&text));
         if let (Some(estimated), Some(actual)) = (self.estimated_context, crate::answer::prompt_tokens(&answer)) {
             let model = crate::request_metrics::shortened_model(self.model);
             gateway.inner.calibration.observe(&model, estimated, actual);
@@ -332,10 +333,7 @@ impl Answered<'_> {
         };
         let id = self.session.id.as_str();
         let stored = append(&*self.store, id, placeholder).await.map_err(unavailable)?;
-        let completion = keel_session::MessageCompletion {
-            content: Some(text.unwrap_or_default().to_owned()),
-            token_count: Some(tokens),
-        };
+        let completion = keel_session::MessageCompletion { content: Some(text), token_count: Some(tokens) };
         self.store.complete_message(id, stored.seq, completion).await.map_err(unavailable)?;
         parts.headers.remove(header::CONTENT_LENGTH);
         Ok(Response::from_parts(parts, axum::body::Body::from(bytes)))
@@ -405,7 +403,7 @@ async fn summary(
     let written = if response.status().is_success() {
         crate::answer::read_json(response, gateway.config().guard.max_answer_bytes)
             .await
-            .and_then(|answer| Kind::of(endpoint).and_then(|kind| kind.content(&answer).0.map(str::to_owned)))
+            .and_then(|answer| Kind::of(endpoint).and_then(|kind| kind.content(&answer).0.map(Cow::into_owned)))
             .filter(|text| !text.trim().is_empty())
     } else {
         None
@@ -552,10 +550,10 @@ fn is_stream(headers: &HeaderMap) -> bool {
 }
 
 /// The stored answer of an idempotent retry, in the client's dialect and framing.
-fn replay(kind: Kind, stream: bool, include_usage: bool, model: &str, stored: &Message) -> Response {
-    let answer = crate::answer::synthetic(kind, model, &stored.content);
-    let (content_type, body) = if stream {
-        crate::answer::stream_chunks(kind, include_usage, answer)
+fn replay(turn: &Turn, model: &str, stored: &Message) -> Response {
+    let answer = crate::answer::synthetic(turn.kind, &turn.body, model, &stored.content);
+    let (content_type, body) = if turn.stream {
+        crate::answer::stream_chunks(turn.kind, turn.include_usage, answer)
     } else {
         ("application/json; charset=utf-8", Bytes::from(answer.to_string()))
     };
