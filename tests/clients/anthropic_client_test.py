@@ -16,6 +16,7 @@ with the venv from scripts/install-test-clients.sh.
 import asyncio
 import importlib.metadata
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -30,6 +31,8 @@ MODEL = "llama3.2"
 UNKNOWN = "no-such-model"
 URL = (sys.argv[1] if len(sys.argv) > 1 else "http://127.0.0.1:11434").rstrip("/")
 EXPECTED_REPLY = sys.argv[2] if len(sys.argv) > 2 else None
+# What answers behind URL: "ollama" (serves the Messages API itself) or "openai" (keel translates).
+UPSTREAM_DIALECT = os.environ.get("KEEL_UPSTREAM_DIALECT", "ollama")
 TIMEOUT = 30.0
 MAX_TOKENS = 256
 
@@ -187,6 +190,15 @@ def check_structured_output():
 
 
 def check_count_tokens():
+    if UPSTREAM_DIALECT == "openai":
+        # An OpenAI-dialect server has no token counting: keel says so instead of guessing.
+        try:
+            client.messages.count_tokens(model=MODEL, messages=USER)
+        except anthropic.BadRequestError as e:
+            check("count_tokens" in str(e), f"message {e}")
+            return
+        check(False, "no BadRequestError for count_tokens behind an OpenAI-dialect upstream")
+        return
     count = client.messages.count_tokens(model=MODEL, messages=USER)
     check(isinstance(count.input_tokens, int) and count.input_tokens > 0, f"input_tokens {count.input_tokens!r}")
 

@@ -83,6 +83,18 @@ pub(crate) fn bridge_for(endpoint: Endpoint, upstream: Dialect) -> Option<Bridge
     (!client.native_to(upstream)).then_some(Bridge { client, upstream })
 }
 
+/// Why an upstream of `dialect` cannot serve `endpoint` at all, when it cannot: token counting
+/// (`/v1/messages/count_tokens`) has no chat-completions equivalent.
+pub(crate) fn cannot_serve(endpoint: Endpoint, upstream: &keel_upstream::Upstream) -> Option<TranslateError> {
+    (endpoint.label == "/v1/messages/count_tokens" && upstream.dialect == Dialect::OpenAi).then(|| {
+        TranslateError::InvalidRequest(format!(
+            "upstream '{}' speaks the OpenAI dialect, which has no token counting: /v1/messages/count_tokens is \
+             served only by Ollama and Anthropic-API upstreams",
+            upstream.name
+        ))
+    })
+}
+
 /// What to do with a translated request.
 pub(crate) enum Bridged {
     /// Send `body` to `path` on the upstream; the client asked for a stream or not. `request` is

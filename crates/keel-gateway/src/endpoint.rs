@@ -61,7 +61,7 @@ pub struct Endpoint {
     pub label: &'static str,
 }
 
-const MODEL_IN_BODY: [&str; 10] = [
+const MODEL_IN_BODY: [&str; 11] = [
     "/api/chat",
     "/api/generate",
     "/api/embed",
@@ -72,6 +72,7 @@ const MODEL_IN_BODY: [&str; 10] = [
     "/v1/embeddings",
     "/v1/responses",
     "/v1/messages",
+    "/v1/messages/count_tokens",
 ];
 
 const KNOWN_PASSTHROUGH: [&str; 14] = [

@@ -64,10 +64,19 @@ const NODE_CLIENT: &str = "target/test-clients/node/node_modules/ollama";
 enum Via {
     Keel,
     MockDirectly,
+    /// keel in front of a mock that speaks only the OpenAI dialect (as llama.cpp's
+    /// `llama-server`): every other API is translated by keel.
+    KeelOpenAiUpstream,
 }
 
-/// Runs `program args.. URL REPLY` with a timeout and asserts it passed every check.
-async fn run_driver(label: &str, program: &Path, args: &[&Path], url: &str) {
+/// Runs `program args.. URL REPLY` with a timeout and asserts it passed every check;
+/// `KEEL_UPSTREAM_DIALECT` tells the driver what serves the answers behind `url` (checks of
+/// endpoints only some upstreams have depend on it).
+async fn run_driver(label: &str, program: &Path, args: &[&Path], url: &str, via: Via) {
+    let dialect = match via {
+        Via::KeelOpenAiUpstream => "openai",
+        Via::Keel | Via::MockDirectly => "ollama",
+    };
     let mut cmd = tokio::process::Command::new(program);
     cmd.args(args)
         .arg(url)
@@ -82,6 +91,7 @@ async fn run_driver(label: &str, program: &Path, args: &[&Path], url: &str) {
         .env("NO_PROXY", "127.0.0.1,localhost")
         .env("no_proxy", "127.0.0.1,localhost")
         .env("PYTHONUNBUFFERED", "1")
+        .env("KEEL_UPSTREAM_DIALECT", dialect)
         .env("PYTHONDONTWRITEBYTECODE", "1");
     for var in [
         "OLLAMA_HOST",
@@ -144,8 +154,28 @@ fn script(relative: &str) -> PathBuf {
 /// The URL the drivers get: keel's, or the mock's own.
 fn target_url(stack: &Stack, via: Via) -> String {
     match via {
-        Via::Keel => stack.keel.url(),
+        Via::Keel | Via::KeelOpenAiUpstream => stack.keel.url(),
         Via::MockDirectly => stack.mock.url(),
+    }
+}
+
+/// The mock and keel for `via`.
+async fn stack(via: Via) -> Stack {
+    match via {
+        Via::Keel | Via::MockDirectly => Stack::start(scenario()).await,
+        Via::KeelOpenAiUpstream => {
+            let scenario = scenario().with_api(keel_mock::ApiSurface::Openai);
+            let mock = match keel_mock::MockServer::start(([127, 0, 0, 1], 0).into(), scenario).await {
+                Ok(mock) => mock,
+                Err(err) => panic!("cannot start keel-mock: {err}"),
+            };
+            let config = format!(
+                "[[upstream]]\nname = \"llamacpp\"\nurl = \"{}\"\ndialect = \"openai\"\nhealth_interval = \"0s\"\n",
+                mock.url()
+            );
+            let keel = keel_testkit::TestGateway::start(keel_testkit::config_from_toml(&config)).await;
+            Stack { mock, keel }
+        }
     }
 }
 
@@ -157,10 +187,10 @@ async fn python_driver(driver: &str, via: Via) {
         return;
     };
     let driver = script(driver);
-    let stack = Stack::start(scenario()).await;
+    let stack = stack(via).await;
     let url = target_url(&stack, via);
     let label = format!("{} via {via:?}", driver.file_name().map(|n| n.to_string_lossy()).unwrap_or_default());
-    run_driver(&label, &python, &[&driver], &url).await;
+    run_driver(&label, &python, &[&driver], &url, via).await;
     check_mock_was_reached(&stack, &label);
     stack.keel.shutdown().await;
     stack.mock.shutdown().await;
@@ -207,7 +237,7 @@ async fn js_driver(via: Via) {
     let stack = Stack::start(scenario()).await;
     let url = target_url(&stack, via);
     let label = format!("ollama_client_test.mjs via {via:?}");
-    run_driver(&label, &node, &[&copy], &url).await;
+    run_driver(&label, &node, &[&copy], &url, via).await;
     let _ = std::fs::remove_file(&copy);
     check_mock_was_reached(&stack, &label);
     stack.keel.shutdown().await;
@@ -264,6 +294,31 @@ async fn anthropic_python_sdk_directly_against_mock() {
 #[tokio::test(flavor = "multi_thread")]
 async fn openai_responses_python_sdk_directly_against_mock() {
     python_driver("tests/clients/openai_responses_test.py", Via::MockDirectly).await;
+}
+
+/// The Anthropic SDK (`/v1/messages`) through keel in front of an Ollama that serves the API.
+#[tokio::test(flavor = "multi_thread")]
+async fn anthropic_python_sdk_through_keel() {
+    python_driver("tests/clients/anthropic_client_test.py", Via::Keel).await;
+}
+
+/// The Anthropic SDK through keel in front of a server that speaks only the OpenAI dialect:
+/// keel translates `/v1/messages` to chat completions and back.
+#[tokio::test(flavor = "multi_thread")]
+async fn anthropic_python_sdk_through_keel_to_an_openai_upstream() {
+    python_driver("tests/clients/anthropic_client_test.py", Via::KeelOpenAiUpstream).await;
+}
+
+/// The OpenAI SDK's Responses API through keel in front of an Ollama that serves it.
+#[tokio::test(flavor = "multi_thread")]
+async fn openai_responses_python_sdk_through_keel() {
+    python_driver("tests/clients/openai_responses_test.py", Via::Keel).await;
+}
+
+/// The Responses API through keel in front of an OpenAI-dialect-only server (translated).
+#[tokio::test(flavor = "multi_thread")]
+async fn openai_responses_python_sdk_through_keel_to_an_openai_upstream() {
+    python_driver("tests/clients/openai_responses_test.py", Via::KeelOpenAiUpstream).await;
 }
 
 /// Control for the JavaScript driver (see [`ollama_python_client_directly_against_mock`]).

@@ -36,6 +36,9 @@ pub(super) fn prepare_target(
     bridge: Option<crate::bridge::Bridge>,
 ) -> Result<Prepared, Option<Box<Sent>>> {
     let keel_answer = |err: ProxyError| Some(Box::new(Sent::keel(InDialect(endpoint.dialect, err).into_response())));
+    if let Some(err) = crate::bridge::cannot_serve(endpoint, &handle.upstream) {
+        return Err(keel_answer(ProxyError::Translate(err)));
+    }
     let drop_format = !handle.forward_format
         && endpoint.kind == EndpointKind::ModelInBody
         && matches!(&payload, Payload::Bytes(bytes) if mentions_format(bytes));

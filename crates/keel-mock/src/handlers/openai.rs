@@ -9,7 +9,7 @@ use serde_json::Value;
 
 use super::{
     Content, Ctx, Dialect, Resp, SSE, XMock, chunk_limit, content, error, find_model, json, model_not_found, nullable,
-    offers_tools, parse, sse_error_event, sse_event, text_words, to_bytes,
+    offers_tools, parse, sse_error_event, sse_event, text_words, to_bytes, tool_answer,
 };
 use crate::jsongen::JsonMode;
 use crate::names::{self, word_count};
@@ -27,6 +27,7 @@ struct StreamOptions {
 #[derive(Deserialize, Default)]
 #[serde(default)]
 struct V1Message {
+    role: String,
     content: Value,
 }
 
@@ -185,7 +186,9 @@ pub(crate) async fn chat(ctx: &mut Ctx, snap: &Compiled, body: &[u8]) -> Resp {
         return r;
     }
     let prompt_tokens = req.messages.iter().map(|m| text_words(&m.content)).sum::<u64>().max(1);
-    let tool = if offers_tools(req.tools.as_ref()) { model.spec.tool_call.as_ref() } else { None };
+    // After a tool result the model answers in text, as a real one would.
+    let after_tool_result = req.messages.last().is_some_and(|m| m.role == "tool");
+    let tool = tool_answer(model, offers_tools(req.tools.as_ref()), after_tool_result);
     let content = content(model, &mode, &action);
     let completion_tokens = if tool.is_some() { 1 } else { content.eval_count() };
     let usage = Usage::new(prompt_tokens, completion_tokens);

@@ -22,14 +22,16 @@ type Object = Map<String, Value>;
 /// `parallel_tool_calls: false`); `max_tokens`; `stop_sequences` as `stop`; `temperature`,
 /// `top_p`, `top_k` (read by `llama-server` and vLLM); `thinking` as
 /// `chat_template_kwargs.enable_thinking` (as the Ollama translation sends `think`); `stream`
-/// (with `stream_options.include_usage`, for the usage Anthropic reports).
+/// (with `stream_options.include_usage`, for the usage Anthropic reports); structured outputs
+/// (`output_format`, or `output_config.format`, of type `json_schema`) as a `json_schema`
+/// `response_format`.
 ///
 /// Dropped: `metadata`, `service_tier`, `container`, `mcp_servers`, `cache_control` on blocks,
 /// the `thinking` budget, and assistant `thinking`/`redacted_thinking` blocks (an
 /// OpenAI-compatible upstream cannot check their signatures).
 ///
 /// Errors ([`TranslateError::InvalidRequest`], saying what is wrong): not an object, no `model`,
-/// `messages` not an array, a role other than `user`/`assistant`, a block without `type` or of a
+/// no `max_tokens` (required, as Anthropic requires it), `messages` not an array, a role other than `user`/`assistant`, a block without `type` or of a
 /// type chat completions cannot carry (`document`, server tools, …), wrongly typed fields.
 pub fn messages_to_chat(request: &Value) -> Result<Value, TranslateError> {
     let req = object(request, "request body")?;
@@ -52,8 +54,12 @@ pub fn messages_to_chat(request: &Value) -> Result<Value, TranslateError> {
     if let Some(choice) = req.get("tool_choice").filter(|t| !t.is_null()) {
         apply_anthropic_tool_choice(&mut out, choice)?;
     }
-    if let Some(n) = opt_positive_int(req, "max_tokens")? {
-        out.insert("max_tokens".into(), Value::from(n));
+    let max_tokens = opt_positive_int(req, "max_tokens")?.ok_or_else(|| invalid("max_tokens: Field required"))?;
+    out.insert("max_tokens".into(), Value::from(max_tokens));
+    if let Some(schema) = output_schema(req) {
+        let format =
+            json!({"type": "json_schema", "json_schema": {"name": "output", "schema": schema, "strict": true}});
+        out.insert("response_format".into(), format);
     }
     match req.get("stop_sequences") {
         None | Some(Value::Null) => {}
@@ -72,6 +78,13 @@ pub fn messages_to_chat(request: &Value) -> Result<Value, TranslateError> {
         out.insert("stream_options".into(), json!({"include_usage": true}));
     }
     Ok(Value::Object(out))
+}
+
+/// The JSON Schema of Anthropic's structured outputs (`output_format`, or `output_config.format`,
+/// with `type: "json_schema"`), if the request asks for one.
+fn output_schema(req: &Object) -> Option<&Value> {
+    let format = req.get("output_format").or_else(|| req.get("output_config")?.get("format"))?;
+    (format.get("type")?.as_str()? == "json_schema").then(|| format.get("schema")).flatten()
 }
 
 /// Translates a `/v1/chat/completions` request into an Anthropic `/v1/messages` request, for an

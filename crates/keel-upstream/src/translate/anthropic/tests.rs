@@ -127,7 +127,7 @@ fn messages_to_chat_translates_everything() {
 
 #[test]
 fn messages_to_chat_tool_choices_and_plain_strings() {
-    let base = json!({"model": "m", "messages": [{"role": "user", "content": "hi"}], "system": "sys"});
+    let base = json!({"model": "m", "max_tokens": 9, "messages": [{"role": "user", "content": "hi"}], "system": "sys"});
     let chat = messages_to_chat(&base).unwrap();
     assert_eq!(chat["messages"], json!([{"role": "system", "content": "sys"}, {"role": "user", "content": "hi"}]));
     assert_eq!(chat["stream"], false);
@@ -141,9 +141,19 @@ fn messages_to_chat_tool_choices_and_plain_strings() {
         req["tool_choice"] = choice;
         assert_eq!(messages_to_chat(&req).unwrap()["tool_choice"], expected);
     }
-    let mut req = base;
+    let mut req = base.clone();
     req["thinking"] = json!({"type": "enabled", "budget_tokens": 1024});
     assert_eq!(messages_to_chat(&req).unwrap()["chat_template_kwargs"], json!({"enable_thinking": true}));
+    // Structured outputs become a JSON-schema response_format.
+    let schema = json!({"type": "object", "properties": {"a": {"type": "integer"}}});
+    let mut req = base.clone();
+    req["output_config"] = json!({"format": {"type": "json_schema", "schema": schema}});
+    assert_eq!(messages_to_chat(&req).unwrap()["response_format"]["json_schema"]["schema"], schema);
+    // max_tokens is required, as Anthropic requires it.
+    let mut req = base;
+    req.as_object_mut().unwrap().remove("max_tokens");
+    let err = messages_to_chat(&req).unwrap_err().to_string();
+    assert!(err.contains("max_tokens"), "{err}");
 }
 
 #[test]
