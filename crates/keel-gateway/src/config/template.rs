@@ -59,7 +59,7 @@ url = "sqlite://keel.db"
 name = "local"
 url = "http://127.0.0.1:11434"
 # "ollama" for Ollama; "openai" for OpenAI-compatible servers (llama.cpp llama-server, vLLM,
-# LM Studio).
+# LM Studio); "anthropic" for the Anthropic API. keel translates what a server does not speak.
 dialect = "ollama"
 # Time to open a TCP connection: short, so a dead server fails fast.
 connect_timeout = "5s"
@@ -84,6 +84,18 @@ forward_format = true
 # name = "backup"
 # url = "http://127.0.0.1:11436"
 
+# A cloud API as the last resort (data leaves the premises: only routes with allow_remote = true
+# use it, and only after their local targets are out):
+# [[upstream]]
+# name = "cloud"
+# url = "https://api.anthropic.com"
+# dialect = "anthropic"
+# api_key_env = "ANTHROPIC_API_KEY"   # or api_key_file; sent instead of whatever the client sent
+# headers = { "X-Team" = "shop" }     # more headers; headers_env = { "X-Secret" = "ENV_VAR" }
+# ca_file = "certs/ca.pem"            # a private CA, besides the system's roots
+# remote = true                       # implied by an address outside loopback/private networks
+# tokens_per_day = 2000000            # what it may spend per UTC day; 0 = no cap
+
 # Routes map the model name a client asks for to targets, tried in order. A target is an
 # upstream name ("local") or an upstream and the model to ask it for ("local:qwen2.5:0.5b").
 # "*" matches every name that no other route matches.
@@ -97,6 +109,7 @@ targets = ["local"]
 # prefer_loaded = true   # try targets that already have the model in memory first
 # requests_per_minute = 30   # per key (or client) on this route, besides [limits]; 0: none
 # tokens_per_minute = 20000
+# allow_remote = false     # true: remote upstreams (targets = [..., "cloud:claude-haiku-4-5"]) may answer
 #
 # [[route]]                # a route for structured answers (see [guard])
 # model = "classifier"
