@@ -545,7 +545,13 @@ impl Api {
     }
 }
 
-async fn post(keel: &TestGateway, api: Api, session: &str, headers: &[(&str, &str)], body: &Value) -> reqwest::Response {
+async fn post(
+    keel: &TestGateway,
+    api: Api,
+    session: &str,
+    headers: &[(&str, &str)],
+    body: &Value,
+) -> reqwest::Response {
     let mut request =
         reqwest::Client::new().post(format!("{}{}", keel.url(), api.path())).header("x-keel-session", session);
     for (name, value) in headers {
@@ -712,7 +718,8 @@ async fn responses_function_calls_survive_the_session() {
         reqwest::get(format!("{}/keel/sessions/tools-r/messages", keel.url())).await.unwrap().json().await.unwrap();
     assert_eq!(stored["messages"][2]["tool_calls"][0]["id"], call_id, "{stored}");
 
-    let mut result = Api::Responses.with(json!([{"type": "function_call_output", "call_id": call_id, "output": "sunny"}]));
+    let mut result =
+        Api::Responses.with(json!([{"type": "function_call_output", "call_id": call_id, "output": "sunny"}]));
     result["tools"] = ask["tools"].clone();
     let last: Value = post(&keel, Api::Responses, "tools-r", &[], &result).await.json().await.unwrap();
     assert_eq!(Api::Responses.text(&last), "Sunny it is.", "{last}");
@@ -768,4 +775,23 @@ async fn a_messages_session_through_an_openai_dialect_upstream() {
             ("assistant", "You are Ada.")
         ])
     );
+}
+
+#[tokio::test]
+async fn a_responses_session_still_refuses_previous_response_id() {
+    let up = mock(&["x"]).await;
+    let keel = keel(&up, "").await;
+    let mut ask = Api::Responses.ask("hi", false);
+    ask["previous_response_id"] = json!("resp_1");
+    let response = reqwest::Client::new()
+        .post(format!("{}/v1/responses", keel.url()))
+        .header("x-keel-session", "prev")
+        .json(&ask)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 400);
+    let body: Value = response.json().await.unwrap();
+    assert!(body["error"]["message"].as_str().unwrap().contains("X-Keel-Session"), "{body}");
+    assert!(Api::Responses.sent(&up).is_empty());
 }

@@ -270,7 +270,8 @@ mod tests {
         assert!(tap.finished);
         assert_eq!((tap.prompt_tokens, tap.answer_tokens), (Some(7), Some(2)));
         let mut tap = Tap::new(TapFraming::Responses);
-        let fed = tap.feed(b"event: error\ndata: {\"type\":\"error\",\"code\":\"server_error\",\"message\":\"gone\"}\n\n");
+        let fed =
+            tap.feed(b"event: error\ndata: {\"type\":\"error\",\"code\":\"server_error\",\"message\":\"gone\"}\n\n");
         assert_eq!(fed.error.as_deref(), Some("gone"));
     }
 }

@@ -86,7 +86,10 @@ mod tests {
         let body = object(json!({"model": "m", "max_tokens": 64, "system": "Be brief.",
             "messages": [{"role": "user", "content": "hi"}]}));
         let chat = chat_messages(Kind::Messages, &body).unwrap_or_default();
-        assert_eq!(chat, vec![json!({"role": "system", "content": "Be brief."}), json!({"role": "user", "content": "hi"})]);
+        assert_eq!(
+            chat,
+            vec![json!({"role": "system", "content": "Be brief."}), json!({"role": "user", "content": "hi"})]
+        );
         let mut sent = body.clone();
         let context = vec![json!({"role": "user", "content": "hi"}), json!({"role": "assistant", "content": "yo"})];
         assert!(put_context(Kind::Messages, &mut sent, context).is_ok());
@@ -105,7 +108,8 @@ mod tests {
         assert_eq!(sent.get("instructions"), None);
         assert_eq!(sent["input"], json!([{"role": "user", "content": "hi"}]));
         assert_eq!(sent["store"], false);
-        let refused = chat_messages(Kind::Responses, &object(json!({"model": "m", "input": "x", "previous_response_id": "r"})));
+        let refused =
+            chat_messages(Kind::Responses, &object(json!({"model": "m", "input": "x", "previous_response_id": "r"})));
         assert!(matches!(refused, Err(ProxyError::Translate(_))));
     }
 }

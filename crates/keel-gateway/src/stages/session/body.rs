@@ -119,7 +119,8 @@ impl SessionBody {
             TapFraming::Sse => Bytes::from(format!("data: {json}\n\n")),
             TapFraming::Anthropic => keel_upstream::translate::sse::write_event(Some("error"), &json.to_string()),
             TapFraming::Responses => {
-                let event = serde_json::json!({"type": "error", "code": "server_error", "message": message, "param": null});
+                let event =
+                    serde_json::json!({"type": "error", "code": "server_error", "message": message, "param": null});
                 keel_upstream::translate::sse::write_event(Some("error"), &event.to_string())
             }
         }

@@ -263,8 +263,11 @@ async fn attach(
             // Clients of the Messages and Responses APIs send their system prompt every time:
             // one the session already has is not stored again.
             let has_system = turn.messages.iter().any(context::is_system);
-            let before =
-                if has_system { store.messages(id, 0, MAX_CONTEXT_MESSAGES).await.map_err(unavailable)? } else { Vec::new() };
+            let before = if has_system {
+                store.messages(id, 0, MAX_CONTEXT_MESSAGES).await.map_err(unavailable)?
+            } else {
+                Vec::new()
+            };
             let repeated = |message: &Value| context::is_stored_system(message, &before);
             append_all(store, session, &turn.messages, 0, &repeated).await?;
             store.messages(id, 0, MAX_CONTEXT_MESSAGES).await.map_err(unavailable)?
@@ -308,8 +311,15 @@ impl Answered<'_> {
         let pending = append(&*self.store, id, placeholder).await.map_err(unavailable)?;
         let model_label = crate::request_metrics::shortened_model(self.model);
         let calibrate = self.estimated_context.map(|tokens| (gateway.clone(), model_label, tokens));
-        let body =
-            body::SessionBody::new(response_body, &parts.headers, self.kind, self.store, id.to_owned(), pending.seq, calibrate);
+        let body = body::SessionBody::new(
+            response_body,
+            &parts.headers,
+            self.kind,
+            self.store,
+            id.to_owned(),
+            pending.seq,
+            calibrate,
+        );
         Ok(Response::from_parts(parts, axum::body::Body::new(body)))
     }
 
