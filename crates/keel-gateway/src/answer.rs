@@ -126,9 +126,21 @@ impl Kind {
     }
 
     /// The chat-shaped `tool_calls` of a chat answer, when it made any (`None` for the kinds
-    /// without a chat message; sessions, their reader, run on chat endpoints only).
+    /// without a chat message: [`Kind::chat_tool_calls`] reads those).
     pub(crate) fn tool_calls(self, answer: &Value) -> Option<&Value> {
         self.message(answer)?.get("tool_calls").filter(|calls| calls.as_array().is_some_and(|c| !c.is_empty()))
+    }
+
+    /// The answer's tool calls in chat form (`[{"id", "type": "function", "function": {"name",
+    /// "arguments"}}]`), whatever the API: chat `tool_calls`, Anthropic `tool_use` blocks,
+    /// Responses `function_call` items. `None` when it called none.
+    pub(crate) fn chat_tool_calls(self, answer: &Value) -> Option<Value> {
+        let chat = match self {
+            Kind::OllamaChat | Kind::OllamaGenerate | Kind::OpenAiChat => return self.tool_calls(answer).cloned(),
+            Kind::Responses => via_chat::responses_as_chat(answer),
+            Kind::Messages => keel_upstream::translate::anthropic::messages_to_chat_response(answer).ok()?,
+        };
+        Kind::OpenAiChat.tool_calls(&chat).cloned()
     }
 
     /// Replaces the answer's text.

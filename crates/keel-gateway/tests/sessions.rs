@@ -463,3 +463,335 @@ async fn an_answer_that_calls_tools_is_stored_with_its_tool_calls() {
     let sent = upstream_chats(&up);
     assert_eq!(sent[1]["messages"][1]["tool_calls"], answer["message"]["tool_calls"], "{}", sent[1]);
 }
+
+/// The two APIs keel serves through chat completions, as a session client uses them.
+#[derive(Debug, Clone, Copy)]
+enum Api {
+    /// Anthropic's `/v1/messages`.
+    Messages,
+    /// OpenAI's `/v1/responses`.
+    Responses,
+}
+
+const APIS: [Api; 2] = [Api::Messages, Api::Responses];
+
+impl Api {
+    fn path(self) -> &'static str {
+        match self {
+            Api::Messages => "/v1/messages",
+            Api::Responses => "/v1/responses",
+        }
+    }
+
+    /// A request with the system prompt and one user message.
+    fn ask(self, text: &str, stream: bool) -> Value {
+        match self {
+            Api::Messages => json!({"model": "m", "max_tokens": 100, "system": "Be brief.", "stream": stream,
+                "messages": [{"role": "user", "content": text}]}),
+            Api::Responses => json!({"model": "m", "instructions": "Be brief.", "input": text, "stream": stream}),
+        }
+    }
+
+    /// The same request with these conversation entries instead of the one user message.
+    fn with(self, entries: Value) -> Value {
+        let mut body = self.ask("", false);
+        body[self.entries_field()] = entries;
+        body
+    }
+
+    fn entries_field(self) -> &'static str {
+        match self {
+            Api::Messages => "messages",
+            Api::Responses => "input",
+        }
+    }
+
+    /// The text of a whole answer.
+    fn text(self, answer: &Value) -> String {
+        let (list, kind) = match self {
+            Api::Messages => (&answer["content"], "text"),
+            Api::Responses => (&answer["output"], "message"),
+        };
+        let blocks = list.as_array().unwrap().iter().filter(|b| b["type"] == kind);
+        match self {
+            Api::Messages => blocks.map(|b| b["text"].as_str().unwrap().to_owned()).collect(),
+            Api::Responses => blocks.map(|m| m["content"][0]["text"].as_str().unwrap().to_owned()).collect(),
+        }
+    }
+
+    /// What the upstream got in the conversation field of each request.
+    fn sent(self, up: &MockServer) -> Vec<Value> {
+        up.requests()
+            .iter()
+            .filter(|r| r.path == self.path())
+            .map(|r| serde_json::from_slice::<Value>(&r.body).unwrap())
+            .collect()
+    }
+
+    /// A user message as the upstream gets it from keel's stored context.
+    fn user(self, text: &str) -> Value {
+        match self {
+            Api::Messages => json!({"role": "user", "content": [{"type": "text", "text": text}]}),
+            Api::Responses => json!({"role": "user", "content": text}),
+        }
+    }
+
+    /// An assistant text message as the upstream gets it from keel's stored context.
+    fn assistant(self, text: &str) -> Value {
+        match self {
+            Api::Messages => json!({"role": "assistant", "content": [{"type": "text", "text": text}]}),
+            Api::Responses => json!({"role": "assistant", "content": text}),
+        }
+    }
+}
+
+async fn post(
+    keel: &TestGateway,
+    api: Api,
+    session: &str,
+    headers: &[(&str, &str)],
+    body: &Value,
+) -> reqwest::Response {
+    let mut request =
+        reqwest::Client::new().post(format!("{}{}", keel.url(), api.path())).header("x-keel-session", session);
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    let response = request.json(body).send().await.unwrap();
+    assert_eq!(response.status(), 200, "{api:?}");
+    response
+}
+
+#[tokio::test]
+async fn messages_and_responses_clients_keep_a_managed_session() {
+    for api in APIS {
+        let up = mock(&["Hi Ada.", "You are Ada."]).await;
+        let keel = keel(&up, "").await;
+        let session = format!("managed-{api:?}");
+        let first: Value = post(&keel, api, &session, &[], &api.ask("I am Ada.", false)).await.json().await.unwrap();
+        assert_eq!(api.text(&first), "Hi Ada.");
+        // The system prompt is sent again, as these clients do; only the new message is.
+        let second: Value = post(&keel, api, &session, &[], &api.ask("Who am I?", false)).await.json().await.unwrap();
+        assert_eq!(api.text(&second), "You are Ada.");
+
+        let sent = api.sent(&up);
+        let expected = json!([api.user("I am Ada."), api.assistant("Hi Ada."), api.user("Who am I?")]);
+        assert_eq!(sent[1][api.entries_field()], expected, "{api:?}: {}", sent[1]);
+        let system = match api {
+            Api::Messages => &sent[1]["system"],
+            Api::Responses => &sent[1]["instructions"],
+        };
+        assert_eq!(system, "Be brief.", "{api:?}: {}", sent[1]);
+        if let Api::Messages = api {
+            assert_eq!(sent[1]["max_tokens"], 100, "the client's other fields as sent");
+        }
+        assert_eq!(
+            transcript(&keel, &session).await,
+            owned(&[
+                ("system", "Be brief."),
+                ("user", "I am Ada."),
+                ("assistant", "Hi Ada."),
+                ("user", "Who am I?"),
+                ("assistant", "You are Ada.")
+            ]),
+            "{api:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn messages_and_responses_streams_are_stored_whole() {
+    for api in APIS {
+        let up = mock(&["Once upon a time."]).await;
+        let keel = keel(&up, "").await;
+        let session = format!("stream-{api:?}");
+        let text = post(&keel, api, &session, &[], &api.ask("Tell a story", true)).await.text().await.unwrap();
+        let end = match api {
+            Api::Messages => "event: message_stop",
+            Api::Responses => "event: response.completed",
+        };
+        assert!(text.contains(end), "{api:?}: {text}");
+        assert_eq!(
+            transcript(&keel, &session).await,
+            owned(&[("system", "Be brief."), ("user", "Tell a story"), ("assistant", "Once upon a time.")]),
+            "{api:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn messages_and_responses_retries_replay_the_stored_answer() {
+    for api in APIS {
+        let up = mock(&["first answer", "second answer"]).await;
+        let keel = keel(&up, "").await;
+        let session = format!("retry-{api:?}");
+        let key = [("x-keel-idempotency-key", "req-1")];
+        let first: Value = post(&keel, api, &session, &key, &api.ask("hello", false)).await.json().await.unwrap();
+        let retry = post(&keel, api, &session, &key, &api.ask("hello", false)).await;
+        assert_eq!(retry.headers()["x-keel-replayed"], "true");
+        let replayed: Value = retry.json().await.unwrap();
+        assert_eq!(api.text(&first), "first answer");
+        assert_eq!(api.text(&replayed), "first answer", "{api:?}: {replayed}");
+        let shape = match api {
+            Api::Messages => ("type", "message"),
+            Api::Responses => ("object", "response"),
+        };
+        assert_eq!(replayed[shape.0], shape.1, "{api:?}: {replayed}");
+        assert_eq!(api.sent(&up).len(), 1, "{api:?}: the model was asked once");
+        assert_eq!(transcript(&keel, &session).await.len(), 3, "{api:?}");
+        // A streamed retry gets the stored answer as the API's stream.
+        let text = post(&keel, api, &session, &key, &api.ask("hello", true)).await.text().await.unwrap();
+        assert!(text.contains("first answer") && text.contains("event: "), "{api:?}: {text}");
+    }
+}
+
+#[tokio::test]
+async fn messages_and_responses_record_mode_stores_only_what_is_new() {
+    for api in APIS {
+        let up = mock(&["A1", "A2"]).await;
+        let keel = keel(&up, "").await;
+        let session = format!("record-{api:?}");
+        let record = [("x-keel-session-mode", "record")];
+        post(&keel, api, &session, &record, &api.ask("Q1", false)).await;
+        let full = api.with(json!([
+            {"role": "user", "content": "Q1"}, {"role": "assistant", "content": "A1"}, {"role": "user", "content": "Q2"}]));
+        post(&keel, api, &session, &record, &full).await;
+        // Forwarded as the client sent it.
+        assert_eq!(api.sent(&up)[1][api.entries_field()], full[api.entries_field()], "{api:?}");
+        assert_eq!(
+            transcript(&keel, &session).await,
+            owned(&[("system", "Be brief."), ("user", "Q1"), ("assistant", "A1"), ("user", "Q2"), ("assistant", "A2")]),
+            "{api:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn messages_tool_use_survives_the_session() {
+    let up = MockServer::start(
+        ([127, 0, 0, 1], 0).into(),
+        scenario("[[model]]\nname = \"m\"\nreply = \"Sunny it is.\"\ntool_call = { name = \"get_weather\", arguments = { city = \"Paris\" } }\n"),
+    )
+    .await
+    .unwrap();
+    let keel = keel(&up, "").await;
+    let mut ask = Api::Messages.ask("Weather in Paris?", false);
+    ask["tools"] = json!([{"name": "get_weather", "input_schema": {"type": "object"}}]);
+    let answer: Value = post(&keel, Api::Messages, "tools-m", &[], &ask).await.json().await.unwrap();
+    let tool_use = answer["content"].as_array().unwrap().iter().find(|b| b["type"] == "tool_use").unwrap().clone();
+    let id = tool_use["id"].as_str().unwrap();
+    let stored: Value =
+        reqwest::get(format!("{}/keel/sessions/tools-m/messages", keel.url())).await.unwrap().json().await.unwrap();
+    assert_eq!(stored["messages"][2]["tool_calls"][0]["id"], id, "{stored}");
+    assert_eq!(stored["messages"][2]["tool_calls"][0]["function"]["name"], "get_weather", "{stored}");
+
+    let mut result = Api::Messages.with(json!([{"role": "user", "content": [
+        {"type": "tool_result", "tool_use_id": id, "content": "sunny"}]}]));
+    result["tools"] = ask["tools"].clone();
+    post(&keel, Api::Messages, "tools-m", &[], &result).await;
+    let sent = Api::Messages.sent(&up);
+    let messages = sent[1]["messages"].as_array().unwrap();
+    assert_eq!(messages.len(), 3, "{}", sent[1]);
+    let call = messages[1]["content"].as_array().unwrap().iter().find(|b| b["type"] == "tool_use").unwrap();
+    assert_eq!((&call["id"], &call["name"], &call["input"]), (&tool_use["id"], &tool_use["name"], &tool_use["input"]));
+    assert_eq!(messages[2]["role"], "user");
+    assert_eq!(messages[2]["content"][0]["type"], "tool_result", "{}", sent[1]);
+    assert_eq!(messages[2]["content"][0]["tool_use_id"], id, "{}", sent[1]);
+    assert_eq!(messages[2]["content"][0]["content"], "sunny", "{}", sent[1]);
+}
+
+#[tokio::test]
+async fn responses_function_calls_survive_the_session() {
+    let up = MockServer::start(
+        ([127, 0, 0, 1], 0).into(),
+        scenario("[[model]]\nname = \"m\"\nreply = \"Sunny it is.\"\ntool_call = { name = \"get_weather\", arguments = { city = \"Paris\" } }\n"),
+    )
+    .await
+    .unwrap();
+    let keel = keel(&up, "").await;
+    let mut ask = Api::Responses.ask("Weather in Paris?", false);
+    ask["tools"] = json!([{"type": "function", "name": "get_weather", "parameters": {"type": "object"}}]);
+    let answer: Value = post(&keel, Api::Responses, "tools-r", &[], &ask).await.json().await.unwrap();
+    let call = answer["output"].as_array().unwrap().iter().find(|i| i["type"] == "function_call").unwrap().clone();
+    let call_id = call["call_id"].as_str().unwrap();
+    let stored: Value =
+        reqwest::get(format!("{}/keel/sessions/tools-r/messages", keel.url())).await.unwrap().json().await.unwrap();
+    assert_eq!(stored["messages"][2]["tool_calls"][0]["id"], call_id, "{stored}");
+
+    let mut result =
+        Api::Responses.with(json!([{"type": "function_call_output", "call_id": call_id, "output": "sunny"}]));
+    result["tools"] = ask["tools"].clone();
+    let last: Value = post(&keel, Api::Responses, "tools-r", &[], &result).await.json().await.unwrap();
+    assert_eq!(Api::Responses.text(&last), "Sunny it is.", "{last}");
+    let sent = Api::Responses.sent(&up);
+    assert_eq!(
+        sent[1]["input"],
+        json!([
+            Api::Responses.user("Weather in Paris?"),
+            {"type": "function_call", "call_id": call_id, "name": "get_weather", "arguments": call["arguments"]},
+            {"type": "function_call_output", "call_id": call_id, "output": "sunny"}
+        ]),
+        "{}",
+        sent[1]
+    );
+}
+
+#[tokio::test]
+async fn a_messages_session_through_an_openai_dialect_upstream() {
+    let up = MockServer::start(
+        ([127, 0, 0, 1], 0).into(),
+        scenario("api = \"openai\"\n[[model]]\nname = \"m\"\nreplies = [\"Hi Ada.\", \"You are Ada.\"]\n"),
+    )
+    .await
+    .unwrap();
+    let keel = keel(&up, "dialect = \"openai\"\n").await;
+    for (text, stream) in [("I am Ada.", false), ("Who am I?", true)] {
+        let _ = post(&keel, Api::Messages, "openai-m", &[], &Api::Messages.ask(text, stream)).await.text().await;
+    }
+    let sent: Vec<Value> = up
+        .requests()
+        .iter()
+        .filter(|r| r.path == "/v1/chat/completions")
+        .map(|r| serde_json::from_slice(&r.body).unwrap())
+        .collect();
+    assert_eq!(
+        sent[1]["messages"],
+        json!([
+            {"role": "system", "content": "Be brief."},
+            {"role": "user", "content": "I am Ada."},
+            {"role": "assistant", "content": "Hi Ada."},
+            {"role": "user", "content": "Who am I?"}
+        ]),
+        "{}",
+        sent[1]
+    );
+    assert_eq!(
+        transcript(&keel, "openai-m").await,
+        owned(&[
+            ("system", "Be brief."),
+            ("user", "I am Ada."),
+            ("assistant", "Hi Ada."),
+            ("user", "Who am I?"),
+            ("assistant", "You are Ada.")
+        ])
+    );
+}
+
+#[tokio::test]
+async fn a_responses_session_still_refuses_previous_response_id() {
+    let up = mock(&["x"]).await;
+    let keel = keel(&up, "").await;
+    let mut ask = Api::Responses.ask("hi", false);
+    ask["previous_response_id"] = json!("resp_1");
+    let response = reqwest::Client::new()
+        .post(format!("{}/v1/responses", keel.url()))
+        .header("x-keel-session", "prev")
+        .json(&ask)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 400);
+    let body: Value = response.json().await.unwrap();
+    assert!(body["error"]["message"].as_str().unwrap().contains("X-Keel-Session"), "{body}");
+    assert!(Api::Responses.sent(&up).is_empty());
+}

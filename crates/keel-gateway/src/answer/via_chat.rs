@@ -122,7 +122,7 @@ fn restream(mut translator: impl StreamTranslator, chat: &Value) -> Bytes {
 
 /// A Responses `response` as the chat completion it reads as: its `output_text`, its
 /// `function_call` items as tool calls, how it ended, its usage.
-fn responses_as_chat(answer: &Value) -> Value {
+pub(super) fn responses_as_chat(answer: &Value) -> Value {
     let calls: Vec<Value> = items(answer, "output", "function_call")
         .map(|item| {
             json!({"id": item.get("call_id"), "type": "function",

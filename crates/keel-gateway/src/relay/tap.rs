@@ -1,5 +1,5 @@
-//! Reading a relayed chat stream line by line (Ollama NDJSON, OpenAI SSE or Anthropic's named
-//! SSE events): the assistant text
+//! Reading a relayed chat stream line by line (Ollama NDJSON, OpenAI SSE, or the named SSE
+//! events of Anthropic's Messages API and OpenAI's Responses API): the assistant text
 //! sent so far, the final chunk, the token counts, and an upstream error line. The relay uses it
 //! to notice a stream that broke mid-answer (and to continue it elsewhere); the session stage uses
 //! it to store the answer of a streamed session turn.
@@ -17,6 +17,9 @@ pub(crate) enum TapFraming {
     /// Anthropic's Messages stream: `content_block_delta` events with `text_delta`s, then
     /// `message_stop`.
     Anthropic,
+    /// OpenAI's Responses stream: `response.output_text.delta` events, then `response.completed`
+    /// (or `response.incomplete`) carrying the final response and its `usage`.
+    Responses,
 }
 
 /// What one chunk fed to the [`Tap`] gave.
@@ -96,7 +99,7 @@ impl Tap {
     fn read_line(&mut self, line: &[u8]) -> Option<String> {
         let json = match self.framing {
             TapFraming::NdJson => line,
-            TapFraming::Sse | TapFraming::Anthropic => {
+            TapFraming::Sse | TapFraming::Anthropic | TapFraming::Responses => {
                 let data = line.strip_prefix(b"data:")?;
                 let data = data.trim_ascii();
                 if data == b"[DONE]" {
@@ -107,6 +110,9 @@ impl Tap {
             }
         };
         let value: Value = serde_json::from_slice(json).ok()?;
+        if let Some(message) = responses_error(self.framing, &value) {
+            return Some(message);
+        }
         if let Some(error) = value.get("error") {
             let message = error.get("message").unwrap_or(error);
             return Some(message.as_str().map_or_else(|| message.to_string(), str::to_owned));
@@ -126,6 +132,7 @@ impl Tap {
             }
             TapFraming::Sse => value.pointer("/choices/0/delta/content"),
             TapFraming::Anthropic => self.anthropic_event(&value),
+            TapFraming::Responses => self.responses_event(&value),
         };
         if let Some(content) = content.and_then(Value::as_str) {
             self.text.push_str(content);
@@ -161,6 +168,39 @@ impl Tap {
             _ => None,
         }
     }
+}
+
+impl Tap {
+    /// Notes a Responses stream event: the end (with the final response's token counts); the
+    /// text of a text delta.
+    fn responses_event<'v>(&mut self, value: &'v Value) -> Option<&'v Value> {
+        match value.get("type").and_then(Value::as_str)? {
+            "response.output_text.delta" => value.get("delta"),
+            "response.completed" | "response.incomplete" => {
+                self.finished = true;
+                let response = value.get("response")?;
+                self.answer_tokens = crate::answer::answer_tokens(response).or(self.answer_tokens);
+                self.prompt_tokens = crate::answer::prompt_tokens(response).or(self.prompt_tokens);
+                None
+            }
+            _ => None,
+        }
+    }
+}
+
+/// The message of a Responses stream's error: an `error` event (`{"type": "error", "message"}`)
+/// or a `response.failed` one (the response's `error`).
+fn responses_error(framing: TapFraming, value: &Value) -> Option<String> {
+    if framing != TapFraming::Responses {
+        return None;
+    }
+    let error = match value.get("type").and_then(Value::as_str)? {
+        "error" => value,
+        "response.failed" => value.pointer("/response/error").filter(|e| !e.is_null()).unwrap_or(value),
+        _ => return None,
+    };
+    let message = error.get("message").and_then(Value::as_str).unwrap_or("the model's stream failed");
+    Some(message.to_owned())
 }
 
 #[cfg(test)]
@@ -211,5 +251,27 @@ mod tests {
         let mut tap = Tap::new(TapFraming::Anthropic);
         let fed = tap.feed(b"event: error\ndata: {\"type\":\"error\",\"error\":{\"type\":\"overloaded_error\",\"message\":\"Overloaded\"}}\n\n");
         assert_eq!(fed.error.as_deref(), Some("Overloaded"));
+    }
+
+    #[test]
+    fn responses_text_end_and_usage() {
+        let mut tap = Tap::new(TapFraming::Responses);
+        let stream = concat!(
+            "event: response.created\ndata: {\"type\":\"response.created\",\"response\":{\"id\":\"resp_1\",\"error\":null,\"usage\":null}}\n\n",
+            "event: response.output_text.delta\ndata: {\"type\":\"response.output_text.delta\",\"delta\":\"Hel\"}\n\n",
+            "event: response.output_text.delta\ndata: {\"type\":\"response.output_text.delta\",\"delta\":\"lo\"}\n\n",
+        );
+        let fed = tap.feed(stream.as_bytes());
+        assert_eq!(fed.error, None);
+        assert_eq!(tap.text, "Hello");
+        assert!(!tap.finished);
+        let end = "event: response.completed\ndata: {\"type\":\"response.completed\",\"response\":{\"error\":null,\"usage\":{\"input_tokens\":7,\"output_tokens\":2}}}\n\n";
+        tap.feed(end.as_bytes());
+        assert!(tap.finished);
+        assert_eq!((tap.prompt_tokens, tap.answer_tokens), (Some(7), Some(2)));
+        let mut tap = Tap::new(TapFraming::Responses);
+        let fed =
+            tap.feed(b"event: error\ndata: {\"type\":\"error\",\"code\":\"server_error\",\"message\":\"gone\"}\n\n");
+        assert_eq!(fed.error.as_deref(), Some("gone"));
     }
 }

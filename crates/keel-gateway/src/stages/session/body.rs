@@ -15,6 +15,7 @@ use http_body::Frame;
 use keel_session::MessageCompletion;
 
 use super::SharedStore;
+use crate::answer::Kind;
 use crate::relay::tap::{Tap, TapFraming};
 
 type Saving = Pin<Box<dyn Future<Output = Result<(), String>> + Send>>;
@@ -47,14 +48,13 @@ impl SessionBody {
     pub(super) fn new(
         inner: Body,
         headers: &HeaderMap,
+        kind: Kind,
         store: SharedStore,
         id: String,
         seq: u64,
         calibrate: Option<(crate::state::Gateway, String, u64)>,
     ) -> SessionBody {
-        let sse =
-            headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).is_some_and(|t| t.contains("event-stream"));
-        let framing = if sse { TapFraming::Sse } else { TapFraming::NdJson };
+        let framing = framing(kind, headers);
         SessionBody {
             inner,
             tap: Tap::new(framing),
@@ -110,7 +110,7 @@ impl SessionBody {
         let message = format!("keel: the answer could not be stored in the session ({error}); retry the request");
         let dialect = match self.framing {
             TapFraming::NdJson => keel_types::Dialect::Ollama,
-            TapFraming::Sse => keel_types::Dialect::OpenAi,
+            TapFraming::Sse | TapFraming::Responses => keel_types::Dialect::OpenAi,
             TapFraming::Anthropic => keel_types::Dialect::Anthropic,
         };
         let json = keel_upstream::ErrorBody::json(dialect, http::StatusCode::SERVICE_UNAVAILABLE, &message);
@@ -118,7 +118,25 @@ impl SessionBody {
             TapFraming::NdJson => Bytes::from(format!("{json}\n")),
             TapFraming::Sse => Bytes::from(format!("data: {json}\n\n")),
             TapFraming::Anthropic => keel_upstream::translate::sse::write_event(Some("error"), &json.to_string()),
+            TapFraming::Responses => {
+                let event =
+                    serde_json::json!({"type": "error", "code": "server_error", "message": message, "param": null});
+                keel_upstream::translate::sse::write_event(Some("error"), &event.to_string())
+            }
         }
+    }
+}
+
+/// How the answer of a `kind` endpoint streams: the Messages and Responses APIs by their named
+/// events (both `text/event-stream`, so the endpoint decides), the chat APIs by content type.
+fn framing(kind: Kind, headers: &HeaderMap) -> TapFraming {
+    let sse =
+        headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).is_some_and(|t| t.contains("event-stream"));
+    match kind {
+        Kind::Messages => TapFraming::Anthropic,
+        Kind::Responses => TapFraming::Responses,
+        Kind::OllamaChat | Kind::OllamaGenerate | Kind::OpenAiChat if sse => TapFraming::Sse,
+        Kind::OllamaChat | Kind::OllamaGenerate | Kind::OpenAiChat => TapFraming::NdJson,
     }
 }
 

@@ -96,10 +96,42 @@ fn as_value(message: &Message) -> Value {
         return json!({"role": "system", "content": format!("Handoff {}", message.content)});
     }
     let mut value = json!({"role": message.role, "content": message.content});
-    if let Some(calls) = &message.tool_calls {
-        value["tool_calls"] = calls.clone();
+    match (&message.tool_calls, value.as_object_mut()) {
+        // A tool result's reference to its call, stored in the tool-calls column.
+        (Some(Value::Object(reference)), Some(object)) if message.role == "tool" => {
+            object.extend(reference.iter().map(|(key, value)| (key.clone(), value.clone())));
+        }
+        (Some(calls), _) => value["tool_calls"] = calls.clone(),
+        (None, _) => {}
     }
     value
+}
+
+/// Whether a chat message is a system message.
+pub(super) fn is_system(message: &Value) -> bool {
+    message.get("role").and_then(Value::as_str) == Some("system")
+}
+
+/// Whether a chat message is a system message with the text of a complete stored one.
+pub(super) fn is_stored_system(message: &Value, stored: &[Message]) -> bool {
+    is_system(message)
+        && message.get("content").and_then(Value::as_str).is_some_and(|text| {
+            stored.iter().any(|m| m.complete && m.role == "system" && !is_summary(m) && m.content == text)
+        })
+}
+
+/// What a `tool` message says about the call it answers (`tool_call_id`, Ollama's `tool_name`),
+/// kept in the message's tool-calls column as an object: a tool result sent back without its
+/// call's id is refused by most APIs.
+pub(super) fn tool_reference(message: &Value) -> Option<Value> {
+    if message.get("role").and_then(Value::as_str) != Some("tool") {
+        return None;
+    }
+    let reference: serde_json::Map<String, Value> = ["tool_call_id", "tool_name"]
+        .into_iter()
+        .filter_map(|key| Some((key.to_owned(), message.get(key).filter(|v| v.is_string())?.clone())))
+        .collect();
+    (!reference.is_empty()).then_some(Value::Object(reference))
 }
 
 /// The kept messages with the summary of the dropped ones after the leading system messages.

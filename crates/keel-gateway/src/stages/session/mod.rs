@@ -1,5 +1,8 @@
-//! Durable sessions in the proxy: `X-Keel-Session: <id>` on `/api/chat` or
-//! `/v1/chat/completions` makes the request part of a conversation kept in the store.
+//! Durable sessions in the proxy: `X-Keel-Session: <id>` on `/api/chat`,
+//! `/v1/chat/completions`, `/v1/messages` (Anthropic) or `/v1/responses` (OpenAI Responses)
+//! makes the request part of a conversation kept in the store. Messages are stored in
+//! chat-completions form whatever the client's API ([`api`] converts both ways), so one session
+//! can be continued through any of them.
 //!
 //! - **Managed** (default): the client sends only its new messages. keel stores them before it
 //!   calls the model, sends the stored conversation (system messages and the newest messages
@@ -13,6 +16,7 @@
 //! the answer stored as incomplete; incomplete answers are not sent back to the model as context.
 
 pub(crate) mod admin;
+mod api;
 mod body;
 pub(crate) mod budget;
 mod context;
@@ -27,7 +31,7 @@ use http_body_util::BodyExt;
 use keel_session::{
     Message, NewMessage, NewSession, Page, SessionFilter, SessionPatch, SessionStatus, Store, StoreError,
 };
-use serde_json::{Map, Value, json};
+use serde_json::{Map, Value};
 
 use crate::answer::Kind;
 use crate::attempts::{Call, Forward, Payload, send};
@@ -88,9 +92,9 @@ impl SessionRequest {
 
     fn parse(endpoint: Endpoint, id: &HeaderValue, headers: &HeaderMap) -> Result<SessionRequest, ProxyError> {
         let bad = |message: String| ProxyError::BadSession(message);
-        if !matches!(Kind::of(endpoint), Some(Kind::OllamaChat | Kind::OpenAiChat)) {
+        if matches!(Kind::of(endpoint), None | Some(Kind::OllamaGenerate)) {
             return Err(bad(format!(
-                "X-Keel-Session works with POST /api/chat and POST /v1/chat/completions, not {}",
+                "X-Keel-Session works with POST /api/chat, /v1/chat/completions, /v1/messages and /v1/responses, not {}",
                 endpoint.label
             )));
         }
@@ -218,13 +222,14 @@ struct Turn {
     kind: Kind,
     /// The request body, whose messages keel replaces with the stored context (managed mode).
     body: Map<String, Value>,
+    /// The request's messages in chat form (as stored).
     messages: Vec<Value>,
     stream: bool,
     include_usage: bool,
 }
 
 impl Turn {
-    /// Reads a session request's body: a chat request with a `messages` array.
+    /// Reads a session request's body and its messages in chat form ([`api::chat_messages`]).
     fn read(endpoint: Endpoint, forward: &Forward) -> Result<Turn, ProxyError> {
         let kind = Kind::of(endpoint).ok_or_else(|| ProxyError::BadSession("not a chat endpoint".into()))?;
         let Payload::Bytes(bytes) = &forward.payload else {
@@ -232,10 +237,7 @@ impl Turn {
         };
         let body: Map<String, Value> = serde_json::from_slice(bytes)
             .map_err(|e| ProxyError::BadBody(keel_upstream::WireError::Malformed(e.to_string())))?;
-        let messages = match body.get("messages") {
-            Some(Value::Array(messages)) => messages.clone(),
-            _ => return Err(ProxyError::BadSession("a session request needs a \"messages\" array".into())),
-        };
+        let messages = api::chat_messages(kind, &body)?;
         let stream = body.get("stream").and_then(Value::as_bool).unwrap_or(kind.streams_by_default());
         let include_usage =
             body.get("stream_options").and_then(|o| o.get("include_usage")).and_then(Value::as_bool).unwrap_or(false);
@@ -258,19 +260,28 @@ async fn attach(
     let id = session.id.as_str();
     let stored = match session.mode {
         Mode::Managed => {
-            append_all(store, session, &turn.messages, 0).await?;
+            // Clients of the Messages and Responses APIs send their system prompt every time:
+            // one the session already has is not stored again.
+            let has_system = turn.messages.iter().any(context::is_system);
+            let before = if has_system {
+                store.messages(id, 0, MAX_CONTEXT_MESSAGES).await.map_err(unavailable)?
+            } else {
+                Vec::new()
+            };
+            let repeated = |message: &Value| context::is_stored_system(message, &before);
+            append_all(store, session, &turn.messages, 0, &repeated).await?;
             store.messages(id, 0, MAX_CONTEXT_MESSAGES).await.map_err(unavailable)?
         }
         Mode::Record => {
             let stored = store.messages(id, 0, MAX_CONTEXT_MESSAGES).await.map_err(unavailable)?;
             let known = stored.iter().filter(|m| m.complete && !context::is_summary(m)).count();
-            append_all(store, session, turn.messages.get(known..).unwrap_or_default(), known).await?;
+            append_all(store, session, turn.messages.get(known..).unwrap_or_default(), known, &|_| false).await?;
             return Ok(None);
         }
     };
     let num_ctx = turn.body.get("options").and_then(|o| o.get("num_ctx")).and_then(Value::as_u64);
     let (context, tokens) = managed_context(gateway, call, endpoint, route, store, id, &stored, num_ctx).await?;
-    turn.body.insert("messages".into(), Value::Array(context));
+    api::put_context(turn.kind, &mut turn.body, context)?;
     Ok(Some(tokens))
 }
 
@@ -300,8 +311,15 @@ impl Answered<'_> {
         let pending = append(&*self.store, id, placeholder).await.map_err(unavailable)?;
         let model_label = crate::request_metrics::shortened_model(self.model);
         let calibrate = self.estimated_context.map(|tokens| (gateway.clone(), model_label, tokens));
-        let body =
-            body::SessionBody::new(response_body, &parts.headers, self.store, id.to_owned(), pending.seq, calibrate);
+        let body = body::SessionBody::new(
+            response_body,
+            &parts.headers,
+            self.kind,
+            self.store,
+            id.to_owned(),
+            pending.seq,
+            calibrate,
+        );
         Ok(Response::from_parts(parts, axum::body::Body::new(body)))
     }
 
@@ -327,8 +345,8 @@ impl Answered<'_> {
             gateway.inner.calibration.observe(&model, estimated, actual);
         }
         // The answer's tool calls go into the session with it: the agent's tool results refer to them.
-        let placeholder = match self.kind.tool_calls(&answer) {
-            Some(calls) => placeholder.with_tool_calls(calls.clone()),
+        let placeholder = match self.kind.chat_tool_calls(&answer) {
+            Some(calls) => placeholder.with_tool_calls(calls),
             None => placeholder,
         };
         let id = self.session.id.as_str();
@@ -396,17 +414,13 @@ async fn summary(
     if let Ok(Some(stored)) = store.message_by_key(id, &key).await {
         return stored.content;
     }
-    let request =
-        json!({"model": route.requested_model, "messages": context::summary_request(dropped), "stream": false});
-    route.payload = Payload::Bytes(Bytes::from(request.to_string()));
-    let response = send(gateway, call.on_behalf(), endpoint, route).await.response;
-    let written = if response.status().is_success() {
-        crate::answer::read_json(response, gateway.config().guard.max_answer_bytes)
-            .await
-            .and_then(|answer| Kind::of(endpoint).and_then(|kind| kind.content(&answer).0.map(Cow::into_owned)))
-            .filter(|text| !text.trim().is_empty())
-    } else {
-        None
+    let kind = Kind::of(endpoint).unwrap_or(Kind::OpenAiChat);
+    let written = match api::request(kind, &route.requested_model, context::summary_request(dropped)) {
+        Ok(request) => {
+            route.payload = Payload::Bytes(Bytes::from(request.to_string()));
+            summarized(gateway, call, endpoint, route).await
+        }
+        Err(_) => None,
     };
     match written {
         Some(text) => {
@@ -424,15 +438,29 @@ async fn summary(
     }
 }
 
+/// Asks the model for the summary `route` carries: its text, `None` when it gave none.
+async fn summarized(gateway: &Gateway, call: &Call, endpoint: Endpoint, route: Forward) -> Option<String> {
+    let response = send(gateway, call.on_behalf(), endpoint, route).await.response;
+    if !response.status().is_success() {
+        return None;
+    }
+    crate::answer::read_json(response, gateway.config().guard.max_answer_bytes)
+        .await
+        .and_then(|answer| Kind::of(endpoint).and_then(|kind| kind.content(&answer).0.map(Cow::into_owned)))
+        .filter(|text| !text.trim().is_empty())
+}
+
 /// Appends the client's messages (the `n`th message of a request gets the idempotency key
-/// `<key>/in/<offset + n>`, so a retry does not append them twice).
+/// `<key>/in/<offset + n>`, so a retry does not append them twice), except those `skip` leaves
+/// out.
 async fn append_all(
     store: &dyn Store,
     session: &SessionRequest,
     messages: &[Value],
     offset: usize,
+    skip: &(dyn Fn(&Value) -> bool + Sync),
 ) -> Result<(), ProxyError> {
-    for (i, message) in messages.iter().enumerate() {
+    for (i, message) in messages.iter().enumerate().filter(|(_, message)| !skip(message)) {
         let role = message.get("role").and_then(Value::as_str).unwrap_or("user");
         let content = match message.get("content") {
             Some(Value::String(text)) => text.clone(),
@@ -442,6 +470,8 @@ async fn append_all(
         let mut new = NewMessage::new(role, content.clone()).with_tokens(estimate_tokens(&content));
         if let Some(calls) = message.get("tool_calls").filter(|c| !c.is_null()) {
             new = new.with_tool_calls(calls.clone());
+        } else if let Some(reference) = context::tool_reference(message) {
+            new = new.with_tool_calls(reference);
         }
         if let Some(key) = session.key(&format!("in/{}", offset + i)) {
             new = new.with_idempotency_key(key);

@@ -8,6 +8,8 @@
 //!
 //! - Requests: [`responses_to_chat`] turns a Responses request into a chat-completions body (send
 //!   it to [`CHAT_COMPLETIONS_PATH`](super::CHAT_COMPLETIONS_PATH)).
+//! - Kept conversations: [`chat_messages_to_input`] turns chat messages (a session keel keeps)
+//!   back into `instructions` and `input` items.
 //! - Whole responses: [`chat_to_responses_response`] turns a chat completion into a Responses
 //!   `response` object ([`chat_to_responses_response_with`] with a given identity).
 //! - Streams: [`ChatSseToResponsesSse`] turns chat-completion chunks into the Responses streaming
@@ -19,6 +21,7 @@
 //! `openai/types/responses/*.py` (`Response`, `ResponseOutputMessage`, `ResponseFunctionToolCall`,
 //! `ResponseUsage`, the `Response*Event` stream events).
 
+mod input;
 mod request;
 mod response;
 mod stream;
@@ -30,6 +33,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde_json::{Map, Value, json};
 
+pub use input::chat_messages_to_input;
 pub use request::responses_to_chat;
 pub use response::{chat_to_responses_response, chat_to_responses_response_with};
 pub use stream::ChatSseToResponsesSse;
