@@ -2,7 +2,8 @@
 //! after bytes reached the client, the relay hands the text sent so far to a [`Resume`] (through
 //! the relay's `Continue` trait, so the relay need not know how requests are sent; `rounds`
 //! implements it), which gives the request that asks the next targets the same thing with the
-//! partial answer appended as an assistant message (servers continue it rather than restart);
+//! partial answer appended as an assistant message (to `messages`, or a Responses request's
+//! `input`; servers continue it rather than restart);
 //! the relay splices that answer into the same client stream. The client sees one well-formed stream that ends with `done: true` or
 //! `[DONE]`; when no target can continue, it ends with an error line.
 
@@ -52,7 +53,7 @@ impl Resume {
     /// not a chat request keel can extend.
     pub(super) fn continuation(self, partial: &str) -> Option<Continued> {
         let text = format!("{}{partial}", self.prefix);
-        let body = continuation_body(&self.original, &text)?;
+        let body = continuation_body(&self.original, &text, self.endpoint.label)?;
         let Resume {
             gateway,
             endpoint,
@@ -90,13 +91,24 @@ impl Resume {
     }
 }
 
-/// The request with the partial answer appended as an assistant message to continue.
-fn continuation_body(original: &[u8], partial: &str) -> Option<Bytes> {
+/// The request to `route` with the partial answer appended as an assistant message to continue:
+/// to `messages`, or for the Responses API to `input` (a string `input` becoming a user message).
+fn continuation_body(original: &[u8], partial: &str, route: &str) -> Option<Bytes> {
     let mut body: Map<String, Value> = serde_json::from_slice(original).ok()?;
     if !partial.is_empty() {
-        body.get_mut("messages")?.as_array_mut()?.push(json!({"role": "assistant", "content": partial}));
+        let conversation = if route == "/v1/responses" { responses_input(&mut body)? } else { body.get_mut("messages")? };
+        conversation.as_array_mut()?.push(json!({"role": "assistant", "content": partial}));
     }
     serde_json::to_vec(&body).ok().map(Bytes::from)
+}
+
+/// A Responses request's `input` as a list of items (a string is the user's message).
+fn responses_input(body: &mut Map<String, Value>) -> Option<&mut Value> {
+    let input = body.get_mut("input")?;
+    if let Some(text) = input.as_str() {
+        *input = json!([{"role": "user", "content": text}]);
+    }
+    Some(input)
 }
 
 #[cfg(test)]
@@ -108,12 +120,25 @@ mod tests {
         let body = continuation_body(
             br#"{"model":"m","messages":[{"role":"user","content":"q"}],"stream":true}"#,
             "Once upon",
+            "/v1/chat/completions",
         )
         .unwrap();
         let value: Value = serde_json::from_slice(&body).unwrap();
         assert_eq!(value["messages"][1], json!({"role": "assistant", "content": "Once upon"}));
         assert_eq!(value["stream"], true);
-        let same = continuation_body(br#"{"model":"m","messages":[]}"#, "").unwrap();
+        let same = continuation_body(br#"{"model":"m","messages":[]}"#, "", "/api/chat").unwrap();
         assert_eq!(&same[..], br#"{"model":"m","messages":[]}"#);
+    }
+
+    #[test]
+    fn a_responses_continuation_appends_to_the_input() {
+        let body = continuation_body(br#"{"model":"m","input":"q","stream":true}"#, "Once", "/v1/responses").unwrap();
+        let value: Value = serde_json::from_slice(&body).unwrap();
+        let expected = json!([{"role": "user", "content": "q"}, {"role": "assistant", "content": "Once"}]);
+        assert_eq!(value["input"], expected);
+        let items = br#"{"model":"m","input":[{"role":"user","content":"q"}]}"#;
+        let value: Value =
+            serde_json::from_slice(&continuation_body(items, "Once", "/v1/responses").unwrap()).unwrap();
+        assert_eq!(value["input"], expected);
     }
 }

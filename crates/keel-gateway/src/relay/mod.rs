@@ -127,7 +127,7 @@ struct RelayBody {
     tap: Option<Tap>,
     /// How to continue on the next target when the stream breaks mid-answer.
     resume: Option<Box<dyn Continue>>,
-    /// Fits a continuation's Anthropic stream into this one.
+    /// Fits a continuation's Anthropic or Responses stream into this one.
     splice: Option<Splice>,
     /// Cancelled when keel's shutdown grace is over: the body then ends with an error line.
     grace_over: Option<CancellationToken>,
@@ -161,6 +161,7 @@ pub(crate) fn relay(
     let tap_framing = match framing {
         Framing::NdJson => Some(TapFraming::NdJson),
         Framing::Sse if dialect == Dialect::Anthropic => Some(TapFraming::Anthropic),
+        Framing::Sse if completion.answer.route == "/v1/responses" => Some(TapFraming::Responses),
         Framing::Sse => Some(TapFraming::Sse),
         Framing::Opaque => None,
     };
@@ -328,6 +329,8 @@ impl RelayBody {
         metrics::counter!(names::STREAM_CONTINUATIONS_TOTAL, "route" => self.completion.answer.route).increment(1);
         self.completion.finish(Some((class, detail.to_owned())));
         self.pending.clear();
+        // The continuation's events follow whole events.
+        self.pending.extend(tap.cut());
         self.source = Source::Resuming(continuation);
         self.done = false;
         true
@@ -337,8 +340,11 @@ impl RelayBody {
     fn take_continuation(&mut self, response: Response) {
         let status = response.status();
         if status.is_success() {
-            self.splice =
-                self.tap.as_ref().filter(|tap| tap.framing == TapFraming::Anthropic).map(|tap| Splice::new(tap.blocks));
+            self.splice = self.tap.as_ref().and_then(|tap| match tap.framing {
+                TapFraming::Anthropic => Some(Splice::messages(tap.blocks)),
+                TapFraming::Responses => Some(Splice::responses(tap.response.clone())),
+                TapFraming::NdJson | TapFraming::Sse => None,
+            });
             self.source = Source::Continued(response.into_body());
             return;
         }

@@ -37,6 +37,8 @@ pub(crate) struct Tap {
     partial_line: Vec<u8>,
     /// Assistant text passed on so far.
     pub(crate) text: String,
+    /// The last line passed on was not blank: an SSE event may still be open.
+    mid_event: bool,
     /// The final chunk (`done: true`, or `[DONE]`) was passed on: nothing left to continue.
     pub(crate) finished: bool,
     /// Tokens the server reported for the answer (`eval_count`, or `usage.completion_tokens`).
@@ -45,6 +47,8 @@ pub(crate) struct Tap {
     pub(crate) prompt_tokens: Option<u64>,
     /// Anthropic streams: the content blocks seen, for splicing a continuation in.
     pub(crate) blocks: Blocks,
+    /// Responses streams: what was sent of the response, for splicing a continuation in.
+    pub(crate) response: ResponseSeen,
 }
 
 /// The content blocks of an Anthropic stream so far: the one still open (a continuation writes
@@ -57,16 +61,47 @@ pub(crate) struct Blocks {
     pub(crate) next: u64,
 }
 
+/// What a Responses stream sent so far: a continuation is spliced in after it.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub(crate) struct ResponseSeen {
+    /// The response's `id` (from `response.created`).
+    pub(crate) id: Option<String>,
+    /// The last `sequence_number` sent.
+    pub(crate) last_sequence: Option<u64>,
+    /// The message item added and not yet done: a continuation writes into it.
+    pub(crate) open: Option<OpenItem>,
+    /// One past the highest `output_index` seen.
+    pub(crate) next_output: u64,
+    /// The items done so far (from `response.output_item.done`), in order.
+    pub(crate) done_items: Vec<Value>,
+}
+
+/// A message item of a Responses stream still open, and the text it got so far.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct OpenItem {
+    /// The item's `id` (the events' `item_id`).
+    pub(crate) item_id: String,
+    /// Its `output_index`.
+    pub(crate) output_index: u64,
+    /// The `content_index` of its text part.
+    pub(crate) content_index: u64,
+    /// The text of its deltas so far.
+    pub(crate) text: String,
+}
+
 impl Tap {
+    /// A tap on a stream framed as `framing`, that has seen nothing yet.
     pub(crate) fn new(framing: TapFraming) -> Tap {
         Tap {
             framing,
             partial_line: Vec::new(),
             text: String::new(),
+            mid_event: false,
             finished: false,
             answer_tokens: None,
             prompt_tokens: None,
             blocks: Blocks::default(),
+            response: ResponseSeen::default(),
         }
     }
 
@@ -84,6 +119,7 @@ impl Tap {
                 return Fed { pass: Bytes::from(pass), error: Some(message) };
             }
             pass.extend_from_slice(line);
+            self.mid_event = !line.trim_ascii().is_empty();
         }
         buffer.drain(..consumed);
         self.partial_line = buffer;
@@ -93,6 +129,14 @@ impl Tap {
     /// The held start of an unfinished line, at the end of a stream that ended cleanly.
     pub(crate) fn rest(&mut self) -> Bytes {
         Bytes::from(std::mem::take(&mut self.partial_line))
+    }
+
+    /// Drops the held start of a line that will never end; the bytes that close the SSE event
+    /// passed on last, if it is still open (nothing for NDJSON).
+    pub(crate) fn cut(&mut self) -> Option<Bytes> {
+        self.partial_line.clear();
+        let open = self.mid_event && self.framing != TapFraming::NdJson;
+        open.then(|| Bytes::from_static(b"\n"))
     }
 
     /// Notes what a line says; returns the error message of an error line.
@@ -171,9 +215,10 @@ impl Tap {
 }
 
 impl Tap {
-    /// Notes a Responses stream event: the end (with the final response's token counts); the
-    /// text of a text delta.
+    /// Notes a Responses stream event: the end (with the final response's token counts), what
+    /// [`ResponseSeen`] keeps; the text of a text delta.
     fn responses_event<'v>(&mut self, value: &'v Value) -> Option<&'v Value> {
+        self.response.note(value);
         match value.get("type").and_then(Value::as_str)? {
             "response.output_text.delta" => value.get("delta"),
             "response.completed" | "response.incomplete" => {
@@ -186,6 +231,53 @@ impl Tap {
             _ => None,
         }
     }
+}
+
+impl ResponseSeen {
+    /// Notes one event: its sequence number, the response's id, items opened, written and done.
+    fn note(&mut self, value: &Value) {
+        if let Some(sequence) = value.get("sequence_number").and_then(Value::as_u64) {
+            self.last_sequence = Some(sequence);
+        }
+        let output_index = value.get("output_index").and_then(Value::as_u64);
+        if let Some(index) = output_index {
+            self.next_output = self.next_output.max(index + 1);
+        }
+        let item_id = value.get("item_id").and_then(Value::as_str);
+        let open = self.open.as_mut().filter(|open| item_id == Some(open.item_id.as_str()));
+        match value.get("type").and_then(Value::as_str).unwrap_or_default() {
+            "response.created" => self.id = value.pointer("/response/id").and_then(Value::as_str).map(str::to_owned),
+            "response.output_item.added" => {
+                if let Some(opened) = open_message(value, output_index) {
+                    self.open = Some(opened);
+                }
+            }
+            "response.content_part.added" => {
+                if let (Some(open), Some(index)) = (open, value.get("content_index").and_then(Value::as_u64)) {
+                    open.content_index = index;
+                }
+            }
+            "response.output_text.delta" => {
+                if let (Some(open), Some(delta)) = (open, value.get("delta").and_then(Value::as_str)) {
+                    open.text.push_str(delta);
+                }
+            }
+            "response.output_item.done" => {
+                if self.open.as_ref().is_some_and(|open| Some(open.output_index) == output_index) {
+                    self.open = None;
+                }
+                self.done_items.extend(value.get("item").cloned());
+            }
+            _ => {}
+        }
+    }
+}
+
+/// The message item a `response.output_item.added` event opens (`None` for other items).
+fn open_message(value: &Value, output_index: Option<u64>) -> Option<OpenItem> {
+    let item = value.get("item").filter(|item| item.get("type").and_then(Value::as_str) == Some("message"))?;
+    let item_id = item.get("id").and_then(Value::as_str)?.to_owned();
+    Some(OpenItem { item_id, output_index: output_index?, content_index: 0, text: String::new() })
 }
 
 /// The message of a Responses stream's error: an `error` event (`{"type": "error", "message"}`)
