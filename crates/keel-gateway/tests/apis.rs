@@ -1,6 +1,6 @@
 //! The Anthropic Messages API and the OpenAI Responses API through keel: forwarded to upstreams
 //! that speak them, translated for those that do not, errors in each API's shape, a broken
-//! Anthropic stream continued on the next target, and remote (HTTPS) upstreams used only when a
+//! Anthropic or Responses stream continued on the next target, and remote (HTTPS) upstreams used only when a
 //! route allows them, within their daily token budget.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, reason = "test code")]
@@ -181,4 +181,64 @@ async fn a_broken_messages_stream_is_continued_on_the_backup_as_one_message() {
     let partial = sent[0]["messages"][1]["content"].as_str().unwrap();
     assert!(partial.starts_with("Once") && "Once upon a time there was a proxy".starts_with(partial), "{partial}");
     assert_eq!(text, format!("{partial} that never dropped a story."), "{stream}");
+}
+
+/// The events of a Responses stream, checked to be one well-formed response: one
+/// `response.created`, sequence numbers 0.. without a gap, `response.completed` last.
+fn responses_stream(text: &str) -> Vec<Value> {
+    let values = data(&events(text));
+    let created = values.iter().filter(|v| v["type"] == "response.created").count();
+    assert_eq!(created, 1, "{text}");
+    let sequences: Vec<u64> = values.iter().map(|v| v["sequence_number"].as_u64().unwrap()).collect();
+    assert_eq!(sequences, (0..values.len() as u64).collect::<Vec<_>>(), "{text}");
+    assert_eq!(values.last().unwrap()["type"], "response.completed", "{text}");
+    values
+}
+
+#[tokio::test]
+async fn a_broken_responses_stream_is_continued_on_the_backup_as_one_response() {
+    let primary = mock(
+        "[[model]]\nname = \"m\"\nreply = \"Once upon a time there was a proxy\"\n\
+         [[model.fault]]\nkind = \"cut\"\nafter_chunks = 4\n",
+    )
+    .await;
+    let backup = mock("[[model]]\nname = \"m\"\nreply = \" that never dropped a story.\"\n").await;
+    let keel = TestGateway::start(config_from_toml(&format!(
+        "[[upstream]]\nname = \"primary\"\nurl = \"{}\"\nhealth_interval = \"0s\"\n\
+         [[upstream]]\nname = \"backup\"\nurl = \"{}\"\nhealth_interval = \"0s\"\n\
+         [[route]]\nmodel = \"m\"\ntargets = [\"primary\", \"backup\"]\n",
+        primary.url(),
+        backup.url()
+    )))
+    .await;
+    let response = post_json(&format!("{}/v1/responses", keel.url()), &responses_request(true)).await;
+    assert_eq!(response.status(), 200);
+    let stream = response.text().await.unwrap();
+    let values = responses_stream(&stream);
+    let sent: Vec<Value> = backup
+        .requests()
+        .iter()
+        .filter(|r| r.path == "/v1/responses")
+        .map(|r| serde_json::from_slice(&r.body).unwrap())
+        .collect();
+    assert_eq!(sent.len(), 1, "{stream}");
+    let input = sent[0]["input"].as_array().unwrap();
+    assert_eq!(input[0], json!({"role": "user", "content": "hi"}));
+    assert_eq!(input.last().unwrap()["role"], "assistant");
+    let partial = input.last().unwrap()["content"].as_str().unwrap();
+    assert!(partial.starts_with("Once") && "Once upon a time there was a proxy".starts_with(partial), "{partial}");
+    let whole = format!("{partial} that never dropped a story.");
+    let deltas: Vec<&Value> = values.iter().filter(|v| v["type"] == "response.output_text.delta").collect();
+    let text: String = deltas.iter().map(|v| v["delta"].as_str().unwrap()).collect();
+    assert_eq!(text, whole, "{stream}");
+    let item = (&deltas[0]["item_id"], &deltas[0]["output_index"], &deltas[0]["content_index"]);
+    assert!(deltas.iter().all(|v| (&v["item_id"], &v["output_index"], &v["content_index"]) == item), "{stream}");
+    let kind = |kind: &str| values.iter().filter(|v| v["type"] == kind).collect::<Vec<_>>();
+    assert_eq!(kind("response.output_item.added").len(), 1, "{stream}");
+    assert_eq!(kind("response.output_text.done")[0]["text"], whole.as_str());
+    assert_eq!(kind("response.content_part.done")[0]["part"]["text"], whole.as_str());
+    assert_eq!(kind("response.output_item.done")[0]["item"]["id"], *item.0);
+    let completed = &values.last().unwrap()["response"];
+    assert_eq!(completed["id"], kind("response.created")[0]["response"]["id"], "{stream}");
+    assert_eq!(completed["output"][0]["content"][0]["text"], whole.as_str(), "{stream}");
 }
