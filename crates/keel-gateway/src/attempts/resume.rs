@@ -96,7 +96,8 @@ impl Resume {
 fn continuation_body(original: &[u8], partial: &str, route: &str) -> Option<Bytes> {
     let mut body: Map<String, Value> = serde_json::from_slice(original).ok()?;
     if !partial.is_empty() {
-        let conversation = if route == "/v1/responses" { responses_input(&mut body)? } else { body.get_mut("messages")? };
+        let conversation =
+            if route == "/v1/responses" { responses_input(&mut body)? } else { body.get_mut("messages")? };
         conversation.as_array_mut()?.push(json!({"role": "assistant", "content": partial}));
     }
     serde_json::to_vec(&body).ok().map(Bytes::from)
@@ -137,8 +138,7 @@ mod tests {
         let expected = json!([{"role": "user", "content": "q"}, {"role": "assistant", "content": "Once"}]);
         assert_eq!(value["input"], expected);
         let items = br#"{"model":"m","input":[{"role":"user","content":"q"}]}"#;
-        let value: Value =
-            serde_json::from_slice(&continuation_body(items, "Once", "/v1/responses").unwrap()).unwrap();
+        let value: Value = serde_json::from_slice(&continuation_body(items, "Once", "/v1/responses").unwrap()).unwrap();
         assert_eq!(value["input"], expected);
     }
 }

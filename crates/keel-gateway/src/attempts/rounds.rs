@@ -478,7 +478,8 @@ impl<'a> Attempts<'a> {
     /// mid-answer: for a successful chat stream with targets left.
     fn resume_after(&self, index: usize, whole: &Whole) -> Option<Box<dyn Continue>> {
         let (Payload::Bytes(bytes), Whole::Streaming(response)) = (&self.forward.payload, whole) else { return None };
-        let chat = matches!(self.endpoint.label, "/api/chat" | "/v1/chat/completions" | "/v1/messages" | "/v1/responses");
+        let chat =
+            matches!(self.endpoint.label, "/api/chat" | "/v1/chat/completions" | "/v1/messages" | "/v1/responses");
         if !response.status().is_success() || self.call.hold_permit || !chat || index + 1 >= self.forward.targets.len()
         {
             return None;
