@@ -3,11 +3,17 @@
 
 use std::time::{Duration, SystemTime};
 
+use http::{HeaderMap, Method};
+use http_body_util::{BodyExt as _, Limited};
 use keel_gateway::config::{Config, UpstreamConfig};
 use keel_types::{Dialect, ModelName};
+use keel_upstream::{ClientConfig, Upstream, UpstreamClient, full_body};
 use serde_json::{Value, json};
 
 use super::Finding;
+
+/// The most of an answer doctor reads.
+const MAX_ANSWER: usize = 8 << 20;
 
 /// What the check of one upstream found, and the time its server told.
 pub(super) struct Checked {
@@ -15,53 +21,86 @@ pub(super) struct Checked {
     pub(super) clock: Option<SystemTime>,
 }
 
+/// One answer: its status, its body as JSON (`Null` when it is not JSON) and its `Date`.
+struct Answer {
+    status: http::StatusCode,
+    body: Value,
+    date: Option<SystemTime>,
+}
+
+/// Calls the upstream as keel does when it serves (TLS, the upstream's credentials): a GET, or a
+/// POST of `body`.
+async fn call(client: &UpstreamClient, upstream: &Upstream, path: &str, body: Option<Value>) -> Result<Answer, String> {
+    let (method, body) = match body {
+        Some(value) => (Method::POST, full_body(value.to_string().into())),
+        None => (Method::GET, keel_upstream::empty_body()),
+    };
+    let mut headers = HeaderMap::new();
+    headers.insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("application/json"));
+    let response = client.send(upstream, method, path, headers, body).await.map_err(|err| err.client_message())?;
+    let status = response.status();
+    let date = response
+        .headers()
+        .get(http::header::DATE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| httpdate::parse_http_date(v).ok());
+    let bytes = Limited::new(response.into_body(), MAX_ANSWER)
+        .collect()
+        .await
+        .map_err(|err| format!("reading the answer to {path}: {err}"))?
+        .to_bytes();
+    Ok(Answer { status, body: serde_json::from_slice(&bytes).unwrap_or(Value::Null), date })
+}
+
 /// Checks `upstream` and the models `config`'s routes send to it.
 pub(super) async fn check(upstream: &UpstreamConfig, config: &Config, timeout: Duration) -> Checked {
-    let client = reqwest::Client::builder().timeout(timeout).build().unwrap_or_default();
-    let base = upstream.upstream.base_url().to_owned();
-    let subject = format!("upstream {:?} ({base})", upstream.name);
-    let (listing, version_path) = match upstream.upstream.dialect {
+    let client = UpstreamClient::new(ClientConfig {
+        connect_timeout: timeout,
+        response_timeout: timeout,
+        ..ClientConfig::default()
+    });
+    let target = &upstream.upstream;
+    let subject = format!("upstream {:?} ({})", upstream.name, target.base_url());
+    let (listing, version_path) = match target.dialect {
         Dialect::Ollama => ("/api/tags", "/api/version"),
         Dialect::OpenAi | Dialect::Anthropic => ("/v1/models", "/v1/models"),
     };
-    let head = match client.get(format!("{base}{version_path}")).send().await {
-        Ok(response) => response,
+    let head = match call(&client, target, version_path, None).await {
+        Ok(answer) => answer,
         Err(err) => {
-            let fix = match upstream.upstream.dialect {
+            let fix = match target.dialect {
                 Dialect::Ollama => {
                     "start Ollama (`ollama serve` or `sudo systemctl start ollama`) or correct this [[upstream]] url"
                 }
                 Dialect::OpenAi => "start the server (llama-server, vLLM, LM Studio) or correct this [[upstream]] url",
                 Dialect::Anthropic => "check this machine's internet connection, or correct this [[upstream]] url",
             };
-            let what = format!("not reachable: {}", describe(&err));
+            let what = format!("not reachable: {err}");
             return Checked { findings: vec![(subject, Finding::Problem(what, fix.into()))], clock: None };
         }
     };
-    let clock = head
-        .headers()
-        .get(reqwest::header::DATE)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| httpdate::parse_http_date(v).ok());
-    let status = head.status();
-    let body: Value = head.json().await.unwrap_or(Value::Null);
-    if !status.is_success() {
-        let what = format!("answered {status} to {version_path}");
-        let fix =
-            "check that this url is the model server itself (not a proxy in front of it) and its dialect is right";
+    let clock = head.date;
+    if !head.status.is_success() {
+        let what = format!("answered {} to {version_path}", head.status);
+        let fix = if matches!(head.status.as_u16(), 401 | 403) {
+            "check this [[upstream]]'s api_key_env / api_key_file (the key is missing, wrong or revoked)"
+        } else {
+            "check that this url is the model server itself (not a proxy in front of it) and its dialect is right"
+        };
         return Checked { findings: vec![(subject, Finding::Problem(what, fix.into()))], clock };
     }
-    let server = match upstream.upstream.dialect {
-        Dialect::Ollama => format!("Ollama {}", body["version"].as_str().unwrap_or("(version unknown)")),
+    let server = match target.dialect {
+        Dialect::Ollama => format!("Ollama {}", head.body["version"].as_str().unwrap_or("(version unknown)")),
         Dialect::OpenAi => "an OpenAI-compatible server".to_owned(),
         Dialect::Anthropic => "the Anthropic API".to_owned(),
     };
-    let models = available_models(&client, &base, listing, upstream.upstream.dialect).await;
-    let mut findings = vec![(subject, Finding::Ok(format!("{server}, {} model(s)", models.len())))];
+    let remote = if upstream.remote { ", remote (used only by routes with allow_remote)" } else { "" };
+    let models = available_models(&client, target, listing).await;
+    let mut findings = vec![(subject, Finding::Ok(format!("{server}, {} model(s){remote}", models.len())))];
     for model in routed_models(upstream, config) {
         let subject = format!("model {model:?} on {:?}", upstream.name);
         let finding = if has_model(&models, &model) {
-            let context = context_length(&client, &base, &model, upstream.upstream.dialect).await;
+            let context = context_length(&client, target, &model).await;
             Finding::Ok(context.map_or_else(|| "present".to_owned(), |n| format!("present, context {n} tokens")))
         } else {
             Finding::Problem("routes send it here but the server does not have it".into(), pull_fix(upstream, &model))
@@ -107,35 +146,22 @@ fn pull_fix(upstream: &UpstreamConfig, model: &str) -> String {
     }
 }
 
-async fn available_models(client: &reqwest::Client, base: &str, listing: &str, dialect: Dialect) -> Vec<String> {
-    let Ok(response) = client.get(format!("{base}{listing}")).send().await else { return Vec::new() };
-    let body: Value = response.json().await.unwrap_or(Value::Null);
-    let (list, field) = match dialect {
-        Dialect::Ollama => (&body["models"], "name"),
-        Dialect::OpenAi | Dialect::Anthropic => (&body["data"], "id"),
+async fn available_models(client: &UpstreamClient, upstream: &Upstream, listing: &str) -> Vec<String> {
+    let Ok(answer) = call(client, upstream, listing, None).await else { return Vec::new() };
+    let (list, field) = match upstream.dialect {
+        Dialect::Ollama => (&answer.body["models"], "name"),
+        Dialect::OpenAi | Dialect::Anthropic => (&answer.body["data"], "id"),
     };
     list.as_array().into_iter().flatten().filter_map(|m| m[field].as_str().map(str::to_owned)).collect()
 }
 
 /// The model's context length as Ollama's `/api/show` reports it.
-async fn context_length(client: &reqwest::Client, base: &str, model: &str, dialect: Dialect) -> Option<u64> {
-    if dialect != Dialect::Ollama {
+async fn context_length(client: &UpstreamClient, upstream: &Upstream, model: &str) -> Option<u64> {
+    if upstream.dialect != Dialect::Ollama {
         return None;
     }
-    let response = client.post(format!("{base}/api/show")).json(&json!({"model": model})).send().await.ok()?;
-    let body: Value = response.json().await.ok()?;
-    keel_upstream::wire::context_length(&body)
-}
-
-/// A request error in a few words: refused, timed out, or what the library says.
-fn describe(err: &reqwest::Error) -> String {
-    if err.is_timeout() {
-        return "no answer in time".into();
-    }
-    if err.is_connect() {
-        return "connection refused (nothing listens there, or a firewall blocks it)".into();
-    }
-    err.to_string()
+    let answer = call(client, upstream, "/api/show", Some(json!({"model": model}))).await.ok()?;
+    keel_upstream::wire::context_length(&answer.body)
 }
 
 #[cfg(test)]
