@@ -37,7 +37,7 @@ async fn call(client: &UpstreamClient, upstream: &Upstream, path: &str, body: Op
     };
     let mut headers = HeaderMap::new();
     headers.insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("application/json"));
-    let response = client.send(upstream, method, path, headers, body).await.map_err(|err| err.client_message())?;
+    let response = client.send(upstream, method, path, headers, body).await.map_err(|err| describe(&err))?;
     let status = response.status();
     let date = response
         .headers()
@@ -50,6 +50,19 @@ async fn call(client: &UpstreamClient, upstream: &Upstream, path: &str, body: Op
         .map_err(|err| format!("reading the answer to {path}: {err}"))?
         .to_bytes();
     Ok(Answer { status, body: serde_json::from_slice(&bytes).unwrap_or(Value::Null), date })
+}
+
+/// A failed call in a few words: refused, timed out, an untrusted certificate (with what to do),
+/// or what the client says.
+fn describe(err: &keel_upstream::UpstreamError) -> String {
+    match (err.class, err.tls) {
+        (_, Some(_)) => err.client_message(),
+        (keel_types::FailureClass::Refused, None) => {
+            "connection refused (nothing listens there, or a firewall blocks it)".into()
+        }
+        (keel_types::FailureClass::Timeout, None) => "no answer in time".into(),
+        _ => err.detail.clone(),
+    }
 }
 
 /// Checks `upstream` and the models `config`'s routes send to it.
