@@ -48,7 +48,12 @@ pub(crate) async fn run(args: MockArgs) -> anyhow::Result<()> {
         .with_context(|| format!("cannot listen on {}: is something else using it? Pass --listen ADDR", args.listen))?;
     let addr = listener.local_addr()?;
     let scheme = if tls.is_some() { "https" } else { "http" };
-    writeln!(std::io::stdout().lock(), "keel mock: fake Ollama on {scheme}://{addr} (Ctrl+C stops it)")?;
+    let server = match scenario.api {
+        keel_mock::ApiSurface::Ollama => "fake Ollama",
+        keel_mock::ApiSurface::Openai => "fake OpenAI-compatible server (llama-server's endpoints)",
+        keel_mock::ApiSurface::Anthropic => "fake Anthropic API",
+    };
+    writeln!(std::io::stdout().lock(), "keel mock: {server} on {scheme}://{addr} (Ctrl+C stops it)")?;
     match tls {
         Some(tls) => keel_mock::serve_tls(listener, scenario, tls, crate::shutdown_signal()).await?,
         None => keel_mock::serve(listener, scenario, crate::shutdown_signal()).await?,
