@@ -126,6 +126,42 @@ impl SseReader {
     }
 }
 
+/// A stream translation driven by the events of an upstream's SSE stream: the one loop that feeds
+/// bytes to its [`SseReader`] and its events to the translation while the stream is open.
+pub(crate) trait EventDriven {
+    /// The translation's reader.
+    fn reader(&mut self) -> &mut SseReader;
+    /// Whether the stream is still open (no final or error event written yet).
+    fn streaming(&self) -> bool;
+    /// Translates one event, appending what it produces to `out`.
+    fn on_event(&mut self, event: &SseEvent, out: &mut Vec<Bytes>);
+    /// Ends the stream because an event was larger than [`MAX_EVENT_BYTES`].
+    fn too_large(&mut self, out: &mut Vec<Bytes>, error: EventTooLarge);
+
+    /// Feeds raw upstream bytes; returns what the events they complete produced. Nothing after
+    /// the stream is over.
+    fn push_events(&mut self, bytes: &[u8]) -> Vec<Bytes> {
+        let mut out = Vec::new();
+        if !self.streaming() {
+            return out;
+        }
+        let mut events = Vec::new();
+        let read = self.reader().push(bytes, &mut events);
+        for event in &events {
+            if !self.streaming() {
+                break;
+            }
+            self.on_event(event, &mut out);
+        }
+        if let Err(error) = read
+            && self.streaming()
+        {
+            self.too_large(&mut out, error);
+        }
+        out
+    }
+}
+
 /// One event as bytes: `event: NAME\n` (when named), `data: …` per line of `data`, a blank line.
 pub fn write_event(event: Option<&str>, data: &str) -> Bytes {
     let mut out = BytesMut::with_capacity(data.len() + 32);

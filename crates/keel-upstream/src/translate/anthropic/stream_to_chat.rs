@@ -3,7 +3,7 @@
 use bytes::Bytes;
 use serde_json::{Map, Value, json};
 
-use super::super::sse::{SseEvent, SseReader, write_event};
+use super::super::sse::{EventDriven, EventTooLarge, SseEvent, SseReader, write_event};
 use super::super::{StreamTranslator, TranslateError, join};
 use super::response::chat_usage;
 use super::{MAX_TOOL_CALLS, any_error_message, chat_finish_reason, now_secs};
@@ -239,26 +239,24 @@ fn chat_error_event(message: &str, kind: &str) -> Bytes {
     write_event(None, &error.to_string())
 }
 
+impl EventDriven for MessagesSseToChatSse {
+    fn reader(&mut self) -> &mut SseReader {
+        &mut self.reader
+    }
+    fn streaming(&self) -> bool {
+        self.state == State::Streaming
+    }
+    fn on_event(&mut self, event: &SseEvent, out: &mut Vec<Bytes>) {
+        MessagesSseToChatSse::on_event(self, event, out);
+    }
+    fn too_large(&mut self, out: &mut Vec<Bytes>, error: EventTooLarge) {
+        self.fail(out, error.to_string(), "api_error");
+    }
+}
+
 impl StreamTranslator for MessagesSseToChatSse {
     fn push(&mut self, bytes: &[u8]) -> Vec<Bytes> {
-        let mut out = Vec::new();
-        if self.state != State::Streaming {
-            return out;
-        }
-        let mut events = Vec::new();
-        let read = self.reader.push(bytes, &mut events);
-        for event in &events {
-            if self.state != State::Streaming {
-                break;
-            }
-            self.on_event(event, &mut out);
-        }
-        if let Err(err) = read
-            && self.state == State::Streaming
-        {
-            self.fail(&mut out, err.to_string(), "api_error");
-        }
-        out
+        self.push_events(bytes)
     }
 
     fn finish(&mut self) -> Result<Option<Bytes>, TranslateError> {

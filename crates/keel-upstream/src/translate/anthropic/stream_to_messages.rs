@@ -6,7 +6,7 @@ use bytes::Bytes;
 use serde_json::{Value, json};
 
 use super::super::response::message_of;
-use super::super::sse::{MAX_EVENT_BYTES, SseEvent, SseReader, write_event};
+use super::super::sse::{EventDriven, EventTooLarge, MAX_EVENT_BYTES, SseEvent, SseReader, write_event};
 use super::super::{StreamTranslator, TranslateError, join};
 use super::{MAX_TOOL_CALLS, anthropic_error_event, anthropic_stop_reason, any_error_message, new_id};
 
@@ -362,26 +362,24 @@ fn input_delta(out: &mut Vec<Bytes>, index: usize, partial: &str) {
     emit(out, "content_block_delta", json!({"type": "content_block_delta", "index": index, "delta": delta}));
 }
 
+impl EventDriven for ChatSseToMessagesSse {
+    fn reader(&mut self) -> &mut SseReader {
+        &mut self.reader
+    }
+    fn streaming(&self) -> bool {
+        self.state == State::Streaming
+    }
+    fn on_event(&mut self, event: &SseEvent, out: &mut Vec<Bytes>) {
+        ChatSseToMessagesSse::on_event(self, event, out);
+    }
+    fn too_large(&mut self, out: &mut Vec<Bytes>, error: EventTooLarge) {
+        self.fail(out, error.to_string());
+    }
+}
+
 impl StreamTranslator for ChatSseToMessagesSse {
     fn push(&mut self, bytes: &[u8]) -> Vec<Bytes> {
-        let mut out = Vec::new();
-        if self.state != State::Streaming {
-            return out;
-        }
-        let mut events = Vec::new();
-        let read = self.reader.push(bytes, &mut events);
-        for event in &events {
-            if self.state != State::Streaming {
-                break;
-            }
-            self.on_event(event, &mut out);
-        }
-        if let Err(err) = read
-            && self.state == State::Streaming
-        {
-            self.fail(&mut out, err.to_string());
-        }
-        out
+        self.push_events(bytes)
     }
 
     fn finish(&mut self) -> Result<Option<Bytes>, TranslateError> {

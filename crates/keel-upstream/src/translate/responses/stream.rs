@@ -6,7 +6,7 @@ use serde_json::{Value, json};
 use super::response::{Finish, echoed, response_object, usage_value};
 use super::{ResponseIdentity, function_call_item, message_item, output_text_part};
 use crate::translate::response::message_of;
-use crate::translate::sse::{MAX_EVENT_BYTES, SseEvent, SseReader, write_event};
+use crate::translate::sse::{EventDriven, EventTooLarge, MAX_EVENT_BYTES, SseEvent, SseReader, write_event};
 use crate::translate::{StreamTranslator, TranslateError, join};
 
 /// The most tool calls one answer may carry.
@@ -110,24 +110,7 @@ impl ChatSseToResponsesSse {
 
     /// Feeds raw upstream bytes; returns the events they completed.
     pub fn push(&mut self, bytes: &[u8]) -> Vec<Bytes> {
-        let mut out = Vec::new();
-        if self.state != State::Streaming {
-            return out;
-        }
-        let mut events = Vec::new();
-        let read = self.reader.push(bytes, &mut events);
-        for event in events {
-            if self.state != State::Streaming {
-                break;
-            }
-            self.on_event(&event, &mut out);
-        }
-        if let Err(too_large) = read
-            && self.state == State::Streaming
-        {
-            self.fail(&mut out, None, too_large.to_string());
-        }
-        out
+        self.push_events(bytes)
     }
 
     /// At the upstream's EOF: the last events (`response.completed` when a `finish_reason` came),
@@ -483,6 +466,21 @@ fn error_bytes(code: Option<&str>, message: &str, sequence: u64) -> Bytes {
         "sequence_number": sequence,
     });
     write_event(Some("error"), &event.to_string())
+}
+
+impl EventDriven for ChatSseToResponsesSse {
+    fn reader(&mut self) -> &mut SseReader {
+        &mut self.reader
+    }
+    fn streaming(&self) -> bool {
+        self.state == State::Streaming
+    }
+    fn on_event(&mut self, event: &SseEvent, out: &mut Vec<Bytes>) {
+        ChatSseToResponsesSse::on_event(self, event, out);
+    }
+    fn too_large(&mut self, out: &mut Vec<Bytes>, error: EventTooLarge) {
+        self.fail(out, None, error.to_string());
+    }
 }
 
 impl StreamTranslator for ChatSseToResponsesSse {
