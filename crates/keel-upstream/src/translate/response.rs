@@ -46,19 +46,8 @@ pub fn openai_response_to_ollama(
     requested_model: &str,
     elapsed: Option<Duration>,
 ) -> Result<Value, TranslateError> {
+    let choice = first_choice(resp, bad_response)?;
     let obj = resp.as_object().ok_or_else(|| bad_response("expected a JSON object"))?;
-    if let Some(err) = obj.get("error").filter(|e| !e.is_null()) {
-        return Err(TranslateError::Upstream(message_of(err).unwrap_or_else(|| err.to_string())));
-    }
-    if obj.get("object").and_then(Value::as_str) == Some("error") {
-        return Err(TranslateError::Upstream(message_of(resp).unwrap_or_else(|| "upstream error".to_owned())));
-    }
-    let choices = obj.get("choices").and_then(Value::as_array).ok_or_else(|| bad_response("no \"choices\""))?;
-    let choice = choices
-        .iter()
-        .find(|c| c.get("index").and_then(Value::as_u64).unwrap_or(0) == 0)
-        .or_else(|| choices.first())
-        .ok_or_else(|| bad_response("\"choices\" is empty"))?;
 
     let message = choice.get("message");
     let field = |name: &str| message.and_then(|m| m.get(name));
@@ -150,6 +139,25 @@ pub fn ollama_error_line(message: &str) -> Bytes {
     let mut line = json!({ "error": message }).to_string().into_bytes();
     line.push(b'\n');
     Bytes::from(line)
+}
+
+/// The choice a translation reads from a chat completion (index 0, else the first), or the error
+/// the body carries instead (an `error`, or an `object: "error"` body: [`TranslateError::Upstream`]).
+/// `not_completion` words the error for a body that is no completion at all.
+pub(crate) fn first_choice(resp: &Value, not_completion: fn(&str) -> TranslateError) -> Result<&Value, TranslateError> {
+    let obj = resp.as_object().ok_or_else(|| not_completion("expected a JSON object"))?;
+    if let Some(err) = obj.get("error").filter(|e| !e.is_null()) {
+        return Err(TranslateError::Upstream(message_of(err).unwrap_or_else(|| err.to_string())));
+    }
+    if obj.get("object").and_then(Value::as_str) == Some("error") {
+        return Err(TranslateError::Upstream(message_of(resp).unwrap_or_else(|| "upstream error".to_owned())));
+    }
+    let choices = obj.get("choices").and_then(Value::as_array).ok_or_else(|| not_completion("no \"choices\""))?;
+    choices
+        .iter()
+        .find(|c| c.get("index").and_then(Value::as_u64).unwrap_or(0) == 0)
+        .or_else(|| choices.first())
+        .ok_or_else(|| not_completion("\"choices\" is empty"))
 }
 
 fn bad_response(what: &str) -> TranslateError {

@@ -3,7 +3,7 @@
 use serde_json::{Map, Value, json};
 
 use super::super::TranslateError;
-use super::super::response::{message_of, parse_arguments};
+use super::super::response::{first_choice, message_of, parse_arguments};
 use super::{anthropic_error_of, anthropic_stop_reason, chat_finish_reason, new_id, now_secs};
 
 /// Translates a non-streamed chat completion into an Anthropic message: `{"id": "msg_…", "type":
@@ -20,15 +20,7 @@ use super::{anthropic_error_of, anthropic_stop_reason, chat_finish_reason, new_i
 /// or tool-call arguments that are not a JSON object ([`TranslateError::InvalidResponse`]).
 pub fn chat_to_messages_response(response: &Value, requested_model: &str) -> Result<Value, TranslateError> {
     let obj = response.as_object().ok_or_else(|| not_completion("expected a JSON object"))?;
-    if let Some(err) = obj.get("error").filter(|e| !e.is_null()) {
-        return Err(TranslateError::Upstream(message_of(err).unwrap_or_else(|| err.to_string())));
-    }
-    let choices = obj.get("choices").and_then(Value::as_array).ok_or_else(|| not_completion("no \"choices\""))?;
-    let choice = choices
-        .iter()
-        .find(|c| c.get("index").and_then(Value::as_u64).unwrap_or(0) == 0)
-        .or_else(|| choices.first())
-        .ok_or_else(|| not_completion("\"choices\" is empty"))?;
+    let choice = first_choice(response, not_completion)?;
     let message = choice.get("message").and_then(Value::as_object);
     let mut content = Vec::new();
     let text = message.map(|m| text_of(m.get("content"))).unwrap_or_default();

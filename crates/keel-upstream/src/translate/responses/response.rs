@@ -5,7 +5,7 @@ use serde_json::{Map, Value, json};
 
 use super::{ResponseIdentity, function_call_item, message_item};
 use crate::translate::TranslateError;
-use crate::translate::response::message_of;
+use crate::translate::response::first_choice;
 
 /// Translates a non-streamed chat completion into a Responses `response` object, with a fresh id
 /// created now; see [`chat_to_responses_response_with`].
@@ -35,18 +35,7 @@ pub fn chat_to_responses_response_with(
     identity: &ResponseIdentity,
 ) -> Result<Value, TranslateError> {
     let obj = response.as_object().ok_or_else(|| bad_response("expected a JSON object"))?;
-    if let Some(err) = obj.get("error").filter(|e| !e.is_null()) {
-        return Err(TranslateError::Upstream(message_of(err).unwrap_or_else(|| err.to_string())));
-    }
-    if obj.get("object").and_then(Value::as_str) == Some("error") {
-        return Err(TranslateError::Upstream(message_of(response).unwrap_or_else(|| "upstream error".to_owned())));
-    }
-    let choices = obj.get("choices").and_then(Value::as_array).ok_or_else(|| bad_response("no \"choices\""))?;
-    let choice = choices
-        .iter()
-        .find(|c| c.get("index").and_then(Value::as_u64).unwrap_or(0) == 0)
-        .or_else(|| choices.first())
-        .ok_or_else(|| bad_response("\"choices\" is empty"))?;
+    let choice = first_choice(response, bad_response)?;
     let message = choice.get("message").and_then(Value::as_object).ok_or_else(|| bad_response("no \"message\""))?;
     let finish = Finish::from_reason(choice.get("finish_reason").and_then(Value::as_str));
 
