@@ -77,6 +77,60 @@ impl Tail {
     }
 }
 
+/// What watches an answer's body as it passes to the client: its last bytes, and its end.
+pub(crate) trait AnswerWatch: Send + Unpin + 'static {
+    /// Where the answer's bytes are kept.
+    fn tail(&mut self) -> &mut Tail;
+    /// The body has ended cleanly (seen as its last frame is read, before the client has it).
+    fn ended(&mut self);
+}
+
+/// `body`, with its bytes and its end shown to `watch` (which acts on drop what it must, e.g.
+/// for an answer cut short).
+pub(crate) fn watched<W: AnswerWatch>(body: axum::body::Body, watch: W) -> axum::body::Body {
+    axum::body::Body::new(Watched { body, watch })
+}
+
+struct Watched<W> {
+    body: axum::body::Body,
+    watch: W,
+}
+
+impl<W: AnswerWatch> http_body::Body for Watched<W> {
+    type Data = bytes::Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<bytes::Bytes>, axum::Error>>> {
+        use std::task::Poll;
+        let polled = std::pin::Pin::new(&mut self.body).poll_frame(cx);
+        match &polled {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(data) = frame.data_ref() {
+                    self.watch.tail().saw(data);
+                }
+                // A whole body says it has ended without being polled again.
+                if self.body.is_end_stream() {
+                    self.watch.ended();
+                }
+            }
+            Poll::Ready(None) => self.watch.ended(),
+            _ => {}
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.body.size_hint()
+    }
+}
+
 /// A searcher for the last occurrence of a field name, built once: building one per search cost
 /// more than the search (about 1.5k instructions each, five per answer).
 type Field = std::sync::LazyLock<memchr::memmem::FinderRev<'static>>;

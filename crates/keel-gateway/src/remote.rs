@@ -3,18 +3,14 @@
 //! `allow_remote = true`, and only after their local targets; each upstream with
 //! `tokens_per_day` is refused for the rest of the (UTC) day once it has spent them.
 
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use axum::body::Body;
-use bytes::Bytes;
-use http_body::{Frame, SizeHint};
 use keel_types::TargetId;
 use parking_lot::Mutex;
 
-use crate::answer_tail::Tail;
+use crate::answer_tail::{AnswerWatch, Tail, watched};
 use crate::config::RouteConfig;
 
 /// A route's targets in the order they are asked: local ones as configured, then remote ones
@@ -112,7 +108,7 @@ fn today() -> (u64, Duration) {
 /// An answer body that charges its upstream's budget when it ends: the tokens the answer reports,
 /// else `estimate` (a body that reports none, or one cut short, still cost something).
 pub(crate) fn charged(budget: Arc<DayBudget>, estimate: u64, body: Body) -> Body {
-    Body::new(Charged { body, charge: Charge { budget, estimate, tail: Tail::default(), charged: false } })
+    watched(body, Charge { budget, estimate, tail: Tail::default(), charged: false })
 }
 
 struct Charge {
@@ -139,38 +135,12 @@ impl Drop for Charge {
     }
 }
 
-struct Charged {
-    body: Body,
-    charge: Charge,
-}
-
-impl http_body::Body for Charged {
-    type Data = Bytes;
-    type Error = axum::Error;
-
-    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, axum::Error>>> {
-        let polled = Pin::new(&mut self.body).poll_frame(cx);
-        match &polled {
-            Poll::Ready(Some(Ok(frame))) => {
-                if let Some(data) = frame.data_ref() {
-                    self.charge.tail.saw(data);
-                }
-                if self.body.is_end_stream() {
-                    self.charge.now();
-                }
-            }
-            Poll::Ready(None) => self.charge.now(),
-            _ => {}
-        }
-        polled
+impl AnswerWatch for Charge {
+    fn tail(&mut self) -> &mut Tail {
+        &mut self.tail
     }
-
-    fn is_end_stream(&self) -> bool {
-        self.body.is_end_stream()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.body.size_hint()
+    fn ended(&mut self) {
+        self.now();
     }
 }
 

@@ -11,19 +11,14 @@
 //! limit is used up, 429 without `Retry-After` when one request alone exceeds a whole minute's
 //! tokens, and 503 when the shared store cannot be reached and `on_store_error = "closed"`.
 
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 
-use axum::body::Body;
 use axum::response::Response;
-use bytes::Bytes;
 use http::request::Parts;
-use http_body::{Frame, SizeHint};
 use keel_limit::{Decision, Quota};
 use keel_telemetry::names;
 
-use crate::answer_tail::{Tail, Usage};
+use crate::answer_tail::{AnswerWatch, Tail, Usage, watched};
 use crate::attempts::{Forward, Payload};
 use crate::client::{Caller, Sender};
 use crate::config::Config;
@@ -256,7 +251,7 @@ impl Grant {
             tail: Tail::default(),
             ended: false,
         };
-        response.map(|body| Body::new(Metered { body, settle }))
+        response.map(|body| watched(body, settle))
     }
 }
 
@@ -307,40 +302,12 @@ impl Drop for Settle {
     }
 }
 
-/// An answer body that notes its end for [`Settle`].
-struct Metered {
-    body: Body,
-    settle: Settle,
-}
-
-impl http_body::Body for Metered {
-    type Data = Bytes;
-    type Error = axum::Error;
-
-    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, axum::Error>>> {
-        let polled = Pin::new(&mut self.body).poll_frame(cx);
-        match &polled {
-            Poll::Ready(Some(Ok(frame))) => {
-                if let Some(data) = frame.data_ref() {
-                    self.settle.tail.saw(data);
-                }
-                // A whole body says it has ended without being polled again.
-                if self.body.is_end_stream() {
-                    self.settle.ended = true;
-                }
-            }
-            Poll::Ready(None) => self.settle.ended = true,
-            _ => {}
-        }
-        polled
+impl AnswerWatch for Settle {
+    fn tail(&mut self) -> &mut Tail {
+        &mut self.tail
     }
-
-    fn is_end_stream(&self) -> bool {
-        self.body.is_end_stream()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.body.size_hint()
+    fn ended(&mut self) {
+        self.ended = true;
     }
 }
 
