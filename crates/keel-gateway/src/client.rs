@@ -19,6 +19,8 @@ pub(crate) struct Caller {
     pub(crate) name: Arc<str>,
     /// The key's own limits and priority.
     pub(crate) limits: KeyLimits,
+    /// The key has the `admin` scope: it may use sessions other keys own.
+    pub(crate) admin: bool,
 }
 
 /// Who a request counts as, for rate limits and admission queues: the key that admitted it, else

@@ -102,6 +102,16 @@ pub enum ProxyError {
     /// The session headers are malformed or used on an endpoint without sessions.
     #[error("{0}")]
     BadSession(String),
+    /// The session was started with another API key, and this key may not use it.
+    #[error(
+        "session '{id}' belongs to API key '{owner}'; use a session id of your own, or send the request with that key (or one with the 'admin' scope)"
+    )]
+    SessionOfAnotherKey {
+        /// The session's id.
+        id: String,
+        /// The name of the key that owns it.
+        owner: String,
+    },
     /// The request names a session but keel runs without a store.
     #[error("this keel runs without a session store, so X-Keel-Session cannot be used; set [store] url")]
     NoStore,
@@ -256,6 +266,7 @@ impl ProxyError {
             ProxyError::RateLimited { .. } | ProxyError::OverTokenBudget { .. } => StatusCode::TOO_MANY_REQUESTS,
             ProxyError::Unauthorized => StatusCode::UNAUTHORIZED,
             ProxyError::Forbidden { .. }
+            | ProxyError::SessionOfAnotherKey { .. }
             | ProxyError::ModelManagementClosed { .. }
             | ProxyError::ForeignHost { .. }
             | ProxyError::ForeignOrigin { .. } => StatusCode::FORBIDDEN,

@@ -71,6 +71,7 @@ impl ModelWriter for PipelineWriter {
             request.extensions_mut().insert(crate::client::Caller {
                 name: Arc::from("keel-runbooks"),
                 limits: crate::config::KeyLimits::default(),
+                admin: false,
             });
             let call = crate::app(gateway).oneshot(request);
             let response = tokio::time::timeout(self.timeout, call)

@@ -131,11 +131,45 @@ async fn stored_keys_are_accepted_and_revocations_take_effect_within_a_second() 
         .unwrap();
     assert_eq!(session["session"]["owner"], "stored-agent", "{session}");
 
+    // Another inference key cannot read or continue it (403 in the endpoint's dialect, naming
+    // the owner); a key with the admin scope can.
+    let turn = |path: &str, secret: &str| {
+        client
+            .post(format!("{}{path}", keel.url()))
+            .bearer_auth(secret)
+            .header("x-keel-session", "owned-1")
+            .body(r#"{"model":"m","messages":[{"role":"user","content":"and now?"}],"stream":false}"#)
+            .send()
+    };
+    let refused = turn("/api/chat", "config-secret-123").await.unwrap();
+    assert_eq!(refused.status(), 403);
+    let body: Value = refused.json().await.unwrap();
+    let message = body["error"].as_str().unwrap();
+    assert!(message.contains("session 'owned-1' belongs to API key 'stored-agent'"), "{body}");
+    let refused = turn("/v1/chat/completions", "config-secret-123").await.unwrap();
+    assert_eq!(refused.status(), 403);
+    let body: Value = refused.json().await.unwrap();
+    assert!(body["error"]["message"].as_str().unwrap().contains("belongs to API key 'stored-agent'"), "{body}");
+    assert_eq!(turn("/api/chat", &ops).await.unwrap().status(), 200);
+    assert_eq!(turn("/api/chat", &agent).await.unwrap().status(), 200);
+    let messages: Value = client
+        .get(format!("{}/keel/sessions/owned-1/messages", keel.url()))
+        .bearer_auth(&ops)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    // The first turn (2 messages) and the two allowed ones; nothing from the refused key.
+    assert_eq!(messages["messages"].as_array().unwrap().len(), 6, "{messages}");
+
     // Requests are counted by key name, never by secret.
     let metrics = client.get(format!("{}/metrics", keel.url())).bearer_auth(&ops).send().await.unwrap();
     let metrics = metrics.text().await.unwrap();
     assert!(metrics.contains(r#"keel_requests_by_key_total{key="stored-agent"}"#), "{metrics}");
-    assert!(metrics.contains(r#"keel_requests_by_key_total{key="cfg"} 1"#), "{metrics}");
+    // cfg: its chat and its two refused session turns.
+    assert!(metrics.contains(r#"keel_requests_by_key_total{key="cfg"} 3"#), "{metrics}");
     assert!(!metrics.contains(&agent[8..]) && !metrics.contains(&ops[8..]));
 
     // Revoked in the store (as `keel keys revoke` does): refused within a second.

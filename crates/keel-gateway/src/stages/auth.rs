@@ -124,7 +124,8 @@ pub(crate) fn admit(gateway: &Gateway, request: &mut Parts) -> Result<(), Respon
     }
     request.headers.remove(carrier);
     key.requests.increment(1);
-    request.extensions.insert(Caller { name: Arc::clone(&key.name), limits: key.limits });
+    let admin = key.scopes.contains(&Scope::Admin);
+    request.extensions.insert(Caller { name: Arc::clone(&key.name), limits: key.limits, admin });
     Ok(())
 }
 

@@ -66,6 +66,8 @@ pub(crate) struct SessionRequest {
     idempotency_key: Option<String>,
     /// The name of the API key that sent it: the owner of a session it creates.
     owner: Option<Arc<str>>,
+    /// The key may use sessions other keys own (it has the `admin` scope).
+    any_owner: bool,
 }
 
 impl SessionRequest {
@@ -132,14 +134,26 @@ impl SessionRequest {
                 ))
             })?),
         };
-        Ok(SessionRequest { id: id.to_owned(), mode, idempotency_key, owner: None })
+        Ok(SessionRequest { id: id.to_owned(), mode, idempotency_key, owner: None, any_owner: false })
     }
 
     /// The same request, sent with `caller`'s key: a session it creates is owned by the key's
-    /// name.
+    /// name, and a session another key owns is refused unless the key has the `admin` scope.
     pub(crate) fn owned_by(mut self, caller: Option<&crate::client::Caller>) -> SessionRequest {
         self.owner = caller.map(|caller| Arc::clone(&caller.name));
+        self.any_owner = caller.is_some_and(|caller| caller.admin);
         self
+    }
+
+    /// Refuses a session that another key owns. Sessions without an owner (started while keel ran
+    /// without keys) and requests without a key (keel runs without keys) are not checked.
+    fn may_use(&self, session: &keel_session::Session) -> Result<(), ProxyError> {
+        match (&self.owner, &session.owner) {
+            (Some(caller), Some(owner)) if !self.any_owner && **caller != **owner => {
+                Err(ProxyError::SessionOfAnotherKey { id: self.id.clone(), owner: owner.clone() })
+            }
+            _ => Ok(()),
+        }
     }
 
     fn key(&self, suffix: &str) -> Option<String> {
@@ -185,6 +199,7 @@ async fn run(
     let mut new = NewSession::new(id).with_model(model.clone());
     new.owner = session.owner.as_deref().map(str::to_owned);
     let existing = store.ensure_session(new).await.map_err(unavailable)?;
+    session.may_use(&existing)?;
     if matches!(existing.status, SessionStatus::TimedOut | SessionStatus::Idle) {
         // A conflict means another request changed it first: it is active again either way.
         let _ = store.update_session(id, existing.version, SessionPatch::status(SessionStatus::Active)).await;
