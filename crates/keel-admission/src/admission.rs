@@ -39,6 +39,13 @@ impl Upstream {
         let mut deliver = |sender: oneshot::Sender<Handoff>| sender.send(Handoff::Granted(now)).is_ok();
         self.group.lock().finish(model, tenant, service, now, &mut deliver);
     }
+
+    /// See [`Admission::set_max_concurrent`].
+    fn set_max_concurrent(&self, max_concurrent: usize) {
+        let now = Instant::now();
+        let mut deliver = |sender: oneshot::Sender<Handoff>| sender.send(Handoff::Granted(now)).is_ok();
+        self.group.lock().set_max_concurrent(max_concurrent, now, &mut deliver);
+    }
 }
 
 #[derive(Debug)]
@@ -112,12 +119,27 @@ impl Admission {
         &self.inner.settings
     }
 
+    /// The limits `upstream` runs with: its own, or [`Admission::settings`].
+    pub fn upstream_settings(&self, upstream: &str) -> Settings {
+        match self.inner.upstreams.read().get(upstream) {
+            Some(known) => known.group.lock().settings(),
+            None => self.inner.settings,
+        }
+    }
+
+    /// Serves `max_concurrent` (at least 1) requests per model of `upstream` from now on, as
+    /// the server said it can (llama-server's slots). A raise gives the new slots to queued
+    /// requests at once; a cut lets the running ones finish and admits fewer after them.
+    pub fn set_max_concurrent(&self, upstream: &str, max_concurrent: usize) {
+        self.inner.upstream(upstream).set_max_concurrent(max_concurrent);
+    }
+
     /// Waits for a slot of `model` on `upstream`, or says why not.
     ///
     /// With a slot free it returns at once, without waiting or queueing. Otherwise the request
     /// queues, and leaves with a [`Permit`] when the scheduler picks it, or with a [`Shed`] when
-    /// the queue is full, its deadline cannot be met, or its time runs out (`max_wait` or the
-    /// deadline). Dropping the future leaves the queue; a slot handed over at that moment goes
+    /// the queue is full, its deadline cannot be met, or its time runs out (`max_wait`, less
+    /// [`Ticket::waited_before`], or the deadline). Dropping the future leaves the queue; a slot handed over at that moment goes
     /// to the next request.
     pub async fn admit(&self, upstream: &str, model: &str, ticket: Ticket) -> Result<Permit, Shed> {
         let result = match self.enter(upstream, model, ticket) {
@@ -138,7 +160,12 @@ impl Admission {
             drop(group);
             return Entry::Admitted(Permit { upstream, model, tenant: ticket.tenant, started: now, waited: None });
         }
-        let (limit, until) = self.time_limit(ticket.deadline, now);
+        let (limit, until) = self.time_limit(&ticket, now);
+        let before = ticket.waited_before;
+        if limit == Limit::MaxWait && until <= now {
+            // It waited its whole `max_wait` at the targets before this one.
+            return Entry::Shed(group.expired(model, limit, before));
+        }
         let tenant = Arc::clone(&ticket.tenant);
         let (sender, receiver) = oneshot::channel();
         let Enqueued { id, model, displaced } = match group.enqueue(model, ticket, now, sender) {
@@ -150,13 +177,25 @@ impl Admission {
             // Its receiver is gone only if its client went away too: nothing to tell then.
             let _ = sender.send(Handoff::Shed(shed));
         }
-        Entry::Queued(Waiting { upstream, model, tenant, id, since: now, limit, until, receiver, settled: false })
+        Entry::Queued(Waiting {
+            upstream,
+            model,
+            tenant,
+            id,
+            since: now,
+            before,
+            limit,
+            until,
+            receiver,
+            settled: false,
+        })
     }
 
-    /// When a request queued at `now` gives up, and why: `max_wait`, or the deadline if sooner.
-    fn time_limit(&self, deadline: Option<Instant>, now: Instant) -> (Limit, Instant) {
-        let max_wait = now + self.inner.settings.max_wait;
-        match deadline {
+    /// When a request queued at `now` gives up, and why: `max_wait` (less what it waited in
+    /// other queues), or the deadline if sooner.
+    fn time_limit(&self, ticket: &Ticket, now: Instant) -> (Limit, Instant) {
+        let max_wait = now + self.inner.settings.max_wait.saturating_sub(ticket.waited_before);
+        match ticket.deadline {
             Some(deadline) if deadline <= max_wait => (Limit::Deadline, deadline),
             _ => (Limit::MaxWait, max_wait),
         }
@@ -188,6 +227,8 @@ struct Waiting {
     tenant: Arc<str>,
     id: u64,
     since: Instant,
+    /// How long it waited in other queues before this one.
+    before: Duration,
     limit: Limit,
     until: Instant,
     receiver: oneshot::Receiver<Handoff>,
@@ -212,7 +253,7 @@ impl Waiting {
     /// Leaves the queue at the time limit; if a slot or a shed was handed over just before, that
     /// stands instead.
     fn give_up(&mut self) -> Handoff {
-        let waited = self.since.elapsed();
+        let waited = self.since.elapsed() + self.before;
         let mut group = self.upstream.group.lock();
         let shed = group.expired(&self.model, self.limit, waited);
         let was_queued = group.leave(&self.model, self.id);

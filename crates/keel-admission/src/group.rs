@@ -284,6 +284,27 @@ impl<P> Group<P> {
         }
     }
 
+    /// Serves `max_concurrent` requests per model from now on; a raise hands the new slots to
+    /// queued requests at once (as [`Group::finish`] does), a cut lets running requests finish.
+    pub(crate) fn set_max_concurrent(
+        &mut self,
+        max_concurrent: usize,
+        now: Instant,
+        deliver: &mut impl FnMut(P) -> bool,
+    ) {
+        self.settings.max_concurrent = max_concurrent.max(1);
+        while let Some(granted) = self.grant_next(now) {
+            if !deliver(granted.payload) {
+                self.vacate(&granted.model, &granted.tenant, None);
+            }
+        }
+    }
+
+    /// The settings this upstream runs with.
+    pub(crate) fn settings(&self) -> Settings {
+        self.settings
+    }
+
     /// Frees one slot; forgets the bucket if that leaves it idle.
     fn vacate(&mut self, model: &str, tenant: &str, service: Option<Duration>) {
         let Some(bucket) = self.buckets.get_mut(model) else { return };

@@ -22,7 +22,8 @@
 //! - Dropping a [`Permit`] frees its slot and hands it **directly** to one queued request: one
 //!   wake-up, no thundering herd, no lost wake-up. A freed slot of one model may go to another
 //!   model of the same upstream when only the upstream cap held that one back.
-//! - A queued request leaves with [`Shed::WaitTooLong`] at `max_wait`, [`Shed::DeadlinePassed`]
+//! - A queued request leaves with [`Shed::WaitTooLong`] at `max_wait` (counted over every
+//!   queue it waited in, [`Ticket::waited_before`]), [`Shed::DeadlinePassed`]
 //!   at its deadline, or [`Shed::Displaced`] when a more urgent request takes its place in a
 //!   full queue. Dropping the `admit` future (the client went away) removes it from the queue; a
 //!   slot handed to it at that moment passes on to the next.

@@ -13,7 +13,8 @@ pub struct Settings {
     /// [`Shed::QueueFull`](crate::Shed::QueueFull). 0 turns queueing off.
     pub max_queue: usize,
     /// The longest a request waits for a slot before it is shed with
-    /// [`Shed::WaitTooLong`](crate::Shed::WaitTooLong).
+    /// [`Shed::WaitTooLong`](crate::Shed::WaitTooLong): in all, over the queues of every target
+    /// it tries ([`Ticket::waited_before`](crate::Ticket::waited_before)).
     pub max_wait: Duration,
     /// Requests served at once by all models of one upstream together (a server whose memory
     /// holds several models but whose GPU serves only so many requests); `None`: no cap.

@@ -50,7 +50,7 @@ pub enum Shed {
     WaitTooLong {
         /// The bucket, `upstream:model`.
         target: String,
-        /// How long it waited.
+        /// How long it waited, here and in the queues of targets tried before.
         waited: Duration,
         /// When the queue ahead is expected to have drained (at least 1 s).
         retry_after: Duration,
@@ -83,7 +83,7 @@ pub enum Shed {
     DeadlinePassed {
         /// The bucket, `upstream:model`.
         target: String,
-        /// How long it waited.
+        /// How long it waited, here and in the queues of targets tried before.
         waited: Duration,
         /// When the queue ahead is expected to have drained (at least 1 s).
         retry_after: Duration,

@@ -3,6 +3,7 @@
 use std::fmt;
 use std::str::FromStr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::time::Instant;
 
@@ -73,17 +74,25 @@ pub struct Ticket {
     /// The client's deadline, if it sent one. A request whose deadline cannot be met is shed at
     /// once instead of queued; one still queued when its deadline passes leaves the queue.
     pub deadline: Option<Instant>,
+    /// How long the request already waited in other queues (those of targets tried before this
+    /// one): `max_wait` bounds its waiting in all of them together, not in each.
+    pub waited_before: Duration,
 }
 
 impl Ticket {
-    /// A ticket of `tenant` at `priority`, without a deadline.
+    /// A ticket of `tenant` at `priority`, without a deadline, that has not waited yet.
     pub fn new(tenant: impl Into<Arc<str>>, priority: Priority) -> Ticket {
-        Ticket { tenant: tenant.into(), priority, deadline: None }
+        Ticket { tenant: tenant.into(), priority, deadline: None, waited_before: Duration::ZERO }
     }
 
     /// The same ticket with a deadline.
     pub fn with_deadline(self, deadline: Instant) -> Ticket {
         Ticket { deadline: Some(deadline), ..self }
+    }
+
+    /// The same ticket, having waited `waited` in other queues already.
+    pub fn with_waited_before(self, waited: Duration) -> Ticket {
+        Ticket { waited_before: waited, ..self }
     }
 }
 

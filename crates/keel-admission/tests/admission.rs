@@ -61,6 +61,51 @@ async fn a_request_waits_at_most_max_wait() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn max_wait_counts_the_waits_at_earlier_targets() {
+    let admission = admission(Settings { max_concurrent: 1, max_wait: 3 * SEC, ..Settings::default() });
+    let _held = take(&admission, "m", "a").await;
+    // Waited 2 s elsewhere: 1 s left here, and the shed says 3 s in all.
+    let start = Instant::now();
+    let shed = admission.admit("local", "m", ticket("b", Priority::Normal).with_waited_before(2 * SEC)).await;
+    let Err(Shed::WaitTooLong { waited, .. }) = shed else { panic!("{shed:?}") };
+    assert_eq!((waited, start.elapsed()), (3 * SEC, SEC));
+    // Waited all of max_wait elsewhere: shed at once, never queued.
+    let shed = admission.admit("local", "m", ticket("c", Priority::Normal).with_waited_before(3 * SEC)).await;
+    let Err(Shed::WaitTooLong { waited, .. }) = shed else { panic!("{shed:?}") };
+    assert_eq!((waited, start.elapsed()), (3 * SEC, SEC));
+    // A free slot is still taken, however long it waited before.
+    let other = admission.admit("local", "n", ticket("c", Priority::Normal).with_waited_before(9 * SEC)).await;
+    assert!(other.is_ok());
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_servers_own_parallelism_replaces_max_concurrent() {
+    let admission = one_at_a_time();
+    let first = take(&admission, "m", "a").await;
+    let waiting = tokio::spawn({
+        let admission = admission.clone();
+        async move { admission.admit("local", "m", ticket("b", Priority::Normal)).await }
+    });
+    sleep(SEC).await;
+    assert_eq!(admission.stats()[0].queued, 1);
+    // The server has 2 slots: the queued request gets the new one at once.
+    admission.set_max_concurrent("local", 2);
+    let second = waiting.await.unwrap().unwrap();
+    assert_eq!(second.waited(), SEC);
+    assert_eq!(admission.upstream_settings("local").max_concurrent, 2);
+    assert_eq!(admission.upstream_settings("other").max_concurrent, 1, "other upstreams keep theirs");
+    // Down to 1 again: both running ones finish, the next waits for one to end.
+    admission.set_max_concurrent("local", 1);
+    let mut third = pin!(admission.admit("local", "m", ticket("c", Priority::Normal)));
+    assert!(poll_once(third.as_mut()).is_pending());
+    drop(first);
+    assert!(poll_once(third.as_mut()).is_pending(), "one running, one slot");
+    drop(second);
+    tokio::task::yield_now().await;
+    assert!(matches!(poll_once(third.as_mut()), Poll::Ready(Ok(_))));
+}
+
+#[tokio::test(start_paused = true)]
 async fn a_waiter_gets_the_slot_when_it_frees() {
     let admission = one_at_a_time();
     let held = take(&admission, "m", "a").await;

@@ -146,7 +146,8 @@ impl World {
         match event {
             Event::Arrive { upstream, model, tenant, priority, deadline_ms } => {
                 let deadline = deadline_ms.map(|ms| Instant::now() + Duration::from_millis(ms));
-                let ticket = Ticket { tenant: format!("t{tenant}").into(), priority, deadline };
+                let ticket =
+                    Ticket { tenant: format!("t{tenant}").into(), priority, deadline, waited_before: Duration::ZERO };
                 self.arrive(upstream, model, ticket);
             }
             Event::Finish { pick } => self.finish(pick),

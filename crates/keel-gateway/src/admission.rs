@@ -53,6 +53,11 @@ pub(crate) struct Queues {
     configured: HashSet<String>,
     /// The `(upstream, model label)` gauge series set so far, to zero those whose buckets went.
     published: Mutex<HashSet<(String, String)>>,
+    /// Upstreams with `max_concurrent` in their `[[upstream]]` table: what the server says does
+    /// not change it.
+    configured_upstreams: HashSet<String>,
+    /// Upstreams whose `max_concurrent` comes from the server itself (llama-server's slots).
+    from_servers: Mutex<HashMap<String, usize>>,
 }
 
 impl Queues {
@@ -63,9 +68,14 @@ impl Queues {
         target_keys: &[String],
     ) -> Result<Option<Queues>, keel_admission::Error> {
         let Some(settings) = config.admission else { return Ok(None) };
-        let own = config.upstreams.iter().filter_map(|up| {
-            up.max_concurrent.map(|max_concurrent| (up.name.clone(), Settings { max_concurrent, ..settings }))
-        });
+        let own: Vec<(String, Settings)> = config
+            .upstreams
+            .iter()
+            .filter_map(|up| {
+                up.max_concurrent.map(|max_concurrent| (up.name.clone(), Settings { max_concurrent, ..settings }))
+            })
+            .collect();
+        let configured_upstreams = own.iter().map(|(name, _)| name.clone()).collect();
         let admission = Admission::with_upstreams(settings, own)?;
         let shed =
             ShedReason::ALL.map(|reason| metrics::counter!(names::ADMISSION_SHED_TOTAL, "reason" => reason.as_str()));
@@ -92,7 +102,29 @@ impl Queues {
             wait: metrics::histogram!(names::ADMISSION_QUEUE_WAIT_SECONDS),
             configured,
             published: Mutex::new(published),
+            configured_upstreams,
+            from_servers: Mutex::default(),
         }))
+    }
+
+    /// The model server says it serves `slots` requests at once (llama-server's `total_slots`):
+    /// that becomes the upstream's `max_concurrent`, unless its `[[upstream]]` table sets one.
+    pub(crate) fn server_slots(&self, upstream: &str, slots: usize) {
+        if slots == 0 || self.configured_upstreams.contains(upstream) {
+            return;
+        }
+        let before = self.from_servers.lock().insert(upstream.to_owned(), slots);
+        if before == Some(slots) {
+            return;
+        }
+        let was = self.admission.upstream_settings(upstream).max_concurrent;
+        self.admission.set_max_concurrent(upstream, slots);
+        tracing::info!(
+            upstream,
+            slots,
+            was,
+            "the model server serves {slots} requests at once (its slots): keel sends it at most {slots} per model and queues the rest; set max_concurrent in its [[upstream]] table to choose otherwise"
+        );
     }
 
     /// Whether requests to `endpoint` queue: those that run a model (chat, generate, embeddings,
@@ -176,9 +208,12 @@ impl Queues {
         let counters = self.admission.counters();
         let shed: serde_json::Map<String, Value> =
             ShedReason::ALL.iter().map(|reason| (reason.as_str().to_owned(), json!(counters.shed(*reason)))).collect();
+        let from_servers: serde_json::Map<String, Value> =
+            self.from_servers.lock().iter().map(|(upstream, slots)| (upstream.clone(), json!(slots))).collect();
         json!({
             "enabled": true,
             "max_concurrent": max_concurrent,
+            "max_concurrent_from_servers": from_servers,
             "max_queue": max_queue,
             "max_wait_ms": millis(max_wait),
             "upstream_max_concurrent": upstream_max_concurrent,
@@ -296,7 +331,7 @@ mod tests {
         parts.extensions.insert(crate::client::ClientIp([10, 0, 0, 7].into()));
         assert_eq!(&*ticket(&parts).unwrap().tenant, "10.0.0.7");
         let limits = crate::config::KeyLimits { priority: Some(Priority::Batch), ..Default::default() };
-        parts.extensions.insert(Caller { name: Arc::from("agent"), limits });
+        parts.extensions.insert(Caller { name: Arc::from("agent"), limits, admin: false });
         parts.headers.insert(KEEL_PRIORITY, http::HeaderValue::from_static("interactive"));
         let ticket = ticket(&parts).unwrap();
         assert_eq!((&*ticket.tenant, ticket.priority), ("agent", Priority::Batch));

@@ -2,7 +2,8 @@
 //!
 //! Ollama upstreams answer `GET /api/version` (is it up?) and `GET /api/ps` (which models are in
 //! memory); OpenAI-dialect upstreams answer `GET /health` (llama.cpp; `GET /v1/models` as a
-//! fallback). A successful probe lets the upstream's open server-wide breaker admit a probe
+//! fallback; and, when it first answers, `GET /props` for llama-server's slot count, which
+//! becomes admission's `max_concurrent` for it). A successful probe lets the upstream's open server-wide breaker admit a probe
 //! request early instead of waiting out its cooldown (model breakers are not touched: a server
 //! that answers says nothing about a model that failed to load); the loaded models feed routes with
 //! `prefer_loaded = true`. Probe failures are shown in `/keel/status` but do not count against
@@ -37,11 +38,27 @@ pub(crate) async fn probe_loop(gateway: Gateway, upstream: Upstream, interval: D
         if before.is_none() && health.ok && upstream.dialect == Dialect::Ollama {
             health.models = get_json(&client, &upstream, "/api/tags").await.ok().map(|tags| model_names(&tags));
         }
+        if before != Some(true) && health.ok && upstream.dialect == Dialect::OpenAi {
+            learn_slots(&gateway, &client, &upstream).await;
+        }
         log_change(&upstream, before, &health);
         if health.ok {
             reopen_early(&gateway, &upstream.name);
         }
         gateway.inner.health.lock().insert(upstream.name.clone(), health);
+    }
+}
+
+/// How many requests an OpenAI-dialect server serves at once, when it says so (llama-server's
+/// `GET /props` has `total_slots`): admission's `max_concurrent` for it. Read when it first
+/// answers and whenever it comes back up (it may have restarted with another `--parallel`).
+/// Ollama does not report its `OLLAMA_NUM_PARALLEL`.
+async fn learn_slots(gateway: &Gateway, client: &UpstreamClient, upstream: &Upstream) {
+    let Some(queues) = &gateway.inner.admission else { return };
+    if let Ok(props) = get_json(client, upstream, "/props").await
+        && let Some(slots) = props["total_slots"].as_u64()
+    {
+        queues.server_slots(&upstream.name, usize::try_from(slots).unwrap_or(usize::MAX));
     }
 }
 

@@ -563,3 +563,152 @@ async fn an_upstream_may_serve_fewer_at_once_than_admission_max_concurrent() {
     let status = status(&client, &keel).await;
     assert_eq!(status["admission"]["max_concurrent"], 4, "{status}");
 }
+
+#[tokio::test]
+async fn max_wait_bounds_the_wait_over_all_targets_together() {
+    let scenario = keel_testkit::scenario("[[model]]\nname = \"llama3.2\"\nlatency = \"4s\"\n");
+    let mock = keel_mock::MockServer::start(([127, 0, 0, 1], 0).into(), scenario).await.unwrap();
+    let config = keel_testkit::config_with(
+        &mock.url(),
+        "",
+        &format!(
+            "[[upstream]]\nname = \"second\"\nurl = \"{}\"\nhealth_interval = \"0s\"\n\
+             [[route]]\nmodel = \"llama3.2\"\ntargets = [\"default\", \"second\"]\n\
+             [admission]\nmax_concurrent = 1\nmax_queue = 4\nmax_wait = \"1s\"\n",
+            mock.url()
+        ),
+    );
+    let keel = TestGateway::start(config).await;
+    let client = reqwest::Client::new();
+    let url = format!("{}/api/chat", keel.url());
+    // One request on each target holds its only slot for 4 s.
+    let busy: Vec<_> = (0..2).map(|_| tokio::spawn(post(&client, url.clone(), &chat(), &[]))).collect();
+    let started = Instant::now();
+    loop {
+        let status = status(&client, &keel).await;
+        let running: u64 =
+            status["admission"]["buckets"].as_array().unwrap().iter().map(|b| b["running"].as_u64().unwrap()).sum();
+        if running == 2 {
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(10), "{status}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // The third waits 1 s at the first target, then is shed at once by the second: 1 s in all,
+    // not 1 s per target.
+    let asked = Instant::now();
+    let third = post(&client, url, &chat(), &[]).await;
+    let took = asked.elapsed();
+    assert_eq!(third.status(), 503);
+    assert!(took >= Duration::from_millis(950) && took < Duration::from_millis(1800), "{took:?}");
+    let message = third.json::<Value>().await.unwrap()["error"].as_str().unwrap().to_owned();
+    assert!(message.contains("default:llama3.2") && message.contains("second:llama3.2"), "{message}");
+    for request in busy {
+        assert_eq!(request.await.unwrap().status(), 200);
+    }
+}
+
+#[tokio::test]
+async fn a_half_open_breakers_probe_is_not_held_while_its_request_waits_for_a_slot() {
+    let models = |faulty: bool| {
+        let fault = if faulty { "[[model.fault]]\nkind = \"status\"\nstatus = 500\n" } else { "" };
+        keel_testkit::scenario(&format!(
+            "[[model]]\nname = \"slow\"\nlatency = \"1500ms\"\n[[model]]\nname = \"flaky\"\n{fault}"
+        ))
+    };
+    let stack = Stack::start_with(
+        models(true),
+        "",
+        "[admission]\nmax_concurrent = 4\nupstream_max_concurrent = 1\nmax_wait = \"10s\"\n\
+         [breaker]\nfailure_threshold = 1\ncooldown = \"200ms\"\ncooldown_strategy = \"fixed\"\nhalf_open = \"single\"\n",
+    )
+    .await;
+    let client = reqwest::Client::new();
+    let url = format!("{}/api/chat", stack.keel.url());
+    let flaky = json!({"model": "flaky", "messages": [{"role": "user", "content": "hi"}], "stream": false});
+    let slow = json!({"model": "slow", "messages": [{"role": "user", "content": "hi"}], "stream": false});
+    // One failure opens flaky's breaker; after the cooldown it lets one probe through.
+    assert!(post(&client, url.clone(), &flaky, &[]).await.status().is_server_error());
+    stack.mock.set_scenario(models(false));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // `slow` takes the server's only slot; two flaky requests queue behind it. The first holds
+    // the probe only once it has the slot, so the second is not refused meanwhile ("a probe is
+    // in flight") but waits its turn and is answered once the probe closed the breaker.
+    let holder = tokio::spawn(post(&client, url.clone(), &slow, &[]));
+    let wait_for = |queued: u64| {
+        let client = client.clone();
+        let keel_url = stack.keel.url();
+        async move {
+            let started = Instant::now();
+            loop {
+                let status: Value =
+                    client.get(format!("{keel_url}/keel/status")).send().await.unwrap().json().await.unwrap();
+                let buckets = status["admission"]["buckets"].as_array().unwrap().clone();
+                let total = |field: &str| buckets.iter().map(|b| b[field].as_u64().unwrap()).sum::<u64>();
+                if total("running") == 1 && total("queued") == queued {
+                    return;
+                }
+                assert!(started.elapsed() < Duration::from_secs(10), "{status}");
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
+    };
+    wait_for(0).await;
+    let probe = tokio::spawn(post(&client, url.clone(), &flaky, &[]));
+    wait_for(1).await;
+    let after = post(&client, url.clone(), &flaky, &[]).await;
+    assert_eq!(after.status(), 200, "{:?}", after.text().await);
+    assert_eq!(probe.await.unwrap().status(), 200);
+    assert_eq!(holder.await.unwrap().status(), 200);
+}
+
+#[tokio::test]
+async fn a_llama_server_says_how_many_requests_it_serves_at_once() {
+    // Two llama-server-like upstreams with 3 slots; `pinned` sets its own max_concurrent.
+    let scenario = keel_testkit::scenario(
+        "api = \"openai\"\nslots = 3\n[[model]]\nname = \"llama3.2\"\nreply = \"hi\"\nlatency = \"500ms\"\n",
+    );
+    let mock = keel_mock::MockServer::start(([127, 0, 0, 1], 0).into(), scenario).await.unwrap();
+    let upstream = |name: &str, own: &str| {
+        format!(
+            "[[upstream]]\nname = \"{name}\"\nurl = \"{}\"\ndialect = \"openai\"\nhealth_interval = \"50ms\"\n{own}",
+            mock.url()
+        )
+    };
+    let keel = TestGateway::start(keel_testkit::config_from_toml(&format!(
+        "{}{}[[route]]\nmodel = \"llama3.2\"\ntargets = [\"served\"]\n[admission]\nmax_concurrent = 1\n",
+        upstream("served", ""),
+        upstream("pinned", "max_concurrent = 2\n"),
+    )))
+    .await;
+    let client = reqwest::Client::new();
+    let started = Instant::now();
+    loop {
+        let status = status(&client, &keel).await;
+        if status["admission"]["max_concurrent_from_servers"] == json!({"served": 3}) {
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(10), "{status}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Four at once: three run on the server's three slots, one waits.
+    let url = format!("{}/api/chat", keel.url());
+    let requests: Vec<_> = (0..4).map(|_| tokio::spawn(post(&client, url.clone(), &chat(), &[]))).collect();
+    let started = Instant::now();
+    loop {
+        let status = status(&client, &keel).await;
+        let buckets = status["admission"]["buckets"].as_array().unwrap().clone();
+        if buckets.iter().any(|b| b["upstream"] == "served" && b["running"] == 3 && b["queued"] == 1) {
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(10), "{status}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let mut waited = 0;
+    for request in requests {
+        let response = request.await.unwrap();
+        assert_eq!(response.status(), 200);
+        waited += usize::from(queue_wait(&response).is_some());
+    }
+    assert_eq!(waited, 1);
+}

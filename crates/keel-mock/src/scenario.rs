@@ -28,6 +28,9 @@ pub struct Scenario {
     /// `x-api-key: KEY` with `api = "anthropic"`); others get 401 in the endpoint's dialect.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub api_key: Option<String>,
+    /// Requests the impersonated server says it serves at once: `total_slots` of `GET /props`
+    /// with `api = "openai"` (llama-server's `--parallel`). The mock itself serves any number.
+    pub slots: u32,
     /// The models served, in listing order (`[[model]]` tables in TOML).
     #[serde(rename = "model")]
     pub models: Vec<ModelSpec>,
@@ -42,6 +45,7 @@ impl Default for Scenario {
             max_recorded: 10_000,
             api: ApiSurface::Ollama,
             api_key: None,
+            slots: 1,
             models: vec![ModelSpec::default()],
         }
     }

@@ -96,6 +96,7 @@ pub(crate) struct Compiled {
     pub(crate) max_recorded: usize,
     pub(crate) api: ApiSurface,
     pub(crate) api_key: Option<String>,
+    pub(crate) slots: u32,
     pub(crate) models: Vec<Arc<CModel>>,
 }
 
@@ -108,6 +109,7 @@ impl Compiled {
             max_recorded: s.max_recorded,
             api: s.api,
             api_key: s.api_key,
+            slots: s.slots,
             models: s.models.into_iter().map(|m| Arc::new(CModel::new(m))).collect(),
         }
     }
@@ -124,6 +126,7 @@ impl Compiled {
             max_recorded: self.max_recorded,
             api: self.api,
             api_key: self.api_key.clone(),
+            slots: self.slots,
             models: self.models.iter().map(|m| m.spec.clone()).collect(),
         }
     }
@@ -137,6 +140,7 @@ impl Compiled {
             max_recorded: self.max_recorded,
             api: self.api,
             api_key: self.api_key.clone(),
+            slots: self.slots,
             models,
         }
     }

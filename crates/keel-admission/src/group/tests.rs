@@ -226,6 +226,7 @@ impl World {
                     tenant: format!("t{tenant}").into(),
                     priority,
                     deadline: deadline_ms.map(|ms| self.now + Duration::from_millis(ms)),
+                    waited_before: Duration::ZERO,
                 };
                 self.arrive(&format!("m{model}"), ticket);
             }

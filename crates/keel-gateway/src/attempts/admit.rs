@@ -15,6 +15,13 @@ pub(super) struct Permits {
     pub(super) model: Option<Permit>,
 }
 
+impl Permits {
+    /// One of them is a half-open breaker's probe.
+    pub(super) fn probing(&self) -> bool {
+        [&self.server, &self.model].into_iter().flatten().any(Permit::is_probe)
+    }
+}
+
 /// Why a target was skipped without a call.
 pub(super) struct Refusal {
     /// The target and why its breaker is out, with the failure that opened it.

@@ -47,6 +47,12 @@ pub(crate) async fn send(gateway: &Gateway, call: Call, endpoint: Endpoint, forw
             attempted = true;
             let UpstreamCall { path, body, mut headers, mut remaining } = request;
             if let Some((queues, ticket)) = attempts.ticket() {
+                // A half-open breaker's probe is not held while the request waits for a slot:
+                // it is given back and asked for again once the slot is there.
+                let probing = target.permits.probing();
+                if probing {
+                    target.permits = Permits::default();
+                }
                 let stage = Stage::start(gateway.tracing(), "admission");
                 // Boxed: only requests that queue pay for the wait's future.
                 match Box::pin(queues.admit(&target.key, ticket)).await {
@@ -71,6 +77,14 @@ pub(crate) async fn send(gateway: &Gateway, call: Call, endpoint: Endpoint, forw
                     }
                 }
                 drop(stage);
+                if probing {
+                    let upstream = &target.handle.upstream.name;
+                    let Some(permits) = attempts.permits(index, upstream, &target.key) else {
+                        attempts.tally.not_called();
+                        continue;
+                    };
+                    target.permits = permits;
+                }
                 // The wait took some of the request's time.
                 let Some(left) = attempts.time_left(&target.key) else { break 'rounds };
                 remaining = left;
@@ -293,7 +307,8 @@ impl<'a> Attempts<'a> {
             return None;
         }
         let deadline = tokio::time::Instant::from_std(self.deadline);
-        Some((queues, ticket.clone().with_deadline(deadline)))
+        let waited = self.tally.queue_wait.unwrap_or_default();
+        Some((queues, ticket.clone().with_deadline(deadline).with_waited_before(waited)))
     }
 
     /// The call's result: the response head, or `None` when the target could not be reached (held

@@ -52,15 +52,23 @@ impl Tally {
         tracing::info!(target = %shed.target(), reason = shed.reason().as_str(), "admission shed the request at this target");
         let retry_after = shed.retry_after();
         self.retry_after = Some(self.retry_after.map_or(retry_after, |r| r.min(retry_after)));
-        self.calls = self.calls.saturating_sub(1);
+        self.not_called();
         self.sheds += 1;
-        if let keel_admission::Shed::WaitTooLong { waited, .. }
-        | keel_admission::Shed::Displaced { waited, .. }
-        | keel_admission::Shed::DeadlinePassed { waited, .. } = &shed
-        {
-            self.waited(*waited);
+        match &shed {
+            // These count the waits at earlier targets too: they are the request's whole wait.
+            keel_admission::Shed::WaitTooLong { waited, .. } | keel_admission::Shed::DeadlinePassed { waited, .. } => {
+                self.queue_wait = Some(*waited);
+            }
+            keel_admission::Shed::Displaced { waited, .. } => self.waited(*waited),
+            keel_admission::Shed::QueueFull { .. } | keel_admission::Shed::DeadlineUnmeetable { .. } => {}
         }
         self.reasons.push(shed.to_string());
+    }
+
+    /// A target made ready was not called after all (shed, or its breaker refused after the
+    /// wait for a slot).
+    pub(super) fn not_called(&mut self) {
+        self.calls = self.calls.saturating_sub(1);
     }
 
     /// Time spent in an admission queue, added to the request's.

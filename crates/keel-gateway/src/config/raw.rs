@@ -222,7 +222,8 @@ pub struct RawUpstream {
     #[serde(default = "default_true")]
     pub forward_format: bool,
     /// With `[admission]`: requests one model on this server answers at once (like its
-    /// `OLLAMA_NUM_PARALLEL`), instead of `[admission] max_concurrent`.
+    /// `OLLAMA_NUM_PARALLEL`), instead of `[admission] max_concurrent`. Unset, a llama-server's
+    /// own slot count (`GET /props`) is used once its health probe has read it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_concurrent: Option<usize>,
     /// The environment variable holding this server's API key, sent as `Authorization: Bearer`

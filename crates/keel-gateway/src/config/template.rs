@@ -76,7 +76,9 @@ health_interval = "10s"
 # false for servers that reject or ignore it; keel's [guard] then validates and repairs alone.
 forward_format = true
 # With [admission]: how many requests one model on this server answers at once (its
-# OLLAMA_NUM_PARALLEL), instead of [admission] max_concurrent.
+# OLLAMA_NUM_PARALLEL), instead of [admission] max_concurrent. Unset for a llama-server, keel
+# reads its slots (GET /props total_slots, its --parallel) when it first answers; Ollama does
+# not report OLLAMA_NUM_PARALLEL, so [admission] max_concurrent applies to it.
 # max_concurrent = 1
 
 # A second server to fall back to:
@@ -256,7 +258,8 @@ on_store_error = "open"
 # X-Keel-Queue-Wait-Ms. A target that sheds is not held against its breaker: the route's next
 # target is tried. Off while this section is absent; uncomment it to turn it on.
 # [admission]
-# max_concurrent = 4          # per upstream:model; set it to the server's OLLAMA_NUM_PARALLEL
+# max_concurrent = 4          # per upstream:model; set it to Ollama's OLLAMA_NUM_PARALLEL
+#                             # (a llama-server's own slot count replaces it, see [[upstream]])
 # max_queue = 64              # waiting per upstream:model; 0 = no queue (shed when all slots run)
 # max_wait = "30s"            # the longest a request waits (a shorter X-Keel-Deadline wins)
 # upstream_max_concurrent = 8 # all models of one upstream together; unset = no cap

@@ -418,6 +418,7 @@ enum Endpoint<'a> {
     CountTokens,
     Responses,
     Health,
+    Props,
 }
 
 impl Endpoint<'_> {
@@ -425,9 +426,9 @@ impl Endpoint<'_> {
     fn served_by(&self, api: ApiSurface) -> bool {
         use Endpoint as E;
         match api {
-            ApiSurface::Ollama => !matches!(self, E::Health),
+            ApiSurface::Ollama => !matches!(self, E::Health | E::Props),
             ApiSurface::Openai => {
-                matches!(self, E::V1Chat | E::V1Completions | E::V1Embeddings | E::V1Models | E::Health)
+                matches!(self, E::V1Chat | E::V1Completions | E::V1Embeddings | E::V1Models | E::Health | E::Props)
             }
             ApiSurface::Anthropic => matches!(self, E::Messages | E::CountTokens | E::V1Models | E::V1Model(_)),
         }
@@ -439,9 +440,14 @@ impl Endpoint<'_> {
         match self {
             _ if api == ApiSurface::Anthropic => Dialect::Anthropic,
             E::Messages | E::CountTokens => Dialect::Anthropic,
-            E::V1Chat | E::V1Completions | E::V1Embeddings | E::V1Models | E::V1Model(_) | E::Responses | E::Health => {
-                Dialect::V1
-            }
+            E::V1Chat
+            | E::V1Completions
+            | E::V1Embeddings
+            | E::V1Models
+            | E::V1Model(_)
+            | E::Responses
+            | E::Health
+            | E::Props => Dialect::V1,
             _ => Dialect::Api,
         }
     }
@@ -480,6 +486,7 @@ fn route<'a>(api: ApiSurface, method: &Method, path: &'a str) -> Route<'a> {
         "/v1/messages/count_tokens" => (Endpoint::CountTokens, POST),
         "/v1/responses" => (Endpoint::Responses, POST),
         "/health" => (Endpoint::Health, GET),
+        "/props" => (Endpoint::Props, GET),
         p => {
             if let Some(d) = p.strip_prefix("/api/blobs/").filter(|d| valid_segment(d)) {
                 (Endpoint::Blob(d), &["HEAD", "POST"][..])
@@ -624,5 +631,6 @@ async fn serve(ctx: &mut Ctx, snap: &Compiled, ep: Endpoint<'_>, body: &[u8], in
         Endpoint::CountTokens => anthropic::count_tokens(snap, body),
         Endpoint::Responses => responses::create(ctx, snap, body).await,
         Endpoint::Health => json(StatusCode::OK, &serde_json::json!({"status": "ok"})),
+        Endpoint::Props => openai::props(snap),
     }
 }

@@ -445,3 +445,16 @@ pub(crate) fn model(snap: &Compiled, name: &str) -> Resp {
     }
     json(StatusCode::OK, &ModelObject { id: name, object: "model", created: names::EPOCH_SECS, owned_by: "library" })
 }
+
+/// `GET /props` as llama-server answers it: the slots it serves at once (`--parallel`), the
+/// model and its context length.
+pub(crate) fn props(snap: &Compiled) -> Resp {
+    let model = snap.models.first();
+    let body = serde_json::json!({
+        "default_generation_settings": { "n_ctx": model.map_or(0, |m| m.spec.context_length) },
+        "total_slots": snap.slots,
+        "model_path": model.map_or("", |m| m.full_name.as_str()),
+        "build_info": format!("keel-mock {}", snap.version),
+    });
+    json(StatusCode::OK, &body)
+}
