@@ -118,3 +118,31 @@ fn a_broken_config_is_a_problem_with_the_fix() {
     assert!(!output.status.success(), "{text}");
     assert!(text.contains("PROBLEM  config") && text.contains("listen"), "{text}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn listening_on_the_network_without_any_key_is_a_problem_until_the_store_holds_one() {
+    let ollama = ollama_with("llama3.2").await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = format!(
+        "[server]\nlisten = \"0.0.0.0:{}\"\n[store]\nurl = \"sqlite://{}\"\n\
+         [[upstream]]\nname = \"local\"\nurl = \"{}\"\n[[route]]\nmodel = \"llama3.2\"\ntargets = [\"local\"]\n",
+        free_port(),
+        dir.path().join("keel.db").display(),
+        ollama.url()
+    );
+    let (output, text) = doctor(dir.path(), &config);
+    assert!(!output.status.success(), "{text}");
+    assert!(text.contains("PROBLEM  api keys: keel serve will refuse to start"), "{text}");
+    assert!(text.contains("fix: create one: `keel keys create NAME`"), "{text}");
+    let created = Command::new(KEEL)
+        .args(["keys", "create", "agent", "--config"])
+        .arg(dir.path().join("keel.toml"))
+        .current_dir(dir.path())
+        .env_remove("KEEL_STORE")
+        .output()
+        .unwrap();
+    assert!(created.status.success(), "{}", String::from_utf8_lossy(&created.stderr));
+    let (output, text) = doctor(dir.path(), &config);
+    assert!(output.status.success(), "{text}");
+    assert!(text.contains("ok       api keys: 0 in [auth], 1 active in the store"), "{text}");
+}

@@ -87,7 +87,11 @@ pub(crate) async fn run(args: DoctorArgs) -> anyhow::Result<()> {
     };
     report.add("config", config_summary(&config))?;
     report.add("traces", traces(&config))?;
-    report.add(&format!("store {}", config.store_url), store(&config.store_url, args.timeout).await)?;
+    let (finding, keys) = store(&config.store_url, args.timeout).await;
+    report.add(&format!("store {}", config.store_url), finding)?;
+    if let Some(keys) = keys {
+        report.add("api keys", api_keys(&config, keys.as_ref(), args.timeout).await)?;
+    }
     let mut clocks = Vec::new();
     for upstream in &config.upstreams {
         let checked = upstreams::check(upstream, &config, args.timeout).await;
@@ -140,8 +144,9 @@ fn traces(config: &Config) -> Finding {
     Finding::Ok(format!("sent to {}", places.join(", ")))
 }
 
-/// Opens the store (which applies its migrations) and writes and deletes a probe session.
-async fn store(url: &str, timeout: Duration) -> Finding {
+/// Opens the store (which applies its migrations) and writes and deletes a probe session; gives
+/// its API keys (`keel keys`) when it opened.
+async fn store(url: &str, timeout: Duration) -> (Finding, Option<std::sync::Arc<dyn keel_session::KeyStore>>) {
     let fix = match url.split_once(':').map(|(scheme, _)| scheme) {
         Some("sqlite") => {
             "make the file's directory writable by the user keel runs as, or point [store] url / --store elsewhere"
@@ -153,20 +158,57 @@ async fn store(url: &str, timeout: Duration) -> Finding {
         _ => "use sqlite://FILE, postgres://… or redis://…",
     };
     let probe = async {
-        let (store, _keys) = keel_session::open_with_keys(url).await.map_err(|err| format!("cannot open it: {err}"))?;
+        let (store, keys) = keel_session::open_with_keys(url).await.map_err(|err| format!("cannot open it: {err}"))?;
         let id = format!("keel-doctor-{}-{}", std::process::id(), keel_session::now_millis());
         store
             .create_session(keel_session::NewSession::new(id.clone()))
             .await
             .map_err(|err| format!("opened, but cannot write to it: {err}"))?;
         let _ = store.delete_session(&id).await;
-        Ok::<_, String>(store.backend())
+        Ok::<_, String>((store.backend(), keys))
     };
     match tokio::time::timeout(timeout, probe).await {
-        Ok(Ok(backend)) => Finding::Ok(format!("{backend}: opened, migrations applied, writable")),
-        Ok(Err(what)) => Finding::Problem(what, fix.into()),
-        Err(_) => Finding::Problem(format!("no answer within {}", humantime::format_duration(timeout)), fix.into()),
+        Ok(Ok((backend, keys))) => {
+            (Finding::Ok(format!("{backend}: opened, migrations applied, writable")), Some(keys))
+        }
+        Ok(Err(what)) => (Finding::Problem(what, fix.into()), None),
+        Err(_) => {
+            (Finding::Problem(format!("no answer within {}", humantime::format_duration(timeout)), fix.into()), None)
+        }
     }
+}
+
+/// Whether keel has the API keys it needs: listening off loopback without `[auth]` keys (and
+/// without `allow_remote_without_auth`), `keel serve` refuses to start until the store holds one.
+async fn api_keys(config: &Config, keys: &dyn keel_session::KeyStore, timeout: Duration) -> Finding {
+    let active = match tokio::time::timeout(timeout, keys.active_keys()).await {
+        Ok(Ok(active)) => active.len(),
+        Ok(Err(err)) => {
+            return Finding::Problem(
+                format!("cannot read the keys in the store: {err}"),
+                "check the store as for the store line above".into(),
+            );
+        }
+        Err(_) => {
+            let what = format!("the store did not list its keys within {}", humantime::format_duration(timeout));
+            return Finding::Problem(what, "check the store as for the store line above".into());
+        }
+    };
+    let configured = config.api_keys().len();
+    if config.server.needs_stored_keys && active == 0 {
+        let fix = "create one: `keel keys create NAME` (or take another way out named above)";
+        return Finding::Problem(
+            format!("keel serve will refuse to start: {}", config.unprotected_listen()),
+            fix.into(),
+        );
+    }
+    Finding::Ok(match (configured, active) {
+        (0, 0) if config.server.listen.ip().is_loopback() => {
+            "none (keel listens on loopback; anyone on this machine may use it)".to_owned()
+        }
+        (0, 0) => "none; [server] allow_remote_without_auth = true lets anyone on the network use it".to_owned(),
+        (configured, active) => format!("{configured} in [auth], {active} active in the store (`keel keys list`)"),
+    })
 }
 
 /// The Redis servers the config uses, and for what.
