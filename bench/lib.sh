@@ -11,8 +11,10 @@ RESULTS="bench/results"
 mkdir -p "$RESULTS"
 log() { printf '[bench %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 
-log "building keel (release)"
-cargo build --release -p keel-cli --locked -q
+if [ -z "${KEEL_BIN:-}" ]; then
+  log "building keel (release)"
+  cargo build --release -p keel-cli --locked -q
+fi
 KEEL="${KEEL_BIN:-target/release/keel}"
 
 pids=()
