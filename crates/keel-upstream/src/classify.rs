@@ -5,9 +5,12 @@ use std::io;
 
 use keel_types::FailureClass;
 
+use crate::h1::HttpError;
+
 /// Classifies an error from sending a request on an open connection (no response head was
-/// received).
-pub fn classify_send_error(err: &hyper::Error) -> FailureClass {
+/// received): the socket's error decides; a connection closed before the answer, or an answer
+/// keel cannot read, is [`FailureClass::Reset`].
+pub fn classify_send_error(err: &HttpError) -> FailureClass {
     classify_chain(err, false)
 }
 
@@ -49,8 +52,11 @@ pub fn classify_tls_error(err: &io::Error) -> (FailureClass, Option<TlsFailure>)
 }
 
 /// Classifies an error while reading a response body that had started.
-pub fn classify_body_error(err: &hyper::Error) -> FailureClass {
-    if err.is_timeout() { FailureClass::Timeout } else { FailureClass::StreamBroken }
+pub fn classify_body_error(err: &HttpError) -> FailureClass {
+    match err {
+        HttpError::Io(io) if io.kind() == io::ErrorKind::TimedOut => FailureClass::Timeout,
+        _ => FailureClass::StreamBroken,
+    }
 }
 
 /// What Ollama (and llama.cpp) say when a model cannot be loaded or its runner died: the
@@ -95,27 +101,26 @@ pub fn is_local_shortage(err: &io::Error) -> bool {
         || matches!(err.raw_os_error(), Some(EMFILE | ENFILE | ENOMEM | ENOBUFS_LINUX | EADDRNOTAVAIL_LINUX))
 }
 
-/// Walks an error's source chain: the innermost `io::Error` kind decides, then hyper's own flags.
+/// Walks an error's source chain: the innermost `io::Error` kind decides.
 fn classify_chain(err: &(dyn StdError + 'static), connecting: bool) -> FailureClass {
     let mut source: Option<&(dyn StdError + 'static)> = Some(err);
     let mut io_kind = None;
-    let mut hyper_timeout = false;
     while let Some(inner) = source {
-        if let Some(io) = inner.downcast_ref::<io::Error>() {
+        let io = inner.downcast_ref::<io::Error>().or_else(|| match inner.downcast_ref::<HttpError>() {
+            Some(HttpError::Io(io)) => Some(io),
+            _ => None,
+        });
+        if let Some(io) = io {
             if is_local_shortage(io) {
                 return FailureClass::Local;
             }
             io_kind = Some(io.kind());
-        }
-        if let Some(h) = inner.downcast_ref::<hyper::Error>() {
-            hyper_timeout |= h.is_timeout();
         }
         source = inner.source();
     }
     match io_kind {
         Some(io::ErrorKind::ConnectionRefused) => FailureClass::Refused,
         Some(io::ErrorKind::TimedOut) => FailureClass::Timeout,
-        _ if hyper_timeout => FailureClass::Timeout,
         // A connect error without a more specific cause: unreachable host, no route, DNS.
         _ if connecting => FailureClass::Refused,
         _ => FailureClass::Reset,

@@ -20,6 +20,7 @@ pub mod address;
 pub mod classify;
 pub mod client;
 pub mod error_body;
+mod h1;
 pub mod pool;
 mod tls;
 pub mod translate;
@@ -35,5 +36,6 @@ pub use client::{
     full_body, strip_hop_headers,
 };
 pub use error_body::{ErrorBody, anthropic_error_type, openai_error_type};
+pub use h1::HttpError;
 pub use pool::ResponseBody;
 pub use wire::{RequestPeek, WireError};

@@ -24,15 +24,10 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use http::uri::Authority;
 use http_body::{Body, Frame, SizeHint};
-use hyper::body::Incoming;
-use hyper::client::conn::http1::SendRequest;
 use parking_lot::Mutex;
 use tokio_rustls::rustls::ClientConfig;
 
-use crate::client::RequestBody;
-
-/// The sending half of one open HTTP/1.1 connection to an upstream.
-pub(crate) type Sender = SendRequest<RequestBody>;
+use crate::h1::{Connection, Decoder, HttpError};
 
 /// Which pooled connections may carry a request: the same authority, and the same TLS settings
 /// (compared by identity: upstreams built alike share them) or none for both.
@@ -63,7 +58,7 @@ impl std::fmt::Debug for Origin {
 
 /// One connection waiting for its next request.
 struct Idle {
-    sender: Sender,
+    connection: Connection,
     since: Instant,
 }
 
@@ -88,22 +83,23 @@ impl Pool {
         Pool { idle: Mutex::new(Vec::new()), max_idle, idle_timeout }
     }
 
-    /// The most recently used open connection to `origin`, if one is idle.
-    pub(crate) fn checkout(&self, origin: &Origin) -> Option<Sender> {
+    /// The most recently used open connection to `origin`, if one is idle. Connections the
+    /// server closed while they were idle are dropped on the way.
+    pub(crate) fn checkout(&self, origin: &Origin) -> Option<Connection> {
         let mut idle = self.idle.lock();
         let (_, connections) = idle.iter_mut().find(|(o, _)| o == origin)?;
         self.evict_expired(connections);
-        while let Some(connection) = connections.pop() {
-            if !connection.sender.is_closed() {
-                return Some(connection.sender);
+        while let Some(mut idle) = connections.pop() {
+            if idle.connection.is_open() {
+                return Some(idle.connection);
             }
         }
         None
     }
 
     /// Puts a connection whose last answer was read to the end back for the next request.
-    pub(crate) fn checkin(&self, origin: &Origin, sender: Sender) {
-        if sender.is_closed() {
+    pub(crate) fn checkin(&self, origin: &Origin, mut connection: Connection) {
+        if !connection.is_open() {
             return;
         }
         let mut idle = self.idle.lock();
@@ -117,7 +113,7 @@ impl Pool {
         let connections = &mut idle[index].1;
         self.evict_expired(connections);
         if connections.len() < self.max_idle {
-            connections.push(Idle { sender, since: Instant::now() });
+            connections.push(Idle { connection, since: Instant::now() });
         }
     }
 
@@ -151,64 +147,91 @@ impl Pool {
 struct Return {
     pool: Arc<Pool>,
     origin: Origin,
-    sender: Sender,
 }
 
-/// An upstream's response body. Reading it to the end hands its connection back to the pool.
+/// An upstream's response body, read straight from its connection by whoever polls it. Reading
+/// it to the end hands the connection back to the pool (when the server keeps it open);
+/// dropping it before closes the connection.
 pub struct ResponseBody {
-    inner: Incoming,
+    connection: Option<Connection>,
+    decoder: Decoder,
     give_back: Option<Return>,
 }
 
 impl std::fmt::Debug for ResponseBody {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ResponseBody").field("inner", &self.inner).finish_non_exhaustive()
+        f.debug_struct("ResponseBody").field("decoder", &self.decoder).finish_non_exhaustive()
     }
 }
 
 impl ResponseBody {
-    /// Wraps `inner`, whose connection is `sender`, to return it to `pool` at the body's end.
-    pub(crate) fn new(inner: Incoming, pool: Arc<Pool>, origin: Origin, sender: Sender) -> ResponseBody {
-        let mut body = ResponseBody { inner, give_back: Some(Return { pool, origin, sender }) };
+    /// The body `decoder` reads from `connection`, which goes back to `pool` at the body's end
+    /// when `keep_alive`.
+    pub(crate) fn new(
+        connection: Connection,
+        decoder: Decoder,
+        keep_alive: bool,
+        pool: Arc<Pool>,
+        origin: Origin,
+    ) -> ResponseBody {
+        let give_back = keep_alive.then_some(Return { pool, origin });
+        let mut body = ResponseBody { connection: Some(connection), decoder, give_back };
         // An answer with no body (204, HEAD, Content-Length: 0) is over before anyone reads it.
-        if body.inner.is_end_stream() {
+        if body.decoder.is_done() {
             body.release();
         }
         body
     }
 
+    /// The body has ended: its connection goes back to the pool, or is closed.
     fn release(&mut self) {
-        if let Some(Return { pool, origin, sender }) = self.give_back.take() {
-            pool.checkin(&origin, sender);
+        let connection = self.connection.take();
+        if let (Some(Return { pool, origin }), Some(connection)) = (self.give_back.take(), connection)
+            && !connection.has_leftover()
+        {
+            pool.checkin(&origin, connection);
         }
     }
 }
 
 impl Body for ResponseBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = HttpError;
 
-    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
-        let polled = Pin::new(&mut self.inner).poll_frame(cx);
-        // A server stops polling a body once it has sent Content-Length bytes, so the end is
-        // recognised at the last frame, not only at `None`.
-        let ended = match &polled {
-            Poll::Ready(None) => true,
-            Poll::Ready(Some(Ok(_))) => self.inner.is_end_stream(),
-            _ => false,
-        };
-        if ended {
-            self.release();
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, HttpError>>> {
+        let this = &mut *self;
+        let Some(connection) = this.connection.as_mut() else { return Poll::Ready(None) };
+        let polled = std::task::ready!(connection.poll_body(&mut this.decoder, cx));
+        match polled {
+            Some(Ok(data)) => {
+                // A server stops polling a body once it has sent Content-Length bytes, so the
+                // end is recognised at the last frame, not only at `None`.
+                if this.decoder.is_done() {
+                    this.release();
+                }
+                Poll::Ready(Some(Ok(Frame::data(data))))
+            }
+            None => {
+                this.release();
+                Poll::Ready(None)
+            }
+            Some(Err(error)) => {
+                // The rest of that answer may still be on the wire: the connection is not reused.
+                this.connection = None;
+                Poll::Ready(Some(Err(error)))
+            }
         }
-        polled
     }
 
     fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
+        self.connection.is_none() || self.decoder.is_done()
     }
 
     fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
+        match self.decoder.remaining() {
+            Some(left) => SizeHint::with_exact(left),
+            None => SizeHint::default(),
+        }
     }
 }
 
