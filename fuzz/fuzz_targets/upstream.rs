@@ -1,6 +1,7 @@
 //! Any bytes, as a client's request body or an upstream's answer: keel's wire parsers must not
 //! panic and must finish; the SSE → NDJSON converter must only ever emit whole JSON lines, and
-//! the same bytes fed in two different splits must give the same lines.
+//! the same bytes fed in two different splits must give the same lines. As an upstream's HTTP/1.1
+//! response (head and body), they must read the same whatever the split.
 #![no_main]
 
 use keel_upstream::RequestPeek;
@@ -50,8 +51,17 @@ fn without_timestamps(ndjson: &[u8]) -> Vec<Value> {
         .collect()
 }
 
+/// The response `data` reads as, compared across splits (an error is an error, whichever limit
+/// a split reaches first).
+fn response(data: &[u8], step: usize) -> Result<Option<(u16, Vec<u8>)>, ()> {
+    keel_upstream::read_response(data, &http::Method::POST, step)
+        .map(|read| read.map(|(head, body)| (head.status().as_u16(), body)))
+        .map_err(drop)
+}
+
 fuzz_target!(|data: &[u8]| {
     let _ = RequestPeek::parse(data);
+    assert_eq!(response(data, data.len()), response(data, 1), "the split changed the response");
     let status = data.first().map_or(500, |b| 400 + u16::from(*b));
     let _ = translate::openai_error_to_ollama(status, data);
     if let Ok(value) = serde_json::from_slice::<Value>(data) {

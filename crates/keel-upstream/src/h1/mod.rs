@@ -260,6 +260,44 @@ impl Connection {
     }
 }
 
+/// Reads a whole HTTP/1.1 response to a `method` request from `bytes` fed in pieces of `step`
+/// bytes, as a connection would: the final head and the decoded body, `None` when the bytes end
+/// before the answer does. For tests and fuzzing of the parsers; keel reads sockets with
+/// [`Connection`].
+pub fn read_response(
+    bytes: &[u8],
+    method: &Method,
+    step: usize,
+) -> Result<Option<(http::Response<()>, Vec<u8>)>, HttpError> {
+    let mut buffer = BytesMut::new();
+    let mut pieces = bytes.chunks(step.max(1));
+    let head = loop {
+        if let Some(head) = head::parse_response(&buffer, method)? {
+            buffer.advance(head.length);
+            if head.status.is_informational() {
+                continue;
+            }
+            break head;
+        }
+        let Some(piece) = pieces.next() else { return Ok(None) };
+        buffer.extend_from_slice(piece);
+    };
+    let Answer { response, mut decoder, .. } = answer(head);
+    let mut body = Vec::new();
+    loop {
+        match decoder.decode(&mut buffer)? {
+            Decoded::Data(data) => body.extend_from_slice(&data),
+            Decoded::End => return Ok(Some((response, body))),
+            Decoded::NeedMore => match pieces.next() {
+                Some(piece) => buffer.extend_from_slice(piece),
+                None => {
+                    decoder.eof()?;
+                }
+            },
+        }
+    }
+}
+
 /// The whole of a short body of known length: its data (not copied when it is one piece, as
 /// keel's own bodies are), or the failure that sends nothing.
 async fn one_piece(body: &mut RequestBody) -> Result<Bytes, SendFailure> {
@@ -284,4 +322,25 @@ fn answer(head: ResponseHead) -> Answer {
     *response.version_mut() = head.version;
     *response.headers_mut() = head.headers;
     Answer { response, decoder: Decoder::new(head.framing), keep_alive: head.keep_alive }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, reason = "test code")]
+
+    use super::*;
+
+    #[test]
+    fn whole_responses_read_the_same_in_any_pieces() {
+        let bytes = b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n";
+        for step in [1, 2, 7, bytes.len()] {
+            let (head, body) = read_response(bytes, &Method::POST, step).unwrap().unwrap();
+            assert_eq!((head.status(), body.as_slice()), (http::StatusCode::OK, &b"abcde"[..]));
+        }
+        let cut = b"HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\nabc";
+        assert!(matches!(read_response(cut, &Method::POST, 4), Err(HttpError::IncompleteBody)));
+        let until_close = b"HTTP/1.1 200 OK\r\n\r\nall of it";
+        assert_eq!(read_response(until_close, &Method::POST, 3).unwrap().unwrap().1, b"all of it");
+        assert!(read_response(b"HTTP/1.1 200 OK\r\n", &Method::POST, 3).unwrap().is_none());
+    }
 }
