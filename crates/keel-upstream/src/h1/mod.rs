@@ -260,6 +260,9 @@ impl Connection {
     }
 }
 
+/// A response's head and its whole decoded body.
+pub type WholeResponse = (http::Response<()>, Vec<u8>);
+
 /// Reads a whole HTTP/1.1 response to a `method` request from `bytes` fed in pieces of `step`
 /// bytes, as a connection would: the final head and the decoded body, `None` when the bytes end
 /// before the answer does. For tests and fuzzing of the parsers; keel reads sockets with
@@ -268,7 +271,7 @@ pub fn read_response(
     bytes: &[u8],
     method: &Method,
     step: usize,
-) -> Result<Option<(http::Response<()>, Vec<u8>)>, HttpError> {
+) -> Result<Option<WholeResponse>, HttpError> {
     let mut buffer = BytesMut::new();
     let mut pieces = bytes.chunks(step.max(1));
     let head = loop {
