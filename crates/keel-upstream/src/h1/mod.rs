@@ -267,11 +267,7 @@ pub type WholeResponse = (http::Response<()>, Vec<u8>);
 /// bytes, as a connection would: the final head and the decoded body, `None` when the bytes end
 /// before the answer does. For tests and fuzzing of the parsers; keel reads sockets with
 /// [`Connection`].
-pub fn read_response(
-    bytes: &[u8],
-    method: &Method,
-    step: usize,
-) -> Result<Option<WholeResponse>, HttpError> {
+pub fn read_response(bytes: &[u8], method: &Method, step: usize) -> Result<Option<WholeResponse>, HttpError> {
     let mut buffer = BytesMut::new();
     let mut pieces = bytes.chunks(step.max(1));
     let head = loop {
