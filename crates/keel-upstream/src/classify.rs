@@ -9,9 +9,14 @@ use crate::h1::HttpError;
 
 /// Classifies an error from sending a request on an open connection (no response head was
 /// received): the socket's error decides; a connection closed before the answer, or an answer
-/// keel cannot read, is [`FailureClass::Reset`].
+/// keel cannot read, is [`FailureClass::Reset`]; a request body that failed (the client's) is
+/// [`FailureClass::BadRequest`], which breakers ignore.
 pub fn classify_send_error(err: &HttpError) -> FailureClass {
-    classify_chain(err, false)
+    match err {
+        // The client's own body broke (it went away mid-upload): nothing about the server.
+        HttpError::RequestBody(_) => FailureClass::BadRequest,
+        _ => classify_chain(err, false),
+    }
 }
 
 /// Classifies an error from opening a connection: refused unless it timed out (an unreachable
@@ -130,6 +135,18 @@ fn classify_chain(err: &(dyn StdError + 'static), connecting: bool) -> FailureCl
 #[cfg(test)]
 mod shortage_tests {
     use super::*;
+
+    #[test]
+    fn a_failed_request_body_is_the_clients_and_a_closed_connection_a_reset() {
+        let body = HttpError::RequestBody("client went away".into());
+        assert_eq!(classify_send_error(&body), FailureClass::BadRequest);
+        assert_eq!(classify_send_error(&HttpError::ClosedBeforeHead), FailureClass::Reset);
+        let refused = HttpError::Io(io::Error::from(io::ErrorKind::ConnectionRefused));
+        assert_eq!(classify_send_error(&refused), FailureClass::Refused);
+        let emfile = HttpError::Io(io::Error::from_raw_os_error(EMFILE));
+        assert_eq!(classify_send_error(&emfile), FailureClass::Local);
+        assert_eq!(classify_body_error(&HttpError::IncompleteBody), FailureClass::StreamBroken);
+    }
 
     #[test]
     fn tls_failures_are_the_servers() {
