@@ -6,13 +6,19 @@
 //! and closes whatever the end of the input cut open. What it cannot read without guessing (an
 //! unquoted word where a value should be, a key without a colon) fails the fragment instead.
 //!
+//! The value is written as it is read, as compact JSON text byte for byte as `serde_json` would
+//! serialize it (no `Value` is built: callers that need one parse the text, only then).
+//!
 //! Every look-ahead is bounded by a constant, so a fragment costs time linear in its length, and
 //! nesting is bounded by [`MAX_DEPTH`] (the deepest value keel builds), so the stack is too; a
 //! fragment nested deeper fails as [`Fail::deep`], and the caller refuses the whole output rather
 //! than offering a shallower piece of it.
 
+use std::collections::HashSet;
+use std::fmt::Write as _;
+
 use memchr::{memchr2, memchr3};
-use serde_json::{Map, Number, Value};
+use serde_json::{Number, Value};
 
 use crate::report::{FixLog, Strategy};
 
@@ -22,16 +28,22 @@ pub(crate) const MAX_DEPTH: usize = crate::MAX_VALUE_DEPTH;
 /// How far (bytes of whitespace, identifier) the string-closing heuristics look ahead.
 const LOOKAHEAD: usize = 256;
 
-/// The result of parsing one value.
-#[derive(Debug)]
+/// Most output text reserved up front for one fragment (it grows past this when needed).
+const OUT_CAPACITY: usize = 1 << 20;
+
+/// Members an object checks for a repeated key by a linear search; past this, by a set.
+const FEW_KEYS: usize = 32;
+
+/// The result of parsing one value; the value itself is in the parser's output text.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Parsed {
-    /// A whole value.
-    Complete(Value),
-    /// The input ended inside the value; what was there is closed and kept.
-    Partial(Value),
-    /// The input ended before anything worth keeping (a cut literal, a lone sign).
+    /// A whole value, written.
+    Complete,
+    /// The input ended inside the value; what was there is closed, written and kept.
+    Partial,
+    /// The input ended before anything worth keeping (a cut literal, a lone sign); nothing written.
     Dropped,
-    /// An `...` placeholder stood where a value was.
+    /// An `...` placeholder stood where a value was; nothing written.
     Skipped,
 }
 
@@ -69,7 +81,8 @@ enum Quote {
 /// One parsed top-level fragment.
 #[derive(Debug)]
 pub(crate) struct Fragment {
-    pub(crate) value: Value,
+    /// The value (an object or an array) as compact JSON, exactly as `serde_json` serializes it.
+    pub(crate) json: String,
     /// Byte offset just past the value.
     pub(crate) end: usize,
     /// The input ended inside the value.
@@ -90,12 +103,23 @@ pub(crate) fn parse_fragment(text: &str, start: usize, end: usize) -> Result<Fra
         log: FixLog::default(),
         truncated: false,
         progress: 0,
+        out: String::with_capacity(end.saturating_sub(start).min(OUT_CAPACITY)),
+        keys: Vec::new(),
+        repeated_key: false,
     };
-    match parser.parse_value(Ctx::Element)? {
-        Parsed::Complete(value) => Ok(Fragment { value, end: parser.pos, truncated: false, log: parser.log }),
-        Parsed::Partial(value) => Ok(Fragment { value, end: parser.pos, truncated: true, log: parser.log }),
-        Parsed::Dropped | Parsed::Skipped => Err(parser.fail(parser.pos)),
-    }
+    let truncated = match parser.parse_value(Ctx::Element)? {
+        Parsed::Complete => false,
+        Parsed::Partial => true,
+        Parsed::Dropped | Parsed::Skipped => return Err(parser.fail(parser.pos)),
+    };
+    let json = if parser.repeated_key { without_repeated_keys(parser.out) } else { parser.out };
+    Ok(Fragment { json, end: parser.pos, truncated, log: parser.log })
+}
+
+/// JSON text where an object repeats a key, as a `Value` holds it: the last value, in the first
+/// one's place.
+fn without_repeated_keys(json: String) -> String {
+    serde_json::from_str::<Value>(&json).ok().and_then(|value| serde_json::to_string(&value).ok()).unwrap_or(json)
 }
 
 struct Parser<'a> {
@@ -108,6 +132,12 @@ struct Parser<'a> {
     truncated: bool,
     /// Values read whole so far (see [`Fail::progress`]).
     progress: usize,
+    /// The value read so far, as compact JSON.
+    out: String,
+    /// Hashes of the keys of the open objects, innermost last (to notice a repeated key).
+    keys: Vec<u64>,
+    /// Some object (possibly) repeats a key: the text is rewritten the way a `Value` keeps it.
+    repeated_key: bool,
 }
 
 /// Length of the Unicode space (NBSP, BOM, zero-width, ideographic, …) at `i`, or 0.
@@ -155,17 +185,17 @@ fn is_ascii_ident(c: u8) -> bool {
     c.is_ascii_alphanumeric() || c == b'_' || c == b'$'
 }
 
-/// JSON-ish literal words a value may be spelled as.
-fn literal_value(word: &str) -> Option<(Value, Option<Strategy>)> {
+/// JSON-ish literal words a value may be spelled as: the JSON they mean, and the fix.
+fn literal_value(word: &str) -> Option<(&'static str, Option<Strategy>)> {
     Some(match word {
-        "true" => (Value::Bool(true), None),
-        "false" => (Value::Bool(false), None),
-        "null" => (Value::Null, None),
-        "True" | "TRUE" => (Value::Bool(true), Some(Strategy::PythonLiteral)),
-        "False" | "FALSE" => (Value::Bool(false), Some(Strategy::PythonLiteral)),
-        "None" | "NULL" | "Null" => (Value::Null, Some(Strategy::PythonLiteral)),
-        "undefined" => (Value::Null, Some(Strategy::UndefinedLiteral)),
-        "NaN" | "Infinity" => (Value::Null, Some(Strategy::NonFiniteNumber)),
+        "true" => ("true", None),
+        "false" => ("false", None),
+        "null" => ("null", None),
+        "True" | "TRUE" => ("true", Some(Strategy::PythonLiteral)),
+        "False" | "FALSE" => ("false", Some(Strategy::PythonLiteral)),
+        "None" | "NULL" | "Null" => ("null", Some(Strategy::PythonLiteral)),
+        "undefined" => ("null", Some(Strategy::UndefinedLiteral)),
+        "NaN" | "Infinity" => ("null", Some(Strategy::NonFiniteNumber)),
         _ => return None,
     })
 }
@@ -316,10 +346,19 @@ impl Parser<'_> {
         }
     }
 
+    /// Writes the closer of the open container and leaves it: `parsed` says how it ended.
+    fn close(&mut self, closer: char, parsed: Parsed) -> PResult {
+        self.out.push(closer);
+        self.depth -= 1;
+        Ok(parsed)
+    }
+
     fn parse_object(&mut self) -> PResult {
         self.enter()?;
         self.pos += 1; // '{'
-        let mut map = Map::new();
+        self.out.push('{');
+        let mut keys = KeySet::new(self.keys.len());
+        let mut members = 0usize;
         // After a member: the next thing should be ',' or '}'.
         let mut need_comma = false;
         let mut after_comma = false;
@@ -327,8 +366,7 @@ impl Parser<'_> {
             self.skip_ws();
             let Some(c) = self.peek() else {
                 self.hit_end();
-                self.depth -= 1;
-                return Ok(Parsed::Partial(Value::Object(map)));
+                return self.close_object(&keys, Parsed::Partial);
             };
             match c {
                 b'}' | b']' => {
@@ -339,8 +377,7 @@ impl Parser<'_> {
                         self.log.push(Strategy::TrailingComma, self.pos);
                     }
                     self.pos += 1;
-                    self.depth -= 1;
-                    return Ok(Parsed::Complete(Value::Object(map)));
+                    return self.close_object(&keys, Parsed::Complete);
                 }
                 b',' => {
                     if !need_comma {
@@ -361,48 +398,81 @@ impl Parser<'_> {
                 self.log.push(Strategy::MissingComma, self.pos);
             }
             after_comma = false;
-            let Some(key) = self.parse_key()? else {
+            let mark = self.out.len();
+            if members > 0 {
+                self.out.push(',');
+            }
+            let key_at = self.out.len();
+            if self.parse_key()?.is_none() {
                 // The key itself was cut: the member is dropped.
-                self.depth -= 1;
-                return Ok(Parsed::Partial(Value::Object(map)));
-            };
+                self.out.truncate(mark);
+                return self.close_object(&keys, Parsed::Partial);
+            }
+            let key = key_hash(self.out.as_bytes().get(key_at..).unwrap_or_default());
             self.skip_ws();
             match self.peek() {
                 None => {
                     // Key without colon at the end: dropped.
                     self.hit_end();
-                    self.depth -= 1;
-                    return Ok(Parsed::Partial(Value::Object(map)));
+                    self.out.truncate(mark);
+                    return self.close_object(&keys, Parsed::Partial);
                 }
                 Some(b':') => self.pos += 1,
                 Some(_) => return Err(self.fail(self.pos)),
             }
+            self.out.push(':');
             match self.parse_value(Ctx::Member)? {
-                Parsed::Complete(value) => {
-                    map.insert(key, value);
+                Parsed::Complete => {
+                    self.insert_key(&mut keys, key);
+                    members += 1;
                     need_comma = true;
                     self.progress += 1;
                 }
-                Parsed::Partial(value) => {
-                    map.insert(key, value);
-                    self.depth -= 1;
-                    return Ok(Parsed::Partial(Value::Object(map)));
+                Parsed::Partial => {
+                    self.insert_key(&mut keys, key);
+                    return self.close_object(&keys, Parsed::Partial);
                 }
                 Parsed::Dropped => {
-                    self.depth -= 1;
-                    return Ok(Parsed::Partial(Value::Object(map)));
+                    self.out.truncate(mark);
+                    return self.close_object(&keys, Parsed::Partial);
                 }
-                Parsed::Skipped => need_comma = true,
+                Parsed::Skipped => {
+                    self.out.truncate(mark);
+                    need_comma = true;
+                }
             }
         }
     }
 
-    /// Reads an object key: quoted (any quote style) or a bare identifier. `None` when the input
-    /// ends inside it.
-    fn parse_key(&mut self) -> Result<Option<String>, Fail> {
+    fn close_object(&mut self, keys: &KeySet, parsed: Parsed) -> PResult {
+        self.keys.truncate(keys.from);
+        self.close('}', parsed)
+    }
+
+    /// Notes the key of a member kept in the object; a key seen before marks the text for
+    /// rewriting (see [`without_repeated_keys`]).
+    fn insert_key(&mut self, keys: &mut KeySet, key: u64) {
+        let seen = self.keys.get(keys.from..).unwrap_or_default();
+        let repeated = match &mut keys.many {
+            Some(set) => !set.insert(key),
+            None if seen.len() < FEW_KEYS => seen.contains(&key),
+            None => {
+                let mut set: HashSet<u64> = seen.iter().copied().collect();
+                let repeated = !set.insert(key);
+                keys.many = Some(set);
+                repeated
+            }
+        };
+        self.repeated_key |= repeated;
+        self.keys.push(key);
+    }
+
+    /// Reads an object key: quoted (any quote style) or a bare identifier, and writes it quoted.
+    /// `None` when the input ends inside it.
+    fn parse_key(&mut self) -> Result<Option<()>, Fail> {
         if quote_at(self.b, self.pos).is_some() {
             return match self.parse_string(Ctx::Key)? {
-                Parsed::Complete(Value::String(key)) => Ok(Some(key)),
+                Parsed::Complete => Ok(Some(())),
                 _ => Ok(None),
             };
         }
@@ -427,21 +497,24 @@ impl Parser<'_> {
             return Err(self.fail(start));
         }
         self.log.push(Strategy::UnquotedKey, start);
-        Ok(Some(self.slice(start, self.pos).to_owned()))
+        self.out.push('"');
+        push_escaped(&mut self.out, self.text.get(start..self.pos).unwrap_or(""));
+        self.out.push('"');
+        Ok(Some(()))
     }
 
     fn parse_array(&mut self) -> PResult {
         self.enter()?;
         self.pos += 1; // '['
-        let mut items = Vec::new();
+        self.out.push('[');
+        let mut items = 0usize;
         let mut need_comma = false;
         let mut after_comma = false;
         loop {
             self.skip_ws();
             let Some(c) = self.peek() else {
                 self.hit_end();
-                self.depth -= 1;
-                return Ok(Parsed::Partial(Value::Array(items)));
+                return self.close(']', Parsed::Partial);
             };
             match c {
                 b']' | b'}' => {
@@ -452,8 +525,7 @@ impl Parser<'_> {
                         self.log.push(Strategy::TrailingComma, self.pos);
                     }
                     self.pos += 1;
-                    self.depth -= 1;
-                    return Ok(Parsed::Complete(Value::Array(items)));
+                    return self.close(']', Parsed::Complete);
                 }
                 b',' => {
                     if !need_comma {
@@ -470,34 +542,38 @@ impl Parser<'_> {
                 self.log.push(Strategy::MissingComma, self.pos);
             }
             after_comma = false;
+            let mark = self.out.len();
+            if items > 0 {
+                self.out.push(',');
+            }
             match self.parse_value(Ctx::Element)? {
-                Parsed::Complete(value) => {
-                    items.push(value);
+                Parsed::Complete => {
+                    items += 1;
                     need_comma = true;
                     self.progress += 1;
                 }
-                Parsed::Partial(value) => {
-                    items.push(value);
-                    self.depth -= 1;
-                    return Ok(Parsed::Partial(Value::Array(items)));
-                }
+                Parsed::Partial => return self.close(']', Parsed::Partial),
                 Parsed::Dropped => {
-                    self.depth -= 1;
-                    return Ok(Parsed::Partial(Value::Array(items)));
+                    self.out.truncate(mark);
+                    return self.close(']', Parsed::Partial);
                 }
-                Parsed::Skipped => need_comma = true,
+                Parsed::Skipped => {
+                    self.out.truncate(mark);
+                    need_comma = true;
+                }
             }
         }
     }
 
-    /// Appends `text[from..to]` to `out`, noting raw control characters (kept as data).
-    fn push_segment(&mut self, out: &mut String, from: usize, to: usize) {
+    /// Writes `text[from..to]` (string content) escaped, noting raw control characters (kept as
+    /// data).
+    fn push_segment(&mut self, from: usize, to: usize) {
         let text = self.text;
         let segment = text.get(from..to).unwrap_or("");
         if let Some(off) = segment.bytes().position(|c| c < 0x20) {
             self.log.push(Strategy::ControlCharacter, from + off);
         }
-        out.push_str(segment);
+        push_escaped(&mut self.out, segment);
     }
 
     fn parse_string(&mut self, ctx: Ctx) -> PResult {
@@ -511,7 +587,7 @@ impl Parser<'_> {
             Quote::CurlyDouble | Quote::CurlySingle => self.log.push(Strategy::SmartQuotes, open),
         }
         self.pos += qlen;
-        let mut out = String::new();
+        self.out.push('"');
         let mut seg = self.pos;
         loop {
             let rest = self.b.get(self.pos..).unwrap_or(&[]);
@@ -525,17 +601,19 @@ impl Parser<'_> {
             let Some(off) = found else {
                 // The input ends inside the string: keep the partial text.
                 let end = self.b.len();
-                self.push_segment(&mut out, seg, end);
+                self.push_segment(seg, end);
                 self.pos = end;
                 self.hit_end();
-                return Ok(Parsed::Partial(Value::String(out)));
+                self.out.push('"');
+                return Ok(Parsed::Partial);
             };
             let i = self.pos + off;
             if self.b.get(i) == Some(&b'\\') {
-                self.push_segment(&mut out, seg, i);
-                if !self.escape(i, &mut out) {
+                self.push_segment(seg, i);
+                if !self.escape(i) {
                     self.hit_end();
-                    return Ok(Parsed::Partial(Value::String(out)));
+                    self.out.push('"');
+                    return Ok(Parsed::Partial);
                 }
                 seg = self.pos;
                 continue;
@@ -546,9 +624,10 @@ impl Parser<'_> {
                 continue;
             };
             if ctx == Ctx::Key || self.closes_here(i + clen, ctx) {
-                self.push_segment(&mut out, seg, i);
+                self.push_segment(seg, i);
                 self.pos = i + clen;
-                return Ok(Parsed::Complete(Value::String(out)));
+                self.out.push('"');
+                return Ok(Parsed::Complete);
             }
             // A quote inside the text: data.
             self.log.push(Strategy::UnescapedQuote, i);
@@ -556,36 +635,36 @@ impl Parser<'_> {
         }
     }
 
-    /// Decodes the escape at `i` (a backslash) into `out` and moves past it. False when the input
-    /// ends inside the escape.
-    fn escape(&mut self, i: usize, out: &mut String) -> bool {
+    /// Decodes the escape at `i` (a backslash), writes the character (escaped again as JSON) and
+    /// moves past it. False when the input ends inside the escape.
+    fn escape(&mut self, i: usize) -> bool {
         let Some(&e) = self.b.get(i + 1) else {
             self.pos = self.b.len();
             return false;
         };
         self.pos = i + 2;
         match e {
-            b'"' => out.push('"'),
-            b'\\' => out.push('\\'),
-            b'/' => out.push('/'),
-            b'\'' => out.push('\''),
-            b'`' => out.push('`'),
-            b'b' => out.push('\u{8}'),
-            b'f' => out.push('\u{c}'),
-            b'n' => out.push('\n'),
-            b'r' => out.push('\r'),
-            b't' => out.push('\t'),
+            b'"' => push_char(&mut self.out, '"'),
+            b'\\' => push_char(&mut self.out, '\\'),
+            b'/' => push_char(&mut self.out, '/'),
+            b'\'' => push_char(&mut self.out, '\''),
+            b'`' => push_char(&mut self.out, '`'),
+            b'b' => push_char(&mut self.out, '\u{8}'),
+            b'f' => push_char(&mut self.out, '\u{c}'),
+            b'n' => push_char(&mut self.out, '\n'),
+            b'r' => push_char(&mut self.out, '\r'),
+            b't' => push_char(&mut self.out, '\t'),
             b'\n' => {}
             b'\r' => {
                 if self.b.get(self.pos) == Some(&b'\n') {
                     self.pos += 1;
                 }
             }
-            b'u' => return self.unicode_escape(i, out),
+            b'u' => return self.unicode_escape(i),
             _ => {
                 // Not an escape JSON knows: keep the backslash; the character follows as data.
                 self.log.push(Strategy::InvalidEscape, i);
-                out.push('\\');
+                push_char(&mut self.out, '\\');
                 self.pos = i + 1;
             }
         }
@@ -607,7 +686,7 @@ impl Parser<'_> {
         Some(Some(code))
     }
 
-    fn unicode_escape(&mut self, i: usize, out: &mut String) -> bool {
+    fn unicode_escape(&mut self, i: usize) -> bool {
         let code = match self.hex4(i + 2) {
             None => {
                 // Cut inside the escape.
@@ -616,7 +695,7 @@ impl Parser<'_> {
             }
             Some(None) => {
                 self.log.push(Strategy::InvalidEscape, i);
-                out.push_str("\\u");
+                push_escaped(&mut self.out, "\\u");
                 self.pos = i + 2;
                 return true;
             }
@@ -632,7 +711,7 @@ impl Parser<'_> {
                     }
                     Some(Some(low)) if (0xDC00..0xE000).contains(&low) => {
                         let combined = 0x10000 + ((code - 0xD800) << 10) + (low - 0xDC00);
-                        out.push(char::from_u32(combined).unwrap_or('\u{FFFD}'));
+                        push_char(&mut self.out, char::from_u32(combined).unwrap_or('\u{FFFD}'));
                         self.pos = i + 12;
                         return true;
                     }
@@ -643,10 +722,10 @@ impl Parser<'_> {
                 self.pos = self.b.len();
                 return false;
             }
-            out.push('\u{FFFD}');
+            push_char(&mut self.out, '\u{FFFD}');
             return true;
         }
-        out.push(char::from_u32(code).unwrap_or('\u{FFFD}'));
+        push_char(&mut self.out, char::from_u32(code).unwrap_or('\u{FFFD}'));
         true
     }
 
@@ -781,7 +860,8 @@ impl Parser<'_> {
             if matches!(word, "Infinity" | "NaN" | "inf" | "nan") {
                 self.log.push(Strategy::NonFiniteNumber, start);
                 self.pos = k;
-                return Ok(Parsed::Complete(Value::Null));
+                self.out.push_str("null");
+                return Ok(Parsed::Complete);
             }
             return Err(self.fail(start));
         }
@@ -863,20 +943,22 @@ impl Parser<'_> {
             }
             float_value(&clean)
         };
-        let value = match value {
-            Some(number) => Value::Number(number),
+        match value {
+            Some(number) => {
+                let _ = write!(self.out, "{number}");
+            }
             None => {
                 self.log.push(Strategy::NonFiniteNumber, start);
-                Value::Null
+                self.out.push_str("null");
             }
-        };
+        }
         self.pos = p;
         if self.at_end() {
             // The number may have been cut; keep what is there.
             self.hit_end();
-            return Ok(Parsed::Partial(value));
+            return Ok(Parsed::Partial);
         }
-        Ok(Parsed::Complete(value))
+        Ok(Parsed::Complete)
     }
 
     fn parse_literal(&mut self) -> PResult {
@@ -887,13 +969,14 @@ impl Parser<'_> {
         }
         let word = self.slice(start, k);
         if k >= self.b.len() {
-            if let Some((value, strategy)) = literal_value(word) {
+            if let Some((json, strategy)) = literal_value(word) {
                 if let Some(strategy) = strategy {
                     self.log.push(strategy, start);
                 }
                 self.pos = k;
                 self.hit_end();
-                return Ok(Parsed::Partial(value));
+                self.out.push_str(json);
+                return Ok(Parsed::Partial);
             }
             if LITERALS.iter().any(|l| l.starts_with(word)) {
                 self.pos = k;
@@ -903,12 +986,13 @@ impl Parser<'_> {
             return Err(self.fail(start));
         }
         match literal_value(word) {
-            Some((value, strategy)) => {
+            Some((json, strategy)) => {
                 if let Some(strategy) = strategy {
                     self.log.push(strategy, start);
                 }
                 self.pos = k;
-                Ok(Parsed::Complete(value))
+                self.out.push_str(json);
+                Ok(Parsed::Complete)
             }
             None => Err(self.fail(start)),
         }
@@ -936,6 +1020,95 @@ fn float_value(text: &str) -> Option<Number> {
     text.parse::<f64>().ok().and_then(Number::from_f64)
 }
 
+/// The keys of one open object: where its hashes start on the parser's key stack, and a set of
+/// them once it has many.
+struct KeySet {
+    from: usize,
+    many: Option<HashSet<u64>>,
+}
+
+impl KeySet {
+    fn new(from: usize) -> Self {
+        Self { from, many: None }
+    }
+}
+
+/// A hash of a key's JSON text. Equal keys have equal text; two keys with the same hash are
+/// taken as repeated, which only costs the rewrite (see [`without_repeated_keys`]).
+fn key_hash(text: &[u8]) -> u64 {
+    let mut hash = text.len() as u64;
+    for chunk in text.chunks(8) {
+        let mut word = [0u8; 8];
+        if let Some(head) = word.get_mut(..chunk.len()) {
+            head.copy_from_slice(chunk);
+        }
+        hash = (hash.rotate_left(5) ^ u64::from_le_bytes(word)).wrapping_mul(0x517c_c1b7_2722_0a95);
+    }
+    hash
+}
+
+/// How `serde_json` writes byte `c` inside a string: `None` when as is, else the letter after
+/// the backslash (`u` for `\u00XX`).
+#[inline]
+fn escape_letter(c: u8) -> Option<u8> {
+    match c {
+        b'"' => Some(b'"'),
+        b'\\' => Some(b'\\'),
+        0x08 => Some(b'b'),
+        0x09 => Some(b't'),
+        0x0A => Some(b'n'),
+        0x0C => Some(b'f'),
+        0x0D => Some(b'r'),
+        0..0x20 => Some(b'u'),
+        _ => None,
+    }
+}
+
+/// Writes the escape of ASCII byte `c` (one that [`escape_letter`] escapes).
+fn push_escape(out: &mut String, c: u8, letter: u8) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    out.push('\\');
+    out.push(char::from(letter));
+    if letter == b'u' {
+        out.push_str("00");
+        out.push(char::from(HEX.get(usize::from(c >> 4)).copied().unwrap_or(b'0')));
+        out.push(char::from(HEX.get(usize::from(c & 0xF)).copied().unwrap_or(b'0')));
+    }
+}
+
+/// Writes `s` as the content of a JSON string, escaped as `serde_json` escapes it.
+fn push_escaped(out: &mut String, s: &str) {
+    let bytes = s.as_bytes();
+    let mut run = 0;
+    let mut i = 0;
+    while i < bytes.len() {
+        // Eight bytes at a time while none needs escaping.
+        if let Some(chunk) = bytes.get(i..i + 8)
+            && let Ok(word) = <[u8; 8]>::try_from(chunk)
+            && crate::strict::has_special(u64::from_le_bytes(word)) == 0
+        {
+            i += 8;
+            continue;
+        }
+        let c = bytes.get(i).copied().unwrap_or(0);
+        if let Some(letter) = escape_letter(c) {
+            out.push_str(s.get(run..i).unwrap_or(""));
+            push_escape(out, c, letter);
+            run = i + 1;
+        }
+        i += 1;
+    }
+    out.push_str(s.get(run..).unwrap_or(""));
+}
+
+/// Writes `c` as string content, escaped as `serde_json` escapes it.
+fn push_char(out: &mut String, c: char) {
+    match u8::try_from(c).ok().and_then(|b| escape_letter(b).map(|letter| (b, letter))) {
+        Some((b, letter)) => push_escape(out, b, letter),
+        None => out.push(c),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -944,7 +1117,7 @@ mod tests {
     fn parse(text: &str) -> (Value, bool, FixLog) {
         let start = text.find(['{', '[']).unwrap();
         let f = parse_fragment(text, start, text.len()).unwrap();
-        (f.value, f.truncated, f.log)
+        (serde_json::from_str(&f.json).unwrap(), f.truncated, f.log)
     }
 
     fn fails(text: &str) -> bool {

@@ -19,7 +19,7 @@ const fn has_zero(word: u64) -> u64 {
 
 /// Non-zero when some byte of `word` is a quote, a backslash or a control character.
 #[inline]
-const fn has_special(word: u64) -> u64 {
+pub(crate) const fn has_special(word: u64) -> u64 {
     has_zero(word ^ (LO * b'"' as u64))
         | has_zero(word ^ (LO * b'\\' as u64))
         | (word.wrapping_sub(LO * 0x20) & !word & HI)
