@@ -502,7 +502,9 @@ fn scan_region(
     }
     let trimmed_start = region.start + (trimmed.as_ptr() as usize - body.as_ptr() as usize);
     let mut candidates = Vec::new();
-    let strict = strict::check(trimmed.as_bytes());
+    // The whole output (trimmed) was checked already: it is not strict JSON.
+    let whole_output = trimmed.len() == text.trim_matches(|c: char| c.is_ascii_whitespace()).len();
+    let strict = if whole_output { Strict::NotJson } else { strict::check(trimmed.as_bytes()) };
     if strict == Strict::TooDeep {
         return Err(too_deep());
     }

@@ -28,8 +28,11 @@ pub(crate) const MAX_DEPTH: usize = crate::MAX_VALUE_DEPTH;
 /// How far (bytes of whitespace, identifier) the string-closing heuristics look ahead.
 const LOOKAHEAD: usize = 256;
 
-/// Most output text reserved up front for one fragment (it grows past this when needed).
-const OUT_CAPACITY: usize = 1 << 20;
+/// Output text reserved up front for one fragment (it grows as needed).
+const OUT_CAPACITY: usize = 64;
+
+/// Integers with at most this many digits fit `u64` and `i64` alike.
+const SHORT_INTEGER: usize = 18;
 
 /// Members an object checks for a repeated key by a linear search; past this, by a set.
 const FEW_KEYS: usize = 32;
@@ -103,7 +106,7 @@ pub(crate) fn parse_fragment(text: &str, start: usize, end: usize) -> Result<Fra
         log: FixLog::default(),
         truncated: false,
         progress: 0,
-        out: String::with_capacity(end.saturating_sub(start).min(OUT_CAPACITY)),
+        out: String::with_capacity(OUT_CAPACITY),
         keys: Vec::new(),
         repeated_key: false,
     };
@@ -248,7 +251,14 @@ impl Parser<'_> {
     fn skip_ws(&mut self) {
         while let Some(c) = self.peek() {
             match c {
-                b' ' | b'\t' | b'\n' | b'\r' | 0x0B | 0x0C => self.pos += 1,
+                b' ' => {
+                    // Indentation: eight spaces at a time.
+                    self.pos += 1;
+                    while self.b.get(self.pos..self.pos + 8) == Some(b"        ") {
+                        self.pos += 8;
+                    }
+                }
+                b'\t' | b'\n' | b'\r' | 0x0B | 0x0C => self.pos += 1,
                 b'/' => match self.b.get(self.pos + 1) {
                     Some(b'/') => {
                         self.log.push(Strategy::Comment, self.pos);
@@ -921,7 +931,21 @@ impl Parser<'_> {
         if normalized {
             self.log.push(Strategy::NumberFormat, start);
         }
-        let value = if !has_dot && exp_start.is_none() {
+        let value = if !has_dot && exp_start.is_none() && int_digits <= SHORT_INTEGER {
+            // Fits 64 bits either way: written as serde_json writes the integer.
+            let text = self.text;
+            let digits = text.get(int_start..int_start + int_digits).unwrap_or("").trim_start_matches('0');
+            if digits.is_empty() {
+                self.out.push('0');
+            } else {
+                if negative {
+                    self.out.push('-');
+                }
+                self.out.push_str(digits);
+            }
+            self.pos = p;
+            return Ok(self.number_end());
+        } else if !has_dot && exp_start.is_none() {
             let digits = self.slice(int_start, int_start + int_digits);
             integer_value(digits, negative)
         } else {
@@ -953,12 +977,17 @@ impl Parser<'_> {
             }
         }
         self.pos = p;
+        Ok(self.number_end())
+    }
+
+    /// A number was written and read up to `pos`: at the end of the input it may have been cut.
+    fn number_end(&mut self) -> Parsed {
         if self.at_end() {
             // The number may have been cut; keep what is there.
             self.hit_end();
-            return Ok(Parsed::Partial);
+            return Parsed::Partial;
         }
-        Ok(Parsed::Complete)
+        Parsed::Complete
     }
 
     fn parse_literal(&mut self) -> PResult {
