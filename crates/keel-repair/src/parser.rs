@@ -17,10 +17,10 @@
 use std::collections::HashSet;
 use std::fmt::Write as _;
 
-use memchr::{memchr2, memchr3};
 use serde_json::{Number, Value};
 
 use crate::report::{FixLog, Strategy};
+use crate::strict::{LO, has_special, has_zero};
 
 /// Deepest nesting of objects and arrays the parser follows before failing the fragment.
 pub(crate) const MAX_DEPTH: usize = crate::MAX_VALUE_DEPTH;
@@ -575,17 +575,22 @@ impl Parser<'_> {
         }
     }
 
-    /// Writes `text[from..to]` (string content) escaped, noting raw control characters (kept as
-    /// data).
-    fn push_segment(&mut self, from: usize, to: usize) {
+    /// Copies `text[from..to]` (string content without anything to escape) to the output.
+    fn copy(&mut self, from: usize, to: usize) {
         let text = self.text;
-        let segment = text.get(from..to).unwrap_or("");
-        if let Some(off) = segment.bytes().position(|c| c < 0x20) {
-            self.log.push(Strategy::ControlCharacter, from + off);
-        }
-        push_escaped(&mut self.out, segment);
+        self.out.push_str(text.get(from..to).unwrap_or(""));
     }
 
+    /// Notes the first raw control character of a stretch of string content, if there was one.
+    fn note_control(&mut self, control: Option<usize>) {
+        if let Some(at) = control {
+            self.log.push(Strategy::ControlCharacter, at);
+        }
+    }
+
+    /// Reads a string and writes it as a JSON string. One pass: the runs between the bytes that
+    /// matter (quotes, backslashes, control characters) are found eight bytes at a time and
+    /// copied whole.
     fn parse_string(&mut self, ctx: Ctx) -> PResult {
         let open = self.pos;
         let Some((quote, qlen)) = quote_at(self.b, self.pos) else {
@@ -596,51 +601,64 @@ impl Parser<'_> {
             Quote::Single | Quote::Backtick => self.log.push(Strategy::SingleQuotes, open),
             Quote::CurlyDouble | Quote::CurlySingle => self.log.push(Strategy::SmartQuotes, open),
         }
+        let stops = Stops::of(quote);
         self.pos += qlen;
         self.out.push('"');
-        let mut seg = self.pos;
+        // Content from `run` on is not written yet; `control` is the first raw control character
+        // since the string's start or the last escape (noted once per such stretch).
+        let mut run = self.pos;
+        let mut control = None;
         loop {
-            let rest = self.b.get(self.pos..).unwrap_or(&[]);
-            let found = match quote {
-                Quote::Double => memchr2(b'"', b'\\', rest),
-                Quote::Single => memchr2(b'\'', b'\\', rest),
-                Quote::Backtick => memchr2(b'`', b'\\', rest),
-                Quote::CurlyDouble => memchr3(b'"', b'\\', 0xE2, rest),
-                Quote::CurlySingle => memchr3(b'\'', b'\\', 0xE2, rest),
-            };
-            let Some(off) = found else {
+            let i = stops.find(self.b, self.pos);
+            let Some(&c) = self.b.get(i) else {
                 // The input ends inside the string: keep the partial text.
                 let end = self.b.len();
-                self.push_segment(seg, end);
+                self.copy(run, end);
+                self.note_control(control);
                 self.pos = end;
                 self.hit_end();
                 self.out.push('"');
                 return Ok(Parsed::Partial);
             };
-            let i = self.pos + off;
-            if self.b.get(i) == Some(&b'\\') {
-                self.push_segment(seg, i);
+            self.copy(run, i);
+            run = i + 1;
+            self.pos = i + 1;
+            if c == b'\\' {
+                self.note_control(control.take());
                 if !self.escape(i) {
                     self.hit_end();
                     self.out.push('"');
                     return Ok(Parsed::Partial);
                 }
-                seg = self.pos;
+                run = self.pos;
+                continue;
+            }
+            if c < 0x20 {
+                control.get_or_insert(i);
+                push_char(&mut self.out, char::from(c));
                 continue;
             }
             let Some(clen) = closer_len(quote, self.b, i) else {
-                // A lead byte of some other character (curly strings only).
-                self.pos = i + 1;
+                // A `"` inside a string with other quotes, or the lead byte of some other
+                // character (curly strings only): data.
+                if c == b'"' {
+                    self.out.push_str("\\\"");
+                } else {
+                    run = i;
+                }
                 continue;
             };
             if ctx == Ctx::Key || self.closes_here(i + clen, ctx) {
-                self.push_segment(seg, i);
+                self.note_control(control);
                 self.pos = i + clen;
                 self.out.push('"');
                 return Ok(Parsed::Complete);
             }
             // A quote inside the text: data.
             self.log.push(Strategy::UnescapedQuote, i);
+            let text = self.text;
+            push_escaped(&mut self.out, text.get(i..i + clen).unwrap_or(""));
+            run = i + clen;
             self.pos = i + clen;
         }
     }
@@ -1049,6 +1067,55 @@ fn float_value(text: &str) -> Option<Number> {
     text.parse::<f64>().ok().and_then(Number::from_f64)
 }
 
+/// The bytes a string's content stops at: its closing quote (and, for curly quotes, the lead byte
+/// of any curly quote), plus what JSON escapes: `"`, `\\` and control characters.
+struct Stops {
+    /// Eight copies of each extra stop byte.
+    extra: [u64; 2],
+}
+
+impl Stops {
+    fn of(quote: Quote) -> Self {
+        let (a, b) = match quote {
+            Quote::Double => (b'"', b'"'),
+            Quote::Single => (b'\'', b'\''),
+            Quote::Backtick => (b'`', b'`'),
+            Quote::CurlyDouble => (0xE2, 0xE2),
+            Quote::CurlySingle => (b'\'', 0xE2),
+        };
+        Self { extra: [LO * u64::from(a), LO * u64::from(b)] }
+    }
+
+    #[inline]
+    fn is_stop(&self, c: u8) -> bool {
+        let [a, b] = self.extra;
+        c < 0x20 || c == b'"' || c == b'\\' || u64::from(c) == a & 0xFF || u64::from(c) == b & 0xFF
+    }
+
+    /// The first stop at or after `from`, or `b.len()`.
+    #[inline]
+    fn find(&self, b: &[u8], from: usize) -> usize {
+        let mut i = from;
+        let [a, c] = self.extra;
+        while let Some(chunk) = b.get(i..i + 8)
+            && let Ok(bytes) = <[u8; 8]>::try_from(chunk)
+        {
+            let word = u64::from_le_bytes(bytes);
+            if has_special(word) | has_zero(word ^ a) | has_zero(word ^ c) != 0 {
+                break;
+            }
+            i += 8;
+        }
+        while let Some(&byte) = b.get(i) {
+            if self.is_stop(byte) {
+                return i;
+            }
+            i += 1;
+        }
+        b.len()
+    }
+}
+
 /// The keys of one open object: where its hashes start on the parser's key stack, and a set of
 /// them once it has many.
 struct KeySet {
@@ -1114,7 +1181,7 @@ fn push_escaped(out: &mut String, s: &str) {
         // Eight bytes at a time while none needs escaping.
         if let Some(chunk) = bytes.get(i..i + 8)
             && let Ok(word) = <[u8; 8]>::try_from(chunk)
-            && crate::strict::has_special(u64::from_le_bytes(word)) == 0
+            && has_special(u64::from_le_bytes(word)) == 0
         {
             i += 8;
             continue;

@@ -8,12 +8,12 @@
 
 use crate::MAX_DEPTH;
 
-const LO: u64 = 0x0101_0101_0101_0101;
+pub(crate) const LO: u64 = 0x0101_0101_0101_0101;
 const HI: u64 = 0x8080_8080_8080_8080;
 
 /// Non-zero when some byte of `word` is zero.
 #[inline]
-const fn has_zero(word: u64) -> u64 {
+pub(crate) const fn has_zero(word: u64) -> u64 {
     word.wrapping_sub(LO) & !word & HI
 }
 
