@@ -518,10 +518,11 @@ fn scan_region(
         });
     } else {
         let mut pos = region.start;
+        let mut scratch = String::new();
         while pos < region.end {
             let Some(off) = memchr::memchr2(b'{', b'[', b.get(pos..region.end).unwrap_or(&[])) else { break };
             let p = pos + off;
-            match parser::parse_fragment(text, p, region.end) {
+            match parser::parse_fragment(text, p, region.end, &mut scratch) {
                 Ok(fragment) => {
                     // The fragment is an object or an array, as compact JSON: `{}` and `[]` are
                     // the empty ones, and the others hold data.

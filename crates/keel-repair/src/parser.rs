@@ -28,9 +28,6 @@ pub(crate) const MAX_DEPTH: usize = crate::MAX_VALUE_DEPTH;
 /// How far (bytes of whitespace, identifier) the string-closing heuristics look ahead.
 const LOOKAHEAD: usize = 256;
 
-/// Output text reserved up front for one fragment (it grows as needed).
-const OUT_CAPACITY: usize = 64;
-
 /// Integers with at most this many digits fit `u64` and `i64` alike.
 const SHORT_INTEGER: usize = 18;
 
@@ -94,8 +91,9 @@ pub(crate) struct Fragment {
 }
 
 /// Parses the value that starts at `start` (an object or array in practice) and reads no further
-/// than `end`.
-pub(crate) fn parse_fragment(text: &str, start: usize, end: usize) -> Result<Fragment, Fail> {
+/// than `end`. `scratch` is where the text is written (reused from fragment to fragment).
+pub(crate) fn parse_fragment(text: &str, start: usize, end: usize, scratch: &mut String) -> Result<Fragment, Fail> {
+    scratch.clear();
     let end = end.min(text.len());
     let bytes = text.as_bytes();
     let mut parser = Parser {
@@ -106,7 +104,7 @@ pub(crate) fn parse_fragment(text: &str, start: usize, end: usize) -> Result<Fra
         log: FixLog::default(),
         truncated: false,
         progress: 0,
-        out: String::with_capacity(OUT_CAPACITY),
+        out: scratch,
         keys: Vec::new(),
         repeated_key: false,
     };
@@ -115,7 +113,8 @@ pub(crate) fn parse_fragment(text: &str, start: usize, end: usize) -> Result<Fra
         Parsed::Partial => true,
         Parsed::Dropped | Parsed::Skipped => return Err(parser.fail(parser.pos)),
     };
-    let json = if parser.repeated_key { without_repeated_keys(parser.out) } else { parser.out };
+    let json = parser.out.clone();
+    let json = if parser.repeated_key { without_repeated_keys(json) } else { json };
     Ok(Fragment { json, end: parser.pos, truncated, log: parser.log })
 }
 
@@ -136,7 +135,7 @@ struct Parser<'a> {
     /// Values read whole so far (see [`Fail::progress`]).
     progress: usize,
     /// The value read so far, as compact JSON.
-    out: String,
+    out: &'a mut String,
     /// Hashes of the keys of the open objects, innermost last (to notice a repeated key).
     keys: Vec<u64>,
     /// Some object (possibly) repeats a key: the text is rewritten the way a `Value` keeps it.
@@ -154,6 +153,25 @@ pub(crate) fn unicode_space_len(b: &[u8], i: usize) -> usize {
         | (Some(0xE1), Some(0x9A), Some(0x80)) => 3,
         _ => 0,
     }
+}
+
+/// Can `c` not be whitespace or start a comment (an ASCII byte that is neither)?
+#[inline]
+fn starts_token(c: u8) -> bool {
+    c > b' ' && c < 0x80 && c != b'/' && c != b'#'
+}
+
+/// Just past the `*/` that closes a block comment whose body starts at `from`, or the end.
+fn comment_end(b: &[u8], from: usize) -> usize {
+    let mut at = from;
+    while let Some(off) = memchr::memchr(b'*', b.get(at..).unwrap_or(&[])) {
+        let star = at + off;
+        if b.get(star + 1) == Some(&b'/') {
+            return star + 2;
+        }
+        at = star + 1;
+    }
+    b.len()
 }
 
 /// The quote (and its byte length) at `i`, if one is there.
@@ -248,7 +266,21 @@ impl Parser<'_> {
     }
 
     /// Skips whitespace (ASCII and Unicode spaces) and comments.
+    #[inline]
     fn skip_ws(&mut self) {
+        // Most often the next token is here, or after one space (`, ` and `: `).
+        match self.peek() {
+            Some(c) if starts_token(c) => return,
+            Some(b' ') if self.b.get(self.pos + 1).is_some_and(|&c| starts_token(c)) => {
+                self.pos += 1;
+                return;
+            }
+            _ => {}
+        }
+        self.skip_ws_and_comments();
+    }
+
+    fn skip_ws_and_comments(&mut self) {
         while let Some(c) = self.peek() {
             match c {
                 b' ' => {
@@ -266,11 +298,7 @@ impl Parser<'_> {
                     }
                     Some(b'*') => {
                         self.log.push(Strategy::Comment, self.pos);
-                        let body = self.pos + 2;
-                        self.pos = match memchr::memmem::find(self.b.get(body..).unwrap_or(&[]), b"*/") {
-                            Some(off) => body + off + 2,
-                            None => self.b.len(),
-                        };
+                        self.pos = comment_end(self.b, self.pos + 2);
                     }
                     _ => return,
                 },
@@ -508,7 +536,7 @@ impl Parser<'_> {
         }
         self.log.push(Strategy::UnquotedKey, start);
         self.out.push('"');
-        push_escaped(&mut self.out, self.text.get(start..self.pos).unwrap_or(""));
+        push_escaped(self.out, self.text.get(start..self.pos).unwrap_or(""));
         self.out.push('"');
         Ok(Some(()))
     }
@@ -635,7 +663,7 @@ impl Parser<'_> {
             }
             if c < 0x20 {
                 control.get_or_insert(i);
-                push_char(&mut self.out, char::from(c));
+                push_char(self.out, char::from(c));
                 continue;
             }
             let Some(clen) = closer_len(quote, self.b, i) else {
@@ -657,7 +685,7 @@ impl Parser<'_> {
             // A quote inside the text: data.
             self.log.push(Strategy::UnescapedQuote, i);
             let text = self.text;
-            push_escaped(&mut self.out, text.get(i..i + clen).unwrap_or(""));
+            push_escaped(self.out, text.get(i..i + clen).unwrap_or(""));
             run = i + clen;
             self.pos = i + clen;
         }
@@ -672,16 +700,16 @@ impl Parser<'_> {
         };
         self.pos = i + 2;
         match e {
-            b'"' => push_char(&mut self.out, '"'),
-            b'\\' => push_char(&mut self.out, '\\'),
-            b'/' => push_char(&mut self.out, '/'),
-            b'\'' => push_char(&mut self.out, '\''),
-            b'`' => push_char(&mut self.out, '`'),
-            b'b' => push_char(&mut self.out, '\u{8}'),
-            b'f' => push_char(&mut self.out, '\u{c}'),
-            b'n' => push_char(&mut self.out, '\n'),
-            b'r' => push_char(&mut self.out, '\r'),
-            b't' => push_char(&mut self.out, '\t'),
+            b'"' => push_char(self.out, '"'),
+            b'\\' => push_char(self.out, '\\'),
+            b'/' => push_char(self.out, '/'),
+            b'\'' => push_char(self.out, '\''),
+            b'`' => push_char(self.out, '`'),
+            b'b' => push_char(self.out, '\u{8}'),
+            b'f' => push_char(self.out, '\u{c}'),
+            b'n' => push_char(self.out, '\n'),
+            b'r' => push_char(self.out, '\r'),
+            b't' => push_char(self.out, '\t'),
             b'\n' => {}
             b'\r' => {
                 if self.b.get(self.pos) == Some(&b'\n') {
@@ -692,7 +720,7 @@ impl Parser<'_> {
             _ => {
                 // Not an escape JSON knows: keep the backslash; the character follows as data.
                 self.log.push(Strategy::InvalidEscape, i);
-                push_char(&mut self.out, '\\');
+                push_char(self.out, '\\');
                 self.pos = i + 1;
             }
         }
@@ -723,7 +751,7 @@ impl Parser<'_> {
             }
             Some(None) => {
                 self.log.push(Strategy::InvalidEscape, i);
-                push_escaped(&mut self.out, "\\u");
+                push_escaped(self.out, "\\u");
                 self.pos = i + 2;
                 return true;
             }
@@ -739,7 +767,7 @@ impl Parser<'_> {
                     }
                     Some(Some(low)) if (0xDC00..0xE000).contains(&low) => {
                         let combined = 0x10000 + ((code - 0xD800) << 10) + (low - 0xDC00);
-                        push_char(&mut self.out, char::from_u32(combined).unwrap_or('\u{FFFD}'));
+                        push_char(self.out, char::from_u32(combined).unwrap_or('\u{FFFD}'));
                         self.pos = i + 12;
                         return true;
                     }
@@ -750,10 +778,10 @@ impl Parser<'_> {
                 self.pos = self.b.len();
                 return false;
             }
-            push_char(&mut self.out, '\u{FFFD}');
+            push_char(self.out, '\u{FFFD}');
             return true;
         }
-        push_char(&mut self.out, char::from_u32(code).unwrap_or('\u{FFFD}'));
+        push_char(self.out, char::from_u32(code).unwrap_or('\u{FFFD}'));
         true
     }
 
@@ -966,6 +994,16 @@ impl Parser<'_> {
         } else if !has_dot && exp_start.is_none() {
             let digits = self.slice(int_start, int_start + int_digits);
             integer_value(digits, negative)
+        } else if exp_start.is_none()
+            && write_short_decimal(
+                self.out,
+                negative,
+                self.text.get(int_start..int_start + int_digits).unwrap_or(""),
+                self.text.get(int_start + int_digits + 1..int_start + int_digits + 1 + frac_digits).unwrap_or(""),
+            )
+        {
+            self.pos = p;
+            return Ok(self.number_end());
         } else {
             let mut clean = String::with_capacity(p - start + 2);
             if negative {
@@ -1116,6 +1154,41 @@ impl Stops {
     }
 }
 
+/// Significant digits an `f64` keeps exactly through decimal → binary → decimal.
+const EXACT_DIGITS: usize = 15;
+
+/// Writes the decimal `int.frac` (digits only, no exponent) as `serde_json` writes the `f64` it
+/// is, when that can be told from the digits: at most 15 significant digits (so the shortest
+/// digits that read back as the same `f64` are these) and a magnitude that `serde_json` writes
+/// without an exponent (1e-5 ≤ |x| < 1e16). False, with nothing written, otherwise (and for zero).
+fn write_short_decimal(out: &mut String, negative: bool, int: &str, frac: &str) -> bool {
+    let int = int.trim_start_matches('0');
+    let frac = frac.trim_end_matches('0');
+    let significant = if int.is_empty() {
+        let digits = frac.trim_start_matches('0');
+        // 0.0000123 is written 1.23e-5.
+        if digits.is_empty() || frac.len() - digits.len() > 4 {
+            return false;
+        }
+        digits.len()
+    } else {
+        if int.len() > 16 {
+            return false;
+        }
+        if frac.is_empty() { int.trim_end_matches('0').len() } else { int.len() + frac.len() }
+    };
+    if significant > EXACT_DIGITS {
+        return false;
+    }
+    if negative {
+        out.push('-');
+    }
+    out.push_str(if int.is_empty() { "0" } else { int });
+    out.push('.');
+    out.push_str(if frac.is_empty() { "0" } else { frac });
+    true
+}
+
 /// The keys of one open object: where its hashes start on the parser's key stack, and a set of
 /// them once it has many.
 struct KeySet {
@@ -1212,13 +1285,13 @@ mod tests {
 
     fn parse(text: &str) -> (Value, bool, FixLog) {
         let start = text.find(['{', '[']).unwrap();
-        let f = parse_fragment(text, start, text.len()).unwrap();
+        let f = parse_fragment(text, start, text.len(), &mut String::new()).unwrap();
         (serde_json::from_str(&f.json).unwrap(), f.truncated, f.log)
     }
 
     fn fails(text: &str) -> bool {
         let start = text.find(['{', '[']).unwrap();
-        parse_fragment(text, start, text.len()).is_err()
+        parse_fragment(text, start, text.len(), &mut String::new()).is_err()
     }
 
     #[test]
@@ -1280,7 +1353,7 @@ mod tests {
     #[test]
     fn deep_nesting_fails_instead_of_overflowing() {
         let text = "[".repeat(100_000);
-        assert!(parse_fragment(&text, 0, text.len()).is_err());
+        assert!(parse_fragment(&text, 0, text.len(), &mut String::new()).is_err());
     }
 
     #[test]

@@ -72,8 +72,14 @@ fn is_ws(c: u8) -> bool {
 impl Validator<'_> {
     #[inline]
     fn ws(&mut self) {
-        while self.b.get(self.i).is_some_and(|&c| is_ws(c)) {
+        while let Some(&c) = self.b.get(self.i)
+            && is_ws(c)
+        {
             self.i += 1;
+            // Indentation: eight spaces at a time.
+            while self.b.get(self.i..self.i + 8) == Some(b"        ") {
+                self.i += 8;
+            }
         }
     }
 

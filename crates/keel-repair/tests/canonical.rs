@@ -48,3 +48,26 @@ proptest! {
         }
     }
 }
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(20000))]
+
+    /// Numbers in every spelling, in a repaired array (the trailing comma needs the repair).
+    #[test]
+    fn repaired_numbers_are_what_serde_json_writes(
+        number in "[-+]?(0|[0-9]{0,18})(\\.[0-9]{0,18})?([eE][-+]?[0-9]{1,3})?",
+    ) {
+        let text = format!("[{number}, {number},]");
+        if let Ok(repaired) = Repairer::new().repair(&text, None) {
+            let out = repaired.text();
+            let value: Value = serde_json::from_str(out).unwrap();
+            prop_assert_eq!(out, serde_json::to_string(&value).unwrap());
+            if let Some(first) = value.get(0)
+                && let Ok(exact) = number.trim_start_matches('+').parse::<f64>()
+                && let Some(got) = first.as_f64()
+            {
+                prop_assert!(got == exact || !exact.is_finite(), "{number} read as {got}");
+            }
+        }
+    }
+}
