@@ -20,7 +20,7 @@ use std::fmt::Write as _;
 use serde_json::{Number, Value};
 
 use crate::report::{FixLog, Strategy};
-use crate::strict::{LO, has_special, has_zero};
+use crate::strict::{LO, has_special, has_zero, spaces_at};
 
 /// Deepest nesting of objects and arrays the parser follows before failing the fragment.
 pub(crate) const MAX_DEPTH: usize = crate::MAX_VALUE_DEPTH;
@@ -283,13 +283,7 @@ impl Parser<'_> {
     fn skip_ws_and_comments(&mut self) {
         while let Some(c) = self.peek() {
             match c {
-                b' ' => {
-                    // Indentation: eight spaces at a time.
-                    self.pos += 1;
-                    while self.b.get(self.pos..self.pos + 8) == Some(b"        ") {
-                        self.pos += 8;
-                    }
-                }
+                b' ' => self.pos += spaces_at(self.b, self.pos),
                 b'\t' | b'\n' | b'\r' | 0x0B | 0x0C => self.pos += 1,
                 b'/' => match self.b.get(self.pos + 1) {
                     Some(b'/') => {
@@ -792,7 +786,8 @@ impl Parser<'_> {
         let mut saw = false;
         while j < self.b.len() && j < limit {
             match self.b.get(j) {
-                Some(b' ' | b'\t' | b'\n' | b'\r') => j += 1,
+                Some(b' ') => j += spaces_at(self.b, j).min(limit - j),
+                Some(b'\t' | b'\n' | b'\r') => j += 1,
                 _ => {
                     let len = unicode_space_len(self.b, j);
                     if len == 0 {

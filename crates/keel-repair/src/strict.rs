@@ -25,6 +25,25 @@ pub(crate) const fn has_special(word: u64) -> u64 {
         | (word.wrapping_sub(LO * 0x20) & !word & HI)
 }
 
+/// How many spaces (`b' '`) start at `i` (eight bytes at a time: indentation is long).
+#[inline]
+pub(crate) fn spaces_at(b: &[u8], i: usize) -> usize {
+    let mut j = i;
+    while let Some(chunk) = b.get(j..j + 8)
+        && let Ok(bytes) = <[u8; 8]>::try_from(chunk)
+    {
+        let other = u64::from_le_bytes(bytes) ^ (LO * u64::from(b' '));
+        if other != 0 {
+            return j - i + (other.trailing_zeros() / 8) as usize;
+        }
+        j += 8;
+    }
+    while b.get(j) == Some(&b' ') {
+        j += 1;
+    }
+    j - i
+}
+
 /// What the strict validator found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Strict {
@@ -72,13 +91,11 @@ fn is_ws(c: u8) -> bool {
 impl Validator<'_> {
     #[inline]
     fn ws(&mut self) {
-        while let Some(&c) = self.b.get(self.i)
-            && is_ws(c)
-        {
-            self.i += 1;
-            // Indentation: eight spaces at a time.
-            while self.b.get(self.i..self.i + 8) == Some(b"        ") {
-                self.i += 8;
+        loop {
+            match self.b.get(self.i) {
+                Some(b' ') => self.i += spaces_at(self.b, self.i),
+                Some(&c) if is_ws(c) => self.i += 1,
+                _ => return,
             }
         }
     }
