@@ -404,7 +404,8 @@ struct Candidate {
     start: usize,
     end: usize,
     truncated: bool,
-    log: FixLog,
+    /// Boxed: a region may hold thousands of candidates (NDJSON), moved from list to list.
+    log: Box<FixLog>,
 }
 
 /// Is `gap` (text between two fragments, or after the last) only separators? Returns
@@ -514,11 +515,11 @@ fn scan_region(
             start: trimmed_start,
             end: trimmed_start + trimmed.len(),
             truncated: false,
-            log: FixLog::default(),
+            log: Box::default(),
         });
     } else {
         let mut pos = region.start;
-        let mut scratch = String::new();
+        let mut scratch = parser::Scratch::default();
         while pos < region.end {
             let Some(off) = memchr::memchr2(b'{', b'[', b.get(pos..region.end).unwrap_or(&[])) else { break };
             let p = pos + off;
@@ -538,7 +539,7 @@ fn scan_region(
                             start: p,
                             end: fragment.end,
                             truncated: fragment.truncated,
-                            log: fragment.log,
+                            log: Box::new(fragment.log),
                         });
                     } else {
                         *failed += 1;
@@ -616,10 +617,10 @@ fn scan_region(
         for candidate in run {
             if opts.individuals && count > 1 {
                 let mut own = log.clone();
-                own.append(candidate.log.clone());
+                own.append(FixLog::clone(&candidate.log));
                 own_logs.push((own, candidate.start, candidate.end, candidate.truncated));
             }
-            log.append(candidate.log);
+            log.append(*candidate.log);
             contents.push(candidate.content);
         }
         let mut own_choices = Vec::with_capacity(own_logs.len());
@@ -664,7 +665,9 @@ fn scan_region(
 
 /// The values of a run as one JSON array, compact.
 fn json_array(contents: Vec<Content>, text: &str) -> Result<String, RepairError> {
-    let mut json = String::from("[");
+    let size: usize = contents.iter().map(|c| if let Content::Json(item) = c { item.len() + 1 } else { 0 }).sum();
+    let mut json = String::with_capacity(size + 2);
+    json.push('[');
     for (i, content) in contents.into_iter().enumerate() {
         if i > 0 {
             json.push(',');

@@ -91,9 +91,10 @@ pub(crate) struct Fragment {
 }
 
 /// Parses the value that starts at `start` (an object or array in practice) and reads no further
-/// than `end`. `scratch` is where the text is written (reused from fragment to fragment).
-pub(crate) fn parse_fragment(text: &str, start: usize, end: usize, scratch: &mut String) -> Result<Fragment, Fail> {
-    scratch.clear();
+/// than `end`. `scratch` holds the buffers it writes in (reused from fragment to fragment).
+pub(crate) fn parse_fragment(text: &str, start: usize, end: usize, scratch: &mut Scratch) -> Result<Fragment, Fail> {
+    scratch.out.clear();
+    scratch.keys.clear();
     let end = end.min(text.len());
     let bytes = text.as_bytes();
     let mut parser = Parser {
@@ -104,8 +105,8 @@ pub(crate) fn parse_fragment(text: &str, start: usize, end: usize, scratch: &mut
         log: FixLog::default(),
         truncated: false,
         progress: 0,
-        out: scratch,
-        keys: Vec::new(),
+        out: &mut scratch.out,
+        keys: &mut scratch.keys,
         repeated_key: false,
     };
     let truncated = match parser.parse_value(Ctx::Element)? {
@@ -124,6 +125,15 @@ fn without_repeated_keys(json: String) -> String {
     serde_json::from_str::<Value>(&json).ok().and_then(|value| serde_json::to_string(&value).ok()).unwrap_or(json)
 }
 
+/// The buffers the parser writes in, kept from one fragment to the next.
+#[derive(Debug, Default)]
+pub(crate) struct Scratch {
+    /// The fragment's value as compact JSON.
+    out: String,
+    /// Hashes of the keys of the open objects.
+    keys: Vec<u64>,
+}
+
 struct Parser<'a> {
     text: &'a str,
     /// The text's bytes, cut at the fragment's end: `b.len()` is the end.
@@ -137,7 +147,7 @@ struct Parser<'a> {
     /// The value read so far, as compact JSON.
     out: &'a mut String,
     /// Hashes of the keys of the open objects, innermost last (to notice a repeated key).
-    keys: Vec<u64>,
+    keys: &'a mut Vec<u64>,
     /// Some object (possibly) repeats a key: the text is rewritten the way a `Value` keeps it.
     repeated_key: bool,
 }
@@ -266,7 +276,7 @@ impl Parser<'_> {
     }
 
     /// Skips whitespace (ASCII and Unicode spaces) and comments.
-    #[inline]
+    #[inline(always)]
     fn skip_ws(&mut self) {
         // Most often the next token is here, or after one space (`, ` and `: `).
         match self.peek() {
@@ -280,6 +290,7 @@ impl Parser<'_> {
         self.skip_ws_and_comments();
     }
 
+    #[inline(never)]
     fn skip_ws_and_comments(&mut self) {
         while let Some(c) = self.peek() {
             match c {
@@ -1280,13 +1291,13 @@ mod tests {
 
     fn parse(text: &str) -> (Value, bool, FixLog) {
         let start = text.find(['{', '[']).unwrap();
-        let f = parse_fragment(text, start, text.len(), &mut String::new()).unwrap();
+        let f = parse_fragment(text, start, text.len(), &mut Scratch::default()).unwrap();
         (serde_json::from_str(&f.json).unwrap(), f.truncated, f.log)
     }
 
     fn fails(text: &str) -> bool {
         let start = text.find(['{', '[']).unwrap();
-        parse_fragment(text, start, text.len(), &mut String::new()).is_err()
+        parse_fragment(text, start, text.len(), &mut Scratch::default()).is_err()
     }
 
     #[test]
@@ -1348,7 +1359,7 @@ mod tests {
     #[test]
     fn deep_nesting_fails_instead_of_overflowing() {
         let text = "[".repeat(100_000);
-        assert!(parse_fragment(&text, 0, text.len(), &mut String::new()).is_err());
+        assert!(parse_fragment(&text, 0, text.len(), &mut Scratch::default()).is_err());
     }
 
     #[test]
