@@ -1145,8 +1145,10 @@ impl Stops {
             && let Ok(bytes) = <[u8; 8]>::try_from(chunk)
         {
             let word = u64::from_le_bytes(bytes);
-            if has_special(word) | has_zero(word ^ a) | has_zero(word ^ c) != 0 {
-                break;
+            let found = has_special(word) | has_zero(word ^ a) | has_zero(word ^ c);
+            if found != 0 {
+                // The lowest flag is exact (false flags only follow a true one).
+                return i + (found.trailing_zeros() / 8) as usize;
             }
             i += 8;
         }

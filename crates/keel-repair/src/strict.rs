@@ -28,6 +28,9 @@ pub(crate) const fn has_special(word: u64) -> u64 {
 /// How many spaces (`b' '`) start at `i` (eight bytes at a time: indentation is long).
 #[inline]
 pub(crate) fn spaces_at(b: &[u8], i: usize) -> usize {
+    if b.get(i + 1) != Some(&b' ') {
+        return usize::from(b.get(i) == Some(&b' '));
+    }
     let mut j = i;
     while let Some(chunk) = b.get(j..j + 8)
         && let Ok(bytes) = <[u8; 8]>::try_from(chunk)
@@ -253,7 +256,10 @@ impl Validator<'_> {
             // Eight bytes at a time while none is special.
             while let Some(chunk) = self.b.get(self.i..self.i + 8) {
                 let Ok(bytes) = <[u8; 8]>::try_from(chunk) else { break };
-                if has_special(u64::from_le_bytes(bytes)) != 0 {
+                let found = has_special(u64::from_le_bytes(bytes));
+                if found != 0 {
+                    // The lowest flag is exact (false flags only follow a true one): go there.
+                    self.i += (found.trailing_zeros() / 8) as usize;
                     break;
                 }
                 self.i += 8;
