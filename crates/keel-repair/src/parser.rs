@@ -28,6 +28,9 @@ pub(crate) const MAX_DEPTH: usize = crate::MAX_VALUE_DEPTH;
 /// How far (bytes of whitespace, identifier) the string-closing heuristics look ahead.
 const LOOKAHEAD: usize = 256;
 
+/// Output text past this size is handed over rather than copied.
+const LARGE_FRAGMENT: usize = 1 << 16;
+
 /// Integers with at most this many digits fit `u64` and `i64` alike.
 const SHORT_INTEGER: usize = 18;
 
@@ -95,6 +98,8 @@ pub(crate) struct Fragment {
 pub(crate) fn parse_fragment(text: &str, start: usize, end: usize, scratch: &mut Scratch) -> Result<Fragment, Fail> {
     scratch.out.clear();
     scratch.keys.clear();
+    // Compact text is seldom longer than what it was read from (kept for the next fragment).
+    scratch.out.reserve(end.min(text.len()).saturating_sub(start));
     let end = end.min(text.len());
     let bytes = text.as_bytes();
     let mut parser = Parser {
@@ -114,7 +119,8 @@ pub(crate) fn parse_fragment(text: &str, start: usize, end: usize, scratch: &mut
         Parsed::Partial => true,
         Parsed::Dropped | Parsed::Skipped => return Err(parser.fail(parser.pos)),
     };
-    let json = parser.out.clone();
+    // A large value takes the buffer (a later fragment grows a new one); a small one is copied.
+    let json = if parser.out.len() > LARGE_FRAGMENT { std::mem::take(parser.out) } else { parser.out.clone() };
     let json = if parser.repeated_key { without_repeated_keys(json) } else { json };
     Ok(Fragment { json, end: parser.pos, truncated, log: parser.log })
 }
@@ -621,6 +627,33 @@ impl Parser<'_> {
         }
     }
 
+    /// The common string: double quotes, nothing to escape, closed by the first quote. Written
+    /// as it stands, quotes included; false (nothing written or read) for any other.
+    #[inline]
+    fn plain_string(&mut self, open: usize, stops: &Stops, ctx: Ctx) -> bool {
+        let i = stops.find(self.b, self.pos);
+        if self.b.get(i) != Some(&b'"')
+            || !(ctx == Ctx::Key || self.closes_at_hand(i + 1) || self.closes_here(i + 1, ctx))
+        {
+            return false;
+        }
+        let text = self.text;
+        self.out.push_str(text.get(open..=i).unwrap_or(""));
+        self.pos = i + 1;
+        true
+    }
+
+    /// The usual continuation right after a closing quote (`}`, `]`, or `,` and the next
+    /// quote): [`Parser::closes_here`] would say yes, with less work.
+    #[inline]
+    fn closes_at_hand(&self, j: usize) -> bool {
+        match self.b.get(j) {
+            Some(b'}' | b']') => true,
+            Some(b',') => self.b.get(j + 1) == Some(&b'"'),
+            _ => false,
+        }
+    }
+
     /// Reads a string and writes it as a JSON string. One pass: the runs between the bytes that
     /// matter (quotes, backslashes, control characters) are found eight bytes at a time and
     /// copied whole.
@@ -636,6 +669,9 @@ impl Parser<'_> {
         }
         let stops = Stops::of(quote);
         self.pos += qlen;
+        if quote == Quote::Double && self.plain_string(open, &stops, ctx) {
+            return Ok(Parsed::Complete);
+        }
         self.out.push('"');
         // Content from `run` on is not written yet; `control` is the first raw control character
         // since the string's start or the last escape (noted once per such stretch).
@@ -681,7 +717,7 @@ impl Parser<'_> {
                 }
                 continue;
             };
-            if ctx == Ctx::Key || self.closes_here(i + clen, ctx) {
+            if ctx == Ctx::Key || self.closes_at_hand(i + clen) || self.closes_here(i + clen, ctx) {
                 self.note_control(control);
                 self.pos = i + clen;
                 self.out.push('"');
