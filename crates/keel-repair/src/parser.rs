@@ -627,18 +627,31 @@ impl Parser<'_> {
         }
     }
 
-    /// The common string: double quotes, nothing to escape, closed by the first quote. Written
-    /// as it stands, quotes included; false (nothing written or read) for any other.
+    /// The common string: straight quotes, nothing to escape, closed by the first quote. Its
+    /// content is written as it stands; false (nothing written or read) for any other.
     #[inline]
-    fn plain_string(&mut self, open: usize, stops: &Stops, ctx: Ctx) -> bool {
+    fn plain_string(&mut self, quote: Quote, stops: &Stops, ctx: Ctx) -> bool {
+        let closer = match quote {
+            Quote::Double => b'"',
+            Quote::Single => b'\'',
+            Quote::Backtick => b'`',
+            Quote::CurlyDouble | Quote::CurlySingle => return false,
+        };
         let i = stops.find(self.b, self.pos);
-        if self.b.get(i) != Some(&b'"')
+        if self.b.get(i) != Some(&closer)
             || !(ctx == Ctx::Key || self.closes_at_hand(i + 1) || self.closes_here(i + 1, ctx))
         {
             return false;
         }
         let text = self.text;
-        self.out.push_str(text.get(open..=i).unwrap_or(""));
+        if quote == Quote::Double {
+            // Opening quote, content and closing quote in one copy.
+            self.out.push_str(text.get(self.pos - 1..=i).unwrap_or(""));
+        } else {
+            self.out.push('"');
+            self.out.push_str(text.get(self.pos..i).unwrap_or(""));
+            self.out.push('"');
+        }
         self.pos = i + 1;
         true
     }
@@ -669,7 +682,7 @@ impl Parser<'_> {
         }
         let stops = Stops::of(quote);
         self.pos += qlen;
-        if quote == Quote::Double && self.plain_string(open, &stops, ctx) {
+        if self.plain_string(quote, &stops, ctx) {
             return Ok(Parsed::Complete);
         }
         self.out.push('"');
