@@ -630,13 +630,7 @@ impl Parser<'_> {
     /// The common string: straight quotes, nothing to escape, closed by the first quote. Its
     /// content is written as it stands; false (nothing written or read) for any other.
     #[inline]
-    fn plain_string(&mut self, quote: Quote, stops: &Stops, ctx: Ctx) -> bool {
-        let closer = match quote {
-            Quote::Double => b'"',
-            Quote::Single => b'\'',
-            Quote::Backtick => b'`',
-            Quote::CurlyDouble | Quote::CurlySingle => return false,
-        };
+    fn plain_string<const DOUBLE: bool>(&mut self, closer: u8, stops: &Stops, ctx: Ctx) -> bool {
         let i = stops.find(self.b, self.pos);
         if self.b.get(i) != Some(&closer)
             || !(ctx == Ctx::Key || self.closes_at_hand(i + 1) || self.closes_here(i + 1, ctx))
@@ -644,7 +638,7 @@ impl Parser<'_> {
             return false;
         }
         let text = self.text;
-        if quote == Quote::Double {
+        if DOUBLE {
             // Opening quote, content and closing quote in one copy.
             self.out.push_str(text.get(self.pos - 1..=i).unwrap_or(""));
         } else {
@@ -682,7 +676,13 @@ impl Parser<'_> {
         }
         let stops = Stops::of(quote);
         self.pos += qlen;
-        if self.plain_string(quote, &stops, ctx) {
+        let plain = match quote {
+            Quote::Double => self.plain_string::<true>(b'"', &stops, ctx),
+            Quote::Single => self.plain_string::<false>(b'\'', &stops, ctx),
+            Quote::Backtick => self.plain_string::<false>(b'`', &stops, ctx),
+            Quote::CurlyDouble | Quote::CurlySingle => false,
+        };
+        if plain {
             return Ok(Parsed::Complete);
         }
         self.out.push('"');
