@@ -113,6 +113,7 @@ pub(crate) fn parse_fragment(text: &str, start: usize, end: usize, scratch: &mut
         out: &mut scratch.out,
         keys: &mut scratch.keys,
         repeated_key: false,
+        known_ws: (usize::MAX, usize::MAX),
     };
     let truncated = match parser.parse_value(Ctx::Element)? {
         Parsed::Complete => false,
@@ -156,6 +157,9 @@ struct Parser<'a> {
     keys: &'a mut Vec<u64>,
     /// Some object (possibly) repeats a key: the text is rewritten the way a `Value` keeps it.
     repeated_key: bool,
+    /// A stretch of line break and spaces already read by a look-ahead: where it starts and
+    /// where the next token is.
+    known_ws: (usize, usize),
 }
 
 /// Length of the Unicode space (NBSP, BOM, zero-width, ideographic, …) at `i`, or 0.
@@ -284,7 +288,12 @@ impl Parser<'_> {
     /// Skips whitespace (ASCII and Unicode spaces) and comments.
     #[inline(always)]
     fn skip_ws(&mut self) {
-        // Most often the next token is here, or after one space (`, ` and `: `).
+        // Most often the next token is here, or after one space (`, ` and `: `), or after
+        // indentation a look-ahead already read.
+        if self.pos == self.known_ws.0 {
+            self.pos = self.known_ws.1;
+            return;
+        }
         match self.peek() {
             Some(c) if starts_token(c) => return,
             Some(b' ') if self.b.get(self.pos + 1).is_some_and(|&c| starts_token(c)) => {
@@ -650,15 +659,30 @@ impl Parser<'_> {
         true
     }
 
-    /// The usual continuation right after a closing quote (`}`, `]`, or `,` and the next
-    /// quote): [`Parser::closes_here`] would say yes, with less work.
+    /// The usual continuation right after a closing quote — `}` or `]`, or `,` and the next
+    /// quote, either maybe on the next line after indentation: [`Parser::closes_here`] would say
+    /// yes, with less work. The line break and indentation it saw are remembered, so that
+    /// [`Parser::skip_ws`] does not read them again.
     #[inline]
-    fn closes_at_hand(&self, j: usize) -> bool {
-        match self.b.get(j) {
-            Some(b'}' | b']') => true,
-            Some(b',') => self.b.get(j + 1) == Some(&b'"'),
-            _ => false,
+    fn closes_at_hand(&mut self, j: usize) -> bool {
+        let comma = self.b.get(j) == Some(&b',');
+        let ws = j + usize::from(comma);
+        let mut k = ws;
+        if self.b.get(k) == Some(&b'\n') {
+            k += 1;
+            k += spaces_at(self.b, k);
         }
+        let closes = match self.b.get(k) {
+            Some(b'"') => comma,
+            Some(b'}' | b']') => !comma,
+            _ => false,
+        };
+        // Within the look-ahead `closes_here` would read.
+        if !closes || k - ws >= LOOKAHEAD {
+            return false;
+        }
+        self.known_ws = (ws, k);
+        true
     }
 
     /// Reads a string and writes it as a JSON string. One pass: the runs between the bytes that
