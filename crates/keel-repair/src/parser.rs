@@ -660,7 +660,7 @@ impl Parser<'_> {
     }
 
     /// The usual continuation right after a closing quote — `}` or `]`, or `,` and the next
-    /// quote, either maybe on the next line after indentation: [`Parser::closes_here`] would say
+    /// quote, either maybe after spaces or on the next line after indentation: [`Parser::closes_here`] would say
     /// yes, with less work. The line break and indentation it saw are remembered, so that
     /// [`Parser::skip_ws`] does not read them again.
     #[inline]
@@ -670,10 +670,10 @@ impl Parser<'_> {
         let mut k = ws;
         if self.b.get(k) == Some(&b'\n') {
             k += 1;
-            k += spaces_at(self.b, k);
         }
+        k += spaces_at(self.b, k);
         let closes = match self.b.get(k) {
-            Some(b'"') => comma,
+            Some(b'"' | b'\'') => comma,
             Some(b'}' | b']') => !comma,
             _ => false,
         };
