@@ -120,8 +120,10 @@ pub(crate) fn parse_fragment(text: &str, start: usize, end: usize, scratch: &mut
         Parsed::Partial => true,
         Parsed::Dropped | Parsed::Skipped => return Err(parser.fail(parser.pos)),
     };
-    // A large value takes the buffer (a later fragment grows a new one); a small one is copied.
-    let json = if parser.out.len() > LARGE_FRAGMENT { std::mem::take(parser.out) } else { parser.out.clone() };
+    // A large value that fills most of the buffer takes it (a later fragment reserves a new one);
+    // others are copied, so that no value holds much more memory than its text.
+    let fills = parser.out.len() > LARGE_FRAGMENT && parser.out.len() * 2 >= parser.out.capacity();
+    let json = if fills { std::mem::take(parser.out) } else { parser.out.clone() };
     let json = if parser.repeated_key { without_repeated_keys(json) } else { json };
     Ok(Fragment { json, end: parser.pos, truncated, log: parser.log })
 }
