@@ -1,8 +1,14 @@
 #!/usr/bin/env bash
-# keel-repair vs jsonrepair-rs on the repair corpus: MB/s and accuracy, as a Markdown table.
+# keel-repair vs jsonrepair-rs on the repair corpus: MB/s and accuracy, as Markdown tables.
+#
+# First table: per large category — the three large inputs of public-large.jsonl and five broken
+# forms derived from each of their values (trailing commas + comments, Python repr, truncation,
+# raw newlines/tabs in strings, NDJSON; crates/keel-repair/tests/support/large.rs) — both engines
+# without schemas, in one process, alternating rounds, mimalloc as the global allocator for both;
+# then the whole public.jsonl (keel with the cases' schemas). Second table: each file as a whole.
 #
 # Usage: bench/repair.sh [CORPUS_DIR]        (default: ../shared/repair-corpus beside the repo)
-# Env:   COMPARE_MILLIS=2500                  time spent measuring each engine on each file
+# Env:   COMPARE_MILLIS=2500                  time spent measuring each engine on each category/file
 # Needs: cargo (builds crates/keel-repair/examples/compare.rs in release mode).
 #
 # Accuracy follows the corpus README (value equality, refusal == null). jsonrepair-rs has no

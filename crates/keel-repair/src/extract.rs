@@ -31,6 +31,9 @@ pub(crate) enum Content {
         end: usize,
         depth: usize,
     },
+    /// A repaired value as compact JSON, exactly as `serde_json` serializes it (parsed only when
+    /// someone needs the value).
+    Json(String),
     Value(Value),
 }
 
@@ -41,10 +44,31 @@ impl Content {
     pub(crate) fn into_value(self, text: &str) -> Result<Value, RepairError> {
         match self {
             Self::Value(value) => Ok(value),
+            Self::Json(json) => Ok(serde_json::from_str(&json).unwrap_or(Value::Null)),
             Self::Text { depth, .. } if depth > MAX_VALUE_DEPTH => Err(too_deep_to_build()),
             Self::Text { start, end, .. } => {
                 Ok(serde_json::from_str(text.get(start..end).unwrap_or("null")).unwrap_or(Value::Null))
             }
+        }
+    }
+
+    /// Is it an object or an array?
+    fn is_container(&self, text: &str) -> bool {
+        match self {
+            Self::Value(value) => value.is_object() || value.is_array(),
+            Self::Json(json) => matches!(json.as_bytes().first(), Some(b'{' | b'[')),
+            Self::Text { start, .. } => matches!(text.as_bytes().get(*start), Some(b'{' | b'[')),
+        }
+    }
+
+    /// Does the value hold any data (a member, an element, a string)? See [`has_substance`].
+    fn has_substance(&self) -> bool {
+        match self {
+            Self::Value(value) => has_substance(value),
+            // Compact JSON holds a quote exactly when it holds a string or a member (a non-empty
+            // object starts `{"`).
+            Self::Json(json) => memchr::memchr(b'"', json.as_bytes()).is_some(),
+            Self::Text { .. } => true,
         }
     }
 
@@ -209,7 +233,7 @@ fn whole(
             && let Some(mut first) = found.into_iter().next()
         {
             first.content.materialize(&inner)?;
-            if !matches!(&first.content, Content::Value(v) if v.is_object() || v.is_array()) {
+            if !first.content.is_container(&inner) {
                 return Ok(plain(content, start, size));
             }
             let mut log = FixLog::default();
@@ -380,7 +404,8 @@ struct Candidate {
     start: usize,
     end: usize,
     truncated: bool,
-    log: FixLog,
+    /// Boxed: a region may hold thousands of candidates (NDJSON), moved from list to list.
+    log: Box<FixLog>,
 }
 
 /// Is `gap` (text between two fragments, or after the last) only separators? Returns
@@ -459,23 +484,6 @@ fn has_substance(value: &Value) -> bool {
     }
 }
 
-/// Members plus elements, recursively: zero for `{}`, `[[]]`.
-fn data_items(value: &Value) -> usize {
-    match value {
-        Value::Object(map) => map.len() + map.values().map(data_items).sum::<usize>(),
-        Value::Array(items) => items.len() + items.iter().map(data_items).sum::<usize>(),
-        _ => 0,
-    }
-}
-
-fn is_empty_container(value: &Value) -> bool {
-    match value {
-        Value::Object(map) => map.is_empty(),
-        Value::Array(items) => items.is_empty(),
-        _ => false,
-    }
-}
-
 #[allow(clippy::too_many_arguments, reason = "one call site; the state is the caller's")]
 fn scan_region(
     text: &str,
@@ -495,7 +503,9 @@ fn scan_region(
     }
     let trimmed_start = region.start + (trimmed.as_ptr() as usize - body.as_ptr() as usize);
     let mut candidates = Vec::new();
-    let strict = strict::check(trimmed.as_bytes());
+    // The whole output (trimmed) was checked already: it is not strict JSON.
+    let whole_output = trimmed.len() == text.trim_matches(|c: char| c.is_ascii_whitespace()).len();
+    let strict = if whole_output { Strict::NotJson } else { strict::check(trimmed.as_bytes()) };
     if strict == Strict::TooDeep {
         return Err(too_deep());
     }
@@ -505,28 +515,31 @@ fn scan_region(
             start: trimmed_start,
             end: trimmed_start + trimmed.len(),
             truncated: false,
-            log: FixLog::default(),
+            log: Box::default(),
         });
     } else {
         let mut pos = region.start;
+        let mut scratch = parser::Scratch::default();
         while pos < region.end {
             let Some(off) = memchr::memchr2(b'{', b'[', b.get(pos..region.end).unwrap_or(&[])) else { break };
             let p = pos + off;
-            match parser::parse_fragment(text, p, region.end) {
+            match parser::parse_fragment(text, p, region.end, &mut scratch) {
                 Ok(fragment) => {
+                    // The fragment is an object or an array, as compact JSON: `{}` and `[]` are
+                    // the empty ones, and the others hold data.
+                    let empty = fragment.json.len() == 2;
                     let acceptable = if fragment.truncated {
-                        opts.partial || data_items(&fragment.value) > 0
+                        opts.partial || !empty
                     } else {
-                        !(is_empty_container(&fragment.value)
-                            && fragment.log.total() > fragment.log.count(Strategy::UnicodeWhitespace))
+                        !(empty && fragment.log.total() > fragment.log.count(Strategy::UnicodeWhitespace))
                     };
                     if acceptable {
                         candidates.push(Candidate {
-                            content: Content::Value(fragment.value),
+                            content: Content::Json(fragment.json),
                             start: p,
                             end: fragment.end,
                             truncated: fragment.truncated,
-                            log: fragment.log,
+                            log: Box::new(fragment.log),
                         });
                     } else {
                         *failed += 1;
@@ -604,10 +617,10 @@ fn scan_region(
         for candidate in run {
             if opts.individuals && count > 1 {
                 let mut own = log.clone();
-                own.append(candidate.log.clone());
+                own.append(FixLog::clone(&candidate.log));
                 own_logs.push((own, candidate.start, candidate.end, candidate.truncated));
             }
-            log.append(candidate.log);
+            log.append(*candidate.log);
             contents.push(candidate.content);
         }
         let mut own_choices = Vec::with_capacity(own_logs.len());
@@ -625,15 +638,12 @@ fn scan_region(
         let mut content_of_run = if count == 1 {
             contents.pop().unwrap_or(Content::Value(Value::Null))
         } else {
-            Content::Value(Value::Array(contents.into_iter().map(|c| c.into_value(text)).collect::<Result<_, _>>()?))
+            Content::Json(json_array(contents, text)?)
         };
         if prose {
             content_of_run.materialize(text)?;
         }
-        let substance = match &content_of_run {
-            Content::Value(value) => has_substance(value),
-            Content::Text { .. } => true,
-        };
+        let substance = content_of_run.has_substance();
         // A bare `[1]` or `{}` in prose is not an answer — unless a schema will judge it.
         if prose && !region.fence && !opts.partial && ((!substance && !opts.individuals) || code_like) {
             *failed += 1;
@@ -651,6 +661,24 @@ fn scan_region(
         });
     }
     Ok(())
+}
+
+/// The values of a run as one JSON array, compact.
+fn json_array(contents: Vec<Content>, text: &str) -> Result<String, RepairError> {
+    let size: usize = contents.iter().map(|c| if let Content::Json(item) = c { item.len() + 1 } else { 0 }).sum();
+    let mut json = String::with_capacity(size + 2);
+    json.push('[');
+    for (i, content) in contents.into_iter().enumerate() {
+        if i > 0 {
+            json.push(',');
+        }
+        match content {
+            Content::Json(item) => json.push_str(&item),
+            other => json.push_str(&serde_json::to_string(&other.into_value(text)?).unwrap_or_default()),
+        }
+    }
+    json.push(']');
+    Ok(json)
 }
 
 /// Undoes one level of JSON string escaping (`\"` → `"`, `\\` → `\`, `\n` → newline, …).

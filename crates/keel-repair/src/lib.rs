@@ -236,6 +236,9 @@ impl Repairer {
                     truncated: choice.truncated,
                     deep: depth > MAX_VALUE_DEPTH,
                 },
+                extract::Content::Json(json) => {
+                    Repaired { text: json, value: OnceLock::new(), report, truncated: choice.truncated, deep: false }
+                }
                 extract::Content::Value(value) => Repaired::from_value(value, report, choice.truncated),
             });
         };
@@ -267,7 +270,7 @@ fn fit(text: &str, schema: &CompiledSchema, choice: extract::Choice) -> Result<R
     let mut coercer = coerce::Coercer::new(root, choice.truncated);
     let slice = match choice.content {
         extract::Content::Text { start, end, .. } => text.get(start..end),
-        extract::Content::Value(_) => None,
+        extract::Content::Json(_) | extract::Content::Value(_) => None,
     };
     // Only values within `MAX_VALUE_DEPTH` are built, coerced and validated.
     let value = coercer.coerce(root, choice.content.into_value(text)?, &mut String::new());

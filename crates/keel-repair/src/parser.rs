@@ -6,15 +6,21 @@
 //! and closes whatever the end of the input cut open. What it cannot read without guessing (an
 //! unquoted word where a value should be, a key without a colon) fails the fragment instead.
 //!
+//! The value is written as it is read, as compact JSON text byte for byte as `serde_json` would
+//! serialize it (no `Value` is built: callers that need one parse the text, only then).
+//!
 //! Every look-ahead is bounded by a constant, so a fragment costs time linear in its length, and
 //! nesting is bounded by [`MAX_DEPTH`] (the deepest value keel builds), so the stack is too; a
 //! fragment nested deeper fails as [`Fail::deep`], and the caller refuses the whole output rather
 //! than offering a shallower piece of it.
 
-use memchr::{memchr2, memchr3};
-use serde_json::{Map, Number, Value};
+use std::collections::HashSet;
+use std::fmt::Write as _;
+
+use serde_json::{Number, Value};
 
 use crate::report::{FixLog, Strategy};
+use crate::strict::{LO, has_special, has_zero, spaces_at};
 
 /// Deepest nesting of objects and arrays the parser follows before failing the fragment.
 pub(crate) const MAX_DEPTH: usize = crate::MAX_VALUE_DEPTH;
@@ -22,16 +28,25 @@ pub(crate) const MAX_DEPTH: usize = crate::MAX_VALUE_DEPTH;
 /// How far (bytes of whitespace, identifier) the string-closing heuristics look ahead.
 const LOOKAHEAD: usize = 256;
 
-/// The result of parsing one value.
-#[derive(Debug)]
+/// Output text past this size is handed over rather than copied.
+const LARGE_FRAGMENT: usize = 1 << 16;
+
+/// Integers with at most this many digits fit `u64` and `i64` alike.
+const SHORT_INTEGER: usize = 18;
+
+/// Members an object checks for a repeated key by a linear search; past this, by a set.
+const FEW_KEYS: usize = 32;
+
+/// The result of parsing one value; the value itself is in the parser's output text.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Parsed {
-    /// A whole value.
-    Complete(Value),
-    /// The input ended inside the value; what was there is closed and kept.
-    Partial(Value),
-    /// The input ended before anything worth keeping (a cut literal, a lone sign).
+    /// A whole value, written.
+    Complete,
+    /// The input ended inside the value; what was there is closed, written and kept.
+    Partial,
+    /// The input ended before anything worth keeping (a cut literal, a lone sign); nothing written.
     Dropped,
-    /// An `...` placeholder stood where a value was.
+    /// An `...` placeholder stood where a value was; nothing written.
     Skipped,
 }
 
@@ -69,7 +84,8 @@ enum Quote {
 /// One parsed top-level fragment.
 #[derive(Debug)]
 pub(crate) struct Fragment {
-    pub(crate) value: Value,
+    /// The value (an object or an array) as compact JSON, exactly as `serde_json` serializes it.
+    pub(crate) json: String,
     /// Byte offset just past the value.
     pub(crate) end: usize,
     /// The input ended inside the value.
@@ -78,8 +94,12 @@ pub(crate) struct Fragment {
 }
 
 /// Parses the value that starts at `start` (an object or array in practice) and reads no further
-/// than `end`.
-pub(crate) fn parse_fragment(text: &str, start: usize, end: usize) -> Result<Fragment, Fail> {
+/// than `end`. `scratch` holds the buffers it writes in (reused from fragment to fragment).
+pub(crate) fn parse_fragment(text: &str, start: usize, end: usize, scratch: &mut Scratch) -> Result<Fragment, Fail> {
+    scratch.out.clear();
+    scratch.keys.clear();
+    // Compact text is seldom longer than what it was read from (kept for the next fragment).
+    scratch.out.reserve(end.min(text.len()).saturating_sub(start));
     let end = end.min(text.len());
     let bytes = text.as_bytes();
     let mut parser = Parser {
@@ -90,12 +110,37 @@ pub(crate) fn parse_fragment(text: &str, start: usize, end: usize) -> Result<Fra
         log: FixLog::default(),
         truncated: false,
         progress: 0,
+        out: &mut scratch.out,
+        keys: &mut scratch.keys,
+        repeated_key: false,
+        known_ws: (usize::MAX, usize::MAX),
     };
-    match parser.parse_value(Ctx::Element)? {
-        Parsed::Complete(value) => Ok(Fragment { value, end: parser.pos, truncated: false, log: parser.log }),
-        Parsed::Partial(value) => Ok(Fragment { value, end: parser.pos, truncated: true, log: parser.log }),
-        Parsed::Dropped | Parsed::Skipped => Err(parser.fail(parser.pos)),
-    }
+    let truncated = match parser.parse_value(Ctx::Element)? {
+        Parsed::Complete => false,
+        Parsed::Partial => true,
+        Parsed::Dropped | Parsed::Skipped => return Err(parser.fail(parser.pos)),
+    };
+    // A large value that fills most of the buffer takes it (a later fragment reserves a new one);
+    // others are copied, so that no value holds much more memory than its text.
+    let fills = parser.out.len() > LARGE_FRAGMENT && parser.out.len() * 2 >= parser.out.capacity();
+    let json = if fills { std::mem::take(parser.out) } else { parser.out.clone() };
+    let json = if parser.repeated_key { without_repeated_keys(json) } else { json };
+    Ok(Fragment { json, end: parser.pos, truncated, log: parser.log })
+}
+
+/// JSON text where an object repeats a key, as a `Value` holds it: the last value, in the first
+/// one's place.
+fn without_repeated_keys(json: String) -> String {
+    serde_json::from_str::<Value>(&json).ok().and_then(|value| serde_json::to_string(&value).ok()).unwrap_or(json)
+}
+
+/// The buffers the parser writes in, kept from one fragment to the next.
+#[derive(Debug, Default)]
+pub(crate) struct Scratch {
+    /// The fragment's value as compact JSON.
+    out: String,
+    /// Hashes of the keys of the open objects.
+    keys: Vec<u64>,
 }
 
 struct Parser<'a> {
@@ -108,6 +153,15 @@ struct Parser<'a> {
     truncated: bool,
     /// Values read whole so far (see [`Fail::progress`]).
     progress: usize,
+    /// The value read so far, as compact JSON.
+    out: &'a mut String,
+    /// Hashes of the keys of the open objects, innermost last (to notice a repeated key).
+    keys: &'a mut Vec<u64>,
+    /// Some object (possibly) repeats a key: the text is rewritten the way a `Value` keeps it.
+    repeated_key: bool,
+    /// A stretch of line break and spaces already read by a look-ahead: where it starts and
+    /// where the next token is.
+    known_ws: (usize, usize),
 }
 
 /// Length of the Unicode space (NBSP, BOM, zero-width, ideographic, …) at `i`, or 0.
@@ -121,6 +175,25 @@ pub(crate) fn unicode_space_len(b: &[u8], i: usize) -> usize {
         | (Some(0xE1), Some(0x9A), Some(0x80)) => 3,
         _ => 0,
     }
+}
+
+/// Can `c` not be whitespace or start a comment (an ASCII byte that is neither)?
+#[inline]
+fn starts_token(c: u8) -> bool {
+    c > b' ' && c < 0x80 && c != b'/' && c != b'#'
+}
+
+/// Just past the `*/` that closes a block comment whose body starts at `from`, or the end.
+fn comment_end(b: &[u8], from: usize) -> usize {
+    let mut at = from;
+    while let Some(off) = memchr::memchr(b'*', b.get(at..).unwrap_or(&[])) {
+        let star = at + off;
+        if b.get(star + 1) == Some(&b'/') {
+            return star + 2;
+        }
+        at = star + 1;
+    }
+    b.len()
 }
 
 /// The quote (and its byte length) at `i`, if one is there.
@@ -155,17 +228,17 @@ fn is_ascii_ident(c: u8) -> bool {
     c.is_ascii_alphanumeric() || c == b'_' || c == b'$'
 }
 
-/// JSON-ish literal words a value may be spelled as.
-fn literal_value(word: &str) -> Option<(Value, Option<Strategy>)> {
+/// JSON-ish literal words a value may be spelled as: the JSON they mean, and the fix.
+fn literal_value(word: &str) -> Option<(&'static str, Option<Strategy>)> {
     Some(match word {
-        "true" => (Value::Bool(true), None),
-        "false" => (Value::Bool(false), None),
-        "null" => (Value::Null, None),
-        "True" | "TRUE" => (Value::Bool(true), Some(Strategy::PythonLiteral)),
-        "False" | "FALSE" => (Value::Bool(false), Some(Strategy::PythonLiteral)),
-        "None" | "NULL" | "Null" => (Value::Null, Some(Strategy::PythonLiteral)),
-        "undefined" => (Value::Null, Some(Strategy::UndefinedLiteral)),
-        "NaN" | "Infinity" => (Value::Null, Some(Strategy::NonFiniteNumber)),
+        "true" => ("true", None),
+        "false" => ("false", None),
+        "null" => ("null", None),
+        "True" | "TRUE" => ("true", Some(Strategy::PythonLiteral)),
+        "False" | "FALSE" => ("false", Some(Strategy::PythonLiteral)),
+        "None" | "NULL" | "Null" => ("null", Some(Strategy::PythonLiteral)),
+        "undefined" => ("null", Some(Strategy::UndefinedLiteral)),
+        "NaN" | "Infinity" => ("null", Some(Strategy::NonFiniteNumber)),
         _ => return None,
     })
 }
@@ -215,10 +288,31 @@ impl Parser<'_> {
     }
 
     /// Skips whitespace (ASCII and Unicode spaces) and comments.
+    #[inline(always)]
     fn skip_ws(&mut self) {
+        // Most often the next token is here, or after one space (`, ` and `: `), or after
+        // indentation a look-ahead already read.
+        if self.pos == self.known_ws.0 {
+            self.pos = self.known_ws.1;
+            return;
+        }
+        match self.peek() {
+            Some(c) if starts_token(c) => return,
+            Some(b' ') if self.b.get(self.pos + 1).is_some_and(|&c| starts_token(c)) => {
+                self.pos += 1;
+                return;
+            }
+            _ => {}
+        }
+        self.skip_ws_and_comments();
+    }
+
+    #[inline(never)]
+    fn skip_ws_and_comments(&mut self) {
         while let Some(c) = self.peek() {
             match c {
-                b' ' | b'\t' | b'\n' | b'\r' | 0x0B | 0x0C => self.pos += 1,
+                b' ' => self.pos += spaces_at(self.b, self.pos),
+                b'\t' | b'\n' | b'\r' | 0x0B | 0x0C => self.pos += 1,
                 b'/' => match self.b.get(self.pos + 1) {
                     Some(b'/') => {
                         self.log.push(Strategy::Comment, self.pos);
@@ -226,11 +320,7 @@ impl Parser<'_> {
                     }
                     Some(b'*') => {
                         self.log.push(Strategy::Comment, self.pos);
-                        let body = self.pos + 2;
-                        self.pos = match memchr::memmem::find(self.b.get(body..).unwrap_or(&[]), b"*/") {
-                            Some(off) => body + off + 2,
-                            None => self.b.len(),
-                        };
+                        self.pos = comment_end(self.b, self.pos + 2);
                     }
                     _ => return,
                 },
@@ -316,10 +406,19 @@ impl Parser<'_> {
         }
     }
 
+    /// Writes the closer of the open container and leaves it: `parsed` says how it ended.
+    fn close(&mut self, closer: char, parsed: Parsed) -> PResult {
+        self.out.push(closer);
+        self.depth -= 1;
+        Ok(parsed)
+    }
+
     fn parse_object(&mut self) -> PResult {
         self.enter()?;
         self.pos += 1; // '{'
-        let mut map = Map::new();
+        self.out.push('{');
+        let mut keys = KeySet::new(self.keys.len());
+        let mut members = 0usize;
         // After a member: the next thing should be ',' or '}'.
         let mut need_comma = false;
         let mut after_comma = false;
@@ -327,8 +426,7 @@ impl Parser<'_> {
             self.skip_ws();
             let Some(c) = self.peek() else {
                 self.hit_end();
-                self.depth -= 1;
-                return Ok(Parsed::Partial(Value::Object(map)));
+                return self.close_object(&keys, Parsed::Partial);
             };
             match c {
                 b'}' | b']' => {
@@ -339,8 +437,7 @@ impl Parser<'_> {
                         self.log.push(Strategy::TrailingComma, self.pos);
                     }
                     self.pos += 1;
-                    self.depth -= 1;
-                    return Ok(Parsed::Complete(Value::Object(map)));
+                    return self.close_object(&keys, Parsed::Complete);
                 }
                 b',' => {
                     if !need_comma {
@@ -361,48 +458,81 @@ impl Parser<'_> {
                 self.log.push(Strategy::MissingComma, self.pos);
             }
             after_comma = false;
-            let Some(key) = self.parse_key()? else {
+            let mark = self.out.len();
+            if members > 0 {
+                self.out.push(',');
+            }
+            let key_at = self.out.len();
+            if self.parse_key()?.is_none() {
                 // The key itself was cut: the member is dropped.
-                self.depth -= 1;
-                return Ok(Parsed::Partial(Value::Object(map)));
-            };
+                self.out.truncate(mark);
+                return self.close_object(&keys, Parsed::Partial);
+            }
+            let key = key_hash(self.out.as_bytes().get(key_at..).unwrap_or_default());
             self.skip_ws();
             match self.peek() {
                 None => {
                     // Key without colon at the end: dropped.
                     self.hit_end();
-                    self.depth -= 1;
-                    return Ok(Parsed::Partial(Value::Object(map)));
+                    self.out.truncate(mark);
+                    return self.close_object(&keys, Parsed::Partial);
                 }
                 Some(b':') => self.pos += 1,
                 Some(_) => return Err(self.fail(self.pos)),
             }
+            self.out.push(':');
             match self.parse_value(Ctx::Member)? {
-                Parsed::Complete(value) => {
-                    map.insert(key, value);
+                Parsed::Complete => {
+                    self.insert_key(&mut keys, key);
+                    members += 1;
                     need_comma = true;
                     self.progress += 1;
                 }
-                Parsed::Partial(value) => {
-                    map.insert(key, value);
-                    self.depth -= 1;
-                    return Ok(Parsed::Partial(Value::Object(map)));
+                Parsed::Partial => {
+                    self.insert_key(&mut keys, key);
+                    return self.close_object(&keys, Parsed::Partial);
                 }
                 Parsed::Dropped => {
-                    self.depth -= 1;
-                    return Ok(Parsed::Partial(Value::Object(map)));
+                    self.out.truncate(mark);
+                    return self.close_object(&keys, Parsed::Partial);
                 }
-                Parsed::Skipped => need_comma = true,
+                Parsed::Skipped => {
+                    self.out.truncate(mark);
+                    need_comma = true;
+                }
             }
         }
     }
 
-    /// Reads an object key: quoted (any quote style) or a bare identifier. `None` when the input
-    /// ends inside it.
-    fn parse_key(&mut self) -> Result<Option<String>, Fail> {
+    fn close_object(&mut self, keys: &KeySet, parsed: Parsed) -> PResult {
+        self.keys.truncate(keys.from);
+        self.close('}', parsed)
+    }
+
+    /// Notes the key of a member kept in the object; a key seen before marks the text for
+    /// rewriting (see [`without_repeated_keys`]).
+    fn insert_key(&mut self, keys: &mut KeySet, key: u64) {
+        let seen = self.keys.get(keys.from..).unwrap_or_default();
+        let repeated = match &mut keys.many {
+            Some(set) => !set.insert(key),
+            None if seen.len() < FEW_KEYS => seen.contains(&key),
+            None => {
+                let mut set: HashSet<u64> = seen.iter().copied().collect();
+                let repeated = !set.insert(key);
+                keys.many = Some(set);
+                repeated
+            }
+        };
+        self.repeated_key |= repeated;
+        self.keys.push(key);
+    }
+
+    /// Reads an object key: quoted (any quote style) or a bare identifier, and writes it quoted.
+    /// `None` when the input ends inside it.
+    fn parse_key(&mut self) -> Result<Option<()>, Fail> {
         if quote_at(self.b, self.pos).is_some() {
             return match self.parse_string(Ctx::Key)? {
-                Parsed::Complete(Value::String(key)) => Ok(Some(key)),
+                Parsed::Complete => Ok(Some(())),
                 _ => Ok(None),
             };
         }
@@ -427,21 +557,24 @@ impl Parser<'_> {
             return Err(self.fail(start));
         }
         self.log.push(Strategy::UnquotedKey, start);
-        Ok(Some(self.slice(start, self.pos).to_owned()))
+        self.out.push('"');
+        push_escaped(self.out, self.text.get(start..self.pos).unwrap_or(""));
+        self.out.push('"');
+        Ok(Some(()))
     }
 
     fn parse_array(&mut self) -> PResult {
         self.enter()?;
         self.pos += 1; // '['
-        let mut items = Vec::new();
+        self.out.push('[');
+        let mut items = 0usize;
         let mut need_comma = false;
         let mut after_comma = false;
         loop {
             self.skip_ws();
             let Some(c) = self.peek() else {
                 self.hit_end();
-                self.depth -= 1;
-                return Ok(Parsed::Partial(Value::Array(items)));
+                return self.close(']', Parsed::Partial);
             };
             match c {
                 b']' | b'}' => {
@@ -452,8 +585,7 @@ impl Parser<'_> {
                         self.log.push(Strategy::TrailingComma, self.pos);
                     }
                     self.pos += 1;
-                    self.depth -= 1;
-                    return Ok(Parsed::Complete(Value::Array(items)));
+                    return self.close(']', Parsed::Complete);
                 }
                 b',' => {
                     if !need_comma {
@@ -470,36 +602,94 @@ impl Parser<'_> {
                 self.log.push(Strategy::MissingComma, self.pos);
             }
             after_comma = false;
+            let mark = self.out.len();
+            if items > 0 {
+                self.out.push(',');
+            }
             match self.parse_value(Ctx::Element)? {
-                Parsed::Complete(value) => {
-                    items.push(value);
+                Parsed::Complete => {
+                    items += 1;
                     need_comma = true;
                     self.progress += 1;
                 }
-                Parsed::Partial(value) => {
-                    items.push(value);
-                    self.depth -= 1;
-                    return Ok(Parsed::Partial(Value::Array(items)));
-                }
+                Parsed::Partial => return self.close(']', Parsed::Partial),
                 Parsed::Dropped => {
-                    self.depth -= 1;
-                    return Ok(Parsed::Partial(Value::Array(items)));
+                    self.out.truncate(mark);
+                    return self.close(']', Parsed::Partial);
                 }
-                Parsed::Skipped => need_comma = true,
+                Parsed::Skipped => {
+                    self.out.truncate(mark);
+                    need_comma = true;
+                }
             }
         }
     }
 
-    /// Appends `text[from..to]` to `out`, noting raw control characters (kept as data).
-    fn push_segment(&mut self, out: &mut String, from: usize, to: usize) {
+    /// Copies `text[from..to]` (string content without anything to escape) to the output.
+    fn copy(&mut self, from: usize, to: usize) {
         let text = self.text;
-        let segment = text.get(from..to).unwrap_or("");
-        if let Some(off) = segment.bytes().position(|c| c < 0x20) {
-            self.log.push(Strategy::ControlCharacter, from + off);
-        }
-        out.push_str(segment);
+        self.out.push_str(text.get(from..to).unwrap_or(""));
     }
 
+    /// Notes the first raw control character of a stretch of string content, if there was one.
+    fn note_control(&mut self, control: Option<usize>) {
+        if let Some(at) = control {
+            self.log.push(Strategy::ControlCharacter, at);
+        }
+    }
+
+    /// The common string: straight quotes, nothing to escape, closed by the first quote. Its
+    /// content is written as it stands; false (nothing written or read) for any other.
+    #[inline]
+    fn plain_string<const DOUBLE: bool>(&mut self, closer: u8, stops: &Stops, ctx: Ctx) -> bool {
+        let i = stops.find(self.b, self.pos);
+        if self.b.get(i) != Some(&closer)
+            || !(ctx == Ctx::Key || self.closes_at_hand(i + 1) || self.closes_here(i + 1, ctx))
+        {
+            return false;
+        }
+        let text = self.text;
+        if DOUBLE {
+            // Opening quote, content and closing quote in one copy.
+            self.out.push_str(text.get(self.pos - 1..=i).unwrap_or(""));
+        } else {
+            self.out.push('"');
+            self.out.push_str(text.get(self.pos..i).unwrap_or(""));
+            self.out.push('"');
+        }
+        self.pos = i + 1;
+        true
+    }
+
+    /// The usual continuation right after a closing quote — `}` or `]`, or `,` and the next
+    /// quote, either maybe after spaces or on the next line after indentation: [`Parser::closes_here`] would say
+    /// yes, with less work. The line break and indentation it saw are remembered, so that
+    /// [`Parser::skip_ws`] does not read them again.
+    #[inline]
+    fn closes_at_hand(&mut self, j: usize) -> bool {
+        let comma = self.b.get(j) == Some(&b',');
+        let ws = j + usize::from(comma);
+        let mut k = ws;
+        if self.b.get(k) == Some(&b'\n') {
+            k += 1;
+        }
+        k += spaces_at(self.b, k);
+        let closes = match self.b.get(k) {
+            Some(b'"' | b'\'') => comma,
+            Some(b'}' | b']') => !comma,
+            _ => false,
+        };
+        // Within the look-ahead `closes_here` would read.
+        if !closes || k - ws >= LOOKAHEAD {
+            return false;
+        }
+        self.known_ws = (ws, k);
+        true
+    }
+
+    /// Reads a string and writes it as a JSON string. One pass: the runs between the bytes that
+    /// matter (quotes, backslashes, control characters) are found eight bytes at a time and
+    /// copied whole.
     fn parse_string(&mut self, ctx: Ctx) -> PResult {
         let open = self.pos;
         let Some((quote, qlen)) = quote_at(self.b, self.pos) else {
@@ -510,82 +700,107 @@ impl Parser<'_> {
             Quote::Single | Quote::Backtick => self.log.push(Strategy::SingleQuotes, open),
             Quote::CurlyDouble | Quote::CurlySingle => self.log.push(Strategy::SmartQuotes, open),
         }
+        let stops = Stops::of(quote);
         self.pos += qlen;
-        let mut out = String::new();
-        let mut seg = self.pos;
+        let plain = match quote {
+            Quote::Double => self.plain_string::<true>(b'"', &stops, ctx),
+            Quote::Single => self.plain_string::<false>(b'\'', &stops, ctx),
+            Quote::Backtick => self.plain_string::<false>(b'`', &stops, ctx),
+            Quote::CurlyDouble | Quote::CurlySingle => false,
+        };
+        if plain {
+            return Ok(Parsed::Complete);
+        }
+        self.out.push('"');
+        // Content from `run` on is not written yet; `control` is the first raw control character
+        // since the string's start or the last escape (noted once per such stretch).
+        let mut run = self.pos;
+        let mut control = None;
         loop {
-            let rest = self.b.get(self.pos..).unwrap_or(&[]);
-            let found = match quote {
-                Quote::Double => memchr2(b'"', b'\\', rest),
-                Quote::Single => memchr2(b'\'', b'\\', rest),
-                Quote::Backtick => memchr2(b'`', b'\\', rest),
-                Quote::CurlyDouble => memchr3(b'"', b'\\', 0xE2, rest),
-                Quote::CurlySingle => memchr3(b'\'', b'\\', 0xE2, rest),
-            };
-            let Some(off) = found else {
+            let i = stops.find(self.b, self.pos);
+            let Some(&c) = self.b.get(i) else {
                 // The input ends inside the string: keep the partial text.
                 let end = self.b.len();
-                self.push_segment(&mut out, seg, end);
+                self.copy(run, end);
+                self.note_control(control);
                 self.pos = end;
                 self.hit_end();
-                return Ok(Parsed::Partial(Value::String(out)));
+                self.out.push('"');
+                return Ok(Parsed::Partial);
             };
-            let i = self.pos + off;
-            if self.b.get(i) == Some(&b'\\') {
-                self.push_segment(&mut out, seg, i);
-                if !self.escape(i, &mut out) {
+            self.copy(run, i);
+            run = i + 1;
+            self.pos = i + 1;
+            if c == b'\\' {
+                self.note_control(control.take());
+                if !self.escape(i) {
                     self.hit_end();
-                    return Ok(Parsed::Partial(Value::String(out)));
+                    self.out.push('"');
+                    return Ok(Parsed::Partial);
                 }
-                seg = self.pos;
+                run = self.pos;
+                continue;
+            }
+            if c < 0x20 {
+                control.get_or_insert(i);
+                push_char(self.out, char::from(c));
                 continue;
             }
             let Some(clen) = closer_len(quote, self.b, i) else {
-                // A lead byte of some other character (curly strings only).
-                self.pos = i + 1;
+                // A `"` inside a string with other quotes, or the lead byte of some other
+                // character (curly strings only): data.
+                if c == b'"' {
+                    self.out.push_str("\\\"");
+                } else {
+                    run = i;
+                }
                 continue;
             };
-            if ctx == Ctx::Key || self.closes_here(i + clen, ctx) {
-                self.push_segment(&mut out, seg, i);
+            if ctx == Ctx::Key || self.closes_at_hand(i + clen) || self.closes_here(i + clen, ctx) {
+                self.note_control(control);
                 self.pos = i + clen;
-                return Ok(Parsed::Complete(Value::String(out)));
+                self.out.push('"');
+                return Ok(Parsed::Complete);
             }
             // A quote inside the text: data.
             self.log.push(Strategy::UnescapedQuote, i);
+            let text = self.text;
+            push_escaped(self.out, text.get(i..i + clen).unwrap_or(""));
+            run = i + clen;
             self.pos = i + clen;
         }
     }
 
-    /// Decodes the escape at `i` (a backslash) into `out` and moves past it. False when the input
-    /// ends inside the escape.
-    fn escape(&mut self, i: usize, out: &mut String) -> bool {
+    /// Decodes the escape at `i` (a backslash), writes the character (escaped again as JSON) and
+    /// moves past it. False when the input ends inside the escape.
+    fn escape(&mut self, i: usize) -> bool {
         let Some(&e) = self.b.get(i + 1) else {
             self.pos = self.b.len();
             return false;
         };
         self.pos = i + 2;
         match e {
-            b'"' => out.push('"'),
-            b'\\' => out.push('\\'),
-            b'/' => out.push('/'),
-            b'\'' => out.push('\''),
-            b'`' => out.push('`'),
-            b'b' => out.push('\u{8}'),
-            b'f' => out.push('\u{c}'),
-            b'n' => out.push('\n'),
-            b'r' => out.push('\r'),
-            b't' => out.push('\t'),
+            b'"' => push_char(self.out, '"'),
+            b'\\' => push_char(self.out, '\\'),
+            b'/' => push_char(self.out, '/'),
+            b'\'' => push_char(self.out, '\''),
+            b'`' => push_char(self.out, '`'),
+            b'b' => push_char(self.out, '\u{8}'),
+            b'f' => push_char(self.out, '\u{c}'),
+            b'n' => push_char(self.out, '\n'),
+            b'r' => push_char(self.out, '\r'),
+            b't' => push_char(self.out, '\t'),
             b'\n' => {}
             b'\r' => {
                 if self.b.get(self.pos) == Some(&b'\n') {
                     self.pos += 1;
                 }
             }
-            b'u' => return self.unicode_escape(i, out),
+            b'u' => return self.unicode_escape(i),
             _ => {
                 // Not an escape JSON knows: keep the backslash; the character follows as data.
                 self.log.push(Strategy::InvalidEscape, i);
-                out.push('\\');
+                push_char(self.out, '\\');
                 self.pos = i + 1;
             }
         }
@@ -607,7 +822,7 @@ impl Parser<'_> {
         Some(Some(code))
     }
 
-    fn unicode_escape(&mut self, i: usize, out: &mut String) -> bool {
+    fn unicode_escape(&mut self, i: usize) -> bool {
         let code = match self.hex4(i + 2) {
             None => {
                 // Cut inside the escape.
@@ -616,7 +831,7 @@ impl Parser<'_> {
             }
             Some(None) => {
                 self.log.push(Strategy::InvalidEscape, i);
-                out.push_str("\\u");
+                push_escaped(self.out, "\\u");
                 self.pos = i + 2;
                 return true;
             }
@@ -632,7 +847,7 @@ impl Parser<'_> {
                     }
                     Some(Some(low)) if (0xDC00..0xE000).contains(&low) => {
                         let combined = 0x10000 + ((code - 0xD800) << 10) + (low - 0xDC00);
-                        out.push(char::from_u32(combined).unwrap_or('\u{FFFD}'));
+                        push_char(self.out, char::from_u32(combined).unwrap_or('\u{FFFD}'));
                         self.pos = i + 12;
                         return true;
                     }
@@ -643,10 +858,10 @@ impl Parser<'_> {
                 self.pos = self.b.len();
                 return false;
             }
-            out.push('\u{FFFD}');
+            push_char(self.out, '\u{FFFD}');
             return true;
         }
-        out.push(char::from_u32(code).unwrap_or('\u{FFFD}'));
+        push_char(self.out, char::from_u32(code).unwrap_or('\u{FFFD}'));
         true
     }
 
@@ -657,7 +872,8 @@ impl Parser<'_> {
         let mut saw = false;
         while j < self.b.len() && j < limit {
             match self.b.get(j) {
-                Some(b' ' | b'\t' | b'\n' | b'\r') => j += 1,
+                Some(b' ') => j += spaces_at(self.b, j).min(limit - j),
+                Some(b'\t' | b'\n' | b'\r') => j += 1,
                 _ => {
                     let len = unicode_space_len(self.b, j);
                     if len == 0 {
@@ -781,7 +997,8 @@ impl Parser<'_> {
             if matches!(word, "Infinity" | "NaN" | "inf" | "nan") {
                 self.log.push(Strategy::NonFiniteNumber, start);
                 self.pos = k;
-                return Ok(Parsed::Complete(Value::Null));
+                self.out.push_str("null");
+                return Ok(Parsed::Complete);
             }
             return Err(self.fail(start));
         }
@@ -841,9 +1058,33 @@ impl Parser<'_> {
         if normalized {
             self.log.push(Strategy::NumberFormat, start);
         }
-        let value = if !has_dot && exp_start.is_none() {
+        let value = if !has_dot && exp_start.is_none() && int_digits <= SHORT_INTEGER {
+            // Fits 64 bits either way: written as serde_json writes the integer.
+            let text = self.text;
+            let digits = text.get(int_start..int_start + int_digits).unwrap_or("").trim_start_matches('0');
+            if digits.is_empty() {
+                self.out.push('0');
+            } else {
+                if negative {
+                    self.out.push('-');
+                }
+                self.out.push_str(digits);
+            }
+            self.pos = p;
+            return Ok(self.number_end());
+        } else if !has_dot && exp_start.is_none() {
             let digits = self.slice(int_start, int_start + int_digits);
             integer_value(digits, negative)
+        } else if exp_start.is_none()
+            && write_short_decimal(
+                self.out,
+                negative,
+                self.text.get(int_start..int_start + int_digits).unwrap_or(""),
+                self.text.get(int_start + int_digits + 1..int_start + int_digits + 1 + frac_digits).unwrap_or(""),
+            )
+        {
+            self.pos = p;
+            return Ok(self.number_end());
         } else {
             let mut clean = String::with_capacity(p - start + 2);
             if negative {
@@ -863,20 +1104,27 @@ impl Parser<'_> {
             }
             float_value(&clean)
         };
-        let value = match value {
-            Some(number) => Value::Number(number),
+        match value {
+            Some(number) => {
+                let _ = write!(self.out, "{number}");
+            }
             None => {
                 self.log.push(Strategy::NonFiniteNumber, start);
-                Value::Null
+                self.out.push_str("null");
             }
-        };
+        }
         self.pos = p;
+        Ok(self.number_end())
+    }
+
+    /// A number was written and read up to `pos`: at the end of the input it may have been cut.
+    fn number_end(&mut self) -> Parsed {
         if self.at_end() {
             // The number may have been cut; keep what is there.
             self.hit_end();
-            return Ok(Parsed::Partial(value));
+            return Parsed::Partial;
         }
-        Ok(Parsed::Complete(value))
+        Parsed::Complete
     }
 
     fn parse_literal(&mut self) -> PResult {
@@ -887,13 +1135,14 @@ impl Parser<'_> {
         }
         let word = self.slice(start, k);
         if k >= self.b.len() {
-            if let Some((value, strategy)) = literal_value(word) {
+            if let Some((json, strategy)) = literal_value(word) {
                 if let Some(strategy) = strategy {
                     self.log.push(strategy, start);
                 }
                 self.pos = k;
                 self.hit_end();
-                return Ok(Parsed::Partial(value));
+                self.out.push_str(json);
+                return Ok(Parsed::Partial);
             }
             if LITERALS.iter().any(|l| l.starts_with(word)) {
                 self.pos = k;
@@ -903,12 +1152,13 @@ impl Parser<'_> {
             return Err(self.fail(start));
         }
         match literal_value(word) {
-            Some((value, strategy)) => {
+            Some((json, strategy)) => {
                 if let Some(strategy) = strategy {
                     self.log.push(strategy, start);
                 }
                 self.pos = k;
-                Ok(Parsed::Complete(value))
+                self.out.push_str(json);
+                Ok(Parsed::Complete)
             }
             None => Err(self.fail(start)),
         }
@@ -936,6 +1186,181 @@ fn float_value(text: &str) -> Option<Number> {
     text.parse::<f64>().ok().and_then(Number::from_f64)
 }
 
+/// The bytes a string's content stops at: its closing quote (and, for curly quotes, the lead byte
+/// of any curly quote), plus what JSON escapes: `"`, `\\` and control characters.
+struct Stops {
+    /// Eight copies of each extra stop byte.
+    extra: [u64; 2],
+}
+
+impl Stops {
+    fn of(quote: Quote) -> Self {
+        let (a, b) = match quote {
+            Quote::Double => (b'"', b'"'),
+            Quote::Single => (b'\'', b'\''),
+            Quote::Backtick => (b'`', b'`'),
+            Quote::CurlyDouble => (0xE2, 0xE2),
+            Quote::CurlySingle => (b'\'', 0xE2),
+        };
+        Self { extra: [LO * u64::from(a), LO * u64::from(b)] }
+    }
+
+    #[inline]
+    fn is_stop(&self, c: u8) -> bool {
+        let [a, b] = self.extra;
+        c < 0x20 || c == b'"' || c == b'\\' || u64::from(c) == a & 0xFF || u64::from(c) == b & 0xFF
+    }
+
+    /// The first stop at or after `from`, or `b.len()`.
+    #[inline]
+    fn find(&self, b: &[u8], from: usize) -> usize {
+        let mut i = from;
+        let [a, c] = self.extra;
+        while let Some(chunk) = b.get(i..i + 8)
+            && let Ok(bytes) = <[u8; 8]>::try_from(chunk)
+        {
+            let word = u64::from_le_bytes(bytes);
+            let found = has_special(word) | has_zero(word ^ a) | has_zero(word ^ c);
+            if found != 0 {
+                // The lowest flag is exact (false flags only follow a true one).
+                return i + (found.trailing_zeros() / 8) as usize;
+            }
+            i += 8;
+        }
+        while let Some(&byte) = b.get(i) {
+            if self.is_stop(byte) {
+                return i;
+            }
+            i += 1;
+        }
+        b.len()
+    }
+}
+
+/// Significant digits an `f64` keeps exactly through decimal → binary → decimal.
+const EXACT_DIGITS: usize = 15;
+
+/// Writes the decimal `int.frac` (digits only, no exponent) as `serde_json` writes the `f64` it
+/// is, when that can be told from the digits: at most 15 significant digits (so the shortest
+/// digits that read back as the same `f64` are these) and a magnitude that `serde_json` writes
+/// without an exponent (1e-5 ≤ |x| < 1e16). False, with nothing written, otherwise (and for zero).
+fn write_short_decimal(out: &mut String, negative: bool, int: &str, frac: &str) -> bool {
+    let int = int.trim_start_matches('0');
+    let frac = frac.trim_end_matches('0');
+    let significant = if int.is_empty() {
+        let digits = frac.trim_start_matches('0');
+        // 0.0000123 is written 1.23e-5.
+        if digits.is_empty() || frac.len() - digits.len() > 4 {
+            return false;
+        }
+        digits.len()
+    } else {
+        if int.len() > 16 {
+            return false;
+        }
+        if frac.is_empty() { int.trim_end_matches('0').len() } else { int.len() + frac.len() }
+    };
+    if significant > EXACT_DIGITS {
+        return false;
+    }
+    if negative {
+        out.push('-');
+    }
+    out.push_str(if int.is_empty() { "0" } else { int });
+    out.push('.');
+    out.push_str(if frac.is_empty() { "0" } else { frac });
+    true
+}
+
+/// The keys of one open object: where its hashes start on the parser's key stack, and a set of
+/// them once it has many.
+struct KeySet {
+    from: usize,
+    many: Option<HashSet<u64>>,
+}
+
+impl KeySet {
+    fn new(from: usize) -> Self {
+        Self { from, many: None }
+    }
+}
+
+/// A hash of a key's JSON text. Equal keys have equal text; two keys with the same hash are
+/// taken as repeated, which only costs the rewrite (see [`without_repeated_keys`]).
+fn key_hash(text: &[u8]) -> u64 {
+    let mut hash = text.len() as u64;
+    for chunk in text.chunks(8) {
+        let mut word = [0u8; 8];
+        if let Some(head) = word.get_mut(..chunk.len()) {
+            head.copy_from_slice(chunk);
+        }
+        hash = (hash.rotate_left(5) ^ u64::from_le_bytes(word)).wrapping_mul(0x517c_c1b7_2722_0a95);
+    }
+    hash
+}
+
+/// How `serde_json` writes byte `c` inside a string: `None` when as is, else the letter after
+/// the backslash (`u` for `\u00XX`).
+#[inline]
+fn escape_letter(c: u8) -> Option<u8> {
+    match c {
+        b'"' => Some(b'"'),
+        b'\\' => Some(b'\\'),
+        0x08 => Some(b'b'),
+        0x09 => Some(b't'),
+        0x0A => Some(b'n'),
+        0x0C => Some(b'f'),
+        0x0D => Some(b'r'),
+        0..0x20 => Some(b'u'),
+        _ => None,
+    }
+}
+
+/// Writes the escape of ASCII byte `c` (one that [`escape_letter`] escapes).
+fn push_escape(out: &mut String, c: u8, letter: u8) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    out.push('\\');
+    out.push(char::from(letter));
+    if letter == b'u' {
+        out.push_str("00");
+        out.push(char::from(HEX.get(usize::from(c >> 4)).copied().unwrap_or(b'0')));
+        out.push(char::from(HEX.get(usize::from(c & 0xF)).copied().unwrap_or(b'0')));
+    }
+}
+
+/// Writes `s` as the content of a JSON string, escaped as `serde_json` escapes it.
+fn push_escaped(out: &mut String, s: &str) {
+    let bytes = s.as_bytes();
+    let mut run = 0;
+    let mut i = 0;
+    while i < bytes.len() {
+        // Eight bytes at a time while none needs escaping.
+        if let Some(chunk) = bytes.get(i..i + 8)
+            && let Ok(word) = <[u8; 8]>::try_from(chunk)
+            && has_special(u64::from_le_bytes(word)) == 0
+        {
+            i += 8;
+            continue;
+        }
+        let c = bytes.get(i).copied().unwrap_or(0);
+        if let Some(letter) = escape_letter(c) {
+            out.push_str(s.get(run..i).unwrap_or(""));
+            push_escape(out, c, letter);
+            run = i + 1;
+        }
+        i += 1;
+    }
+    out.push_str(s.get(run..).unwrap_or(""));
+}
+
+/// Writes `c` as string content, escaped as `serde_json` escapes it.
+fn push_char(out: &mut String, c: char) {
+    match u8::try_from(c).ok().and_then(|b| escape_letter(b).map(|letter| (b, letter))) {
+        Some((b, letter)) => push_escape(out, b, letter),
+        None => out.push(c),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -943,13 +1368,13 @@ mod tests {
 
     fn parse(text: &str) -> (Value, bool, FixLog) {
         let start = text.find(['{', '[']).unwrap();
-        let f = parse_fragment(text, start, text.len()).unwrap();
-        (f.value, f.truncated, f.log)
+        let f = parse_fragment(text, start, text.len(), &mut Scratch::default()).unwrap();
+        (serde_json::from_str(&f.json).unwrap(), f.truncated, f.log)
     }
 
     fn fails(text: &str) -> bool {
         let start = text.find(['{', '[']).unwrap();
-        parse_fragment(text, start, text.len()).is_err()
+        parse_fragment(text, start, text.len(), &mut Scratch::default()).is_err()
     }
 
     #[test]
@@ -1011,7 +1436,7 @@ mod tests {
     #[test]
     fn deep_nesting_fails_instead_of_overflowing() {
         let text = "[".repeat(100_000);
-        assert!(parse_fragment(&text, 0, text.len()).is_err());
+        assert!(parse_fragment(&text, 0, text.len(), &mut Scratch::default()).is_err());
     }
 
     #[test]

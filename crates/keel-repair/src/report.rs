@@ -447,6 +447,9 @@ impl FixLog {
     }
 
     pub(crate) fn append(&mut self, other: Self) {
+        if other.fixes.is_empty() && other.counts == [0; ALL.len()] {
+            return;
+        }
         for fix in &other.fixes {
             self.push_detail(fix.strategy, fix.position, fix.detail.clone());
         }

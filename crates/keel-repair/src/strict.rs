@@ -8,21 +8,43 @@
 
 use crate::MAX_DEPTH;
 
-const LO: u64 = 0x0101_0101_0101_0101;
+pub(crate) const LO: u64 = 0x0101_0101_0101_0101;
 const HI: u64 = 0x8080_8080_8080_8080;
 
 /// Non-zero when some byte of `word` is zero.
 #[inline]
-const fn has_zero(word: u64) -> u64 {
+pub(crate) const fn has_zero(word: u64) -> u64 {
     word.wrapping_sub(LO) & !word & HI
 }
 
 /// Non-zero when some byte of `word` is a quote, a backslash or a control character.
 #[inline]
-const fn has_special(word: u64) -> u64 {
+pub(crate) const fn has_special(word: u64) -> u64 {
     has_zero(word ^ (LO * b'"' as u64))
         | has_zero(word ^ (LO * b'\\' as u64))
         | (word.wrapping_sub(LO * 0x20) & !word & HI)
+}
+
+/// How many spaces (`b' '`) start at `i` (eight bytes at a time: indentation is long).
+#[inline]
+pub(crate) fn spaces_at(b: &[u8], i: usize) -> usize {
+    if b.get(i + 1) != Some(&b' ') {
+        return usize::from(b.get(i) == Some(&b' '));
+    }
+    let mut j = i;
+    while let Some(chunk) = b.get(j..j + 8)
+        && let Ok(bytes) = <[u8; 8]>::try_from(chunk)
+    {
+        let other = u64::from_le_bytes(bytes) ^ (LO * u64::from(b' '));
+        if other != 0 {
+            return j - i + (other.trailing_zeros() / 8) as usize;
+        }
+        j += 8;
+    }
+    while b.get(j) == Some(&b' ') {
+        j += 1;
+    }
+    j - i
 }
 
 /// What the strict validator found.
@@ -72,8 +94,12 @@ fn is_ws(c: u8) -> bool {
 impl Validator<'_> {
     #[inline]
     fn ws(&mut self) {
-        while self.b.get(self.i).is_some_and(|&c| is_ws(c)) {
-            self.i += 1;
+        loop {
+            match self.b.get(self.i) {
+                Some(b' ') => self.i += spaces_at(self.b, self.i),
+                Some(&c) if is_ws(c) => self.i += 1,
+                _ => return,
+            }
         }
     }
 
@@ -230,7 +256,10 @@ impl Validator<'_> {
             // Eight bytes at a time while none is special.
             while let Some(chunk) = self.b.get(self.i..self.i + 8) {
                 let Ok(bytes) = <[u8; 8]>::try_from(chunk) else { break };
-                if has_special(u64::from_le_bytes(bytes)) != 0 {
+                let found = has_special(u64::from_le_bytes(bytes));
+                if found != 0 {
+                    // The lowest flag is exact (false flags only follow a true one): go there.
+                    self.i += (found.trailing_zeros() / 8) as usize;
                     break;
                 }
                 self.i += 8;
