@@ -146,3 +146,29 @@ async fn listening_on_the_network_without_any_key_is_a_problem_until_the_store_h
     assert!(output.status.success(), "{text}");
     assert!(text.contains("ok       api keys: 0 in [auth], 1 active in the store"), "{text}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn notify_receivers_are_checked_without_delivering_anything() {
+    let ollama = ollama_with("llama3.2").await;
+    let receiver = keel_testkit::webhooks::WebhookReceiver::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let dead = format!("http://127.0.0.1:{}/hook", free_port());
+    let config = format!(
+        "[store]\nurl = \"sqlite://{}\"\n[[upstream]]\nname = \"local\"\nurl = \"{}\"\n\
+         [[route]]\nmodel = \"llama3.2\"\ntargets = [\"local\"]\n\
+         [[notify]]\nurl = \"{}\"\n[[notify]]\nurl = \"{dead}\"\n",
+        dir.path().join("keel.db").display(),
+        ollama.url(),
+        receiver.url()
+    );
+    let (output, text) = doctor(dir.path(), &config);
+    assert!(!output.status.success(), "{text}");
+    assert!(text.contains(&format!("ok       notify #1 {}: reachable", receiver.url())), "{text}");
+    assert!(text.contains(&format!("PROBLEM  notify #2 {dead}: not reachable")), "{text}");
+    assert!(text.contains("incident notifications would not arrive"), "{text}");
+    assert!(text.contains("1 problem(s) found"), "{text}");
+    // The check is a bodiless GET: no webhook (no body, no webhook-id) reached the receiver.
+    for request in receiver.deliveries() {
+        assert!(request.body.is_empty() && request.header("webhook-id").is_empty(), "{request:?}");
+    }
+}

@@ -105,6 +105,12 @@ pub(crate) async fn run(args: DoctorArgs) -> anyhow::Result<()> {
         report.add(&format!("redis {url} ({what})"), finding)?;
         clocks.extend(clock.map(|at| (format!("redis {url}"), at)));
     }
+    if config.incidents.enabled {
+        for (index, endpoint) in config.incidents.notify.iter().enumerate() {
+            let subject = format!("notify #{} {}", index + 1, endpoint.url);
+            report.add(&subject, receiver(endpoint, args.timeout).await)?;
+        }
+    }
     report.add("clock", clock(&clocks))?;
     report.add(&format!("listen {}", config.server.listen), listen(&config, args.timeout).await)?;
     finish(report)
@@ -209,6 +215,26 @@ async fn api_keys(config: &Config, keys: &dyn keel_session::KeyStore, timeout: D
         (0, 0) => "none; [server] allow_remote_without_auth = true lets anyone on the network use it".to_owned(),
         (configured, active) => format!("{configured} in [auth], {active} active in the store (`keel keys list`)"),
     })
+}
+
+/// Whether a `[[notify]]` receiver can be reached: a `GET` of its URL (nothing is delivered); any
+/// HTTP answer means keel's webhooks will arrive there.
+async fn receiver(endpoint: &keel_incident::notify::Endpoint, timeout: Duration) -> Finding {
+    let fix = "start the receiver, or correct this [[notify]] url (for https with your own CA, set its ca_file)";
+    let client = match keel_outbound::Client::new(&endpoint.ca) {
+        Ok(client) => client,
+        Err(error) => return Finding::Problem(format!("cannot set up TLS for it: {error}"), fix.into()),
+    };
+    let request = match http::Request::get(endpoint.url.as_str()).body(bytes::Bytes::new()) {
+        Ok(request) => request,
+        Err(error) => return Finding::Problem(format!("not a URL keel can call: {error}"), fix.into()),
+    };
+    match client.send(request, timeout).await {
+        Ok(answer) => Finding::Ok(format!("reachable (a GET was answered {})", answer.status())),
+        Err(error) => {
+            Finding::Problem(format!("not reachable: {error}; incident notifications would not arrive"), fix.into())
+        }
+    }
 }
 
 /// The Redis servers the config uses, and for what.
