@@ -57,19 +57,36 @@ async fn status(client: &reqwest::Client, keel: &TestGateway) -> Value {
     client.get(format!("{}/keel/status", keel.url())).send().await.unwrap().json().await.unwrap()
 }
 
-/// Polls `/keel/status` until the bucket `default:llama3.2` shows `running` and `queued`.
-async fn until_bucket(client: &reqwest::Client, keel: &TestGateway, running: u64, queued: u64) {
+/// Polls `/keel/status` until `reached` holds for it (at most 10 s).
+async fn until_status(client: &reqwest::Client, keel: &TestGateway, reached: impl Fn(&Value) -> bool) {
     let started = Instant::now();
     loop {
         let status = status(client, keel).await;
-        let buckets = status["admission"]["buckets"].as_array().unwrap().clone();
-        let bucket = buckets.iter().find(|b| b["upstream"] == "default" && b["model"] == "llama3.2");
-        if bucket.is_some_and(|b| b["running"] == running && b["queued"] == queued) {
+        if reached(&status) {
             return;
         }
-        assert!(started.elapsed() < Duration::from_secs(10), "never {running} running and {queued} queued: {status}");
+        assert!(started.elapsed() < Duration::from_secs(10), "never reached: {status}");
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
+}
+
+/// `/keel/status`'s admission buckets.
+fn buckets(status: &Value) -> &[Value] {
+    status["admission"]["buckets"].as_array().unwrap()
+}
+
+/// The sum of `field` (`running`, `queued`) over every admission bucket.
+fn bucket_total(status: &Value, field: &str) -> u64 {
+    buckets(status).iter().map(|b| b[field].as_u64().unwrap()).sum()
+}
+
+/// Polls `/keel/status` until the bucket `default:llama3.2` shows `running` and `queued`.
+async fn until_bucket(client: &reqwest::Client, keel: &TestGateway, running: u64, queued: u64) {
+    until_status(client, keel, |status| {
+        let bucket = buckets(status).iter().find(|b| b["upstream"] == "default" && b["model"] == "llama3.2");
+        bucket.is_some_and(|b| b["running"] == running && b["queued"] == queued)
+    })
+    .await;
 }
 
 #[tokio::test]
@@ -262,15 +279,7 @@ async fn a_target_that_sheds_passes_the_request_to_the_next_target() {
     let client = reqwest::Client::new();
     let url = format!("{}/api/chat", keel.url());
     let first = tokio::spawn(post(&client, url.clone(), &chat(), &[]));
-    let started = Instant::now();
-    loop {
-        let status = status(&client, &keel).await;
-        if status["admission"]["buckets"].as_array().unwrap().iter().any(|b| b["running"] == 1) {
-            break;
-        }
-        assert!(started.elapsed() < Duration::from_secs(10), "{status}");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    until_status(&client, &keel, |status| buckets(status).iter().any(|b| b["running"] == 1)).await;
     let second = post(&client, url.clone(), &chat(), &[]).await;
     assert_eq!(second.status(), 200);
     assert_eq!(header(&second, "x-keel-target").as_deref(), Some("second:llama3.2"));
@@ -282,17 +291,7 @@ async fn a_target_that_sheds_passes_the_request_to_the_next_target() {
         tokio::spawn(post(&client, url.clone(), &chat(), &[])),
         tokio::spawn(post(&client, url.clone(), &chat(), &[])),
     );
-    let started = Instant::now();
-    loop {
-        let status = status(&client, &keel).await;
-        let running: u64 =
-            status["admission"]["buckets"].as_array().unwrap().iter().map(|b| b["running"].as_u64().unwrap()).sum();
-        if running == 2 {
-            break;
-        }
-        assert!(started.elapsed() < Duration::from_secs(10), "{status}");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    until_status(&client, &keel, |status| bucket_total(status, "running") == 2).await;
     let third = post(&client, url, &chat(), &[]).await;
     assert_eq!(third.status(), 503);
     assert!(header(&third, "retry-after").is_some());
@@ -583,17 +582,7 @@ async fn max_wait_bounds_the_wait_over_all_targets_together() {
     let url = format!("{}/api/chat", keel.url());
     // One request on each target holds its only slot for 4 s.
     let busy: Vec<_> = (0..2).map(|_| tokio::spawn(post(&client, url.clone(), &chat(), &[]))).collect();
-    let started = Instant::now();
-    loop {
-        let status = status(&client, &keel).await;
-        let running: u64 =
-            status["admission"]["buckets"].as_array().unwrap().iter().map(|b| b["running"].as_u64().unwrap()).sum();
-        if running == 2 {
-            break;
-        }
-        assert!(started.elapsed() < Duration::from_secs(10), "{status}");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    until_status(&client, &keel, |status| bucket_total(status, "running") == 2).await;
     // The third waits 1 s at the first target, then is shed at once by the second: 1 s in all,
     // not 1 s per target.
     let asked = Instant::now();
@@ -635,27 +624,12 @@ async fn a_half_open_breakers_probe_is_not_held_while_its_request_waits_for_a_sl
     // the probe only once it has the slot, so the second is not refused meanwhile ("a probe is
     // in flight") but waits its turn and is answered once the probe closed the breaker.
     let holder = tokio::spawn(post(&client, url.clone(), &slow, &[]));
-    let wait_for = |queued: u64| {
-        let client = client.clone();
-        let keel_url = stack.keel.url();
-        async move {
-            let started = Instant::now();
-            loop {
-                let status: Value =
-                    client.get(format!("{keel_url}/keel/status")).send().await.unwrap().json().await.unwrap();
-                let buckets = status["admission"]["buckets"].as_array().unwrap().clone();
-                let total = |field: &str| buckets.iter().map(|b| b[field].as_u64().unwrap()).sum::<u64>();
-                if total("running") == 1 && total("queued") == queued {
-                    return;
-                }
-                assert!(started.elapsed() < Duration::from_secs(10), "{status}");
-                tokio::time::sleep(Duration::from_millis(10)).await;
-            }
-        }
+    let running_and_queued = |queued: u64| {
+        move |status: &Value| bucket_total(status, "running") == 1 && bucket_total(status, "queued") == queued
     };
-    wait_for(0).await;
+    until_status(&client, &stack.keel, running_and_queued(0)).await;
     let probe = tokio::spawn(post(&client, url.clone(), &flaky, &[]));
-    wait_for(1).await;
+    until_status(&client, &stack.keel, running_and_queued(1)).await;
     let after = post(&client, url.clone(), &flaky, &[]).await;
     assert_eq!(after.status(), 200, "{:?}", after.text().await);
     assert_eq!(probe.await.unwrap().status(), 200);
@@ -682,28 +656,15 @@ async fn a_llama_server_says_how_many_requests_it_serves_at_once() {
     )))
     .await;
     let client = reqwest::Client::new();
-    let started = Instant::now();
-    loop {
-        let status = status(&client, &keel).await;
-        if status["admission"]["max_concurrent_from_servers"] == json!({"served": 3}) {
-            break;
-        }
-        assert!(started.elapsed() < Duration::from_secs(10), "{status}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    until_status(&client, &keel, |status| status["admission"]["max_concurrent_from_servers"] == json!({"served": 3}))
+        .await;
     // Four at once: three run on the server's three slots, one waits.
     let url = format!("{}/api/chat", keel.url());
     let requests: Vec<_> = (0..4).map(|_| tokio::spawn(post(&client, url.clone(), &chat(), &[]))).collect();
-    let started = Instant::now();
-    loop {
-        let status = status(&client, &keel).await;
-        let buckets = status["admission"]["buckets"].as_array().unwrap().clone();
-        if buckets.iter().any(|b| b["upstream"] == "served" && b["running"] == 3 && b["queued"] == 1) {
-            break;
-        }
-        assert!(started.elapsed() < Duration::from_secs(10), "{status}");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    until_status(&client, &keel, |status| {
+        buckets(status).iter().any(|b| b["upstream"] == "served" && b["running"] == 3 && b["queued"] == 1)
+    })
+    .await;
     let mut waited = 0;
     for request in requests {
         let response = request.await.unwrap();
