@@ -111,11 +111,7 @@ fn classify_chain(err: &(dyn StdError + 'static), connecting: bool) -> FailureCl
     let mut source: Option<&(dyn StdError + 'static)> = Some(err);
     let mut io_kind = None;
     while let Some(inner) = source {
-        let io = inner.downcast_ref::<io::Error>().or_else(|| match inner.downcast_ref::<HttpError>() {
-            Some(HttpError::Io(io)) => Some(io),
-            _ => None,
-        });
-        if let Some(io) = io {
+        if let Some(io) = inner.downcast_ref::<io::Error>() {
             if is_local_shortage(io) {
                 return FailureClass::Local;
             }

@@ -183,12 +183,10 @@ impl ResponseBody {
         body
     }
 
-    /// The body has ended: its connection goes back to the pool, or is closed.
+    /// The body has ended: its connection goes back to the pool (which takes only one still
+    /// open with nothing unread on it), or is closed.
     fn release(&mut self) {
-        let connection = self.connection.take();
-        if let (Some(Return { pool, origin }), Some(connection)) = (self.give_back.take(), connection)
-            && !connection.has_leftover()
-        {
+        if let (Some(Return { pool, origin }), Some(connection)) = (self.give_back.take(), self.connection.take()) {
             pool.checkin(&origin, connection);
         }
     }

@@ -120,6 +120,14 @@ pub(crate) struct SendFailure {
     pub(crate) unsent: Option<RequestBody>,
 }
 
+impl SendFailure {
+    /// A failure after which the request goes nowhere else: some of it may have reached the
+    /// server, or its body failed.
+    fn for_good(error: impl Into<HttpError>) -> SendFailure {
+        SendFailure { error: error.into(), unsent: None }
+    }
+}
+
 impl Connection {
     /// A connection over an open socket.
     pub(crate) fn new(io: Transport) -> Connection {
@@ -165,10 +173,10 @@ impl Connection {
         }
         drop(out);
         if whole.is_none() {
-            self.write_body(body, length).await.map_err(|error| SendFailure { error, unsent: None })?;
+            self.write_body(body, length).await.map_err(SendFailure::for_good)?;
         }
-        self.io.flush().await.map_err(|error| SendFailure { error: error.into(), unsent: None })?;
-        self.read_head(method).await.map_err(|error| SendFailure { error, unsent: None })
+        self.io.flush().await.map_err(SendFailure::for_good)?;
+        self.read_head(method).await.map_err(SendFailure::for_good)
     }
 
     /// Writes a body of several pieces (or of unknown length, chunked) as it comes.
@@ -197,18 +205,8 @@ impl Connection {
     /// Reads until a final (non-1xx) response head has arrived.
     async fn read_head(&mut self, method: &Method) -> Result<Answer, HttpError> {
         loop {
-            if let Some(head) = head::parse_response(&self.buffer, method)? {
-                self.buffer.advance(head.length);
-                if head.status.is_informational() {
-                    if head.status == http::StatusCode::SWITCHING_PROTOCOLS {
-                        return Err(HttpError::Protocol("the server switched protocols"));
-                    }
-                    continue;
-                }
+            if let Some(head) = take_final_head(&mut self.buffer, method)? {
                 return Ok(answer(head));
-            }
-            if self.buffer.len() >= MAX_HEAD {
-                return Err(HttpError::Protocol("the response head is over 64 KiB"));
             }
             if std::future::poll_fn(|cx| self.poll_fill(cx)).await? == 0 {
                 return Err(HttpError::ClosedBeforeHead);
@@ -253,11 +251,25 @@ impl Connection {
             }
         }
     }
+}
 
-    /// Whether bytes beyond the last answer were read: the connection cannot be reused then.
-    pub(crate) fn has_leftover(&self) -> bool {
-        !self.buffer.is_empty()
+/// The final (non-1xx) response head at the start of `buffer`, taken off it together with the
+/// informational heads before it; `None` until it has arrived. A switch of protocols, or a head
+/// over [`MAX_HEAD`], is an error.
+fn take_final_head(buffer: &mut BytesMut, method: &Method) -> Result<Option<ResponseHead>, HttpError> {
+    while let Some(head) = head::parse_response(buffer, method)? {
+        buffer.advance(head.length);
+        if head.status == http::StatusCode::SWITCHING_PROTOCOLS {
+            return Err(HttpError::Protocol("the server switched protocols"));
+        }
+        if !head.status.is_informational() {
+            return Ok(Some(head));
+        }
     }
+    if buffer.len() >= MAX_HEAD {
+        return Err(HttpError::Protocol("the response head is over 64 KiB"));
+    }
+    Ok(None)
 }
 
 /// A response's head and its whole decoded body.
@@ -271,11 +283,7 @@ pub fn read_response(bytes: &[u8], method: &Method, step: usize) -> Result<Optio
     let mut buffer = BytesMut::new();
     let mut pieces = bytes.chunks(step.max(1));
     let head = loop {
-        if let Some(head) = head::parse_response(&buffer, method)? {
-            buffer.advance(head.length);
-            if head.status.is_informational() {
-                continue;
-            }
+        if let Some(head) = take_final_head(&mut buffer, method)? {
             break head;
         }
         let Some(piece) = pieces.next() else { return Ok(None) };
@@ -298,11 +306,11 @@ pub fn read_response(bytes: &[u8], method: &Method, step: usize) -> Result<Optio
 }
 
 /// The whole of a short body of known length: its data (not copied when it is one piece, as
-/// keel's own bodies are), or the failure that sends nothing.
+/// keel's own bodies are), or the body's failure.
 async fn one_piece(body: &mut RequestBody) -> Result<Bytes, SendFailure> {
     let mut pieces = Vec::new();
     while let Some(frame) = body.frame().await {
-        let frame = frame.map_err(|error| SendFailure { error: HttpError::RequestBody(error), unsent: None })?;
+        let frame = frame.map_err(|error| SendFailure::for_good(HttpError::RequestBody(error)))?;
         if let Ok(data) = frame.into_data() {
             pieces.push(data);
         }
@@ -341,5 +349,13 @@ mod tests {
         let until_close = b"HTTP/1.1 200 OK\r\n\r\nall of it";
         assert_eq!(read_response(until_close, &Method::POST, 3).unwrap().unwrap().1, b"all of it");
         assert!(read_response(b"HTTP/1.1 200 OK\r\n", &Method::POST, 3).unwrap().is_none());
+    }
+
+    #[test]
+    fn a_switch_of_protocols_or_an_endless_head_is_refused() {
+        let switched = b"HTTP/1.1 101 Switching Protocols\r\nupgrade: websocket\r\n\r\n";
+        assert!(matches!(read_response(switched, &Method::GET, 5), Err(HttpError::Protocol(_))));
+        let endless = format!("HTTP/1.1 200 OK\r\nx-long: {}", "a".repeat(MAX_HEAD));
+        assert!(matches!(read_response(endless.as_bytes(), &Method::GET, 4096), Err(HttpError::Protocol(_))));
     }
 }
