@@ -2,11 +2,11 @@
 //!
 //! Ollama upstreams answer `GET /api/version` (is it up?) and `GET /api/ps` (which models are in
 //! memory); OpenAI-dialect upstreams answer `GET /health` (llama.cpp; `GET /v1/models` as a
-//! fallback; and, when it first answers, `GET /props` for llama-server's slot count, which
-//! becomes admission's `max_concurrent` for it). A successful probe lets the upstream's open server-wide breaker admit a probe
-//! request early instead of waiting out its cooldown (model breakers are not touched: a server
-//! that answers says nothing about a model that failed to load); the loaded models feed routes with
-//! `prefer_loaded = true`. Probe failures are shown in `/keel/status` but do not count against
+//! fallback; and, when it comes up, `GET /props` for llama-server's slot count, which becomes
+//! admission's `max_concurrent` for it). A successful probe lets the upstream's open server-wide
+//! breaker admit a probe request early instead of waiting out its cooldown (model breakers are not
+//! touched: a server that answers says nothing about a model that failed to load); the loaded
+//! models feed routes with `prefer_loaded = true`. Probe failures are shown in `/keel/status` but do not count against
 //! breakers: only real requests do.
 
 use std::time::{Duration, Instant};

@@ -187,17 +187,12 @@ async fn store(url: &str, timeout: Duration) -> (Finding, Option<std::sync::Arc<
 /// Whether keel has the API keys it needs: listening off loopback without `[auth]` keys (and
 /// without `allow_remote_without_auth`), `keel serve` refuses to start until the store holds one.
 async fn api_keys(config: &Config, keys: &dyn keel_session::KeyStore, timeout: Duration) -> Finding {
+    let unread = |what: String| Finding::Problem(what, "check the store as for the store line above".into());
     let active = match tokio::time::timeout(timeout, keys.active_keys()).await {
         Ok(Ok(active)) => active.len(),
-        Ok(Err(err)) => {
-            return Finding::Problem(
-                format!("cannot read the keys in the store: {err}"),
-                "check the store as for the store line above".into(),
-            );
-        }
+        Ok(Err(err)) => return unread(format!("cannot read the keys in the store: {err}")),
         Err(_) => {
-            let what = format!("the store did not list its keys within {}", humantime::format_duration(timeout));
-            return Finding::Problem(what, "check the store as for the store line above".into());
+            return unread(format!("the store did not list its keys within {}", humantime::format_duration(timeout)));
         }
     };
     let configured = config.api_keys().len();
