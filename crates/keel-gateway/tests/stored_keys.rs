@@ -111,36 +111,24 @@ async fn stored_keys_are_accepted_and_revocations_take_effect_within_a_second() 
     }));
 
     // A session made with a key is owned by the key's name.
-    let response = client
-        .post(format!("{}/api/chat", keel.url()))
-        .bearer_auth(&agent)
-        .header("x-keel-session", "owned-1")
-        .body(r#"{"model":"m","messages":[{"role":"user","content":"hello"}],"stream":false}"#)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 200);
-    let session: Value = client
-        .get(format!("{}/keel/sessions/owned-1", keel.url()))
-        .bearer_auth(&ops)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    assert_eq!(session["session"]["owner"], "stored-agent", "{session}");
-
-    // Another inference key cannot read or continue it (403 in the endpoint's dialect, naming
-    // the owner); a key with the admin scope can.
     let turn = |path: &str, secret: &str| {
         client
             .post(format!("{}{path}", keel.url()))
             .bearer_auth(secret)
             .header("x-keel-session", "owned-1")
-            .body(r#"{"model":"m","messages":[{"role":"user","content":"and now?"}],"stream":false}"#)
+            .body(r#"{"model":"m","messages":[{"role":"user","content":"hello"}],"stream":false}"#)
             .send()
     };
+    // A keel admin endpoint's JSON, read with the admin key.
+    let admin_json = async |path: &str| -> Value {
+        client.get(format!("{}{path}", keel.url())).bearer_auth(&ops).send().await.unwrap().json().await.unwrap()
+    };
+    assert_eq!(turn("/api/chat", &agent).await.unwrap().status(), 200);
+    let session = admin_json("/keel/sessions/owned-1").await;
+    assert_eq!(session["session"]["owner"], "stored-agent", "{session}");
+
+    // Another inference key cannot read or continue it (403 in the endpoint's dialect, naming
+    // the owner); a key with the admin scope can.
     let refused = turn("/api/chat", "config-secret-123").await.unwrap();
     assert_eq!(refused.status(), 403);
     let body: Value = refused.json().await.unwrap();
@@ -152,15 +140,7 @@ async fn stored_keys_are_accepted_and_revocations_take_effect_within_a_second() 
     assert!(body["error"]["message"].as_str().unwrap().contains("belongs to API key 'stored-agent'"), "{body}");
     assert_eq!(turn("/api/chat", &ops).await.unwrap().status(), 200);
     assert_eq!(turn("/api/chat", &agent).await.unwrap().status(), 200);
-    let messages: Value = client
-        .get(format!("{}/keel/sessions/owned-1/messages", keel.url()))
-        .bearer_auth(&ops)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let messages = admin_json("/keel/sessions/owned-1/messages").await;
     // The first turn (2 messages) and the two allowed ones; nothing from the refused key.
     assert_eq!(messages["messages"].as_array().unwrap().len(), 6, "{messages}");
 
