@@ -60,6 +60,18 @@ pub trait StreamTranslator: Send {
     fn error_event(&self, message: &str) -> Option<Bytes>;
 }
 
+/// The most tool calls one streamed answer may carry, in every stream translation.
+pub(crate) const MAX_TOOL_CALLS: usize = 1024;
+
+/// Where a stream translation is: still streaming, or over (its final event written, or an
+/// error event).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum StreamState {
+    Streaming,
+    Done,
+    Failed,
+}
+
 impl StreamTranslator for SseToNdjson {
     fn push(&mut self, bytes: &[u8]) -> Vec<Bytes> {
         SseToNdjson::push(self, bytes)

@@ -9,8 +9,8 @@ use std::mem;
 
 use bytes::{BufMut, Bytes, BytesMut};
 
-/// The largest event (or unterminated line) accepted; a stream exceeding it fails instead of
-/// growing memory without bound.
+/// The largest event (or unterminated line, or tool-call argument text a translation assembles)
+/// accepted; a stream exceeding it fails instead of growing memory without bound.
 pub const MAX_EVENT_BYTES: usize = 16 << 20;
 
 /// One dispatched event.

@@ -11,21 +11,9 @@ use serde_json::{Number, Value};
 use super::response::{
     Answer, FunctionOut, Measured, Timings, ToolCallOut, Usage, message_of, metrics, ollama_error_line, parse_arguments,
 };
+use super::sse::MAX_EVENT_BYTES;
 use super::time::{now_rfc3339, rfc3339};
-use super::{OllamaEndpoint, TranslateError, done_reason};
-
-/// The largest SSE event (or unterminated line, or tool-call argument text) accepted; a stream
-/// exceeding it fails instead of growing memory without bound.
-const MAX_EVENT_BYTES: usize = 16 << 20;
-/// The most tool calls one answer may carry.
-const MAX_TOOL_CALLS: usize = 1024;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum State {
-    Streaming,
-    Done,
-    Failed,
-}
+use super::{MAX_TOOL_CALLS, OllamaEndpoint, StreamState, TranslateError, done_reason};
 
 /// A tool call being assembled from its streamed fragments.
 #[derive(Debug, Default)]
@@ -72,7 +60,7 @@ pub struct SseToNdjson {
     /// [`finish`](SseToNdjson::finish) is processing what was left at EOF: an unreadable value
     /// there was cut off by the end of the stream, not sent as garbage.
     at_eof: bool,
-    state: State,
+    state: StreamState,
     /// Ollama's `done_reason`, once the upstream sent a `finish_reason`.
     finish_reason: Option<&'static str>,
     tool_calls: Vec<ToolCallAcc>,
@@ -103,7 +91,7 @@ impl SseToNdjson {
             has_data: false,
             error_event: false,
             at_eof: false,
-            state: State::Streaming,
+            state: StreamState::Streaming,
             finish_reason: None,
             tool_calls: Vec::new(),
             tool_calls_sent: false,
@@ -131,7 +119,7 @@ impl SseToNdjson {
     /// Whether the stream is over: the final line or an error line was produced. Later input is
     /// ignored.
     pub fn is_finished(&self) -> bool {
-        self.state != State::Streaming
+        self.state != StreamState::Streaming
     }
 
     /// The error that ended the stream (an upstream error event, an unreadable event, a stream
@@ -144,7 +132,7 @@ impl SseToNdjson {
     pub fn push(&mut self, bytes: &[u8]) -> Vec<Bytes> {
         let mut out = Vec::new();
         let mut rest = bytes;
-        while self.state == State::Streaming && !rest.is_empty() {
+        while self.state == StreamState::Streaming && !rest.is_empty() {
             if mem::take(&mut self.after_cr) && rest[0] == b'\n' {
                 rest = &rest[1..];
                 continue;
@@ -182,7 +170,7 @@ impl SseToNdjson {
     /// [`TranslateError::StreamEndedEarly`] when the upstream never finished its answer: send the
     /// client [`ollama_error_line`] with its message, as Ollama does.
     pub fn finish(&mut self) -> Result<Option<Bytes>, TranslateError> {
-        if self.state != State::Streaming {
+        if self.state != StreamState::Streaming {
             return Ok(None);
         }
         let mut out = Vec::new();
@@ -191,14 +179,14 @@ impl SseToNdjson {
             let line = mem::take(&mut self.line);
             self.handle_line(&line, &mut out);
         }
-        if self.state == State::Streaming {
+        if self.state == StreamState::Streaming {
             self.dispatch(&mut out);
         }
-        if self.state == State::Streaming {
+        if self.state == StreamState::Streaming {
             if self.finish_reason.is_some() {
                 self.emit_done(&mut out);
             } else {
-                self.state = State::Failed;
+                self.state = StreamState::Failed;
                 self.error = Some(TranslateError::StreamEndedEarly.to_string());
                 return Err(TranslateError::StreamEndedEarly);
             }
@@ -278,7 +266,7 @@ impl SseToNdjson {
         }
         // Usually one JSON value; several are tolerated (a server that never sends blank lines).
         let mut chunks = serde_json::Deserializer::from_slice(payload).into_iter::<Chunk<'_>>();
-        while self.state == State::Streaming {
+        while self.state == StreamState::Streaming {
             match chunks.next() {
                 None => break,
                 Some(Ok(chunk)) => self.on_chunk(chunk, out),
@@ -339,7 +327,7 @@ impl SseToNdjson {
                 }
                 for fragment in fragments {
                     self.add_tool_fragment(fragment, out);
-                    if self.state != State::Streaming {
+                    if self.state != StreamState::Streaming {
                         return;
                     }
                 }
@@ -468,7 +456,7 @@ impl SseToNdjson {
     /// Writes the final `done` line and ends the stream.
     fn emit_done(&mut self, out: &mut Vec<Bytes>) {
         self.flush_tool_calls(out);
-        if self.state != State::Streaming {
+        if self.state != StreamState::Streaming {
             return;
         }
         let measured = match self.start {
@@ -496,14 +484,14 @@ impl SseToNdjson {
             logprobs: None,
         };
         out.push(self.encode(&answer));
-        self.state = State::Done;
+        self.state = StreamState::Done;
     }
 
     /// Writes an Ollama error line and ends the stream.
     fn fail(&mut self, out: &mut Vec<Bytes>, message: String) {
         out.push(ollama_error_line(&message));
         self.error = Some(message);
-        self.state = State::Failed;
+        self.state = StreamState::Failed;
     }
 
     fn encode(&self, answer: &Answer<'_>) -> Bytes {

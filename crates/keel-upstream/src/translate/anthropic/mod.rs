@@ -40,8 +40,7 @@ pub use stream_to_messages::ChatSseToMessagesSse;
 /// Anthropic's Messages path.
 pub const MESSAGES_PATH: &str = "/v1/messages";
 
-/// The most tool calls one answer may carry (as in the Ollama translation).
-const MAX_TOOL_CALLS: usize = 1024;
+use super::MAX_TOOL_CALLS;
 
 /// Any error body (Ollama's `{"error": "…"}`, OpenAI's `{"error": {"message", …}}`, an Anthropic
 /// one, or any bytes) as Anthropic's `{"type": "error", "error": {"type", "message"}}`, the type

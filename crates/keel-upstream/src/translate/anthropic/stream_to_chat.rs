@@ -7,13 +7,7 @@ use super::super::sse::{EventDriven, EventTooLarge, SseEvent, SseReader, write_e
 use super::super::{StreamTranslator, TranslateError, join};
 use super::response::chat_usage;
 use super::{MAX_TOOL_CALLS, any_error_message, chat_finish_reason, now_secs};
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum State {
-    Streaming,
-    Done,
-    Failed,
-}
+use crate::translate::StreamState;
 
 /// Converts an Anthropic `/v1/messages` event stream into a chat-completions SSE stream, as the
 /// bytes arrive (the same output for any split of the input).
@@ -31,7 +25,7 @@ enum State {
 #[derive(Debug)]
 pub struct MessagesSseToChatSse {
     reader: SseReader,
-    state: State,
+    state: StreamState,
     at_eof: bool,
     id: String,
     model: String,
@@ -54,7 +48,7 @@ impl MessagesSseToChatSse {
     pub fn new() -> MessagesSseToChatSse {
         MessagesSseToChatSse {
             reader: SseReader::new(),
-            state: State::Streaming,
+            state: StreamState::Streaming,
             at_eof: false,
             id: String::new(),
             model: String::new(),
@@ -222,14 +216,14 @@ impl MessagesSseToChatSse {
         });
         out.push(write_event(None, &usage.to_string()));
         out.push(write_event(None, "[DONE]"));
-        self.state = State::Done;
+        self.state = StreamState::Done;
     }
 
     /// Writes an OpenAI-style error event; the stream is over.
     fn fail(&mut self, out: &mut Vec<Bytes>, message: String, kind: &str) {
         out.push(chat_error_event(&message, kind));
         self.error = Some(message);
-        self.state = State::Failed;
+        self.state = StreamState::Failed;
     }
 }
 
@@ -244,7 +238,7 @@ impl EventDriven for MessagesSseToChatSse {
         &mut self.reader
     }
     fn streaming(&self) -> bool {
-        self.state == State::Streaming
+        self.state == StreamState::Streaming
     }
     fn on_event(&mut self, event: &SseEvent, out: &mut Vec<Bytes>) {
         MessagesSseToChatSse::on_event(self, event, out);
@@ -260,7 +254,7 @@ impl StreamTranslator for MessagesSseToChatSse {
     }
 
     fn finish(&mut self) -> Result<Option<Bytes>, TranslateError> {
-        if self.state != State::Streaming {
+        if self.state != StreamState::Streaming {
             return Ok(None);
         }
         let mut out = Vec::new();
@@ -268,8 +262,8 @@ impl StreamTranslator for MessagesSseToChatSse {
         if let Some(event) = self.reader.finish() {
             self.on_event(&event, &mut out);
         }
-        if self.state == State::Streaming {
-            self.state = State::Failed;
+        if self.state == StreamState::Streaming {
+            self.state = StreamState::Failed;
             self.error = Some(TranslateError::StreamEndedEarly.to_string());
             return Err(TranslateError::StreamEndedEarly);
         }
@@ -277,7 +271,7 @@ impl StreamTranslator for MessagesSseToChatSse {
     }
 
     fn is_finished(&self) -> bool {
-        self.state != State::Streaming
+        self.state != StreamState::Streaming
     }
 
     fn error(&self) -> Option<&str> {

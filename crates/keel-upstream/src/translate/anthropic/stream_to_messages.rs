@@ -9,13 +9,7 @@ use super::super::response::message_of;
 use super::super::sse::{EventDriven, EventTooLarge, MAX_EVENT_BYTES, SseEvent, SseReader, write_event};
 use super::super::{StreamTranslator, TranslateError, join};
 use super::{MAX_TOOL_CALLS, anthropic_error_event, anthropic_stop_reason, any_error_message, new_id};
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum State {
-    Streaming,
-    Done,
-    Failed,
-}
+use crate::translate::StreamState;
 
 /// The content block being written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -64,7 +58,7 @@ pub struct ChatSseToMessagesSse {
     id: String,
     tool_id_base: String,
     reader: SseReader,
-    state: State,
+    state: StreamState,
     at_eof: bool,
     started: bool,
     next_block: usize,
@@ -99,7 +93,7 @@ impl ChatSseToMessagesSse {
             id,
             tool_id_base,
             reader: SseReader::new(),
-            state: State::Streaming,
+            state: StreamState::Streaming,
             at_eof: false,
             started: false,
             next_block: 0,
@@ -158,7 +152,7 @@ impl ChatSseToMessagesSse {
                 continue;
             }
             self.on_choice(choice, out);
-            if self.state != State::Streaming {
+            if self.state != StreamState::Streaming {
                 return;
             }
         }
@@ -172,7 +166,7 @@ impl ChatSseToMessagesSse {
             if let Some(Value::Array(calls)) = delta.get("tool_calls") {
                 for call in calls {
                     self.tool_fragment(call, out);
-                    if self.state != State::Streaming {
+                    if self.state != StreamState::Streaming {
                         return;
                     }
                 }
@@ -342,14 +336,14 @@ impl ChatSseToMessagesSse {
         let delta = json!({"stop_reason": reason, "stop_sequence": sequence});
         emit(out, "message_delta", json!({"type": "message_delta", "delta": delta, "usage": usage}));
         emit(out, "message_stop", json!({"type": "message_stop"}));
-        self.state = State::Done;
+        self.state = StreamState::Done;
     }
 
     /// Writes Anthropic's error event; the stream is over.
     fn fail(&mut self, out: &mut Vec<Bytes>, message: String) {
         out.push(anthropic_error_event(&message));
         self.error = Some(message);
-        self.state = State::Failed;
+        self.state = StreamState::Failed;
     }
 }
 
@@ -367,7 +361,7 @@ impl EventDriven for ChatSseToMessagesSse {
         &mut self.reader
     }
     fn streaming(&self) -> bool {
-        self.state == State::Streaming
+        self.state == StreamState::Streaming
     }
     fn on_event(&mut self, event: &SseEvent, out: &mut Vec<Bytes>) {
         ChatSseToMessagesSse::on_event(self, event, out);
@@ -383,7 +377,7 @@ impl StreamTranslator for ChatSseToMessagesSse {
     }
 
     fn finish(&mut self) -> Result<Option<Bytes>, TranslateError> {
-        if self.state != State::Streaming {
+        if self.state != StreamState::Streaming {
             return Ok(None);
         }
         let mut out = Vec::new();
@@ -391,9 +385,9 @@ impl StreamTranslator for ChatSseToMessagesSse {
         if let Some(event) = self.reader.finish() {
             self.on_event(&event, &mut out);
         }
-        if self.state == State::Streaming {
+        if self.state == StreamState::Streaming {
             if self.finish_reason.is_none() {
-                self.state = State::Failed;
+                self.state = StreamState::Failed;
                 self.error = Some(TranslateError::StreamEndedEarly.to_string());
                 return Err(TranslateError::StreamEndedEarly);
             }
@@ -403,7 +397,7 @@ impl StreamTranslator for ChatSseToMessagesSse {
     }
 
     fn is_finished(&self) -> bool {
-        self.state != State::Streaming
+        self.state != StreamState::Streaming
     }
 
     fn error(&self) -> Option<&str> {

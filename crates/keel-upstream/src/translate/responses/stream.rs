@@ -7,17 +7,7 @@ use super::response::{Finish, echoed, response_object, usage_value};
 use super::{ResponseIdentity, function_call_item, message_item, output_text_part};
 use crate::translate::response::message_of;
 use crate::translate::sse::{EventDriven, EventTooLarge, MAX_EVENT_BYTES, SseEvent, SseReader, write_event};
-use crate::translate::{StreamTranslator, TranslateError, join};
-
-/// The most tool calls one answer may carry.
-const MAX_TOOL_CALLS: usize = 1024;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum State {
-    Streaming,
-    Done,
-    Failed,
-}
+use crate::translate::{MAX_TOOL_CALLS, StreamState, StreamTranslator, TranslateError, join};
 
 /// An output item, in output order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -61,7 +51,7 @@ pub struct ChatSseToResponsesSse {
     identity: ResponseIdentity,
     reader: SseReader,
     sequence: u64,
-    state: State,
+    state: StreamState,
     started: bool,
     at_eof: bool,
     /// Set at the upstream's `finish_reason`, when the items are closed.
@@ -87,7 +77,7 @@ impl ChatSseToResponsesSse {
             identity: ResponseIdentity::new(),
             reader: SseReader::new(),
             sequence: 0,
-            state: State::Streaming,
+            state: StreamState::Streaming,
             started: false,
             at_eof: false,
             finish: None,
@@ -117,7 +107,7 @@ impl ChatSseToResponsesSse {
     /// `Ok(None)` when the stream was already over, [`TranslateError::StreamEndedEarly`] when the
     /// upstream never finished its answer (send [`error_event`](Self::error_event) then).
     pub fn finish(&mut self) -> Result<Option<Bytes>, TranslateError> {
-        if self.state != State::Streaming {
+        if self.state != StreamState::Streaming {
             return Ok(None);
         }
         let sequence = self.sequence;
@@ -126,11 +116,11 @@ impl ChatSseToResponsesSse {
         if let Some(event) = self.reader.finish() {
             self.on_event(&event, &mut out);
         }
-        if self.state == State::Streaming {
+        if self.state == StreamState::Streaming {
             if self.finish.is_none() {
                 // What this call produced is not sent: the error event follows what was.
                 self.sequence = sequence;
-                self.state = State::Failed;
+                self.state = StreamState::Failed;
                 self.error = Some(TranslateError::StreamEndedEarly.to_string());
                 return Err(TranslateError::StreamEndedEarly);
             }
@@ -141,7 +131,7 @@ impl ChatSseToResponsesSse {
 
     /// Whether the stream is over (its final event or an error event was produced).
     pub fn is_finished(&self) -> bool {
-        self.state != State::Streaming
+        self.state != StreamState::Streaming
     }
 
     /// The error that ended the stream, if any.
@@ -216,12 +206,12 @@ impl ChatSseToResponsesSse {
         }
         let fragments = delta.and_then(|d| d.get("tool_calls")).and_then(Value::as_array);
         for fragment in fragments.map(Vec::as_slice).unwrap_or_default() {
-            if self.state != State::Streaming {
+            if self.state != StreamState::Streaming {
                 return;
             }
             self.on_fragment(fragment, out);
         }
-        if self.state != State::Streaming {
+        if self.state != StreamState::Streaming {
             return;
         }
         if let Some(reason) = choice.get("finish_reason").and_then(Value::as_str) {
@@ -426,7 +416,7 @@ impl ChatSseToResponsesSse {
         let output = std::mem::take(&mut self.output);
         let response = response_object(&self.request, &self.model, &self.identity, finish, output, self.usage.take());
         self.emit(out, json!({"type": finish.final_event(), "response": response}));
-        self.state = State::Done;
+        self.state = StreamState::Done;
     }
 
     /// An upstream error (an error event or chunk) ends the stream.
@@ -442,7 +432,7 @@ impl ChatSseToResponsesSse {
         out.push(error_bytes(code.as_deref(), &message, self.sequence));
         self.sequence += 1;
         self.error = Some(message);
-        self.state = State::Failed;
+        self.state = StreamState::Failed;
     }
 
     /// Numbers an event and writes it, named after its `type`.
@@ -473,7 +463,7 @@ impl EventDriven for ChatSseToResponsesSse {
         &mut self.reader
     }
     fn streaming(&self) -> bool {
-        self.state == State::Streaming
+        self.state == StreamState::Streaming
     }
     fn on_event(&mut self, event: &SseEvent, out: &mut Vec<Bytes>) {
         ChatSseToResponsesSse::on_event(self, event, out);
