@@ -22,6 +22,7 @@ mod admin;
 mod app;
 mod background;
 mod connections;
+mod http1;
 mod incident_worker;
 mod incidents;
 mod probes;

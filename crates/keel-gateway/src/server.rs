@@ -17,9 +17,12 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 
+use futures_util::future::BoxFuture;
+
 use crate::app::app;
 use crate::connections::{AcceptBackoff, Conn, Connections, Limits, Registration, TrackedIo};
 use crate::error::ProxyError;
+use crate::http1::Stop;
 use crate::state::{Gateway, GatewayError};
 
 /// How long connections get, after the shutdown grace ran out and their streams were ended with
@@ -225,15 +228,20 @@ struct Dispatch {
     conn: Option<Arc<Conn>>,
 }
 
-impl hyper::service::Service<http::Request<hyper::body::Incoming>> for Dispatch {
-    type Response = axum::response::Response;
-    type Error = std::convert::Infallible;
-    type Future = futures_util::future::BoxFuture<'static, Result<axum::response::Response, std::convert::Infallible>>;
+impl crate::http1::Service for Dispatch {
+    fn call(
+        &self,
+        request: http::Request<axum::body::Body>,
+    ) -> impl Future<Output = axum::response::Response> + Send + 'static {
+        self.answer(request)
+    }
+}
 
-    fn call(&self, request: http::Request<hyper::body::Incoming>) -> Self::Future {
-        let request = request.map(axum::body::Body::new);
+impl Dispatch {
+    /// The answer to `request`, boxed (the proxy's future is large: it is allocated once).
+    fn answer(&self, request: http::Request<axum::body::Body>) -> BoxFuture<'static, axum::response::Response> {
         if let Some(refused) = headers_too_large(&request).or_else(|| self.over_capacity(&request)) {
-            return Box::pin(std::future::ready(Ok(refused)));
+            return Box::pin(std::future::ready(refused));
         }
         let mut request = request;
         let busy = self.conn.as_ref().map(|conn| {
@@ -245,8 +253,8 @@ impl hyper::service::Service<http::Request<hyper::body::Incoming>> for Dispatch 
             return Box::pin(async move {
                 let _busy = busy;
                 let (method, path) = (request.method().clone(), request.uri().path().to_owned());
-                let response = tower::ServiceExt::oneshot(router, request).await?;
-                Ok(errors_as_json(response, &method, &path).await)
+                let Ok(response) = tower::ServiceExt::oneshot(router, request).await;
+                errors_as_json(response, &method, &path).await
             });
         }
         let gateway = self.gateway.clone();
@@ -257,17 +265,15 @@ impl hyper::service::Service<http::Request<hyper::body::Incoming>> for Dispatch 
             // (`select!` polls the request's future where it is: it is large, moving it costs.)
             tokio::select! {
                 biased;
-                response = crate::pipeline::proxy(axum::extract::State(gateway), request) => Ok(response),
+                response = crate::pipeline::proxy(axum::extract::State(gateway), request) => response,
                 () = grace_over.cancelled() => {
                     tracing::warn!("shutdown grace period over before the answer came; answering 503");
-                    Ok(ProxyError::ShuttingDown.into_response_in(dialect))
+                    ProxyError::ShuttingDown.into_response_in(dialect)
                 }
             }
         })
     }
-}
 
-impl Dispatch {
     /// A 503 (and the connection closed after it) for everything but `/keel/health` on a
     /// connection taken beyond `[server] max_connections`.
     fn over_capacity<B>(&self, request: &http::Request<B>) -> Option<axum::response::Response> {
@@ -347,29 +353,16 @@ async fn serve_connection(
 ) {
     let conn = Arc::clone(registration.conn());
     dispatch.conn = Some(Arc::clone(&conn));
-    let mut builder = hyper::server::conn::http1::Builder::new();
-    if conn.over_capacity.is_some() {
-        builder.keep_alive(false);
-    }
-    let io = hyper_util::rt::TokioIo::new(TrackedIo::new(stream, Arc::clone(&conn)));
-    let connection = builder.serve_connection(io, dispatch);
-    let mut connection = std::pin::pin!(connection);
-    let result = tokio::select! {
-        result = connection.as_mut() => result,
-        // (the value `wait_for` returns borrows the channel; it is dropped before awaiting on)
-        () = async { drop(closing.wait_for(|closing| *closing).await) } => {
-            connection.as_mut().graceful_shutdown();
-            connection.await
-        }
-        now = conn.close_requested() => {
-            if now {
-                return;
-            }
-            connection.as_mut().graceful_shutdown();
-            connection.await
+    let keep_alive = conn.over_capacity.is_none();
+    let stop = async {
+        tokio::select! {
+            // (the value `wait_for` returns borrows the channel; it is dropped before going on)
+            () = async { drop(closing.wait_for(|closing| *closing).await) } => Stop::AfterRequest,
+            now = conn.close_requested() => if now { Stop::Now } else { Stop::AfterRequest },
         }
     };
-    if let Err(err) = result {
+    let io = TrackedIo::new(stream, Arc::clone(&conn));
+    if let Err(err) = crate::http1::serve(io, &dispatch, keep_alive, stop).await {
         tracing::debug!(%err, "client connection ended with an error");
     }
 }

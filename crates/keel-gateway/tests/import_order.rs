@@ -23,6 +23,7 @@ const LAYERS: &[(&str, &[&str])] = &[
             "probes",
             "shared",
             "connections",
+            "http1",
             "ui",
             "incidents",
             "incident_worker",

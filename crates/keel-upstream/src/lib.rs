@@ -36,6 +36,7 @@ pub use client::{
     full_body, strip_hop_headers,
 };
 pub use error_body::{ErrorBody, anthropic_error_type, openai_error_type};
+pub use h1::decode::{Decoded, Decoder, Framing};
 pub use h1::{HttpError, WholeResponse, read_response};
 pub use pool::ResponseBody;
 pub use wire::{RequestPeek, WireError};

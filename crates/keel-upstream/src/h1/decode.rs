@@ -1,6 +1,7 @@
-//! Response bodies as HTTP/1.1 frames them: a `Content-Length`, `Transfer-Encoding: chunked`,
-//! or everything until the server closes the connection. A pure state machine over the bytes
-//! read so far, so any split of the input decodes to the same data.
+//! Message bodies as HTTP/1.1 frames them: a `Content-Length`, `Transfer-Encoding: chunked`, or
+//! everything until the server closes the connection. A pure state machine over the bytes read
+//! so far, so any split of the input decodes to the same data. keel's upstream connections read
+//! answers with it, and keel's server reads request bodies with it.
 
 use bytes::{Bytes, BytesMut};
 
@@ -9,9 +10,9 @@ use super::HttpError;
 /// Longest chunk-size line (with extensions) or trailer line accepted.
 const MAX_LINE: usize = 4096;
 
-/// How a response body ends.
+/// How a message body ends.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Framing {
+pub enum Framing {
     /// No body at all (`HEAD`, 204, 304).
     Empty,
     /// Exactly this many bytes.
@@ -24,7 +25,7 @@ pub(crate) enum Framing {
 
 /// What the next step of decoding gave.
 #[derive(Debug, PartialEq, Eq)]
-pub(crate) enum Decoded {
+pub enum Decoded {
     /// Body data.
     Data(Bytes),
     /// More bytes must be read first.
@@ -46,9 +47,9 @@ enum Chunk {
     Trailers,
 }
 
-/// Decodes one response body.
+/// Decodes one message body.
 #[derive(Debug)]
-pub(crate) struct Decoder {
+pub struct Decoder {
     state: State,
 }
 
@@ -62,7 +63,7 @@ enum State {
 
 impl Decoder {
     /// A decoder for a body framed so.
-    pub(crate) fn new(framing: Framing) -> Decoder {
+    pub fn new(framing: Framing) -> Decoder {
         let state = match framing {
             Framing::Empty | Framing::Length(0) => State::Done,
             Framing::Length(n) => State::Length(n),
@@ -73,13 +74,13 @@ impl Decoder {
     }
 
     /// Whether the whole body has been decoded.
-    pub(crate) fn is_done(&self) -> bool {
+    pub fn is_done(&self) -> bool {
         matches!(self.state, State::Done)
     }
 
     /// How many body bytes are still to come, when the framing says: a `Content-Length` body's
     /// rest, 0 once done.
-    pub(crate) fn remaining(&self) -> Option<u64> {
+    pub fn remaining(&self) -> Option<u64> {
         match self.state {
             State::Length(left) => Some(left),
             State::Done => Some(0),
@@ -88,7 +89,7 @@ impl Decoder {
     }
 
     /// Takes the next piece of body out of `buffer` (the bytes read and not yet decoded).
-    pub(crate) fn decode(&mut self, buffer: &mut BytesMut) -> Result<Decoded, HttpError> {
+    pub fn decode(&mut self, buffer: &mut BytesMut) -> Result<Decoded, HttpError> {
         loop {
             match &mut self.state {
                 State::Done => return Ok(Decoded::End),
@@ -121,7 +122,7 @@ impl Decoder {
     }
 
     /// The server closed the connection: the end of an `UntilClose` body, an error otherwise.
-    pub(crate) fn eof(&mut self) -> Result<(), HttpError> {
+    pub fn eof(&mut self) -> Result<(), HttpError> {
         match self.state {
             State::UntilClose | State::Done => {
                 self.state = State::Done;
