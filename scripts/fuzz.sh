@@ -10,7 +10,7 @@ cd "$(dirname "$0")/../fuzz"
 SECONDS_PER_TARGET="${1:-60}"
 shift || true
 TARGETS=("$@")
-[ ${#TARGETS[@]} -gt 0 ] || TARGETS=(repair upstream config headers incidents anthropic responses)
+[ ${#TARGETS[@]} -gt 0 ] || TARGETS=(repair upstream server config headers incidents anthropic responses)
 command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked
 # cargo-fuzz needs nightly flags; RUSTC_BOOTSTRAP lets the pinned stable toolchain take them.
 export RUSTC_BOOTSTRAP=1

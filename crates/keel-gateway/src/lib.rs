@@ -62,6 +62,7 @@ mod traces;
 pub use app::app;
 pub use endpoint::{Endpoint, EndpointKind};
 pub use error::ProxyError;
+pub use http1::serve_bytes;
 pub use routing::RouteTable;
 pub use server::{ServeError, serve};
 pub use state::{Gateway, GatewayError};

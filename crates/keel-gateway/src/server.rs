@@ -30,8 +30,8 @@ use crate::state::{Gateway, GatewayError};
 const FLUSH: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// The most bytes of header names and values keel takes in one request; more is refused with a
-/// 431 in the endpoint's dialect. (Below hyper's own limits: its read buffer, ~400 KiB, and 100
-/// headers, past which hyper answers a bare 431 itself.)
+/// 431 in the endpoint's dialect. (Below the HTTP/1.1 reader's own limits, a 256 KiB head and
+/// 128 header fields, past which it answers a 431 itself, in Ollama's form.)
 pub(crate) const MAX_HEADER_BYTES: usize = 64 * 1024;
 
 /// Why serving stopped with an error.

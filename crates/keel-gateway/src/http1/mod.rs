@@ -198,20 +198,24 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Connection<IO> {
         *request.uri_mut() = uri;
         *request.version_mut() = version;
         *request.headers_mut() = headers;
-        let mut answer = std::pin::pin!(service.call(request));
-        let answer = poll_fn(|cx| {
-            if stop.poll(cx) == Some(Stop::Now) {
-                return Poll::Ready(None);
-            }
-            if let Poll::Ready(response) = answer.as_mut().poll(cx) {
-                return Poll::Ready(Some(Ok(response)));
-            }
-            match self.poll_client(cx, &mut feeder) {
-                Ok(()) => Poll::Pending,
-                Err(error) => Poll::Ready(Some(Err(error))),
-            }
-        })
-        .await;
+        // (In a block of its own: the service's future is dropped as soon as it has answered,
+        // not held while the answer streams.)
+        let answer = {
+            let mut call = std::pin::pin!(service.call(request));
+            poll_fn(|cx| {
+                if stop.poll(cx) == Some(Stop::Now) {
+                    return Poll::Ready(None);
+                }
+                if let Poll::Ready(response) = call.as_mut().poll(cx) {
+                    return Poll::Ready(Some(Ok(response)));
+                }
+                match self.poll_client(cx, &mut feeder) {
+                    Ok(()) => Poll::Pending,
+                    Err(error) => Poll::Ready(Some(Err(error))),
+                }
+            })
+            .await
+        };
         let Some(response) = answer.transpose()? else { return Ok(Next::Drop) };
         // (A body not read by now and not all here makes the connection unusable after.)
         let body_unread = !feeder.can_finish(&self.buffer);
@@ -394,3 +398,43 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Connection<IO> {
 
 #[cfg(test)]
 mod tests;
+
+/// Serves `input` as all that one client sends on a connection, in reads of at most `step`
+/// bytes, with a service that reads each request's body and answers with its length; returns
+/// what keel wrote back. For fuzzing the HTTP/1.1 server: any bytes, in any split, must neither
+/// panic nor hang it.
+pub async fn serve_bytes(input: &[u8], step: usize) -> Vec<u8> {
+    struct Measure;
+    impl Service for Measure {
+        #[allow(clippy::manual_async_fn, reason = "the future must not borrow `self`")]
+        fn call(
+            &self,
+            request: http::Request<axum::body::Body>,
+        ) -> impl Future<Output = axum::response::Response> + Send + 'static {
+            async move {
+                match axum::body::to_bytes(request.into_body(), 1 << 20).await {
+                    Ok(body) => axum::response::Response::new(axum::body::Body::from(body.len().to_string())),
+                    Err(error) => {
+                        let mut response = axum::response::Response::new(axum::body::Body::from(error.to_string()));
+                        *response.status_mut() = StatusCode::BAD_REQUEST;
+                        response
+                    }
+                }
+            }
+        }
+    }
+    let (client, server) = tokio::io::duplex(64 * 1024);
+    let (mut from_keel, mut to_keel) = tokio::io::split(client);
+    let send = async move {
+        for piece in input.chunks(step.max(1)) {
+            if to_keel.write_all(piece).await.is_err() {
+                break;
+            }
+        }
+        let _ = to_keel.shutdown().await;
+    };
+    let mut answers = Vec::new();
+    let receive = from_keel.read_to_end(&mut answers);
+    let (_, _, _) = tokio::join!(send, receive, serve(server, &Measure, true, std::future::pending()));
+    answers
+}

@@ -1,7 +1,7 @@
 //! Request heads as clients send them, and the body a request hands to the service: fed by the
 //! connection from its socket as the service reads it.
 
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 
 use bytes::{Bytes, BytesMut};
@@ -9,6 +9,7 @@ use http::header::{CONNECTION, CONTENT_LENGTH, EXPECT, TRANSFER_ENCODING};
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Uri, Version};
 use http_body::{Body, Frame, SizeHint};
 use keel_upstream::{Decoded, Decoder, Framing};
+use parking_lot::Mutex;
 
 /// Most header fields read in one request head; more is a 431.
 const MAX_HEADERS: usize = 128;
@@ -140,11 +141,6 @@ struct Slot {
     feeder: Option<Waker>,
 }
 
-/// The slot, locked (a poisoned lock still holds a usable slot: nothing in it can be torn).
-fn lock(slot: &Mutex<Slot>) -> std::sync::MutexGuard<'_, Slot> {
-    slot.lock().unwrap_or_else(PoisonError::into_inner)
-}
-
 /// A request's body as the service reads it.
 pub(crate) struct RequestBody {
     /// `None` once the end was read (or for a request without a body).
@@ -163,7 +159,7 @@ impl Body for RequestBody {
     ) -> Poll<Option<Result<Frame<Bytes>, BodyReadError>>> {
         let this = self.get_mut();
         let Some(shared) = &this.slot else { return Poll::Ready(None) };
-        let mut slot = lock(shared);
+        let mut slot = shared.lock();
         if let Some(data) = slot.data.take() {
             if let Some(remaining) = &mut this.remaining {
                 *remaining = remaining.saturating_sub(data.len() as u64);
@@ -201,7 +197,7 @@ impl Body for RequestBody {
 impl Drop for RequestBody {
     fn drop(&mut self) {
         if let Some(shared) = self.slot.take() {
-            let mut slot = lock(&shared);
+            let mut slot = shared.lock();
             slot.abandoned = true;
             if let Some(feeder) = slot.feeder.take() {
                 feeder.wake();
@@ -274,7 +270,7 @@ impl Feeder {
         if self.state != Feeding::Open {
             return Want::Nothing;
         }
-        let mut slot = lock(&self.slot);
+        let mut slot = self.slot.lock();
         if slot.abandoned {
             self.state = Feeding::Abandoned;
             return Want::Nothing;
@@ -290,7 +286,7 @@ impl Feeder {
 
     /// Hands the next piece of body (or its end) to the body and wakes its reader.
     pub(crate) fn deliver(&mut self, piece: Result<Decoded, String>) {
-        let mut slot = lock(&self.slot);
+        let mut slot = self.slot.lock();
         match piece {
             Ok(Decoded::Data(data)) => slot.data = Some(data),
             Ok(Decoded::End) => {

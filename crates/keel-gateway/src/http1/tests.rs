@@ -231,3 +231,39 @@ async fn a_stop_closes_an_idle_connection_and_lets_a_busy_one_finish() {
     read_to_close(&mut client).await;
     task.await.unwrap().unwrap();
 }
+
+/// Requests made of pieces that matter to the reader, so that random cases get past the first
+/// line: heads, framing headers, chunk lines, bodies and junk.
+fn request_bytes() -> impl proptest::strategy::Strategy<Value = Vec<u8>> {
+    use proptest::prelude::*;
+    let piece = prop_oneof![
+        Just(b"POST /api/chat HTTP/1.1\r\n".to_vec()),
+        Just(b"GET / HTTP/1.0\r\n".to_vec()),
+        Just(b"HEAD /x HTTP/1.1\r\n".to_vec()),
+        Just(b"Content-Length: 5\r\n".to_vec()),
+        Just(b"Transfer-Encoding: chunked\r\n".to_vec()),
+        Just(b"Expect: 100-continue\r\n".to_vec()),
+        Just(b"Connection: close\r\n".to_vec()),
+        Just(b"\r\n".to_vec()),
+        Just(b"3\r\nabc\r\n0\r\n\r\n".to_vec()),
+        Just(b"hello".to_vec()),
+        proptest::collection::vec(any::<u8>(), 0..16),
+    ];
+    proptest::collection::vec(piece, 0..24).prop_map(|pieces| pieces.concat())
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::test_runner::Config { cases: 128, ..proptest::test_runner::Config::default() })]
+
+    /// Any bytes, in any split, end with the connection closed (no panic, no hang), and what
+    /// keel wrote back is HTTP answers.
+    #[test]
+    fn any_bytes_in_any_split_finish_with_http_answers(input in request_bytes(), step in 1usize..64) {
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        let answers = runtime.block_on(async {
+            tokio::time::timeout(Duration::from_secs(10), crate::http1::serve_bytes(&input, step)).await
+        });
+        let answers = answers.expect("the server finished");
+        proptest::prop_assert!(answers.is_empty() || answers.starts_with(b"HTTP/1."), "{:?}", String::from_utf8_lossy(&answers));
+    }
+}
