@@ -61,21 +61,33 @@ pub(crate) fn parse(bytes: &[u8]) -> Result<Option<RequestHead>, HeadError> {
     };
     let method = Method::from_bytes(request.method.unwrap_or_default().as_bytes())
         .map_err(|_| HeadError::Malformed("the request method is not valid"))?;
-    let uri = Uri::try_from(request.path.unwrap_or_default())
+    // The target and the header values are slices of one copy of the head: one allocation per
+    // request instead of one per value.
+    let copy = Bytes::copy_from_slice(&bytes[..length]);
+    let shared = |part: &[u8]| {
+        let start = offset(&bytes[..length], part);
+        copy.slice(start..(start + part.len()).min(copy.len()))
+    };
+    let uri = Uri::from_maybe_shared(shared(request.path.unwrap_or_default().as_bytes()))
         .map_err(|_| HeadError::Malformed("the request target is not a valid URI"))?;
     let version = if request.version == Some(0) { Version::HTTP_10 } else { Version::HTTP_11 };
     let mut headers = HeaderMap::with_capacity(request.headers.len());
     for field in request.headers.iter() {
         let name = HeaderName::from_bytes(field.name.as_bytes())
             .map_err(|_| HeadError::Malformed("a header name is not valid"))?;
-        let value =
-            HeaderValue::from_bytes(field.value).map_err(|_| HeadError::Malformed("a header value is not valid"))?;
+        let value = HeaderValue::from_maybe_shared(shared(field.value))
+            .map_err(|_| HeadError::Malformed("a header value is not valid"))?;
         headers.append(name, value);
     }
     let framing = framing(&headers)?;
     let expects_continue = expects_continue(&headers, version)?;
     let keep_alive = keeps_alive(version, &headers);
     Ok(Some(RequestHead { length, method, uri, version, headers, framing, keep_alive, expects_continue }))
+}
+
+/// Where `part` (a slice of `whole`, as httparse gives them) starts in `whole`.
+fn offset(whole: &[u8], part: &[u8]) -> usize {
+    (part.as_ptr() as usize).saturating_sub(whole.as_ptr() as usize).min(whole.len())
 }
 
 /// How the request's body is framed: chunked when its last transfer coding says so, else its
