@@ -16,6 +16,14 @@
 //!
 //! Categories as in `tests/support/large.rs`; `public` repairs the public corpus's small cases
 //! (with their schemas). `CORPUS_DIR` defaults to `shared/repair-corpus` beside the repository.
+//!
+//! One warm-up pass (schemas compiled, caches filled) runs first; to count only the `N` measured
+//! passes, collect inside `measured` alone:
+//!
+//! ```text
+//! valgrind --tool=callgrind --toggle-collect='*profile_large::measured*' \
+//!     target/release/examples/profile_large public 10
+//! ```
 
 #[allow(dead_code, reason = "the expected values are for the test and the comparison")]
 #[path = "../tests/support/large.rs"]
@@ -50,11 +58,25 @@ fn main() {
     };
     assert!(!cases.is_empty(), "no inputs in category {category}");
     let repairer = Repairer::new();
+    passes(&repairer, &cases, 1);
+    let bytes = measured(&repairer, &cases, times);
+    println!("{category}: {} inputs x {times}, {bytes} bytes out", cases.len());
+}
+
+/// Repairs every case `times` times; the bytes of output.
+#[inline(never)]
+fn passes(repairer: &Repairer, cases: &[(String, Option<Value>)], times: usize) -> usize {
     let mut bytes = 0usize;
     for _ in 0..times {
-        for (input, schema) in &cases {
+        for (input, schema) in cases {
             bytes += repairer.repair(input, schema.as_ref()).map_or(0, |r| r.text().len());
         }
     }
-    println!("{category}: {} inputs x {times}, {bytes} bytes out", cases.len());
+    bytes
+}
+
+/// The measured passes (a function of their own, for `--toggle-collect`).
+#[inline(never)]
+fn measured(repairer: &Repairer, cases: &[(String, Option<Value>)], times: usize) -> usize {
+    passes(repairer, cases, times)
 }
