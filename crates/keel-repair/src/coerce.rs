@@ -176,12 +176,32 @@ fn value_depth(value: &Value) -> usize {
     deepest
 }
 
+/// Objects with at most this many members are searched by comparing keys, not by hashing.
+const FEW_MEMBERS: usize = 16;
+
+/// `map.get_key_value(key)`, by a linear search when the map is small (schema objects and model
+/// outputs usually are: comparing a few short keys is cheaper than hashing one).
+#[inline]
+fn member<'m>(map: &'m Map<String, Value>, key: &str) -> Option<(&'m String, &'m Value)> {
+    if map.len() <= FEW_MEMBERS { map.iter().find(|(k, _)| k.as_str() == key) } else { map.get_key_value(key) }
+}
+
+/// `map.contains_key(key)`, by [`member`].
+#[inline]
+fn has_member(map: &Map<String, Value>, key: &str) -> bool {
+    member(map, key).is_some()
+}
+
 fn pointer(path: &str) -> &str {
     if path.is_empty() { "/" } else { path }
 }
 
 fn push_key(path: &mut String, key: &str) {
     path.push('/');
+    if !key.bytes().any(|b| b == b'~' || b == b'/') {
+        path.push_str(key);
+        return;
+    }
     for c in key.chars() {
         match c {
             '~' => path.push_str("~0"),
@@ -385,7 +405,10 @@ impl<'s> Coercer<'s> {
     /// Follows local `$ref`s (`#`, `#/$defs/…`, `#/definitions/…`).
     fn resolve(&self, mut schema: &'s Value) -> &'s Value {
         for _ in 0..32 {
-            let Some(reference) = schema.get("$ref").and_then(Value::as_str) else { return schema };
+            let Some(reference) = schema.as_object().and_then(|s| member(s, "$ref")).and_then(|(_, r)| r.as_str())
+            else {
+                return schema;
+            };
             let Some(fragment) = reference.strip_prefix('#') else { return schema };
             let target = if fragment.is_empty() { Some(self.root) } else { self.root.pointer(fragment) };
             match target {
@@ -645,15 +668,15 @@ impl<'s> Coercer<'s> {
         let closed = additional == Some(&Value::Bool(false)) && !s.pattern_properties;
 
         // 1. Keys: exact names first, then the closest free property for the others.
-        let all_known = map.keys().all(|k| properties.contains_key(k.as_str()));
+        let all_known = map.keys().all(|k| has_member(properties, k));
         let mut out = if all_known {
             map
         } else {
             let mut taken: HashSet<&str> =
-                map.keys().filter_map(|k| properties.get_key_value(k.as_str()).map(|(p, _)| p.as_str())).collect();
+                map.keys().filter_map(|k| member(properties, k).map(|(p, _)| p.as_str())).collect();
             let mut out = Map::with_capacity(map.len());
             for (key, value) in map {
-                if properties.contains_key(&key) {
+                if has_member(properties, &key) {
                     out.insert(key, value);
                     continue;
                 }
@@ -681,14 +704,15 @@ impl<'s> Coercer<'s> {
         let len = path.len();
         let mut drop_null: Vec<String> = Vec::new();
         for (key, slot) in &mut out {
-            let schema = match properties.get(key) {
+            let known = member(properties, key).map(|(_, schema)| schema);
+            let schema = match known {
                 Some(schema) => Some(schema),
                 None => additional.filter(|a| a.is_object()),
             };
             let Some(schema) = schema else { continue };
             push_key(path, key);
             if slot.is_null()
-                && properties.contains_key(key)
+                && known.is_some()
                 && !required.iter().any(|r| r.as_str() == Some(key.as_str()))
                 && !self.accepts_null(schema)
             {
@@ -706,7 +730,7 @@ impl<'s> Coercer<'s> {
 
         // 3. Required fields: never filled in.
         for name in required.iter().filter_map(Value::as_str) {
-            if !out.contains_key(name) {
+            if !has_member(&out, name) {
                 let cut = if self.truncated { " (the output was cut off before it)" } else { "" };
                 self.error(format!("missing required field {name:?} at {}{cut}", pointer(path)));
             }
