@@ -15,7 +15,7 @@
 //! ```
 //!
 //! Categories as in `tests/support/large.rs`; `public` repairs the public corpus's small cases
-//! (with their schemas). `CORPUS_DIR` defaults to `shared/repair-corpus` beside the repository.
+//! (with their schemas); `public_schema` and `public_plain` only those with and without one. `CORPUS_DIR` defaults to `shared/repair-corpus` beside the repository.
 //!
 //! One warm-up pass (schemas compiled, caches filled) runs first; to count only the `N` measured
 //! passes, collect inside `measured` alone:
@@ -43,13 +43,18 @@ fn main() {
     let times: usize = args.next().and_then(|n| n.parse().ok()).unwrap_or(1);
     let dir = std::env::var_os("CORPUS_DIR")
         .map_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/repair-corpus"), PathBuf::from);
-    let cases: Vec<(String, Option<Value>)> = if category == "public" {
+    let cases: Vec<(String, Option<Value>)> = if category.starts_with("public") {
         let text = std::fs::read_to_string(dir.join("public.jsonl")).unwrap();
         text.lines()
             .filter(|l| !l.trim().is_empty())
             .map(|line| {
                 let case: Value = serde_json::from_str(line).unwrap();
                 (case["input"].as_str().unwrap().to_owned(), case.get("schema").cloned())
+            })
+            .filter(|(_, schema)| match category.as_str() {
+                "public_schema" => schema.is_some(),
+                "public_plain" => schema.is_none(),
+                _ => true,
             })
             .collect()
     } else {
