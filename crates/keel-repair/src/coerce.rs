@@ -9,6 +9,7 @@
 //! value that matches nothing.
 
 use std::collections::HashSet;
+use std::fmt::Write as _;
 
 use serde_json::{Map, Number, Value};
 
@@ -186,6 +187,35 @@ fn member<'m>(map: &'m Map<String, Value>, key: &str) -> Option<(&'m String, &'m
     if map.len() <= FEW_MEMBERS { map.iter().find(|(k, _)| k.as_str() == key) } else { map.get_key_value(key) }
 }
 
+/// The property names already given a value: a list while there are few, else a set.
+enum Taken<'a> {
+    Few(Vec<&'a str>),
+    Many(HashSet<&'a str>),
+}
+
+impl<'a> Taken<'a> {
+    fn new(members: usize) -> Self {
+        if members <= FEW_MEMBERS { Self::Few(Vec::with_capacity(members)) } else { Self::Many(HashSet::new()) }
+    }
+
+    fn contains(&self, name: &str) -> bool {
+        match self {
+            Self::Few(names) => names.contains(&name),
+            Self::Many(names) => names.contains(name),
+        }
+    }
+
+    fn insert(&mut self, name: &'a str) {
+        match self {
+            Self::Few(names) if !names.contains(&name) => names.push(name),
+            Self::Few(_) => {}
+            Self::Many(names) => {
+                names.insert(name);
+            }
+        }
+    }
+}
+
 /// `map.contains_key(key)`, by [`member`].
 #[inline]
 fn has_member(map: &Map<String, Value>, key: &str) -> bool {
@@ -248,7 +278,7 @@ fn osa_distance(a: &[char], b: &[char], cap: usize) -> usize {
 }
 
 /// The schema property an unknown key most likely means, when exactly one fits best.
-fn match_key<'p>(key: &str, properties: &'p Map<String, Value>, taken: &HashSet<&str>) -> Option<&'p String> {
+fn match_key<'p>(key: &str, properties: &'p Map<String, Value>, taken: &Taken<'_>) -> Option<&'p String> {
     let free = || properties.keys().filter(|p| !taken.contains(p.as_str()));
     let unique = |mut it: Box<dyn Iterator<Item = &'p String> + '_>| -> Option<Option<&'p String>> {
         let first = it.next()?;
@@ -652,7 +682,7 @@ impl<'s> Coercer<'s> {
                 continue;
             };
             path.push('/');
-            path.push_str(&i.to_string());
+            let _ = write!(path, "{i}");
             out.push(self.coerce(schema, item, path));
             path.truncate(len);
         }
@@ -672,8 +702,10 @@ impl<'s> Coercer<'s> {
         let mut out = if all_known {
             map
         } else {
-            let mut taken: HashSet<&str> =
-                map.keys().filter_map(|k| member(properties, k).map(|(p, _)| p.as_str())).collect();
+            let mut taken = Taken::new(map.len());
+            for (p, _) in map.keys().filter_map(|k| member(properties, k)) {
+                taken.insert(p.as_str());
+            }
             let mut out = Map::with_capacity(map.len());
             for (key, value) in map {
                 if has_member(properties, &key) {

@@ -2,6 +2,7 @@
 //! canonical text.
 
 use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::Arc;
 
 use parking_lot::Mutex;
@@ -194,6 +195,26 @@ pub(crate) fn same_value(a: &Value, b: &Value) -> bool {
     }
 }
 
+/// Hashes the cache's keys, which already are hashes ([`structural_hash`]): passes them through.
+#[derive(Debug, Default)]
+struct KeyHasher(u64);
+
+impl Hasher for KeyHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0 << 8 | u64::from(b)).rotate_left(5);
+        }
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n;
+    }
+}
+
 /// Schemas whose structural hashes collide, each with its compiled form.
 type Bucket = Vec<(Value, Arc<CompiledSchema>)>;
 
@@ -201,7 +222,7 @@ type Bucket = Vec<(Value, Arc<CompiledSchema>)>;
 /// matter). Thread-safe; cheap to share behind an `Arc`.
 #[derive(Debug)]
 pub struct SchemaCache {
-    entries: Mutex<HashMap<u64, Bucket>>,
+    entries: Mutex<HashMap<u64, Bucket, BuildHasherDefault<KeyHasher>>>,
     capacity: usize,
 }
 
@@ -215,7 +236,7 @@ impl SchemaCache {
     /// A cache that holds up to `capacity` schemas (then it is cleared and refilled).
     #[must_use]
     pub fn new(capacity: usize) -> Self {
-        Self { entries: Mutex::new(HashMap::new()), capacity: capacity.max(1) }
+        Self { entries: Mutex::new(HashMap::default()), capacity: capacity.max(1) }
     }
 
     /// The compiled form of `schema`, compiling it on first use.
