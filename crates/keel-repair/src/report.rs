@@ -327,7 +327,12 @@ impl Report {
         if listed > room {
             self.omitted_fixes += listed - room;
         }
-        self.fixes.extend(other.fixes.into_iter().take(room));
+        if self.fixes.is_empty() && listed <= room {
+            // The log's list becomes this one (no copy).
+            self.fixes = other.fixes;
+        } else {
+            self.fixes.extend(other.fixes.into_iter().take(room));
+        }
         for (index, (&count, &kept)) in other.counts.iter().zip(other.listed.iter()).enumerate() {
             // A log counts every fix it keeps, so `count >= kept`; `max` keeps to the letter.
             let count = count.max(kept);
@@ -456,6 +461,11 @@ impl FixLog {
 
     pub(crate) fn append(&mut self, other: Self) {
         if other.fixes.is_empty() && other.counts == [0; ALL.len()] {
+            return;
+        }
+        if self.fixes.is_empty() && self.counts == [0; ALL.len()] {
+            // Appending to an empty log gives the other log, as it is.
+            *self = other;
             return;
         }
         for fix in other.fixes {
