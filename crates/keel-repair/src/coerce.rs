@@ -110,7 +110,7 @@ impl<'s> Kw<'s> {
         for (key, value) in schema {
             match key.as_str() {
                 "type" => kw.type_ = Some(value),
-                "nullable" => kw.nullable = value == &Value::Bool(true),
+                "nullable" => kw.nullable = matches!(value, Value::Bool(true)),
                 "enum" => kw.enum_ = value.as_array(),
                 "const" => kw.const_ = Some(value),
                 "properties" => kw.properties = value.as_object(),
@@ -417,6 +417,7 @@ pub(crate) fn json_eq(a: &Value, b: &Value) -> bool {
         (Value::Object(x), Value::Object(y)) => {
             x.len() == y.len() && x.iter().all(|(k, v)| y.get(k).is_some_and(|w| json_eq(v, w)))
         }
+        (Value::String(x), Value::String(y)) => x == y,
         _ => a == b,
     }
 }
@@ -452,7 +453,7 @@ impl<'s> Coercer<'s> {
     /// Does the schema accept `null`?
     fn accepts_null(&self, schema: &'s Value) -> bool {
         let schema = self.resolve(schema);
-        let Value::Object(s) = schema else { return schema != &Value::Bool(false) };
+        let Value::Object(s) = schema else { return !matches!(schema, Value::Bool(false)) };
         let kw = Kw::of(s);
         if let Some(alternatives) = kw.alternatives
             && !alternatives.iter().any(|alt| self.accepts_null(alt))
@@ -472,7 +473,7 @@ impl<'s> Coercer<'s> {
     pub(crate) fn coerce(&mut self, schema: &'s Value, value: Value, path: &mut String) -> Value {
         let schema = self.resolve(schema);
         let Value::Object(s) = schema else {
-            if schema == &Value::Bool(false) {
+            if matches!(schema, Value::Bool(false)) {
                 self.error(format!("{} is not allowed at {}", describe_value(&value), pointer(path)));
             }
             return value;
@@ -695,7 +696,7 @@ impl<'s> Coercer<'s> {
         let properties = s.properties.unwrap_or(&EMPTY);
         let required: &Vec<Value> = s.required.unwrap_or(&NONE);
         let additional = s.additional;
-        let closed = additional == Some(&Value::Bool(false)) && !s.pattern_properties;
+        let closed = matches!(additional, Some(Value::Bool(false))) && !s.pattern_properties;
 
         // 1. Keys: exact names first, then the closest free property for the others.
         let all_known = map.keys().all(|k| has_member(properties, k));

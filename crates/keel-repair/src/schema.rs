@@ -109,15 +109,15 @@ fn normalize(schema: &mut Value, depth: usize) {
     }
 }
 
-/// How many levels of a schema its cache key reads.
-const HASH_DEPTH: usize = 2;
+/// How deep (below the root) the cache key of a schema reads.
+const HASH_DEPTH: usize = 1;
 
 /// A structural hash of a JSON value that ignores object key order (equal values hash equal).
 ///
-/// Cheap on purpose (it runs on every repair with a schema): it reads only the first
-/// [`HASH_DEPTH`] levels (the keywords and property names, not every nested schema; values that
-/// differ only deeper share a bucket and are told apart by [`same_value`]), string bytes mixed
-/// eight at a time.
+/// Cheap on purpose (it runs on every repair with a schema): it reads the first
+/// [`HASH_DEPTH`] + 1 levels only — a schema's keywords with their scalar values and the names of
+/// its properties, not the property schemas (values that differ only deeper share a bucket and
+/// are told apart by [`same_value`]) — string bytes mixed eight at a time.
 pub(crate) fn structural_hash(value: &Value) -> u64 {
     const K: u64 = 0x9E37_79B9_7F4A_7C15;
     #[inline]
