@@ -146,12 +146,10 @@ fn extract_at_depth(text: &str, opts: Options, depth: u8) -> Result<Vec<Choice>,
     let mut individuals = Vec::new();
     let mut failed = 0usize;
     let mut any_content = false;
-    let filled: Vec<bool> = regions
-        .iter()
-        .map(|r| !text.get(r.start..r.end).unwrap_or("").trim_matches(is_space_char).is_empty())
-        .collect();
-    let filled_count = filled.iter().filter(|&&f| f).count();
-    for (region, &is_filled) in regions.iter().zip(&filled) {
+    let filled = |r: &Region| !text.get(r.start..r.end).unwrap_or("").trim_matches(is_space_char).is_empty();
+    let filled_count = regions.iter().filter(|r| filled(r)).count();
+    for region in &regions {
+        let is_filled = filled(region);
         any_content |= is_filled;
         // Text in other regions (prose around a fence, another code block) is dropped too.
         let prose_outside = filled_count > usize::from(is_filled);

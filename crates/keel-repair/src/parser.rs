@@ -95,6 +95,8 @@ pub(crate) struct Fragment {
 pub(crate) fn parse_fragment(text: &str, start: usize, end: usize, scratch: &mut Scratch) -> Result<Fragment, Fail> {
     scratch.out.clear();
     scratch.keys.clear();
+    // Room for the keys of a small document at once (the stack grows from there).
+    scratch.keys.reserve(FEW_KEYS);
     // Compact text is seldom longer than what it was read from (kept for the next fragment).
     scratch.out.reserve(end.min(text.len()).saturating_sub(start));
     let end = end.min(text.len());
