@@ -9,7 +9,6 @@
 //! value that matches nothing.
 
 use std::collections::HashSet;
-use std::fmt::Write as _;
 
 use serde_json::{Map, Number, Value};
 
@@ -156,11 +155,6 @@ fn describe_value(value: &Value) -> String {
     }
 }
 
-/// How many containers the value at `path` sits in.
-fn depth_of(path: &str) -> usize {
-    path.bytes().filter(|&b| b == b'/').count()
-}
-
 /// How many containers deep `value` is nested (0 for a scalar), without recursion.
 fn value_depth(value: &Value) -> usize {
     let mut deepest = 0;
@@ -222,22 +216,104 @@ fn has_member(map: &Map<String, Value>, key: &str) -> bool {
     member(map, key).is_some()
 }
 
-fn pointer(path: &str) -> &str {
-    if path.is_empty() { "/" } else { path }
+/// Where a value sits: its keys and indices from the root, as a chain on the stack. Its JSON
+/// pointer is written out only when a fix or a problem names it.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Path<'a> {
+    parent: Option<&'a Path<'a>>,
+    step: Step<'a>,
 }
 
-fn push_key(path: &mut String, key: &str) {
-    path.push('/');
-    if !key.bytes().any(|b| b == b'~' || b == b'/') {
-        path.push_str(key);
-        return;
+#[derive(Debug, Clone, Copy)]
+enum Step<'a> {
+    Root,
+    Key(&'a str),
+    Index(usize),
+}
+
+impl<'a> Path<'a> {
+    /// The root value.
+    pub(crate) const ROOT: Path<'static> = Path { parent: None, step: Step::Root };
+
+    /// The member `key` of the object here.
+    fn key(&'a self, key: &'a str) -> Self {
+        Path { parent: Some(self), step: Step::Key(key) }
     }
-    for c in key.chars() {
-        match c {
-            '~' => path.push_str("~0"),
-            '/' => path.push_str("~1"),
-            _ => path.push(c),
+
+    /// The element `index` of the array here.
+    fn index(&'a self, index: usize) -> Self {
+        Path { parent: Some(self), step: Step::Index(index) }
+    }
+
+    /// How many containers the value sits in.
+    fn depth(&self) -> usize {
+        let mut depth = 0;
+        let mut at = self;
+        while let Some(parent) = at.parent {
+            depth += 1;
+            at = parent;
         }
+        depth
+    }
+
+    /// The JSON pointer (`/` for the root).
+    fn pointer(&self) -> String {
+        let mut out = String::with_capacity(32);
+        self.write_to(&mut out);
+        if out.is_empty() {
+            out.push('/');
+        }
+        out
+    }
+
+    /// Appends the JSON pointer of the steps to `out` (nothing for the root).
+    fn write_to(&self, out: &mut String) {
+        if let Some(parent) = self.parent {
+            parent.write_to(out);
+        }
+        match self.step {
+            Step::Root => {}
+            Step::Key(key) => {
+                out.push('/');
+                if !key.bytes().any(|b| b == b'~' || b == b'/') {
+                    out.push_str(key);
+                    return;
+                }
+                for c in key.chars() {
+                    match c {
+                        '~' => out.push_str("~0"),
+                        '/' => out.push_str("~1"),
+                        _ => out.push(c),
+                    }
+                }
+            }
+            Step::Index(index) => {
+                out.push('/');
+                let mut digits = [0u8; 20];
+                let mut n = index;
+                let mut at = digits.len();
+                loop {
+                    at -= 1;
+                    if let Some(d) = digits.get_mut(at) {
+                        // `n % 10` is a single digit.
+                        *d = b'0' + (n % 10) as u8;
+                    }
+                    n /= 10;
+                    if n == 0 || at == 0 {
+                        break;
+                    }
+                }
+                for &d in digits.get(at..).unwrap_or_default() {
+                    out.push(char::from(d));
+                }
+            }
+        }
+    }
+}
+
+impl std::fmt::Display for Path<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.pointer())
     }
 }
 
@@ -470,11 +546,11 @@ impl<'s> Coercer<'s> {
     }
 
     /// Coerces `value` to `schema`; problems go to `self.errors`.
-    pub(crate) fn coerce(&mut self, schema: &'s Value, value: Value, path: &mut String) -> Value {
+    pub(crate) fn coerce(&mut self, schema: &'s Value, value: Value, path: &Path<'_>) -> Value {
         let schema = self.resolve(schema);
         let Value::Object(s) = schema else {
             if matches!(schema, Value::Bool(false)) {
-                self.error(format!("{} is not allowed at {}", describe_value(&value), pointer(path)));
+                self.error(format!("{} is not allowed at {}", describe_value(&value), path));
             }
             return value;
         };
@@ -513,7 +589,7 @@ impl<'s> Coercer<'s> {
         value
     }
 
-    fn coerce_alternatives(&mut self, alternatives: &'s [Value], value: Value, path: &mut String) -> Value {
+    fn coerce_alternatives(&mut self, alternatives: &'s [Value], value: Value, path: &Path<'_>) -> Value {
         let mut best: Option<(Value, FixLog)> = None;
         for alternative in alternatives {
             let mut trial = Coercer::new(self.root, self.truncated);
@@ -533,17 +609,17 @@ impl<'s> Coercer<'s> {
                 coerced
             }
             None => {
-                self.error(format!("{} at {} matches none of the alternatives", describe_value(&value), pointer(path)));
+                self.error(format!("{} at {} matches none of the alternatives", describe_value(&value), path));
                 value
             }
         }
     }
 
-    fn coerce_type(&mut self, s: &Kw<'s>, types: Types, value: Value, path: &mut String) -> Value {
+    fn coerce_type(&mut self, s: &Kw<'s>, types: Types, value: Value, path: &Path<'_>) -> Value {
         match value {
             Value::Null => {
                 if !types.null {
-                    self.error(format!("null at {} where the schema requires {}", pointer(path), types.describe()));
+                    self.error(format!("null at {} where the schema requires {}", path, types.describe()));
                 }
                 Value::Null
             }
@@ -553,7 +629,7 @@ impl<'s> Coercer<'s> {
                 } else if types.array {
                     self.wrap(s, Value::Bool(b), path)
                 } else {
-                    self.error(format!("{b} at {} where the schema requires {}", pointer(path), types.describe()));
+                    self.error(format!("{b} at {} where the schema requires {}", path, types.describe()));
                     Value::Bool(b)
                 }
             }
@@ -566,22 +642,22 @@ impl<'s> Coercer<'s> {
                         return Value::Number(n);
                     }
                     if let Some(i) = as_integer(&n) {
-                        self.log.push_detail(Strategy::CoerceInteger, 0, Some(pointer(path).to_owned()));
+                        self.log.push_detail(Strategy::CoerceInteger, 0, Some(path.pointer()));
                         return Value::Number(i);
                     }
                     if !types.string {
-                        self.error(format!("{n} at {} is not an integer", pointer(path)));
+                        self.error(format!("{n} at {path} is not an integer"));
                         return Value::Number(n);
                     }
                 }
                 if types.string {
-                    self.log.push_detail(Strategy::CoerceString, 0, Some(pointer(path).to_owned()));
+                    self.log.push_detail(Strategy::CoerceString, 0, Some(path.pointer()));
                     return Value::String(n.to_string());
                 }
                 if types.array {
                     return self.wrap(s, Value::Number(n), path);
                 }
-                self.error(format!("{n} at {} where the schema requires {}", pointer(path), types.describe()));
+                self.error(format!("{n} at {} where the schema requires {}", path, types.describe()));
                 Value::Number(n)
             }
             Value::String(text) => self.coerce_string(s, types, text, path),
@@ -589,7 +665,7 @@ impl<'s> Coercer<'s> {
                 if types.array {
                     Value::Array(self.coerce_array(s, items, path))
                 } else {
-                    self.error(format!("an array at {} where the schema requires {}", pointer(path), types.describe()));
+                    self.error(format!("an array at {} where the schema requires {}", path, types.describe()));
                     Value::Array(items)
                 }
             }
@@ -597,18 +673,14 @@ impl<'s> Coercer<'s> {
                 if types.object {
                     Value::Object(self.coerce_object(s, map, path))
                 } else {
-                    self.error(format!(
-                        "an object at {} where the schema requires {}",
-                        pointer(path),
-                        types.describe()
-                    ));
+                    self.error(format!("an object at {} where the schema requires {}", path, types.describe()));
                     Value::Object(map)
                 }
             }
         }
     }
 
-    fn coerce_string(&mut self, s: &Kw<'s>, types: Types, text: String, path: &mut String) -> Value {
+    fn coerce_string(&mut self, s: &Kw<'s>, types: Types, text: String, path: &Path<'_>) -> Value {
         if types.string {
             return Value::String(text);
         }
@@ -616,11 +688,11 @@ impl<'s> Coercer<'s> {
             && let Some(n) = parse_number_text(&text)
         {
             if types.number {
-                self.log.push_detail(Strategy::CoerceNumber, 0, Some(pointer(path).to_owned()));
+                self.log.push_detail(Strategy::CoerceNumber, 0, Some(path.pointer()));
                 return Value::Number(n);
             }
             if let Some(i) = as_integer(&n) {
-                self.log.push_detail(Strategy::CoerceNumber, 0, Some(pointer(path).to_owned()));
+                self.log.push_detail(Strategy::CoerceNumber, 0, Some(path.pointer()));
                 return Value::Number(i);
             }
         }
@@ -628,7 +700,7 @@ impl<'s> Coercer<'s> {
             let t = text.trim();
             for (word, b) in [("true", true), ("false", false)] {
                 if t.eq_ignore_ascii_case(word) {
-                    self.log.push_detail(Strategy::CoerceBoolean, 0, Some(pointer(path).to_owned()));
+                    self.log.push_detail(Strategy::CoerceBoolean, 0, Some(path.pointer()));
                     return Value::Bool(b);
                 }
             }
@@ -642,11 +714,11 @@ impl<'s> Coercer<'s> {
                 // Nested deeper than keel builds values, here or inside this one: left a string
                 // (and reported as not fitting below).
                 && let Ok(value) = choice.content.into_value(&text)
-                && depth_of(path) + value_depth(&value) <= crate::MAX_VALUE_DEPTH
+                && path.depth() + value_depth(&value) <= crate::MAX_VALUE_DEPTH
             {
                 let fits = (types.object && value.is_object()) || (types.array && value.is_array());
                 if fits && !truncated {
-                    self.log.push_detail(Strategy::ParseStringified, 0, Some(pointer(path).to_owned()));
+                    self.log.push_detail(Strategy::ParseStringified, 0, Some(path.pointer()));
                     return self.coerce_type(s, types, value, path);
                 }
             }
@@ -659,22 +731,21 @@ impl<'s> Coercer<'s> {
         } else {
             format!("where the schema requires {}", types.describe())
         };
-        self.error(format!("{} at {} {what}", describe_value(&Value::String(text.clone())), pointer(path)));
+        self.error(format!("{} at {} {what}", describe_value(&Value::String(text.clone())), path));
         Value::String(text)
     }
 
     /// A lone value where an array belongs: a one-element array (its item coerced).
-    fn wrap(&mut self, s: &Kw<'s>, value: Value, path: &mut String) -> Value {
-        self.log.push_detail(Strategy::WrapArray, 0, Some(pointer(path).to_owned()));
+    fn wrap(&mut self, s: &Kw<'s>, value: Value, path: &Path<'_>) -> Value {
+        self.log.push_detail(Strategy::WrapArray, 0, Some(path.pointer()));
         Value::Array(self.coerce_array(s, vec![value], path))
     }
 
-    fn coerce_array(&mut self, s: &Kw<'s>, items: Vec<Value>, path: &mut String) -> Vec<Value> {
+    fn coerce_array(&mut self, s: &Kw<'s>, items: Vec<Value>, path: &Path<'_>) -> Vec<Value> {
         let (positional, rest) = match s.items {
             Some(Value::Array(tuple)) => (Some(tuple), s.additional_items),
             other => (s.prefix_items, other),
         };
-        let len = path.len();
         let mut out = Vec::with_capacity(items.len());
         for (i, item) in items.into_iter().enumerate() {
             let schema = positional.and_then(|p| p.get(i)).or(rest);
@@ -682,15 +753,12 @@ impl<'s> Coercer<'s> {
                 out.push(item);
                 continue;
             };
-            path.push('/');
-            let _ = write!(path, "{i}");
-            out.push(self.coerce(schema, item, path));
-            path.truncate(len);
+            out.push(self.coerce(schema, item, &path.index(i)));
         }
         out
     }
 
-    fn coerce_object(&mut self, s: &Kw<'s>, map: Map<String, Value>, path: &mut String) -> Map<String, Value> {
+    fn coerce_object(&mut self, s: &Kw<'s>, map: Map<String, Value>, path: &Path<'_>) -> Map<String, Value> {
         static EMPTY: std::sync::LazyLock<Map<String, Value>> = std::sync::LazyLock::new(Map::new);
         static NONE: Vec<Value> = Vec::new();
         let properties = s.properties.unwrap_or(&EMPTY);
@@ -722,10 +790,7 @@ impl<'s> Coercer<'s> {
                     continue;
                 }
                 if closed {
-                    let len = path.len();
-                    push_key(path, &key);
-                    self.log.push_detail(Strategy::DropExtra, 0, Some(pointer(path).to_owned()));
-                    path.truncate(len);
+                    self.log.push_detail(Strategy::DropExtra, 0, Some(path.key(&key).pointer()));
                     continue;
                 }
                 out.insert(key, value);
@@ -734,7 +799,6 @@ impl<'s> Coercer<'s> {
         };
 
         // 2. Values.
-        let len = path.len();
         let mut drop_null: Vec<String> = Vec::new();
         for (key, slot) in &mut out {
             let known = member(properties, key).map(|(_, schema)| schema);
@@ -743,19 +807,18 @@ impl<'s> Coercer<'s> {
                 None => additional.filter(|a| a.is_object()),
             };
             let Some(schema) = schema else { continue };
-            push_key(path, key);
+            let at = path.key(key);
             if slot.is_null()
                 && known.is_some()
                 && !required.iter().any(|r| r.as_str() == Some(key.as_str()))
                 && !self.accepts_null(schema)
             {
-                self.log.push_detail(Strategy::DropNull, 0, Some(pointer(path).to_owned()));
+                self.log.push_detail(Strategy::DropNull, 0, Some(at.pointer()));
                 drop_null.push(key.clone());
             } else {
                 let value = std::mem::take(slot);
-                *slot = self.coerce(schema, value, path);
+                *slot = self.coerce(schema, value, &at);
             }
-            path.truncate(len);
         }
         for key in drop_null {
             out.shift_remove(&key);
@@ -765,13 +828,13 @@ impl<'s> Coercer<'s> {
         for name in required.iter().filter_map(Value::as_str) {
             if !has_member(&out, name) {
                 let cut = if self.truncated { " (the output was cut off before it)" } else { "" };
-                self.error(format!("missing required field {name:?} at {}{cut}", pointer(path)));
+                self.error(format!("missing required field {name:?} at {path}{cut}"));
             }
         }
         out
     }
 
-    fn coerce_enum(&mut self, allowed: &[Value], value: Value, path: &str) -> Value {
+    fn coerce_enum(&mut self, allowed: &[Value], value: Value, path: &Path<'_>) -> Value {
         if allowed.iter().any(|a| json_eq(a, &value)) {
             return value;
         }
@@ -780,25 +843,21 @@ impl<'s> Coercer<'s> {
             let lower = t.to_lowercase();
             let mut matches = allowed.iter().filter(|a| a.as_str().is_some_and(|a| a.to_lowercase() == lower));
             if let (Some(found), None) = (matches.next(), matches.next()) {
-                self.log.push_detail(Strategy::EnumCase, 0, Some(format!("{text:?} -> {found} at {}", pointer(path))));
+                self.log.push_detail(Strategy::EnumCase, 0, Some(format!("{text:?} -> {found} at {path}")));
                 return found.clone();
             }
             let norm = normalize_key(t);
             if !norm.is_empty() {
                 let mut matches = allowed.iter().filter(|a| a.as_str().is_some_and(|a| normalize_key(a) == norm));
                 if let (Some(found), None) = (matches.next(), matches.next()) {
-                    self.log.push_detail(
-                        Strategy::EnumCase,
-                        0,
-                        Some(format!("{text:?} -> {found} at {}", pointer(path))),
-                    );
+                    self.log.push_detail(Strategy::EnumCase, 0, Some(format!("{text:?} -> {found} at {path}")));
                     return found.clone();
                 }
             }
             if let Some(n) = parse_number_text(t) {
                 let number = Value::Number(n);
                 if let Some(found) = allowed.iter().find(|a| json_eq(a, &number)) {
-                    self.log.push_detail(Strategy::CoerceNumber, 0, Some(pointer(path).to_owned()));
+                    self.log.push_detail(Strategy::CoerceNumber, 0, Some(path.pointer()));
                     return found.clone();
                 }
             }
@@ -807,7 +866,7 @@ impl<'s> Coercer<'s> {
         self.error(format!(
             "{} at {} is not one of the allowed values ({})",
             describe_value(&value),
-            pointer(path),
+            path,
             listed.join(", ")
         ));
         value
@@ -821,8 +880,20 @@ mod tests {
 
     fn run(schema: &Value, value: Value) -> Result<(Value, FixLog), Vec<String>> {
         let mut c = Coercer::new(schema, false);
-        let v = c.coerce(schema, value, &mut String::new());
+        let v = c.coerce(schema, value, &Path::ROOT);
         if c.errors.is_empty() { Ok((v, c.log)) } else { Err(c.errors) }
+    }
+
+    #[test]
+    fn path_pointers() {
+        assert_eq!(Path::ROOT.pointer(), "/");
+        let a = Path::ROOT.key("a/b~c");
+        let b = a.index(120);
+        let c = b.key("x");
+        assert_eq!(a.pointer(), "/a~1b~0c");
+        assert_eq!(c.pointer(), "/a~1b~0c/120/x");
+        assert_eq!(c.depth(), 3);
+        assert_eq!(Path::ROOT.index(0).to_string(), "/0");
     }
 
     #[test]

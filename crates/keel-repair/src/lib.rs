@@ -282,8 +282,7 @@ fn fit(text: &str, schema: &CompiledSchema, choice: extract::Choice) -> Result<R
         },
         extract::Content::Value(value) => (value, None),
     };
-    // The JSON pointer of the value being coerced (room for a few levels of keys).
-    let value = coercer.coerce(root, value, &mut String::with_capacity(64));
+    let value = coercer.coerce(root, value, &coerce::Path::ROOT);
     let mut reasons = coercer.errors;
     if reasons.is_empty() {
         reasons = schema.problems(&value, 8);
