@@ -191,6 +191,7 @@ pub(crate) fn same_value(a: &Value, b: &Value) -> bool {
             true
         }
         (Value::Array(x), Value::Array(y)) => x.len() == y.len() && x.iter().zip(y).all(|(a, b)| same_value(a, b)),
+        (Value::String(x), Value::String(y)) => x == y,
         _ => a == b,
     }
 }
