@@ -615,33 +615,35 @@ fn scan_region(
         if closers_between || trailing == Some(true) {
             log.push(Strategy::ExtraClosing, run_end);
         }
-        let mut own_logs = Vec::new();
-        let mut contents = Vec::with_capacity(count);
-        for candidate in run {
-            let candidate_log = std::mem::take(&mut *candidate.log);
-            if opts.individuals && count > 1 {
-                let mut own = log.clone();
-                own.append(candidate_log.clone());
-                own_logs.push((own, candidate.start, candidate.end, candidate.truncated));
-            }
-            log.append(candidate_log);
-            contents.push(std::mem::replace(&mut candidate.content, Content::Value(Value::Null)));
-        }
-        let mut own_choices = Vec::with_capacity(own_logs.len());
-        for ((own, start, end, cut), content) in own_logs.into_iter().zip(&contents) {
-            own_choices.push(Choice {
-                content: content.clone(),
-                truncated: cut,
-                log: own,
-                tier: region.tier,
-                size: end - start,
-                start,
-                individual: true,
-            });
-        }
-        let mut content_of_run = if count == 1 {
-            contents.pop().unwrap_or(Content::Value(Value::Null))
+        let mut own_choices = Vec::new();
+        let mut content_of_run = if let [only] = run {
+            log.append(std::mem::take(&mut *only.log));
+            std::mem::replace(&mut only.content, Content::Value(Value::Null))
         } else {
+            let mut own_logs = Vec::new();
+            let mut contents = Vec::with_capacity(count);
+            for candidate in run {
+                let candidate_log = std::mem::take(&mut *candidate.log);
+                if opts.individuals {
+                    let mut own = log.clone();
+                    own.append(candidate_log.clone());
+                    own_logs.push((own, candidate.start, candidate.end, candidate.truncated));
+                }
+                log.append(candidate_log);
+                contents.push(std::mem::replace(&mut candidate.content, Content::Value(Value::Null)));
+            }
+            own_choices.reserve(own_logs.len());
+            for ((own, start, end, cut), content) in own_logs.into_iter().zip(&contents) {
+                own_choices.push(Choice {
+                    content: content.clone(),
+                    truncated: cut,
+                    log: own,
+                    tier: region.tier,
+                    size: end - start,
+                    start,
+                    individual: true,
+                });
+            }
             Content::Json(json_array(contents, text)?)
         };
         if prose {
