@@ -109,7 +109,7 @@ impl<'s> Kw<'s> {
         for (key, value) in schema {
             match key.as_str() {
                 "type" => kw.type_ = Some(value),
-                "nullable" => kw.nullable = value == &Value::Bool(true),
+                "nullable" => kw.nullable = matches!(value, Value::Bool(true)),
                 "enum" => kw.enum_ = value.as_array(),
                 "const" => kw.const_ = Some(value),
                 "properties" => kw.properties = value.as_object(),
@@ -155,11 +155,6 @@ fn describe_value(value: &Value) -> String {
     }
 }
 
-/// How many containers the value at `path` sits in.
-fn depth_of(path: &str) -> usize {
-    path.bytes().filter(|&b| b == b'/').count()
-}
-
 /// How many containers deep `value` is nested (0 for a scalar), without recursion.
 fn value_depth(value: &Value) -> usize {
     let mut deepest = 0;
@@ -176,18 +171,149 @@ fn value_depth(value: &Value) -> usize {
     deepest
 }
 
-fn pointer(path: &str) -> &str {
-    if path.is_empty() { "/" } else { path }
+/// Objects with at most this many members are searched by comparing keys, not by hashing.
+const FEW_MEMBERS: usize = 16;
+
+/// `map.get_key_value(key)`, by a linear search when the map is small (schema objects and model
+/// outputs usually are: comparing a few short keys is cheaper than hashing one).
+#[inline]
+fn member<'m>(map: &'m Map<String, Value>, key: &str) -> Option<(&'m String, &'m Value)> {
+    if map.len() <= FEW_MEMBERS { map.iter().find(|(k, _)| k.as_str() == key) } else { map.get_key_value(key) }
 }
 
-fn push_key(path: &mut String, key: &str) {
-    path.push('/');
-    for c in key.chars() {
-        match c {
-            '~' => path.push_str("~0"),
-            '/' => path.push_str("~1"),
-            _ => path.push(c),
+/// The property names already given a value: a list while there are few, else a set.
+enum Taken<'a> {
+    Few(Vec<&'a str>),
+    Many(HashSet<&'a str>),
+}
+
+impl<'a> Taken<'a> {
+    fn new(members: usize) -> Self {
+        if members <= FEW_MEMBERS { Self::Few(Vec::with_capacity(members)) } else { Self::Many(HashSet::new()) }
+    }
+
+    fn contains(&self, name: &str) -> bool {
+        match self {
+            Self::Few(names) => names.contains(&name),
+            Self::Many(names) => names.contains(name),
         }
+    }
+
+    fn insert(&mut self, name: &'a str) {
+        match self {
+            Self::Few(names) if !names.contains(&name) => names.push(name),
+            Self::Few(_) => {}
+            Self::Many(names) => {
+                names.insert(name);
+            }
+        }
+    }
+}
+
+/// `map.contains_key(key)`, by [`member`].
+#[inline]
+fn has_member(map: &Map<String, Value>, key: &str) -> bool {
+    member(map, key).is_some()
+}
+
+/// Where a value sits: its keys and indices from the root, as a chain on the stack. Its JSON
+/// pointer is written out only when a fix or a problem names it.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Path<'a> {
+    parent: Option<&'a Path<'a>>,
+    step: Step<'a>,
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Step<'a> {
+    Root,
+    Key(&'a str),
+    Index(usize),
+}
+
+impl<'a> Path<'a> {
+    /// The root value.
+    pub(crate) const ROOT: Path<'static> = Path { parent: None, step: Step::Root };
+
+    /// The member `key` of the object here.
+    fn key(&'a self, key: &'a str) -> Self {
+        Path { parent: Some(self), step: Step::Key(key) }
+    }
+
+    /// The element `index` of the array here.
+    fn index(&'a self, index: usize) -> Self {
+        Path { parent: Some(self), step: Step::Index(index) }
+    }
+
+    /// How many containers the value sits in.
+    fn depth(&self) -> usize {
+        let mut depth = 0;
+        let mut at = self;
+        while let Some(parent) = at.parent {
+            depth += 1;
+            at = parent;
+        }
+        depth
+    }
+
+    /// The JSON pointer (`/` for the root).
+    fn pointer(&self) -> String {
+        let mut out = String::with_capacity(32);
+        self.write_to(&mut out);
+        if out.is_empty() {
+            out.push('/');
+        }
+        out
+    }
+
+    /// Appends the JSON pointer of the steps to `out` (nothing for the root).
+    fn write_to(&self, out: &mut String) {
+        if let Some(parent) = self.parent {
+            parent.write_to(out);
+        }
+        match self.step {
+            Step::Root => {}
+            Step::Key(key) => {
+                out.push('/');
+                if !key.bytes().any(|b| b == b'~' || b == b'/') {
+                    out.push_str(key);
+                    return;
+                }
+                for c in key.chars() {
+                    match c {
+                        '~' => out.push_str("~0"),
+                        '/' => out.push_str("~1"),
+                        _ => out.push(c),
+                    }
+                }
+            }
+            Step::Index(index) => {
+                out.push('/');
+                let mut digits = [0u8; 20];
+                let mut n = index;
+                let mut at = digits.len();
+                loop {
+                    at -= 1;
+                    if let Some(d) = digits.get_mut(at) {
+                        // `n % 10` is a single digit.
+                        *d = b'0' + (n % 10) as u8;
+                    }
+                    n /= 10;
+                    if n == 0 || at == 0 {
+                        break;
+                    }
+                }
+                for &d in digits.get(at..).unwrap_or_default() {
+                    out.push(char::from(d));
+                }
+            }
+        }
+    }
+}
+
+impl std::fmt::Display for Path<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.pointer())
     }
 }
 
@@ -228,7 +354,7 @@ fn osa_distance(a: &[char], b: &[char], cap: usize) -> usize {
 }
 
 /// The schema property an unknown key most likely means, when exactly one fits best.
-fn match_key<'p>(key: &str, properties: &'p Map<String, Value>, taken: &HashSet<&str>) -> Option<&'p String> {
+fn match_key<'p>(key: &str, properties: &'p Map<String, Value>, taken: &Taken<'_>) -> Option<&'p String> {
     let free = || properties.keys().filter(|p| !taken.contains(p.as_str()));
     let unique = |mut it: Box<dyn Iterator<Item = &'p String> + '_>| -> Option<Option<&'p String>> {
         let first = it.next()?;
@@ -367,6 +493,7 @@ pub(crate) fn json_eq(a: &Value, b: &Value) -> bool {
         (Value::Object(x), Value::Object(y)) => {
             x.len() == y.len() && x.iter().all(|(k, v)| y.get(k).is_some_and(|w| json_eq(v, w)))
         }
+        (Value::String(x), Value::String(y)) => x == y,
         _ => a == b,
     }
 }
@@ -385,7 +512,10 @@ impl<'s> Coercer<'s> {
     /// Follows local `$ref`s (`#`, `#/$defs/…`, `#/definitions/…`).
     fn resolve(&self, mut schema: &'s Value) -> &'s Value {
         for _ in 0..32 {
-            let Some(reference) = schema.get("$ref").and_then(Value::as_str) else { return schema };
+            let Some(reference) = schema.as_object().and_then(|s| member(s, "$ref")).and_then(|(_, r)| r.as_str())
+            else {
+                return schema;
+            };
             let Some(fragment) = reference.strip_prefix('#') else { return schema };
             let target = if fragment.is_empty() { Some(self.root) } else { self.root.pointer(fragment) };
             match target {
@@ -399,7 +529,7 @@ impl<'s> Coercer<'s> {
     /// Does the schema accept `null`?
     fn accepts_null(&self, schema: &'s Value) -> bool {
         let schema = self.resolve(schema);
-        let Value::Object(s) = schema else { return schema != &Value::Bool(false) };
+        let Value::Object(s) = schema else { return !matches!(schema, Value::Bool(false)) };
         let kw = Kw::of(s);
         if let Some(alternatives) = kw.alternatives
             && !alternatives.iter().any(|alt| self.accepts_null(alt))
@@ -416,11 +546,11 @@ impl<'s> Coercer<'s> {
     }
 
     /// Coerces `value` to `schema`; problems go to `self.errors`.
-    pub(crate) fn coerce(&mut self, schema: &'s Value, value: Value, path: &mut String) -> Value {
+    pub(crate) fn coerce(&mut self, schema: &'s Value, value: Value, path: &Path<'_>) -> Value {
         let schema = self.resolve(schema);
         let Value::Object(s) = schema else {
-            if schema == &Value::Bool(false) {
-                self.error(format!("{} is not allowed at {}", describe_value(&value), pointer(path)));
+            if matches!(schema, Value::Bool(false)) {
+                self.error(format!("{} is not allowed at {}", describe_value(&value), path));
             }
             return value;
         };
@@ -459,7 +589,7 @@ impl<'s> Coercer<'s> {
         value
     }
 
-    fn coerce_alternatives(&mut self, alternatives: &'s [Value], value: Value, path: &mut String) -> Value {
+    fn coerce_alternatives(&mut self, alternatives: &'s [Value], value: Value, path: &Path<'_>) -> Value {
         let mut best: Option<(Value, FixLog)> = None;
         for alternative in alternatives {
             let mut trial = Coercer::new(self.root, self.truncated);
@@ -479,17 +609,17 @@ impl<'s> Coercer<'s> {
                 coerced
             }
             None => {
-                self.error(format!("{} at {} matches none of the alternatives", describe_value(&value), pointer(path)));
+                self.error(format!("{} at {} matches none of the alternatives", describe_value(&value), path));
                 value
             }
         }
     }
 
-    fn coerce_type(&mut self, s: &Kw<'s>, types: Types, value: Value, path: &mut String) -> Value {
+    fn coerce_type(&mut self, s: &Kw<'s>, types: Types, value: Value, path: &Path<'_>) -> Value {
         match value {
             Value::Null => {
                 if !types.null {
-                    self.error(format!("null at {} where the schema requires {}", pointer(path), types.describe()));
+                    self.error(format!("null at {} where the schema requires {}", path, types.describe()));
                 }
                 Value::Null
             }
@@ -499,7 +629,7 @@ impl<'s> Coercer<'s> {
                 } else if types.array {
                     self.wrap(s, Value::Bool(b), path)
                 } else {
-                    self.error(format!("{b} at {} where the schema requires {}", pointer(path), types.describe()));
+                    self.error(format!("{b} at {} where the schema requires {}", path, types.describe()));
                     Value::Bool(b)
                 }
             }
@@ -512,22 +642,22 @@ impl<'s> Coercer<'s> {
                         return Value::Number(n);
                     }
                     if let Some(i) = as_integer(&n) {
-                        self.log.push_detail(Strategy::CoerceInteger, 0, Some(pointer(path).to_owned()));
+                        self.log.push_detail(Strategy::CoerceInteger, 0, Some(path.pointer()));
                         return Value::Number(i);
                     }
                     if !types.string {
-                        self.error(format!("{n} at {} is not an integer", pointer(path)));
+                        self.error(format!("{n} at {path} is not an integer"));
                         return Value::Number(n);
                     }
                 }
                 if types.string {
-                    self.log.push_detail(Strategy::CoerceString, 0, Some(pointer(path).to_owned()));
+                    self.log.push_detail(Strategy::CoerceString, 0, Some(path.pointer()));
                     return Value::String(n.to_string());
                 }
                 if types.array {
                     return self.wrap(s, Value::Number(n), path);
                 }
-                self.error(format!("{n} at {} where the schema requires {}", pointer(path), types.describe()));
+                self.error(format!("{n} at {} where the schema requires {}", path, types.describe()));
                 Value::Number(n)
             }
             Value::String(text) => self.coerce_string(s, types, text, path),
@@ -535,7 +665,7 @@ impl<'s> Coercer<'s> {
                 if types.array {
                     Value::Array(self.coerce_array(s, items, path))
                 } else {
-                    self.error(format!("an array at {} where the schema requires {}", pointer(path), types.describe()));
+                    self.error(format!("an array at {} where the schema requires {}", path, types.describe()));
                     Value::Array(items)
                 }
             }
@@ -543,18 +673,14 @@ impl<'s> Coercer<'s> {
                 if types.object {
                     Value::Object(self.coerce_object(s, map, path))
                 } else {
-                    self.error(format!(
-                        "an object at {} where the schema requires {}",
-                        pointer(path),
-                        types.describe()
-                    ));
+                    self.error(format!("an object at {} where the schema requires {}", path, types.describe()));
                     Value::Object(map)
                 }
             }
         }
     }
 
-    fn coerce_string(&mut self, s: &Kw<'s>, types: Types, text: String, path: &mut String) -> Value {
+    fn coerce_string(&mut self, s: &Kw<'s>, types: Types, text: String, path: &Path<'_>) -> Value {
         if types.string {
             return Value::String(text);
         }
@@ -562,11 +688,11 @@ impl<'s> Coercer<'s> {
             && let Some(n) = parse_number_text(&text)
         {
             if types.number {
-                self.log.push_detail(Strategy::CoerceNumber, 0, Some(pointer(path).to_owned()));
+                self.log.push_detail(Strategy::CoerceNumber, 0, Some(path.pointer()));
                 return Value::Number(n);
             }
             if let Some(i) = as_integer(&n) {
-                self.log.push_detail(Strategy::CoerceNumber, 0, Some(pointer(path).to_owned()));
+                self.log.push_detail(Strategy::CoerceNumber, 0, Some(path.pointer()));
                 return Value::Number(i);
             }
         }
@@ -574,7 +700,7 @@ impl<'s> Coercer<'s> {
             let t = text.trim();
             for (word, b) in [("true", true), ("false", false)] {
                 if t.eq_ignore_ascii_case(word) {
-                    self.log.push_detail(Strategy::CoerceBoolean, 0, Some(pointer(path).to_owned()));
+                    self.log.push_detail(Strategy::CoerceBoolean, 0, Some(path.pointer()));
                     return Value::Bool(b);
                 }
             }
@@ -588,11 +714,11 @@ impl<'s> Coercer<'s> {
                 // Nested deeper than keel builds values, here or inside this one: left a string
                 // (and reported as not fitting below).
                 && let Ok(value) = choice.content.into_value(&text)
-                && depth_of(path) + value_depth(&value) <= crate::MAX_VALUE_DEPTH
+                && path.depth() + value_depth(&value) <= crate::MAX_VALUE_DEPTH
             {
                 let fits = (types.object && value.is_object()) || (types.array && value.is_array());
                 if fits && !truncated {
-                    self.log.push_detail(Strategy::ParseStringified, 0, Some(pointer(path).to_owned()));
+                    self.log.push_detail(Strategy::ParseStringified, 0, Some(path.pointer()));
                     return self.coerce_type(s, types, value, path);
                 }
             }
@@ -605,22 +731,21 @@ impl<'s> Coercer<'s> {
         } else {
             format!("where the schema requires {}", types.describe())
         };
-        self.error(format!("{} at {} {what}", describe_value(&Value::String(text.clone())), pointer(path)));
+        self.error(format!("{} at {} {what}", describe_value(&Value::String(text.clone())), path));
         Value::String(text)
     }
 
     /// A lone value where an array belongs: a one-element array (its item coerced).
-    fn wrap(&mut self, s: &Kw<'s>, value: Value, path: &mut String) -> Value {
-        self.log.push_detail(Strategy::WrapArray, 0, Some(pointer(path).to_owned()));
+    fn wrap(&mut self, s: &Kw<'s>, value: Value, path: &Path<'_>) -> Value {
+        self.log.push_detail(Strategy::WrapArray, 0, Some(path.pointer()));
         Value::Array(self.coerce_array(s, vec![value], path))
     }
 
-    fn coerce_array(&mut self, s: &Kw<'s>, items: Vec<Value>, path: &mut String) -> Vec<Value> {
+    fn coerce_array(&mut self, s: &Kw<'s>, items: Vec<Value>, path: &Path<'_>) -> Vec<Value> {
         let (positional, rest) = match s.items {
             Some(Value::Array(tuple)) => (Some(tuple), s.additional_items),
             other => (s.prefix_items, other),
         };
-        let len = path.len();
         let mut out = Vec::with_capacity(items.len());
         for (i, item) in items.into_iter().enumerate() {
             let schema = positional.and_then(|p| p.get(i)).or(rest);
@@ -628,32 +753,31 @@ impl<'s> Coercer<'s> {
                 out.push(item);
                 continue;
             };
-            path.push('/');
-            path.push_str(&i.to_string());
-            out.push(self.coerce(schema, item, path));
-            path.truncate(len);
+            out.push(self.coerce(schema, item, &path.index(i)));
         }
         out
     }
 
-    fn coerce_object(&mut self, s: &Kw<'s>, map: Map<String, Value>, path: &mut String) -> Map<String, Value> {
+    fn coerce_object(&mut self, s: &Kw<'s>, map: Map<String, Value>, path: &Path<'_>) -> Map<String, Value> {
         static EMPTY: std::sync::LazyLock<Map<String, Value>> = std::sync::LazyLock::new(Map::new);
         static NONE: Vec<Value> = Vec::new();
         let properties = s.properties.unwrap_or(&EMPTY);
         let required: &Vec<Value> = s.required.unwrap_or(&NONE);
         let additional = s.additional;
-        let closed = additional == Some(&Value::Bool(false)) && !s.pattern_properties;
+        let closed = matches!(additional, Some(Value::Bool(false))) && !s.pattern_properties;
 
         // 1. Keys: exact names first, then the closest free property for the others.
-        let all_known = map.keys().all(|k| properties.contains_key(k.as_str()));
+        let all_known = map.keys().all(|k| has_member(properties, k));
         let mut out = if all_known {
             map
         } else {
-            let mut taken: HashSet<&str> =
-                map.keys().filter_map(|k| properties.get_key_value(k.as_str()).map(|(p, _)| p.as_str())).collect();
+            let mut taken = Taken::new(map.len());
+            for (p, _) in map.keys().filter_map(|k| member(properties, k)) {
+                taken.insert(p.as_str());
+            }
             let mut out = Map::with_capacity(map.len());
             for (key, value) in map {
-                if properties.contains_key(&key) {
+                if has_member(properties, &key) {
                     out.insert(key, value);
                     continue;
                 }
@@ -666,10 +790,7 @@ impl<'s> Coercer<'s> {
                     continue;
                 }
                 if closed {
-                    let len = path.len();
-                    push_key(path, &key);
-                    self.log.push_detail(Strategy::DropExtra, 0, Some(pointer(path).to_owned()));
-                    path.truncate(len);
+                    self.log.push_detail(Strategy::DropExtra, 0, Some(path.key(&key).pointer()));
                     continue;
                 }
                 out.insert(key, value);
@@ -678,27 +799,26 @@ impl<'s> Coercer<'s> {
         };
 
         // 2. Values.
-        let len = path.len();
         let mut drop_null: Vec<String> = Vec::new();
         for (key, slot) in &mut out {
-            let schema = match properties.get(key) {
+            let known = member(properties, key).map(|(_, schema)| schema);
+            let schema = match known {
                 Some(schema) => Some(schema),
                 None => additional.filter(|a| a.is_object()),
             };
             let Some(schema) = schema else { continue };
-            push_key(path, key);
+            let at = path.key(key);
             if slot.is_null()
-                && properties.contains_key(key)
+                && known.is_some()
                 && !required.iter().any(|r| r.as_str() == Some(key.as_str()))
                 && !self.accepts_null(schema)
             {
-                self.log.push_detail(Strategy::DropNull, 0, Some(pointer(path).to_owned()));
+                self.log.push_detail(Strategy::DropNull, 0, Some(at.pointer()));
                 drop_null.push(key.clone());
             } else {
                 let value = std::mem::take(slot);
-                *slot = self.coerce(schema, value, path);
+                *slot = self.coerce(schema, value, &at);
             }
-            path.truncate(len);
         }
         for key in drop_null {
             out.shift_remove(&key);
@@ -706,15 +826,15 @@ impl<'s> Coercer<'s> {
 
         // 3. Required fields: never filled in.
         for name in required.iter().filter_map(Value::as_str) {
-            if !out.contains_key(name) {
+            if !has_member(&out, name) {
                 let cut = if self.truncated { " (the output was cut off before it)" } else { "" };
-                self.error(format!("missing required field {name:?} at {}{cut}", pointer(path)));
+                self.error(format!("missing required field {name:?} at {path}{cut}"));
             }
         }
         out
     }
 
-    fn coerce_enum(&mut self, allowed: &[Value], value: Value, path: &str) -> Value {
+    fn coerce_enum(&mut self, allowed: &[Value], value: Value, path: &Path<'_>) -> Value {
         if allowed.iter().any(|a| json_eq(a, &value)) {
             return value;
         }
@@ -723,25 +843,21 @@ impl<'s> Coercer<'s> {
             let lower = t.to_lowercase();
             let mut matches = allowed.iter().filter(|a| a.as_str().is_some_and(|a| a.to_lowercase() == lower));
             if let (Some(found), None) = (matches.next(), matches.next()) {
-                self.log.push_detail(Strategy::EnumCase, 0, Some(format!("{text:?} -> {found} at {}", pointer(path))));
+                self.log.push_detail(Strategy::EnumCase, 0, Some(format!("{text:?} -> {found} at {path}")));
                 return found.clone();
             }
             let norm = normalize_key(t);
             if !norm.is_empty() {
                 let mut matches = allowed.iter().filter(|a| a.as_str().is_some_and(|a| normalize_key(a) == norm));
                 if let (Some(found), None) = (matches.next(), matches.next()) {
-                    self.log.push_detail(
-                        Strategy::EnumCase,
-                        0,
-                        Some(format!("{text:?} -> {found} at {}", pointer(path))),
-                    );
+                    self.log.push_detail(Strategy::EnumCase, 0, Some(format!("{text:?} -> {found} at {path}")));
                     return found.clone();
                 }
             }
             if let Some(n) = parse_number_text(t) {
                 let number = Value::Number(n);
                 if let Some(found) = allowed.iter().find(|a| json_eq(a, &number)) {
-                    self.log.push_detail(Strategy::CoerceNumber, 0, Some(pointer(path).to_owned()));
+                    self.log.push_detail(Strategy::CoerceNumber, 0, Some(path.pointer()));
                     return found.clone();
                 }
             }
@@ -750,7 +866,7 @@ impl<'s> Coercer<'s> {
         self.error(format!(
             "{} at {} is not one of the allowed values ({})",
             describe_value(&value),
-            pointer(path),
+            path,
             listed.join(", ")
         ));
         value
@@ -764,8 +880,20 @@ mod tests {
 
     fn run(schema: &Value, value: Value) -> Result<(Value, FixLog), Vec<String>> {
         let mut c = Coercer::new(schema, false);
-        let v = c.coerce(schema, value, &mut String::new());
+        let v = c.coerce(schema, value, &Path::ROOT);
         if c.errors.is_empty() { Ok((v, c.log)) } else { Err(c.errors) }
+    }
+
+    #[test]
+    fn path_pointers() {
+        assert_eq!(Path::ROOT.pointer(), "/");
+        let a = Path::ROOT.key("a/b~c");
+        let b = a.index(120);
+        let c = b.key("x");
+        assert_eq!(a.pointer(), "/a~1b~0c");
+        assert_eq!(c.pointer(), "/a~1b~0c/120/x");
+        assert_eq!(c.depth(), 3);
+        assert_eq!(Path::ROOT.index(0).to_string(), "/0");
     }
 
     #[test]

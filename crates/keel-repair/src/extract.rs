@@ -146,12 +146,10 @@ fn extract_at_depth(text: &str, opts: Options, depth: u8) -> Result<Vec<Choice>,
     let mut individuals = Vec::new();
     let mut failed = 0usize;
     let mut any_content = false;
-    let filled: Vec<bool> = regions
-        .iter()
-        .map(|r| !text.get(r.start..r.end).unwrap_or("").trim_matches(is_space_char).is_empty())
-        .collect();
-    let filled_count = filled.iter().filter(|&&f| f).count();
-    for (region, &is_filled) in regions.iter().zip(&filled) {
+    let filled = |r: &Region| !text.get(r.start..r.end).unwrap_or("").trim_matches(is_space_char).is_empty();
+    let filled_count = regions.iter().filter(|r| filled(r)).count();
+    for region in &regions {
+        let is_filled = filled(region);
         any_content |= is_filled;
         // Text in other regions (prose around a fence, another code block) is dropped too.
         let prose_outside = filled_count > usize::from(is_filled);
@@ -404,8 +402,16 @@ struct Candidate {
     start: usize,
     end: usize,
     truncated: bool,
-    /// Boxed: a region may hold thousands of candidates (NDJSON), moved from list to list.
+    /// Boxed: a region may hold thousands of candidates (NDJSON).
     log: Box<FixLog>,
+}
+
+/// Consecutive candidates separated only by separators: `candidates[from..to]`.
+struct Run {
+    from: usize,
+    to: usize,
+    /// Stray closers stood between two of its values.
+    closers_between: bool,
 }
 
 /// Is `gap` (text between two fragments, or after the last) only separators? Returns
@@ -562,30 +568,27 @@ fn scan_region(
     }
 
     // Group fragments separated only by whitespace, commas or stray closers into runs.
-    let mut runs: Vec<Vec<Candidate>> = Vec::new();
-    let mut gap_closers: Vec<bool> = Vec::new();
-    for candidate in candidates {
+    let mut runs: Vec<Run> = Vec::with_capacity(1);
+    for (index, candidate) in candidates.iter().enumerate() {
         if let Some(run) = runs.last_mut()
-            && let Some(last) = run.last()
+            && let Some(last) = candidates.get(run.to - 1)
         {
             let gap = b.get(last.end..candidate.start).unwrap_or(&[]);
             if !last.truncated
                 && let Some(closers) = separator_gap(gap)
             {
-                if closers && let Some(flag) = gap_closers.last_mut() {
-                    *flag = true;
-                }
-                run.push(candidate);
+                run.closers_between |= closers;
+                run.to = index + 1;
                 continue;
             }
         }
-        runs.push(vec![candidate]);
-        gap_closers.push(false);
+        runs.push(Run { from: index, to: index + 1, closers_between: false });
     }
 
     let region_text = b.get(region.start..region.end).unwrap_or(&[]);
     let only_one_run = runs.len() == 1;
-    for (run, closers_between) in runs.into_iter().zip(gap_closers) {
+    for Run { from, to, closers_between } in runs {
+        let Some(run) = candidates.get_mut(from..to) else { continue };
         let (Some(first), Some(last)) = (run.first(), run.last()) else { continue };
         let (run_start, run_end, truncated) = (first.start, last.end, last.truncated);
         let before = region_text.get(..run_start - region.start).unwrap_or(&[]);
@@ -612,32 +615,35 @@ fn scan_region(
         if closers_between || trailing == Some(true) {
             log.push(Strategy::ExtraClosing, run_end);
         }
-        let mut own_logs = Vec::new();
-        let mut contents = Vec::with_capacity(count);
-        for candidate in run {
-            if opts.individuals && count > 1 {
-                let mut own = log.clone();
-                own.append(FixLog::clone(&candidate.log));
-                own_logs.push((own, candidate.start, candidate.end, candidate.truncated));
-            }
-            log.append(*candidate.log);
-            contents.push(candidate.content);
-        }
-        let mut own_choices = Vec::with_capacity(own_logs.len());
-        for ((own, start, end, cut), content) in own_logs.into_iter().zip(&contents) {
-            own_choices.push(Choice {
-                content: content.clone(),
-                truncated: cut,
-                log: own,
-                tier: region.tier,
-                size: end - start,
-                start,
-                individual: true,
-            });
-        }
-        let mut content_of_run = if count == 1 {
-            contents.pop().unwrap_or(Content::Value(Value::Null))
+        let mut own_choices = Vec::new();
+        let mut content_of_run = if let [only] = run {
+            log.append(std::mem::take(&mut *only.log));
+            std::mem::replace(&mut only.content, Content::Value(Value::Null))
         } else {
+            let mut own_logs = Vec::new();
+            let mut contents = Vec::with_capacity(count);
+            for candidate in run {
+                let candidate_log = std::mem::take(&mut *candidate.log);
+                if opts.individuals {
+                    let mut own = log.clone();
+                    own.append(candidate_log.clone());
+                    own_logs.push((own, candidate.start, candidate.end, candidate.truncated));
+                }
+                log.append(candidate_log);
+                contents.push(std::mem::replace(&mut candidate.content, Content::Value(Value::Null)));
+            }
+            own_choices.reserve(own_logs.len());
+            for ((own, start, end, cut), content) in own_logs.into_iter().zip(&contents) {
+                own_choices.push(Choice {
+                    content: content.clone(),
+                    truncated: cut,
+                    log: own,
+                    tier: region.tier,
+                    size: end - start,
+                    start,
+                    individual: true,
+                });
+            }
             Content::Json(json_array(contents, text)?)
         };
         if prose {

@@ -268,12 +268,21 @@ impl Repairer {
 fn fit(text: &str, schema: &CompiledSchema, choice: extract::Choice) -> Result<Repaired, RepairError> {
     let root = schema.schema();
     let mut coercer = coerce::Coercer::new(root, choice.truncated);
-    let slice = match choice.content {
-        extract::Content::Text { start, end, .. } => text.get(start..end),
-        extract::Content::Json(_) | extract::Content::Value(_) => None,
+    // The text of the value as `serde_json` serializes it, when there is one: a slice of the
+    // input that is strict JSON as written, or the parser's compact JSON.
+    let (value, written) = match choice.content {
+        extract::Content::Text { start, end, .. } => {
+            // Only values within `MAX_VALUE_DEPTH` are built, coerced and validated.
+            let slice = text.get(start..end);
+            (choice.content.into_value(text)?, slice.map(Cow::Borrowed))
+        }
+        extract::Content::Json(json) => match serde_json::from_str(&json) {
+            Ok(value) => (value, Some(Cow::Owned(json))),
+            Err(_) => (Value::Null, None),
+        },
+        extract::Content::Value(value) => (value, None),
     };
-    // Only values within `MAX_VALUE_DEPTH` are built, coerced and validated.
-    let value = coercer.coerce(root, choice.content.into_value(text)?, &mut String::new());
+    let value = coercer.coerce(root, value, &coerce::Path::ROOT);
     let mut reasons = coercer.errors;
     if reasons.is_empty() {
         reasons = schema.problems(&value, 8);
@@ -288,10 +297,11 @@ fn fit(text: &str, schema: &CompiledSchema, choice: extract::Choice) -> Result<R
     let mut report = Report::new();
     report.absorb(choice.log);
     report.absorb(coercer.log);
-    Ok(match slice {
-        // Valid as written: hand the text back as is.
-        Some(slice) if unchanged => Repaired {
-            text: slice.to_owned(),
+    Ok(match written {
+        // Unchanged by the schema: the text already is the value's (strict JSON as written, or
+        // the repaired value exactly as `serde_json` serializes it).
+        Some(written) if unchanged => Repaired {
+            text: written.into_owned(),
             value: OnceLock::from(value),
             report,
             truncated: choice.truncated,

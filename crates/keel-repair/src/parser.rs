@@ -28,9 +28,6 @@ pub(crate) const MAX_DEPTH: usize = crate::MAX_VALUE_DEPTH;
 /// How far (bytes of whitespace, identifier) the string-closing heuristics look ahead.
 const LOOKAHEAD: usize = 256;
 
-/// Output text past this size is handed over rather than copied.
-const LARGE_FRAGMENT: usize = 1 << 16;
-
 /// Integers with at most this many digits fit `u64` and `i64` alike.
 const SHORT_INTEGER: usize = 18;
 
@@ -98,6 +95,8 @@ pub(crate) struct Fragment {
 pub(crate) fn parse_fragment(text: &str, start: usize, end: usize, scratch: &mut Scratch) -> Result<Fragment, Fail> {
     scratch.out.clear();
     scratch.keys.clear();
+    // Room for the keys of a small document at once (the stack grows from there).
+    scratch.keys.reserve(FEW_KEYS);
     // Compact text is seldom longer than what it was read from (kept for the next fragment).
     scratch.out.reserve(end.min(text.len()).saturating_sub(start));
     let end = end.min(text.len());
@@ -120,9 +119,9 @@ pub(crate) fn parse_fragment(text: &str, start: usize, end: usize, scratch: &mut
         Parsed::Partial => true,
         Parsed::Dropped | Parsed::Skipped => return Err(parser.fail(parser.pos)),
     };
-    // A large value that fills most of the buffer takes it (a later fragment reserves a new one);
+    // A value that fills at least half the buffer takes it (a later fragment reserves a new one);
     // others are copied, so that no value holds much more memory than its text.
-    let fills = parser.out.len() > LARGE_FRAGMENT && parser.out.len() * 2 >= parser.out.capacity();
+    let fills = parser.out.len() * 2 >= parser.out.capacity();
     let json = if fills { std::mem::take(parser.out) } else { parser.out.clone() };
     let json = if parser.repeated_key { without_repeated_keys(json) } else { json };
     Ok(Fragment { json, end: parser.pos, truncated, log: parser.log })

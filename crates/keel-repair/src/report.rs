@@ -315,24 +315,37 @@ impl Report {
         }
     }
 
-    /// Appends every fix of `other` (a sub-stage's report) to this one.
+    /// Appends every fix of `other` (a sub-stage's report) to this one: the same as pushing its
+    /// fixes one by one (and counting those it did not keep), with one counter update per
+    /// strategy.
     pub(crate) fn absorb(&mut self, other: FixLog) {
-        for fix in other.fixes {
-            self.push(fix.strategy, fix.position, fix.detail);
+        if other.fixes.is_empty() && other.counts == [0; ALL.len()] {
+            return;
         }
-        // Fixes the log counted but did not keep.
-        for (index, &count) in other.counts.iter().enumerate() {
-            let listed = other.listed[index];
-            if count > listed
-                && let Some(&strategy) = ALL.get(index)
-            {
-                let extra = u64::from(count - listed);
-                *self.counts.entry(strategy).or_insert(0) += extra;
-                self.omitted_fixes += usize::try_from(extra).unwrap_or(usize::MAX);
-                let category = strategy.category();
-                if let Err(at) = self.categories.binary_search(&category) {
-                    self.categories.insert(at, category);
-                }
+        let room = MAX_LISTED_FIXES.saturating_sub(self.fixes.len());
+        let listed = other.fixes.len();
+        if listed > room {
+            self.omitted_fixes += listed - room;
+        }
+        if self.fixes.is_empty() && listed <= room {
+            // The log's list becomes this one (no copy).
+            self.fixes = other.fixes;
+        } else {
+            self.fixes.extend(other.fixes.into_iter().take(room));
+        }
+        for (index, (&count, &kept)) in other.counts.iter().zip(other.listed.iter()).enumerate() {
+            // A log counts every fix it keeps, so `count >= kept`; `max` keeps to the letter.
+            let count = count.max(kept);
+            if count == 0 {
+                continue;
+            }
+            let Some(&strategy) = ALL.get(index) else { continue };
+            *self.counts.entry(strategy).or_insert(0) += u64::from(count);
+            // Fixes the log counted but did not keep.
+            self.omitted_fixes += usize::try_from(count - kept).unwrap_or(usize::MAX);
+            let category = strategy.category();
+            if let Err(at) = self.categories.binary_search(&category) {
+                self.categories.insert(at, category);
             }
         }
     }
@@ -450,8 +463,13 @@ impl FixLog {
         if other.fixes.is_empty() && other.counts == [0; ALL.len()] {
             return;
         }
-        for fix in &other.fixes {
-            self.push_detail(fix.strategy, fix.position, fix.detail.clone());
+        if self.fixes.is_empty() && self.counts == [0; ALL.len()] {
+            // Appending to an empty log gives the other log, as it is.
+            *self = other;
+            return;
+        }
+        for fix in other.fixes {
+            self.push_detail(fix.strategy, fix.position, fix.detail);
         }
         for (index, (&count, &listed)) in other.counts.iter().zip(other.listed.iter()).enumerate() {
             if count > listed

@@ -2,6 +2,7 @@
 //! canonical text.
 
 use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::Arc;
 
 use parking_lot::Mutex;
@@ -108,17 +109,33 @@ fn normalize(schema: &mut Value, depth: usize) {
     }
 }
 
+/// How deep (below the root) the cache key of a schema reads.
+const HASH_DEPTH: usize = 1;
+
 /// A structural hash of a JSON value that ignores object key order (equal values hash equal).
+///
+/// Cheap on purpose (it runs on every repair with a schema): it reads the first
+/// [`HASH_DEPTH`] + 1 levels only — a schema's keywords with their scalar values and the names of
+/// its properties, not the property schemas (values that differ only deeper share a bucket and
+/// are told apart by [`same_value`]) — string bytes mixed eight at a time.
 pub(crate) fn structural_hash(value: &Value) -> u64 {
     const K: u64 = 0x9E37_79B9_7F4A_7C15;
+    #[inline]
     fn mix(h: u64, x: u64) -> u64 {
         (h ^ x).wrapping_mul(K).rotate_left(29)
     }
+    #[inline]
     fn bytes(h: u64, b: &[u8]) -> u64 {
         let mut h = mix(h, b.len() as u64);
-        for chunk in b.chunks(8) {
+        let mut chunks = b.chunks_exact(8);
+        for chunk in &mut chunks {
+            let word: [u8; 8] = chunk.try_into().unwrap_or_default();
+            h = mix(h, u64::from_le_bytes(word));
+        }
+        let rest = chunks.remainder();
+        if !rest.is_empty() {
             let mut word = [0u8; 8];
-            for (dst, src) in word.iter_mut().zip(chunk) {
+            for (dst, src) in word.iter_mut().zip(rest) {
                 *dst = *src;
             }
             h = mix(h, u64::from_le_bytes(word));
@@ -126,7 +143,7 @@ pub(crate) fn structural_hash(value: &Value) -> u64 {
         h
     }
     fn walk(value: &Value, depth: usize) -> u64 {
-        if depth > 64 {
+        if depth > HASH_DEPTH {
             return 0;
         }
         match value {
@@ -154,6 +171,51 @@ pub(crate) fn structural_hash(value: &Value) -> u64 {
     walk(value, 0)
 }
 
+/// `a == b`, fast when objects list their keys in the same order (a schema sent again, as it
+/// always is): members are compared pairwise, and only an object whose keys are in another order
+/// falls back to `serde_json`'s lookups by key.
+pub(crate) fn same_value(a: &Value, b: &Value) -> bool {
+    match (a, b) {
+        (Value::Object(x), Value::Object(y)) => {
+            if x.len() != y.len() {
+                return false;
+            }
+            for ((ka, va), (kb, vb)) in x.iter().zip(y) {
+                if ka != kb {
+                    return a == b;
+                }
+                if !same_value(va, vb) {
+                    return false;
+                }
+            }
+            true
+        }
+        (Value::Array(x), Value::Array(y)) => x.len() == y.len() && x.iter().zip(y).all(|(a, b)| same_value(a, b)),
+        (Value::String(x), Value::String(y)) => x == y,
+        _ => a == b,
+    }
+}
+
+/// Hashes the cache's keys, which already are hashes ([`structural_hash`]): passes them through.
+#[derive(Debug, Default)]
+struct KeyHasher(u64);
+
+impl Hasher for KeyHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0 << 8 | u64::from(b)).rotate_left(5);
+        }
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n;
+    }
+}
+
 /// Schemas whose structural hashes collide, each with its compiled form.
 type Bucket = Vec<(Value, Arc<CompiledSchema>)>;
 
@@ -161,7 +223,7 @@ type Bucket = Vec<(Value, Arc<CompiledSchema>)>;
 /// matter). Thread-safe; cheap to share behind an `Arc`.
 #[derive(Debug)]
 pub struct SchemaCache {
-    entries: Mutex<HashMap<u64, Bucket>>,
+    entries: Mutex<HashMap<u64, Bucket, BuildHasherDefault<KeyHasher>>>,
     capacity: usize,
 }
 
@@ -175,7 +237,7 @@ impl SchemaCache {
     /// A cache that holds up to `capacity` schemas (then it is cleared and refilled).
     #[must_use]
     pub fn new(capacity: usize) -> Self {
-        Self { entries: Mutex::new(HashMap::new()), capacity: capacity.max(1) }
+        Self { entries: Mutex::new(HashMap::default()), capacity: capacity.max(1) }
     }
 
     /// The compiled form of `schema`, compiling it on first use.
@@ -185,7 +247,7 @@ impl SchemaCache {
     pub fn get(&self, schema: &Value) -> Result<Arc<CompiledSchema>, RepairError> {
         let key = structural_hash(schema);
         if let Some(bucket) = self.entries.lock().get(&key)
-            && let Some((_, found)) = bucket.iter().find(|(original, _)| original == schema)
+            && let Some((_, found)) = bucket.iter().find(|(original, _)| same_value(original, schema))
         {
             return Ok(Arc::clone(found));
         }
@@ -196,7 +258,7 @@ impl SchemaCache {
             entries.clear();
         }
         let bucket = entries.entry(key).or_default();
-        if !bucket.iter().any(|(original, _)| original == schema) {
+        if !bucket.iter().any(|(original, _)| same_value(original, schema)) {
             bucket.push((schema.clone(), Arc::clone(&compiled)));
         }
         Ok(compiled)
@@ -227,6 +289,19 @@ mod tests {
         assert_eq!(structural_hash(&a), structural_hash(&b));
         assert_ne!(structural_hash(&a), structural_hash(&json!({"type": "object"})));
         assert_ne!(structural_hash(&json!([1, 2])), structural_hash(&json!([2, 1])));
+        assert_ne!(structural_hash(&json!("abcdefgh1")), structural_hash(&json!("abcdefgh2")));
+    }
+
+    #[test]
+    fn same_value_is_equality() {
+        let a = json!({"type": "object", "properties": {"a": {"type": "string"}, "b": {}}, "x": [1, 2.5]});
+        let b = json!({"properties": {"b": {}, "a": {"type": "string"}}, "type": "object", "x": [1, 2.5]});
+        assert!(same_value(&a, &a.clone()));
+        assert!(same_value(&a, &b));
+        assert!(!same_value(&a, &json!({"type": "object"})));
+        assert!(!same_value(&json!({"a": 1, "b": 2}), &json!({"a": 1, "b": 3})));
+        assert!(!same_value(&json!({"a": 1, "b": 2}), &json!({"b": 1, "a": 2})));
+        assert!(!same_value(&json!([1, 2]), &json!([2, 1])));
     }
 
     #[test]
