@@ -81,7 +81,12 @@ pub(crate) fn parse(bytes: &[u8]) -> Result<Option<RequestHead>, HeadError> {
     }
     let framing = framing(&headers)?;
     let expects_continue = expects_continue(&headers, version)?;
-    let keep_alive = keeps_alive(version, &headers);
+    let mut keep_alive = keeps_alive(version, &headers);
+    // Both framings: chunked wins, the length goes, and the connection closes after the answer
+    // (RFC 9112 §6.3: such a message may be a smuggling attempt).
+    if framing == Framing::Chunked && headers.remove(CONTENT_LENGTH).is_some() {
+        keep_alive = false;
+    }
     Ok(Some(RequestHead { length, method, uri, version, headers, framing, keep_alive, expects_continue }))
 }
 
@@ -379,6 +384,7 @@ mod tests {
         let h =
             head("POST / HTTP/1.1\r\nTransfer-Encoding: gzip, chunked\r\nContent-Length: 3\r\n\r\n").unwrap().unwrap();
         assert_eq!(h.framing, Framing::Chunked);
+        assert!(!h.headers.contains_key(CONTENT_LENGTH) && !h.keep_alive);
         let h = head("POST / HTTP/1.1\r\nExpect: 100-Continue\r\nContent-Length: 3\r\n\r\n").unwrap().unwrap();
         assert!(h.expects_continue);
     }
