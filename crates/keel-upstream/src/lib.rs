@@ -37,6 +37,6 @@ pub use client::{
 };
 pub use error_body::{ErrorBody, anthropic_error_type, openai_error_type};
 pub use h1::decode::{Decoded, Decoder, Framing};
-pub use h1::{HttpError, WholeResponse, read_response};
+pub use h1::{GrowingReads, HttpError, WholeResponse, read_response};
 pub use pool::ResponseBody;
 pub use wire::{RequestPeek, WireError};

@@ -25,18 +25,14 @@ use std::task::{Context, Poll};
 use bytes::{Buf, BytesMut};
 use http::{Method, StatusCode};
 use http_body::Body;
-use keel_upstream::Decoded;
+use keel_upstream::{Decoded, GrowingReads};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 
-use request::{Feeder, Feeding, HeadError, RequestHead, Want};
+use request::{Feeder, Feeding, HeadError, RequestHead};
 use response::Outgoing;
 
 /// Longest request head read; past it the answer is a 431.
 const MAX_HEAD: usize = 256 * 1024;
-/// The first read of a request reserves this much; reads that fill their space double it.
-const FIRST_READ: usize = 1024;
-/// Reads never reserve more than this.
-const MAX_READ: usize = 64 * 1024;
 /// After an answer that leaves a request body unread, how long the connection goes on reading
 /// (and dropping) what the client still sends before it closes, so that the client reads the
 /// answer instead of a reset.
@@ -96,7 +92,7 @@ where
 {
     let stop = std::pin::pin!(stop);
     let mut stop = StopSignal { future: stop, fired: None };
-    let mut connection = Connection { io, buffer: BytesMut::new(), read_size: FIRST_READ };
+    let mut connection = Connection { io, buffer: BytesMut::new(), reads: GrowingReads::default() };
     loop {
         let head = match connection.read_head(&mut stop).await {
             Ok(Some(head)) => head,
@@ -106,7 +102,10 @@ where
         };
         match connection.exchange(head, service, keep_alive, &mut stop).await? {
             Next::Request => {}
-            Next::Close { linger } => return connection.close(linger).await,
+            Next::Close { linger } => {
+                connection.close(linger).await;
+                return Ok(());
+            }
             Next::Drop => return Ok(()),
         }
     }
@@ -146,7 +145,7 @@ struct Connection<IO> {
     /// Bytes read and not yet used: the rest of a head, body bytes, a pipelined request.
     buffer: BytesMut,
     /// How much the next read reserves.
-    read_size: usize,
+    reads: GrowingReads,
 }
 
 impl<IO: AsyncRead + AsyncWrite + Unpin> Connection<IO> {
@@ -293,7 +292,7 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Connection<IO> {
                 Feeding::Failed => return Ok(()),
                 Feeding::Complete | Feeding::Abandoned => return self.poll_gone(cx),
             }
-            if matches!(feeder.poll_want(cx), Want::Nothing) {
+            if !feeder.poll_wants_more(cx) {
                 return if feeder.state == Feeding::Abandoned { self.poll_gone(cx) } else { Ok(()) };
             }
             if let Some(written) = feeder.continue_owed {
@@ -340,15 +339,7 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Connection<IO> {
 
     /// Reads more bytes into the buffer: how many (0 when the client closed the connection).
     fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
-        if self.buffer.capacity() - self.buffer.len() < self.read_size / 2 {
-            self.buffer.reserve(self.read_size);
-        }
-        let room = self.buffer.capacity() - self.buffer.len();
-        let read = std::task::ready!(tokio_util::io::poll_read_buf(Pin::new(&mut self.io), cx, &mut self.buffer))?;
-        if read == room {
-            self.read_size = (self.read_size * 2).min(MAX_READ);
-        }
-        Poll::Ready(Ok(read))
+        self.reads.poll_fill(&mut self.io, cx, &mut self.buffer)
     }
 
     /// Gives the buffer's memory back when nothing is in it (an idle or streaming connection
@@ -356,7 +347,7 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Connection<IO> {
     fn release_buffer(&mut self) {
         if self.buffer.is_empty() {
             self.buffer = BytesMut::new();
-            self.read_size = FIRST_READ;
+            self.reads.reset();
         }
     }
 
@@ -369,14 +360,15 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Connection<IO> {
         };
         tracing::info!(status = status.as_u16(), %error, "request refused before reading it");
         self.io.write_all(&response::refusal(status, &error.to_string())).await?;
-        self.close(true).await?;
+        self.close(true).await;
         Err(ConnectionError::Refused(error))
     }
 
     /// Closes the connection: the write side first; then, when the client may still be sending
     /// a body nobody read, reads and drops it for a moment so that the client gets the answer
-    /// rather than a reset.
-    async fn close(mut self, linger: bool) -> Result<(), ConnectionError> {
+    /// rather than a reset. (A client that left first makes the shutdown fail: nothing to
+    /// report then.)
+    async fn close(mut self, linger: bool) {
         let shut = self.io.shutdown().await;
         if linger && shut.is_ok() {
             let drain = async {
@@ -391,8 +383,6 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Connection<IO> {
             };
             let _ = tokio::time::timeout(LINGER, drain).await;
         }
-        // (A client that left first makes the shutdown fail: nothing to report.)
-        Ok(())
     }
 }
 

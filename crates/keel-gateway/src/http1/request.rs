@@ -131,13 +131,20 @@ fn expects_continue(headers: &HeaderMap, version: Version) -> Result<bool, HeadE
 
 /// Whether the client keeps the connection open after this request: HTTP/1.1 unless it says
 /// `close`, HTTP/1.0 only when it says `keep-alive`.
-pub(crate) fn keeps_alive(version: Version, headers: &HeaderMap) -> bool {
-    let has = |token: &[u8]| {
-        headers.get_all(CONNECTION).iter().any(|value| {
-            value.as_bytes().split(|b| *b == b',').any(|part| part.trim_ascii().eq_ignore_ascii_case(token))
-        })
-    };
-    if version == Version::HTTP_10 { has(b"keep-alive") } else { !has(b"close") }
+fn keeps_alive(version: Version, headers: &HeaderMap) -> bool {
+    if version == Version::HTTP_10 {
+        connection_says(headers, b"keep-alive")
+    } else {
+        !connection_says(headers, b"close")
+    }
+}
+
+/// Whether the `Connection` headers of a request or an answer list `token`.
+pub(super) fn connection_says(headers: &HeaderMap, token: &[u8]) -> bool {
+    headers
+        .get_all(CONNECTION)
+        .iter()
+        .any(|value| value.as_bytes().split(|b| *b == b',').any(|part| part.trim_ascii().eq_ignore_ascii_case(token)))
 }
 
 /// A request body could not be read from the client.
@@ -249,14 +256,6 @@ pub(crate) struct Feeder {
     pub(crate) continue_owed: Option<usize>,
 }
 
-/// What the next step of feeding needs.
-pub(crate) enum Want {
-    /// Nothing now: the body has what it asked for, or feeding is over.
-    Nothing,
-    /// The body waits for more.
-    More,
-}
-
 impl Feeder {
     /// A request's body and the connection's side of it. A body that is already all in
     /// `buffer` (the usual small request) is handed over whole at once.
@@ -285,24 +284,24 @@ impl Feeder {
         (body, Feeder { slot, decoder, state, continue_owed })
     }
 
-    /// Whether the body waits for more; registers `cx` to be woken when it does. Notices a
-    /// dropped body.
-    pub(crate) fn poll_want(&mut self, cx: &mut Context<'_>) -> Want {
+    /// Whether the body waits for more now; if not, registers `cx` to be woken when it does.
+    /// Notices a dropped body. (`false` too once feeding is over.)
+    pub(crate) fn poll_wants_more(&mut self, cx: &mut Context<'_>) -> bool {
         if self.state != Feeding::Open {
-            return Want::Nothing;
+            return false;
         }
         let mut slot = self.slot.lock();
         if slot.abandoned {
             self.state = Feeding::Abandoned;
-            return Want::Nothing;
+            return false;
         }
         if slot.wanted && slot.data.is_none() {
-            return Want::More;
+            return true;
         }
         if !slot.feeder.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
             slot.feeder = Some(cx.waker().clone());
         }
-        Want::Nothing
+        false
     }
 
     /// Hands the next piece of body (or its end) to the body and wakes its reader.
@@ -435,14 +434,14 @@ mod tests {
         assert_eq!(feeder.continue_owed, Some(0));
         let waker = futures_util::task::noop_waker();
         let mut cx = Context::from_waker(&waker);
-        assert!(matches!(feeder.poll_want(&mut cx), Want::Nothing));
+        assert!(!feeder.poll_wants_more(&mut cx));
         assert!(std::pin::Pin::new(&mut body).poll_frame(&mut cx).is_pending());
-        assert!(matches!(feeder.poll_want(&mut cx), Want::More));
+        assert!(feeder.poll_wants_more(&mut cx));
         feeder.deliver(Ok(Decoded::Data(Bytes::from_static(b"ab"))));
         let Poll::Ready(Some(Ok(frame))) = std::pin::Pin::new(&mut body).poll_frame(&mut cx) else { panic!() };
         assert_eq!(frame.into_data().unwrap(), "ab");
         drop(body);
-        assert!(matches!(feeder.poll_want(&mut cx), Want::Nothing));
+        assert!(!feeder.poll_wants_more(&mut cx));
         assert_eq!(feeder.state, Feeding::Abandoned);
         assert!(!feeder.finish(&mut buffer));
     }

@@ -68,7 +68,7 @@ impl Outgoing {
         version: Version,
         close: bool,
     ) -> Outgoing {
-        let close = close || says_close(&parts.headers);
+        let close = close || super::request::connection_says(&parts.headers, b"close");
         let status = parts.status;
         let declared = declared_length(&parts.headers);
         let bodiless =
@@ -203,13 +203,6 @@ impl Outgoing {
 /// The answer's own `content-length`, when it set a valid one.
 fn declared_length(headers: &http::HeaderMap) -> Option<u64> {
     headers.get(CONTENT_LENGTH)?.to_str().ok()?.trim().parse().ok()
-}
-
-/// Whether the answer's headers say the connection closes after it.
-fn says_close(headers: &http::HeaderMap) -> bool {
-    headers.get_all(CONNECTION).iter().any(|value| {
-        value.as_bytes().split(|b| *b == b',').any(|part| part.trim_ascii().eq_ignore_ascii_case(b"close"))
-    })
 }
 
 fn header(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {

@@ -13,6 +13,7 @@
 
 pub(crate) mod decode;
 mod head;
+mod reads;
 
 use std::io;
 use std::pin::Pin;
@@ -29,13 +30,11 @@ use tokio_rustls::client::TlsStream;
 use crate::client::RequestBody;
 pub(crate) use decode::{Decoded, Decoder};
 use head::{BodyLength, ResponseHead};
+pub use reads::GrowingReads;
+use reads::MAX_READ;
 
 /// Largest response head accepted.
 const MAX_HEAD: usize = 64 * 1024;
-/// The first read of an answer reserves this much; reads that fill their space double it.
-const FIRST_READ: usize = 1024;
-/// Reads never reserve more than this.
-const MAX_READ: usize = 64 * 1024;
 
 /// What went wrong talking HTTP/1.1 to an upstream.
 #[derive(Debug, thiserror::Error)]
@@ -101,7 +100,7 @@ pub(crate) struct Connection {
     /// Bytes read and not yet used: the rest of a head, or body bytes not yet decoded.
     buffer: BytesMut,
     /// How much the next read reserves.
-    read_size: usize,
+    reads: GrowingReads,
 }
 
 /// An answer's head, and how to read its body.
@@ -131,7 +130,7 @@ impl SendFailure {
 impl Connection {
     /// A connection over an open socket.
     pub(crate) fn new(io: Transport) -> Connection {
-        Connection { io, buffer: BytesMut::new(), read_size: FIRST_READ }
+        Connection { io, buffer: BytesMut::new(), reads: GrowingReads::default() }
     }
 
     /// Whether an idle connection is still usable: the server has not closed it, and sent
@@ -216,15 +215,7 @@ impl Connection {
 
     /// Reads more bytes into the buffer: how many (0 when the server closed the connection).
     fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
-        if self.buffer.capacity() - self.buffer.len() < self.read_size / 2 {
-            self.buffer.reserve(self.read_size);
-        }
-        let room = self.buffer.capacity() - self.buffer.len();
-        let read = std::task::ready!(tokio_util::io::poll_read_buf(Pin::new(&mut self.io), cx, &mut self.buffer))?;
-        if read == room {
-            self.read_size = (self.read_size * 2).min(MAX_READ);
-        }
-        Poll::Ready(Ok(read))
+        self.reads.poll_fill(&mut self.io, cx, &mut self.buffer)
     }
 
     /// The next piece of the body `decoder` reads: data, or `None` at its end.
