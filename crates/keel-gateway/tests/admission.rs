@@ -261,9 +261,10 @@ async fn a_streamed_answer_holds_its_slot_until_the_stream_ends_and_its_body_is_
     }
 }
 
-#[tokio::test]
-async fn a_target_that_sheds_passes_the_request_to_the_next_target() {
-    let scenario = keel_testkit::scenario("[[model]]\nname = \"llama3.2\"\nlatency = \"800ms\"\n");
+/// A mock answering after `latency`, and keel routing `llama3.2` to two upstreams that are both
+/// that mock (`default`, then `second`), with `admission` as its `[admission]` section.
+async fn two_targets(latency: &str, admission: &str) -> (keel_mock::MockServer, TestGateway) {
+    let scenario = keel_testkit::scenario(&format!("[[model]]\nname = \"llama3.2\"\nlatency = \"{latency}\"\n"));
     let mock = keel_mock::MockServer::start(([127, 0, 0, 1], 0).into(), scenario).await.unwrap();
     let config = keel_testkit::config_with(
         &mock.url(),
@@ -271,11 +272,17 @@ async fn a_target_that_sheds_passes_the_request_to_the_next_target() {
         &format!(
             "[[upstream]]\nname = \"second\"\nurl = \"{}\"\nhealth_interval = \"0s\"\n\
              [[route]]\nmodel = \"llama3.2\"\ntargets = [\"default\", \"second\"]\n\
-             [admission]\nmax_concurrent = 1\nmax_queue = 0\n",
+             [admission]\n{admission}",
             mock.url()
         ),
     );
     let keel = TestGateway::start(config).await;
+    (mock, keel)
+}
+
+#[tokio::test]
+async fn a_target_that_sheds_passes_the_request_to_the_next_target() {
+    let (_mock, keel) = two_targets("800ms", "max_concurrent = 1\nmax_queue = 0\n").await;
     let client = reqwest::Client::new();
     let url = format!("{}/api/chat", keel.url());
     let first = tokio::spawn(post(&client, url.clone(), &chat(), &[]));
@@ -565,19 +572,7 @@ async fn an_upstream_may_serve_fewer_at_once_than_admission_max_concurrent() {
 
 #[tokio::test]
 async fn max_wait_bounds_the_wait_over_all_targets_together() {
-    let scenario = keel_testkit::scenario("[[model]]\nname = \"llama3.2\"\nlatency = \"4s\"\n");
-    let mock = keel_mock::MockServer::start(([127, 0, 0, 1], 0).into(), scenario).await.unwrap();
-    let config = keel_testkit::config_with(
-        &mock.url(),
-        "",
-        &format!(
-            "[[upstream]]\nname = \"second\"\nurl = \"{}\"\nhealth_interval = \"0s\"\n\
-             [[route]]\nmodel = \"llama3.2\"\ntargets = [\"default\", \"second\"]\n\
-             [admission]\nmax_concurrent = 1\nmax_queue = 4\nmax_wait = \"1s\"\n",
-            mock.url()
-        ),
-    );
-    let keel = TestGateway::start(config).await;
+    let (_mock, keel) = two_targets("4s", "max_concurrent = 1\nmax_queue = 4\nmax_wait = \"1s\"\n").await;
     let client = reqwest::Client::new();
     let url = format!("{}/api/chat", keel.url());
     // One request on each target holds its only slot for 4 s.
