@@ -9,6 +9,7 @@
 //! value that matches nothing.
 
 use std::collections::HashSet;
+use std::fmt::Write as _;
 
 use serde_json::{Map, Number, Value};
 
@@ -288,24 +289,8 @@ impl<'a> Path<'a> {
                 }
             }
             Step::Index(index) => {
-                out.push('/');
-                let mut digits = [0u8; 20];
-                let mut n = index;
-                let mut at = digits.len();
-                loop {
-                    at -= 1;
-                    if let Some(d) = digits.get_mut(at) {
-                        // `n % 10` is a single digit.
-                        *d = b'0' + (n % 10) as u8;
-                    }
-                    n /= 10;
-                    if n == 0 || at == 0 {
-                        break;
-                    }
-                }
-                for &d in digits.get(at..).unwrap_or_default() {
-                    out.push(char::from(d));
-                }
+                // (Writing into a `String` cannot fail.)
+                let _ = write!(out, "/{index}");
             }
         }
     }

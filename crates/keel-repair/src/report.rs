@@ -319,7 +319,7 @@ impl Report {
     /// fixes one by one (and counting those it did not keep), with one counter update per
     /// strategy.
     pub(crate) fn absorb(&mut self, other: FixLog) {
-        if other.fixes.is_empty() && other.counts == [0; ALL.len()] {
+        if other.is_empty() {
             return;
         }
         let room = MAX_LISTED_FIXES.saturating_sub(self.fixes.len());
@@ -427,6 +427,11 @@ impl Default for FixLog {
 }
 
 impl FixLog {
+    /// Whether the log has no fix, listed or counted.
+    fn is_empty(&self) -> bool {
+        self.fixes.is_empty() && self.counts == [0; ALL.len()]
+    }
+
     pub(crate) fn push(&mut self, strategy: Strategy, position: usize) {
         self.push_detail(strategy, position, None);
     }
@@ -460,10 +465,10 @@ impl FixLog {
     }
 
     pub(crate) fn append(&mut self, other: Self) {
-        if other.fixes.is_empty() && other.counts == [0; ALL.len()] {
+        if other.is_empty() {
             return;
         }
-        if self.fixes.is_empty() && self.counts == [0; ALL.len()] {
+        if self.is_empty() {
             // Appending to an empty log gives the other log, as it is.
             *self = other;
             return;
