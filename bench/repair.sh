@@ -5,7 +5,8 @@
 # forms derived from each of their values (trailing commas + comments, Python repr, truncation,
 # raw newlines/tabs in strings, NDJSON; crates/keel-repair/tests/support/large.rs) — both engines
 # without schemas, in one process, alternating rounds, mimalloc as the global allocator for both;
-# then the whole public.jsonl (keel with the cases' schemas). Second table: each file as a whole.
+# then the whole public.jsonl and the whole public corpus (both files; keel with the cases' schemas).
+# Second table: each file as a whole.
 #
 # Usage: bench/repair.sh [CORPUS_DIR]        (default: ../shared/repair-corpus beside the repo)
 # Env:   COMPARE_MILLIS=2500                  time spent measuring each engine on each category/file

@@ -14,8 +14,9 @@
 //! ```
 //!
 //! First table: per large category (the corpus's three large inputs and five broken forms
-//! derived from them, `tests/support/large.rs`), both engines without schemas, alternating rounds.
-//! Second table: each corpus file as a whole, keel with its schemas.
+//! derived from them, `tests/support/large.rs`), both engines without schemas, alternating rounds;
+//! then `public.jsonl`'s small cases and the whole public corpus (both files), keel with the
+//! cases' schemas. Second table: each corpus file as a whole, keel with its schemas.
 //!
 //! `CORPUS_DIR` defaults to `shared/repair-corpus` beside the repository. Accuracy follows the
 //! corpus README: the output must parse and equal `expected` as a value, or both be null (a
@@ -131,6 +132,16 @@ fn per_category(dir: &Path, budget: Duration, repairer: &Repairer) {
     groups.push((
         "public.jsonl (298 small cases; keel with their schemas)".to_owned(),
         small.iter().map(|c| (c.input.as_str(), c.expected.as_ref(), c.schema.as_ref())).collect(),
+    ));
+    // The whole public corpus: both files, every input once per round (keel with the schemas).
+    let public_large = load(&dir.join("public-large.jsonl"));
+    groups.push((
+        "whole public corpus (public.jsonl + public-large.jsonl; keel with their schemas)".to_owned(),
+        small
+            .iter()
+            .chain(&public_large)
+            .map(|c| (c.input.as_str(), c.expected.as_ref(), c.schema.as_ref()))
+            .collect(),
     ));
     for (name, cases) in groups {
         let keel_ok = cases
