@@ -179,7 +179,11 @@ const FEW_MEMBERS: usize = 16;
 /// outputs usually are: comparing a few short keys is cheaper than hashing one).
 #[inline]
 fn member<'m>(map: &'m Map<String, Value>, key: &str) -> Option<(&'m String, &'m Value)> {
-    if map.len() <= FEW_MEMBERS { map.iter().find(|(k, _)| k.as_str() == key) } else { map.get_key_value(key) }
+    if map.len() <= FEW_MEMBERS {
+        map.iter().find(|(k, _)| crate::schema::same_str(k, key))
+    } else {
+        map.get_key_value(key)
+    }
 }
 
 /// The property names already given a value: a list while there are few, else a set.

@@ -132,32 +132,58 @@ fn extract_at_depth(text: &str, opts: Options, depth: u8) -> Result<Vec<Choice>,
         return Err(RepairError::Empty);
     }
     let start = trimmed.as_ptr() as usize - text.as_ptr() as usize;
-    // Fast path: the whole output is JSON.
-    match strict::check(trimmed.as_bytes()) {
-        Strict::Json { depth: nesting } => return Ok(vec![whole(text, start, trimmed.len(), nesting, opts, depth)?]),
-        Strict::TooDeep => return Err(too_deep()),
-        Strict::NotJson => {}
+    // Fast path: the whole output is JSON. Output that does not end like JSON (cut off, prose
+    // after it) is not read for it here.
+    let read_whole = strict::may_end_document(trimmed.as_bytes());
+    if read_whole {
+        match strict::check(trimmed.as_bytes()) {
+            Strict::Json { depth: nesting } => {
+                return Ok(vec![whole(text, start, trimmed.len(), nesting, opts, depth)?]);
+            }
+            Strict::TooDeep => return Err(too_deep()),
+            Strict::NotJson => {}
+        }
     }
-
     let mut head = FixLog::default();
     let spans = visible_spans(text, &mut head);
     let regions = regions(text, &spans);
+    let found = extract_regions(text, opts, depth, &head, &regions);
+    // Not read whole: the output's nesting was not checked against `MAX_DEPTH`. Repairing reads
+    // the same containers and stops deeper than `MAX_VALUE_DEPTH`; only then, or when fences or
+    // think blocks split the output (a split may leave a shallow piece), is it read whole to
+    // refuse as before what is nested deeper than `MAX_DEPTH`.
+    let split = !matches!(regions.as_slice(), [r] if r.start <= start && r.end >= start + trimmed.len());
+    let deep = matches!(found, Err(RepairError::TooDeep { .. }));
+    if !read_whole && (deep || split) && strict::check(trimmed.as_bytes()) == Strict::TooDeep {
+        return Err(too_deep());
+    }
+    found
+}
+
+/// The choices found in `regions` of `text`.
+fn extract_regions(
+    text: &str,
+    opts: Options,
+    depth: u8,
+    head: &FixLog,
+    regions: &[Region],
+) -> Result<Vec<Choice>, RepairError> {
     let mut choices = Vec::new();
     let mut individuals = Vec::new();
     let mut failed = 0usize;
     let mut any_content = false;
     let filled = |r: &Region| !text.get(r.start..r.end).unwrap_or("").trim_matches(is_space_char).is_empty();
     let filled_count = regions.iter().filter(|r| filled(r)).count();
-    for region in &regions {
+    for region in regions {
         let is_filled = filled(region);
         any_content |= is_filled;
         // Text in other regions (prose around a fence, another code block) is dropped too.
         let prose_outside = filled_count > usize::from(is_filled);
-        scan_region(text, region, opts, &head, prose_outside, &mut choices, &mut individuals, &mut failed)?;
+        scan_region(text, region, opts, head, prose_outside, &mut choices, &mut individuals, &mut failed)?;
     }
     if choices.is_empty() && depth == 0 {
         // A document escaped once: `{\"a\": 1}`.
-        for region in &regions {
+        for region in regions {
             let body = text.get(region.start..region.end).unwrap_or("");
             if memchr::memmem::find(body.as_bytes(), b"\\\"").is_none() {
                 continue;

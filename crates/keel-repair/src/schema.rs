@@ -181,7 +181,7 @@ pub(crate) fn same_value(a: &Value, b: &Value) -> bool {
                 return false;
             }
             for ((ka, va), (kb, vb)) in x.iter().zip(y) {
-                if ka != kb {
+                if !same_str(ka, kb) {
                     return a == b;
                 }
                 if !same_value(va, vb) {
@@ -191,9 +191,37 @@ pub(crate) fn same_value(a: &Value, b: &Value) -> bool {
             true
         }
         (Value::Array(x), Value::Array(y)) => x.len() == y.len() && x.iter().zip(y).all(|(a, b)| same_value(a, b)),
-        (Value::String(x), Value::String(y)) => x == y,
+        (Value::String(x), Value::String(y)) => same_str(x, y),
         _ => a == b,
     }
+}
+
+/// `a == b` for strings, without a call into `memcmp` for the short ones (keys and keywords):
+/// up to 16 bytes are compared as two overlapping words.
+#[inline]
+pub(crate) fn same_str(a: &str, b: &str) -> bool {
+    let (a, b) = (a.as_bytes(), b.as_bytes());
+    let n = a.len();
+    if n != b.len() {
+        return false;
+    }
+    match n {
+        0 => true,
+        1..4 => a.iter().zip(b).all(|(x, y)| x == y),
+        4..8 => word::<4>(a, 0) == word::<4>(b, 0) && word::<4>(a, n - 4) == word::<4>(b, n - 4),
+        8..=16 => word::<8>(a, 0) == word::<8>(b, 0) && word::<8>(a, n - 8) == word::<8>(b, n - 8),
+        _ => a == b,
+    }
+}
+
+/// `N` bytes of `bytes` from `at`, as a little-endian number (zero past the end).
+#[inline]
+fn word<const N: usize>(bytes: &[u8], at: usize) -> u64 {
+    let mut word = [0u8; 8];
+    if let Some(src) = bytes.get(at..at + N) {
+        word[..N].copy_from_slice(src);
+    }
+    u64::from_le_bytes(word)
 }
 
 /// Hashes the cache's keys, which already are hashes ([`structural_hash`]): passes them through.
@@ -281,6 +309,36 @@ impl SchemaCache {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn same_str_is_string_equality() {
+        let words = [
+            "",
+            "a",
+            "b",
+            "ab",
+            "abc",
+            "abd",
+            "abcd",
+            "abce",
+            "abcdefg",
+            "abcdefh",
+            "bbcdefg",
+            "abcdefgh",
+            "abcdefgi",
+            "abcdefghijklmnop",
+            "abcdefghijklmnoq",
+            "xbcdefghijklmnop",
+            "abcdefghijklmnopq",
+            "é",
+            "ée",
+        ];
+        for a in words {
+            for b in words {
+                assert_eq!(same_str(a, b), a == b, "{a:?} {b:?}");
+            }
+        }
+    }
 
     #[test]
     fn hash_ignores_key_order() {

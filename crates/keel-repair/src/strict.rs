@@ -71,6 +71,15 @@ pub(crate) fn check(b: &[u8]) -> Strict {
     }
 }
 
+/// Whether `b` may be strict JSON, told from its last byte without reading the rest: a document
+/// ends with `}`, `]`, `"`, a digit or the last letter of `true`, `false` or `null` (output cut
+/// off, or prose after the value, does not). Text that cannot may still be nested too deep: see
+/// [`check`].
+pub(crate) fn may_end_document(b: &[u8]) -> bool {
+    let last = b.iter().rev().find(|&&c| !is_ws(c));
+    last.is_none_or(|c| matches!(c, b'}' | b']' | b'"' | b'0'..=b'9' | b'e' | b'l'))
+}
+
 /// Is `b` one JSON value, with only JSON whitespace around it, at most [`MAX_DEPTH`] deep?
 #[cfg(test)]
 pub(crate) fn is_json(b: &[u8]) -> bool {
@@ -406,5 +415,37 @@ mod tests {
         // Too deep is told apart only when the nesting was read that far.
         assert_eq!(check(b"[[1,]]"), Strict::NotJson);
         assert_eq!(check(b"7"), Strict::Json { depth: 0 });
+    }
+
+    fn any_json() -> impl proptest::strategy::Strategy<Value = serde_json::Value> {
+        use proptest::prelude::*;
+        let leaf = prop_oneof![
+            Just(serde_json::Value::Null),
+            any::<bool>().prop_map(serde_json::Value::from),
+            any::<i64>().prop_map(serde_json::Value::from),
+            any::<f64>().prop_map(serde_json::Value::from),
+            ".{0,6}".prop_map(serde_json::Value::from),
+        ];
+        leaf.prop_recursive(3, 24, 4, |inner| {
+            prop_oneof![
+                proptest::collection::vec(inner.clone(), 0..4).prop_map(serde_json::Value::from),
+                proptest::collection::btree_map("[a-z]{0,3}", inner, 0..4)
+                    .prop_map(|m| serde_json::Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    proptest::proptest! {
+        /// Every JSON document, compact or pretty, with whitespace after it, ends like one; text
+        /// that does not is never strict JSON.
+        #[test]
+        fn documents_end_like_documents(value in any_json(), pretty: bool, tail in "[ \n\t\r]{0,3}", text in "[\\[\\]{}\"a-z0-9:, \n.\\\\-]{0,40}") {
+            let written = if pretty { serde_json::to_string_pretty(&value) } else { serde_json::to_string(&value) };
+            let document = written.unwrap_or_default() + &tail;
+            proptest::prop_assert!(may_end_document(document.as_bytes()), "{:?}", document);
+            if !may_end_document(text.as_bytes()) {
+                proptest::prop_assert!(!is_json(text.as_bytes()), "{:?}", text);
+            }
+        }
     }
 }
