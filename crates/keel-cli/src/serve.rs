@@ -68,6 +68,8 @@ pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<()> {
         }
     }
     let gateway = Gateway::with_stores(config.clone(), stores).await?;
+    // The bound address, not the configured one: `--listen 127.0.0.1:0` names the port it got.
+    let listen = listener.local_addr().unwrap_or(listen);
     tracing::info!(
         listen = %listen,
         config = %path.as_ref().map_or_else(|| "built-in defaults".to_owned(), |p| p.display().to_string()),

@@ -8,6 +8,7 @@ use std::io::Write as _;
 use std::process::{Command, Output, Stdio};
 
 use keel_mock::{MockServer, Scenario};
+use keel_testkit::process::KeelProcess;
 use serde_json::{Value, json};
 
 const KEEL: &str = env!("CARGO_BIN_EXE_keel");
@@ -273,27 +274,16 @@ async fn a_session_kept_by_keel_end_to_end() {
     let server = mock().await;
     let dir = tempfile::tempdir().unwrap();
     let store = format!("sqlite://{}", dir.path().join("keel.db").display());
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let _serve = KillOnDrop(
-        Command::new(KEEL)
-            .arg("serve")
-            .current_dir(dir.path())
-            .env_remove("KEEL_CONFIG")
-            .env("KEEL_LISTEN", format!("127.0.0.1:{port}"))
-            .env("KEEL_UPSTREAM", server.url())
-            .env("KEEL_STORE", &store)
-            .env("KEEL_LOG", "warn")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(std::time::Instant::now() < deadline, "keel serve did not start");
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
-    let host = format!("http://127.0.0.1:{port}");
+    let mut command = Command::new(KEEL);
+    command
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .current_dir(dir.path())
+        .env_remove("KEEL_CONFIG")
+        .env("KEEL_UPSTREAM", server.url())
+        .env("KEEL_STORE", &store)
+        .env("KEEL_LOG", "info");
+    let keel = KeelProcess::start_on_any_port(command, &dir.path().join("keel.log")).await;
+    let host = keel.base.clone();
     let base = ["--model", "llama3.2", "--url", &host, "--session-id", "e2e-1"];
     let first = chat(&[&base[..], &["--non-interactive", "-p", "first", "--system", "be brief"]].concat(), "").await;
     assert!(first.status.success(), "{}", text(&first.stderr));
@@ -315,14 +305,4 @@ async fn a_session_kept_by_keel_end_to_end() {
     assert!(show.status.success(), "{}", text(&show.stderr));
     assert!(text(&show.stdout).contains("messages  5"), "{}", text(&show.stdout));
     server.shutdown().await;
-}
-
-/// Kills the child process when the test ends, also when it fails.
-struct KillOnDrop(std::process::Child);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }

@@ -82,14 +82,13 @@ async fn every_series_the_rules_and_dashboard_use_is_served_from_start_up() {
          [[route]]\nmodel = \"llama3.2\"\ntargets = [\"local\"]\n[admission]\n",
     )
     .unwrap();
-    let port = free_port();
     let mut command = Command::new(KEEL);
     command
-        .args(["serve", "--config", config.to_str().unwrap(), "--listen", &format!("127.0.0.1:{port}")])
+        .args(["serve", "--config", config.to_str().unwrap(), "--listen", "127.0.0.1:0"])
         .args(["--store", &format!("sqlite://{}", dir.path().join("keel.db").display())])
         .current_dir(dir.path())
         .env("OTEL_EXPORTER_OTLP_ENDPOINT", format!("http://127.0.0.1:{}", free_port()));
-    let keel = KeelProcess::start(command, port, &dir.path().join("keel.log")).await;
+    let keel = KeelProcess::start_on_any_port(command, &dir.path().join("keel.log")).await;
     let served = reqwest::get(format!("{}/metrics", keel.base)).await.unwrap().text().await.unwrap();
     let served = metric_names(&served);
 

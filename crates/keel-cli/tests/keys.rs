@@ -149,16 +149,15 @@ async fn keel_serve_admits_the_stores_keys_and_refuses_revoked_ones_within_a_sec
     let mock = keel_mock::MockServer::start(([127, 0, 0, 1], 0).into(), keel_mock::Scenario::single_model("m", "hi"))
         .await
         .unwrap();
-    let port = keel_testkit::process::free_port();
     let mut command = Command::new(KEEL);
     command
-        .args(["serve", "--upstream", &mock.url(), "--listen", &format!("127.0.0.1:{port}"), "--store", &url])
+        .args(["serve", "--upstream", &mock.url(), "--listen", "127.0.0.1:0", "--store", &url])
         .current_dir(dir.path())
         .env_remove("KEEL_CONFIG")
         .env_remove("KEEL_STORE")
         .env_remove("RUST_LOG")
         .env("KEEL_LOG", "info");
-    let serve = keel_testkit::process::KeelProcess::start(command, port, &dir.path().join("keel.log")).await;
+    let serve = keel_testkit::process::KeelProcess::start_on_any_port(command, &dir.path().join("keel.log")).await;
     let base = serve.base.clone();
     let client = reqwest::Client::new();
     let chat = |key: Option<&str>| {

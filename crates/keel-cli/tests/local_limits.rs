@@ -8,7 +8,7 @@
 use std::process::Command;
 use std::time::Duration;
 
-use keel_testkit::process::{KeelProcess, free_port};
+use keel_testkit::process::KeelProcess;
 use serde_json::{Value, json};
 
 const KEEL: &str = env!("CARGO_BIN_EXE_keel");
@@ -116,19 +116,18 @@ async fn idle_connections_at_the_descriptor_limit_leave_health_and_chat_answerin
 /// Starts keel under `ulimit -n open_files` in `dir`, with `config` as its `./keel.toml`; its log
 /// goes to `keel.log`.
 async fn start_keel(dir: &tempfile::TempDir, open_files: u32, config: &str, upstream: &str) -> KeelProcess {
-    let port = free_port();
     std::fs::write(dir.path().join("keel.toml"), config).unwrap();
     let mut command = Command::new("bash");
     command
         .args([
             "-c",
             &format!(
-                "ulimit -n {open_files} && exec \"$0\" serve --upstream {upstream} --listen 127.0.0.1:{port} --store sqlite://{}",
+                "ulimit -n {open_files} && exec \"$0\" serve --upstream {upstream} --listen 127.0.0.1:0 --store sqlite://{}",
                 dir.path().join("keel.db").display()
             ),
             KEEL,
         ])
         .current_dir(dir.path())
         .env_remove("KEEL_CONFIG");
-    KeelProcess::start(command, port, &dir.path().join("keel.log")).await
+    KeelProcess::start_on_any_port(command, &dir.path().join("keel.log")).await
 }

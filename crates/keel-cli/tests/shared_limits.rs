@@ -13,7 +13,7 @@
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use keel_testkit::process::{KeelProcess, free_port};
+use keel_testkit::process::KeelProcess;
 
 const KEEL: &str = env!("CARGO_BIN_EXE_keel");
 
@@ -27,7 +27,6 @@ fn redis_url() -> String {
 
 /// Starts keel `name` in `dir` with `config` (its clock `clock` ahead when given).
 async fn start(dir: &std::path::Path, name: &str, config: &str, clock: Option<&str>) -> KeelProcess {
-    let port = free_port();
     let config_path = dir.join(format!("{name}.toml"));
     std::fs::write(&config_path, config).unwrap();
     let mut command = Command::new(KEEL);
@@ -39,10 +38,10 @@ async fn start(dir: &std::path::Path, name: &str, config: &str, clock: Option<&s
     command
         .args(["serve", "--config"])
         .arg(&config_path)
-        .args(["--listen", &format!("127.0.0.1:{port}"), "--store"])
+        .args(["--listen", "127.0.0.1:0", "--store"])
         .arg(format!("sqlite://{}", dir.join(format!("{name}.db")).display()))
         .env("KEEL_AGENT_KEY", "shared-agent-key");
-    KeelProcess::start(command, port, &dir.join(format!("{name}.log"))).await
+    KeelProcess::start_on_any_port(command, &dir.join(format!("{name}.log"))).await
 }
 
 /// keel's config: one upstream, a key named `key_name` (so each test has its own limiter keys in
