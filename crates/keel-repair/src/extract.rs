@@ -7,6 +7,8 @@
 //! values → one array). Every run is a [`Choice`]; the caller picks one (by schema fitness when it
 //! has a schema, else the first: json fences first, then the largest).
 
+use std::ops::Range;
+
 use serde_json::Value;
 
 use crate::error::RepairError;
@@ -421,15 +423,50 @@ fn find_fence(b: &[u8], from: usize, to: usize, line_floor: usize, opening: bool
     loose
 }
 
+/// What a candidate holds.
+#[derive(Debug, Clone)]
+enum Piece {
+    /// `text[start..end]` is strict JSON, nested `depth` containers deep.
+    Text { start: usize, end: usize, depth: usize },
+    /// A fragment's compact JSON in the region's scratch text.
+    Json(Range<usize>),
+}
+
+impl Piece {
+    /// As a choice's content, copied out of `scratch`.
+    fn content(&self, scratch: &parser::Scratch) -> Content {
+        match self {
+            Self::Text { start, end, depth } => Content::Text { start: *start, end: *end, depth: *depth },
+            Self::Json(range) => Content::Json(scratch.json(range.clone()).to_owned()),
+        }
+    }
+
+    /// As a choice's content, taking the scratch text when it holds only this.
+    fn into_content(self, scratch: &mut parser::Scratch) -> Content {
+        match self {
+            Self::Json(range) => Content::Json(scratch.take_json(range)),
+            text => text.content(scratch),
+        }
+    }
+}
+
 /// One parsed fragment in a region.
 #[derive(Debug)]
 struct Candidate {
-    content: Content,
+    piece: Piece,
     start: usize,
     end: usize,
     truncated: bool,
-    /// Boxed: a region may hold thousands of candidates (NDJSON).
-    log: Box<FixLog>,
+    /// What was fixed, boxed and only when something was: a region may hold thousands of
+    /// candidates (NDJSON), most with nothing fixed.
+    log: Option<Box<FixLog>>,
+}
+
+impl Candidate {
+    /// Its fixes, taken out (an empty log when nothing was fixed).
+    fn take_log(&mut self) -> FixLog {
+        self.log.take().map_or_else(FixLog::default, |log| *log)
+    }
 }
 
 /// Consecutive candidates separated only by separators: `candidates[from..to]`.
@@ -535,6 +572,7 @@ fn scan_region(
     }
     let trimmed_start = region.start + (trimmed.as_ptr() as usize - body.as_ptr() as usize);
     let mut candidates = Vec::new();
+    let mut scratch = parser::Scratch::default();
     // The whole output (trimmed) was checked already: it is not strict JSON.
     let whole_output = trimmed.len() == text.trim_matches(|c: char| c.is_ascii_whitespace()).len();
     let strict = if whole_output { Strict::NotJson } else { strict::check(trimmed.as_bytes()) };
@@ -543,15 +581,14 @@ fn scan_region(
     }
     if let Strict::Json { depth } = strict {
         candidates.push(Candidate {
-            content: Content::Text { start: trimmed_start, end: trimmed_start + trimmed.len(), depth },
+            piece: Piece::Text { start: trimmed_start, end: trimmed_start + trimmed.len(), depth },
             start: trimmed_start,
             end: trimmed_start + trimmed.len(),
             truncated: false,
-            log: Box::default(),
+            log: None,
         });
     } else {
         let mut pos = region.start;
-        let mut scratch = parser::Scratch::default();
         while pos < region.end {
             let Some(off) = memchr::memchr2(b'{', b'[', b.get(pos..region.end).unwrap_or(&[])) else { break };
             let p = pos + off;
@@ -567,13 +604,14 @@ fn scan_region(
                     };
                     if acceptable {
                         candidates.push(Candidate {
-                            content: Content::Json(fragment.json),
+                            piece: Piece::Json(fragment.json),
                             start: p,
                             end: fragment.end,
                             truncated: fragment.truncated,
-                            log: Box::new(fragment.log),
+                            log: (!fragment.log.is_empty()).then(|| Box::new(fragment.log)),
                         });
                     } else {
+                        scratch.drop_last(fragment.json);
                         *failed += 1;
                     }
                     pos = fragment.end.max(p + 1);
@@ -623,7 +661,7 @@ fn scan_region(
         let trailing = separator_gap(after);
         let prose = !only_one_run || !before_empty || trailing.is_none();
         let code_like = run.iter().any(|c| {
-            c.log.count(Strategy::UnquotedKey) > 0
+            c.log.as_ref().is_some_and(|log| log.count(Strategy::UnquotedKey) > 0)
                 && !b.get(c.start..c.end).unwrap_or(&[]).iter().any(|&q| matches!(q, b'"' | b'\'' | 0xE2))
                 && after_selector(b, region.start, c.start)
         });
@@ -643,25 +681,23 @@ fn scan_region(
         }
         let mut own_choices = Vec::new();
         let mut content_of_run = if let [only] = run {
-            log.append(std::mem::take(&mut *only.log));
-            std::mem::replace(&mut only.content, Content::Value(Value::Null))
+            log.append(only.take_log());
+            only.piece.clone().into_content(&mut scratch)
         } else {
             let mut own_logs = Vec::new();
-            let mut contents = Vec::with_capacity(count);
-            for candidate in run {
-                let candidate_log = std::mem::take(&mut *candidate.log);
+            for candidate in run.iter_mut() {
+                let candidate_log = candidate.take_log();
                 if opts.individuals {
                     let mut own = log.clone();
                     own.append(candidate_log.clone());
                     own_logs.push((own, candidate.start, candidate.end, candidate.truncated));
                 }
                 log.append(candidate_log);
-                contents.push(std::mem::replace(&mut candidate.content, Content::Value(Value::Null)));
             }
             own_choices.reserve(own_logs.len());
-            for ((own, start, end, cut), content) in own_logs.into_iter().zip(&contents) {
+            for ((own, start, end, cut), candidate) in own_logs.into_iter().zip(run.iter()) {
                 own_choices.push(Choice {
-                    content: content.clone(),
+                    content: candidate.piece.content(&scratch),
                     truncated: cut,
                     log: own,
                     tier: region.tier,
@@ -670,7 +706,7 @@ fn scan_region(
                     individual: true,
                 });
             }
-            Content::Json(json_array(contents, text)?)
+            Content::Json(json_array(run, &scratch, text)?)
         };
         if prose {
             content_of_run.materialize(text)?;
@@ -696,17 +732,20 @@ fn scan_region(
 }
 
 /// The values of a run as one JSON array, compact.
-fn json_array(contents: Vec<Content>, text: &str) -> Result<String, RepairError> {
-    let size: usize = contents.iter().map(|c| if let Content::Json(item) = c { item.len() + 1 } else { 0 }).sum();
+fn json_array(run: &[Candidate], scratch: &parser::Scratch, text: &str) -> Result<String, RepairError> {
+    let size: usize = run.iter().map(|c| if let Piece::Json(item) = &c.piece { item.len() + 1 } else { 0 }).sum();
     let mut json = String::with_capacity(size + 2);
     json.push('[');
-    for (i, content) in contents.into_iter().enumerate() {
+    for (i, candidate) in run.iter().enumerate() {
         if i > 0 {
             json.push(',');
         }
-        match content {
-            Content::Json(item) => json.push_str(&item),
-            other => json.push_str(&serde_json::to_string(&other.into_value(text)?).unwrap_or_default()),
+        match &candidate.piece {
+            Piece::Json(item) => json.push_str(scratch.json(item.clone())),
+            other => {
+                let value = other.content(scratch).into_value(text)?;
+                json.push_str(&serde_json::to_string(&value).unwrap_or_default());
+            }
         }
     }
     json.push(']');

@@ -16,6 +16,7 @@
 
 use std::collections::HashSet;
 use std::fmt::Write as _;
+use std::ops::Range;
 
 use serde_json::{Number, Value};
 
@@ -81,8 +82,9 @@ enum Quote {
 /// One parsed top-level fragment.
 #[derive(Debug)]
 pub(crate) struct Fragment {
-    /// The value (an object or an array) as compact JSON, exactly as `serde_json` serializes it.
-    pub(crate) json: String,
+    /// Where the value (an object or an array) is in the scratch's text, as compact JSON exactly
+    /// as `serde_json` serializes it: [`Scratch::json`].
+    pub(crate) json: Range<usize>,
     /// Byte offset just past the value.
     pub(crate) end: usize,
     /// The input ended inside the value.
@@ -91,13 +93,14 @@ pub(crate) struct Fragment {
 }
 
 /// Parses the value that starts at `start` (an object or array in practice) and reads no further
-/// than `end`. `scratch` holds the buffers it writes in (reused from fragment to fragment).
+/// than `end`. Its compact JSON is appended to `scratch`'s text, which the fragments of a region
+/// share (nothing is appended when it fails).
 pub(crate) fn parse_fragment(text: &str, start: usize, end: usize, scratch: &mut Scratch) -> Result<Fragment, Fail> {
-    scratch.out.clear();
+    let from = scratch.out.len();
     scratch.keys.clear();
     // Room for the keys of a small document at once (the stack grows from there).
     scratch.keys.reserve(FEW_KEYS);
-    // Compact text is seldom longer than what it was read from (kept for the next fragment).
+    // Compact text is seldom longer than what it was read from.
     scratch.out.reserve(end.min(text.len()).saturating_sub(start));
     let end = end.min(text.len());
     let bytes = text.as_bytes();
@@ -114,32 +117,64 @@ pub(crate) fn parse_fragment(text: &str, start: usize, end: usize, scratch: &mut
         repeated_key: false,
         known_ws: (usize::MAX, usize::MAX),
     };
-    let truncated = match parser.parse_value(Ctx::Element)? {
-        Parsed::Complete => false,
-        Parsed::Partial => true,
-        Parsed::Dropped | Parsed::Skipped => return Err(parser.fail(parser.pos)),
+    let truncated = match parser.parse_value(Ctx::Element) {
+        Ok(Parsed::Complete) => Ok(false),
+        Ok(Parsed::Partial) => Ok(true),
+        Ok(Parsed::Dropped | Parsed::Skipped) => Err(parser.fail(parser.pos)),
+        Err(fail) => Err(fail),
     };
-    // A value that fills at least half the buffer takes it (a later fragment reserves a new one);
-    // others are copied, so that no value holds much more memory than its text.
-    let fills = parser.out.len() * 2 >= parser.out.capacity();
-    let json = if fills { std::mem::take(parser.out) } else { parser.out.clone() };
-    let json = if parser.repeated_key { without_repeated_keys(json) } else { json };
-    Ok(Fragment { json, end: parser.pos, truncated, log: parser.log })
+    let (end, log, repeated_key) = (parser.pos, parser.log, parser.repeated_key);
+    let truncated = truncated.inspect_err(|_| scratch.out.truncate(from))?;
+    if repeated_key {
+        let json = without_repeated_keys(scratch.out.get(from..).unwrap_or_default());
+        scratch.out.truncate(from);
+        scratch.out.push_str(&json);
+    }
+    Ok(Fragment { json: from..scratch.out.len(), end, truncated, log })
 }
 
 /// JSON text where an object repeats a key, as a `Value` holds it: the last value, in the first
 /// one's place.
-fn without_repeated_keys(json: String) -> String {
-    serde_json::from_str::<Value>(&json).ok().and_then(|value| serde_json::to_string(&value).ok()).unwrap_or(json)
+fn without_repeated_keys(json: &str) -> String {
+    serde_json::from_str::<Value>(json)
+        .ok()
+        .and_then(|value| serde_json::to_string(&value).ok())
+        .unwrap_or_else(|| json.to_owned())
 }
 
-/// The buffers the parser writes in, kept from one fragment to the next.
+/// The buffers the parser writes in, shared by the fragments of a region.
 #[derive(Debug, Default)]
 pub(crate) struct Scratch {
-    /// The fragment's value as compact JSON.
+    /// The fragments' values as compact JSON, one after the other.
     out: String,
     /// Hashes of the keys of the open objects.
     keys: Vec<u64>,
+}
+
+impl Scratch {
+    /// The compact JSON of a fragment.
+    pub(crate) fn json(&self, range: Range<usize>) -> &str {
+        self.out.get(range).unwrap_or_default()
+    }
+
+    /// Forgets the last fragment (at `range`), which is not kept.
+    pub(crate) fn drop_last(&mut self, range: Range<usize>) {
+        if range.end == self.out.len() {
+            self.out.truncate(range.start);
+        }
+    }
+
+    /// The compact JSON of a fragment as its own string: the whole text when the fragment is
+    /// all of it and fills at least half of it (no copy), else a copy, so that no value holds
+    /// much more memory than its text.
+    pub(crate) fn take_json(&mut self, range: Range<usize>) -> String {
+        let whole = range.start == 0 && range.end == self.out.len();
+        if whole && self.out.len() * 2 >= self.out.capacity() {
+            std::mem::take(&mut self.out)
+        } else {
+            self.json(range).to_owned()
+        }
+    }
 }
 
 struct Parser<'a> {
@@ -1367,8 +1402,9 @@ mod tests {
 
     fn parse(text: &str) -> (Value, bool, FixLog) {
         let start = text.find(['{', '[']).unwrap();
-        let f = parse_fragment(text, start, text.len(), &mut Scratch::default()).unwrap();
-        (serde_json::from_str(&f.json).unwrap(), f.truncated, f.log)
+        let mut scratch = Scratch::default();
+        let f = parse_fragment(text, start, text.len(), &mut scratch).unwrap();
+        (serde_json::from_str(scratch.json(f.json)).unwrap(), f.truncated, f.log)
     }
 
     fn fails(text: &str) -> bool {

@@ -428,7 +428,7 @@ impl Default for FixLog {
 
 impl FixLog {
     /// Whether the log has no fix, listed or counted.
-    fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.fixes.is_empty() && self.counts == [0; ALL.len()]
     }
 
