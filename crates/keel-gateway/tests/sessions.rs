@@ -795,3 +795,82 @@ async fn a_responses_session_still_refuses_previous_response_id() {
     assert!(body["error"]["message"].as_str().unwrap().contains("X-Keel-Session"), "{body}");
     assert!(Api::Responses.sent(&up).is_empty());
 }
+
+/// A streamed answer that calls a tool is stored with its calls, assembled from the stream's
+/// pieces, in each API keel serves sessions on: the next turn's tool result has its call.
+#[tokio::test]
+async fn streamed_answers_are_stored_with_their_tool_calls() {
+    let up = MockServer::start(
+        ([127, 0, 0, 1], 0).into(),
+        scenario("[[model]]\nname = \"m\"\nreply = \"Sunny it is.\"\ntool_call = { name = \"get_weather\", arguments = { city = \"Paris\" } }\n"),
+    )
+    .await
+    .unwrap();
+    let keel = keel(&up, "").await;
+    let chat_tools =
+        json!([{"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object"}}}]);
+    let asks = [
+        (
+            "/api/chat",
+            json!({"model": "m", "stream": true, "tools": chat_tools,
+            "messages": [{"role": "user", "content": "Weather in Paris?"}]}),
+        ),
+        (
+            "/v1/chat/completions",
+            json!({"model": "m", "stream": true, "tools": chat_tools,
+            "messages": [{"role": "user", "content": "Weather in Paris?"}]}),
+        ),
+        (
+            "/v1/messages",
+            json!({"model": "m", "max_tokens": 100, "stream": true,
+            "tools": [{"name": "get_weather", "input_schema": {"type": "object"}}],
+            "messages": [{"role": "user", "content": "Weather in Paris?"}]}),
+        ),
+        (
+            "/v1/responses",
+            json!({"model": "m", "stream": true, "input": "Weather in Paris?",
+            "tools": [{"type": "function", "name": "get_weather", "parameters": {"type": "object"}}]}),
+        ),
+    ];
+    for (path, ask) in asks {
+        let session = format!("streamed-tools{}", path.replace('/', "-"));
+        let response = reqwest::Client::new()
+            .post(format!("{}{path}", keel.url()))
+            .header("x-keel-session", &session)
+            .json(&ask)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200, "{path}");
+        let streamed = response.text().await.unwrap();
+        assert!(streamed.contains("get_weather"), "{path}: {streamed}");
+        let stored: Value = reqwest::get(format!("{}/keel/sessions/{session}/messages", keel.url()))
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let answer = stored["messages"].as_array().unwrap().iter().rfind(|m| m["role"] == "assistant").unwrap();
+        assert_eq!(answer["complete"], true, "{path}: {stored}");
+        let call = &answer["tool_calls"][0];
+        assert_eq!(call["function"]["name"], "get_weather", "{path}: {stored}");
+        let arguments = match &call["function"]["arguments"] {
+            Value::String(text) => serde_json::from_str(text).unwrap(),
+            object => object.clone(),
+        };
+        assert_eq!(arguments, json!({"city": "Paris"}), "{path}: {stored}");
+        if path != "/api/chat" {
+            // Chat form: the id the client will answer with.
+            let id = call["id"].as_str().unwrap();
+            assert!(!id.is_empty() && streamed.contains(id), "{path}: {id:?} not in {streamed}");
+        }
+    }
+    // Ollama: the tool result's turn sends the stored call back before it.
+    let result = json!({"model": "m", "stream": true, "tools": chat_tools,
+        "messages": [{"role": "tool", "content": "sunny", "tool_name": "get_weather"}]});
+    let _ = chat(&keel, "streamed-tools-api-chat", &[], result).await.text().await.unwrap();
+    let sent = upstream_chats(&up);
+    let last = sent.last().unwrap();
+    assert_eq!(last["messages"][1]["tool_calls"][0]["function"]["name"], "get_weather", "{last}");
+    assert_eq!(last["messages"][2]["role"], "tool", "{last}");
+}

@@ -427,6 +427,8 @@ pub struct MessageCompletion {
     pub content: Option<String>,
     /// The final token count (the session's `token_count` moves by the difference).
     pub token_count: Option<u64>,
+    /// The tool calls the message makes (a streamed answer's, known at its end).
+    pub tool_calls: Option<Value>,
 }
 
 /// Which sessions [`Store::list_sessions`](crate::Store::list_sessions) returns; every set field

@@ -369,8 +369,9 @@ impl PostgresStore {
         let tokens = to_i64(message.token_count, "token count")?;
         execute(
             &tx,
-            "UPDATE messages SET content = $3, token_count = $4, complete = $5 WHERE session_id = $1 AND seq = $2",
-            &[&session_id, &clamp_i64(seq), &message.content, &tokens, &message.complete],
+            "UPDATE messages SET content = $3, token_count = $4, complete = $5, tool_calls = $6 \
+             WHERE session_id = $1 AND seq = $2",
+            &[&session_id, &clamp_i64(seq), &message.content, &tokens, &message.complete, &message.tool_calls],
         )
         .await?;
         execute(

@@ -755,9 +755,13 @@ fn exec_complete(
     };
     let tokens = to_i64(message.token_count, "token count")?;
     conn.prepare_cached(
-        "UPDATE messages SET content = ?3, token_count = ?4, complete = ?5 WHERE session_id = ?1 AND seq = ?2",
+        "UPDATE messages SET content = ?3, token_count = ?4, complete = ?5, tool_calls = ?6 \
+         WHERE session_id = ?1 AND seq = ?2",
     )
-    .and_then(|mut update| update.execute(params![id, clamp_i64(seq), message.content, tokens, message.complete]))
+    .and_then(|mut update| {
+        let calls = message.tool_calls.as_ref().map(Value::to_string);
+        update.execute(params![id, clamp_i64(seq), message.content, tokens, message.complete, calls])
+    })
     .map_err(db_error)?;
     let total = to_i64(total, "token count")?;
     conn.prepare_cached(

@@ -215,6 +215,9 @@ pub(crate) fn apply_completion(
     if let Some(tokens) = completion.token_count {
         message.token_count = tokens;
     }
+    if let Some(calls) = &completion.tool_calls {
+        message.tool_calls = Some(calls.clone());
+    }
     message.complete = !partial;
     add_tokens(session_tokens.saturating_sub(old_tokens), message.token_count).map(Some)
 }

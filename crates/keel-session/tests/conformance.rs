@@ -437,6 +437,8 @@ mod cases {
 
     pub(crate) async fn partial_message_is_completed(ctx: Ctx) {
         let store = &*ctx.store;
+        let calls =
+            serde_json::json!([{"id": "call_1", "type": "function", "function": {"name": "story", "arguments": "{}"}}]);
         store.create_session(NewSession::new("stream")).await.unwrap();
         store.append("stream", NewMessage::user("tell me a story").with_tokens(4)).await.unwrap();
         let partial =
@@ -450,12 +452,18 @@ mod cases {
             .complete_message(
                 "stream",
                 partial.seq,
-                MessageCompletion { content: Some("Once upon a time, the end.".into()), token_count: Some(8) },
+                MessageCompletion {
+                    content: Some("Once upon a time, the end.".into()),
+                    token_count: Some(8),
+                    tool_calls: Some(calls.clone()),
+                },
             )
             .await
             .unwrap();
         assert!(done.complete);
         assert_eq!((done.seq, done.content.as_str(), done.token_count), (2, "Once upon a time, the end.", 8));
+        // A streamed answer's tool calls are stored with it.
+        assert_eq!(done.tool_calls.as_ref(), Some(&calls));
         assert_eq!(all_messages(store, "stream").await[1], done);
         let after = session(store, "stream").await;
         assert_eq!(after.token_count, 12);
@@ -480,8 +488,11 @@ mod cases {
 
     pub(crate) async fn partial_saves_keep_the_message_incomplete(ctx: Ctx) {
         let store = &*ctx.store;
-        let saved =
-            |content: &str, tokens: u64| MessageCompletion { content: Some(content.into()), token_count: Some(tokens) };
+        let saved = |content: &str, tokens: u64| MessageCompletion {
+            content: Some(content.into()),
+            token_count: Some(tokens),
+            tool_calls: None,
+        };
         store.create_session(NewSession::new("stream")).await.unwrap();
         store.append("stream", NewMessage::user("tell me a story").with_tokens(4)).await.unwrap();
         let partial = store.append("stream", NewMessage::assistant("").with_tokens(0).partial()).await.unwrap();
@@ -509,7 +520,7 @@ mod cases {
             .save_partial(
                 "stream",
                 partial.seq,
-                MessageCompletion { content: Some("Once upon a t".into()), token_count: None },
+                MessageCompletion { content: Some("Once upon a t".into()), ..MessageCompletion::default() },
             )
             .await
             .unwrap();

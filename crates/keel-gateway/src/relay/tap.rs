@@ -49,6 +49,79 @@ pub(crate) struct Tap {
     pub(crate) blocks: Blocks,
     /// Responses streams: what was sent of the response, for splicing a continuation in.
     pub(crate) response: ResponseSeen,
+    /// The tool calls of a chat or Anthropic stream, assembled from their pieces.
+    calls: StreamedCalls,
+}
+
+/// The tool calls a stream made, as they arrive: Ollama sends each whole, OpenAI chat and
+/// Anthropic streams send a call's id and name first and its arguments in pieces.
+#[derive(Debug, Default)]
+struct StreamedCalls {
+    /// Ollama's calls, as sent.
+    whole: Vec<Value>,
+    /// Calls by their index in the stream: id, name, arguments so far.
+    pieces: Vec<(u64, CallPieces)>,
+}
+
+#[derive(Debug, Default)]
+struct CallPieces {
+    id: String,
+    name: String,
+    arguments: String,
+}
+
+impl StreamedCalls {
+    /// The call at `index`, started when first seen.
+    fn at(&mut self, index: u64) -> &mut CallPieces {
+        let position = match self.pieces.iter().position(|(i, _)| *i == index) {
+            Some(position) => position,
+            None => {
+                self.pieces.push((index, CallPieces::default()));
+                self.pieces.len() - 1
+            }
+        };
+        &mut self.pieces[position].1
+    }
+
+    /// An OpenAI chat chunk's `delta.tool_calls`.
+    fn chat_deltas(&mut self, deltas: &[Value]) {
+        for delta in deltas {
+            let call = self.at(delta.get("index").and_then(Value::as_u64).unwrap_or(0));
+            if let Some(id) = delta.get("id").and_then(Value::as_str) {
+                id.clone_into(&mut call.id);
+            }
+            if let Some(name) = delta.pointer("/function/name").and_then(Value::as_str) {
+                call.name.push_str(name);
+            }
+            if let Some(arguments) = delta.pointer("/function/arguments").and_then(Value::as_str) {
+                call.arguments.push_str(arguments);
+            }
+        }
+    }
+
+    /// The calls in chat form (`[{"id", "type": "function", "function": {"name", "arguments"}}]`),
+    /// as a whole answer's are stored; Ollama's as sent. `None` when there were none.
+    fn in_chat_form(&self, framing: TapFraming) -> Option<Value> {
+        if !self.whole.is_empty() {
+            return Some(Value::Array(self.whole.clone()));
+        }
+        let calls: Vec<Value> = self
+            .pieces
+            .iter()
+            .map(|(_, call)| {
+                // Anthropic's arguments arrive as pieces of a JSON object: written compact, as a
+                // whole answer's `input` is.
+                let arguments = match framing {
+                    TapFraming::Anthropic if call.arguments.trim().is_empty() => "{}".to_owned(),
+                    TapFraming::Anthropic => serde_json::from_str::<Value>(&call.arguments)
+                        .map_or_else(|_| call.arguments.clone(), |input| input.to_string()),
+                    _ => call.arguments.clone(),
+                };
+                serde_json::json!({"id": call.id, "type": "function", "function": {"name": call.name, "arguments": arguments}})
+            })
+            .collect();
+        (!calls.is_empty()).then_some(Value::Array(calls))
+    }
 }
 
 /// The content blocks of an Anthropic stream so far: the one still open (a continuation writes
@@ -102,7 +175,18 @@ impl Tap {
             prompt_tokens: None,
             blocks: Blocks::default(),
             response: ResponseSeen::default(),
+            calls: StreamedCalls::default(),
         }
+    }
+
+    /// The tool calls the stream made so far, in the form a whole answer's are stored in a
+    /// session (chat form; Ollama's as sent). `None` when it made none.
+    pub(crate) fn tool_calls(&self) -> Option<Value> {
+        if self.framing == TapFraming::Responses {
+            let output = Value::Array(self.response.done_items.clone());
+            return crate::answer::Kind::Responses.chat_tool_calls(&serde_json::json!({ "output": output }));
+        }
+        self.calls.in_chat_form(self.framing)
     }
 
     /// Takes a chunk; hands back the complete lines to pass on (a line's start is held until its
@@ -172,9 +256,17 @@ impl Tap {
                 if value.get("done").and_then(Value::as_bool) == Some(true) {
                     self.finished = true;
                 }
+                if let Some(Value::Array(calls)) = value.pointer("/message/tool_calls") {
+                    self.calls.whole.extend(calls.iter().cloned());
+                }
                 value.pointer("/message/content")
             }
-            TapFraming::Sse => value.pointer("/choices/0/delta/content"),
+            TapFraming::Sse => {
+                if let Some(Value::Array(deltas)) = value.pointer("/choices/0/delta/tool_calls") {
+                    self.calls.chat_deltas(deltas);
+                }
+                value.pointer("/choices/0/delta/content")
+            }
             TapFraming::Anthropic => self.anthropic_event(&value),
             TapFraming::Responses => self.responses_event(&value),
         };
@@ -194,8 +286,14 @@ impl Tap {
             "content_block_start" => {
                 let index = index?;
                 self.blocks.next = self.blocks.next.max(index + 1);
-                let is_text = value.pointer("/content_block/type").and_then(Value::as_str) == Some("text");
-                self.blocks.open_text = is_text.then_some(index);
+                let kind = value.pointer("/content_block/type").and_then(Value::as_str);
+                self.blocks.open_text = (kind == Some("text")).then_some(index);
+                if kind == Some("tool_use") {
+                    let call = self.calls.at(index);
+                    let field = |name: &str| value.pointer(&format!("/content_block/{name}")).and_then(Value::as_str);
+                    field("id").unwrap_or_default().clone_into(&mut call.id);
+                    field("name").unwrap_or_default().clone_into(&mut call.name);
+                }
                 None
             }
             "content_block_stop" => {
@@ -204,7 +302,14 @@ impl Tap {
                 }
                 None
             }
-            "content_block_delta" => value.pointer("/delta/text"),
+            "content_block_delta" => {
+                if let (Some(index), Some(piece)) =
+                    (index, value.pointer("/delta/partial_json").and_then(Value::as_str))
+                {
+                    self.calls.at(index).arguments.push_str(piece);
+                }
+                value.pointer("/delta/text")
+            }
             "message_stop" => {
                 self.finished = true;
                 None
@@ -365,5 +470,62 @@ mod tests {
         let fed =
             tap.feed(b"event: error\ndata: {\"type\":\"error\",\"code\":\"server_error\",\"message\":\"gone\"}\n\n");
         assert_eq!(fed.error.as_deref(), Some("gone"));
+    }
+
+    #[test]
+    fn chat_tool_calls_are_assembled_from_their_pieces() {
+        let mut tap = Tap::new(TapFraming::Sse);
+        assert_eq!(tap.tool_calls(), None);
+        let events = [
+            r#"{"choices":[{"delta":{"tool_calls":[{"index":0,"id":"call_a","type":"function","function":{"name":"weather","arguments":""}}]}}]}"#,
+            r#"{"choices":[{"delta":{"tool_calls":[{"index":0,"function":{"arguments":"{\"city\":"}}]}}]}"#,
+            r#"{"choices":[{"delta":{"tool_calls":[{"index":1,"id":"call_b","type":"function","function":{"name":"time","arguments":"{}"}}]}}]}"#,
+            r#"{"choices":[{"delta":{"tool_calls":[{"index":0,"function":{"arguments":" \"Paris\"}"}}]}}]}"#,
+        ];
+        for event in events {
+            tap.feed(format!("data: {event}\n\n").as_bytes());
+        }
+        assert_eq!(
+            tap.tool_calls(),
+            Some(serde_json::json!([
+                {"id": "call_a", "type": "function", "function": {"name": "weather", "arguments": "{\"city\": \"Paris\"}"}},
+                {"id": "call_b", "type": "function", "function": {"name": "time", "arguments": "{}"}},
+            ]))
+        );
+    }
+
+    #[test]
+    fn ollama_tool_calls_are_kept_as_sent() {
+        let mut tap = Tap::new(TapFraming::NdJson);
+        let call = r#"{"function":{"name":"weather","arguments":{"city":"Paris"}}}"#;
+        tap.feed(format!("{{\"message\":{{\"content\":\"\",\"tool_calls\":[{call}]}},\"done\":false}}\n").as_bytes());
+        tap.feed(b"{\"message\":{\"content\":\"\"},\"done\":true}\n");
+        let expected: Value = serde_json::from_str(&format!("[{call}]")).unwrap();
+        assert_eq!(tap.tool_calls(), Some(expected));
+    }
+
+    #[test]
+    fn anthropic_tool_use_arguments_are_written_compact() {
+        let mut tap = Tap::new(TapFraming::Anthropic);
+        let events = [
+            r#"{"type":"content_block_start","index":0,"content_block":{"type":"text","text":""}}"#,
+            r#"{"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":"Let me look."}}"#,
+            r#"{"type":"content_block_start","index":1,"content_block":{"type":"tool_use","id":"toolu_1","name":"weather","input":{}}}"#,
+            r#"{"type":"content_block_delta","index":1,"delta":{"type":"input_json_delta","partial_json":"{\"city\": "}}"#,
+            r#"{"type":"content_block_delta","index":1,"delta":{"type":"input_json_delta","partial_json":"\"Paris\"}"}}"#,
+            r#"{"type":"content_block_start","index":2,"content_block":{"type":"tool_use","id":"toolu_2","name":"time","input":{}}}"#,
+            r#"{"type":"message_stop"}"#,
+        ];
+        for event in events {
+            tap.feed(format!("event: x\ndata: {event}\n\n").as_bytes());
+        }
+        assert_eq!(tap.text, "Let me look.");
+        assert_eq!(
+            tap.tool_calls(),
+            Some(serde_json::json!([
+                {"id": "toolu_1", "type": "function", "function": {"name": "weather", "arguments": "{\"city\":\"Paris\"}"}},
+                {"id": "toolu_2", "type": "function", "function": {"name": "time", "arguments": "{}"}},
+            ]))
+        );
     }
 }

@@ -79,8 +79,10 @@ impl SessionBody {
         let (id, seq) = (self.id.clone(), self.seq);
         let content = self.tap.text.clone();
         let tokens = self.tap.answer_tokens.unwrap_or_else(|| super::estimate_tokens(&content));
+        // The answer's tool calls go into the session with it: the agent's tool results refer to them.
+        let tool_calls = self.tap.tool_calls();
         self.saving = Some(Box::pin(async move {
-            let completion = MessageCompletion { content: Some(content), token_count: Some(tokens) };
+            let completion = MessageCompletion { content: Some(content), token_count: Some(tokens), tool_calls };
             store.complete_message(&id, seq, completion).await.map(|_| ()).map_err(|e| e.to_string())
         }));
     }
@@ -97,7 +99,7 @@ impl SessionBody {
         let (id, seq, content) = (self.id.clone(), self.seq, self.tap.text.clone());
         let tokens = super::estimate_tokens(&content);
         runtime.spawn(async move {
-            let partial = MessageCompletion { content: Some(content), token_count: Some(tokens) };
+            let partial = MessageCompletion { content: Some(content), token_count: Some(tokens), tool_calls: None };
             // Refused once the answer is complete: the final save already has the whole text.
             if let Err(err) = store.save_partial(&id, seq, partial).await {
                 tracing::debug!(session = %id, seq, error = %err, "partial answer not saved");

@@ -366,7 +366,8 @@ impl Answered<'_> {
         };
         let id = self.session.id.as_str();
         let stored = append(&*self.store, id, placeholder).await.map_err(unavailable)?;
-        let completion = keel_session::MessageCompletion { content: Some(text), token_count: Some(tokens) };
+        let completion =
+            keel_session::MessageCompletion { content: Some(text), token_count: Some(tokens), tool_calls: None };
         self.store.complete_message(id, stored.seq, completion).await.map_err(unavailable)?;
         parts.headers.remove(header::CONTENT_LENGTH);
         Ok(Response::from_parts(parts, axum::body::Body::from(bytes)))
