@@ -57,23 +57,39 @@ fn config_errors_name_the_key_and_file() {
 
 #[test]
 fn serve_reads_env_overrides_and_stops_cleanly_on_sigterm() {
-    let mock_port = free_port();
-    let keel_port = free_port();
-    let mut mock = Command::new(KEEL)
-        .args(["mock", "--listen", &format!("127.0.0.1:{mock_port}")])
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
+    // Both listen on port 0 and say which port they got: no other test can take it in between.
+    let mut mock = Command::new(KEEL).args(["mock", "--listen", "127.0.0.1:0"]).stdout(Stdio::piped()).spawn().unwrap();
+    let mut said = String::new();
+    std::io::BufRead::read_line(&mut std::io::BufReader::new(mock.stdout.take().unwrap()), &mut said).unwrap();
+    let mock_url = said.split_whitespace().find(|word| word.starts_with("http://")).unwrap().to_owned();
     let dir = tempfile::tempdir().unwrap();
     let mut serve = Command::new(KEEL)
         .arg("serve")
         .current_dir(dir.path())
-        .env("KEEL_LISTEN", format!("127.0.0.1:{keel_port}"))
-        .env("KEEL_UPSTREAM", format!("http://127.0.0.1:{mock_port}"))
+        .env("KEEL_LISTEN", "127.0.0.1:0")
+        .env("KEEL_UPSTREAM", &mock_url)
         .env("KEEL_LOG_FORMAT", "json")
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
+    // keel's log, line by line, from a thread (it is read to the end after keel exits).
+    let (lines, logged) = std::sync::mpsc::channel();
+    let stderr = serve.stderr.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        let mut all = String::new();
+        for line in std::io::BufRead::lines(std::io::BufReader::new(stderr)).map_while(Result::ok) {
+            let _ = lines.send(line.clone());
+            all.push_str(&line);
+            all.push('\n');
+        }
+        all
+    });
+    let keel_port = loop {
+        let line = logged.recv_timeout(Duration::from_secs(20)).expect("keel logged where it listens");
+        if let Some((_, rest)) = line.split_once("point agents at http://127.0.0.1:") {
+            break rest.split(|c: char| !c.is_ascii_digit()).next().unwrap().parse::<u16>().unwrap();
+        }
+    };
     let client = plain_http::Client;
     let deadline = Instant::now() + Duration::from_secs(20);
     let reply = loop {
@@ -88,8 +104,7 @@ fn serve_reads_env_overrides_and_stops_cleanly_on_sigterm() {
     assert!(Command::new("kill").args(["-TERM", &serve.id().to_string()]).status().unwrap().success());
     let status = serve.wait().unwrap();
     assert!(status.success(), "keel exited with {status}");
-    let mut logs = String::new();
-    std::io::Read::read_to_string(serve.stderr.as_mut().unwrap(), &mut logs).unwrap();
+    let logs = reader.join().unwrap();
     let first: serde_json::Value = serde_json::from_str(logs.lines().next().unwrap()).expect("JSON log lines");
     assert_eq!(first["level"], "INFO");
     assert!(logs.contains("shutting down"), "{logs}");
