@@ -18,6 +18,22 @@ async fn mock(replies: &[&str]) -> MockServer {
     .unwrap()
 }
 
+/// A model that calls `get_weather` for Paris when offered tools, and says "Sunny it is." after
+/// the tool's result.
+async fn weather_mock() -> MockServer {
+    MockServer::start(
+        ([127, 0, 0, 1], 0).into(),
+        scenario("[[model]]\nname = \"m\"\nreply = \"Sunny it is.\"\ntool_call = { name = \"get_weather\", arguments = { city = \"Paris\" } }\n"),
+    )
+    .await
+    .unwrap()
+}
+
+/// The session's messages as keel's sessions API lists them.
+async fn stored_messages(keel: &TestGateway, session: &str) -> Value {
+    reqwest::get(format!("{}/keel/sessions/{session}/messages", keel.url())).await.unwrap().json().await.unwrap()
+}
+
 async fn keel(up: &MockServer, extra: &str) -> TestGateway {
     TestGateway::start(config_from_toml(&format!(
         "[[upstream]]\nname = \"local\"\nurl = \"{}\"\nhealth_interval = \"0s\"\n{extra}",
@@ -43,8 +59,7 @@ fn upstream_chats(up: &MockServer) -> Vec<Value> {
 }
 
 async fn transcript(keel: &TestGateway, session: &str) -> Vec<(String, String, bool)> {
-    let body: Value =
-        reqwest::get(format!("{}/keel/sessions/{session}/messages", keel.url())).await.unwrap().json().await.unwrap();
+    let body = stored_messages(keel, session).await;
     assert_eq!(body["session"]["id"], session, "{body}");
     body["messages"]
         .as_array()
@@ -453,8 +468,7 @@ async fn an_answer_that_calls_tools_is_stored_with_its_tool_calls() {
     ask["tools"] = tools.clone();
     let answer: Value = chat(&keel, "s16", &[], ask).await.json().await.unwrap();
     assert!(answer["message"]["tool_calls"].is_array(), "{answer}");
-    let stored: Value =
-        reqwest::get(format!("{}/keel/sessions/s16/messages", keel.url())).await.unwrap().json().await.unwrap();
+    let stored = stored_messages(&keel, "s16").await;
     assert_eq!(stored["messages"][1]["tool_calls"], answer["message"]["tool_calls"], "{stored}");
     // The next request sends them back with the answer, so the tool result has its call.
     let result = json!({"model": "m", "stream": false, "tools": tools,
@@ -668,20 +682,14 @@ async fn messages_and_responses_record_mode_stores_only_what_is_new() {
 
 #[tokio::test]
 async fn messages_tool_use_survives_the_session() {
-    let up = MockServer::start(
-        ([127, 0, 0, 1], 0).into(),
-        scenario("[[model]]\nname = \"m\"\nreply = \"Sunny it is.\"\ntool_call = { name = \"get_weather\", arguments = { city = \"Paris\" } }\n"),
-    )
-    .await
-    .unwrap();
+    let up = weather_mock().await;
     let keel = keel(&up, "").await;
     let mut ask = Api::Messages.ask("Weather in Paris?", false);
     ask["tools"] = json!([{"name": "get_weather", "input_schema": {"type": "object"}}]);
     let answer: Value = post(&keel, Api::Messages, "tools-m", &[], &ask).await.json().await.unwrap();
     let tool_use = answer["content"].as_array().unwrap().iter().find(|b| b["type"] == "tool_use").unwrap().clone();
     let id = tool_use["id"].as_str().unwrap();
-    let stored: Value =
-        reqwest::get(format!("{}/keel/sessions/tools-m/messages", keel.url())).await.unwrap().json().await.unwrap();
+    let stored = stored_messages(&keel, "tools-m").await;
     assert_eq!(stored["messages"][2]["tool_calls"][0]["id"], id, "{stored}");
     assert_eq!(stored["messages"][2]["tool_calls"][0]["function"]["name"], "get_weather", "{stored}");
 
@@ -702,20 +710,14 @@ async fn messages_tool_use_survives_the_session() {
 
 #[tokio::test]
 async fn responses_function_calls_survive_the_session() {
-    let up = MockServer::start(
-        ([127, 0, 0, 1], 0).into(),
-        scenario("[[model]]\nname = \"m\"\nreply = \"Sunny it is.\"\ntool_call = { name = \"get_weather\", arguments = { city = \"Paris\" } }\n"),
-    )
-    .await
-    .unwrap();
+    let up = weather_mock().await;
     let keel = keel(&up, "").await;
     let mut ask = Api::Responses.ask("Weather in Paris?", false);
     ask["tools"] = json!([{"type": "function", "name": "get_weather", "parameters": {"type": "object"}}]);
     let answer: Value = post(&keel, Api::Responses, "tools-r", &[], &ask).await.json().await.unwrap();
     let call = answer["output"].as_array().unwrap().iter().find(|i| i["type"] == "function_call").unwrap().clone();
     let call_id = call["call_id"].as_str().unwrap();
-    let stored: Value =
-        reqwest::get(format!("{}/keel/sessions/tools-r/messages", keel.url())).await.unwrap().json().await.unwrap();
+    let stored = stored_messages(&keel, "tools-r").await;
     assert_eq!(stored["messages"][2]["tool_calls"][0]["id"], call_id, "{stored}");
 
     let mut result =
@@ -800,12 +802,7 @@ async fn a_responses_session_still_refuses_previous_response_id() {
 /// pieces, in each API keel serves sessions on: the next turn's tool result has its call.
 #[tokio::test]
 async fn streamed_answers_are_stored_with_their_tool_calls() {
-    let up = MockServer::start(
-        ([127, 0, 0, 1], 0).into(),
-        scenario("[[model]]\nname = \"m\"\nreply = \"Sunny it is.\"\ntool_call = { name = \"get_weather\", arguments = { city = \"Paris\" } }\n"),
-    )
-    .await
-    .unwrap();
+    let up = weather_mock().await;
     let keel = keel(&up, "").await;
     let chat_tools =
         json!([{"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object"}}}]);
@@ -844,12 +841,7 @@ async fn streamed_answers_are_stored_with_their_tool_calls() {
         assert_eq!(response.status(), 200, "{path}");
         let streamed = response.text().await.unwrap();
         assert!(streamed.contains("get_weather"), "{path}: {streamed}");
-        let stored: Value = reqwest::get(format!("{}/keel/sessions/{session}/messages", keel.url()))
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let stored = stored_messages(&keel, &session).await;
         let answer = stored["messages"].as_array().unwrap().iter().rfind(|m| m["role"] == "assistant").unwrap();
         assert_eq!(answer["complete"], true, "{path}: {stored}");
         let call = &answer["tool_calls"][0];
